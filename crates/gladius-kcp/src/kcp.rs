@@ -1,0 +1,578 @@
+//! The KCP endpoint: ikcp's state machine (`ikcp_input`, `ikcp_flush`,
+//! `ikcp_update`, `ikcp_check`) in stream mode, sans IO.
+//!
+//! Deviations from ikcp, all on the side of not trusting the peer:
+//! - a datagram is validated whole before any state changes;
+//! - `una` beyond what we sent, and ACKs outside `[snd_una, snd_nxt)`, are
+//!   ignored (ikcp would release unsent or unrelated segments);
+//! - RTT samples are taken only from ACKs of in-flight segments whose echoed
+//!   timestamp is not older than the oldest in-flight transmission and not
+//!   more than 60 s old;
+//! - per-segment backoff is capped at 60 s, the ACK list and the outgoing
+//!   datagram queue are bounded.
+
+use bytes::{Bytes, BytesMut};
+
+use crate::clock::diff;
+use crate::output::Packer;
+use crate::recv_buf::ReceiveBuffer;
+use crate::rtt::{RttEstimator, RTO_MAX};
+use crate::segment::{Command, SegmentHeader, SegmentRanges, HEADER_LEN};
+use crate::send_buf::SendBuffer;
+use crate::{InputError, KcpConfig, KcpStats, SendError};
+
+/// Smallest accepted MTU (ikcp `ikcp_setmtu` refuses below 50).
+const MIN_MTU: usize = 50;
+/// Largest accepted MTU: a UDP datagram cannot be bigger.
+const MAX_MTU: usize = 65_535;
+/// ikcp clamps the interval to 10..=5000; we allow down to 1 ms.
+const MAX_INTERVAL: u32 = 5_000;
+/// Minimum RTO with and without nodelay (ikcp `IKCP_RTO_NDL`, `IKCP_RTO_MIN`).
+const MIN_RTO_NODELAY: u32 = 30;
+const MIN_RTO_NORMAL: u32 = 100;
+/// Remote window assumed until the peer tells us (ikcp `IKCP_WND_RCV`).
+const INITIAL_REMOTE_WINDOW: u16 = 128;
+/// First window probe after this long with a zero remote window, growing
+/// 1.5x per probe up to the limit (ikcp `IKCP_PROBE_INIT`, `IKCP_PROBE_LIMIT`).
+const PROBE_INIT: u32 = 7_000;
+const PROBE_LIMIT: u32 = 120_000;
+/// A segment is fast-retransmitted at most while sent this few times
+/// (ikcp `IKCP_FASTACK_LIMIT`).
+const FASTACK_LIMIT: u32 = 5;
+/// Congestion control's slow-start threshold floor and start (ikcp).
+const THRESH_MIN: u32 = 2;
+const THRESH_INIT: u32 = 2;
+/// ikcp resynchronises its flush clock when it is off by this much.
+const FLUSH_RESYNC: i32 = 10_000;
+
+/// One KCP conversation endpoint (stream mode). See the crate docs.
+#[derive(Debug)]
+pub struct Kcp {
+    conv: u32,
+    mss: usize,
+    interval: u32,
+    nodelay: bool,
+    fast_resend: u32,
+    no_congestion_control: bool,
+    send_window: u32,
+    dead_link: u32,
+    dead: bool,
+
+    /// The latest time seen from the caller (ikcp `current`).
+    current: u32,
+    /// When the next periodic flush is due (ikcp `ts_flush`).
+    ts_flush: u32,
+
+    /// Peer's free receive window from its latest segment (ikcp `rmt_wnd`).
+    remote_window: u16,
+    /// We must send a WASK / WINS at the next flush (ikcp `probe` bits).
+    probe_ask: bool,
+    probe_tell: bool,
+    /// Zero-window probing schedule (ikcp `ts_probe`, `probe_wait`).
+    ts_probe: u32,
+    probe_wait: u32,
+
+    /// Congestion control (ikcp `cwnd`, `ssthresh`, `incr`); only limits
+    /// sending when `no_congestion_control` is false.
+    cwnd: u32,
+    ssthresh: u32,
+    incr: u64,
+
+    rtt: RttEstimator,
+    /// Bytes accepted by `send` that have no sequence number yet. Stream mode:
+    /// they are cut into mss-sized segments when the window lets them go.
+    send_queue: BytesMut,
+    send_buf: SendBuffer,
+    recv: ReceiveBuffer,
+    /// (sn, ts) of PUSH segments to acknowledge at the next flush.
+    acks: Vec<(u32, u32)>,
+    max_acks: usize,
+    out: Packer,
+    stats: KcpStats,
+}
+
+impl Kcp {
+    /// New endpoint for conversation `conv`; `now` is the caller's ms clock.
+    ///
+    /// Out-of-range settings are clamped: `mtu` to 50..=65535, `interval_ms`
+    /// to 1..=5000, windows to at least 1.
+    pub fn new(conv: u32, config: &KcpConfig, now: u32) -> Self {
+        let mtu = config.mtu.clamp(MIN_MTU, MAX_MTU);
+        let interval = config.interval_ms.clamp(1, MAX_INTERVAL);
+        let send_window = config.send_window.max(1);
+        let recv_window = config.recv_window.max(1);
+        let min_rto = if config.nodelay {
+            MIN_RTO_NODELAY
+        } else {
+            MIN_RTO_NORMAL
+        };
+        let window_sum = usize::from(send_window) + usize::from(recv_window);
+        Self {
+            conv,
+            mss: mtu - HEADER_LEN,
+            interval,
+            nodelay: config.nodelay,
+            fast_resend: config.fast_resend,
+            no_congestion_control: config.no_congestion_control,
+            send_window: u32::from(send_window),
+            dead_link: config.dead_link,
+            dead: false,
+            current: now,
+            ts_flush: now,
+            remote_window: INITIAL_REMOTE_WINDOW,
+            probe_ask: false,
+            probe_tell: false,
+            ts_probe: 0,
+            probe_wait: 0,
+            cwnd: 1,
+            ssthresh: THRESH_INIT,
+            incr: 0,
+            rtt: RttEstimator::new(min_rto, interval),
+            send_queue: BytesMut::new(),
+            send_buf: SendBuffer::default(),
+            recv: ReceiveBuffer::new(recv_window),
+            acks: Vec::new(),
+            // A flush's worth of ACKs is at most what the window admits plus
+            // duplicates; beyond a generous bound, dropping an ACK only
+            // causes a retransmission.
+            max_acks: 4 * usize::from(recv_window) + 64,
+            out: Packer::new(mtu, 2 * window_sum + 16),
+            stats: KcpStats::default(),
+        }
+    }
+
+    /// The conversation id.
+    pub fn conv(&self) -> u32 {
+        self.conv
+    }
+
+    /// Read the conversation id of a datagram without trusting anything else.
+    pub fn peek_conv(datagram: &[u8]) -> Option<u32> {
+        datagram
+            .get(..4)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    }
+
+    /// Append bytes to the outgoing stream.
+    ///
+    /// Never refuses for lack of space: bound the queue with
+    /// [`unacked_bytes`](Self::unacked_bytes).
+    pub fn send(&mut self, data: &[u8]) -> Result<(), SendError> {
+        if data.is_empty() {
+            return Err(SendError::Empty);
+        }
+        self.send_queue.extend_from_slice(data);
+        Ok(())
+    }
+
+    /// Feed one received datagram (copied only if it carries data we keep).
+    ///
+    /// A malformed datagram is rejected whole and changes nothing. Segments
+    /// that are well-formed but meaningless (sn outside the receive window,
+    /// ACK or una for data we never sent) are ignored and the call succeeds;
+    /// [`InputError::Invalid`] is currently never returned.
+    pub fn input(&mut self, now: u32, datagram: &[u8]) -> Result<(), InputError> {
+        self.input_inner(now, datagram, None)
+    }
+
+    /// Like [`input`](Self::input), but received chunks are zero-copy
+    /// slices of `datagram`.
+    pub fn input_bytes(&mut self, now: u32, datagram: Bytes) -> Result<(), InputError> {
+        self.input_inner(now, &datagram, Some(&datagram))
+    }
+
+    /// Next in-order chunk of the incoming stream.
+    pub fn recv(&mut self) -> Option<Bytes> {
+        let (chunk, reopened) = self.recv.pop()?;
+        if reopened {
+            // Tell the peer at once that the window it saw closed is open
+            // again, instead of letting it wait for its next probe.
+            self.probe_tell = true;
+        }
+        Some(chunk)
+    }
+
+    /// Run timers and flush if the flush interval elapsed (ikcp `ikcp_update`).
+    pub fn update(&mut self, now: u32) {
+        self.current = now;
+        let mut slap = diff(now, self.ts_flush);
+        if !(-FLUSH_RESYNC..FLUSH_RESYNC).contains(&slap) {
+            // The caller's clock jumped (or we were idle a long time).
+            self.ts_flush = now;
+            slap = 0;
+        }
+        if slap >= 0 {
+            self.ts_flush = self.ts_flush.wrapping_add(self.interval);
+            if diff(now, self.ts_flush) >= 0 {
+                self.ts_flush = now.wrapping_add(self.interval);
+            }
+            self.flush_inner();
+        }
+    }
+
+    /// Flush pending ACKs and sendable segments now (ikcp `ikcp_flush`).
+    pub fn flush(&mut self, now: u32) {
+        self.current = now;
+        self.flush_inner();
+    }
+
+    /// Next datagram to put on the wire.
+    pub fn poll_transmit(&mut self) -> Option<Bytes> {
+        self.out.pop()
+    }
+
+    /// When `update` must next be called; `None` when idle.
+    ///
+    /// Idle means nothing unacknowledged or queued, no ACK or window probe
+    /// to send. Otherwise this is the earliest of the next flush tick (for
+    /// pending ACKs, probes and data the window admits), the earliest
+    /// retransmission time and the next zero-window probe, never earlier
+    /// than the next flush tick. A time in the past means "now". Call it
+    /// again after every `send`, `input`, `recv` and `update`.
+    pub fn poll_timeout(&self) -> Option<u32> {
+        if self.is_idle() {
+            return None;
+        }
+        let now = self.current;
+        let until = |t: u32| diff(t, now).max(0) as u32;
+        // ts_flush is at most one interval ahead unless it went stale
+        // (long idle, clock wrap): then the next tick is now.
+        let tick = diff(self.ts_flush, now).clamp(0, self.interval as i32) as u32;
+
+        let mut wait = u32::MAX;
+        if !self.acks.is_empty() || self.probe_ask || self.probe_tell {
+            wait = 0;
+        }
+        if !self.send_queue.is_empty() {
+            if self.remote_window == 0 {
+                wait = wait.min(if self.probe_wait == 0 {
+                    0
+                } else {
+                    until(self.ts_probe)
+                });
+            } else if self.window_has_room() {
+                wait = 0;
+            }
+        }
+        let resend = self.fast_resend_threshold();
+        for seg in self.send_buf.iter() {
+            if seg.fastack >= resend && seg.xmit <= FASTACK_LIMIT {
+                wait = 0;
+            }
+            wait = wait.min(until(seg.resend_at));
+        }
+        if wait == u32::MAX {
+            // Not idle but nothing scheduled (cannot happen): poll next tick.
+            wait = 0;
+        }
+        Some(now.wrapping_add(tick.max(wait)))
+    }
+
+    /// Bytes accepted by `send` not yet acknowledged.
+    pub fn unacked_bytes(&self) -> usize {
+        self.send_queue.len().saturating_add(self.send_buf.bytes())
+    }
+
+    /// Whether a segment exceeded the dead-link retransmission limit.
+    pub fn is_dead(&self) -> bool {
+        self.dead
+    }
+
+    /// Smoothed RTT in ms, once measured.
+    pub fn srtt_ms(&self) -> Option<u32> {
+        self.rtt.srtt()
+    }
+
+    /// The peer's free receive window in segments, as last advertised
+    /// (128 until the peer has sent anything, like ikcp).
+    pub fn remote_window(&self) -> u16 {
+        self.remote_window
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> KcpStats {
+        KcpStats {
+            datagrams_out: self.out.produced(),
+            ..self.stats
+        }
+    }
+
+    fn is_idle(&self) -> bool {
+        self.acks.is_empty()
+            && !self.probe_ask
+            && !self.probe_tell
+            && self.send_queue.is_empty()
+            && self.send_buf.is_empty()
+    }
+
+    /// The number of segments allowed in flight (ikcp's flush `cwnd`).
+    fn effective_window(&self) -> u32 {
+        let window = self.send_window.min(u32::from(self.remote_window));
+        if self.no_congestion_control {
+            window
+        } else {
+            window.min(self.cwnd)
+        }
+    }
+
+    fn window_has_room(&self) -> bool {
+        let limit = self
+            .send_buf
+            .una()
+            .wrapping_add(self.effective_window());
+        diff(self.send_buf.nxt(), limit) < 0
+    }
+
+    fn fast_resend_threshold(&self) -> u32 {
+        if self.fast_resend > 0 {
+            self.fast_resend
+        } else {
+            u32::MAX
+        }
+    }
+
+    fn input_inner(
+        &mut self,
+        now: u32,
+        datagram: &[u8],
+        owned: Option<&Bytes>,
+    ) -> Result<(), InputError> {
+        // Validate everything before touching any state.
+        if Self::peek_conv(datagram).is_some_and(|c| c != self.conv) {
+            return Err(InputError::WrongConv);
+        }
+        for segment in SegmentRanges::new(datagram) {
+            let (header, _) = segment?;
+            if header.conv != self.conv {
+                return Err(InputError::WrongConv);
+            }
+        }
+
+        if diff(now, self.current) > 0 {
+            self.current = now;
+        }
+        let prev_una = self.send_buf.una();
+        // A genuine ACK echoes the ts of a transmission of a segment that was
+        // in flight when this datagram arrived: not older than the oldest
+        // first transmission still unacked.
+        let oldest_sent = self.send_buf.oldest_first_sent();
+        let mut shared = owned.cloned();
+        let mut max_ack: Option<u32> = None;
+
+        for (header, range) in SegmentRanges::new(datagram).flatten() {
+            self.remote_window = header.wnd;
+            self.send_buf.ack_below(header.una);
+            match header.cmd {
+                Command::Ack => {
+                    let sent_by_us = diff(header.sn, prev_una) >= 0
+                        && diff(header.sn, self.send_buf.nxt()) < 0;
+                    if !sent_by_us {
+                        continue;
+                    }
+                    let rtt = diff(now, header.ts);
+                    let plausible =
+                        oldest_sent.is_some_and(|oldest| diff(header.ts, oldest) >= 0);
+                    if rtt >= 0 && plausible {
+                        self.rtt.on_sample(rtt as u32);
+                    }
+                    self.send_buf.ack(header.sn);
+                    max_ack = Some(match max_ack {
+                        Some(m) if diff(header.sn, m) <= 0 => m,
+                        _ => header.sn,
+                    });
+                }
+                Command::Push => {
+                    if !self.recv.acks(header.sn) {
+                        continue;
+                    }
+                    if self.acks.len() < self.max_acks {
+                        self.acks.push((header.sn, header.ts));
+                    }
+                    if diff(header.sn, self.recv.nxt()) >= 0 {
+                        let shared = shared.get_or_insert_with(|| Bytes::copy_from_slice(datagram));
+                        if range.end <= shared.len() {
+                            self.recv.insert(header.sn, shared.slice(range));
+                        }
+                    }
+                }
+                Command::WindowAsk => self.probe_tell = true,
+                Command::WindowTell => {}
+            }
+        }
+
+        if let Some(max_ack) = max_ack {
+            self.send_buf.fast_ack(max_ack);
+        }
+        if diff(self.send_buf.una(), prev_una) > 0 {
+            self.grow_congestion_window();
+        }
+        self.stats.datagrams_in = self.stats.datagrams_in.saturating_add(1);
+        Ok(())
+    }
+
+    /// Congestion window growth on new cumulative ACKs (end of ikcp_input).
+    fn grow_congestion_window(&mut self) {
+        let remote = u32::from(self.remote_window);
+        if self.cwnd >= remote {
+            return;
+        }
+        let mss = self.mss as u64;
+        if self.cwnd < self.ssthresh {
+            self.cwnd += 1;
+            self.incr = self.incr.saturating_add(mss);
+        } else {
+            self.incr = self.incr.max(mss);
+            self.incr = self
+                .incr
+                .saturating_add(mss * mss / self.incr + mss / 16);
+            if (u64::from(self.cwnd) + 1) * mss <= self.incr {
+                let cwnd = self.incr.div_ceil(mss);
+                self.cwnd = u32::try_from(cwnd).unwrap_or(u32::MAX);
+            }
+        }
+        if self.cwnd > remote {
+            self.cwnd = remote;
+            self.incr = u64::from(remote) * mss;
+        }
+    }
+
+    fn flush_inner(&mut self) {
+        let current = self.current;
+        let base = SegmentHeader {
+            conv: self.conv,
+            cmd: Command::Ack,
+            frg: 0,
+            wnd: self.recv.window_free(),
+            ts: 0,
+            sn: 0,
+            una: self.recv.nxt(),
+            len: 0,
+        };
+
+        for &(sn, ts) in &self.acks {
+            self.out.push(&SegmentHeader { sn, ts, ..base }, &[]);
+        }
+        self.acks.clear();
+
+        self.schedule_window_probe();
+        if self.probe_ask {
+            let probe = SegmentHeader {
+                cmd: Command::WindowAsk,
+                ..base
+            };
+            self.out.push(&probe, &[]);
+        }
+        if self.probe_tell {
+            let tell = SegmentHeader {
+                cmd: Command::WindowTell,
+                ..base
+            };
+            self.out.push(&tell, &[]);
+        }
+        self.probe_ask = false;
+        self.probe_tell = false;
+
+        // Give queued bytes sequence numbers while the window allows.
+        let window = self.effective_window();
+        while !self.send_queue.is_empty() && self.window_has_room() {
+            let n = self.mss.min(self.send_queue.len());
+            let segment = self.send_queue.split_to(n).freeze();
+            self.send_buf.push(segment);
+        }
+
+        let resend = self.fast_resend_threshold();
+        // Without nodelay, ikcp delays the first retransmission by rto/8.
+        let first_rto_slack = if self.nodelay { 0 } else { self.rtt.rto() >> 3 };
+        let rx_rto = self.rtt.rto();
+        let mut fast_retransmitted = false;
+        let mut lost = false;
+
+        for (sn, seg) in self.send_buf.iter_mut() {
+            let send = if seg.xmit == 0 {
+                seg.xmit = 1;
+                seg.rto = rx_rto;
+                seg.first_sent = current;
+                seg.resend_at = current.wrapping_add(seg.rto).wrapping_add(first_rto_slack);
+                true
+            } else if diff(current, seg.resend_at) >= 0 {
+                seg.xmit = seg.xmit.saturating_add(1);
+                self.stats.timeout_retransmits = self.stats.timeout_retransmits.saturating_add(1);
+                // Backoff: 1.5x with nodelay, else 2x (ikcp), capped so that
+                // timers stay far inside the i32 range of `diff`.
+                let step = if self.nodelay {
+                    seg.rto / 2
+                } else {
+                    seg.rto.max(rx_rto)
+                };
+                seg.rto = seg.rto.saturating_add(step).min(RTO_MAX);
+                seg.resend_at = current.wrapping_add(seg.rto);
+                lost = true;
+                true
+            } else if seg.fastack >= resend && seg.xmit <= FASTACK_LIMIT {
+                seg.xmit = seg.xmit.saturating_add(1);
+                seg.fastack = 0;
+                seg.resend_at = current.wrapping_add(seg.rto);
+                self.stats.fast_retransmits = self.stats.fast_retransmits.saturating_add(1);
+                fast_retransmitted = true;
+                true
+            } else {
+                false
+            };
+            if send {
+                seg.ts = current;
+                let header = SegmentHeader {
+                    cmd: Command::Push,
+                    ts: current,
+                    sn,
+                    ..base
+                };
+                self.out.push(&header, &seg.data);
+                if seg.xmit >= self.dead_link {
+                    self.dead = true;
+                }
+            }
+        }
+        self.out.finish();
+
+        self.shrink_congestion_window(window, resend, fast_retransmitted, lost);
+    }
+
+    /// ikcp's zero-window probing: while the peer's window is 0, ask it
+    /// after 7 s, then every 1.5x longer up to 120 s.
+    fn schedule_window_probe(&mut self) {
+        if self.remote_window != 0 {
+            self.ts_probe = 0;
+            self.probe_wait = 0;
+            return;
+        }
+        if self.probe_wait == 0 {
+            self.probe_wait = PROBE_INIT;
+            self.ts_probe = self.current.wrapping_add(self.probe_wait);
+        } else if diff(self.current, self.ts_probe) >= 0 {
+            self.probe_wait = self.probe_wait.max(PROBE_INIT);
+            self.probe_wait = (self.probe_wait + self.probe_wait / 2).min(PROBE_LIMIT);
+            self.ts_probe = self.current.wrapping_add(self.probe_wait);
+            self.probe_ask = true;
+        }
+    }
+
+    /// Congestion window reaction to losses (end of ikcp_flush).
+    fn shrink_congestion_window(&mut self, window: u32, resend: u32, fast: bool, lost: bool) {
+        let mss = self.mss as u64;
+        if fast {
+            let inflight = self.send_buf.nxt().wrapping_sub(self.send_buf.una());
+            self.ssthresh = (inflight / 2).max(THRESH_MIN);
+            self.cwnd = self.ssthresh.saturating_add(resend);
+            self.incr = u64::from(self.cwnd) * mss;
+        }
+        if lost {
+            self.ssthresh = (window / 2).max(THRESH_MIN);
+            self.cwnd = 1;
+            self.incr = mss;
+        }
+        if self.cwnd < 1 {
+            self.cwnd = 1;
+            self.incr = mss;
+        }
+    }
+}

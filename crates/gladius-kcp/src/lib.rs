@@ -1,0 +1,137 @@
+//! Sans-IO KCP: a reliable, ordered byte stream over unreliable datagrams,
+//! wire-compatible with the reference C implementation (ikcp,
+//! skywind3000/kcp), that never panics on input.
+//!
+//! # Model
+//! A [`Kcp`] endpoint does no IO and reads no clock. The caller
+//! - feeds received datagrams to [`Kcp::input`] (or [`Kcp::input_bytes`]),
+//! - writes with [`Kcp::send`] and reads with [`Kcp::recv`],
+//! - calls [`Kcp::update`] at the time given by [`Kcp::poll_timeout`]
+//!   (`None` = idle, nothing to do until the next input or send),
+//! - puts every datagram from [`Kcp::poll_transmit`] on the wire.
+//!
+//! Time is the caller's wrapping `u32` millisecond clock with any epoch; all
+//! comparisons are wrapping differences, like ikcp's `_itimediff`.
+//!
+//! # Protocol
+//! The wire format is ikcp's ([`segment`] documents it); the algorithms
+//! (selective and cumulative ACKs, RTO estimation and backoff, fast resend,
+//! zero-window probing, optional congestion control, dead-link detection)
+//! follow `ikcp.c`. The endpoint is always in **stream mode**: `send` appends
+//! to a byte stream cut into mss-sized segments with `frg = 0`, and received
+//! segments are delivered in sequence order whatever their `frg`, so an ikcp
+//! peer in message mode can talk to it as a byte stream.
+//!
+//! # Hostile input
+//! `input` parses the whole datagram before changing anything, rejects
+//! malformed ones with an [`InputError`], ignores sequence numbers outside
+//! the windows, and bounds every buffer it fills: the receive side by the
+//! receive window, the ACK list and the outgoing datagram queue by multiples
+//! of the windows. The send queue is bounded by the caller through
+//! [`Kcp::unacked_bytes`].
+
+mod clock;
+mod kcp;
+mod output;
+mod recv_buf;
+mod rtt;
+pub mod segment;
+mod send_buf;
+
+pub use crate::kcp::Kcp;
+
+/// Tuning of one KCP endpoint. Times are milliseconds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KcpConfig {
+    /// Largest datagram produced, in bytes (segment header included). Default 1400.
+    pub mtu: usize,
+    /// Internal flush interval in ms (ikcp `interval`). Default 10.
+    pub interval_ms: u32,
+    /// ikcp "nodelay": minimum RTO 30 ms instead of 100 ms and RTO backoff 1.5x instead of 2x. Default true.
+    pub nodelay: bool,
+    /// Fast resend after this many duplicate ACKs skipping a segment (0 = off). Default 2.
+    pub fast_resend: u32,
+    /// Disable congestion control (window = min(snd_wnd, remote wnd)). Default true.
+    pub no_congestion_control: bool,
+    /// Send window in segments. Default 1024.
+    pub send_window: u16,
+    /// Receive window in segments. Default 1024.
+    pub recv_window: u16,
+    /// A segment retransmitted this many times marks the link dead. Default 20.
+    pub dead_link: u32,
+}
+
+impl Default for KcpConfig {
+    fn default() -> Self {
+        Self {
+            mtu: 1400,
+            interval_ms: 10,
+            nodelay: true,
+            fast_resend: 2,
+            no_congestion_control: true,
+            send_window: 1024,
+            recv_window: 1024,
+            dead_link: 20,
+        }
+    }
+}
+
+/// Why a datagram was rejected by [`Kcp::input`] or [`segment::parse_datagram`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum InputError {
+    /// Shorter than a segment header, or a segment's `len` runs past the end.
+    Truncated,
+    /// The conversation id does not match this endpoint's.
+    WrongConv,
+    /// Unknown command byte.
+    BadCommand,
+    /// A header field is out of range (e.g. sn far outside the window, impossible una).
+    ///
+    /// Reserved: such segments are currently ignored, not rejected, as ikcp does.
+    Invalid,
+}
+
+impl std::fmt::Display for InputError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            InputError::Truncated => "truncated KCP datagram",
+            InputError::WrongConv => "KCP conversation id mismatch",
+            InputError::BadCommand => "unknown KCP command",
+            InputError::Invalid => "invalid KCP header field",
+        })
+    }
+}
+
+impl std::error::Error for InputError {}
+
+/// Why [`Kcp::send`] refused data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SendError {
+    /// Empty data.
+    Empty,
+}
+
+impl std::fmt::Display for SendError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SendError::Empty => f.write_str("empty KCP send"),
+        }
+    }
+}
+
+impl std::error::Error for SendError {}
+
+/// Counters of one endpoint.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct KcpStats {
+    /// Segments retransmitted after a timeout.
+    pub timeout_retransmits: u64,
+    /// Segments retransmitted by fast resend.
+    pub fast_retransmits: u64,
+    /// Datagrams produced.
+    pub datagrams_out: u64,
+    /// Datagrams accepted by `input`.
+    pub datagrams_in: u64,
+}

@@ -1,0 +1,128 @@
+//! Packing segments into datagrams of at most `mtu` bytes, as ikcp's flush
+//! does with its `buffer`, and queueing the datagrams for `poll_transmit`.
+
+use std::collections::VecDeque;
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+use crate::segment::{SegmentHeader, HEADER_LEN};
+
+/// Datagrams' worth of buffer allocated at once: each datagram handed out is
+/// a `Bytes` slice of a shared block, so allocation is amortized.
+const BLOCK_DATAGRAMS: usize = 4;
+
+#[derive(Debug)]
+pub(crate) struct Packer {
+    mtu: usize,
+    /// The datagram being filled (and spare capacity for the next ones).
+    current: BytesMut,
+    ready: VecDeque<Bytes>,
+    /// If the caller stops draining, datagrams beyond this are dropped, as a
+    /// full network queue would: KCP retransmits them, and memory stays bounded.
+    max_ready: usize,
+    /// Datagrams produced (stats).
+    produced: u64,
+}
+
+impl Packer {
+    pub(crate) fn new(mtu: usize, max_ready: usize) -> Self {
+        Self {
+            mtu,
+            current: BytesMut::new(),
+            ready: VecDeque::new(),
+            max_ready,
+            produced: 0,
+        }
+    }
+
+    /// Append a segment, first closing the current datagram if the segment
+    /// does not fit in it.
+    pub(crate) fn push(&mut self, header: &SegmentHeader, payload: &[u8]) {
+        let need = HEADER_LEN.saturating_add(payload.len());
+        if self.current.len().saturating_add(need) > self.mtu {
+            self.finish();
+        }
+        if self.current.is_empty() && self.current.capacity() < self.mtu.max(need) {
+            self.current
+                .reserve(self.mtu.max(need).saturating_mul(BLOCK_DATAGRAMS));
+        }
+        let header = SegmentHeader {
+            len: payload.len() as u32,
+            ..*header
+        };
+        self.current.put_slice(&header.to_bytes());
+        self.current.put_slice(payload);
+    }
+
+    /// Close the current datagram, if any.
+    pub(crate) fn finish(&mut self) {
+        if self.current.is_empty() {
+            return;
+        }
+        let datagram = self.current.split().freeze();
+        if self.ready.len() < self.max_ready {
+            self.ready.push_back(datagram);
+            self.produced = self.produced.saturating_add(1);
+        }
+    }
+
+    pub(crate) fn pop(&mut self) -> Option<Bytes> {
+        let datagram = self.ready.pop_front();
+        if self.ready.is_empty() && self.current.is_empty() {
+            // Release the block so an idle endpoint holds no buffer.
+            self.current = BytesMut::new();
+        }
+        datagram
+    }
+
+    pub(crate) fn produced(&self) -> u64 {
+        self.produced
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::segment::{parse_datagram, Command};
+
+    fn ack(sn: u32) -> SegmentHeader {
+        SegmentHeader {
+            conv: 1,
+            cmd: Command::Ack,
+            frg: 0,
+            wnd: 0,
+            ts: 0,
+            sn,
+            una: 0,
+            len: 0,
+        }
+    }
+
+    #[test]
+    fn packs_up_to_mtu() {
+        let mut p = Packer::new(100, 16);
+        for sn in 0..10 {
+            p.push(&ack(sn), &[]);
+        }
+        p.finish();
+        let mut sns = Vec::new();
+        while let Some(d) = p.pop() {
+            assert!(d.len() <= 100);
+            for seg in parse_datagram(&d) {
+                sns.push(seg.unwrap().0.sn);
+            }
+        }
+        assert_eq!(sns, (0..10).collect::<Vec<_>>());
+        assert_eq!(p.produced(), 3); // 4 + 4 + 2 segments of 24 bytes
+    }
+
+    #[test]
+    fn bounded_when_not_drained() {
+        let mut p = Packer::new(50, 2);
+        for sn in 0..10 {
+            p.push(&ack(sn), &[]);
+            p.finish();
+        }
+        assert_eq!(p.produced(), 2);
+    }
+}

@@ -1,0 +1,224 @@
+//! Node configuration: every knob with its default and unit, validated once
+//! when the node is created.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use gladius_kcp::KcpConfig;
+
+use crate::error::ConfigError;
+use crate::wire::Frame;
+
+/// Default largest message body: 16 MiB.
+pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 16 * 1024 * 1024;
+
+/// KCP tuning presets.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum KcpPreset {
+    /// Low latency and high throughput (the default): nodelay, 10 ms
+    /// interval, fast resend after 2 skips, no congestion window, 1024-segment
+    /// windows, 1400-byte datagrams.
+    #[default]
+    Fast,
+    /// ikcp's conservative defaults: 40 ms interval, no fast resend,
+    /// congestion control on, 128-segment windows. Kinder to shared links.
+    Normal,
+    /// Any parameters.
+    Custom(KcpConfig),
+}
+
+impl KcpPreset {
+    /// The KCP parameters this preset stands for.
+    pub fn kcp_config(&self) -> KcpConfig {
+        match self {
+            KcpPreset::Fast => KcpConfig::default(),
+            KcpPreset::Normal => KcpConfig {
+                interval_ms: 40,
+                nodelay: false,
+                fast_resend: 0,
+                no_congestion_control: false,
+                send_window: 128,
+                recv_window: 128,
+                ..KcpConfig::default()
+            },
+            KcpPreset::Custom(c) => c.clone(),
+        }
+    }
+}
+
+/// Configuration of a node. Build with [`Config::default`] and the `with_*`
+/// setters; [`Network::new`](crate::Network::new) validates it.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub(crate) max_message_size: usize,
+    pub(crate) kcp: KcpPreset,
+    pub(crate) keepalive_interval: Duration,
+    pub(crate) idle_timeout: Duration,
+    pub(crate) connect_timeout: Duration,
+    pub(crate) close_timeout: Duration,
+    pub(crate) reconnect_min: Duration,
+    pub(crate) reconnect_max: Duration,
+    pub(crate) peer_queue_bytes: usize,
+    pub(crate) refuse_unknown_inbound: bool,
+    pub(crate) max_inbound_sessions: usize,
+    pub(crate) advertise_addr: Option<SocketAddr>,
+    pub(crate) socket_buffer_bytes: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
+            kcp: KcpPreset::Fast,
+            keepalive_interval: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(20),
+            connect_timeout: Duration::from_secs(5),
+            close_timeout: Duration::from_secs(2),
+            reconnect_min: Duration::from_millis(250),
+            reconnect_max: Duration::from_secs(30),
+            peer_queue_bytes: 2 * DEFAULT_MAX_MESSAGE_SIZE + 4096,
+            refuse_unknown_inbound: false,
+            max_inbound_sessions: 4096,
+            advertise_addr: None,
+            socket_buffer_bytes: 4 * 1024 * 1024,
+        }
+    }
+}
+
+impl Config {
+    /// Largest message body in bytes. Default 16 MiB.
+    pub fn with_max_message_size(mut self, bytes: usize) -> Self {
+        self.max_message_size = bytes;
+        self
+    }
+    /// KCP preset. Default [`KcpPreset::Fast`].
+    pub fn with_kcp(mut self, preset: KcpPreset) -> Self {
+        self.kcp = preset;
+        self
+    }
+    /// A session quiet for this long sends a keepalive ping. Default 5 s.
+    pub fn with_keepalive_interval(mut self, d: Duration) -> Self {
+        self.keepalive_interval = d;
+        self
+    }
+    /// A session that hears nothing for this long is closed as dead. Must
+    /// exceed the keepalive interval. Default 20 s.
+    pub fn with_idle_timeout(mut self, d: Duration) -> Self {
+        self.idle_timeout = d;
+        self
+    }
+    /// An outbound session whose peer does not answer the hello within this
+    /// time is abandoned (and retried with backoff). Default 5 s.
+    pub fn with_connect_timeout(mut self, d: Duration) -> Self {
+        self.connect_timeout = d;
+        self
+    }
+    /// How long a graceful close waits for queued data to be acknowledged.
+    /// Default 2 s.
+    pub fn with_close_timeout(mut self, d: Duration) -> Self {
+        self.close_timeout = d;
+        self
+    }
+    /// Reconnect backoff for peers in the route table: starts at `min`,
+    /// doubles per failure up to `max`. Defaults 250 ms and 30 s.
+    pub fn with_reconnect_backoff(mut self, min: Duration, max: Duration) -> Self {
+        self.reconnect_min = min;
+        self.reconnect_max = max;
+        self
+    }
+    /// Bytes that may wait for one peer (queued plus unacknowledged); a send
+    /// beyond it is refused and reported. Default 2 × max message + 4 KiB.
+    pub fn with_peer_queue_bytes(mut self, bytes: usize) -> Self {
+        self.peer_queue_bytes = bytes;
+        self
+    }
+    /// Refuse sessions from peers not in the route table. Default false
+    /// (they are accepted as non-writable).
+    pub fn with_refuse_unknown_inbound(mut self, refuse: bool) -> Self {
+        self.refuse_unknown_inbound = refuse;
+        self
+    }
+    /// Most sessions from peers not in the route table at once. Default 4096.
+    pub fn with_max_inbound_sessions(mut self, n: usize) -> Self {
+        self.max_inbound_sessions = n;
+        self
+    }
+    /// Address announced to peers (and used as `sender`) instead of the
+    /// listen address. Default: the bound address.
+    pub fn with_advertise_addr(mut self, addr: SocketAddr) -> Self {
+        self.advertise_addr = Some(addr);
+        self
+    }
+    /// Requested UDP send and receive buffer sizes in bytes (the kernel may
+    /// cap them at `net.core.{r,w}mem_max`). Default 4 MiB.
+    pub fn with_socket_buffer_bytes(mut self, bytes: usize) -> Self {
+        self.socket_buffer_bytes = bytes;
+        self
+    }
+    /// The configured maximum message body size.
+    pub fn max_message_size(&self) -> usize {
+        self.max_message_size
+    }
+
+    /// Check every value and relation once.
+    pub(crate) fn validate(&self) -> Result<(), ConfigError> {
+        if self.max_message_size == 0 || self.max_message_size > 1 << 30 {
+            return Err(ConfigError::MaxMessageSize(self.max_message_size));
+        }
+        let needed = Frame::max_len(self.max_message_size) + 4;
+        if self.peer_queue_bytes < needed {
+            return Err(ConfigError::PeerQueueTooSmall {
+                queue: self.peer_queue_bytes,
+                needed,
+            });
+        }
+        let nonzero = [
+            self.keepalive_interval,
+            self.idle_timeout,
+            self.connect_timeout,
+            self.close_timeout,
+            self.reconnect_min,
+        ];
+        if nonzero.iter().any(Duration::is_zero) {
+            return Err(ConfigError::Timing("timeouts and intervals must be non-zero"));
+        }
+        if self.idle_timeout <= self.keepalive_interval {
+            return Err(ConfigError::Timing("idle_timeout must exceed keepalive_interval"));
+        }
+        if self.reconnect_max < self.reconnect_min {
+            return Err(ConfigError::Timing("reconnect max below min"));
+        }
+        let kcp = self.kcp.kcp_config();
+        if !(100..=65_000).contains(&kcp.mtu) {
+            return Err(ConfigError::Kcp("mtu must be 100..=65000"));
+        }
+        if kcp.interval_ms == 0 || kcp.interval_ms > 5000 {
+            return Err(ConfigError::Kcp("interval must be 1..=5000 ms"));
+        }
+        if kcp.send_window == 0 || kcp.recv_window == 0 {
+            return Err(ConfigError::Kcp("windows must be non-zero"));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        Config::default().validate().unwrap();
+    }
+
+    #[test]
+    fn rejects_inconsistent_values() {
+        let c = Config::default().with_max_message_size(0);
+        assert_eq!(c.validate(), Err(ConfigError::MaxMessageSize(0)));
+        let c = Config::default().with_peer_queue_bytes(10);
+        assert!(matches!(c.validate(), Err(ConfigError::PeerQueueTooSmall { .. })));
+        let c = Config::default().with_idle_timeout(Duration::from_secs(1));
+        assert!(matches!(c.validate(), Err(ConfigError::Timing(_))));
+    }
+}

@@ -1,0 +1,1062 @@
+//! The driver: the one task that owns the socket, the sessions, the route
+//! table and the timers. The [`Network`](crate::Network) handle talks to it
+//! through [`Command`]s; sessions are sans-IO state machines it feeds.
+//!
+//! One loop iteration handles one input (a command, a burst of datagrams or
+//! the due timers), then flushes every session it touched once, so many
+//! small messages and ACKs leave in few datagrams.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use tokio::io::ReadBuf;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+use tracing::Instrument;
+
+use crate::error::{NetworkError, RequestError};
+use crate::network::{Received, SendFailure, SendReport, Targets};
+use crate::plugin::{PluginEvent, PluginSlot};
+use crate::session::{encode_frame, CloseCause, Inbound, Session, SessionConfig, SessionEvent};
+use crate::socket::DatagramSocket;
+use crate::state::{
+    ConnectionState, Counters, Direction, NetworkState, PeerState, PluginState,
+};
+use crate::wire::{CloseReason, Frame, Message};
+use crate::{demux, Config, Network, Plugin};
+
+/// Largest UDP payload; receive buffers are this big so nothing is truncated.
+const MAX_DATAGRAM: usize = 65_536;
+/// Datagrams read per wake-up before the sessions are flushed; bounds the
+/// latency one burst adds to everything else.
+const RECV_BURST: usize = 64;
+
+type Reply<T> = oneshot::Sender<T>;
+
+/// What a [`Network`] handle asks of the driver.
+pub(crate) enum Command {
+    Listen {
+        socket: Arc<dyn DatagramSocket>,
+        reply: Reply<Result<SocketAddr, NetworkError>>,
+    },
+    Add {
+        addr: SocketAddr,
+        reply: Reply<Result<(), NetworkError>>,
+    },
+    Delete {
+        addr: SocketAddr,
+        reply: Reply<()>,
+    },
+    SetWritable {
+        addr: SocketAddr,
+        writable: bool,
+        reply: Reply<Result<(), NetworkError>>,
+    },
+    Send {
+        msg: Message,
+        targets: Targets,
+        reply: Reply<Result<SendReport, NetworkError>>,
+    },
+    Request {
+        msg: Message,
+        peer: SocketAddr,
+        timeout: Duration,
+        answer: Reply<Result<Received, RequestError>>,
+    },
+    Reply {
+        msg: Message,
+        peer: SocketAddr,
+        id: u64,
+        reply: Reply<Result<SendReport, NetworkError>>,
+    },
+    State {
+        reply: Reply<NetworkState>,
+    },
+    RegisterPlugin {
+        plugin: Box<dyn Plugin>,
+        reply: Reply<()>,
+    },
+    Close {
+        reply: Reply<()>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum TimerKey {
+    Session(SocketAddr),
+    Reconnect(SocketAddr),
+    Request(u64),
+}
+
+/// Everything the driver keeps about one peer, with or without a session.
+#[derive(Debug)]
+struct Peer {
+    session: Option<Session>,
+    /// Encoded frames waiting for the session to be established.
+    pending: VecDeque<Bytes>,
+    pending_bytes: usize,
+    /// In the route table (added by the user or a plugin).
+    added: bool,
+    writable: bool,
+    backoff: Duration,
+    reconnect_at: Option<u64>,
+    /// Earliest session timer in the heap for this peer.
+    timer_at: Option<u64>,
+    dirty: bool,
+    advertised: Option<SocketAddr>,
+    direction: Direction,
+    /// Counts of sessions that already ended.
+    past: crate::session::SessionStats,
+    last_seen: Option<u64>,
+}
+
+impl Peer {
+    fn new(added: bool, direction: Direction, backoff: Duration) -> Self {
+        Self {
+            session: None,
+            pending: VecDeque::new(),
+            pending_bytes: 0,
+            added,
+            writable: added,
+            backoff,
+            reconnect_at: None,
+            timer_at: None,
+            dirty: false,
+            advertised: None,
+            direction,
+            past: Default::default(),
+            last_seen: None,
+        }
+    }
+
+    fn queued_bytes(&self) -> usize {
+        self.pending_bytes + self.session.as_ref().map_or(0, Session::unacked_bytes)
+    }
+}
+
+struct PendingRequest {
+    peer: SocketAddr,
+    deadline: u64,
+    timeout: Duration,
+    answer: Reply<Result<Received, RequestError>>,
+}
+
+/// Shutdown in progress: who waits for it and until when.
+struct Closing {
+    deadline: u64,
+    waiters: Vec<Reply<()>>,
+}
+
+pub(crate) struct Driver {
+    config: Arc<Config>,
+    session_config: SessionConfig,
+    socket: Option<Arc<dyn DatagramSocket>>,
+    local: Option<SocketAddr>,
+    advertised: Option<SocketAddr>,
+    epoch: Instant,
+    peers: HashMap<SocketAddr, Peer>,
+    timers: BinaryHeap<Reverse<(u64, TimerKey)>>,
+    requests: HashMap<u64, PendingRequest>,
+    next_request_id: u64,
+    plugins: Vec<PluginSlot>,
+    plugin_handle: Network,
+    counters: Counters,
+    dirty: Vec<SocketAddr>,
+    rng: StdRng,
+    closing: Option<Closing>,
+    span: tracing::Span,
+}
+
+impl Driver {
+    pub(crate) fn spawn(
+        config: Arc<Config>,
+        commands: mpsc::Receiver<Command>,
+        shutdown: oneshot::Receiver<()>,
+        plugin_handle: Network,
+    ) {
+        let driver = Driver {
+            session_config: SessionConfig::from_config(&config),
+            config,
+            socket: None,
+            local: None,
+            advertised: None,
+            epoch: Instant::now(),
+            peers: HashMap::new(),
+            timers: BinaryHeap::new(),
+            requests: HashMap::new(),
+            next_request_id: 1,
+            plugins: Vec::new(),
+            plugin_handle,
+            counters: Counters::default(),
+            dirty: Vec::new(),
+            rng: StdRng::from_entropy(),
+            closing: None,
+            span: tracing::info_span!("node", addr = tracing::field::Empty),
+        };
+        let span = driver.span.clone();
+        tokio::spawn(driver.run(commands, shutdown).instrument(span));
+    }
+
+    fn now(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    async fn run(mut self, mut commands: mpsc::Receiver<Command>, mut shutdown: oneshot::Receiver<()>) {
+        let mut buf = vec![0u8; MAX_DATAGRAM];
+        let mut shutdown_seen = false;
+        let mut commands_open = true;
+        loop {
+            let socket = self.socket.clone();
+            let wake_at = self
+                .timers
+                .peek()
+                .map(|Reverse((t, _))| self.epoch + Duration::from_millis(*t));
+            tokio::select! {
+                biased;
+                _ = &mut shutdown, if !shutdown_seen => {
+                    shutdown_seen = true;
+                    self.begin_close(None);
+                }
+                cmd = commands.recv(), if commands_open => match cmd {
+                    Some(cmd) => self.handle_command(cmd),
+                    None => {
+                        commands_open = false;
+                        self.begin_close(None);
+                    }
+                },
+                first = recv_from(socket.as_deref(), &mut buf) => {
+                    self.handle_recv(socket.as_deref(), first, &mut buf);
+                }
+                _ = sleep_until(wake_at) => self.handle_timers(),
+            }
+            self.flush_dirty().await;
+            if self.close_finished() {
+                break;
+            }
+        }
+        self.finish_close().await;
+    }
+
+    // ----- commands -------------------------------------------------------
+
+    fn handle_command(&mut self, cmd: Command) {
+        if self.closing.is_some() {
+            // Dropping the reply sender answers `NetworkError::Closed`;
+            // a second close just waits for the first.
+            if let Command::Close { reply } = cmd {
+                if let Some(c) = self.closing.as_mut() {
+                    c.waiters.push(reply);
+                }
+            }
+            return;
+        }
+        match cmd {
+            Command::Listen { socket, reply } => {
+                let _ = reply.send(self.listen(socket));
+            }
+            Command::Add { addr, reply } => {
+                let _ = reply.send(self.add(addr));
+            }
+            Command::Delete { addr, reply } => {
+                self.delete(addr);
+                let _ = reply.send(());
+            }
+            Command::SetWritable {
+                addr,
+                writable,
+                reply,
+            } => {
+                let result = match self.peers.get_mut(&addr) {
+                    Some(p) => {
+                        p.writable = writable;
+                        Ok(())
+                    }
+                    None => Err(NetworkError::UnknownPeer(addr)),
+                };
+                let _ = reply.send(result);
+            }
+            Command::Send {
+                msg,
+                targets,
+                reply,
+            } => {
+                let _ = reply.send(self.send(msg, targets));
+            }
+            Command::Request {
+                msg,
+                peer,
+                timeout,
+                answer,
+            } => self.request(msg, peer, timeout, answer),
+            Command::Reply {
+                msg,
+                peer,
+                id,
+                reply,
+            } => {
+                let result = self.with_sender(msg).map(|msg| {
+                    let frame = encode_frame(&Frame::Reply { id, message: msg });
+                    let mut report = SendReport::default();
+                    self.queue_into_report(peer, &frame, false, &mut report);
+                    report
+                });
+                let _ = reply.send(result);
+            }
+            Command::State { reply } => {
+                let _ = reply.send(self.state());
+            }
+            Command::RegisterPlugin { plugin, reply } => {
+                let mut slot = PluginSlot::spawn(plugin, self.plugin_handle.clone());
+                if self.socket.is_some() {
+                    slot.deliver(PluginEvent::Startup);
+                    slot.started = true;
+                }
+                self.plugins.push(slot);
+                let _ = reply.send(());
+            }
+            Command::Close { reply } => self.begin_close(Some(reply)),
+        }
+    }
+
+    fn listen(&mut self, socket: Arc<dyn DatagramSocket>) -> Result<SocketAddr, NetworkError> {
+        if let Some(local) = self.local {
+            return Err(NetworkError::AlreadyListening(local));
+        }
+        let local = socket.local_addr().map_err(|source| NetworkError::Bind {
+            addr: "socket".into(),
+            source,
+        })?;
+        self.local = Some(local);
+        self.advertised = Some(self.config.advertise_addr.unwrap_or(local));
+        self.socket = Some(socket);
+        self.span.record("addr", tracing::field::display(local));
+        tracing::info!(%local, "listening");
+        for slot in self.plugins.iter_mut().filter(|s| !s.started) {
+            slot.deliver(PluginEvent::Startup);
+            slot.started = true;
+        }
+        Ok(local)
+    }
+
+    fn is_self(&self, addr: SocketAddr) -> bool {
+        Some(addr) == self.local || Some(addr) == self.advertised
+    }
+
+    fn add(&mut self, addr: SocketAddr) -> Result<(), NetworkError> {
+        if self.socket.is_none() {
+            return Err(NetworkError::NotListening);
+        }
+        if self.is_self(addr) {
+            return Err(NetworkError::SelfAddress(addr));
+        }
+        let min = self.config.reconnect_min;
+        let peer = self
+            .peers
+            .entry(addr)
+            .or_insert_with(|| Peer::new(false, Direction::Outbound, min));
+        if peer.added {
+            return Ok(());
+        }
+        peer.added = true;
+        peer.writable = true;
+        let needs_connect = peer.session.is_none();
+        self.emit(PluginEvent::NodeAdded(addr));
+        if needs_connect {
+            self.connect(addr);
+        }
+        Ok(())
+    }
+
+    fn delete(&mut self, addr: SocketAddr) {
+        let now = self.now();
+        let Some(peer) = self.peers.get_mut(&addr) else {
+            return;
+        };
+        let was_added = peer.added;
+        peer.added = false;
+        peer.writable = false;
+        peer.reconnect_at = None;
+        match peer.session.as_mut() {
+            Some(s) => {
+                s.close(now, CloseReason::Deleted);
+                self.touch(addr);
+            }
+            None => self.forget(addr),
+        }
+        if was_added {
+            self.emit(PluginEvent::NodeDeleted(addr));
+        }
+    }
+
+    fn with_sender(&self, mut msg: Message) -> Result<Message, NetworkError> {
+        let advertised = self.advertised.ok_or(NetworkError::NotListening)?;
+        msg.set_sender(advertised);
+        Ok(msg)
+    }
+
+    fn send(&mut self, msg: Message, targets: Targets) -> Result<SendReport, NetworkError> {
+        let msg = self.with_sender(msg)?;
+        let frame = encode_frame(&Frame::Message(msg));
+        let mut report = SendReport::default();
+        match targets {
+            Targets::AllWritable => {
+                for addr in self.writable_peers() {
+                    self.queue_into_report(addr, &frame, false, &mut report);
+                }
+            }
+            Targets::Random(n) => {
+                let writable = self.writable_peers();
+                let k = n.min(writable.len());
+                for i in rand::seq::index::sample(&mut self.rng, writable.len(), k) {
+                    self.queue_into_report(writable[i], &frame, false, &mut report);
+                }
+            }
+            Targets::These(peers) => {
+                let mut seen = std::collections::HashSet::new();
+                for addr in peers.into_iter().filter(|a| seen.insert(*a)) {
+                    if self.is_self(addr) {
+                        report.failed.push((addr, SendFailure::NotConnected));
+                    } else {
+                        self.queue_into_report(addr, &frame, true, &mut report);
+                    }
+                }
+            }
+        }
+        Ok(report)
+    }
+
+    /// Writable peers in a stable order (so a seeded RNG picks reproducibly).
+    fn writable_peers(&self) -> Vec<SocketAddr> {
+        let mut v: Vec<_> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| p.writable)
+            .map(|(a, _)| *a)
+            .collect();
+        v.sort_unstable();
+        v
+    }
+
+    fn queue_into_report(&mut self, addr: SocketAddr, frame: &Bytes, connect: bool, report: &mut SendReport) {
+        match self.queue_frame(addr, frame, connect) {
+            Ok(()) => report.queued.push(addr),
+            Err(f) => report.failed.push((addr, f)),
+        }
+    }
+
+    /// Queue one encoded frame to `addr`, within the peer's byte bound.
+    /// With `connect`, an unknown peer gets a session (outside the route
+    /// table) so the frame can go out.
+    fn queue_frame(&mut self, addr: SocketAddr, frame: &Bytes, connect: bool) -> Result<(), SendFailure> {
+        if !self.peers.contains_key(&addr) {
+            if !connect || self.socket.is_none() {
+                return Err(SendFailure::NotConnected);
+            }
+            let min = self.config.reconnect_min;
+            self.peers.insert(addr, Peer::new(false, Direction::Outbound, min));
+        }
+        let limit = self.config.peer_queue_bytes;
+        let now = self.now();
+        let Some(peer) = self.peers.get_mut(&addr) else {
+            return Err(SendFailure::NotConnected);
+        };
+        if peer.queued_bytes().saturating_add(frame.len()) > limit {
+            self.counters.queue_full += 1;
+            return Err(SendFailure::QueueFull);
+        }
+        match peer.session.as_mut() {
+            Some(s) if s.is_established() => {
+                s.send_frame(now, frame);
+            }
+            Some(s) if s.is_closing() && !peer.added => return Err(SendFailure::NotConnected),
+            _ => {
+                peer.pending.push_back(frame.clone());
+                peer.pending_bytes += frame.len();
+            }
+        }
+        let needs_connect = peer.session.is_none() && peer.reconnect_at.is_none();
+        if needs_connect {
+            self.connect(addr);
+        }
+        self.touch(addr);
+        Ok(())
+    }
+
+    fn request(&mut self, msg: Message, peer: SocketAddr, timeout: Duration, answer: Reply<Result<Received, RequestError>>) {
+        let msg = match self.with_sender(msg) {
+            Ok(m) => m,
+            Err(e) => {
+                let _ = answer.send(Err(e.into()));
+                return;
+            }
+        };
+        let id = self.next_request_id;
+        self.next_request_id += 1;
+        let frame = encode_frame(&Frame::Request { id, message: msg });
+        if let Err(f) = self.queue_frame(peer, &frame, true) {
+            let _ = answer.send(Err(RequestError::NotSent(f)));
+            return;
+        }
+        let ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
+        let deadline = self.now().saturating_add(ms);
+        self.requests.insert(
+            id,
+            PendingRequest {
+                peer,
+                deadline,
+                timeout,
+                answer,
+            },
+        );
+        self.timers.push(Reverse((deadline, TimerKey::Request(id))));
+    }
+
+    fn state(&self) -> NetworkState {
+        let now = self.now();
+        let mut peers: Vec<PeerState> = self
+            .peers
+            .iter()
+            .map(|(addr, p)| {
+                let live = p.session.as_ref().map(Session::stats).unwrap_or_default();
+                let connection = match &p.session {
+                    None => ConnectionState::Disconnected,
+                    Some(s) if s.is_established() => ConnectionState::Connected,
+                    Some(s) if s.is_connecting() => ConnectionState::Connecting,
+                    Some(_) => ConnectionState::Closing,
+                };
+                PeerState {
+                    addr: *addr,
+                    advertised: p.advertised,
+                    public_key: None,
+                    writable: p.writable,
+                    in_route_table: p.added,
+                    direction: p.direction,
+                    connection,
+                    rtt_ms: p.session.as_ref().and_then(Session::rtt_ms),
+                    bytes_in: p.past.bytes_in + live.bytes_in,
+                    bytes_out: p.past.bytes_out + live.bytes_out,
+                    messages_in: p.past.messages_in + live.messages_in,
+                    messages_out: p.past.messages_out + live.messages_out,
+                    last_seen_ms_ago: p.last_seen.map(|t| now.saturating_sub(t)),
+                    queued_bytes: p.queued_bytes(),
+                }
+            })
+            .collect();
+        peers.sort_by_key(|p| p.addr);
+        NetworkState {
+            local_addr: self.local,
+            advertised_addr: self.advertised,
+            public_key: None,
+            peers,
+            plugins: self
+                .plugins
+                .iter()
+                .map(|s| PluginState {
+                    name: s.name.clone(),
+                    events_dropped: s.counters.events_dropped.load(Ordering::Relaxed),
+                    panics: s.counters.panics.load(Ordering::Relaxed),
+                })
+                .collect(),
+            counters: self.counters.clone(),
+        }
+    }
+
+    // ----- sessions -------------------------------------------------------
+
+    fn connect(&mut self, addr: SocketAddr) {
+        let Some(advertised) = self.advertised else {
+            return;
+        };
+        let now = self.now();
+        let conv = self.rng.gen_range(1..=u32::MAX);
+        let session = Session::new(conv, advertised, &self.session_config, now);
+        if let Some(peer) = self.peers.get_mut(&addr) {
+            peer.reconnect_at = None;
+            peer.direction = Direction::Outbound;
+            peer.session = Some(session);
+            self.touch(addr);
+        }
+    }
+
+    fn touch(&mut self, addr: SocketAddr) {
+        if let Some(peer) = self.peers.get_mut(&addr) {
+            if !peer.dirty {
+                peer.dirty = true;
+                self.dirty.push(addr);
+            }
+        }
+    }
+
+    fn emit(&self, event_of: PluginEvent) {
+        // Events are cheap to rebuild per plugin except messages, which are
+        // shared behind an Arc.
+        for slot in &self.plugins {
+            slot.deliver(clone_event(&event_of));
+        }
+    }
+
+    fn handle_recv(
+        &mut self,
+        socket: Option<&dyn DatagramSocket>,
+        first: std::io::Result<(usize, SocketAddr)>,
+        buf: &mut [u8],
+    ) {
+        let mut result = first;
+        for _ in 0..RECV_BURST {
+            match result {
+                Ok((n, from)) => {
+                    self.counters.datagrams_in += 1;
+                    self.handle_datagram(from, &buf[..n]);
+                }
+                // ICMP errors surface here on Linux (port unreachable);
+                // they say nothing KCP's timers don't already handle.
+                Err(e) => tracing::debug!("recv error: {e}"),
+            }
+            let Some(socket) = socket else { break };
+            let mut cx = Context::from_waker(futures_util::task::noop_waker_ref());
+            let mut rb = ReadBuf::new(buf);
+            result = match socket.poll_recv_from(&mut cx, &mut rb) {
+                Poll::Ready(Ok(from)) => Ok((rb.filled().len(), from)),
+                Poll::Ready(Err(e)) => Err(e),
+                Poll::Pending => break,
+            };
+        }
+    }
+
+    fn handle_datagram(&mut self, from: SocketAddr, datagram: &[u8]) {
+        let now = self.now();
+        let Some(conv) = demux::conv_of(datagram) else {
+            self.counters.malformed_datagrams += 1;
+            tracing::debug!(%from, len = datagram.len(), "malformed datagram");
+            return;
+        };
+        let existing = self.peers.get(&from).and_then(|p| p.session.as_ref());
+        let decision = demux::decide(
+            existing.map(|s| demux::Existing {
+                conv: s.conv(),
+                heard: s.heard(),
+                rejected_conv: s.rejected_conv(),
+            }),
+            conv,
+            datagram,
+        );
+        match decision {
+            demux::Decision::Deliver => {
+                let peer = self.peers.get_mut(&from);
+                let Some(session) = peer.and_then(|p| p.session.as_mut()) else {
+                    return;
+                };
+                if let Err(e) = session.handle_datagram(now, datagram) {
+                    self.counters.malformed_datagrams += 1;
+                    tracing::debug!(%from, ?e, "datagram rejected by KCP");
+                    return;
+                }
+                self.drain_events(from);
+                self.touch(from);
+            }
+            demux::Decision::Malformed => {
+                self.counters.malformed_datagrams += 1;
+                tracing::debug!(%from, "malformed datagram");
+            }
+            demux::Decision::Unknown => {
+                self.counters.unknown_session_datagrams += 1;
+                tracing::debug!(%from, conv, "datagram for no session");
+            }
+            demux::Decision::LoseSimultaneousOpen => {
+                if let Some(s) = self.peers.get_mut(&from).and_then(|p| p.session.as_mut()) {
+                    s.set_rejected_conv(conv);
+                }
+                self.counters.simultaneous_open_drops += 1;
+            }
+            demux::Decision::Open => self.open_inbound(from, conv, datagram, now),
+        }
+    }
+
+    fn open_inbound(&mut self, from: SocketAddr, conv: u32, datagram: &[u8], now: u64) {
+        let known = self.peers.get(&from).is_some_and(|p| p.added);
+        if !known {
+            let inbound_now = self.peers.values().filter(|p| !p.added && p.session.is_some()).count();
+            let replacing = self.peers.get(&from).is_some_and(|p| p.session.is_some());
+            if self.config.refuse_unknown_inbound || (!replacing && inbound_now >= self.config.max_inbound_sessions) {
+                self.counters.refused_sessions += 1;
+                tracing::debug!(%from, "inbound session refused");
+                return;
+            }
+        }
+        let Some(advertised) = self.advertised else {
+            return;
+        };
+        // An older session from the same address ends here (peer restart,
+        // or the losing side of a simultaneous open).
+        if let Some(old) = self.peers.get_mut(&from).and_then(|p| p.session.as_mut()) {
+            old.replace();
+            self.drain_events(from);
+            self.retire_session(from);
+        }
+        let min = self.config.reconnect_min;
+        let peer = self
+            .peers
+            .entry(from)
+            .or_insert_with(|| Peer::new(false, Direction::Inbound, min));
+        let direction = if peer.added { Direction::Outbound } else { Direction::Inbound };
+        let mut session = Session::new(conv, advertised, &self.session_config, now);
+        if session.handle_datagram(now, datagram).is_err() {
+            self.counters.malformed_datagrams += 1;
+            if peer.session.is_none() && !peer.added && peer.pending.is_empty() {
+                self.peers.remove(&from);
+            }
+            return;
+        }
+        peer.reconnect_at = None;
+        peer.direction = direction;
+        peer.session = Some(session);
+        self.drain_events(from);
+        self.touch(from);
+    }
+
+    /// Act on everything a session reported.
+    fn drain_events(&mut self, addr: SocketAddr) {
+        let now = self.now();
+        loop {
+            let Some(peer) = self.peers.get_mut(&addr) else {
+                return;
+            };
+            let Some(session) = peer.session.as_mut() else {
+                return;
+            };
+            let Some(event) = session.poll_event() else {
+                break;
+            };
+            if session.last_recv().is_some() {
+                peer.last_seen = session.last_recv();
+            }
+            match event {
+                SessionEvent::Connected { advertised } => {
+                    peer.advertised = Some(advertised);
+                    peer.backoff = self.config.reconnect_min;
+                    // Hand over what waited for the hello, in order.
+                    while let Some(frame) = peer.pending.pop_front() {
+                        peer.pending_bytes -= frame.len();
+                        session.send_frame(now, &frame);
+                    }
+                    let writable = peer.writable;
+                    tracing::debug!(%addr, %advertised, "session established");
+                    self.emit(PluginEvent::PeerConnected(addr, writable));
+                }
+                SessionEvent::Frame(inbound) => {
+                    let writable = peer.writable;
+                    self.deliver(addr, writable, inbound);
+                }
+                SessionEvent::ChecksumFailure => {
+                    self.counters.checksum_failures += 1;
+                    tracing::debug!(%addr, "message with bad checksum dropped");
+                }
+                SessionEvent::WrongSender => {
+                    self.counters.wrong_sender += 1;
+                    tracing::debug!(%addr, "message with wrong sender dropped");
+                }
+                SessionEvent::Closed(cause) => {
+                    let was_connected = session.peer_advertised().is_some();
+                    match &cause {
+                        CloseCause::Dead | CloseCause::ConnectTimeout => self.counters.dead_sessions += 1,
+                        CloseCause::Protocol(e) => {
+                            self.counters.protocol_errors += 1;
+                            tracing::debug!(%addr, %e, "session closed for a protocol error");
+                        }
+                        _ => {}
+                    }
+                    tracing::debug!(%addr, ?cause, "session closed");
+                    self.fail_requests(addr);
+                    if was_connected {
+                        self.emit(PluginEvent::PeerDisconnected(addr));
+                    }
+                }
+            }
+        }
+    }
+
+    fn deliver(&mut self, addr: SocketAddr, writable: bool, inbound: Inbound) {
+        let (message, request_id) = match inbound {
+            Inbound::Message(m) => (m, None),
+            Inbound::Request(id, m) => (m, Some(id)),
+            Inbound::Reply(id, message) => {
+                match self.requests.remove_entry(&id) {
+                    Some((_, r)) if r.peer == addr => {
+                        let _ = r.answer.send(Ok(Received {
+                            message,
+                            peer: addr,
+                            writable,
+                            request_id: None,
+                        }));
+                    }
+                    Some((id, r)) => {
+                        self.requests.insert(id, r);
+                        self.counters.unmatched_replies += 1;
+                    }
+                    None => self.counters.unmatched_replies += 1,
+                }
+                return;
+            }
+        };
+        let received = Arc::new(Received {
+            message,
+            peer: addr,
+            writable,
+            request_id,
+        });
+        self.emit(PluginEvent::Message(received));
+    }
+
+    fn fail_requests(&mut self, addr: SocketAddr) {
+        let ids: Vec<u64> = self
+            .requests
+            .iter()
+            .filter(|(_, r)| r.peer == addr)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ids {
+            if let Some(r) = self.requests.remove(&id) {
+                let _ = r.answer.send(Err(RequestError::SessionClosed));
+            }
+        }
+    }
+
+    /// Remove a closed session, keep its counts, and decide what comes next
+    /// for the peer: a reconnect (route table) or nothing (forget it).
+    fn retire_session(&mut self, addr: SocketAddr) {
+        let now = self.now();
+        let Some(peer) = self.peers.get_mut(&addr) else {
+            return;
+        };
+        let Some(session) = peer.session.take() else {
+            return;
+        };
+        let s = session.stats();
+        peer.past.bytes_in += s.bytes_in;
+        peer.past.bytes_out += s.bytes_out;
+        peer.past.messages_in += s.messages_in;
+        peer.past.messages_out += s.messages_out;
+        // Frames handed to the session and never acknowledged are gone with
+        // it; the close cause was counted and logged.
+        if peer.added && self.closing.is_none() {
+            let jitter = self.rng.gen_range(0.8..1.2);
+            let wait = peer.backoff.mul_f64(jitter);
+            peer.backoff = (peer.backoff * 2).min(self.config.reconnect_max);
+            let at = now.saturating_add(u64::try_from(wait.as_millis()).unwrap_or(u64::MAX));
+            peer.reconnect_at = Some(at);
+            self.timers.push(Reverse((at, TimerKey::Reconnect(addr))));
+        } else {
+            self.forget(addr);
+        }
+    }
+
+    fn forget(&mut self, addr: SocketAddr) {
+        if let Some(peer) = self.peers.get(&addr) {
+            if peer.added {
+                return;
+            }
+            if !peer.pending.is_empty() {
+                tracing::debug!(%addr, frames = peer.pending.len(), "peer forgotten with frames never sent");
+                self.counters.abandoned_frames += peer.pending.len() as u64;
+            }
+            self.peers.remove(&addr);
+        }
+    }
+
+    fn handle_timers(&mut self) {
+        let now = self.now();
+        while let Some(Reverse((t, key))) = self.timers.peek().copied() {
+            if t > now {
+                break;
+            }
+            self.timers.pop();
+            match key {
+                TimerKey::Session(addr) => {
+                    let Some(peer) = self.peers.get_mut(&addr) else { continue };
+                    if peer.timer_at != Some(t) {
+                        continue; // superseded by an earlier entry
+                    }
+                    peer.timer_at = None;
+                    if let Some(s) = peer.session.as_mut() {
+                        s.handle_timeout(now);
+                        self.drain_events(addr);
+                    }
+                    self.touch(addr);
+                }
+                TimerKey::Reconnect(addr) => {
+                    let due = self
+                        .peers
+                        .get(&addr)
+                        .is_some_and(|p| p.reconnect_at == Some(t) && p.added && p.session.is_none());
+                    if due {
+                        self.connect(addr);
+                    }
+                }
+                TimerKey::Request(id) => {
+                    if self.requests.get(&id).is_some_and(|r| r.deadline == t) {
+                        if let Some(r) = self.requests.remove(&id) {
+                            let _ = r.answer.send(Err(RequestError::Timeout(r.timeout)));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Flush every touched session once, send its datagrams, retire it if it
+    /// closed, and re-arm its timer.
+    async fn flush_dirty(&mut self) {
+        if self.dirty.is_empty() {
+            return;
+        }
+        let now = self.now();
+        let dirty = std::mem::take(&mut self.dirty);
+        for addr in &dirty {
+            let Some(peer) = self.peers.get_mut(addr) else { continue };
+            peer.dirty = false;
+            let Some(session) = peer.session.as_mut() else { continue };
+            session.flush(now);
+            while let Some(datagram) = session.poll_transmit() {
+                send_datagram(self.socket.as_deref(), &mut self.counters, &datagram, *addr).await;
+            }
+            let Some(session) = self.peers.get(addr).and_then(|p| p.session.as_ref()) else {
+                continue;
+            };
+            if session.is_closed() {
+                self.retire_session(*addr);
+            } else if let Some(deadline) = session.poll_timeout(now) {
+                self.schedule_session(*addr, deadline);
+            }
+        }
+        // Recycle the buffer's allocation.
+        let mut dirty = dirty;
+        dirty.clear();
+        if self.dirty.is_empty() {
+            self.dirty = dirty;
+        }
+    }
+
+    fn schedule_session(&mut self, addr: SocketAddr, deadline: u64) {
+        let Some(peer) = self.peers.get_mut(&addr) else { return };
+        if peer.timer_at.is_none_or(|t| deadline < t) {
+            peer.timer_at = Some(deadline);
+            self.timers.push(Reverse((deadline, TimerKey::Session(addr))));
+        }
+    }
+
+    // ----- shutdown -------------------------------------------------------
+
+    fn begin_close(&mut self, waiter: Option<Reply<()>>) {
+        if let Some(c) = self.closing.as_mut() {
+            c.waiters.extend(waiter);
+            return;
+        }
+        let now = self.now();
+        let close_ms = u64::try_from(self.config.close_timeout.as_millis()).unwrap_or(u64::MAX);
+        let deadline = now.saturating_add(close_ms);
+        self.closing = Some(Closing {
+            deadline,
+            waiters: waiter.into_iter().collect(),
+        });
+        let addrs: Vec<SocketAddr> = self.peers.keys().copied().collect();
+        for addr in addrs {
+            if let Some(s) = self.peers.get_mut(&addr).and_then(|p| p.session.as_mut()) {
+                s.close(now, CloseReason::Shutdown);
+                self.drain_events(addr);
+                self.touch(addr);
+            }
+        }
+        // Wake up at the deadline even if no session has a timer left.
+        self.timers.push(Reverse((deadline, TimerKey::Request(0))));
+    }
+
+    fn close_finished(&self) -> bool {
+        match &self.closing {
+            None => false,
+            Some(c) => self.now() >= c.deadline || self.peers.values().all(|p| p.session.is_none()),
+        }
+    }
+
+    async fn finish_close(mut self) {
+        let abandoned: u64 = self.peers.values().map(|p| p.pending.len() as u64).sum();
+        if abandoned > 0 {
+            tracing::debug!(frames = abandoned, "closing with frames never sent");
+        }
+        for (_, r) in self.requests.drain() {
+            let _ = r.answer.send(Err(RequestError::Network(NetworkError::Closed)));
+        }
+        for slot in &self.plugins {
+            slot.deliver(PluginEvent::Close);
+        }
+        let wait = self.config.close_timeout;
+        for slot in std::mem::take(&mut self.plugins) {
+            let PluginSlot { tx, task, name, .. } = slot;
+            drop(tx);
+            if tokio::time::timeout(wait, task).await.is_err() {
+                tracing::warn!(plugin = %name, "plugin did not finish closing in time");
+            }
+        }
+        if let Some(c) = self.closing.take() {
+            for w in c.waiters {
+                let _ = w.send(());
+            }
+        }
+        tracing::info!("closed");
+    }
+}
+
+fn clone_event(e: &PluginEvent) -> PluginEvent {
+    match e {
+        PluginEvent::Startup => PluginEvent::Startup,
+        PluginEvent::NodeAdded(a) => PluginEvent::NodeAdded(*a),
+        PluginEvent::NodeDeleted(a) => PluginEvent::NodeDeleted(*a),
+        PluginEvent::PeerConnected(a, w) => PluginEvent::PeerConnected(*a, *w),
+        PluginEvent::PeerDisconnected(a) => PluginEvent::PeerDisconnected(*a),
+        PluginEvent::Message(m) => PluginEvent::Message(m.clone()),
+        PluginEvent::Close => PluginEvent::Close,
+    }
+}
+
+async fn recv_from(socket: Option<&dyn DatagramSocket>, buf: &mut [u8]) -> std::io::Result<(usize, SocketAddr)> {
+    let Some(socket) = socket else {
+        return std::future::pending().await;
+    };
+    std::future::poll_fn(|cx| {
+        let mut rb = ReadBuf::new(buf);
+        match socket.poll_recv_from(cx, &mut rb) {
+            Poll::Ready(Ok(from)) => Poll::Ready(Ok((rb.filled().len(), from))),
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => Poll::Pending,
+        }
+    })
+    .await
+}
+
+async fn send_datagram(socket: Option<&dyn DatagramSocket>, counters: &mut Counters, datagram: &[u8], to: SocketAddr) {
+    let Some(socket) = socket else { return };
+    match std::future::poll_fn(|cx| socket.poll_send_to(cx, datagram, to)).await {
+        Ok(_) => counters.datagrams_out += 1,
+        Err(e) => {
+            // UDP send errors (EPERM from a firewall, ENOBUFS, unreachable)
+            // are loss to KCP, which retransmits.
+            counters.send_errors += 1;
+            tracing::debug!(%to, "send error: {e}");
+        }
+    }
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+

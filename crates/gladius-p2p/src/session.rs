@@ -1,0 +1,405 @@
+//! One peer session as a sans-IO state machine: KCP below, frames above.
+//!
+//! The driver feeds it datagrams and the time (`now`, milliseconds since the
+//! driver's epoch) and drains datagrams to send, the next deadline and
+//! [`SessionEvent`]s. It never touches a socket or a clock, so its unit tests
+//! run in virtual time.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use gladius_kcp::{Kcp, KcpConfig};
+
+use crate::wire::{CloseReason, Frame, FrameDecoder, Message, WireError, PROTOCOL_VERSION};
+
+/// Session timing, in milliseconds.
+#[derive(Debug, Clone)]
+pub(crate) struct SessionConfig {
+    pub(crate) kcp: KcpConfig,
+    pub(crate) max_message_size: usize,
+    pub(crate) keepalive_ms: u64,
+    pub(crate) idle_ms: u64,
+    pub(crate) connect_ms: u64,
+    pub(crate) close_ms: u64,
+}
+
+impl SessionConfig {
+    pub(crate) fn from_config(c: &crate::Config) -> Self {
+        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        Self {
+            kcp: c.kcp.kcp_config(),
+            max_message_size: c.max_message_size,
+            keepalive_ms: ms(c.keepalive_interval),
+            idle_ms: ms(c.idle_timeout),
+            connect_ms: ms(c.connect_timeout),
+            close_ms: ms(c.close_timeout),
+        }
+    }
+}
+
+/// Why a session ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum CloseCause {
+    /// We closed it and the close flushed (or timed out).
+    Local,
+    /// The peer sent a close frame.
+    Peer(CloseReason),
+    /// The peer never answered our hello.
+    ConnectTimeout,
+    /// Nothing heard for the idle timeout, or KCP gave up retransmitting.
+    Dead,
+    /// The peer broke the protocol.
+    Protocol(WireError),
+    /// A new session from the same address replaced this one.
+    Replaced,
+}
+
+/// What a session tells the driver.
+#[derive(Debug)]
+pub(crate) enum SessionEvent {
+    /// The peer's hello arrived.
+    Connected { advertised: SocketAddr },
+    /// A message, request (with id) or reply (with id) arrived.
+    Frame(Inbound),
+    /// A message was dropped for a bad checksum.
+    ChecksumFailure,
+    /// A message was dropped because its sender differs from the hello.
+    WrongSender,
+    /// The session is over; the driver removes it.
+    Closed(CloseCause),
+}
+
+/// A message-carrying frame received from the peer.
+#[derive(Debug)]
+pub(crate) enum Inbound {
+    Message(Message),
+    Request(u64, Message),
+    Reply(u64, Message),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Our hello is out; the peer's has not arrived.
+    Connecting { deadline: u64 },
+    Established,
+    /// Our close frame is queued; waiting for everything to be acknowledged.
+    Closing { deadline: u64 },
+    Closed,
+}
+
+/// Byte and message counts of one session.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct SessionStats {
+    pub(crate) bytes_in: u64,
+    pub(crate) bytes_out: u64,
+    pub(crate) messages_in: u64,
+    pub(crate) messages_out: u64,
+}
+
+/// One session. See the module docs.
+#[derive(Debug)]
+pub(crate) struct Session {
+    kcp: Kcp,
+    decoder: FrameDecoder,
+    phase: Phase,
+    peer_advertised: Option<SocketAddr>,
+    last_recv: Option<u64>,
+    last_send: u64,
+    config: SessionConfig,
+    events: VecDeque<SessionEvent>,
+    stats: SessionStats,
+    /// The conversation of a simultaneous open we refused, so its late
+    /// retransmissions are not mistaken for a peer restart.
+    rejected_conv: Option<u32>,
+}
+
+/// Encode one frame into its own buffer.
+pub(crate) fn encode_frame(frame: &Frame) -> Bytes {
+    let mut buf = BytesMut::with_capacity(frame.encoded_len());
+    frame.encode(&mut buf);
+    buf.freeze()
+}
+
+fn kcp_now(now: u64) -> u32 {
+    // KCP's clock is 32-bit milliseconds and wraps; it compares with
+    // wrapping differences, so truncation is intended.
+    now as u32
+}
+
+impl Session {
+    /// A session we open: our hello goes out first.
+    pub(crate) fn new(
+        conv: u32,
+        advertised: SocketAddr,
+        config: &SessionConfig,
+        now: u64,
+    ) -> Self {
+        let mut kcp = Kcp::new(conv, &config.kcp, kcp_now(now));
+        let hello = encode_frame(&Frame::Hello {
+            version: PROTOCOL_VERSION,
+            advertised,
+        });
+        // Cannot fail: the hello is never empty.
+        let _ = kcp.send(&hello);
+        Self {
+            kcp,
+            decoder: FrameDecoder::new(config.max_message_size),
+            phase: Phase::Connecting {
+                deadline: now.saturating_add(config.connect_ms),
+            },
+            peer_advertised: None,
+            last_recv: None,
+            last_send: now,
+            config: config.clone(),
+            events: VecDeque::new(),
+            stats: SessionStats::default(),
+            rejected_conv: None,
+        }
+    }
+
+    pub(crate) fn conv(&self) -> u32 {
+        self.kcp.conv()
+    }
+    pub(crate) fn peer_advertised(&self) -> Option<SocketAddr> {
+        self.peer_advertised
+    }
+    /// Whether anything valid has been heard from the peer on this session.
+    pub(crate) fn heard(&self) -> bool {
+        self.last_recv.is_some()
+    }
+    pub(crate) fn last_recv(&self) -> Option<u64> {
+        self.last_recv
+    }
+    pub(crate) fn is_established(&self) -> bool {
+        self.phase == Phase::Established
+    }
+    pub(crate) fn is_connecting(&self) -> bool {
+        matches!(self.phase, Phase::Connecting { .. })
+    }
+    pub(crate) fn is_closing(&self) -> bool {
+        matches!(self.phase, Phase::Closing { .. })
+    }
+    pub(crate) fn is_closed(&self) -> bool {
+        self.phase == Phase::Closed
+    }
+    pub(crate) fn rejected_conv(&self) -> Option<u32> {
+        self.rejected_conv
+    }
+    pub(crate) fn set_rejected_conv(&mut self, conv: u32) {
+        self.rejected_conv = Some(conv);
+    }
+    pub(crate) fn stats(&self) -> SessionStats {
+        self.stats
+    }
+    pub(crate) fn rtt_ms(&self) -> Option<u32> {
+        self.kcp.srtt_ms()
+    }
+    /// Bytes accepted and not yet acknowledged by the peer.
+    pub(crate) fn unacked_bytes(&self) -> usize {
+        self.kcp.unacked_bytes()
+    }
+
+    /// Feed one datagram addressed to this session's conversation.
+    /// `Err` means it was not valid KCP and changed nothing.
+    pub(crate) fn handle_datagram(
+        &mut self,
+        now: u64,
+        datagram: &[u8],
+    ) -> Result<(), gladius_kcp::InputError> {
+        if self.phase == Phase::Closed {
+            return Ok(());
+        }
+        self.kcp.input(kcp_now(now), datagram)?;
+        self.last_recv = Some(now);
+        self.stats.bytes_in += datagram.len() as u64;
+        while let Some(chunk) = self.kcp.recv() {
+            self.decoder.push(&chunk);
+            loop {
+                match self.decoder.next_frame() {
+                    Ok(Some(frame)) => self.handle_frame(now, frame),
+                    Ok(None) => break,
+                    // The frame was consumed whole; only that message is lost.
+                    Err(WireError::ChecksumMismatch { .. }) => {
+                        self.events.push_back(SessionEvent::ChecksumFailure)
+                    }
+                    Err(e) => {
+                        self.fail(now, e);
+                        break;
+                    }
+                }
+                if self.phase == Phase::Closed {
+                    return Ok(());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn handle_frame(&mut self, now: u64, frame: Frame) {
+        let Some(advertised) = self.peer_advertised else {
+            match frame {
+                Frame::Hello { advertised, .. } => {
+                    self.peer_advertised = Some(advertised);
+                    if matches!(self.phase, Phase::Connecting { .. }) {
+                        self.phase = Phase::Established;
+                    }
+                    self.events.push_back(SessionEvent::Connected { advertised });
+                }
+                _ => self.fail(now, WireError::BadHello),
+            }
+            return;
+        };
+        let inbound = match frame {
+            Frame::Message(m) => Inbound::Message(m),
+            Frame::Request { id, message } => Inbound::Request(id, message),
+            Frame::Reply { id, message } => Inbound::Reply(id, message),
+            Frame::Ping => return,
+            Frame::Close(reason) => {
+                self.phase = Phase::Closed;
+                // Acknowledge the close before the driver forgets us.
+                self.kcp.flush(kcp_now(now));
+                self.events.push_back(SessionEvent::Closed(CloseCause::Peer(reason)));
+                return;
+            }
+            // A second hello, or a frame kind from a later version.
+            _ => return self.fail(now, WireError::BadHello),
+        };
+        let message = match &inbound {
+            Inbound::Message(m) | Inbound::Request(_, m) | Inbound::Reply(_, m) => m,
+        };
+        if message.sender() != Some(advertised) {
+            self.events.push_back(SessionEvent::WrongSender);
+            return;
+        }
+        self.stats.messages_in += 1;
+        self.events.push_back(SessionEvent::Frame(inbound));
+    }
+
+    fn fail(&mut self, now: u64, error: WireError) {
+        if self.phase == Phase::Closed {
+            return;
+        }
+        // Tell the peer why, best effort; nothing after this is read.
+        let _ = self.kcp.send(&encode_frame(&Frame::Close(CloseReason::ProtocolError)));
+        self.kcp.flush(kcp_now(now));
+        self.phase = Phase::Closed;
+        self.events.push_back(SessionEvent::Closed(CloseCause::Protocol(error)));
+    }
+
+    /// Queue an encoded frame. Only an established session takes frames;
+    /// the driver holds them until then.
+    pub(crate) fn send_frame(&mut self, now: u64, frame: &Bytes) -> bool {
+        if self.phase != Phase::Established || frame.is_empty() {
+            return false;
+        }
+        let sent = self.kcp.send(frame).is_ok();
+        if sent {
+            self.stats.messages_out += 1;
+            self.last_send = now;
+        }
+        sent
+    }
+
+    /// Begin a graceful close: a close frame after everything queued, then
+    /// wait (up to the close timeout) until the peer acknowledged it all.
+    pub(crate) fn close(&mut self, now: u64, reason: CloseReason) {
+        match self.phase {
+            Phase::Established => {
+                let _ = self.kcp.send(&encode_frame(&Frame::Close(reason)));
+                self.kcp.flush(kcp_now(now));
+                self.phase = Phase::Closing {
+                    deadline: now.saturating_add(self.config.close_ms),
+                };
+            }
+            Phase::Connecting { .. } => {
+                self.phase = Phase::Closed;
+                self.events.push_back(SessionEvent::Closed(CloseCause::Local));
+            }
+            Phase::Closing { .. } | Phase::Closed => {}
+        }
+    }
+
+    /// Mark the session replaced by a newer one from the same address.
+    pub(crate) fn replace(&mut self) {
+        if self.phase != Phase::Closed {
+            self.phase = Phase::Closed;
+            self.events.push_back(SessionEvent::Closed(CloseCause::Replaced));
+        }
+    }
+
+    /// Run timers due at `now`.
+    pub(crate) fn handle_timeout(&mut self, now: u64) {
+        if self.phase == Phase::Closed {
+            return;
+        }
+        self.kcp.update(kcp_now(now));
+        let cause = match self.phase {
+            _ if self.kcp.is_dead() => Some(CloseCause::Dead),
+            Phase::Connecting { deadline } if now >= deadline => Some(CloseCause::ConnectTimeout),
+            Phase::Closing { deadline } if now >= deadline || self.kcp.unacked_bytes() == 0 => {
+                Some(CloseCause::Local)
+            }
+            _ if self.idle_deadline().is_some_and(|d| now >= d) => Some(CloseCause::Dead),
+            _ => None,
+        };
+        if let Some(cause) = cause {
+            self.phase = Phase::Closed;
+            self.events.push_back(SessionEvent::Closed(cause));
+            return;
+        }
+        if self.phase == Phase::Established
+            && now >= self.last_send.saturating_add(self.config.keepalive_ms)
+        {
+            let ping = encode_frame(&Frame::Ping);
+            if self.kcp.send(&ping).is_ok() {
+                self.last_send = now;
+                self.kcp.flush(kcp_now(now));
+            }
+        }
+    }
+
+    fn idle_deadline(&self) -> Option<u64> {
+        match self.phase {
+            Phase::Established | Phase::Closing { .. } => {
+                let since = self.last_recv.unwrap_or(self.last_send);
+                Some(since.saturating_add(self.config.idle_ms))
+            }
+            _ => None,
+        }
+    }
+
+    /// Flush pending ACKs and sendable data now.
+    pub(crate) fn flush(&mut self, now: u64) {
+        if self.phase != Phase::Closed || self.kcp.unacked_bytes() > 0 {
+            self.kcp.flush(kcp_now(now));
+        }
+    }
+
+    /// Next datagram to send.
+    pub(crate) fn poll_transmit(&mut self) -> Option<Bytes> {
+        let d = self.kcp.poll_transmit()?;
+        self.stats.bytes_out += d.len() as u64;
+        Some(d)
+    }
+
+    /// Next event.
+    pub(crate) fn poll_event(&mut self) -> Option<SessionEvent> {
+        self.events.pop_front()
+    }
+
+    /// When `handle_timeout` must next run; `None` once closed.
+    pub(crate) fn poll_timeout(&self, now: u64) -> Option<u64> {
+        let kcp = self.kcp.poll_timeout().map(|t| {
+            let ahead = t.wrapping_sub(kcp_now(now)) as i32;
+            now.saturating_add(ahead.max(0) as u64)
+        });
+        let phase = match self.phase {
+            Phase::Closed => return None,
+            Phase::Connecting { deadline } | Phase::Closing { deadline } => Some(deadline),
+            Phase::Established => Some(self.last_send.saturating_add(self.config.keepalive_ms)),
+        };
+        [kcp, phase, self.idle_deadline()].into_iter().flatten().min()
+    }
+}

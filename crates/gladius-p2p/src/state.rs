@@ -1,0 +1,134 @@
+//! The serializable snapshot returned by
+//! [`Network::network_state`](crate::Network::network_state).
+
+use std::net::SocketAddr;
+
+use serde::{Deserialize, Serialize};
+
+/// Everything the node knows about itself and its peers at one instant.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct NetworkState {
+    /// The bound address, once listening.
+    pub local_addr: Option<SocketAddr>,
+    /// The address announced to peers and used as `sender`.
+    pub advertised_addr: Option<SocketAddr>,
+    /// This node's static public key (hex), when encryption is on.
+    pub public_key: Option<String>,
+    /// Every peer in the route table or with a live session, sorted by address.
+    pub peers: Vec<PeerState>,
+    /// Registered plugins, in registration order.
+    pub plugins: Vec<PluginState>,
+    /// Drop and error counters since the node started.
+    pub counters: Counters,
+}
+
+impl NetworkState {
+    /// The entry for `addr`, if any.
+    pub fn peer(&self, addr: SocketAddr) -> Option<&PeerState> {
+        self.peers.iter().find(|p| p.addr == addr)
+    }
+}
+
+/// Who opened the session.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Direction {
+    /// This node connected to the peer.
+    Outbound,
+    /// The peer connected to this node.
+    Inbound,
+}
+
+/// Where a peer's session stands.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ConnectionState {
+    /// No session; waiting to (re)connect after a backoff.
+    Disconnected,
+    /// Hello sent, no answer yet.
+    Connecting,
+    /// Both hellos exchanged; messages flow.
+    Connected,
+    /// A graceful close is flushing.
+    Closing,
+}
+
+/// One peer.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct PeerState {
+    /// The peer's UDP address (the key of the route table).
+    pub addr: SocketAddr,
+    /// The address the peer announced in its hello.
+    pub advertised: Option<SocketAddr>,
+    /// The peer's static public key (hex), when encryption is on.
+    pub public_key: Option<String>,
+    /// Whether broadcasts write to it.
+    pub writable: bool,
+    /// Whether it is in the route table (added by the user or a plugin).
+    pub in_route_table: bool,
+    /// Who opened the current (or last) session.
+    pub direction: Direction,
+    /// Session state.
+    pub connection: ConnectionState,
+    /// Smoothed round-trip time measured by KCP, in milliseconds.
+    pub rtt_ms: Option<u32>,
+    /// Datagram bytes received from the peer.
+    pub bytes_in: u64,
+    /// Datagram bytes sent to the peer.
+    pub bytes_out: u64,
+    /// Messages (and requests and replies) received.
+    pub messages_in: u64,
+    /// Messages (and requests and replies) queued to the peer.
+    pub messages_out: u64,
+    /// Milliseconds since the last valid datagram from the peer.
+    pub last_seen_ms_ago: Option<u64>,
+    /// Bytes waiting for the peer: queued plus unacknowledged.
+    pub queued_bytes: usize,
+}
+
+/// One plugin.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PluginState {
+    /// Its name.
+    pub name: String,
+    /// Events dropped because its queue was full.
+    pub events_dropped: u64,
+    /// Hook calls that panicked.
+    pub panics: u64,
+}
+
+/// Drop and error counters. Every datagram or message the node discards is
+/// counted in exactly one of them.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Counters {
+    /// Datagrams received.
+    pub datagrams_in: u64,
+    /// Datagrams sent.
+    pub datagrams_out: u64,
+    /// Datagrams that were not valid KCP (truncated, bad header, wrong conv).
+    pub malformed_datagrams: u64,
+    /// Valid-looking datagrams for no session that could not open one.
+    pub unknown_session_datagrams: u64,
+    /// Inbound sessions refused (unknown peers refused by config, or the
+    /// inbound session limit reached).
+    pub refused_sessions: u64,
+    /// Datagrams of the losing side of a simultaneous open.
+    pub simultaneous_open_drops: u64,
+    /// Messages dropped for a bad checksum.
+    pub checksum_failures: u64,
+    /// Messages dropped because `sender` differed from the peer's hello.
+    pub wrong_sender: u64,
+    /// Sessions closed for a protocol violation (bad frame, oversized frame).
+    pub protocol_errors: u64,
+    /// Replies matching no outstanding request.
+    pub unmatched_replies: u64,
+    /// Socket send errors.
+    pub send_errors: u64,
+    /// Sends refused because a peer's queue was full.
+    pub queue_full: u64,
+    /// Sessions closed because the peer went silent or KCP gave up.
+    pub dead_sessions: u64,
+    /// Frames queued to a peer that was forgotten before a session to it
+    /// was established (it never answered, or was deleted).
+    pub abandoned_frames: u64,
+}

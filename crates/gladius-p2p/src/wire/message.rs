@@ -1,0 +1,185 @@
+//! The message: sender, type, body, checksum.
+//!
+//! A [`Message`] is what applications exchange. On the wire it is
+//!
+//! ```text
+//! sender_len u8 | sender | type_len u8 | type | body_len u32 LE | body | checksum u32 LE
+//! ```
+//!
+//! where `sender` is the canonical text of the sender's advertised address
+//! (empty until the node stamps it on send), `type` is 1..=255 bytes of UTF-8,
+//! and `checksum` is the CRC-32C of every byte before it. Frames
+//! ([`super::Frame`]) carry this encoding as their payload; the message does
+//! not know about frames.
+//!
+//! The fields are private so that the stored checksum always matches the
+//! fields: it is computed by [`Message::new`] and [`Message::set_sender`] and
+//! verified by [`Message::decode`], and [`Message::encode`] writes it as is.
+
+use std::net::SocketAddr;
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+use super::addr::{self, AddrText};
+use super::reader::Reader;
+use super::WireError;
+
+/// Longest message type, in bytes.
+pub const MAX_TYPE_LEN: usize = 255;
+
+/// Bytes of a message's encoding besides its body, at most: both one-byte
+/// length prefixes with their strings at 255 bytes, `body_len` and `checksum`.
+pub(super) const MAX_OVERHEAD: usize = 1 + 255 + 1 + MAX_TYPE_LEN + 4 + 4;
+
+/// Longest body a message can carry.
+///
+/// Frame lengths are `u32`, so the body must leave room for the largest
+/// frame header and message overhead (see [`super::Frame::max_len`]).
+pub const MAX_BODY_LEN: usize = u32::MAX as usize - super::frame::MAX_FRAME_OVERHEAD;
+
+/// Why a message could not be built.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum MessageError {
+    /// The type is empty.
+    #[error("message type is empty")]
+    EmptyType,
+    /// The type is longer than 255 bytes.
+    #[error("message type is {0} bytes, more than 255")]
+    TypeTooLong(usize),
+    /// The body is longer than [`MAX_BODY_LEN`].
+    #[error("message body is {0} bytes, more than the wire can carry")]
+    BodyTooLong(usize),
+}
+
+/// A message: who sent it, its type, its body and a checksum.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    sender: Option<SocketAddr>,
+    msg_type: String,
+    body: Bytes,
+    checksum: u32,
+}
+
+impl Message {
+    /// A new message with no sender yet (the node fills it in on send).
+    pub fn new(msg_type: impl Into<String>, body: impl Into<Bytes>) -> Result<Self, MessageError> {
+        let msg_type = msg_type.into();
+        let body = body.into();
+        if msg_type.is_empty() {
+            return Err(MessageError::EmptyType);
+        }
+        if msg_type.len() > MAX_TYPE_LEN {
+            return Err(MessageError::TypeTooLong(msg_type.len()));
+        }
+        if body.len() > MAX_BODY_LEN {
+            return Err(MessageError::BodyTooLong(body.len()));
+        }
+        let mut message = Self { sender: None, msg_type, body, checksum: 0 };
+        message.checksum = message.compute_checksum();
+        Ok(message)
+    }
+
+    /// The sender's advertised address; `None` before the message is sent.
+    pub fn sender(&self) -> Option<SocketAddr> {
+        self.sender
+    }
+
+    /// The message type.
+    pub fn msg_type(&self) -> &str {
+        &self.msg_type
+    }
+
+    /// The body.
+    pub fn body(&self) -> &Bytes {
+        &self.body
+    }
+
+    /// CRC-32C over the encoded sender, type and body.
+    pub fn checksum(&self) -> u32 {
+        self.checksum
+    }
+
+    /// Set the sender (recomputing the checksum).
+    pub fn set_sender(&mut self, sender: SocketAddr) {
+        self.sender = Some(sender);
+        self.checksum = self.compute_checksum();
+    }
+
+    /// Bytes `encode` appends.
+    pub fn encoded_len(&self) -> usize {
+        let sender_len = self.sender.map_or(0, |a| AddrText::new(&a).as_bytes().len());
+        // Bounded by MAX_OVERHEAD + MAX_BODY_LEN, which fits a u32: no overflow.
+        1 + sender_len + 1 + self.msg_type.len() + 4 + self.body.len() + 4
+    }
+
+    /// Append the wire encoding.
+    pub fn encode(&self, out: &mut BytesMut) {
+        out.reserve(self.encoded_len());
+        let sender = self.sender.map(|a| AddrText::new(&a));
+        let (sender_len, sender) = sender.as_ref().map_or((0, &[][..]), |t| (t.len_u8(), t.as_bytes()));
+        out.put_u8(sender_len);
+        out.put_slice(sender);
+        out.put_u8(self.type_len_u8());
+        out.put_slice(self.msg_type.as_bytes());
+        out.put_u32_le(self.body_len_u32());
+        out.put_slice(&self.body);
+        out.put_u32_le(self.checksum);
+    }
+
+    /// Decode one message occupying all of `buf`, verifying the checksum.
+    ///
+    /// The body of the result is a zero-copy slice of `buf`. A message with
+    /// no sender (`sender_len` 0) decodes fine; whether it is acceptable is
+    /// for the session layer to decide.
+    pub fn decode(buf: &Bytes) -> Result<Self, WireError> {
+        let mut r = Reader::new(buf);
+        let sender_raw = r.short_bytes()?;
+        let type_raw = r.short_bytes()?;
+        let body_len = usize::try_from(r.u32_le()?).map_err(|_| WireError::Truncated)?;
+        let body_start = r.pos();
+        r.take(body_len)?;
+        let checked_len = r.pos();
+        let carried = r.u32_le()?;
+        r.finish()?;
+
+        // Verify integrity before interpreting the contents: a corrupted
+        // message should be reported as such, not as a bad address or type.
+        let computed = crc32c::crc32c(buf.get(..checked_len).ok_or(WireError::Truncated)?);
+        if carried != computed {
+            return Err(WireError::ChecksumMismatch { carried, computed });
+        }
+
+        let sender = if sender_raw.is_empty() { None } else { Some(addr::parse(sender_raw)?) };
+        if type_raw.is_empty() {
+            return Err(WireError::BadType);
+        }
+        let msg_type = std::str::from_utf8(type_raw).map_err(|_| WireError::BadType)?.to_owned();
+        // In range: the reader has just read these bytes.
+        let body = buf.slice(body_start..checked_len);
+        Ok(Self { sender, msg_type, body, checksum: carried })
+    }
+
+    /// The type length as its one-byte prefix (`new` guarantees it fits).
+    fn type_len_u8(&self) -> u8 {
+        u8::try_from(self.msg_type.len()).unwrap_or(u8::MAX)
+    }
+
+    /// The body length as its `u32` field (`new` guarantees it fits).
+    fn body_len_u32(&self) -> u32 {
+        u32::try_from(self.body.len()).unwrap_or(u32::MAX)
+    }
+
+    /// CRC-32C of the encoding up to the checksum, computed piecewise so that
+    /// no encoding has to be built.
+    fn compute_checksum(&self) -> u32 {
+        let sender = self.sender.map(|a| AddrText::new(&a));
+        let (sender_len, sender) = sender.as_ref().map_or((0, &[][..]), |t| (t.len_u8(), t.as_bytes()));
+        let mut crc = crc32c::crc32c(&[sender_len]);
+        crc = crc32c::crc32c_append(crc, sender);
+        crc = crc32c::crc32c_append(crc, &[self.type_len_u8()]);
+        crc = crc32c::crc32c_append(crc, self.msg_type.as_bytes());
+        crc = crc32c::crc32c_append(crc, &self.body_len_u32().to_le_bytes());
+        crc32c::crc32c_append(crc, &self.body)
+    }
+}

@@ -1,0 +1,159 @@
+//! Helpers shared by the integration tests: a recording plugin and waits
+//! with deadlines (never fixed sleeps as assertions).
+
+#![allow(dead_code, unreachable_pub, missing_docs)]
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use gladius_p2p::{async_trait, Config, Network, Plugin, Received};
+
+/// One hook call as a plugin saw it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    Startup,
+    NodeAdded(SocketAddr),
+    NodeDeleted(SocketAddr),
+    Connected(SocketAddr, bool),
+    Disconnected(SocketAddr),
+    Message {
+        from: SocketAddr,
+        sender: Option<SocketAddr>,
+        msg_type: String,
+        body: Vec<u8>,
+        writable: bool,
+    },
+    Close,
+}
+
+/// A plugin that records every hook call; requests of type "echo" are
+/// answered with the same body.
+#[derive(Clone, Default)]
+pub struct Recorder {
+    pub events: Arc<Mutex<Vec<Event>>>,
+}
+
+impl Recorder {
+    pub fn events(&self) -> Vec<Event> {
+        self.events.lock().unwrap().clone()
+    }
+    pub fn messages(&self) -> Vec<(SocketAddr, String, Vec<u8>, bool)> {
+        self.events()
+            .into_iter()
+            .filter_map(|e| match e {
+                Event::Message {
+                    from,
+                    msg_type,
+                    body,
+                    writable,
+                    ..
+                } => Some((from, msg_type, body, writable)),
+                _ => None,
+            })
+            .collect()
+    }
+    pub fn bodies_of_type(&self, t: &str) -> Vec<Vec<u8>> {
+        self.messages()
+            .into_iter()
+            .filter(|m| m.1 == t)
+            .map(|m| m.2)
+            .collect()
+    }
+    fn push(&self, e: Event) {
+        self.events.lock().unwrap().push(e);
+    }
+}
+
+#[async_trait]
+impl Plugin for Recorder {
+    fn name(&self) -> &str {
+        "recorder"
+    }
+    async fn startup(&self, _net: &Network) {
+        self.push(Event::Startup);
+    }
+    async fn node_added(&self, _net: &Network, addr: SocketAddr) {
+        self.push(Event::NodeAdded(addr));
+    }
+    async fn node_deleted(&self, _net: &Network, addr: SocketAddr) {
+        self.push(Event::NodeDeleted(addr));
+    }
+    async fn peer_connected(&self, _net: &Network, addr: SocketAddr, writable: bool) {
+        self.push(Event::Connected(addr, writable));
+    }
+    async fn peer_disconnected(&self, _net: &Network, addr: SocketAddr) {
+        self.push(Event::Disconnected(addr));
+    }
+    async fn new_message(&self, net: &Network, msg: &Received) {
+        let m = msg.message();
+        if msg.is_request() && m.msg_type() == "echo" {
+            let reply = gladius_p2p::Message::new("echo.reply", m.body().clone()).unwrap();
+            net.reply(msg, reply).await.unwrap();
+        }
+        self.push(Event::Message {
+            from: msg.peer(),
+            sender: m.sender(),
+            msg_type: m.msg_type().to_owned(),
+            body: m.body().to_vec(),
+            writable: msg.is_writable(),
+        });
+    }
+    async fn close(&self, _net: &Network) {
+        self.push(Event::Close);
+    }
+}
+
+/// A node on 127.0.0.1 with a recorder plugin.
+pub async fn node_with(config: Config) -> (Network, SocketAddr, Recorder) {
+    let net = Network::new(config).unwrap();
+    let rec = Recorder::default();
+    net.register_plugin(rec.clone()).await.unwrap();
+    let addr = net.listen("127.0.0.1:0").await.unwrap();
+    (net, addr, rec)
+}
+
+pub async fn node() -> (Network, SocketAddr, Recorder) {
+    node_with(test_config()).await
+}
+
+/// Short timeouts so failure paths finish quickly in tests.
+pub fn test_config() -> Config {
+    Config::default()
+        .with_keepalive_interval(Duration::from_millis(500))
+        .with_idle_timeout(Duration::from_secs(3))
+        .with_connect_timeout(Duration::from_secs(2))
+        .with_close_timeout(Duration::from_secs(1))
+        .with_reconnect_backoff(Duration::from_millis(50), Duration::from_secs(1))
+}
+
+/// Poll `cond` until it holds or `within` passes; panics with `what`.
+pub async fn wait_for<F, Fut>(within: Duration, what: &str, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if cond().await {
+            return;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            panic!("timed out after {within:?} waiting for: {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Wait until `net` reports `peer` connected.
+pub async fn wait_connected(net: &Network, peer: SocketAddr) {
+    wait_for(Duration::from_secs(10), "peer connected", || async {
+        net.network_state()
+            .await
+            .unwrap()
+            .peer(peer)
+            .is_some_and(|p| p.connection == gladius_p2p::ConnectionState::Connected)
+    })
+    .await;
+}
