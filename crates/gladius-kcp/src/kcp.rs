@@ -9,7 +9,9 @@
 //!   timestamp is not older than the oldest in-flight transmission and not
 //!   more than 60 s old;
 //! - per-segment backoff is capped at 60 s, the ACK list and the outgoing
-//!   datagram queue are bounded.
+//!   datagram queue are bounded;
+//! - when the peer's window reopens after being 0, unacknowledged segments
+//!   are resent at the next flush instead of waiting for backed-off timers.
 
 use bytes::{Bytes, BytesMut};
 
@@ -360,6 +362,9 @@ impl Kcp {
         let mut max_ack: Option<u32> = None;
 
         for (header, range) in SegmentRanges::new(datagram).flatten() {
+            if self.remote_window == 0 && header.wnd > 0 {
+                self.on_window_reopened(now);
+            }
             self.remote_window = header.wnd;
             self.send_buf.ack_below(header.una);
             match header.cmd {
@@ -408,6 +413,22 @@ impl Kcp {
         }
         self.stats.datagrams_in = self.stats.datagrams_in.saturating_add(1);
         Ok(())
+    }
+
+    /// The peer's window went from 0 to open. Not in ikcp: every segment
+    /// still unacknowledged was either lost or dropped by the peer for being
+    /// outside its full window (the peer acknowledges everything it stores),
+    /// so resend them all at the next flush, with the backoff they collected
+    /// while the window was closed undone. Without this a reader that stalled
+    /// for a while resumes only as fast as the backed-off timers allow.
+    fn on_window_reopened(&mut self, now: u32) {
+        let rto = self.rtt.rto();
+        for (_, seg) in self.send_buf.iter_mut() {
+            if seg.xmit > 0 {
+                seg.rto = rto;
+                seg.resend_at = now;
+            }
+        }
     }
 
     /// Congestion window growth on new cumulative ACKs (end of ikcp_input).

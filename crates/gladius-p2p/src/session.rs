@@ -214,6 +214,12 @@ impl Session {
         self.kcp.input(kcp_now(now), datagram)?;
         self.last_recv = Some(now);
         self.stats.bytes_in += datagram.len() as u64;
+        if matches!(self.phase, Phase::Closing { .. }) && self.kcp.unacked_bytes() == 0 {
+            // Everything up to our close frame is acknowledged: done.
+            self.phase = Phase::Closed;
+            self.events.push_back(SessionEvent::Closed(CloseCause::Local));
+            return Ok(());
+        }
         while let Some(chunk) = self.kcp.recv() {
             self.decoder.push(&chunk);
             loop {
@@ -401,5 +407,182 @@ impl Session {
             Phase::Established => Some(self.last_send.saturating_add(self.config.keepalive_ms)),
         };
         [kcp, phase, self.idle_deadline()].into_iter().flatten().min()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> SessionConfig {
+        SessionConfig::from_config(
+            &crate::Config::default()
+                .with_keepalive_interval(Duration::from_millis(100))
+                .with_idle_timeout(Duration::from_millis(1000))
+                .with_connect_timeout(Duration::from_millis(500))
+                .with_close_timeout(Duration::from_millis(300)),
+        )
+    }
+
+    const A: &str = "10.0.0.1:1000";
+    const B: &str = "10.0.0.2:2000";
+
+    /// Two sessions wired back to back in virtual time; `drop_every` > 0
+    /// loses every n-th datagram in each direction.
+    struct Pair {
+        a: Session,
+        b: Session,
+        now: u64,
+        drop_every: usize,
+        sent: usize,
+    }
+
+    impl Pair {
+        fn new(drop_every: usize) -> Self {
+            let c = config();
+            Pair {
+                a: Session::new(1, A.parse().unwrap(), &c, 0),
+                b: Session::new(1, B.parse().unwrap(), &c, 0),
+                now: 0,
+                drop_every,
+                sent: 0,
+            }
+        }
+
+        /// Move datagrams both ways and run timers, for `ms` of virtual time.
+        fn run(&mut self, ms: u64) {
+            let end = self.now + ms;
+            while self.now < end {
+                for s in [&mut self.a, &mut self.b] {
+                    s.flush(self.now);
+                }
+                let mut moved = true;
+                while moved {
+                    moved = false;
+                    while let Some(d) = self.a.poll_transmit() {
+                        self.sent += 1;
+                        if self.drop_every == 0 || self.sent % self.drop_every != 0 {
+                            let _ = self.b.handle_datagram(self.now, &d);
+                        }
+                        moved = true;
+                    }
+                    while let Some(d) = self.b.poll_transmit() {
+                        self.sent += 1;
+                        if self.drop_every == 0 || self.sent % self.drop_every != 0 {
+                            let _ = self.a.handle_datagram(self.now, &d);
+                        }
+                        moved = true;
+                    }
+                }
+                self.now += 5;
+                for s in [&mut self.a, &mut self.b] {
+                    if s.poll_timeout(self.now).is_some_and(|t| t <= self.now) {
+                        s.handle_timeout(self.now);
+                    }
+                }
+            }
+        }
+    }
+
+    fn events(s: &mut Session) -> Vec<SessionEvent> {
+        std::iter::from_fn(|| s.poll_event()).collect()
+    }
+
+    fn message_frame(sender: &str, body: &str) -> Bytes {
+        let mut m = Message::new("t", body.to_owned()).unwrap();
+        m.set_sender(sender.parse().unwrap());
+        encode_frame(&Frame::Message(m))
+    }
+
+    #[test]
+    fn hello_exchange_establishes_both_sides() {
+        let mut p = Pair::new(0);
+        p.run(50);
+        assert!(p.a.is_established() && p.b.is_established());
+        assert!(matches!(events(&mut p.a)[..], [SessionEvent::Connected { advertised }] if advertised == B.parse().unwrap()));
+        assert!(matches!(events(&mut p.b)[..], [SessionEvent::Connected { .. }]));
+    }
+
+    #[test]
+    fn messages_arrive_once_in_order_despite_loss() {
+        let mut p = Pair::new(4);
+        p.run(100);
+        for i in 0..300 {
+            assert!(p.a.send_frame(p.now, &message_frame(A, &i.to_string())));
+        }
+        p.run(5_000);
+        let bodies: Vec<String> = events(&mut p.b)
+            .into_iter()
+            .filter_map(|e| match e {
+                SessionEvent::Frame(Inbound::Message(m)) => Some(String::from_utf8(m.body().to_vec()).unwrap()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(bodies, (0..300).map(|i| i.to_string()).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn wrong_sender_is_dropped_and_reported() {
+        let mut p = Pair::new(0);
+        p.run(50);
+        events(&mut p.b);
+        p.a.send_frame(p.now, &message_frame("10.9.9.9:1", "forged"));
+        p.a.send_frame(p.now, &message_frame(A, "real"));
+        p.run(50);
+        let ev = events(&mut p.b);
+        assert!(matches!(ev[0], SessionEvent::WrongSender));
+        assert!(matches!(&ev[1], SessionEvent::Frame(Inbound::Message(m)) if &m.body()[..] == b"real"));
+    }
+
+    #[test]
+    fn keepalives_keep_a_quiet_session_alive_and_silence_kills_it() {
+        let mut p = Pair::new(0);
+        p.run(3_000); // three idle timeouts of quiet, kept alive by pings
+        assert!(p.a.is_established() && p.b.is_established());
+        // Now b goes silent: a declares it dead within the idle timeout.
+        p.drop_every = 1;
+        p.run(1_200);
+        assert!(p.a.is_closed());
+        assert!(events(&mut p.a).iter().any(|e| matches!(e, SessionEvent::Closed(CloseCause::Dead))));
+    }
+
+    #[test]
+    fn graceful_close_reaches_the_peer_after_queued_data() {
+        let mut p = Pair::new(0);
+        p.run(50);
+        events(&mut p.b);
+        p.a.send_frame(p.now, &message_frame(A, "last words"));
+        p.a.close(p.now, CloseReason::Shutdown);
+        p.run(200);
+        let ev = events(&mut p.b);
+        assert!(matches!(&ev[0], SessionEvent::Frame(Inbound::Message(m)) if &m.body()[..] == b"last words"));
+        assert!(matches!(ev[1], SessionEvent::Closed(CloseCause::Peer(CloseReason::Shutdown))));
+        assert!(p.a.is_closed(), "a finished closing once everything was acknowledged");
+    }
+
+    #[test]
+    fn unanswered_hello_times_out() {
+        let c = config();
+        let mut a = Session::new(1, A.parse().unwrap(), &c, 0);
+        let mut now = 0;
+        while !a.is_closed() && now < 2_000 {
+            now = a.poll_timeout(now).unwrap_or(now + 10).max(now + 1);
+            a.handle_timeout(now);
+            while a.poll_transmit().is_some() {}
+        }
+        assert!(events(&mut a).iter().any(|e| matches!(e, SessionEvent::Closed(CloseCause::ConnectTimeout))));
+        assert!(now >= 500 && now < 1_000, "closed at {now} ms");
+    }
+
+    #[test]
+    fn garbage_frame_is_a_protocol_error() {
+        let mut p = Pair::new(0);
+        p.run(50);
+        events(&mut p.b);
+        // A frame of unknown kind 99.
+        assert!(p.a.send_frame(p.now, &Bytes::from_static(&[1, 0, 0, 0, 99])));
+        p.run(50);
+        assert!(events(&mut p.b).iter().any(|e| matches!(e, SessionEvent::Closed(CloseCause::Protocol(_)))));
+        assert!(p.b.is_closed());
     }
 }

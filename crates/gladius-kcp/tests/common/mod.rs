@@ -7,30 +7,29 @@
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
-use bytes::Bytes;
 use gladius_kcp::{Kcp, KcpConfig};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-pub const CONV: u32 = 0x1122_3344;
+pub(crate) const CONV: u32 = 0x1122_3344;
 
 /// Signed wrapping distance, like the crate's own clock arithmetic.
-pub fn diff(later: u32, earlier: u32) -> i32 {
+pub(crate) fn diff(later: u32, earlier: u32) -> i32 {
     later.wrapping_sub(earlier) as i32
 }
 
 /// How a one-way link misbehaves.
 #[derive(Debug, Clone, Copy)]
-pub struct LinkConfig {
-    pub loss: f64,
-    pub duplicate: f64,
-    pub delay_min: u32,
+pub(crate) struct LinkConfig {
+    pub(crate) loss: f64,
+    pub(crate) duplicate: f64,
+    pub(crate) delay_min: u32,
     /// Delay is uniform in `delay_min..=delay_max`: a wide range reorders.
-    pub delay_max: u32,
+    pub(crate) delay_max: u32,
 }
 
 impl LinkConfig {
-    pub fn clean(delay: u32) -> Self {
+    pub(crate) fn clean(delay: u32) -> Self {
         Self {
             loss: 0.0,
             duplicate: 0.0,
@@ -38,7 +37,7 @@ impl LinkConfig {
             delay_max: delay,
         }
     }
-    pub fn lossy(loss: f64) -> Self {
+    pub(crate) fn lossy(loss: f64) -> Self {
         Self {
             loss,
             ..Self::clean(20)
@@ -49,13 +48,13 @@ impl LinkConfig {
 /// Datagrams in flight on one direction, ordered by delivery time
 /// (the relative delivery time is used so the clock can wrap).
 #[derive(Debug, Default)]
-pub struct Link {
-    pub config: Option<LinkConfig>,
+pub(crate) struct Link {
+    pub(crate) config: Option<LinkConfig>,
     /// (delivery offset from start, tie-breaker, datagram)
     in_flight: BinaryHeap<Reverse<(u64, u64, Vec<u8>)>>,
     seq: u64,
-    pub sent: u64,
-    pub dropped: u64,
+    pub(crate) sent: u64,
+    pub(crate) dropped: u64,
 }
 
 impl Link {
@@ -96,21 +95,21 @@ impl Link {
 }
 
 /// Two endpoints `a` and `b` joined by links `ab` and `ba`.
-pub struct Sim {
-    pub rng: StdRng,
+pub(crate) struct Sim {
+    pub(crate) rng: StdRng,
     /// Virtual clock as the endpoints see it (starts near u32::MAX to wrap).
-    pub now: u32,
+    pub(crate) now: u32,
     /// Milliseconds since the start (never wraps).
-    pub elapsed: u64,
-    pub a: Kcp,
-    pub b: Kcp,
-    pub ab: Link,
-    pub ba: Link,
-    pub updates: u64,
+    pub(crate) elapsed: u64,
+    pub(crate) a: Kcp,
+    pub(crate) b: Kcp,
+    pub(crate) ab: Link,
+    pub(crate) ba: Link,
+    pub(crate) updates: u64,
 }
 
 impl Sim {
-    pub fn new(seed: u64, config: &KcpConfig, ab: LinkConfig, ba: LinkConfig) -> Self {
+    pub(crate) fn new(seed: u64, config: &KcpConfig, ab: LinkConfig, ba: LinkConfig) -> Self {
         // Start 30 s before the u32 clock wraps so every test crosses it.
         let now = u32::MAX - 30_000;
         Self {
@@ -126,7 +125,7 @@ impl Sim {
     }
 
     /// Deliver due datagrams, run due timers, move new datagrams onto links.
-    pub fn step_io(&mut self) {
+    pub(crate) fn step_io(&mut self) {
         while let Some(d) = self.ab.pop_due(self.elapsed) {
             self.b.input(self.now, &d).expect("valid datagram a->b");
         }
@@ -150,7 +149,7 @@ impl Sim {
 
     /// Advance the clock to the next event (at least 1 ms, at most `cap`).
     /// Returns false if nothing at all is scheduled.
-    pub fn advance(&mut self, cap: u32) -> bool {
+    pub(crate) fn advance(&mut self, cap: u32) -> bool {
         let mut next: Option<u64> = None;
         let mut consider = |t: u64| next = Some(next.map_or(t, |n: u64| n.min(t)));
         for kcp in [&self.a, &self.b] {
@@ -174,7 +173,7 @@ impl Sim {
         true
     }
 
-    pub fn idle(&self) -> bool {
+    pub(crate) fn idle(&self) -> bool {
         self.a.poll_timeout().is_none()
             && self.b.poll_timeout().is_none()
             && self.ab.next_due().is_none()
@@ -184,7 +183,7 @@ impl Sim {
 
 /// `count` messages of 1..=max_len random bytes, each framed with a u32 LE
 /// length prefix, as one expected stream.
-pub fn make_messages(rng: &mut StdRng, count: usize, max_len: usize) -> Vec<Vec<u8>> {
+pub(crate) fn make_messages(rng: &mut StdRng, count: usize, max_len: usize) -> Vec<Vec<u8>> {
     (0..count)
         .map(|_| {
             let len = rng.gen_range(1..=max_len);
@@ -198,14 +197,14 @@ pub fn make_messages(rng: &mut StdRng, count: usize, max_len: usize) -> Vec<Vec<
 
 /// Splits a received byte stream back into length-prefixed messages.
 #[derive(Debug, Default)]
-pub struct Deframer {
+pub(crate) struct Deframer {
     buf: Vec<u8>,
-    pub messages: Vec<Vec<u8>>,
-    pub bytes: usize,
+    pub(crate) messages: Vec<Vec<u8>>,
+    pub(crate) bytes: usize,
 }
 
 impl Deframer {
-    pub fn push(&mut self, chunk: &[u8]) {
+    pub(crate) fn push(&mut self, chunk: &[u8]) {
         self.bytes += chunk.len();
         self.buf.extend_from_slice(chunk);
         loop {
@@ -223,16 +222,16 @@ impl Deframer {
 
 /// Outcome of [`transfer`].
 #[derive(Debug)]
-pub struct TransferReport {
-    pub virtual_ms: u64,
-    pub updates: u64,
+pub(crate) struct TransferReport {
+    pub(crate) virtual_ms: u64,
+    pub(crate) updates: u64,
 }
 
 /// Stream `messages` from `a` to `b` (keeping at most `max_unacked` bytes
 /// queued in `a`), check they arrive exactly once, in order and identical,
 /// then run until both endpoints are idle. Panics past `limit_ms`.
 /// `hook` runs every step (to inject forged traffic).
-pub fn transfer(
+pub(crate) fn transfer(
     sim: &mut Sim,
     messages: &[Vec<u8>],
     max_unacked: usize,
