@@ -318,10 +318,7 @@ impl Kcp {
     }
 
     fn window_has_room(&self) -> bool {
-        let limit = self
-            .send_buf
-            .una()
-            .wrapping_add(self.effective_window());
+        let limit = self.send_buf.una().wrapping_add(self.effective_window());
         diff(self.send_buf.nxt(), limit) < 0
     }
 
@@ -369,14 +366,13 @@ impl Kcp {
             self.send_buf.ack_below(header.una);
             match header.cmd {
                 Command::Ack => {
-                    let sent_by_us = diff(header.sn, prev_una) >= 0
-                        && diff(header.sn, self.send_buf.nxt()) < 0;
+                    let sent_by_us =
+                        diff(header.sn, prev_una) >= 0 && diff(header.sn, self.send_buf.nxt()) < 0;
                     if !sent_by_us {
                         continue;
                     }
                     let rtt = diff(now, header.ts);
-                    let plausible =
-                        oldest_sent.is_some_and(|oldest| diff(header.ts, oldest) >= 0);
+                    let plausible = oldest_sent.is_some_and(|oldest| diff(header.ts, oldest) >= 0);
                     if rtt >= 0 && plausible {
                         self.rtt.on_sample(rtt as u32);
                     }
@@ -443,9 +439,7 @@ impl Kcp {
             self.incr = self.incr.saturating_add(mss);
         } else {
             self.incr = self.incr.max(mss);
-            self.incr = self
-                .incr
-                .saturating_add(mss * mss / self.incr + mss / 16);
+            self.incr = self.incr.saturating_add(mss * mss / self.incr + mss / 16);
             if (u64::from(self.cwnd) + 1) * mss <= self.incr {
                 let cwnd = self.incr.div_ceil(mss);
                 self.cwnd = u32::try_from(cwnd).unwrap_or(u32::MAX);

@@ -194,7 +194,10 @@ impl<'a> SegmentRanges<'a> {
     fn parse_one(&mut self) -> Result<(SegmentHeader, std::ops::Range<usize>), InputError> {
         let rest = self.datagram.get(self.pos..).unwrap_or_default();
         let header = SegmentHeader::decode(rest)?;
-        let start = self.pos.checked_add(HEADER_LEN).ok_or(InputError::Truncated)?;
+        let start = self
+            .pos
+            .checked_add(HEADER_LEN)
+            .ok_or(InputError::Truncated)?;
         let len = usize::try_from(header.len).map_err(|_| InputError::Truncated)?;
         let end = start.checked_add(len).ok_or(InputError::Truncated)?;
         if end > self.datagram.len() {

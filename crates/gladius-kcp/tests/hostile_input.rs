@@ -106,7 +106,12 @@ proptest! {
 /// at the sequence numbers actually in flight, mid-transfer over a lossy link.
 #[test]
 fn forged_acks_with_far_past_ts_keep_rtt_sane() {
-    let mut sim = Sim::new(31, &KcpConfig::default(), LinkConfig::lossy(0.05), LinkConfig::lossy(0.05));
+    let mut sim = Sim::new(
+        31,
+        &KcpConfig::default(),
+        LinkConfig::lossy(0.05),
+        LinkConfig::lossy(0.05),
+    );
     let mut rng = rand::rngs::StdRng::seed_from_u64(32);
     let messages = make_messages(&mut rng, 500, 4000);
     let mut forge_rng = rand::rngs::StdRng::seed_from_u64(33);
@@ -129,9 +134,17 @@ fn forged_acks_with_far_past_ts_keep_rtt_sane() {
                 wnd: forge_rng.gen_range(1..=u16::MAX),
                 ts,
                 // Small sn hit real in-flight segments (the sim's sn start at 0).
-                sn: if forge_rng.gen_bool(0.5) { forge_rng.gen_range(0..20_000) } else { forge_rng.gen() },
+                sn: if forge_rng.gen_bool(0.5) {
+                    forge_rng.gen_range(0..20_000)
+                } else {
+                    forge_rng.gen()
+                },
                 // An una far ahead must not release unsent or unacked data.
-                una: if forge_rng.gen_bool(0.5) { 0 } else { forge_rng.gen() },
+                una: if forge_rng.gen_bool(0.5) {
+                    0
+                } else {
+                    forge_rng.gen()
+                },
                 len: 0,
             };
             encode(&h, &[], &mut wire);
@@ -142,7 +155,10 @@ fn forged_acks_with_far_past_ts_keep_rtt_sane() {
             max_srtt = max_srtt.max(s);
         }
     });
-    eprintln!("{forged_count} forged datagrams, max srtt {max_srtt} ms, final {:?}", sim.a.srtt_ms());
+    eprintln!(
+        "{forged_count} forged datagrams, max srtt {max_srtt} ms, final {:?}",
+        sim.a.srtt_ms()
+    );
     // Real RTT is ~40 ms plus ACK delay; forged timestamps must not drag it up.
     assert!(max_srtt < 500, "srtt reached {max_srtt} ms");
 }

@@ -88,13 +88,18 @@ struct Endpoint {
     start: Instant,
     epoch: u32,
     buf: Vec<u8>,
+    /// Fraction of datagrams dropped in each direction (simulated loss).
+    loss: f64,
+    rng: rand::rngs::StdRng,
 }
 
 impl Endpoint {
-    fn new(peer_port: u16) -> Self {
+    fn new(peer_port: u16, loss: f64) -> Self {
         let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
         socket.connect(("127.0.0.1", peer_port)).unwrap();
-        socket.set_read_timeout(Some(Duration::from_millis(1))).unwrap();
+        socket
+            .set_read_timeout(Some(Duration::from_millis(1)))
+            .unwrap();
         // Start the clock just before u32 wrap-around to cross it.
         let epoch = u32::MAX - 2_000;
         Self {
@@ -103,6 +108,8 @@ impl Endpoint {
             start: Instant::now(),
             epoch,
             buf: vec![0; 65_536],
+            loss,
+            rng: rand::rngs::StdRng::seed_from_u64(77),
         }
     }
 
@@ -115,6 +122,7 @@ impl Endpoint {
     fn pump(&mut self) {
         loop {
             match self.socket.recv(&mut self.buf) {
+                Ok(_) if self.rng.gen_bool(self.loss) => {}
                 Ok(n) => {
                     let now = self.now();
                     self.kcp
@@ -143,18 +151,29 @@ impl Endpoint {
         }
         while let Some(d) = self.kcp.poll_transmit() {
             assert!(d.len() <= 1400);
-            let _ = self.socket.send(&d);
+            if !self.rng.gen_bool(self.loss) {
+                let _ = self.socket.send(&d);
+            }
         }
     }
 }
 
 #[test]
 fn echo_through_reference_ikcp() {
+    echo(0.0);
+}
+
+#[test]
+fn echo_through_reference_ikcp_with_ten_percent_loss() {
+    echo(0.1);
+}
+
+fn echo(loss: f64) {
     let Some((_peer, port)) = spawn_peer(&[&CONV.to_string(), "echo"]) else {
         return;
     };
     let deadline = Instant::now() + DEADLINE;
-    let mut ep = Endpoint::new(port);
+    let mut ep = Endpoint::new(port, loss);
     let mut rng = rand::rngs::StdRng::seed_from_u64(1);
     let sent: Vec<u8> = (0..TOTAL).map(|_| rng.gen()).collect();
     let mut offset = 0;
@@ -182,7 +201,7 @@ fn echo_through_reference_ikcp() {
     assert_eq!(echoed.len(), TOTAL);
     assert!(echoed == sent, "echo differs from what was sent");
     eprintln!(
-        "ikcp echo: {TOTAL} bytes in {writes} writes, {:?}, srtt {:?}, {:?}",
+        "ikcp echo (loss {loss}): {TOTAL} bytes in {writes} writes, {:?}, srtt {:?}, {:?}",
         ep.start.elapsed(),
         ep.kcp.srtt_ms(),
         ep.kcp.stats()
@@ -201,7 +220,7 @@ fn stream_from_reference_ikcp_in_message_mode() {
         return;
     };
     let deadline = Instant::now() + DEADLINE;
-    let mut ep = Endpoint::new(port);
+    let mut ep = Endpoint::new(port, 0.0);
     ep.kcp.send(b"go").unwrap();
     let mut got = Vec::with_capacity(TOTAL);
     while got.len() < TOTAL {

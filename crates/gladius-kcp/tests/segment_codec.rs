@@ -201,7 +201,10 @@ fn message_mode_fragments_are_delivered_as_a_stream() {
     // An ikcp peer in message mode sends one message as frg 2, 1, 0.
     let mut kcp = Kcp::new(9, &KcpConfig::default(), 0);
     let mut wire = Vec::new();
-    for (sn, (frg, part)) in [(2u8, &b"hel"[..]), (1, b"lo "), (0, b"world")].into_iter().enumerate() {
+    for (sn, (frg, part)) in [(2u8, &b"hel"[..]), (1, b"lo "), (0, b"world")]
+        .into_iter()
+        .enumerate()
+    {
         let h = SegmentHeader {
             frg,
             sn: sn as u32,

@@ -6,7 +6,13 @@ use common::*;
 use gladius_kcp::{KcpConfig, SendError};
 use rand::SeedableRng;
 
-fn run_stream(seed: u64, ab: LinkConfig, ba: LinkConfig, writes: usize, limit_ms: u64) -> TransferReport {
+fn run_stream(
+    seed: u64,
+    ab: LinkConfig,
+    ba: LinkConfig,
+    writes: usize,
+    limit_ms: u64,
+) -> TransferReport {
     let config = KcpConfig::default();
     let mut sim = Sim::new(seed, &config, ab, ba);
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed ^ 0xabcd);
@@ -26,19 +32,37 @@ fn run_stream(seed: u64, ab: LinkConfig, ba: LinkConfig, writes: usize, limit_ms
 
 #[test]
 fn lossless_stream_is_exact() {
-    let r = run_stream(1, LinkConfig::clean(20), LinkConfig::clean(20), 2000, 30_000);
+    let r = run_stream(
+        1,
+        LinkConfig::clean(20),
+        LinkConfig::clean(20),
+        2000,
+        30_000,
+    );
     assert!(r.virtual_ms < 10_000, "{r:?}");
 }
 
 #[test]
 fn five_percent_loss_stream_is_exact() {
-    let r = run_stream(2, LinkConfig::lossy(0.05), LinkConfig::lossy(0.05), 2000, 60_000);
+    let r = run_stream(
+        2,
+        LinkConfig::lossy(0.05),
+        LinkConfig::lossy(0.05),
+        2000,
+        60_000,
+    );
     assert!(r.virtual_ms < 30_000, "{r:?}");
 }
 
 #[test]
 fn twenty_percent_loss_stream_is_exact() {
-    let r = run_stream(3, LinkConfig::lossy(0.20), LinkConfig::lossy(0.20), 2000, 120_000);
+    let r = run_stream(
+        3,
+        LinkConfig::lossy(0.20),
+        LinkConfig::lossy(0.20),
+        2000,
+        120_000,
+    );
     assert!(r.virtual_ms < 90_000, "{r:?}");
 }
 
@@ -144,7 +168,10 @@ fn window_closes_when_reader_stalls_and_reopens_when_it_reads() {
         steps += 1;
     }
     assert_eq!(sim.a.remote_window(), 0, "window did not close");
-    assert!(sim.a.unacked_bytes() > total / 2, "sender was not held back");
+    assert!(
+        sim.a.unacked_bytes() > total / 2,
+        "sender was not held back"
+    );
     assert!(!sim.a.is_dead());
     // While closed, the endpoints wait for probe/retransmit timers rather
     // than ticking every interval.
@@ -161,7 +188,11 @@ fn window_closes_when_reader_stalls_and_reopens_when_it_reads() {
         if got.messages.len() == messages.len() && sim.idle() {
             break;
         }
-        assert!(sim.elapsed < limit, "stream did not resume: {} bytes", got.bytes);
+        assert!(
+            sim.elapsed < limit,
+            "stream did not resume: {} bytes",
+            got.bytes
+        );
         sim.advance(1000);
     }
     assert_eq!(got.messages, messages);
@@ -211,7 +242,12 @@ fn congestion_control_mode_completes() {
         interval_ms: 20,
         ..KcpConfig::default()
     };
-    let mut sim = Sim::new(11, &config, LinkConfig::lossy(0.05), LinkConfig::lossy(0.05));
+    let mut sim = Sim::new(
+        11,
+        &config,
+        LinkConfig::lossy(0.05),
+        LinkConfig::lossy(0.05),
+    );
     let mut rng = rand::rngs::StdRng::seed_from_u64(11);
     let messages = make_messages(&mut rng, 300, 3000);
     let r = transfer(&mut sim, &messages, 256 * 1024, 300_000, |_| {});
@@ -227,7 +263,12 @@ fn tiny_mtu_and_windows_work() {
         interval_ms: 0,
         ..KcpConfig::default()
     };
-    let mut sim = Sim::new(12, &config, LinkConfig::lossy(0.05), LinkConfig::lossy(0.05));
+    let mut sim = Sim::new(
+        12,
+        &config,
+        LinkConfig::lossy(0.05),
+        LinkConfig::lossy(0.05),
+    );
     let mut rng = rand::rngs::StdRng::seed_from_u64(12);
     let messages = make_messages(&mut rng, 50, 300);
     transfer(&mut sim, &messages, 4096, 600_000, |_| {});

@@ -94,6 +94,8 @@ enum TimerKey {
     Session(SocketAddr),
     Reconnect(SocketAddr),
     Request(u64),
+    /// The graceful-close deadline.
+    CloseDeadline,
 }
 
 /// Everything the driver keeps about one peer, with or without a session.
@@ -387,6 +389,7 @@ impl Driver {
         match peer.session.as_mut() {
             Some(s) => {
                 s.close(now, CloseReason::Deleted);
+                self.drain_events(addr);
                 self.touch(addr);
             }
             None => self.forget(addr),
@@ -545,7 +548,12 @@ impl Driver {
                     bytes_out: p.past.bytes_out + live.bytes_out,
                     messages_in: p.past.messages_in + live.messages_in,
                     messages_out: p.past.messages_out + live.messages_out,
-                    last_seen_ms_ago: p.last_seen.map(|t| now.saturating_sub(t)),
+                    last_seen_ms_ago: p
+                        .session
+                        .as_ref()
+                        .and_then(Session::last_recv)
+                        .or(p.last_seen)
+                        .map(|t| now.saturating_sub(t)),
                     queued_bytes: p.queued_bytes(),
                 }
             })
@@ -699,7 +707,7 @@ impl Driver {
         if let Some(old) = self.peers.get_mut(&from).and_then(|p| p.session.as_mut()) {
             old.replace();
             self.drain_events(from);
-            self.retire_session(from);
+            self.take_session(from);
         }
         let min = self.config.reconnect_min;
         let peer = self
@@ -735,9 +743,6 @@ impl Driver {
             let Some(event) = session.poll_event() else {
                 break;
             };
-            if session.last_recv().is_some() {
-                peer.last_seen = session.last_recv();
-            }
             match event {
                 SessionEvent::Connected { advertised } => {
                     peer.advertised = Some(advertised);
@@ -774,7 +779,11 @@ impl Driver {
                         _ => {}
                     }
                     tracing::debug!(%addr, ?cause, "session closed");
-                    self.fail_requests(addr);
+                    // A replacing session carries on with the same peer;
+                    // requests still queued go out on it.
+                    if cause != CloseCause::Replaced {
+                        self.fail_requests(addr);
+                    }
                     if was_connected {
                         self.emit(PluginEvent::PeerDisconnected(addr));
                     }
@@ -832,20 +841,13 @@ impl Driver {
     /// Remove a closed session, keep its counts, and decide what comes next
     /// for the peer: a reconnect (route table) or nothing (forget it).
     fn retire_session(&mut self, addr: SocketAddr) {
+        if !self.take_session(addr) {
+            return;
+        }
         let now = self.now();
         let Some(peer) = self.peers.get_mut(&addr) else {
             return;
         };
-        let Some(session) = peer.session.take() else {
-            return;
-        };
-        let s = session.stats();
-        peer.past.bytes_in += s.bytes_in;
-        peer.past.bytes_out += s.bytes_out;
-        peer.past.messages_in += s.messages_in;
-        peer.past.messages_out += s.messages_out;
-        // Frames handed to the session and never acknowledged are gone with
-        // it; the close cause was counted and logged.
         if peer.added && self.closing.is_none() {
             let jitter = self.rng.gen_range(0.8..1.2);
             let wait = peer.backoff.mul_f64(jitter);
@@ -856,6 +858,25 @@ impl Driver {
         } else {
             self.forget(addr);
         }
+    }
+
+    /// Detach the peer's session, folding its counts into the peer's.
+    /// Frames handed to it and never acknowledged are gone with it (the
+    /// close cause was counted and logged).
+    fn take_session(&mut self, addr: SocketAddr) -> bool {
+        let Some(peer) = self.peers.get_mut(&addr) else {
+            return false;
+        };
+        let Some(session) = peer.session.take() else {
+            return false;
+        };
+        let s = session.stats();
+        peer.past.bytes_in += s.bytes_in;
+        peer.past.bytes_out += s.bytes_out;
+        peer.past.messages_in += s.messages_in;
+        peer.past.messages_out += s.messages_out;
+        peer.last_seen = session.last_recv().or(peer.last_seen);
+        true
     }
 
     fn forget(&mut self, addr: SocketAddr) {
@@ -900,6 +921,8 @@ impl Driver {
                         self.connect(addr);
                     }
                 }
+                // Nothing to do but wake up: the main loop checks it.
+                TimerKey::CloseDeadline => {}
                 TimerKey::Request(id) => {
                     if self.requests.get(&id).is_some_and(|r| r.deadline == t) {
                         if let Some(r) = self.requests.remove(&id) {
@@ -975,7 +998,7 @@ impl Driver {
             }
         }
         // Wake up at the deadline even if no session has a timer left.
-        self.timers.push(Reverse((deadline, TimerKey::Request(0))));
+        self.timers.push(Reverse((deadline, TimerKey::CloseDeadline)));
     }
 
     fn close_finished(&self) -> bool {

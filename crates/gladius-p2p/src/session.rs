@@ -571,7 +571,7 @@ mod tests {
             while a.poll_transmit().is_some() {}
         }
         assert!(events(&mut a).iter().any(|e| matches!(e, SessionEvent::Closed(CloseCause::ConnectTimeout))));
-        assert!(now >= 500 && now < 1_000, "closed at {now} ms");
+        assert!((500..1_000).contains(&now), "closed at {now} ms");
     }
 
     #[test]

@@ -82,7 +82,8 @@ def main():
     print("READY", sock.getsockname()[1], flush=True)
 
     k = kcp.KCP(
-        conv_id=random.randint(1, 2**32 - 1),
+        # The binding declares conv_id as a C int, so stay below 2**31.
+        conv_id=random.randint(1, 2**31 - 1),
         max_transmission=1400,
         no_delay=True,
         update_interval=10,

@@ -76,8 +76,11 @@ impl Link {
         for _ in 0..copies {
             let delay = rng.gen_range(c.delay_min..=c.delay_max);
             self.seq += 1;
-            self.in_flight
-                .push(Reverse((elapsed + u64::from(delay), self.seq, datagram.to_vec())));
+            self.in_flight.push(Reverse((
+                elapsed + u64::from(delay),
+                self.seq,
+                datagram.to_vec(),
+            )));
         }
     }
 
