@@ -25,7 +25,10 @@ pub(super) struct AddrText {
 impl AddrText {
     /// Format `addr`.
     pub(super) fn new(addr: &SocketAddr) -> Self {
-        let mut text = Self { buf: [0; CAPACITY], len: 0 };
+        let mut text = Self {
+            buf: [0; CAPACITY],
+            len: 0,
+        };
         // The longest `SocketAddr` text is 58 bytes
         // (`[ffff:…:ffff%4294967295]:65535`), far below the capacity, so this
         // cannot fail; if it somehow did, the text would be cut short and the

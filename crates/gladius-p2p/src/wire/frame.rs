@@ -135,7 +135,10 @@ impl Frame {
         // frame's length fits a u32.
         out.put_u32_le(u32::try_from(len).unwrap_or(u32::MAX));
         match self {
-            Self::Hello { version, advertised } => {
+            Self::Hello {
+                version,
+                advertised,
+            } => {
                 let text = AddrText::new(advertised);
                 out.put_u8(KIND_HELLO);
                 out.put_slice(&HELLO_MAGIC);
@@ -195,7 +198,9 @@ impl Frame {
                 HELLO_MAGIC.len() + 1 + 1 + AddrText::new(advertised).as_bytes().len()
             }
             Self::Message(message) => message.encoded_len(),
-            Self::Request { message, .. } | Self::Reply { message, .. } => 8 + message.encoded_len(),
+            Self::Request { message, .. } | Self::Reply { message, .. } => {
+                8 + message.encoded_len()
+            }
             Self::Ping => 0,
             Self::Close(_) => 1,
         }
@@ -210,7 +215,10 @@ fn decode_contents(contents: Bytes) -> Result<Frame, WireError> {
     match kind {
         KIND_HELLO => {
             let (version, advertised) = decode_hello(&payload)?;
-            Ok(Frame::Hello { version, advertised })
+            Ok(Frame::Hello {
+                version,
+                advertised,
+            })
         }
         KIND_MESSAGE => Message::decode(&payload).map(Frame::Message),
         KIND_REQUEST | KIND_REPLY => {
@@ -285,7 +293,10 @@ pub struct FrameDecoder {
 impl FrameDecoder {
     /// A decoder accepting bodies up to `max_message_size`.
     pub fn new(max_message_size: usize) -> Self {
-        Self { buf: BytesMut::new(), max_len: Frame::max_len(max_message_size) }
+        Self {
+            buf: BytesMut::new(),
+            max_len: Frame::max_len(max_message_size),
+        }
     }
 
     /// Append received stream bytes.
@@ -304,12 +315,20 @@ impl FrameDecoder {
         };
         let len = usize::try_from(len).unwrap_or(usize::MAX);
         if len > self.max_len {
-            return Err(WireError::FrameTooLarge { len, max: self.max_len });
+            return Err(WireError::FrameTooLarge {
+                len,
+                max: self.max_len,
+            });
         }
         // Deliberately no `reserve(len)` here: that would let a peer make
         // the node allocate `max_len` bytes per session with four bytes.
         // The buffer grows as bytes actually arrive.
-        let total = LEN_PREFIX.checked_add(len).ok_or(WireError::FrameTooLarge { len, max: self.max_len })?;
+        let total = LEN_PREFIX
+            .checked_add(len)
+            .ok_or(WireError::FrameTooLarge {
+                len,
+                max: self.max_len,
+            })?;
         if self.buf.len() < total {
             return Ok(None);
         }

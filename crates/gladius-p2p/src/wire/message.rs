@@ -75,7 +75,12 @@ impl Message {
         if body.len() > MAX_BODY_LEN {
             return Err(MessageError::BodyTooLong(body.len()));
         }
-        let mut message = Self { sender: None, msg_type, body, checksum: 0 };
+        let mut message = Self {
+            sender: None,
+            msg_type,
+            body,
+            checksum: 0,
+        };
         message.checksum = message.compute_checksum();
         Ok(message)
     }
@@ -108,7 +113,9 @@ impl Message {
 
     /// Bytes `encode` appends.
     pub fn encoded_len(&self) -> usize {
-        let sender_len = self.sender.map_or(0, |a| AddrText::new(&a).as_bytes().len());
+        let sender_len = self
+            .sender
+            .map_or(0, |a| AddrText::new(&a).as_bytes().len());
         // Bounded by MAX_OVERHEAD + MAX_BODY_LEN, which fits a u32: no overflow.
         1 + sender_len + 1 + self.msg_type.len() + 4 + self.body.len() + 4
     }
@@ -117,7 +124,9 @@ impl Message {
     pub fn encode(&self, out: &mut BytesMut) {
         out.reserve(self.encoded_len());
         let sender = self.sender.map(|a| AddrText::new(&a));
-        let (sender_len, sender) = sender.as_ref().map_or((0, &[][..]), |t| (t.len_u8(), t.as_bytes()));
+        let (sender_len, sender) = sender
+            .as_ref()
+            .map_or((0, &[][..]), |t| (t.len_u8(), t.as_bytes()));
         out.put_u8(sender_len);
         out.put_slice(sender);
         out.put_u8(self.type_len_u8());
@@ -150,14 +159,25 @@ impl Message {
             return Err(WireError::ChecksumMismatch { carried, computed });
         }
 
-        let sender = if sender_raw.is_empty() { None } else { Some(addr::parse(sender_raw)?) };
+        let sender = if sender_raw.is_empty() {
+            None
+        } else {
+            Some(addr::parse(sender_raw)?)
+        };
         if type_raw.is_empty() {
             return Err(WireError::BadType);
         }
-        let msg_type = std::str::from_utf8(type_raw).map_err(|_| WireError::BadType)?.to_owned();
+        let msg_type = std::str::from_utf8(type_raw)
+            .map_err(|_| WireError::BadType)?
+            .to_owned();
         // In range: the reader has just read these bytes.
         let body = buf.slice(body_start..checked_len);
-        Ok(Self { sender, msg_type, body, checksum: carried })
+        Ok(Self {
+            sender,
+            msg_type,
+            body,
+            checksum: carried,
+        })
     }
 
     /// The type length as its one-byte prefix (`new` guarantees it fits).
@@ -174,7 +194,9 @@ impl Message {
     /// no encoding has to be built.
     fn compute_checksum(&self) -> u32 {
         let sender = self.sender.map(|a| AddrText::new(&a));
-        let (sender_len, sender) = sender.as_ref().map_or((0, &[][..]), |t| (t.len_u8(), t.as_bytes()));
+        let (sender_len, sender) = sender
+            .as_ref()
+            .map_or((0, &[][..]), |t| (t.len_u8(), t.as_bytes()));
         let mut crc = crc32c::crc32c(&[sender_len]);
         crc = crc32c::crc32c_append(crc, sender);
         crc = crc32c::crc32c_append(crc, &[self.type_len_u8()]);

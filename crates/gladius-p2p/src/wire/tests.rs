@@ -90,16 +90,24 @@ struct Vector {
 
 impl Vector {
     fn field(&self, key: &str) -> Option<&str> {
-        self.fields.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+        self.fields
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
     }
 
     fn req(&self, key: &str) -> &str {
-        self.field(key).unwrap_or_else(|| panic!("vector {}: missing field {key}", self.name))
+        self.field(key)
+            .unwrap_or_else(|| panic!("vector {}: missing field {key}", self.name))
     }
 
     fn message(&self) -> Message {
         let sender = self.field("sender").filter(|s| *s != "none");
-        msg(sender, self.req("type"), self.field("body").unwrap_or("").as_bytes())
+        msg(
+            sender,
+            self.req("type"),
+            self.field("body").unwrap_or("").as_bytes(),
+        )
     }
 
     /// What the vector describes: a frame, or a bare message.
@@ -112,8 +120,14 @@ impl Vector {
                 advertised: addr(self.req("advertised")),
             },
             "message" => Frame::Message(self.message()),
-            "request" => Frame::Request { id: id(), message: self.message() },
-            "reply" => Frame::Reply { id: id(), message: self.message() },
+            "request" => Frame::Request {
+                id: id(),
+                message: self.message(),
+            },
+            "reply" => Frame::Reply {
+                id: id(),
+                message: self.message(),
+            },
             "ping" => Frame::Ping,
             "close" => Frame::Close(match self.req("reason") {
                 "shutdown" => CloseReason::Shutdown,
@@ -140,7 +154,10 @@ fn fenced_block<'a>(lines: &mut impl Iterator<Item = &'a str>, info: &str) -> Ve
         if line.trim() == open {
             return lines.by_ref().take_while(|l| l.trim() != "```").collect();
         }
-        assert!(!line.starts_with("vector:"), "vector without a ```{info} block");
+        assert!(
+            !line.starts_with("vector:"),
+            "vector without a ```{info} block"
+        );
     }
     panic!("missing ```{info} block");
 }
@@ -164,16 +181,24 @@ fn parse_vectors(md: &str) -> Vec<Vector> {
     let mut vectors = Vec::new();
     let mut lines = md.lines();
     while let Some(line) = lines.next() {
-        let Some(name) = line.strip_prefix("vector:") else { continue };
+        let Some(name) = line.strip_prefix("vector:") else {
+            continue;
+        };
         let fields = fenced_block(&mut lines, "text")
             .into_iter()
             .map(|l| {
-                let (k, v) = l.split_once(':').unwrap_or_else(|| panic!("bad field line {l:?}"));
+                let (k, v) = l
+                    .split_once(':')
+                    .unwrap_or_else(|| panic!("bad field line {l:?}"));
                 (k.trim().to_owned(), v.trim().to_owned())
             })
             .collect();
         let bytes = parse_hex(&fenced_block(&mut lines, "hex"));
-        vectors.push(Vector { name: name.trim().to_owned(), fields, bytes });
+        vectors.push(Vector {
+            name: name.trim().to_owned(),
+            fields,
+            bytes,
+        });
     }
     vectors
 }
@@ -187,10 +212,19 @@ fn crc32c_check_value() {
 #[test]
 fn doc_vectors_encode_and_decode_exactly() {
     let vectors = parse_vectors(WIRE_FORMAT_MD);
-    for required in
-        ["hello", "message", "message-empty-body", "request", "reply", "ping", "close"]
-    {
-        assert!(vectors.iter().any(|v| v.name == required), "doc lacks vector {required}");
+    for required in [
+        "hello",
+        "message",
+        "message-empty-body",
+        "request",
+        "reply",
+        "ping",
+        "close",
+    ] {
+        assert!(
+            vectors.iter().any(|v| v.name == required),
+            "doc lacks vector {required}"
+        );
     }
     for v in &vectors {
         let bytes = Bytes::from(v.bytes.clone());
@@ -202,8 +236,18 @@ fn doc_vectors_encode_and_decode_exactly() {
                     "vector {}: encoding differs from the doc",
                     v.name
                 );
-                assert_eq!(Frame::decode(&bytes), Ok(frame.clone()), "vector {}", v.name);
-                assert_eq!(decode_stream_one(&v.bytes), Ok(Some(frame)), "vector {}", v.name);
+                assert_eq!(
+                    Frame::decode(&bytes),
+                    Ok(frame.clone()),
+                    "vector {}",
+                    v.name
+                );
+                assert_eq!(
+                    decode_stream_one(&v.bytes),
+                    Ok(Some(frame)),
+                    "vector {}",
+                    v.name
+                );
             }
             Described::Message(m) => {
                 assert_eq!(hex(&encode_message(&m)), hex(&v.bytes), "vector {}", v.name);
@@ -224,13 +268,17 @@ fn hex(bytes: &[u8]) -> String {
 fn arb_addr() -> impl Strategy<Value = SocketAddr> {
     prop_oneof![
         (any::<[u8; 4]>(), any::<u16>()).prop_map(SocketAddr::from),
-        (any::<[u8; 16]>(), any::<u16>()).prop_map(|(ip, port)| SocketAddr::from((Ipv6Addr::from(ip), port))),
+        (any::<[u8; 16]>(), any::<u16>())
+            .prop_map(|(ip, port)| SocketAddr::from((Ipv6Addr::from(ip), port))),
         // Scope ids are part of the text form (`%n`); flow info is not, so
         // it stays 0.
-        (any::<[u8; 16]>(), any::<u16>(), any::<u32>())
-            .prop_map(|(ip, port, scope)| SocketAddr::V6(SocketAddrV6::new(Ipv6Addr::from(ip), port, 0, scope))),
-        (any::<[u8; 4]>(), any::<u16>())
-            .prop_map(|(ip, port)| SocketAddr::from((std::net::Ipv4Addr::from(ip).to_ipv6_mapped(), port))),
+        (any::<[u8; 16]>(), any::<u16>(), any::<u32>()).prop_map(|(ip, port, scope)| {
+            SocketAddr::V6(SocketAddrV6::new(Ipv6Addr::from(ip), port, 0, scope))
+        }),
+        (any::<[u8; 4]>(), any::<u16>()).prop_map(|(ip, port)| SocketAddr::from((
+            std::net::Ipv4Addr::from(ip).to_ipv6_mapped(),
+            port
+        ))),
     ]
 }
 
@@ -245,20 +293,26 @@ fn arb_type() -> impl Strategy<Value = String> {
 }
 
 fn arb_message() -> impl Strategy<Value = Message> {
-    (arb_type(), proptest::collection::vec(any::<u8>(), 0..4096), proptest::option::of(arb_addr())).prop_map(
-        |(ty, body, sender)| {
+    (
+        arb_type(),
+        proptest::collection::vec(any::<u8>(), 0..4096),
+        proptest::option::of(arb_addr()),
+    )
+        .prop_map(|(ty, body, sender)| {
             let mut m = Message::new(ty, body).expect("strategy yields valid messages");
             if let Some(s) = sender {
                 m.set_sender(s);
             }
             m
-        },
-    )
+        })
 }
 
 fn arb_frame() -> impl Strategy<Value = Frame> {
     prop_oneof![
-        arb_addr().prop_map(|advertised| Frame::Hello { version: PROTOCOL_VERSION, advertised }),
+        arb_addr().prop_map(|advertised| Frame::Hello {
+            version: PROTOCOL_VERSION,
+            advertised
+        }),
         arb_message().prop_map(Frame::Message),
         (any::<u64>(), arb_message()).prop_map(|(id, message)| Frame::Request { id, message }),
         (any::<u64>(), arb_message()).prop_map(|(id, message)| Frame::Reply { id, message }),
@@ -276,7 +330,9 @@ fn body_is_slice_of(m: &Message, buf: &[u8]) -> bool {
 
 fn message_of(f: &Frame) -> Option<&Message> {
     match f {
-        Frame::Message(m) | Frame::Request { message: m, .. } | Frame::Reply { message: m, .. } => Some(m),
+        Frame::Message(m) | Frame::Request { message: m, .. } | Frame::Reply { message: m, .. } => {
+            Some(m)
+        }
         _ => None,
     }
 }
@@ -393,7 +449,10 @@ proptest! {
 #[test]
 fn new_validates_type() {
     assert_eq!(Message::new("", Bytes::new()), Err(MessageError::EmptyType));
-    assert_eq!(Message::new("a".repeat(256), Bytes::new()), Err(MessageError::TypeTooLong(256)));
+    assert_eq!(
+        Message::new("a".repeat(256), Bytes::new()),
+        Err(MessageError::TypeTooLong(256))
+    );
     assert!(Message::new("a".repeat(255), Bytes::new()).is_ok());
     assert!(Message::new("é", Bytes::new()).is_ok());
 }
@@ -402,12 +461,18 @@ fn new_validates_type() {
 fn set_sender_recomputes_checksum() {
     let mut m = msg(None, "chat", b"hello");
     let before = m.checksum();
-    assert_eq!(before, crc32c::crc32c(&encode_message(&m)[..m.encoded_len() - 4]));
+    assert_eq!(
+        before,
+        crc32c::crc32c(&encode_message(&m)[..m.encoded_len() - 4])
+    );
     m.set_sender(addr("127.0.0.1:7001"));
     assert_ne!(m.checksum(), before);
     let bytes = encode_message(&m);
     assert_eq!(m.checksum(), crc32c::crc32c(&bytes[..bytes.len() - 4]));
-    assert_eq!(Message::decode(&bytes).map(|d| d.sender()), Ok(Some(addr("127.0.0.1:7001"))));
+    assert_eq!(
+        Message::decode(&bytes).map(|d| d.sender()),
+        Ok(Some(addr("127.0.0.1:7001")))
+    );
 }
 
 #[test]
@@ -422,7 +487,11 @@ fn message_without_sender_decodes() {
 fn message_truncated_at_every_byte() {
     let bytes = encode_message(&msg(Some("[::1]:7001"), "chat", b"hello"));
     for cut in 0..bytes.len() {
-        assert_eq!(Message::decode(&bytes.slice(..cut)), Err(WireError::Truncated), "cut at {cut}");
+        assert_eq!(
+            Message::decode(&bytes.slice(..cut)),
+            Err(WireError::Truncated),
+            "cut at {cut}"
+        );
     }
 }
 
@@ -430,15 +499,27 @@ fn message_truncated_at_every_byte() {
 fn message_trailing_bytes() {
     let mut bytes = encode_message(&msg(Some("127.0.0.1:7001"), "chat", b"hello")).to_vec();
     bytes.push(0);
-    assert_eq!(Message::decode(&Bytes::from(bytes)), Err(WireError::TrailingBytes));
+    assert_eq!(
+        Message::decode(&Bytes::from(bytes)),
+        Err(WireError::TrailingBytes)
+    );
 }
 
 #[test]
 fn message_bad_types() {
     let s = b"127.0.0.1:7001";
-    assert_eq!(Message::decode(&raw_message(s, b"", b"x")), Err(WireError::BadType));
-    assert_eq!(Message::decode(&raw_message(s, b"ch\xffat", b"x")), Err(WireError::BadType));
-    assert_eq!(Message::decode(&raw_message(s, b"\xc3", b"x")), Err(WireError::BadType));
+    assert_eq!(
+        Message::decode(&raw_message(s, b"", b"x")),
+        Err(WireError::BadType)
+    );
+    assert_eq!(
+        Message::decode(&raw_message(s, b"ch\xffat", b"x")),
+        Err(WireError::BadType)
+    );
+    assert_eq!(
+        Message::decode(&raw_message(s, b"\xc3", b"x")),
+        Err(WireError::BadType)
+    );
     // A 256-byte type cannot be expressed: its length byte wraps to 0, so the
     // type reads as empty and the following bytes no longer line up.
     let long = raw_message(s, &[b'a'; 256], b"x");
@@ -479,7 +560,10 @@ fn message_any_bit_flip_is_rejected() {
         for bit in 0..8 {
             let mut b = bytes.to_vec();
             b[i] ^= 1 << bit;
-            assert!(Message::decode(&Bytes::from(b)).is_err(), "flip byte {i} bit {bit} accepted");
+            assert!(
+                Message::decode(&Bytes::from(b)).is_err(),
+                "flip byte {i} bit {bit} accepted"
+            );
         }
     }
 }
@@ -501,10 +585,19 @@ fn checksum_mismatch_reports_both_values() {
 fn sample_frames() -> Vec<Frame> {
     let m = msg(Some("127.0.0.1:7001"), "chat", b"hello");
     vec![
-        Frame::Hello { version: PROTOCOL_VERSION, advertised: addr("[::1]:7001") },
+        Frame::Hello {
+            version: PROTOCOL_VERSION,
+            advertised: addr("[::1]:7001"),
+        },
         Frame::Message(m.clone()),
-        Frame::Request { id: 7, message: m.clone() },
-        Frame::Reply { id: u64::MAX, message: m },
+        Frame::Request {
+            id: 7,
+            message: m.clone(),
+        },
+        Frame::Reply {
+            id: u64::MAX,
+            message: m,
+        },
         Frame::Ping,
         Frame::Close(CloseReason::Deleted),
         Frame::Close(CloseReason::Other(200)),
@@ -516,8 +609,16 @@ fn frame_truncated_at_every_byte() {
     for f in sample_frames() {
         let bytes = encode_frame(&f);
         for cut in 0..bytes.len() {
-            assert_eq!(Frame::decode(&bytes.slice(..cut)), Err(WireError::Truncated), "{f:?} cut at {cut}");
-            assert_eq!(decode_stream_one(&bytes[..cut]), Ok(None), "{f:?} cut at {cut}");
+            assert_eq!(
+                Frame::decode(&bytes.slice(..cut)),
+                Err(WireError::Truncated),
+                "{f:?} cut at {cut}"
+            );
+            assert_eq!(
+                decode_stream_one(&bytes[..cut]),
+                Ok(None),
+                "{f:?} cut at {cut}"
+            );
             assert_eq!(peek_hello(&bytes[..cut]), None);
         }
     }
@@ -531,17 +632,37 @@ fn frame_payload_shorter_than_its_kind_needs() {
     hello.extend_from_slice(b"127.0.0.1:7001");
     let mut request = 9u64.to_le_bytes().to_vec();
     request.extend_from_slice(&m);
-    for (kind, full) in [(1, hello), (2, m.to_vec()), (3, request.clone()), (4, request), (6, vec![0])] {
+    for (kind, full) in [
+        (1, hello),
+        (2, m.to_vec()),
+        (3, request.clone()),
+        (4, request),
+        (6, vec![0]),
+    ] {
         for cut in 0..full.len() {
             let bytes = raw_frame(kind, &full[..cut]);
-            assert_eq!(Frame::decode(&bytes), Err(WireError::Truncated), "kind {kind} cut {cut}");
-            assert_eq!(decode_stream_one(&bytes), Err(WireError::Truncated), "kind {kind} cut {cut}");
+            assert_eq!(
+                Frame::decode(&bytes),
+                Err(WireError::Truncated),
+                "kind {kind} cut {cut}"
+            );
+            assert_eq!(
+                decode_stream_one(&bytes),
+                Err(WireError::Truncated),
+                "kind {kind} cut {cut}"
+            );
         }
-        assert!(Frame::decode(&raw_frame(kind, &full)).is_ok(), "kind {kind}");
+        assert!(
+            Frame::decode(&raw_frame(kind, &full)).is_ok(),
+            "kind {kind}"
+        );
     }
     // A zero length leaves no room for the kind byte.
     assert_eq!(decode_stream_one(&[0, 0, 0, 0]), Err(WireError::Truncated));
-    assert_eq!(Frame::decode(&Bytes::from_static(&[0, 0, 0, 0])), Err(WireError::Truncated));
+    assert_eq!(
+        Frame::decode(&Bytes::from_static(&[0, 0, 0, 0])),
+        Err(WireError::Truncated)
+    );
 }
 
 #[test]
@@ -552,13 +673,24 @@ fn frame_trailing_bytes() {
         bytes.push(0);
         let len = u32::from_le_bytes(bytes[..4].try_into().expect("4 bytes")) + 1;
         bytes[..4].copy_from_slice(&len.to_le_bytes());
-        assert_eq!(Frame::decode(&Bytes::from(bytes.clone())), Err(WireError::TrailingBytes), "{f:?}");
-        assert_eq!(decode_stream_one(&bytes), Err(WireError::TrailingBytes), "{f:?}");
+        assert_eq!(
+            Frame::decode(&Bytes::from(bytes.clone())),
+            Err(WireError::TrailingBytes),
+            "{f:?}"
+        );
+        assert_eq!(
+            decode_stream_one(&bytes),
+            Err(WireError::TrailingBytes),
+            "{f:?}"
+        );
         // A byte after the frame is not part of it: `Frame::decode` wants the
         // whole buffer to be one frame, the stream decoder keeps it.
         let mut after = encode_frame(&f).to_vec();
         after.push(5);
-        assert_eq!(Frame::decode(&Bytes::from(after.clone())), Err(WireError::TrailingBytes));
+        assert_eq!(
+            Frame::decode(&Bytes::from(after.clone())),
+            Err(WireError::TrailingBytes)
+        );
         let mut d = FrameDecoder::new(MAX);
         d.push(&after);
         assert_eq!(d.next_frame(), Ok(Some(f)));
@@ -569,8 +701,14 @@ fn frame_trailing_bytes() {
 #[test]
 fn unknown_frame_kinds() {
     for kind in [0u8, 7, 8, 0x80, 255] {
-        assert_eq!(decode_stream_one(&raw_frame(kind, b"")), Err(WireError::UnknownFrameKind(kind)));
-        assert_eq!(Frame::decode(&raw_frame(kind, b"abc")), Err(WireError::UnknownFrameKind(kind)));
+        assert_eq!(
+            decode_stream_one(&raw_frame(kind, b"")),
+            Err(WireError::UnknownFrameKind(kind))
+        );
+        assert_eq!(
+            Frame::decode(&raw_frame(kind, b"abc")),
+            Err(WireError::UnknownFrameKind(kind))
+        );
     }
 }
 
@@ -583,7 +721,10 @@ fn close_reason_codes() {
         (3, CloseReason::Other(3)),
         (255, CloseReason::Other(255)),
     ] {
-        assert_eq!(decode_stream_one(&raw_frame(6, &[code])), Ok(Some(Frame::Close(reason))));
+        assert_eq!(
+            decode_stream_one(&raw_frame(6, &[code])),
+            Ok(Some(Frame::Close(reason)))
+        );
         assert_eq!(reason.code(), code);
         assert_eq!(CloseReason::from_code(code), reason);
     }
@@ -605,7 +746,15 @@ fn max_len_formula() {
         d.push(&encode_frame(&f));
         assert_eq!(d.next_frame(), Ok(Some(f)));
         // The largest hello is within the limit of any decoder.
-        assert!(encode_frame(&Frame::Hello { version: 1, advertised: addr(longest_addr) }).len() - 4 <= 529);
+        assert!(
+            encode_frame(&Frame::Hello {
+                version: 1,
+                advertised: addr(longest_addr)
+            })
+            .len()
+                - 4
+                <= 529
+        );
     }
 }
 
@@ -617,7 +766,13 @@ fn oversized_length_rejected_before_the_body_arrives() {
         d.push(&len.to_le_bytes()[..3]);
         assert_eq!(d.next_frame(), Ok(None));
         d.push(&len.to_le_bytes()[3..]);
-        assert_eq!(d.next_frame(), Err(WireError::FrameTooLarge { len: len as usize, max }));
+        assert_eq!(
+            d.next_frame(),
+            Err(WireError::FrameTooLarge {
+                len: len as usize,
+                max
+            })
+        );
     }
     // Exactly the limit is fine: the decoder waits for the rest.
     let mut d = FrameDecoder::new(100);
@@ -628,10 +783,20 @@ fn oversized_length_rejected_before_the_body_arrives() {
     let mut d = FrameDecoder::new(100);
     let bytes = encode_frame(&Frame::Message(m.clone()));
     d.push(&bytes);
-    assert!(d.next_frame().is_ok(), "len {} is within max_len {max}", bytes.len() - 4);
+    assert!(
+        d.next_frame().is_ok(),
+        "len {} is within max_len {max}",
+        bytes.len() - 4
+    );
     let mut d = FrameDecoder::new(0);
-    d.push(&encode_frame(&Frame::Request { id: 0, message: Message::new("t".repeat(255), vec![0u8; 600]).expect("valid") }));
-    assert!(matches!(d.next_frame(), Err(WireError::FrameTooLarge { .. })));
+    d.push(&encode_frame(&Frame::Request {
+        id: 0,
+        message: Message::new("t".repeat(255), vec![0u8; 600]).expect("valid"),
+    }));
+    assert!(matches!(
+        d.next_frame(),
+        Err(WireError::FrameTooLarge { .. })
+    ));
 }
 
 #[test]
@@ -642,21 +807,42 @@ fn decoder_bodies_are_slices_of_the_stream_buffer() {
     let first = msg(Some("127.0.0.1:7001"), "chat", &[1u8; 1000]);
     let second = msg(Some("127.0.0.1:7001"), "chat", &[2u8; 1000]);
     let mut stream = BytesMut::new();
-    Frame::Request { id: 1, message: first.clone() }.encode(&mut stream);
+    Frame::Request {
+        id: 1,
+        message: first.clone(),
+    }
+    .encode(&mut stream);
     Frame::Message(second.clone()).encode(&mut stream);
     let mut d = FrameDecoder::new(MAX);
     d.push(&stream);
-    let Ok(Some(Frame::Request { message: a, .. })) = d.next_frame() else { panic!("request expected") };
-    let Ok(Some(Frame::Message(b))) = d.next_frame() else { panic!("message expected") };
+    let Ok(Some(Frame::Request { message: a, .. })) = d.next_frame() else {
+        panic!("request expected")
+    };
+    let Ok(Some(Frame::Message(b))) = d.next_frame() else {
+        panic!("message expected")
+    };
     assert_eq!((&a, &b), (&first, &second));
-    let in_stream = |body: &[u8]| stream.windows(body.len()).position(|w| w == body).expect("body in stream");
+    let in_stream = |body: &[u8]| {
+        stream
+            .windows(body.len())
+            .position(|w| w == body)
+            .expect("body in stream")
+    };
     let distance_in_stream = in_stream(b.body()) - in_stream(a.body());
     let distance_in_memory = b.body().as_ptr() as usize - a.body().as_ptr() as usize;
     assert_eq!(distance_in_memory, distance_in_stream);
     // And a single frame decoded from `Bytes` keeps pointing into it.
     let bytes = stream.freeze();
-    let one = bytes.slice(..Frame::Request { id: 1, message: first }.encoded_len());
-    let Ok(Frame::Request { message, .. }) = Frame::decode(&one) else { panic!("request expected") };
+    let one = bytes.slice(
+        ..Frame::Request {
+            id: 1,
+            message: first,
+        }
+        .encoded_len(),
+    );
+    let Ok(Frame::Request { message, .. }) = Frame::decode(&one) else {
+        panic!("request expected")
+    };
     assert!(body_is_slice_of(&message, &one));
 }
 
@@ -675,7 +861,12 @@ fn raw_hello(magic: &[u8], version: u8, address: &[u8]) -> Bytes {
 fn bad_hello() {
     let a = b"127.0.0.1:7001";
     assert!(decode_stream_one(&raw_hello(b"GLAD", PROTOCOL_VERSION, a)).is_ok());
-    for (magic, version) in [(&b"GLAX"[..], PROTOCOL_VERSION), (b"glad", PROTOCOL_VERSION), (b"GLAD", 0), (b"GLAD", 2)] {
+    for (magic, version) in [
+        (&b"GLAX"[..], PROTOCOL_VERSION),
+        (b"glad", PROTOCOL_VERSION),
+        (b"GLAD", 0),
+        (b"GLAD", 2),
+    ] {
         let bytes = raw_hello(magic, version, a);
         assert_eq!(decode_stream_one(&bytes), Err(WireError::BadHello));
         assert_eq!(peek_hello(&bytes), None);
@@ -689,7 +880,10 @@ fn bad_hello() {
 
 #[test]
 fn peek_hello_needs_a_complete_valid_hello_first() {
-    let hello = encode_frame(&Frame::Hello { version: PROTOCOL_VERSION, advertised: addr("10.0.0.1:9000") });
+    let hello = encode_frame(&Frame::Hello {
+        version: PROTOCOL_VERSION,
+        advertised: addr("10.0.0.1:9000"),
+    });
     let want = Some((PROTOCOL_VERSION, addr("10.0.0.1:9000")));
     assert_eq!(peek_hello(&hello), want);
     // Bytes after it (further frames in the same segment) are fine.
@@ -701,7 +895,14 @@ fn peek_hello_needs_a_complete_valid_hello_first() {
     let mut ping_first = encode_frame(&Frame::Ping).to_vec();
     ping_first.extend_from_slice(&hello);
     assert_eq!(peek_hello(&ping_first), None);
-    assert_eq!(peek_hello(&encode_frame(&Frame::Message(msg(Some("10.0.0.1:9000"), "GLAD", b"")))), None);
+    assert_eq!(
+        peek_hello(&encode_frame(&Frame::Message(msg(
+            Some("10.0.0.1:9000"),
+            "GLAD",
+            b""
+        )))),
+        None
+    );
     assert_eq!(peek_hello(&[]), None);
     assert_eq!(peek_hello(&[0xff, 0xff, 0xff, 0xff, 1]), None);
     // A hello whose `len` counts an extra byte has trailing bytes.
