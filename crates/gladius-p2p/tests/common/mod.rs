@@ -157,3 +157,80 @@ pub async fn wait_connected(net: &Network, peer: SocketAddr) {
     })
     .await;
 }
+
+// ----- additions for swarm.rs, faults.rs and hostile.rs ----------------------
+
+impl Recorder {
+    /// Bodies of messages of type `t` that arrived over the session from
+    /// `from`, in arrival order.
+    pub fn bodies_from(&self, from: SocketAddr, t: &str) -> Vec<Vec<u8>> {
+        self.messages()
+            .into_iter()
+            .filter(|m| m.0 == from && m.1 == t)
+            .map(|m| m.2)
+            .collect()
+    }
+    /// Number of messages of type `t` that arrived from `from`.
+    pub fn count_from(&self, from: SocketAddr, t: &str) -> usize {
+        self.events
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|e| matches!(e, Event::Message { from: f, msg_type, .. } if *f == from && msg_type == t))
+            .count()
+    }
+    /// Number of messages of type `t` from anyone.
+    pub fn count_type(&self, t: &str) -> usize {
+        self.events
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|e| matches!(e, Event::Message { msg_type, .. } if msg_type == t))
+            .count()
+    }
+    /// Whether `e` was recorded.
+    pub fn saw(&self, e: &Event) -> bool {
+        self.events.lock().unwrap().iter().any(|x| x == e)
+    }
+}
+
+/// Bodies that are decimal numbers, parsed.
+pub fn numbers(bodies: Vec<Vec<u8>>) -> Vec<u64> {
+    bodies
+        .into_iter()
+        .map(|b| String::from_utf8(b).unwrap().parse().unwrap())
+        .collect()
+}
+
+/// A message of type `t` with a text body.
+pub fn text_msg(t: &str, body: impl ToString) -> gladius_p2p::Message {
+    gladius_p2p::Message::new(t, body.to_string()).unwrap()
+}
+
+/// The node's counters, now.
+pub async fn counters(net: &Network) -> gladius_p2p::Counters {
+    net.network_state().await.unwrap().counters
+}
+
+/// Install (once per test binary) a panic hook that stays quiet about the
+/// intentional panics of test plugins (whose message contains
+/// `INTENTIONAL_PANIC`) and reports every other panic as usual.
+pub const INTENTIONAL_PANIC: &str = "intentional test plugin panic";
+
+pub fn quiet_intentional_panics() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let default = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let payload = info.payload();
+            let text = payload
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            if !text.contains(INTENTIONAL_PANIC) {
+                default(info);
+            }
+        }));
+    });
+}
