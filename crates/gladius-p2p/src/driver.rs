@@ -618,7 +618,7 @@ impl Driver {
         buf: &mut [u8],
     ) {
         let mut result = first;
-        for _ in 0..RECV_BURST {
+        for i in 0..RECV_BURST {
             match result {
                 Ok((n, from)) => {
                     self.counters.datagrams_in += 1;
@@ -627,6 +627,11 @@ impl Driver {
                 // ICMP errors surface here on Linux (port unreachable);
                 // they say nothing KCP's timers don't already handle.
                 Err(e) => tracing::debug!("recv error: {e}"),
+            }
+            // Read another only if this burst will handle it: a datagram
+            // read after the last iteration would be silently lost.
+            if i + 1 == RECV_BURST {
+                break;
             }
             let Some(socket) = socket else { break };
             let mut cx = Context::from_waker(futures_util::task::noop_waker_ref());
