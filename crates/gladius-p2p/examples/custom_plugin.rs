@@ -55,7 +55,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     // Requests travel on the same ordered session, after the pings.
     let reply = pinger
-        .request(Message::new("count", "")?, counter_addr, Duration::from_secs(5))
+        .request(
+            Message::new("count", "")?,
+            counter_addr,
+            Duration::from_secs(5),
+        )
         .await?;
     let count = String::from_utf8_lossy(reply.message().body()).into_owned();
     println!("the counter saw {count} pings");

@@ -181,10 +181,14 @@ impl Config {
             self.reconnect_min,
         ];
         if nonzero.iter().any(Duration::is_zero) {
-            return Err(ConfigError::Timing("timeouts and intervals must be non-zero"));
+            return Err(ConfigError::Timing(
+                "timeouts and intervals must be non-zero",
+            ));
         }
         if self.idle_timeout <= self.keepalive_interval {
-            return Err(ConfigError::Timing("idle_timeout must exceed keepalive_interval"));
+            return Err(ConfigError::Timing(
+                "idle_timeout must exceed keepalive_interval",
+            ));
         }
         if self.reconnect_max < self.reconnect_min {
             return Err(ConfigError::Timing("reconnect max below min"));
@@ -217,7 +221,10 @@ mod tests {
         let c = Config::default().with_max_message_size(0);
         assert_eq!(c.validate(), Err(ConfigError::MaxMessageSize(0)));
         let c = Config::default().with_peer_queue_bytes(10);
-        assert!(matches!(c.validate(), Err(ConfigError::PeerQueueTooSmall { .. })));
+        assert!(matches!(
+            c.validate(),
+            Err(ConfigError::PeerQueueTooSmall { .. })
+        ));
         let c = Config::default().with_idle_timeout(Duration::from_secs(1));
         assert!(matches!(c.validate(), Err(ConfigError::Timing(_))));
     }

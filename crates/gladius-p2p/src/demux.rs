@@ -6,7 +6,7 @@
 
 use gladius_kcp::segment::{self, Command, HEADER_LEN};
 
-use crate::wire::peek_hello;
+use crate::wire::{peek_hello, HelloFields};
 
 /// What the driver knows of the session it has for the source address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -14,8 +14,8 @@ pub(crate) struct Existing {
     pub(crate) conv: u32,
     /// Something valid was heard on it.
     pub(crate) heard: bool,
-    /// A simultaneous-open conversation it already refused.
-    pub(crate) rejected_conv: Option<u32>,
+    /// The instance id from the peer's hello on it, once received.
+    pub(crate) peer_instance: Option<u64>,
 }
 
 /// The verdict on one datagram.
@@ -27,8 +27,9 @@ pub(crate) enum Decision {
     Malformed,
     /// Valid KCP for no session, and not a session opener.
     Unknown,
-    /// The peer's half of a simultaneous open that our lower conv wins.
-    LoseSimultaneousOpen,
+    /// The peer's half of a simultaneous open that our lower conv wins, or
+    /// a late copy of an opener from the peer we already have a session with.
+    Stale,
     /// Open a new session with this conv (replacing any existing one).
     Open,
 }
@@ -38,20 +39,23 @@ pub(crate) fn conv_of(datagram: &[u8]) -> Option<u32> {
     if datagram.len() < HEADER_LEN {
         return None;
     }
-    segment::SegmentHeader::decode(datagram).ok().map(|h| h.conv)
+    segment::SegmentHeader::decode(datagram)
+        .ok()
+        .map(|h| h.conv)
 }
 
-/// Whether the datagram is well-formed and holds the first segment of a
-/// stream (PUSH, sn 0) that starts with a complete, valid hello.
-fn is_opener(datagram: &[u8]) -> Result<bool, ()> {
-    let mut opener = false;
+/// If the datagram is well-formed and holds the first segment of a stream
+/// (PUSH, sn 0) that starts with a complete, valid hello: that hello.
+/// `Err` for a malformed datagram.
+fn opener(datagram: &[u8]) -> Result<Option<HelloFields>, ()> {
+    let mut hello = None;
     for seg in segment::parse_datagram(datagram) {
         let (header, payload) = seg.map_err(|_| ())?;
-        if header.cmd == Command::Push && header.sn == 0 && peek_hello(payload).is_some() {
-            opener = true;
+        if header.cmd == Command::Push && header.sn == 0 {
+            hello = hello.or(peek_hello(payload));
         }
     }
-    Ok(opener)
+    Ok(hello)
 }
 
 /// Decide what to do with a datagram of conversation `conv` from an address
@@ -60,11 +64,11 @@ pub(crate) fn decide(existing: Option<Existing>, conv: u32, datagram: &[u8]) -> 
     if existing.is_some_and(|e| e.conv == conv) {
         return Decision::Deliver;
     }
-    match is_opener(datagram) {
+    let hello = match opener(datagram) {
         Err(()) => return Decision::Malformed,
-        Ok(false) => return Decision::Unknown,
-        Ok(true) => {}
-    }
+        Ok(None) => return Decision::Unknown,
+        Ok(Some(hello)) => hello,
+    };
     match existing {
         None => Decision::Open,
         // Both sides opened before hearing each other: the lower conv wins
@@ -73,13 +77,18 @@ pub(crate) fn decide(existing: Option<Existing>, conv: u32, datagram: &[u8]) -> 
             if conv < e.conv {
                 Decision::Open
             } else {
-                Decision::LoseSimultaneousOpen
+                Decision::Stale
             }
         }
-        Some(e) if e.rejected_conv == Some(conv) => Decision::LoseSimultaneousOpen,
-        // A fresh hello on a new conv from an address we were talking to:
-        // the peer restarted.
-        Some(_) => Decision::Open,
+        // A hello from a new process at that address: the peer restarted.
+        Some(Existing {
+            peer_instance: Some(instance),
+            ..
+        }) if instance != hello.instance => Decision::Open,
+        // The same process (a reordered copy of the opener it gave up in a
+        // simultaneous open), or a peer whose hello we have not read yet:
+        // keep the session we have.
+        Some(_) => Decision::Stale,
     }
 }
 
@@ -106,25 +115,35 @@ mod tests {
         out
     }
 
-    fn hello() -> Vec<u8> {
+    const PEER: u64 = 0xA11CE;
+
+    fn hello_from(instance: u64) -> Vec<u8> {
         encode_frame(&Frame::Hello {
             version: PROTOCOL_VERSION,
+            instance,
             advertised: "127.0.0.1:9".parse().unwrap(),
         })
         .to_vec()
+    }
+
+    fn hello() -> Vec<u8> {
+        hello_from(PEER)
     }
 
     fn existing(conv: u32, heard: bool) -> Option<Existing> {
         Some(Existing {
             conv,
             heard,
-            rejected_conv: None,
+            peer_instance: heard.then_some(PEER),
         })
     }
 
     #[test]
     fn matching_conv_is_delivered_whatever_it_holds() {
-        assert_eq!(decide(existing(7, true), 7, &push(7, 5, b"x")), Decision::Deliver);
+        assert_eq!(
+            decide(existing(7, true), 7, &push(7, 5, b"x")),
+            Decision::Deliver
+        );
     }
 
     #[test]
@@ -139,21 +158,32 @@ mod tests {
     #[test]
     fn simultaneous_open_keeps_the_lower_conv_on_both_sides() {
         // We opened 10, they opened 20: we refuse theirs.
-        assert_eq!(decide(existing(10, false), 20, &push(20, 0, &hello())), Decision::LoseSimultaneousOpen);
+        assert_eq!(
+            decide(existing(10, false), 20, &push(20, 0, &hello())),
+            Decision::Stale
+        );
         // They see the mirror image and adopt ours.
-        assert_eq!(decide(existing(20, false), 10, &push(10, 0, &hello())), Decision::Open);
-        // Their late retransmission after ours is established stays refused.
-        let e = Some(Existing {
-            conv: 10,
-            heard: true,
-            rejected_conv: Some(20),
-        });
-        assert_eq!(decide(e, 20, &push(20, 0, &hello())), Decision::LoseSimultaneousOpen);
+        assert_eq!(
+            decide(existing(20, false), 10, &push(10, 0, &hello())),
+            Decision::Open
+        );
+        // A late (reordered) copy of their opener after ours is established
+        // comes from the same instance: not a restart.
+        assert_eq!(
+            decide(existing(10, true), 20, &push(20, 0, &hello())),
+            Decision::Stale
+        );
     }
 
     #[test]
     fn a_new_hello_on_an_established_address_is_a_restart() {
-        assert_eq!(decide(existing(10, true), 99, &push(99, 0, &hello())), Decision::Open);
-        assert_eq!(decide(existing(10, true), 99, &push(99, 3, b"old")), Decision::Unknown);
+        assert_eq!(
+            decide(existing(10, true), 99, &push(99, 0, &hello_from(PEER + 1))),
+            Decision::Open
+        );
+        assert_eq!(
+            decide(existing(10, true), 99, &push(99, 3, b"old")),
+            Decision::Unknown
+        );
     }
 }

@@ -27,9 +27,7 @@ use crate::network::{Received, SendFailure, SendReport, Targets};
 use crate::plugin::{PluginEvent, PluginSlot};
 use crate::session::{encode_frame, CloseCause, Inbound, Session, SessionConfig, SessionEvent};
 use crate::socket::DatagramSocket;
-use crate::state::{
-    ConnectionState, Counters, Direction, NetworkState, PeerState, PluginState,
-};
+use crate::state::{ConnectionState, Counters, Direction, NetworkState, PeerState, PluginState};
 use crate::wire::{CloseReason, Frame, Message};
 use crate::{demux, Config, Network, Plugin};
 
@@ -184,8 +182,9 @@ impl Driver {
         shutdown: oneshot::Receiver<()>,
         plugin_handle: Network,
     ) {
+        let mut rng = StdRng::from_entropy();
         let driver = Driver {
-            session_config: SessionConfig::from_config(&config),
+            session_config: SessionConfig::from_config(&config, rng.gen()),
             config,
             socket: None,
             local: None,
@@ -199,7 +198,7 @@ impl Driver {
             plugin_handle,
             counters: Counters::default(),
             dirty: Vec::new(),
-            rng: StdRng::from_entropy(),
+            rng,
             closing: None,
             span: tracing::info_span!("node", addr = tracing::field::Empty),
         };
@@ -211,7 +210,11 @@ impl Driver {
         u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
-    async fn run(mut self, mut commands: mpsc::Receiver<Command>, mut shutdown: oneshot::Receiver<()>) {
+    async fn run(
+        mut self,
+        mut commands: mpsc::Receiver<Command>,
+        mut shutdown: oneshot::Receiver<()>,
+    ) {
         let mut buf = vec![0u8; MAX_DATAGRAM];
         let mut shutdown_seen = false;
         let mut commands_open = true;
@@ -448,7 +451,13 @@ impl Driver {
         v
     }
 
-    fn queue_into_report(&mut self, addr: SocketAddr, frame: &Bytes, connect: bool, report: &mut SendReport) {
+    fn queue_into_report(
+        &mut self,
+        addr: SocketAddr,
+        frame: &Bytes,
+        connect: bool,
+        report: &mut SendReport,
+    ) {
         match self.queue_frame(addr, frame, connect) {
             Ok(()) => report.queued.push(addr),
             Err(f) => report.failed.push((addr, f)),
@@ -458,13 +467,19 @@ impl Driver {
     /// Queue one encoded frame to `addr`, within the peer's byte bound.
     /// With `connect`, an unknown peer gets a session (outside the route
     /// table) so the frame can go out.
-    fn queue_frame(&mut self, addr: SocketAddr, frame: &Bytes, connect: bool) -> Result<(), SendFailure> {
+    fn queue_frame(
+        &mut self,
+        addr: SocketAddr,
+        frame: &Bytes,
+        connect: bool,
+    ) -> Result<(), SendFailure> {
         if !self.peers.contains_key(&addr) {
             if !connect || self.socket.is_none() {
                 return Err(SendFailure::NotConnected);
             }
             let min = self.config.reconnect_min;
-            self.peers.insert(addr, Peer::new(false, Direction::Outbound, min));
+            self.peers
+                .insert(addr, Peer::new(false, Direction::Outbound, min));
         }
         let limit = self.config.peer_queue_bytes;
         let now = self.now();
@@ -493,7 +508,13 @@ impl Driver {
         Ok(())
     }
 
-    fn request(&mut self, msg: Message, peer: SocketAddr, timeout: Duration, answer: Reply<Result<Received, RequestError>>) {
+    fn request(
+        &mut self,
+        msg: Message,
+        peer: SocketAddr,
+        timeout: Duration,
+        answer: Reply<Result<Received, RequestError>>,
+    ) {
         let msg = match self.with_sender(msg) {
             Ok(m) => m,
             Err(e) => {
@@ -656,7 +677,7 @@ impl Driver {
             existing.map(|s| demux::Existing {
                 conv: s.conv(),
                 heard: s.heard(),
-                rejected_conv: s.rejected_conv(),
+                peer_instance: s.peer_instance(),
             }),
             conv,
             datagram,
@@ -683,11 +704,9 @@ impl Driver {
                 self.counters.unknown_session_datagrams += 1;
                 tracing::debug!(%from, conv, "datagram for no session");
             }
-            demux::Decision::LoseSimultaneousOpen => {
-                if let Some(s) = self.peers.get_mut(&from).and_then(|p| p.session.as_mut()) {
-                    s.set_rejected_conv(conv);
-                }
+            demux::Decision::Stale => {
                 self.counters.simultaneous_open_drops += 1;
+                tracing::debug!(%from, conv, "stale session opener dropped");
             }
             demux::Decision::Open => self.open_inbound(from, conv, datagram, now),
         }
@@ -696,9 +715,15 @@ impl Driver {
     fn open_inbound(&mut self, from: SocketAddr, conv: u32, datagram: &[u8], now: u64) {
         let known = self.peers.get(&from).is_some_and(|p| p.added);
         if !known {
-            let inbound_now = self.peers.values().filter(|p| !p.added && p.session.is_some()).count();
+            let inbound_now = self
+                .peers
+                .values()
+                .filter(|p| !p.added && p.session.is_some())
+                .count();
             let replacing = self.peers.get(&from).is_some_and(|p| p.session.is_some());
-            if self.config.refuse_unknown_inbound || (!replacing && inbound_now >= self.config.max_inbound_sessions) {
+            if self.config.refuse_unknown_inbound
+                || (!replacing && inbound_now >= self.config.max_inbound_sessions)
+            {
                 self.counters.refused_sessions += 1;
                 tracing::debug!(%from, "inbound session refused");
                 return;
@@ -719,7 +744,11 @@ impl Driver {
             .peers
             .entry(from)
             .or_insert_with(|| Peer::new(false, Direction::Inbound, min));
-        let direction = if peer.added { Direction::Outbound } else { Direction::Inbound };
+        let direction = if peer.added {
+            Direction::Outbound
+        } else {
+            Direction::Inbound
+        };
         let mut session = Session::new(conv, advertised, &self.session_config, now);
         if session.handle_datagram(now, datagram).is_err() {
             self.counters.malformed_datagrams += 1;
@@ -776,7 +805,9 @@ impl Driver {
                 SessionEvent::Closed(cause) => {
                     let was_connected = session.peer_advertised().is_some();
                     match &cause {
-                        CloseCause::Dead | CloseCause::ConnectTimeout => self.counters.dead_sessions += 1,
+                        CloseCause::Dead | CloseCause::ConnectTimeout => {
+                            self.counters.dead_sessions += 1
+                        }
                         CloseCause::Protocol(e) => {
                             self.counters.protocol_errors += 1;
                             tracing::debug!(%addr, %e, "session closed for a protocol error");
@@ -906,7 +937,9 @@ impl Driver {
             self.timers.pop();
             match key {
                 TimerKey::Session(addr) => {
-                    let Some(peer) = self.peers.get_mut(&addr) else { continue };
+                    let Some(peer) = self.peers.get_mut(&addr) else {
+                        continue;
+                    };
                     if peer.timer_at != Some(t) {
                         continue; // superseded by an earlier entry
                     }
@@ -918,10 +951,9 @@ impl Driver {
                     self.touch(addr);
                 }
                 TimerKey::Reconnect(addr) => {
-                    let due = self
-                        .peers
-                        .get(&addr)
-                        .is_some_and(|p| p.reconnect_at == Some(t) && p.added && p.session.is_none());
+                    let due = self.peers.get(&addr).is_some_and(|p| {
+                        p.reconnect_at == Some(t) && p.added && p.session.is_none()
+                    });
                     if due {
                         self.connect(addr);
                     }
@@ -948,9 +980,13 @@ impl Driver {
         let now = self.now();
         let dirty = std::mem::take(&mut self.dirty);
         for addr in &dirty {
-            let Some(peer) = self.peers.get_mut(addr) else { continue };
+            let Some(peer) = self.peers.get_mut(addr) else {
+                continue;
+            };
             peer.dirty = false;
-            let Some(session) = peer.session.as_mut() else { continue };
+            let Some(session) = peer.session.as_mut() else {
+                continue;
+            };
             session.flush(now);
             while let Some(datagram) = session.poll_transmit() {
                 send_datagram(self.socket.as_deref(), &mut self.counters, &datagram, *addr).await;
@@ -973,10 +1009,13 @@ impl Driver {
     }
 
     fn schedule_session(&mut self, addr: SocketAddr, deadline: u64) {
-        let Some(peer) = self.peers.get_mut(&addr) else { return };
+        let Some(peer) = self.peers.get_mut(&addr) else {
+            return;
+        };
         if peer.timer_at.is_none_or(|t| deadline < t) {
             peer.timer_at = Some(deadline);
-            self.timers.push(Reverse((deadline, TimerKey::Session(addr))));
+            self.timers
+                .push(Reverse((deadline, TimerKey::Session(addr))));
         }
     }
 
@@ -1003,7 +1042,8 @@ impl Driver {
             }
         }
         // Wake up at the deadline even if no session has a timer left.
-        self.timers.push(Reverse((deadline, TimerKey::CloseDeadline)));
+        self.timers
+            .push(Reverse((deadline, TimerKey::CloseDeadline)));
     }
 
     fn close_finished(&self) -> bool {
@@ -1019,7 +1059,9 @@ impl Driver {
             tracing::debug!(frames = abandoned, "closing with frames never sent");
         }
         for (_, r) in self.requests.drain() {
-            let _ = r.answer.send(Err(RequestError::Network(NetworkError::Closed)));
+            let _ = r
+                .answer
+                .send(Err(RequestError::Network(NetworkError::Closed)));
         }
         for slot in &self.plugins {
             slot.deliver(PluginEvent::Close);
@@ -1053,7 +1095,10 @@ fn clone_event(e: &PluginEvent) -> PluginEvent {
     }
 }
 
-async fn recv_from(socket: Option<&dyn DatagramSocket>, buf: &mut [u8]) -> std::io::Result<(usize, SocketAddr)> {
+async fn recv_from(
+    socket: Option<&dyn DatagramSocket>,
+    buf: &mut [u8],
+) -> std::io::Result<(usize, SocketAddr)> {
     let Some(socket) = socket else {
         return std::future::pending().await;
     };
@@ -1068,7 +1113,12 @@ async fn recv_from(socket: Option<&dyn DatagramSocket>, buf: &mut [u8]) -> std::
     .await
 }
 
-async fn send_datagram(socket: Option<&dyn DatagramSocket>, counters: &mut Counters, datagram: &[u8], to: SocketAddr) {
+async fn send_datagram(
+    socket: Option<&dyn DatagramSocket>,
+    counters: &mut Counters,
+    datagram: &[u8],
+    to: SocketAddr,
+) {
     let Some(socket) = socket else { return };
     match std::future::poll_fn(|cx| socket.poll_send_to(cx, datagram, to)).await {
         Ok(_) => counters.datagrams_out += 1,
@@ -1087,4 +1137,3 @@ async fn sleep_until(at: Option<Instant>) {
         None => std::future::pending().await,
     }
 }
-

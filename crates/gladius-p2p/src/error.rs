@@ -10,7 +10,9 @@ pub enum ConfigError {
     #[error("max_message_size must be between 1 byte and 1 GiB, got {0}")]
     MaxMessageSize(usize),
     /// The per-peer send queue cannot hold one message of `max_message_size`.
-    #[error("peer_queue_bytes ({queue}) must be at least max_message_size plus framing ({needed})")]
+    #[error(
+        "peer_queue_bytes ({queue}) must be at least max_message_size plus framing ({needed})"
+    )]
     PeerQueueTooSmall {
         /// Configured queue size.
         queue: usize,

@@ -146,12 +146,13 @@ impl Network {
     /// serving. Returns the bound address.
     pub async fn listen(&self, addr: impl ToPeerAddr) -> Result<SocketAddr, NetworkError> {
         let addr = resolve(addr).await?;
-        let socket = crate::socket::bind_udp(addr, self.config.socket_buffer_bytes).map_err(|source| {
-            NetworkError::Bind {
-                addr: addr.to_string(),
-                source,
-            }
-        })?;
+        let socket =
+            crate::socket::bind_udp(addr, self.config.socket_buffer_bytes).map_err(|source| {
+                NetworkError::Bind {
+                    addr: addr.to_string(),
+                    source,
+                }
+            })?;
         self.listen_on(socket).await
     }
 
@@ -194,19 +195,32 @@ impl Network {
 
     /// Send to exactly these peers, connecting if needed. This is an explicit
     /// choice of the caller, so it also reaches non-writable peers.
-    pub async fn broadcast_to(&self, msg: Message, peers: &[SocketAddr]) -> Result<SendReport, NetworkError> {
+    pub async fn broadcast_to(
+        &self,
+        msg: Message,
+        peers: &[SocketAddr],
+    ) -> Result<SendReport, NetworkError> {
         self.send(msg, Targets::These(peers.to_vec())).await
     }
 
     /// Send to `min(n, writable peers)` distinct writable peers chosen
     /// uniformly at random.
-    pub async fn broadcast_randomly(&self, msg: Message, n: usize) -> Result<SendReport, NetworkError> {
+    pub async fn broadcast_randomly(
+        &self,
+        msg: Message,
+        n: usize,
+    ) -> Result<SendReport, NetworkError> {
         self.send(msg, Targets::Random(n)).await
     }
 
     async fn send(&self, msg: Message, targets: Targets) -> Result<SendReport, NetworkError> {
         self.check_size(&msg)?;
-        self.call(|reply| Command::Send { msg, targets, reply }).await?
+        self.call(|reply| Command::Send {
+            msg,
+            targets,
+            reply,
+        })
+        .await?
     }
 
     fn check_size(&self, msg: &Message) -> Result<(), NetworkError> {
@@ -222,7 +236,12 @@ impl Network {
 
     /// Send `msg` to `peer` as a request and wait up to `timeout` for the
     /// reply (which does not go to plugins).
-    pub async fn request(&self, msg: Message, peer: SocketAddr, timeout: Duration) -> Result<Received, RequestError> {
+    pub async fn request(
+        &self,
+        msg: Message,
+        peer: SocketAddr,
+        timeout: Duration,
+    ) -> Result<Received, RequestError> {
         self.check_size(&msg)?;
         let (answer, reply) = oneshot::channel();
         self.commands
@@ -242,13 +261,23 @@ impl Network {
     /// Answer a request received in `new_message`. Replies go back over the
     /// session the request came on, even to a non-writable peer: they answer
     /// the peer rather than write to it unasked.
-    pub async fn reply(&self, request: &Received, msg: Message) -> Result<SendReport, NetworkError> {
+    pub async fn reply(
+        &self,
+        request: &Received,
+        msg: Message,
+    ) -> Result<SendReport, NetworkError> {
         self.check_size(&msg)?;
         let Some(id) = request.request_id else {
             return Ok(SendReport::default());
         };
         let peer = request.peer;
-        self.call(|reply| Command::Reply { msg, peer, id, reply }).await?
+        self.call(|reply| Command::Reply {
+            msg,
+            peer,
+            id,
+            reply,
+        })
+        .await?
     }
 
     /// A snapshot of the node, its peers, plugins and counters.
@@ -259,7 +288,8 @@ impl Network {
     /// Register a plugin; its `startup` fires once the node listens.
     pub async fn register_plugin(&self, plugin: impl Plugin) -> Result<(), NetworkError> {
         let plugin: Box<dyn Plugin> = Box::new(plugin);
-        self.call(|reply| Command::RegisterPlugin { plugin, reply }).await
+        self.call(|reply| Command::RegisterPlugin { plugin, reply })
+            .await
     }
 
     /// Graceful shutdown: flush queued messages, send close frames to every

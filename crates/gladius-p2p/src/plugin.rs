@@ -110,7 +110,13 @@ impl PluginSlot {
         let counters = Arc::new(PluginCounters::default());
         let name = plugin.name().to_owned();
         let task = tokio::spawn(run(plugin, net, rx, counters.clone()));
-        Self { name, tx, counters, task, started: false }
+        Self {
+            name,
+            tx,
+            counters,
+            task,
+            started: false,
+        }
     }
 
     /// Queue an event without waiting; a full queue drops it and counts.

@@ -23,10 +23,12 @@ pub(crate) struct SessionConfig {
     pub(crate) idle_ms: u64,
     pub(crate) connect_ms: u64,
     pub(crate) close_ms: u64,
+    /// This node's random instance id, sent in every hello.
+    pub(crate) instance: u64,
 }
 
 impl SessionConfig {
-    pub(crate) fn from_config(c: &crate::Config) -> Self {
+    pub(crate) fn from_config(c: &crate::Config, instance: u64) -> Self {
         let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
         Self {
             kcp: c.kcp.kcp_config(),
@@ -35,6 +37,7 @@ impl SessionConfig {
             idle_ms: ms(c.idle_timeout),
             connect_ms: ms(c.connect_timeout),
             close_ms: ms(c.close_timeout),
+            instance,
         }
     }
 }
@@ -82,10 +85,14 @@ pub(crate) enum Inbound {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
     /// Our hello is out; the peer's has not arrived.
-    Connecting { deadline: u64 },
+    Connecting {
+        deadline: u64,
+    },
     Established,
     /// Our close frame is queued; waiting for everything to be acknowledged.
-    Closing { deadline: u64 },
+    Closing {
+        deadline: u64,
+    },
     Closed,
 }
 
@@ -105,14 +112,12 @@ pub(crate) struct Session {
     decoder: FrameDecoder,
     phase: Phase,
     peer_advertised: Option<SocketAddr>,
+    peer_instance: Option<u64>,
     last_recv: Option<u64>,
     last_send: u64,
     config: SessionConfig,
     events: VecDeque<SessionEvent>,
     stats: SessionStats,
-    /// The conversation of a simultaneous open we refused, so its late
-    /// retransmissions are not mistaken for a peer restart.
-    rejected_conv: Option<u32>,
 }
 
 /// Encode one frame into its own buffer.
@@ -130,15 +135,11 @@ fn kcp_now(now: u64) -> u32 {
 
 impl Session {
     /// A session we open: our hello goes out first.
-    pub(crate) fn new(
-        conv: u32,
-        advertised: SocketAddr,
-        config: &SessionConfig,
-        now: u64,
-    ) -> Self {
+    pub(crate) fn new(conv: u32, advertised: SocketAddr, config: &SessionConfig, now: u64) -> Self {
         let mut kcp = Kcp::new(conv, &config.kcp, kcp_now(now));
         let hello = encode_frame(&Frame::Hello {
             version: PROTOCOL_VERSION,
+            instance: config.instance,
             advertised,
         });
         // Cannot fail: the hello is never empty.
@@ -150,12 +151,12 @@ impl Session {
                 deadline: now.saturating_add(config.connect_ms),
             },
             peer_advertised: None,
+            peer_instance: None,
             last_recv: None,
             last_send: now,
             config: config.clone(),
             events: VecDeque::new(),
             stats: SessionStats::default(),
-            rejected_conv: None,
         }
     }
 
@@ -184,11 +185,9 @@ impl Session {
     pub(crate) fn is_closed(&self) -> bool {
         self.phase == Phase::Closed
     }
-    pub(crate) fn rejected_conv(&self) -> Option<u32> {
-        self.rejected_conv
-    }
-    pub(crate) fn set_rejected_conv(&mut self, conv: u32) {
-        self.rejected_conv = Some(conv);
+    /// The instance id from the peer's hello, once received.
+    pub(crate) fn peer_instance(&self) -> Option<u64> {
+        self.peer_instance
     }
     pub(crate) fn stats(&self) -> SessionStats {
         self.stats
@@ -217,7 +216,8 @@ impl Session {
         if matches!(self.phase, Phase::Closing { .. }) && self.kcp.unacked_bytes() == 0 {
             // Everything up to our close frame is acknowledged: done.
             self.phase = Phase::Closed;
-            self.events.push_back(SessionEvent::Closed(CloseCause::Local));
+            self.events
+                .push_back(SessionEvent::Closed(CloseCause::Local));
             return Ok(());
         }
         while let Some(chunk) = self.kcp.recv() {
@@ -246,12 +246,18 @@ impl Session {
     fn handle_frame(&mut self, now: u64, frame: Frame) {
         let Some(advertised) = self.peer_advertised else {
             match frame {
-                Frame::Hello { advertised, .. } => {
+                Frame::Hello {
+                    advertised,
+                    instance,
+                    ..
+                } => {
                     self.peer_advertised = Some(advertised);
+                    self.peer_instance = Some(instance);
                     if matches!(self.phase, Phase::Connecting { .. }) {
                         self.phase = Phase::Established;
                     }
-                    self.events.push_back(SessionEvent::Connected { advertised });
+                    self.events
+                        .push_back(SessionEvent::Connected { advertised });
                 }
                 _ => self.fail(now, WireError::BadHello),
             }
@@ -266,7 +272,8 @@ impl Session {
                 self.phase = Phase::Closed;
                 // Acknowledge the close before the driver forgets us.
                 self.kcp.flush(kcp_now(now));
-                self.events.push_back(SessionEvent::Closed(CloseCause::Peer(reason)));
+                self.events
+                    .push_back(SessionEvent::Closed(CloseCause::Peer(reason)));
                 return;
             }
             // A second hello, or a frame kind from a later version.
@@ -288,10 +295,13 @@ impl Session {
             return;
         }
         // Tell the peer why, best effort; nothing after this is read.
-        let _ = self.kcp.send(&encode_frame(&Frame::Close(CloseReason::ProtocolError)));
+        let _ = self
+            .kcp
+            .send(&encode_frame(&Frame::Close(CloseReason::ProtocolError)));
         self.kcp.flush(kcp_now(now));
         self.phase = Phase::Closed;
-        self.events.push_back(SessionEvent::Closed(CloseCause::Protocol(error)));
+        self.events
+            .push_back(SessionEvent::Closed(CloseCause::Protocol(error)));
     }
 
     /// Queue an encoded frame. Only an established session takes frames;
@@ -321,7 +331,8 @@ impl Session {
             }
             Phase::Connecting { .. } => {
                 self.phase = Phase::Closed;
-                self.events.push_back(SessionEvent::Closed(CloseCause::Local));
+                self.events
+                    .push_back(SessionEvent::Closed(CloseCause::Local));
             }
             Phase::Closing { .. } | Phase::Closed => {}
         }
@@ -331,7 +342,8 @@ impl Session {
     pub(crate) fn replace(&mut self) {
         if self.phase != Phase::Closed {
             self.phase = Phase::Closed;
-            self.events.push_back(SessionEvent::Closed(CloseCause::Replaced));
+            self.events
+                .push_back(SessionEvent::Closed(CloseCause::Replaced));
         }
     }
 
@@ -406,7 +418,10 @@ impl Session {
             Phase::Connecting { deadline } | Phase::Closing { deadline } => Some(deadline),
             Phase::Established => Some(self.last_send.saturating_add(self.config.keepalive_ms)),
         };
-        [kcp, phase, self.idle_deadline()].into_iter().flatten().min()
+        [kcp, phase, self.idle_deadline()]
+            .into_iter()
+            .flatten()
+            .min()
     }
 }
 
@@ -421,6 +436,7 @@ mod tests {
                 .with_idle_timeout(Duration::from_millis(1000))
                 .with_connect_timeout(Duration::from_millis(500))
                 .with_close_timeout(Duration::from_millis(300)),
+            7,
         )
     }
 
@@ -499,8 +515,13 @@ mod tests {
         let mut p = Pair::new(0);
         p.run(50);
         assert!(p.a.is_established() && p.b.is_established());
-        assert!(matches!(events(&mut p.a)[..], [SessionEvent::Connected { advertised }] if advertised == B.parse().unwrap()));
-        assert!(matches!(events(&mut p.b)[..], [SessionEvent::Connected { .. }]));
+        assert!(
+            matches!(events(&mut p.a)[..], [SessionEvent::Connected { advertised }] if advertised == B.parse().unwrap())
+        );
+        assert!(matches!(
+            events(&mut p.b)[..],
+            [SessionEvent::Connected { .. }]
+        ));
     }
 
     #[test]
@@ -514,7 +535,9 @@ mod tests {
         let bodies: Vec<String> = events(&mut p.b)
             .into_iter()
             .filter_map(|e| match e {
-                SessionEvent::Frame(Inbound::Message(m)) => Some(String::from_utf8(m.body().to_vec()).unwrap()),
+                SessionEvent::Frame(Inbound::Message(m)) => {
+                    Some(String::from_utf8(m.body().to_vec()).unwrap())
+                }
                 _ => None,
             })
             .collect();
@@ -531,7 +554,9 @@ mod tests {
         p.run(50);
         let ev = events(&mut p.b);
         assert!(matches!(ev[0], SessionEvent::WrongSender));
-        assert!(matches!(&ev[1], SessionEvent::Frame(Inbound::Message(m)) if &m.body()[..] == b"real"));
+        assert!(
+            matches!(&ev[1], SessionEvent::Frame(Inbound::Message(m)) if &m.body()[..] == b"real")
+        );
     }
 
     #[test]
@@ -543,7 +568,9 @@ mod tests {
         p.drop_every = 1;
         p.run(1_200);
         assert!(p.a.is_closed());
-        assert!(events(&mut p.a).iter().any(|e| matches!(e, SessionEvent::Closed(CloseCause::Dead))));
+        assert!(events(&mut p.a)
+            .iter()
+            .any(|e| matches!(e, SessionEvent::Closed(CloseCause::Dead))));
     }
 
     #[test]
@@ -555,9 +582,17 @@ mod tests {
         p.a.close(p.now, CloseReason::Shutdown);
         p.run(200);
         let ev = events(&mut p.b);
-        assert!(matches!(&ev[0], SessionEvent::Frame(Inbound::Message(m)) if &m.body()[..] == b"last words"));
-        assert!(matches!(ev[1], SessionEvent::Closed(CloseCause::Peer(CloseReason::Shutdown))));
-        assert!(p.a.is_closed(), "a finished closing once everything was acknowledged");
+        assert!(
+            matches!(&ev[0], SessionEvent::Frame(Inbound::Message(m)) if &m.body()[..] == b"last words")
+        );
+        assert!(matches!(
+            ev[1],
+            SessionEvent::Closed(CloseCause::Peer(CloseReason::Shutdown))
+        ));
+        assert!(
+            p.a.is_closed(),
+            "a finished closing once everything was acknowledged"
+        );
     }
 
     #[test]
@@ -570,7 +605,9 @@ mod tests {
             a.handle_timeout(now);
             while a.poll_transmit().is_some() {}
         }
-        assert!(events(&mut a).iter().any(|e| matches!(e, SessionEvent::Closed(CloseCause::ConnectTimeout))));
+        assert!(events(&mut a)
+            .iter()
+            .any(|e| matches!(e, SessionEvent::Closed(CloseCause::ConnectTimeout))));
         assert!((500..1_000).contains(&now), "closed at {now} ms");
     }
 
@@ -580,9 +617,13 @@ mod tests {
         p.run(50);
         events(&mut p.b);
         // A frame of unknown kind 99.
-        assert!(p.a.send_frame(p.now, &Bytes::from_static(&[1, 0, 0, 0, 99])));
+        assert!(p
+            .a
+            .send_frame(p.now, &Bytes::from_static(&[1, 0, 0, 0, 99])));
         p.run(50);
-        assert!(events(&mut p.b).iter().any(|e| matches!(e, SessionEvent::Closed(CloseCause::Protocol(_)))));
+        assert!(events(&mut p.b)
+            .iter()
+            .any(|e| matches!(e, SessionEvent::Closed(CloseCause::Protocol(_)))));
         assert!(p.b.is_closed());
     }
 }

@@ -165,7 +165,11 @@ impl MemoryNetwork {
         if hub.rng.gen_bool(faults.loss.clamp(0.0, 1.0)) {
             return;
         }
-        let copies = if hub.rng.gen_bool(faults.duplicate.clamp(0.0, 1.0)) { 2 } else { 1 };
+        let copies = if hub.rng.gen_bool(faults.duplicate.clamp(0.0, 1.0)) {
+            2
+        } else {
+            1
+        };
         let mut delay = faults.delay;
         if hub.rng.gen_bool(faults.reorder.clamp(0.0, 1.0)) {
             delay += faults.reorder_delay;

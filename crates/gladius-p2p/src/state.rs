@@ -112,7 +112,8 @@ pub struct Counters {
     /// Inbound sessions refused (unknown peers refused by config, or the
     /// inbound session limit reached).
     pub refused_sessions: u64,
-    /// Datagrams of the losing side of a simultaneous open.
+    /// Session openers dropped as stale: the losing side of a simultaneous
+    /// open, or a late copy of an opener from a peer already connected.
     pub simultaneous_open_drops: u64,
     /// Messages dropped for a bad checksum.
     pub checksum_failures: u64,

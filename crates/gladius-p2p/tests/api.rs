@@ -34,7 +34,9 @@ async fn two_nodes_exchange_messages_in_order() {
     // Sender is the authenticated advertised address; b did not add a, so
     // a is not writable at b.
     let first = rb.events().into_iter().find_map(|e| match e {
-        Event::Message { sender, writable, .. } => Some((sender, writable)),
+        Event::Message {
+            sender, writable, ..
+        } => Some((sender, writable)),
         _ => None,
     });
     assert_eq!(first, Some((Some(a_addr), false)));

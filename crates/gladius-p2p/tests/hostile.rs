@@ -252,6 +252,7 @@ async fn a_live_pair_survives_hostile_datagrams_and_counts_them() {
     atk.send(&not_hello).await;
     let mut bad_magic = frame_bytes(&Frame::Hello {
         version: PROTOCOL_VERSION,
+        instance: 1,
         advertised: atk.addr,
     });
     bad_magic[5] = b'X';
@@ -259,6 +260,7 @@ async fn a_live_pair_survives_hostile_datagrams_and_counts_them() {
         .await;
     let mut bad_version = frame_bytes(&Frame::Hello {
         version: PROTOCOL_VERSION,
+        instance: 1,
         advertised: atk.addr,
     });
     bad_version[9] = PROTOCOL_VERSION + 1;
@@ -270,6 +272,7 @@ async fn a_live_pair_survives_hostile_datagrams_and_counts_them() {
     // A hello at sn 1 does not open a session either.
     let hello = frame_bytes(&Frame::Hello {
         version: PROTOCOL_VERSION,
+        instance: 1,
         advertised: atk.addr,
     });
     atk.send(&seg(header(rng.gen(), Command::Push, 1, 0, 0), &hello))

@@ -46,9 +46,12 @@ def frame(kind, payload):
     return struct.pack("<IB", 1 + len(payload), kind) + payload
 
 
+INSTANCE = random.getrandbits(64)
+
+
 def hello(advertised):
     a = advertised.encode()
-    return frame(1, b"GLAD" + bytes([1, len(a)]) + a)
+    return frame(1, b"GLAD" + bytes([1]) + struct.pack("<Q", INSTANCE) + bytes([len(a)]) + a)
 
 
 def message(sender, mtype, body):
@@ -126,7 +129,7 @@ def main():
             kind, payload = stream[4], stream[5 : 4 + n]
             stream = stream[4 + n :]
             if kind == 1:
-                print("HELLO", payload[6:].decode(), flush=True)
+                print("HELLO", payload[14:].decode(), flush=True)
             elif kind == 2:
                 m = parse_message(payload)
                 if m is None:

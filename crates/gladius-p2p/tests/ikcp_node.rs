@@ -52,16 +52,26 @@ async fn node_interoperates_with_reference_ikcp_peer() {
         .await
         .expect("peer ready in time")
         .expect("a READY line");
-    let port: u16 = ready.strip_prefix("READY ").expect("READY <port>").parse().unwrap();
+    let port: u16 = ready
+        .strip_prefix("READY ")
+        .expect("READY <port>")
+        .parse()
+        .unwrap();
     let peer: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
 
     // The ikcp peer's hello and first message reach our plugins, sender
     // checked, flagged non-writable (it is not in our route table).
-    wait_for(Duration::from_secs(10), "interop.hello from the ikcp peer", || async {
-        !rec.bodies_of_type("interop.hello").is_empty()
-    })
+    wait_for(
+        Duration::from_secs(10),
+        "interop.hello from the ikcp peer",
+        || async { !rec.bodies_of_type("interop.hello").is_empty() },
+    )
     .await;
-    let first = rec.messages().into_iter().find(|m| m.1 == "interop.hello").unwrap();
+    let first = rec
+        .messages()
+        .into_iter()
+        .find(|m| m.1 == "interop.hello")
+        .unwrap();
     assert_eq!(first.0, peer);
     assert_eq!(first.2, b"from the reference ikcp");
     assert!(!first.3, "unknown inbound peer is not writable");
@@ -69,7 +79,10 @@ async fn node_interoperates_with_reference_ikcp_peer() {
     // 50 pings out (explicitly addressed), 50 pongs back, in order.
     for i in 0..50 {
         let report = node
-            .broadcast_to(Message::new("interop.ping", format!("n{i}")).unwrap(), &[peer])
+            .broadcast_to(
+                Message::new("interop.ping", format!("n{i}")).unwrap(),
+                &[peer],
+            )
             .await
             .unwrap();
         assert_eq!(report.queued, vec![peer]);

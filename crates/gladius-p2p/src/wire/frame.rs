@@ -45,9 +45,20 @@ const LEN_PREFIX: usize = 4;
 /// plus the body length.
 pub(super) const MAX_FRAME_OVERHEAD: usize = 1 + 8 + MAX_MESSAGE_OVERHEAD;
 
-/// The largest `len` of a valid hello frame: kind, magic, version and a
-/// 255-byte address.
-const MAX_HELLO_LEN: usize = 1 + 4 + 1 + 1 + 255;
+/// The largest `len` of a valid hello frame: kind, magic, version,
+/// instance and a 255-byte address.
+const MAX_HELLO_LEN: usize = 1 + 4 + 1 + 8 + 1 + 255;
+
+/// What a hello frame says, as [`peek_hello`] returns it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HelloFields {
+    /// Protocol version.
+    pub version: u8,
+    /// Random id of the sending node's process, fixed for its lifetime.
+    pub instance: u64,
+    /// The sender's advertised address.
+    pub advertised: SocketAddr,
+}
 
 /// Why a session was closed, carried in a close frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -96,6 +107,9 @@ pub enum Frame {
     Hello {
         /// Protocol version.
         version: u8,
+        /// Random id of the sending node's process, fixed for its lifetime:
+        /// tells a late copy of an old hello from a restarted peer's.
+        instance: u64,
         /// The sender's advertised address.
         advertised: SocketAddr,
     },
@@ -137,12 +151,14 @@ impl Frame {
         match self {
             Self::Hello {
                 version,
+                instance,
                 advertised,
             } => {
                 let text = AddrText::new(advertised);
                 out.put_u8(KIND_HELLO);
                 out.put_slice(&HELLO_MAGIC);
                 out.put_u8(*version);
+                out.put_u64_le(*instance);
                 out.put_u8(text.len_u8());
                 out.put_slice(text.as_bytes());
             }
@@ -195,7 +211,7 @@ impl Frame {
     fn len_field(&self) -> usize {
         1 + match self {
             Self::Hello { advertised, .. } => {
-                HELLO_MAGIC.len() + 1 + 1 + AddrText::new(advertised).as_bytes().len()
+                HELLO_MAGIC.len() + 1 + 8 + 1 + AddrText::new(advertised).as_bytes().len()
             }
             Self::Message(message) => message.encoded_len(),
             Self::Request { message, .. } | Self::Reply { message, .. } => {
@@ -214,10 +230,11 @@ fn decode_contents(contents: Bytes) -> Result<Frame, WireError> {
     let payload = contents.slice(1..);
     match kind {
         KIND_HELLO => {
-            let (version, advertised) = decode_hello(&payload)?;
+            let h = decode_hello(&payload)?;
             Ok(Frame::Hello {
-                version,
-                advertised,
+                version: h.version,
+                instance: h.instance,
+                advertised: h.advertised,
             })
         }
         KIND_MESSAGE => Message::decode(&payload).map(Frame::Message),
@@ -244,8 +261,9 @@ fn decode_contents(contents: Bytes) -> Result<Frame, WireError> {
     }
 }
 
-/// Decode a hello payload (after the kind byte): magic, version, address.
-fn decode_hello(payload: &[u8]) -> Result<(u8, SocketAddr), WireError> {
+/// Decode a hello payload (after the kind byte): magic, version, instance,
+/// address.
+fn decode_hello(payload: &[u8]) -> Result<HelloFields, WireError> {
     let mut r = Reader::new(payload);
     if r.array::<4>()? != HELLO_MAGIC {
         return Err(WireError::BadHello);
@@ -254,18 +272,23 @@ fn decode_hello(payload: &[u8]) -> Result<(u8, SocketAddr), WireError> {
     if version != PROTOCOL_VERSION {
         return Err(WireError::BadHello);
     }
+    let instance = r.u64_le()?;
     let advertised = addr::parse(r.short_bytes()?)?;
     r.finish()?;
-    Ok((version, advertised))
+    Ok(HelloFields {
+        version,
+        instance,
+        advertised,
+    })
 }
 
 /// The hello at the start of a session's stream, if the bytes begin with a
-/// complete, valid hello frame: `(version, advertised address)`.
+/// complete, valid hello frame.
 ///
 /// Bytes after the hello are ignored. The node uses this on the payload of a
 /// datagram from an unknown peer to decide whether it may create a session;
 /// it does not allocate, so probing junk datagrams is cheap.
-pub fn peek_hello(stream_start: &[u8]) -> Option<(u8, SocketAddr)> {
+pub fn peek_hello(stream_start: &[u8]) -> Option<HelloFields> {
     let mut r = Reader::new(stream_start);
     let len = usize::try_from(r.u32_le().ok()?).ok()?;
     if len > MAX_HELLO_LEN {

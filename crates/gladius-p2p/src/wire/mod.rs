@@ -22,7 +22,9 @@ mod reader;
 #[cfg(test)]
 mod tests;
 
-pub use frame::{peek_hello, CloseReason, Frame, FrameDecoder, HELLO_MAGIC, PROTOCOL_VERSION};
+pub use frame::{
+    peek_hello, CloseReason, Frame, FrameDecoder, HelloFields, HELLO_MAGIC, PROTOCOL_VERSION,
+};
 pub use message::{Message, MessageError, MAX_BODY_LEN, MAX_TYPE_LEN};
 
 /// Why bytes from the network could not be decoded.

@@ -117,6 +117,8 @@ impl Vector {
             "bare-message" => return Described::Message(self.message()),
             "hello" => Frame::Hello {
                 version: self.req("version").parse().expect("version"),
+                instance: u64::from_str_radix(self.req("instance").trim_start_matches("0x"), 16)
+                    .expect("instance (hex)"),
                 advertised: addr(self.req("advertised")),
             },
             "message" => Frame::Message(self.message()),
@@ -309,8 +311,9 @@ fn arb_message() -> impl Strategy<Value = Message> {
 
 fn arb_frame() -> impl Strategy<Value = Frame> {
     prop_oneof![
-        arb_addr().prop_map(|advertised| Frame::Hello {
+        (arb_addr(), any::<u64>()).prop_map(|(advertised, instance)| Frame::Hello {
             version: PROTOCOL_VERSION,
+            instance,
             advertised
         }),
         arb_message().prop_map(Frame::Message),
@@ -364,8 +367,8 @@ proptest! {
                 prop_assert!(body_is_slice_of(m, &bytes));
             }
         }
-        if let Frame::Hello { version, advertised } = f {
-            prop_assert_eq!(peek_hello(&bytes), Some((version, advertised)));
+        if let Frame::Hello { version, instance, advertised } = f {
+            prop_assert_eq!(peek_hello(&bytes), Some(HelloFields { version, instance, advertised }));
         } else {
             prop_assert_eq!(peek_hello(&bytes), None);
         }
@@ -587,6 +590,7 @@ fn sample_frames() -> Vec<Frame> {
     vec![
         Frame::Hello {
             version: PROTOCOL_VERSION,
+            instance: 0x0102_0304_0506_0708,
             advertised: addr("[::1]:7001"),
         },
         Frame::Message(m.clone()),
@@ -628,7 +632,9 @@ fn frame_truncated_at_every_byte() {
 fn frame_payload_shorter_than_its_kind_needs() {
     let m = encode_message(&msg(Some("127.0.0.1:7001"), "chat", b"hello"));
     let mut hello = HELLO_MAGIC.to_vec();
-    hello.extend_from_slice(&[PROTOCOL_VERSION, 14]);
+    hello.push(PROTOCOL_VERSION);
+    hello.extend_from_slice(&42u64.to_le_bytes());
+    hello.push(14);
     hello.extend_from_slice(b"127.0.0.1:7001");
     let mut request = 9u64.to_le_bytes().to_vec();
     request.extend_from_slice(&m);
@@ -749,6 +755,7 @@ fn max_len_formula() {
         assert!(
             encode_frame(&Frame::Hello {
                 version: 1,
+                instance: u64::MAX,
                 advertised: addr(longest_addr)
             })
             .len()
@@ -852,6 +859,7 @@ fn decoder_bodies_are_slices_of_the_stream_buffer() {
 fn raw_hello(magic: &[u8], version: u8, address: &[u8]) -> Bytes {
     let mut payload = magic.to_vec();
     payload.push(version);
+    payload.extend_from_slice(&7u64.to_le_bytes());
     payload.push(address.len() as u8);
     payload.extend_from_slice(address);
     raw_frame(1, &payload)
@@ -882,9 +890,14 @@ fn bad_hello() {
 fn peek_hello_needs_a_complete_valid_hello_first() {
     let hello = encode_frame(&Frame::Hello {
         version: PROTOCOL_VERSION,
+        instance: 99,
         advertised: addr("10.0.0.1:9000"),
     });
-    let want = Some((PROTOCOL_VERSION, addr("10.0.0.1:9000")));
+    let want = Some(HelloFields {
+        version: PROTOCOL_VERSION,
+        instance: 99,
+        advertised: addr("10.0.0.1:9000"),
+    });
     assert_eq!(peek_hello(&hello), want);
     // Bytes after it (further frames in the same segment) are fine.
     let mut more = hello.to_vec();
