@@ -23,6 +23,7 @@
 //! handle). See `docs/wire-format.md` for the bytes.
 
 mod config;
+pub mod crypto;
 mod demux;
 mod driver;
 mod error;

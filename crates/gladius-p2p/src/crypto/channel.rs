@@ -1,0 +1,247 @@
+//! An established encrypted channel: seals outgoing KCP datagrams into
+//! `Data` packets and opens incoming ones.
+//!
+//! Built on snow's `StatelessTransportState`, so the nonce is explicit: each
+//! `Data` packet carries the 64-bit counter used as its ChaCha20-Poly1305
+//! nonce (the Noise nonce, encoded by snow as 4 zero bytes and the counter
+//! little-endian; no associated data). Counters start at 0 and increase by
+//! one per sealed datagram. On receipt, in this order: the packet is parsed,
+//! its receiver index must be ours, its counter must pass the
+//! [`ReplayWindow`] check, the ciphertext must authenticate, and only then is
+//! the counter recorded in the window and the plaintext handed out. Nothing
+//! that fails any step reaches KCP or changes the channel.
+//!
+//! A channel refuses to seal past its send limit ([`DEFAULT_SEND_LIMIT`],
+//! far below the 2⁶⁴ − 1 nonce space) with [`ChannelError::NeedsRekey`]:
+//! the caller then closes the session and runs a new handshake.
+
+use std::fmt;
+
+use bytes::Bytes;
+use snow::StatelessTransportState;
+
+use super::identity::PublicKey;
+use super::packet::{self, DataPacket, Packet, PacketError, DATA_CIPHERTEXT_MAX, TAG_LEN};
+use super::replay::ReplayWindow;
+
+/// Default number of datagrams a channel seals before it needs a new
+/// handshake (2⁶⁰).
+pub const DEFAULT_SEND_LIMIT: u64 = 1 << 60;
+
+/// Offset of the ciphertext in a `Data` datagram.
+const DATA_HEADER_LEN: usize = packet::DATA_OVERHEAD - TAG_LEN;
+
+/// Why a datagram could not be sealed or opened.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ChannelError {
+    /// Not a well-formed encrypted-mode packet.
+    #[error("malformed packet: {0}")]
+    Packet(#[from] PacketError),
+    /// A well-formed packet, but not `Data`.
+    #[error("not a Data packet")]
+    NotData,
+    /// Addressed to another index.
+    #[error("Data for index {got:#010x}, this channel is {expected:#010x}")]
+    WrongIndex {
+        /// Our index.
+        expected: u32,
+        /// The packet's.
+        got: u32,
+    },
+    /// A counter already received (a replay or a duplicate).
+    #[error("counter {0} already received")]
+    Replayed(u64),
+    /// A counter older than the replay window.
+    #[error("counter {0} is older than the replay window")]
+    TooOld(u64),
+    /// Authentication failed: forged, corrupted, or sealed with other keys.
+    #[error("Data failed authentication")]
+    Decrypt,
+    /// The send counter reached the limit: close and handshake again.
+    #[error("send limit reached; a new handshake is needed")]
+    NeedsRekey,
+    /// The plaintext is too long for one `Data` packet.
+    #[error("datagram of {0} bytes is too long to seal")]
+    TooLarge(usize),
+}
+
+/// One peer's established encrypted channel.
+pub struct SecureChannel {
+    transport: StatelessTransportState,
+    local_index: u32,
+    remote_index: u32,
+    remote_static: PublicKey,
+    next_counter: u64,
+    send_limit: u64,
+    replay: ReplayWindow,
+    /// Initiator only, until the first `Data` opens: the `Response` that
+    /// completed the handshake and the `Finish` that answered it.
+    finish_echo: Option<(Bytes, Bytes)>,
+}
+
+impl fmt::Debug for SecureChannel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SecureChannel")
+            .field("local_index", &self.local_index)
+            .field("remote_index", &self.remote_index)
+            .field("remote_static", &self.remote_static)
+            .field("next_counter", &self.next_counter)
+            .field("send_limit", &self.send_limit)
+            .field("replay", &self.replay)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SecureChannel {
+    pub(crate) fn new(
+        transport: StatelessTransportState,
+        local_index: u32,
+        remote_index: u32,
+        remote_static: PublicKey,
+        finish_echo: Option<(Bytes, Bytes)>,
+    ) -> Self {
+        Self {
+            transport,
+            local_index,
+            remote_index,
+            remote_static,
+            next_counter: 0,
+            send_limit: DEFAULT_SEND_LIMIT,
+            replay: ReplayWindow::new(),
+            finish_echo,
+        }
+    }
+
+    /// Seal one KCP datagram into a `Data` datagram for the peer, replacing
+    /// the contents of `out`. On error `out` is left empty and the counter
+    /// unchanged.
+    pub fn seal(&mut self, plaintext: &[u8], out: &mut Vec<u8>) -> Result<(), ChannelError> {
+        out.clear();
+        if self.next_counter >= self.send_limit {
+            return Err(ChannelError::NeedsRekey);
+        }
+        let sealed_len = plaintext.len().saturating_add(TAG_LEN);
+        if sealed_len > DATA_CIPHERTEXT_MAX {
+            return Err(ChannelError::TooLarge(plaintext.len()));
+        }
+        let counter = self.next_counter;
+        DataPacket {
+            receiver_index: self.remote_index,
+            counter,
+            ciphertext: &[],
+        }
+        .encode_into(out);
+        out.resize(DATA_HEADER_LEN + sealed_len, 0);
+        let written = out
+            .get_mut(DATA_HEADER_LEN..)
+            .ok_or(ChannelError::TooLarge(plaintext.len()))
+            .and_then(|buf| {
+                self.transport
+                    .write_message(counter, plaintext, buf)
+                    .map_err(|_| ChannelError::NeedsRekey)
+            });
+        match written {
+            Ok(n) if n == sealed_len => {
+                self.next_counter += 1;
+                Ok(())
+            }
+            Ok(_) => {
+                out.clear();
+                Err(ChannelError::TooLarge(plaintext.len()))
+            }
+            Err(e) => {
+                out.clear();
+                Err(e)
+            }
+        }
+    }
+
+    /// Open a `Data` datagram from the peer into `out` (replacing its
+    /// contents) — the KCP datagram it sealed. On any error `out` is empty
+    /// and the channel unchanged.
+    pub fn open(&mut self, datagram: &[u8], out: &mut Vec<u8>) -> Result<(), ChannelError> {
+        out.clear();
+        let data = match packet::parse(datagram)? {
+            Packet::Data(data) => data,
+            _ => return Err(ChannelError::NotData),
+        };
+        if data.receiver_index != self.local_index {
+            return Err(ChannelError::WrongIndex {
+                expected: self.local_index,
+                got: data.receiver_index,
+            });
+        }
+        let counter = data.counter;
+        if !self.replay.check(counter) {
+            return Err(if self.replay.is_too_old(counter) {
+                ChannelError::TooOld(counter)
+            } else {
+                ChannelError::Replayed(counter)
+            });
+        }
+        if data.ciphertext.len() < TAG_LEN {
+            return Err(ChannelError::Decrypt);
+        }
+        out.resize(data.ciphertext.len(), 0);
+        match self.transport.read_message(counter, data.ciphertext, out) {
+            Ok(n) => out.truncate(n),
+            Err(_) => {
+                out.clear();
+                return Err(ChannelError::Decrypt);
+            }
+        }
+        self.replay.update(counter);
+        // The peer has keys, so it has our Finish.
+        self.finish_echo = None;
+        Ok(())
+    }
+
+    /// Initiator only: if `datagram` is byte for byte the `Response` that
+    /// completed this handshake (the responder retransmitted it because our
+    /// `Finish` was lost), the same `Finish` to send again. Only until the
+    /// first `Data` from the peer opens; `None` otherwise.
+    pub fn answer_duplicate_response(&self, datagram: &[u8]) -> Option<Bytes> {
+        match &self.finish_echo {
+            Some((response, finish)) if response.as_ref() == datagram => Some(finish.clone()),
+            _ => None,
+        }
+    }
+
+    /// The peer's static key, as authenticated by the handshake.
+    pub fn remote_static(&self) -> PublicKey {
+        self.remote_static
+    }
+
+    /// Our index: incoming `Data` carries it.
+    pub fn local_index(&self) -> u32 {
+        self.local_index
+    }
+
+    /// The peer's index: outgoing `Data` carries it.
+    pub fn remote_index(&self) -> u32 {
+        self.remote_index
+    }
+
+    /// Number of datagrams sealed so far (the next counter).
+    pub fn sent(&self) -> u64 {
+        self.next_counter
+    }
+
+    /// The highest counter opened so far.
+    pub fn highest_received(&self) -> Option<u64> {
+        self.replay.highest()
+    }
+
+    /// The send limit (default [`DEFAULT_SEND_LIMIT`]).
+    pub fn send_limit(&self) -> u64 {
+        self.send_limit
+    }
+
+    /// Set the send limit: [`seal`](Self::seal) fails with
+    /// [`ChannelError::NeedsRekey`] once this many datagrams were sealed.
+    /// Values above [`DEFAULT_SEND_LIMIT`] are clamped to it.
+    pub fn set_send_limit(&mut self, limit: u64) {
+        self.send_limit = limit.min(DEFAULT_SEND_LIMIT);
+    }
+}

@@ -1,0 +1,866 @@
+//! Tests across the crypto module: full handshakes in memory, channels under
+//! attack (forgery, corruption, truncation, replay, reordering), loss and
+//! retransmission, cookies, and the test vectors of `docs/encryption.md`.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+use proptest::prelude::*;
+
+use super::packet::{
+    self, CookiePacket, DataPacket, InitPacket, Packet, RejectPacket, ResponsePacket,
+};
+use super::*;
+
+/// The normative description of encrypted mode; its vectors are checked
+/// below so the document and the code cannot drift apart.
+const ENCRYPTION_MD: &str = include_str!("../../../../docs/encryption.md");
+
+fn addr(s: &str) -> SocketAddr {
+    s.parse().unwrap()
+}
+
+fn payload(a: &str, app: &'static [u8]) -> HandshakePayload {
+    HandshakePayload::new(addr(a), Bytes::from_static(app))
+}
+
+fn seq_key(start: u8) -> [u8; 32] {
+    std::array::from_fn(|i| start.wrapping_add(i as u8))
+}
+
+fn init_of(datagram: &[u8]) -> InitPacket<'_> {
+    match packet::parse(datagram).unwrap() {
+        Packet::Init(p) => p,
+        other => panic!("not an Init: {other:?}"),
+    }
+}
+
+fn response_of(datagram: &[u8]) -> ResponsePacket<'_> {
+    match packet::parse(datagram).unwrap() {
+        Packet::Response(p) => p,
+        other => panic!("not a Response: {other:?}"),
+    }
+}
+
+fn finish_of(datagram: &[u8]) -> packet::FinishPacket<'_> {
+    match packet::parse(datagram).unwrap() {
+        Packet::Finish(p) => p,
+        other => panic!("not a Finish: {other:?}"),
+    }
+}
+
+struct Pair {
+    a: Established,
+    b: Established,
+}
+
+/// A complete handshake between fresh identities `a` (initiator) and `b`.
+fn handshake(a: &Identity, b: &Identity) -> Pair {
+    let (mut ini, init) =
+        Initiator::new(a, 0x0a0a_0a0a, &payload("127.0.0.1:7001", b""), 0).unwrap();
+    let (mut res, response) = Responder::new(
+        b,
+        0x0b0b_0b0b,
+        &init_of(&init),
+        &payload("127.0.0.1:7002", b"app"),
+        0,
+    )
+    .unwrap();
+    let a_est = ini.handle_response(&response_of(&response), 1).unwrap();
+    let finish = a_est.finish.clone().unwrap();
+    let b_est = res.handle_finish(&finish_of(&finish)).unwrap();
+    assert_eq!(ini.poll_timeout(), None);
+    assert_eq!(res.poll_timeout(), None);
+    Pair { a: a_est, b: b_est }
+}
+
+fn seal(ch: &mut SecureChannel, msg: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    ch.seal(msg, &mut out).unwrap();
+    out
+}
+
+fn open(ch: &mut SecureChannel, datagram: &[u8]) -> Result<Vec<u8>, ChannelError> {
+    let mut out = vec![0xAA; 3];
+    let r = ch.open(datagram, &mut out);
+    if r.is_err() {
+        assert!(out.is_empty(), "plaintext leaked on error");
+    }
+    r.map(|()| out)
+}
+
+/// Both directions still work.
+fn assert_working(p: &mut Pair) {
+    let d = seal(&mut p.a.channel, b"ping");
+    assert_eq!(open(&mut p.b.channel, &d).unwrap(), b"ping");
+    let d = seal(&mut p.b.channel, b"pong");
+    assert_eq!(open(&mut p.a.channel, &d).unwrap(), b"pong");
+}
+
+#[test]
+fn full_handshake_and_both_directions() {
+    let a = Identity::generate();
+    let b = Identity::generate();
+    let mut p = handshake(&a, &b);
+    assert_eq!(p.a.remote_static, b.public_key());
+    assert_eq!(p.b.remote_static, a.public_key());
+    assert_eq!(p.a.channel.remote_static(), b.public_key());
+    assert_eq!(p.b.channel.remote_static(), a.public_key());
+    assert_eq!(p.a.remote_payload, payload("127.0.0.1:7002", b"app"));
+    assert_eq!(p.b.remote_payload, payload("127.0.0.1:7001", b""));
+    assert!(p.b.finish.is_none());
+    assert_eq!(p.a.channel.local_index(), p.b.channel.remote_index());
+    assert_eq!(p.b.channel.local_index(), p.a.channel.remote_index());
+    for i in 0..100u32 {
+        let msg = vec![i as u8; i as usize * 13];
+        let d = seal(&mut p.a.channel, &msg);
+        assert_eq!(d.len(), msg.len() + packet::DATA_OVERHEAD);
+        assert_eq!(classify(&d), Kind::Encrypted(PacketType::Data));
+        assert_eq!(open(&mut p.b.channel, &d).unwrap(), msg);
+        let d = seal(&mut p.b.channel, &msg);
+        assert_eq!(open(&mut p.a.channel, &d).unwrap(), msg);
+    }
+    assert_eq!(p.a.channel.sent(), 100);
+    assert_eq!(p.b.channel.highest_received(), Some(99));
+    // An empty datagram seals and opens too.
+    let d = seal(&mut p.a.channel, b"");
+    assert_eq!(open(&mut p.b.channel, &d).unwrap(), b"");
+    // A datagram to ourselves (our own direction's key) does not open.
+    let d = seal(&mut p.a.channel, b"x");
+    let mut own = d.clone();
+    own[4..8].copy_from_slice(&p.a.channel.local_index().to_le_bytes());
+    assert_eq!(open(&mut p.a.channel, &own), Err(ChannelError::Decrypt));
+}
+
+#[test]
+fn pinned_keys() {
+    let a = Identity::generate();
+    let b = Identity::generate();
+    let mallory = Identity::generate();
+
+    // Pinned to the right key: completes.
+    let (ini, init) = Initiator::new(&a, 1, &payload("127.0.0.1:1", b""), 0).unwrap();
+    let mut ini = ini.expect_remote(b.public_key());
+    let (res, response) =
+        Responder::new(&b, 2, &init_of(&init), &payload("127.0.0.1:2", b""), 0).unwrap();
+    let mut res = res.expect_remote(a.public_key());
+    let est = ini.handle_response(&response_of(&response), 0).unwrap();
+    assert_eq!(est.remote_static, b.public_key());
+    res.handle_finish(&finish_of(&est.finish.unwrap())).unwrap();
+
+    // The initiator pinned b but mallory answers: refused before message 3.
+    let (ini, init) = Initiator::new(&a, 1, &payload("127.0.0.1:1", b""), 0).unwrap();
+    let mut ini = ini.expect_remote(b.public_key());
+    let (_res, response) = Responder::new(
+        &mallory,
+        2,
+        &init_of(&init),
+        &payload("127.0.0.1:2", b""),
+        0,
+    )
+    .unwrap();
+    let err = ini.handle_response(&response_of(&response), 0).unwrap_err();
+    assert_eq!(
+        err,
+        HandshakeError::PinnedKeyMismatch {
+            expected: b.public_key(),
+            actual: mallory.public_key()
+        }
+    );
+    assert_eq!(ini.poll_timeout(), None, "failed handshakes stop");
+    assert!(!ini.is_expired(10_000));
+    assert_eq!(
+        ini.handle_response(&response_of(&response), 0).unwrap_err(),
+        HandshakeError::WrongState
+    );
+
+    // Without a pin, the wrong key is detectable by the caller.
+    let (mut ini, init) = Initiator::new(&a, 1, &payload("127.0.0.1:1", b""), 0).unwrap();
+    let (mut res, response) = Responder::new(
+        &mallory,
+        2,
+        &init_of(&init),
+        &payload("127.0.0.1:2", b""),
+        0,
+    )
+    .unwrap();
+    let est = ini.handle_response(&response_of(&response), 0).unwrap();
+    assert_ne!(est.remote_static, b.public_key());
+    assert_eq!(est.remote_static, mallory.public_key());
+
+    let finish = est.finish.unwrap();
+    assert!(res.handle_finish(&finish_of(&finish)).is_ok());
+}
+
+#[test]
+fn responder_pin_mismatch() {
+    let a = Identity::generate();
+    let b = Identity::generate();
+    let other = Identity::generate();
+    let (mut ini, init) = Initiator::new(&a, 1, &payload("127.0.0.1:1", b""), 0).unwrap();
+    let (res, response) =
+        Responder::new(&b, 2, &init_of(&init), &payload("127.0.0.1:2", b""), 0).unwrap();
+    let mut res = res.expect_remote(other.public_key());
+    let est = ini.handle_response(&response_of(&response), 0).unwrap();
+    let err = res
+        .handle_finish(&finish_of(&est.finish.unwrap()))
+        .unwrap_err();
+    assert!(
+        matches!(err, HandshakeError::PinnedKeyMismatch { actual, .. } if actual == a.public_key())
+    );
+    assert_eq!(res.poll_timeout(), None);
+}
+
+#[test]
+fn version_and_payload_errors() {
+    let a = Identity::generate();
+    let b = Identity::generate();
+    let (mut ini, init) = Initiator::new(&a, 1, &payload("127.0.0.1:1", b""), 0).unwrap();
+    let mut future = payload("127.0.0.1:2", b"");
+    future.version = 2;
+    let (_res, response) = Responder::new(&b, 2, &init_of(&init), &future, 0).unwrap();
+    assert_eq!(
+        ini.handle_response(&response_of(&response), 0).unwrap_err(),
+        HandshakeError::Version {
+            expected: HANDSHAKE_VERSION,
+            got: 2
+        }
+    );
+    assert_eq!(ini.poll_timeout(), None);
+
+    // Our own payload is validated up front.
+    let big = HandshakePayload::new(
+        addr("127.0.0.1:1"),
+        Bytes::from(vec![0; MAX_APP_PAYLOAD + 1]),
+    );
+    assert_eq!(
+        Initiator::new(&a, 1, &big, 0).unwrap_err(),
+        HandshakeError::Payload(PayloadError::AppTooLong(MAX_APP_PAYLOAD + 1))
+    );
+    // Reserved indices are refused.
+    assert_eq!(
+        Initiator::new(&a, 0x0000_0051, &payload("127.0.0.1:1", b""), 0).unwrap_err(),
+        HandshakeError::InvalidIndex(0x51)
+    );
+}
+
+#[test]
+fn payload_codec() {
+    for (a, app) in [
+        ("127.0.0.1:7001", &b""[..]),
+        ("[::1]:9", &b"x"[..]),
+        ("[fe80::1%2]:65535", &[7u8; MAX_APP_PAYLOAD][..]),
+    ] {
+        let p = HandshakePayload::new(addr(a), Bytes::copy_from_slice(app));
+        let enc = p.encode().unwrap();
+        assert_eq!(HandshakePayload::decode(&enc).unwrap(), p);
+        for cut in 0..enc.len() {
+            assert!(HandshakePayload::decode(&enc[..cut]).is_err());
+        }
+        let mut long = enc.clone();
+        long.push(0);
+        assert_eq!(
+            HandshakePayload::decode(&long),
+            Err(PayloadError::TrailingBytes)
+        );
+    }
+    let p = payload("127.0.0.1:7001", b"ab");
+    assert_eq!(
+        p.encode().unwrap(),
+        b"\x01\x0e127.0.0.1:7001\x02\x00ab".to_vec()
+    );
+    // Non-canonical and bad addresses.
+    for text in ["127.000.0.1:1", "localhost:1", "1.2.3.4", "::1:5"] {
+        let mut enc = vec![1, text.len() as u8];
+        enc.extend_from_slice(text.as_bytes());
+        enc.extend_from_slice(&[0, 0]);
+        assert_eq!(
+            HandshakePayload::decode(&enc),
+            Err(PayloadError::BadAddress),
+            "{text}"
+        );
+    }
+    let mut enc = vec![1, 9];
+    enc.extend_from_slice(b"1.2.3.4:5");
+    enc.extend_from_slice(&1025u16.to_le_bytes());
+    assert_eq!(
+        HandshakePayload::decode(&enc),
+        Err(PayloadError::AppTooLong(1025))
+    );
+}
+
+#[test]
+fn forged_and_corrupted_handshake_messages_do_not_break_it() {
+    let a = Identity::generate();
+    let b = Identity::generate();
+    let (mut ini, init) = Initiator::new(&a, 0x1001, &payload("127.0.0.1:1", b""), 0).unwrap();
+    let (mut res, response) =
+        Responder::new(&b, 0x2002, &init_of(&init), &payload("127.0.0.1:2", b""), 0).unwrap();
+
+    // Every single-bit flip of the noise part of the Response fails to
+    // authenticate and leaves the initiator able to complete.
+    for i in 12..response.len() {
+        let mut bad = response.to_vec();
+        bad[i] ^= 0x10;
+        assert_eq!(
+            ini.handle_response(&response_of(&bad), 0).unwrap_err(),
+            HandshakeError::Decrypt,
+            "byte {i}"
+        );
+    }
+    // Wrong index.
+    let mut wrong = response.to_vec();
+    wrong[8..12].copy_from_slice(&0x7777u32.to_le_bytes());
+    assert!(matches!(
+        ini.handle_response(&response_of(&wrong), 0),
+        Err(HandshakeError::WrongIndex { .. })
+    ));
+    let est = ini.handle_response(&response_of(&response), 0).unwrap();
+    let finish = est.finish.clone().unwrap();
+
+    for i in 8..finish.len() {
+        let mut bad = finish.to_vec();
+        bad[i] ^= 0x01;
+        assert_eq!(
+            res.handle_finish(&finish_of(&bad)).unwrap_err(),
+            HandshakeError::Decrypt,
+            "byte {i}"
+        );
+    }
+    let est_b = res.handle_finish(&finish_of(&finish)).unwrap();
+    let mut p = Pair { a: est, b: est_b };
+    assert_working(&mut p);
+    // Completed: further messages are refused.
+    assert_eq!(
+        res.handle_finish(&finish_of(&finish)).unwrap_err(),
+        HandshakeError::WrongState
+    );
+}
+
+#[test]
+fn data_attacks_are_rejected_and_channel_keeps_working() {
+    let mut p = handshake(&Identity::generate(), &Identity::generate());
+    let good = seal(&mut p.a.channel, b"the kcp datagram");
+
+    // Bit flips anywhere.
+    for i in 0..good.len() {
+        for bit in [0x01, 0x80] {
+            let mut bad = good.clone();
+            bad[i] ^= bit;
+            let err = open(&mut p.b.channel, &bad).unwrap_err();
+            match i {
+                0..=3 => assert!(
+                    matches!(err, ChannelError::Packet(_) | ChannelError::NotData),
+                    "{i}: {err:?}"
+                ),
+                4..=7 => assert!(
+                    matches!(
+                        err,
+                        ChannelError::WrongIndex { .. } | ChannelError::Packet(_)
+                    ),
+                    "{i}: {err:?}"
+                ),
+                _ => assert_eq!(err, ChannelError::Decrypt, "byte {i}"),
+            }
+        }
+    }
+    // Truncations.
+    for cut in 0..good.len() {
+        let err = open(&mut p.b.channel, &good[..cut]).unwrap_err();
+        assert!(
+            matches!(err, ChannelError::Packet(_) | ChannelError::Decrypt),
+            "{cut}: {err:?}"
+        );
+    }
+    // An extended datagram does not authenticate either.
+    let mut long = good.clone();
+    long.push(0);
+    assert_eq!(open(&mut p.b.channel, &long), Err(ChannelError::Decrypt));
+    // Random ciphertext under a valid header.
+    for n in [16usize, 17, 100, 1400] {
+        let mut random = vec![0xE4, 0, 0, 0];
+        random.extend_from_slice(&p.b.channel.local_index().to_le_bytes());
+        random.extend_from_slice(&rand::random::<u64>().to_le_bytes());
+        random.extend((0..n).map(|_| rand::random::<u8>()));
+        assert_eq!(open(&mut p.b.channel, &random), Err(ChannelError::Decrypt));
+    }
+    // Handshake packets are not Data.
+    let reject = RejectPacket {
+        reason: RejectReason::Refused,
+    }
+    .encode();
+    assert_eq!(open(&mut p.b.channel, &reject), Err(ChannelError::NotData));
+    // None of that moved the window: the genuine datagram opens once.
+    assert_eq!(p.b.channel.highest_received(), None);
+    assert_eq!(open(&mut p.b.channel, &good).unwrap(), b"the kcp datagram");
+    assert_eq!(
+        open(&mut p.b.channel, &good),
+        Err(ChannelError::Replayed(0))
+    );
+    assert_working(&mut p);
+}
+
+#[test]
+fn reordering_inside_window_and_too_old() {
+    let mut p = handshake(&Identity::generate(), &Identity::generate());
+    let sealed: Vec<Vec<u8>> = (0..ReplayWindow::WINDOW + 51)
+        .map(|i| seal(&mut p.a.channel, &i.to_le_bytes()))
+        .collect();
+    // Deliver 0..50 in reverse: all accepted.
+    for i in (0..50).rev() {
+        assert_eq!(
+            open(&mut p.b.channel, &sealed[i]).unwrap(),
+            (i as u64).to_le_bytes()
+        );
+    }
+    // Duplicates of them rejected.
+    for d in &sealed[..50] {
+        assert!(matches!(
+            open(&mut p.b.channel, d),
+            Err(ChannelError::Replayed(_))
+        ));
+    }
+    // Jump to the newest; 50 is now exactly too old (newest - 50 >= WINDOW).
+    let last = sealed.len() - 1;
+    assert!(open(&mut p.b.channel, &sealed[last]).is_ok());
+    assert_eq!(
+        open(&mut p.b.channel, &sealed[50]),
+        Err(ChannelError::TooOld(50))
+    );
+    // Inside the window, still accepted out of order.
+    assert!(open(&mut p.b.channel, &sealed[last - 1]).is_ok());
+    assert!(open(
+        &mut p.b.channel,
+        &sealed[last - ReplayWindow::WINDOW as usize + 1]
+    )
+    .is_ok());
+    assert_working(&mut p);
+}
+
+#[test]
+fn send_limit_needs_rekey() {
+    let mut p = handshake(&Identity::generate(), &Identity::generate());
+    assert_eq!(p.a.channel.send_limit(), DEFAULT_SEND_LIMIT);
+    p.a.channel.set_send_limit(3);
+    let mut out = Vec::new();
+    for _ in 0..3 {
+        p.a.channel.seal(b"x", &mut out).unwrap();
+    }
+    assert_eq!(
+        p.a.channel.seal(b"x", &mut out),
+        Err(ChannelError::NeedsRekey)
+    );
+    assert!(out.is_empty());
+    assert_eq!(p.a.channel.sent(), 3);
+    p.a.channel.set_send_limit(u64::MAX);
+    assert_eq!(p.a.channel.send_limit(), DEFAULT_SEND_LIMIT);
+    // Too large.
+    let huge = vec![0u8; 65_535];
+    assert_eq!(
+        p.a.channel.seal(&huge, &mut out),
+        Err(ChannelError::TooLarge(65_535))
+    );
+    let max = vec![0u8; 65_535 - 16];
+    p.a.channel.seal(&max, &mut out).unwrap();
+    assert_eq!(open(&mut p.b.channel, &out).unwrap().len(), max.len());
+}
+
+#[test]
+fn lost_init_and_response_are_retransmitted() {
+    let a = Identity::generate();
+    let b = Identity::generate();
+    let (mut ini, _lost_init) =
+        Initiator::new(&a, 0x1001, &payload("127.0.0.1:1", b""), 1000).unwrap();
+    assert_eq!(ini.poll_timeout(), Some(1200));
+    assert_eq!(ini.handle_timeout(1199), None);
+    let init = ini.handle_timeout(1200).expect("retransmit");
+    assert_eq!(ini.poll_timeout(), Some(1600));
+    assert_eq!(ini.attempts(), 2);
+    let (mut res, _lost_response) = Responder::new(
+        &b,
+        0x2002,
+        &init_of(&init),
+        &payload("127.0.0.1:2", b""),
+        1250,
+    )
+    .unwrap();
+    // The initiator retransmits again; the responder answers the duplicate
+    // Init with the same Response instead of starting over.
+    let init2 = ini.handle_timeout(1600).expect("retransmit");
+    assert_eq!(init2, init);
+    let response = res
+        .answer_duplicate_init(&init_of(&init2))
+        .expect("same response");
+    // ... which is also what its own timer sends.
+    assert_eq!(res.poll_timeout(), Some(1450));
+    assert_eq!(res.handle_timeout(1450), Some(response.clone()));
+    let est_a = ini.handle_response(&response_of(&response), 1700).unwrap();
+    assert_eq!(ini.poll_timeout(), None);
+    assert_eq!(ini.handle_timeout(100_000), None);
+    let est_b = res
+        .handle_finish(&finish_of(est_a.finish.as_ref().unwrap()))
+        .unwrap();
+    assert_eq!(res.answer_duplicate_init(&init_of(&init2)), None);
+    let mut p = Pair { a: est_a, b: est_b };
+    assert_working(&mut p);
+}
+
+#[test]
+fn lost_finish_is_repaired_by_duplicate_response() {
+    let a = Identity::generate();
+    let b = Identity::generate();
+    let (mut ini, init) = Initiator::new(&a, 0x1001, &payload("127.0.0.1:1", b""), 0).unwrap();
+    let (mut res, response) =
+        Responder::new(&b, 0x2002, &init_of(&init), &payload("127.0.0.1:2", b""), 0).unwrap();
+    let mut est_a = ini.handle_response(&response_of(&response), 10).unwrap();
+    let finish = est_a.finish.clone().unwrap();
+    // Finish lost. The initiator already sends Data, which the responder
+    // cannot open yet (it has no channel; the driver drops it).
+    let _early = seal(&mut est_a.channel, b"early");
+    // The responder retransmits its Response; the initiator's channel
+    // answers with the very same Finish.
+    let again = res.handle_timeout(200).expect("retransmit");
+    assert_eq!(again, response);
+    assert_eq!(
+        est_a.channel.answer_duplicate_response(&again),
+        Some(finish.clone())
+    );
+    // A different (forged) Response is not answered.
+    let mut forged = again.to_vec();
+    forged[20] ^= 1;
+    assert_eq!(est_a.channel.answer_duplicate_response(&forged), None);
+    let mut est_b = res.handle_finish(&finish_of(&finish)).unwrap();
+    // After the first Data from the responder, duplicates are not answered.
+    let d = seal(&mut est_b.channel, b"hi");
+    assert_eq!(open(&mut est_a.channel, &d).unwrap(), b"hi");
+    assert_eq!(est_a.channel.answer_duplicate_response(&again), None);
+    // Early data was lost; later data flows.
+    let mut p = Pair { a: est_a, b: est_b };
+    assert_working(&mut p);
+}
+
+#[test]
+fn handshake_expires() {
+    let a = Identity::generate();
+    let (mut ini, _) = Initiator::new(&a, 0x1001, &payload("127.0.0.1:1", b""), 0).unwrap();
+    let mut sent_at = vec![0];
+    let mut now = 0;
+    while let Some(t) = ini.poll_timeout() {
+        if ini.is_expired(t) {
+            now = t;
+            break;
+        }
+        assert!(ini.handle_timeout(t).is_some());
+        sent_at.push(t);
+    }
+    assert!(ini.is_expired(now));
+    assert_eq!(now, 5_000);
+    assert_eq!(sent_at, vec![0, 200, 600, 1400, 3000, 4600]);
+    assert_eq!(ini.handle_timeout(now), None);
+
+    // With a small attempt budget, attempts run out first.
+    #[allow(clippy::field_reassign_with_default)] // non_exhaustive: no literal
+    let config = {
+        let mut c = HandshakeConfig::default();
+        c.max_attempts = 2;
+        c
+    };
+    let (ini, _) = Initiator::new(&a, 0x1001, &payload("127.0.0.1:1", b""), 0).unwrap();
+    let mut ini = ini.with_config(config);
+    assert!(ini.handle_timeout(200).is_some());
+    assert_eq!(ini.poll_timeout(), Some(600));
+    assert!(!ini.is_expired(599));
+    assert!(ini.is_expired(600));
+    assert_eq!(ini.handle_timeout(600), None);
+
+    // Responders expire too.
+    let (_, init) = Initiator::new(&a, 0x1001, &payload("127.0.0.1:1", b""), 0).unwrap();
+    let (res, _) = Responder::new(
+        &Identity::generate(),
+        0x2002,
+        &init_of(&init),
+        &payload("127.0.0.1:2", b""),
+        0,
+    )
+    .unwrap();
+    assert!(!res.is_expired(4_999));
+    assert!(res.is_expired(5_000));
+}
+
+#[test]
+fn cookie_flow() {
+    let a = Identity::generate();
+    let b = Identity::generate();
+    let a_addr = addr("192.0.2.7:7001");
+    let mut jar = CookieJar::new();
+    let (mut ini, init) = Initiator::new(&a, 0x1001, &payload("192.0.2.7:7001", b""), 0).unwrap();
+    let first = init_of(&init);
+    assert_eq!(first.cookie, [0; COOKIE_LEN]);
+    // Under load: the Init's cookie does not verify; answer with a Cookie.
+    assert!(!jar.verify(a_addr, &first.cookie, 10));
+    let cookie = CookiePacket {
+        receiver_index: first.sender_index,
+        cookie: jar.cookie(a_addr, 10),
+    }
+    .encode();
+    let Packet::Cookie(c) = packet::parse(&cookie).unwrap() else {
+        panic!()
+    };
+    assert_eq!(c.receiver_index, ini.local_index());
+    let init2 = ini.with_cookie(c.cookie, 20);
+    let second = init_of(&init2);
+    assert_eq!(second.noise, first.noise, "same ephemeral key");
+    assert!(jar.verify(a_addr, &second.cookie, 30));
+    // Retransmissions carry the cookie, on a fresh timer.
+    assert_eq!(ini.poll_timeout(), Some(220));
+    assert_eq!(ini.handle_timeout(220), Some(init2.clone()));
+    let (_res, response) =
+        Responder::new(&b, 0x2002, &second, &payload("127.0.0.1:2", b""), 30).unwrap();
+    assert!(ini.handle_response(&response_of(&response), 40).is_ok());
+}
+
+#[test]
+fn reject_and_cookie_packets_round_trip() {
+    let r = RejectPacket {
+        reason: RejectReason::PlaintextOnly,
+    };
+    assert_eq!(r.encode().as_ref(), &[0xE6, 0, 0, 0, 2]);
+    assert_eq!(packet::parse(&r.encode()), Ok(Packet::Reject(r)));
+}
+
+// ---------------------------------------------------------------------------
+// Test vectors
+
+/// The fixed inputs of the vectors (documented in docs/encryption.md).
+struct VectorInputs;
+
+impl VectorInputs {
+    const INITIATOR_INDEX: u32 = 0x1122_3344;
+    const RESPONDER_INDEX: u32 = 0x5566_7788;
+    const NOW: u64 = 0;
+}
+
+/// Compute every vector: (name, bytes).
+fn compute_vectors() -> Vec<(&'static str, Vec<u8>)> {
+    let initiator = Identity::from_private_bytes(seq_key(0x00));
+    let responder = Identity::from_private_bytes(seq_key(0x20));
+    let (ie, re) = (seq_key(0x40), seq_key(0x60));
+    let (mut ini, init) = Initiator::new_inner(
+        &initiator,
+        VectorInputs::INITIATOR_INDEX,
+        &payload("127.0.0.1:7001", b""),
+        VectorInputs::NOW,
+        Some(&ie),
+    )
+    .unwrap();
+    let (mut res, response) = Responder::new_inner(
+        &responder,
+        VectorInputs::RESPONDER_INDEX,
+        &init_of(&init),
+        &payload("127.0.0.1:7002", b"gladius"),
+        VectorInputs::NOW,
+        Some(&re),
+    )
+    .unwrap();
+    let mut est_i = ini
+        .handle_response(&response_of(&response), VectorInputs::NOW)
+        .unwrap();
+    let finish = est_i.finish.clone().unwrap();
+    let mut est_r = res.handle_finish(&finish_of(&finish)).unwrap();
+    assert_eq!(est_r.remote_static, initiator.public_key());
+    assert_eq!(est_i.remote_static, responder.public_key());
+    let data_i = seal(&mut est_i.channel, b"hello");
+    assert_eq!(open(&mut est_r.channel, &data_i).unwrap(), b"hello");
+    let data_r = seal(&mut est_r.channel, b"hello");
+    assert_eq!(open(&mut est_i.channel, &data_r).unwrap(), b"hello");
+
+    let mut jar = CookieJar::with_secret(seq_key(0x80), VectorInputs::NOW);
+    let cookie = jar.cookie(addr("127.0.0.1:7001"), VectorInputs::NOW);
+    let cookie_packet = CookiePacket {
+        receiver_index: VectorInputs::INITIATOR_INDEX,
+        cookie,
+    }
+    .encode();
+    let init_cookie = ini.with_cookie(cookie, VectorInputs::NOW);
+    let reject = RejectPacket {
+        reason: RejectReason::RequiresEncryption,
+    }
+    .encode();
+    vec![
+        (
+            "initiator-public-key",
+            initiator.public_key().as_bytes().to_vec(),
+        ),
+        (
+            "responder-public-key",
+            responder.public_key().as_bytes().to_vec(),
+        ),
+        ("init", init.to_vec()),
+        ("response", response.to_vec()),
+        ("finish", finish.to_vec()),
+        ("data-initiator-to-responder", data_i),
+        ("data-responder-to-initiator", data_r),
+        ("cookie", cookie_packet.to_vec()),
+        ("init-with-cookie", init_cookie.to_vec()),
+        ("reject", reject.to_vec()),
+    ]
+}
+
+/// Every `vector: NAME` line of the document with the bytes of the ```hex
+/// block that follows it.
+fn doc_vectors(md: &str) -> BTreeMap<String, Vec<u8>> {
+    let mut out = BTreeMap::new();
+    let mut lines = md.lines();
+    while let Some(line) = lines.next() {
+        let Some(name) = line.strip_prefix("vector:") else {
+            continue;
+        };
+        let name = name.trim().trim_matches('`').to_owned();
+        let mut hex = String::new();
+        let mut in_block = false;
+        for l in lines.by_ref() {
+            if !in_block {
+                if l.trim() == "```hex" {
+                    in_block = true;
+                } else {
+                    assert!(
+                        l.trim().is_empty(),
+                        "vector {name}: text before the hex block"
+                    );
+                }
+                continue;
+            }
+            if l.trim() == "```" {
+                break;
+            }
+            hex.extend(l.chars().filter(|c| !c.is_whitespace()));
+        }
+        assert!(in_block, "vector {name}: no ```hex block");
+        let bytes = (0..hex.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).expect("hex"))
+            .collect();
+        assert!(
+            out.insert(name.clone(), bytes).is_none(),
+            "duplicate {name}"
+        );
+    }
+    out
+}
+
+fn hex_block(bytes: &[u8]) -> String {
+    bytes
+        .chunks(32)
+        .map(super::to_hex)
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn vectors_match_docs() {
+    let doc = doc_vectors(ENCRYPTION_MD);
+    let computed = compute_vectors();
+    for (name, bytes) in &computed {
+        let expected = doc
+            .get(*name)
+            .unwrap_or_else(|| panic!("vector {name} missing from docs/encryption.md"));
+        assert_eq!(
+            super::to_hex(expected),
+            super::to_hex(bytes),
+            "vector {name} differs (run `cargo test -p gladius-p2p --lib print_vectors -- --ignored --nocapture`)"
+        );
+    }
+    assert_eq!(doc.len(), computed.len(), "extra vectors in the document");
+    // The documented bytes also parse as what they claim to be.
+    for (name, bytes) in &doc {
+        if name.ends_with("public-key") {
+            continue;
+        }
+        assert!(packet::parse(bytes).is_ok(), "{name}");
+        assert!(matches!(classify(bytes), Kind::Encrypted(_)), "{name}");
+    }
+}
+
+/// Prints the vectors in the document's format.
+#[test]
+#[ignore]
+fn print_vectors() {
+    for (name, bytes) in compute_vectors() {
+        println!("vector: {name}\n\n```hex\n{}\n```\n", hex_block(&bytes));
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Robustness
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    #[test]
+    fn open_never_panics_on_arbitrary_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..1600)) {
+        thread_local! {
+            static PAIR: std::cell::RefCell<Pair> =
+                std::cell::RefCell::new(handshake(&Identity::generate(), &Identity::generate()));
+        }
+        PAIR.with(|p| {
+            let mut p = p.borrow_mut();
+            let mut out = Vec::new();
+            prop_assert!(p.b.channel.open(&bytes, &mut out).is_err());
+            prop_assert!(out.is_empty());
+            // The same bytes under a valid Data header and our index.
+            let mut framed = Vec::new();
+            DataPacket {
+                receiver_index: p.b.channel.local_index(),
+                counter: u64::from_le_bytes(std::array::from_fn(|i| bytes.get(i).copied().unwrap_or(0))),
+                ciphertext: &bytes,
+            }
+            .encode_into(&mut framed);
+            prop_assert!(p.b.channel.open(&framed, &mut out).is_err());
+            prop_assert!(out.is_empty());
+            Ok(())
+        })?;
+    }
+
+    #[test]
+    fn handshake_entry_points_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..1500)) {
+        let id = Identity::from_private_bytes([9; 32]);
+        if let Ok(Packet::Init(init)) = packet::parse(&bytes) {
+            let _ = Responder::new(&id, 1, &init, &payload("127.0.0.1:1", b""), 0);
+        }
+        let (mut ini, _) = Initiator::new(&id, 1, &payload("127.0.0.1:1", b""), 0).unwrap();
+        let forged = ResponsePacket { sender_index: 2, receiver_index: 1, noise: &bytes };
+        prop_assert!(ini.handle_response(&forged, 0).is_err());
+        prop_assert!(ini.poll_timeout().is_some(), "a forged response must not end the handshake");
+    }
+}
+
+/// Rough costs; run with
+/// `cargo test --release -p gladius-p2p --lib crypto::tests::bench_costs -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn bench_costs() {
+    use std::time::Instant;
+    let a = Identity::generate();
+    let b = Identity::generate();
+    let n = 200;
+    let start = Instant::now();
+    for _ in 0..n {
+        std::hint::black_box(handshake(&a, &b));
+    }
+    let per = start.elapsed() / n;
+    println!("full handshake (both sides, in memory): {per:?}");
+
+    let mut p = handshake(&a, &b);
+    let msg = vec![0x5au8; 1400];
+    let mut sealed = Vec::with_capacity(1500);
+    let mut opened = Vec::with_capacity(1500);
+    let n = 100_000;
+    let start = Instant::now();
+    for _ in 0..n {
+        p.a.channel.seal(&msg, &mut sealed).unwrap();
+        p.b.channel.open(&sealed, &mut opened).unwrap();
+    }
+    let per = start.elapsed() / n;
+    println!("seal + open of 1400 bytes: {per:?}");
+}
