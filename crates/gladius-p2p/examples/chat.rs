@@ -9,7 +9,7 @@
 
 use std::net::SocketAddr;
 
-use gladius_p2p::{async_trait, Config, Message, Network, Plugin, Received};
+use gladius_p2p::{async_trait, Config, Message, Network, PeerInfo, Plugin, Received};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 /// Prints every chat message.
@@ -20,8 +20,14 @@ impl Plugin for Printer {
     fn name(&self) -> &str {
         "printer"
     }
-    async fn peer_connected(&self, _net: &Network, addr: SocketAddr, _writable: bool) {
-        println!("* connected to {addr}");
+    async fn peer_connected(&self, _net: &Network, peer: &PeerInfo) {
+        match peer.public_key {
+            Some(key) => println!("* connected to {} (key {key})", peer.addr),
+            None => println!("* connected to {} (plaintext)", peer.addr),
+        }
+    }
+    async fn peer_rejected(&self, _net: &Network, addr: SocketAddr, reason: &str) {
+        println!("* {addr} refused: {reason}");
     }
     async fn peer_disconnected(&self, _net: &Network, addr: SocketAddr) {
         println!("* {addr} left");

@@ -1,10 +1,14 @@
 //! Node configuration: every knob with its default and unit, validated once
 //! when the node is created.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use bytes::Bytes;
 use gladius_kcp::KcpConfig;
+
+use crate::crypto::{Identity, PublicKey, MAX_APP_PAYLOAD};
 
 use crate::error::ConfigError;
 use crate::wire::Frame;
@@ -64,6 +68,11 @@ pub struct Config {
     pub(crate) max_inbound_sessions: usize,
     pub(crate) advertise_addr: Option<SocketAddr>,
     pub(crate) socket_buffer_bytes: usize,
+    pub(crate) plaintext: bool,
+    pub(crate) identity: Option<Identity>,
+    pub(crate) known_peers: HashMap<SocketAddr, PublicKey>,
+    pub(crate) max_half_open: usize,
+    pub(crate) handshake_payload: Bytes,
 }
 
 impl Default for Config {
@@ -82,6 +91,11 @@ impl Default for Config {
             max_inbound_sessions: 4096,
             advertise_addr: None,
             socket_buffer_bytes: 4 * 1024 * 1024,
+            plaintext: false,
+            identity: None,
+            known_peers: HashMap::new(),
+            max_half_open: 1024,
+            handshake_payload: Bytes::new(),
         }
     }
 }
@@ -156,6 +170,44 @@ impl Config {
         self.socket_buffer_bytes = bytes;
         self
     }
+    /// Opt out of encryption: datagrams are bare KCP segments, readable by
+    /// anyone and interoperable with ikcp. Default false (encrypted). An
+    /// encrypted and a plaintext node refuse each other with a counted
+    /// `Reject`.
+    pub fn with_plaintext(mut self, plaintext: bool) -> Self {
+        self.plaintext = plaintext;
+        self
+    }
+    /// The node's static X25519 identity. Default: a fresh one per node
+    /// (see [`Identity::load_or_generate`] for a persistent one).
+    pub fn with_identity(mut self, identity: Identity) -> Self {
+        self.identity = Some(identity);
+        self
+    }
+    /// Pin `key` for `addr`: a session with that address completes only if
+    /// the peer proves this static key (counted and reported otherwise).
+    pub fn with_known_peer(mut self, addr: SocketAddr, key: PublicKey) -> Self {
+        self.known_peers.insert(addr, key);
+        self
+    }
+    /// Most inbound handshakes waiting for their last message. Past half of
+    /// it, new initiators must prove their address with a cookie first.
+    /// Default 1024.
+    pub fn with_max_half_open(mut self, n: usize) -> Self {
+        self.max_half_open = n;
+        self
+    }
+    /// Bytes (at most 1024) every peer receives in our handshake, e.g. a
+    /// signature binding an application key to our static key; peers' show
+    /// in [`PeerInfo::handshake_payload`](crate::PeerInfo). Default empty.
+    pub fn with_handshake_payload(mut self, payload: impl Into<Bytes>) -> Self {
+        self.handshake_payload = payload.into();
+        self
+    }
+    /// Whether the node runs without encryption.
+    pub fn is_plaintext(&self) -> bool {
+        self.plaintext
+    }
     /// The configured maximum message body size.
     pub fn max_message_size(&self) -> usize {
         self.max_message_size
@@ -202,6 +254,17 @@ impl Config {
         }
         if kcp.send_window == 0 || kcp.recv_window == 0 {
             return Err(ConfigError::Kcp("windows must be non-zero"));
+        }
+        if !self.plaintext && kcp.mtu + crate::crypto::packet::DATA_OVERHEAD > 65_507 {
+            return Err(ConfigError::Kcp(
+                "mtu too large to seal in one UDP datagram",
+            ));
+        }
+        if self.handshake_payload.len() > MAX_APP_PAYLOAD {
+            return Err(ConfigError::HandshakePayload(self.handshake_payload.len()));
+        }
+        if self.max_half_open == 0 {
+            return Err(ConfigError::Timing("max_half_open must be non-zero"));
         }
         Ok(())
     }

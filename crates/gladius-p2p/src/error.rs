@@ -25,6 +25,9 @@ pub enum ConfigError {
     /// The KCP parameters are out of range.
     #[error("invalid KCP parameters: {0}")]
     Kcp(&'static str),
+    /// The handshake payload is longer than 1024 bytes.
+    #[error("handshake payload of {0} bytes exceeds 1024")]
+    HandshakePayload(usize),
 }
 
 /// Why an operation on the [`Network`](crate::Network) failed.

@@ -36,9 +36,10 @@ pub mod wire;
 
 pub use async_trait::async_trait;
 pub use config::{Config, KcpPreset, DEFAULT_MAX_MESSAGE_SIZE};
+pub use crypto::{Identity, IdentityError, PublicKey};
 pub use error::{ConfigError, NetworkError, RequestError};
 pub use gladius_kcp::KcpConfig;
-pub use network::{Network, Received, SendFailure, SendReport, ToPeerAddr};
+pub use network::{Network, PeerInfo, Received, SendFailure, SendReport, ToPeerAddr};
 pub use plugin::{Plugin, PLUGIN_QUEUE_LEN};
 pub use socket::{DatagramSocket, LinkFaults, MemoryNetwork, MemorySocket};
 pub use state::{ConnectionState, Counters, Direction, NetworkState, PeerState, PluginState};

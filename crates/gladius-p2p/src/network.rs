@@ -8,9 +8,13 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
+use bytes::Bytes;
+
+use crate::crypto::PublicKey;
 use crate::driver::{Command, Driver};
 use crate::error::{NetworkError, RequestError};
 use crate::socket::DatagramSocket;
+use crate::state::Direction;
 use crate::state::NetworkState;
 use crate::wire::Message;
 use crate::{Config, ConfigError, Plugin};
@@ -47,6 +51,24 @@ impl Received {
     pub fn is_request(&self) -> bool {
         self.request_id.is_some()
     }
+}
+
+/// Who a newly connected peer is, as [`Plugin::peer_connected`] sees it.
+#[derive(Debug, Clone)]
+pub struct PeerInfo {
+    /// The UDP address of the session.
+    pub addr: SocketAddr,
+    /// The address it announced (its messages' `sender`).
+    pub advertised: SocketAddr,
+    /// Its static key, proven in the handshake; `None` in plaintext mode.
+    pub public_key: Option<PublicKey>,
+    /// The application bytes it sent in its handshake (empty if none or in
+    /// plaintext mode).
+    pub handshake_payload: Bytes,
+    /// Whether broadcasts reach it.
+    pub writable: bool,
+    /// Who opened the session.
+    pub direction: Direction,
 }
 
 /// Why a message was not queued to one peer.
@@ -101,8 +123,11 @@ pub struct Network {
 
 impl Network {
     /// Validate `config` and start the node's driver (not yet listening).
-    pub fn new(config: Config) -> Result<Self, ConfigError> {
+    pub fn new(mut config: Config) -> Result<Self, ConfigError> {
         config.validate()?;
+        if !config.plaintext && config.identity.is_none() {
+            config.identity = Some(crate::crypto::Identity::generate());
+        }
         let config = Arc::new(config);
         let (commands, rx) = mpsc::channel(COMMAND_QUEUE_LEN);
         let (shutdown_tx, shutdown_rx) = oneshot::channel();
@@ -168,7 +193,32 @@ impl Network {
     /// Idempotent; also promotes a known non-writable peer.
     pub async fn add(&self, addr: impl ToPeerAddr) -> Result<SocketAddr, NetworkError> {
         let addr = resolve(addr).await?;
-        self.call(|reply| Command::Add { addr, reply }).await??;
+        self.call(|reply| Command::Add {
+            addr,
+            key: None,
+            reply,
+        })
+        .await??;
+        Ok(addr)
+    }
+
+    /// [`add`](Self::add) with the peer's static key pinned: the session
+    /// completes only if the peer proves `key`; otherwise the attempt is
+    /// refused, counted (`pin_mismatches`) and reported to plugins
+    /// (`peer_rejected`). Pinning an already added peer applies from its
+    /// next handshake.
+    pub async fn add_pinned(
+        &self,
+        addr: impl ToPeerAddr,
+        key: PublicKey,
+    ) -> Result<SocketAddr, NetworkError> {
+        let addr = resolve(addr).await?;
+        self.call(|reply| Command::Add {
+            addr,
+            key: Some(key),
+            reply,
+        })
+        .await??;
         Ok(addr)
     }
 

@@ -30,7 +30,7 @@ use std::sync::Arc;
 use futures_util::FutureExt;
 use tokio::sync::mpsc;
 
-use crate::{Network, Received};
+use crate::{Network, PeerInfo, Received};
 
 /// Events one plugin may have waiting. Large enough to absorb bursts of
 /// thousands of small messages; small enough that a stuck plugin holds at
@@ -63,9 +63,15 @@ pub trait Plugin: Send + Sync + 'static {
     async fn node_added(&self, _net: &Network, _addr: SocketAddr) {}
     /// A peer left the route table.
     async fn node_deleted(&self, _net: &Network, _addr: SocketAddr) {}
-    /// A session to `addr` completed its hello; `writable` tells whether
-    /// broadcasts will reach it.
-    async fn peer_connected(&self, _net: &Network, _addr: SocketAddr, _writable: bool) {}
+    /// A session completed (handshake and hello): who the peer is, whether
+    /// broadcasts will reach it, and what it put in its handshake. A plugin
+    /// that vets peers (e.g. checks a signature in the handshake payload)
+    /// promotes them with `add`/`set_writable` or drops them with `delete`.
+    async fn peer_connected(&self, _net: &Network, _peer: &PeerInfo) {}
+    /// A connection attempt to `addr` failed for a reason worth telling:
+    /// the peer refused us (other encryption mode, pinned key) or its key
+    /// did not match the one pinned.
+    async fn peer_rejected(&self, _net: &Network, _addr: SocketAddr, _reason: &str) {}
     /// The session to `addr` ended.
     async fn peer_disconnected(&self, _net: &Network, _addr: SocketAddr) {}
     /// A message (or a request; see [`Received::is_request`]) arrived.
@@ -80,7 +86,8 @@ pub(crate) enum PluginEvent {
     Startup,
     NodeAdded(SocketAddr),
     NodeDeleted(SocketAddr),
-    PeerConnected(SocketAddr, bool),
+    PeerConnected(Arc<PeerInfo>),
+    PeerRejected(SocketAddr, Arc<str>),
     PeerDisconnected(SocketAddr),
     Message(Arc<Received>),
     Close,
@@ -141,7 +148,8 @@ async fn run(
                 PluginEvent::Startup => plugin.startup(&net).await,
                 PluginEvent::NodeAdded(a) => plugin.node_added(&net, a).await,
                 PluginEvent::NodeDeleted(a) => plugin.node_deleted(&net, a).await,
-                PluginEvent::PeerConnected(a, w) => plugin.peer_connected(&net, a, w).await,
+                PluginEvent::PeerConnected(p) => plugin.peer_connected(&net, &p).await,
+                PluginEvent::PeerRejected(a, r) => plugin.peer_rejected(&net, a, &r).await,
                 PluginEvent::PeerDisconnected(a) => plugin.peer_disconnected(&net, a).await,
                 PluginEvent::Message(m) => plugin.new_message(&net, &m).await,
                 PluginEvent::Close => plugin.close(&net).await,

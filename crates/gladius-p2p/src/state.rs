@@ -5,6 +5,8 @@ use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
 
+use crate::crypto::PublicKey;
+
 /// Everything the node knows about itself and its peers at one instant.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct NetworkState {
@@ -12,8 +14,13 @@ pub struct NetworkState {
     pub local_addr: Option<SocketAddr>,
     /// The address announced to peers and used as `sender`.
     pub advertised_addr: Option<SocketAddr>,
-    /// This node's static public key (hex), when encryption is on.
-    pub public_key: Option<String>,
+    /// This node's static public key (hex in JSON); `None` in plaintext mode.
+    pub public_key: Option<PublicKey>,
+    /// Whether datagrams are encrypted.
+    pub encrypted: bool,
+    /// Inbound handshakes waiting for their last message (bounded by
+    /// `max_half_open`).
+    pub half_open_handshakes: usize,
     /// Every peer in the route table or with a live session, sorted by address.
     pub peers: Vec<PeerState>,
     /// Registered plugins, in registration order.
@@ -60,8 +67,8 @@ pub struct PeerState {
     pub addr: SocketAddr,
     /// The address the peer announced in its hello.
     pub advertised: Option<SocketAddr>,
-    /// The peer's static public key (hex), when encryption is on.
-    pub public_key: Option<String>,
+    /// The peer's static public key, as proven in the handshake.
+    pub public_key: Option<PublicKey>,
     /// Whether broadcasts write to it.
     pub writable: bool,
     /// Whether it is in the route table (added by the user or a plugin).
@@ -84,6 +91,8 @@ pub struct PeerState {
     pub last_seen_ms_ago: Option<u64>,
     /// Bytes waiting for the peer: queued plus unacknowledged.
     pub queued_bytes: usize,
+    /// Why the last connection attempt or session failed, if it did.
+    pub last_error: Option<String>,
 }
 
 /// One plugin.
@@ -132,4 +141,27 @@ pub struct Counters {
     /// Frames queued to a peer that was forgotten before a session to it
     /// was established (it never answered, or was deleted).
     pub abandoned_frames: u64,
+    /// Session openers from a node of the other mode (plaintext vs
+    /// encrypted), answered with a `Reject`.
+    pub encryption_mismatches: u64,
+    /// Our connection attempts the peer answered with a `Reject`.
+    pub rejected_by_peer: u64,
+    /// Handshakes refused because the peer's key is not the pinned one.
+    pub pin_mismatches: u64,
+    /// Handshake messages that did not authenticate or did not fit a
+    /// handshake in progress.
+    pub bad_handshakes: u64,
+    /// Our handshakes that got no answer in time.
+    pub handshake_timeouts: u64,
+    /// Initiations dropped: too soon after the previous one from the same
+    /// address, or the half-open table full.
+    pub throttled_handshakes: u64,
+    /// Cookie replies sent to initiators while under load.
+    pub cookies_sent: u64,
+    /// Sealed datagrams that failed authentication (forged or corrupted).
+    pub decrypt_failures: u64,
+    /// Sealed datagrams rejected by the replay window (replayed or too old).
+    pub replayed_datagrams: u64,
+    /// Sessions closed to re-key before the nonce limit.
+    pub rekeys: u64,
 }

@@ -137,11 +137,17 @@ async fn expect_counter(net: &Network, what: &str, f: impl Fn(&Counters) -> u64,
     );
 }
 
+/// Plaintext mode on purpose: here KCP itself faces the attacker (the
+/// encrypted mode's tests are in tests/encrypted.rs).
+fn plaintext() -> gladius_p2p::Config {
+    test_config().with_plaintext(true)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_live_pair_survives_hostile_datagrams_and_counts_them() {
     // A on a sniffing socket, so the test learns the live conv.
     let convs = Arc::new(Mutex::new(BTreeSet::new()));
-    let a = Network::new(test_config()).unwrap();
+    let a = Network::new(plaintext()).unwrap();
     let ra = Recorder::default();
     a.register_plugin(ra.clone()).await.unwrap();
     let a_addr = a
@@ -151,7 +157,7 @@ async fn a_live_pair_survives_hostile_datagrams_and_counts_them() {
         })
         .await
         .unwrap();
-    let (b, b_addr, rb) = node().await;
+    let (b, b_addr, rb) = node_with(plaintext()).await;
     a.add(b_addr).await.unwrap();
     wait_connected(&a, b_addr).await;
     wait_connected(&b, a_addr).await;

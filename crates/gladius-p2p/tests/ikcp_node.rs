@@ -31,7 +31,8 @@ async fn node_interoperates_with_reference_ikcp_peer() {
         eprintln!("SKIPPED node_interoperates_with_reference_ikcp_peer: python3 -m pip install kcp==0.1.6");
         return;
     }
-    let (node, node_addr, rec) = node().await;
+    // ikcp speaks plaintext KCP: the explicit opt-out of encryption.
+    let (node, node_addr, rec) = node_with(test_config().with_plaintext(true)).await;
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/ikcp_node.py");
     let mut child = Command::new("python3")
         .arg(script)

@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use gladius_p2p::{async_trait, Config, Network, Plugin, Received};
+use gladius_p2p::{async_trait, Config, Network, PeerInfo, Plugin, Received};
 
 /// One hook call as a plugin saw it.
 #[derive(Debug, Clone, PartialEq)]
@@ -18,6 +18,7 @@ pub enum Event {
     NodeDeleted(SocketAddr),
     Connected(SocketAddr, bool),
     Disconnected(SocketAddr),
+    Rejected(SocketAddr, String),
     Message {
         from: SocketAddr,
         sender: Option<SocketAddr>,
@@ -80,8 +81,11 @@ impl Plugin for Recorder {
     async fn node_deleted(&self, _net: &Network, addr: SocketAddr) {
         self.push(Event::NodeDeleted(addr));
     }
-    async fn peer_connected(&self, _net: &Network, addr: SocketAddr, writable: bool) {
-        self.push(Event::Connected(addr, writable));
+    async fn peer_connected(&self, _net: &Network, peer: &PeerInfo) {
+        self.push(Event::Connected(peer.addr, peer.writable));
+    }
+    async fn peer_rejected(&self, _net: &Network, addr: SocketAddr, reason: &str) {
+        self.push(Event::Rejected(addr, reason.to_owned()));
     }
     async fn peer_disconnected(&self, _net: &Network, addr: SocketAddr) {
         self.push(Event::Disconnected(addr));

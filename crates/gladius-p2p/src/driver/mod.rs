@@ -5,6 +5,13 @@
 //! One loop iteration handles one input (a command, a burst of datagrams or
 //! the due timers), then flushes every session it touched once, so many
 //! small messages and ACKs leave in few datagrams.
+//!
+//! In encrypted mode (the default) a session exists only after a Noise
+//! handshake; every datagram it sends is sealed and every datagram it gets
+//! is opened first. That path lives in [`encrypted`]; this file is the part
+//! common to both modes.
+
+mod encrypted;
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
@@ -22,8 +29,9 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tracing::Instrument;
 
+use crate::crypto::{self, Initiator, Kind, PublicKey, SecureChannel};
 use crate::error::{NetworkError, RequestError};
-use crate::network::{Received, SendFailure, SendReport, Targets};
+use crate::network::{PeerInfo, Received, SendFailure, SendReport, Targets};
 use crate::plugin::{PluginEvent, PluginSlot};
 use crate::session::{encode_frame, CloseCause, Inbound, Session, SessionConfig, SessionEvent};
 use crate::socket::DatagramSocket;
@@ -47,6 +55,7 @@ pub(crate) enum Command {
     },
     Add {
         addr: SocketAddr,
+        key: Option<PublicKey>,
         reply: Reply<Result<(), NetworkError>>,
     },
     Delete {
@@ -92,6 +101,8 @@ enum TimerKey {
     Session(SocketAddr),
     Reconnect(SocketAddr),
     Request(u64),
+    /// Expiry of an inbound half-open handshake.
+    HalfOpen(SocketAddr),
     /// The graceful-close deadline.
     CloseDeadline,
 }
@@ -116,6 +127,20 @@ struct Peer {
     /// Counts of sessions that already ended.
     past: crate::session::SessionStats,
     last_seen: Option<u64>,
+    /// Encrypted mode: our handshake in progress (no session yet).
+    handshake: Option<Initiator>,
+    /// Encrypted mode: the channel the session's datagrams are sealed with.
+    channel: Option<SecureChannel>,
+    /// Initiator only: our `Finish`, resent at the given time until the
+    /// first sealed datagram from the peer proves it arrived.
+    finish: Option<(Bytes, u64)>,
+    /// The static key the peer must prove, if pinned.
+    pinned: Option<PublicKey>,
+    /// What the last handshake proved and carried.
+    public_key: Option<PublicKey>,
+    handshake_payload: Bytes,
+    handshake_advertised: Option<SocketAddr>,
+    last_error: Option<String>,
 }
 
 impl Peer {
@@ -134,11 +159,32 @@ impl Peer {
             direction,
             past: Default::default(),
             last_seen: None,
+            handshake: None,
+            channel: None,
+            finish: None,
+            pinned: None,
+            public_key: None,
+            handshake_payload: Bytes::new(),
+            handshake_advertised: None,
+            last_error: None,
         }
     }
 
     fn queued_bytes(&self) -> usize {
         self.pending_bytes + self.session.as_ref().map_or(0, Session::unacked_bytes)
+    }
+
+    /// A session or a handshake is under way.
+    fn has_link(&self) -> bool {
+        self.session.is_some() || self.handshake.is_some()
+    }
+
+    /// The earliest time any of the peer's state machines needs the clock.
+    fn deadline(&self, now: u64) -> Option<u64> {
+        let session = self.session.as_ref().and_then(|s| s.poll_timeout(now));
+        let handshake = self.handshake.as_ref().and_then(Initiator::poll_timeout);
+        let finish = self.finish.as_ref().map(|(_, at)| *at);
+        [session, handshake, finish].into_iter().flatten().min()
     }
 }
 
@@ -173,6 +219,14 @@ pub(crate) struct Driver {
     rng: StdRng,
     closing: Option<Closing>,
     span: tracing::Span,
+    /// Encrypted mode only.
+    crypto: Option<encrypted::CryptoState>,
+    /// Datagrams to send that no session produced (handshake packets,
+    /// rejects), sent with the next flush.
+    outbox: Vec<(SocketAddr, Bytes)>,
+    /// Scratch buffers for sealing and opening, reused.
+    seal_buf: Vec<u8>,
+    open_buf: Vec<u8>,
 }
 
 impl Driver {
@@ -183,6 +237,11 @@ impl Driver {
         plugin_handle: Network,
     ) {
         let mut rng = StdRng::from_entropy();
+        let crypto = config
+            .identity
+            .clone()
+            .filter(|_| !config.plaintext)
+            .map(encrypted::CryptoState::new);
         let driver = Driver {
             session_config: SessionConfig::from_config(&config, rng.gen()),
             config,
@@ -201,6 +260,10 @@ impl Driver {
             rng,
             closing: None,
             span: tracing::info_span!("node", addr = tracing::field::Empty),
+            crypto,
+            outbox: Vec::new(),
+            seal_buf: Vec::new(),
+            open_buf: Vec::new(),
         };
         let span = driver.span.clone();
         tokio::spawn(driver.run(commands, shutdown).instrument(span));
@@ -267,8 +330,8 @@ impl Driver {
             Command::Listen { socket, reply } => {
                 let _ = reply.send(self.listen(socket));
             }
-            Command::Add { addr, reply } => {
-                let _ = reply.send(self.add(addr));
+            Command::Add { addr, key, reply } => {
+                let _ = reply.send(self.add(addr, key));
             }
             Command::Delete { addr, reply } => {
                 self.delete(addr);
@@ -355,7 +418,7 @@ impl Driver {
         Some(addr) == self.local || Some(addr) == self.advertised
     }
 
-    fn add(&mut self, addr: SocketAddr) -> Result<(), NetworkError> {
+    fn add(&mut self, addr: SocketAddr, key: Option<PublicKey>) -> Result<(), NetworkError> {
         if self.socket.is_none() {
             return Err(NetworkError::NotListening);
         }
@@ -367,12 +430,15 @@ impl Driver {
             .peers
             .entry(addr)
             .or_insert_with(|| Peer::new(false, Direction::Outbound, min));
+        if key.is_some() {
+            peer.pinned = key;
+        }
         if peer.added {
             return Ok(());
         }
         peer.added = true;
         peer.writable = true;
-        let needs_connect = peer.session.is_none();
+        let needs_connect = !peer.has_link();
         self.emit(PluginEvent::NodeAdded(addr));
         if needs_connect {
             self.connect(addr);
@@ -389,6 +455,7 @@ impl Driver {
         peer.added = false;
         peer.writable = false;
         peer.reconnect_at = None;
+        peer.handshake = None;
         match peer.session.as_mut() {
             Some(s) => {
                 s.close(now, CloseReason::Deleted);
@@ -500,7 +567,7 @@ impl Driver {
                 peer.pending_bytes += frame.len();
             }
         }
-        let needs_connect = peer.session.is_none() && peer.reconnect_at.is_none();
+        let needs_connect = !peer.has_link() && peer.reconnect_at.is_none();
         if needs_connect {
             self.connect(addr);
         }
@@ -551,6 +618,7 @@ impl Driver {
             .map(|(addr, p)| {
                 let live = p.session.as_ref().map(Session::stats).unwrap_or_default();
                 let connection = match &p.session {
+                    None if p.handshake.is_some() => ConnectionState::Connecting,
                     None => ConnectionState::Disconnected,
                     Some(s) if s.is_established() => ConnectionState::Connected,
                     Some(s) if s.is_connecting() => ConnectionState::Connecting,
@@ -559,7 +627,7 @@ impl Driver {
                 PeerState {
                     addr: *addr,
                     advertised: p.advertised,
-                    public_key: None,
+                    public_key: p.public_key,
                     writable: p.writable,
                     in_route_table: p.added,
                     direction: p.direction,
@@ -576,6 +644,7 @@ impl Driver {
                         .or(p.last_seen)
                         .map(|t| now.saturating_sub(t)),
                     queued_bytes: p.queued_bytes(),
+                    last_error: p.last_error.clone(),
                 }
             })
             .collect();
@@ -583,7 +652,9 @@ impl Driver {
         NetworkState {
             local_addr: self.local,
             advertised_addr: self.advertised,
-            public_key: None,
+            public_key: self.crypto.as_ref().map(|c| c.public_key()),
+            encrypted: self.crypto.is_some(),
+            half_open_handshakes: self.crypto.as_ref().map_or(0, |c| c.half_open_len()),
             peers,
             plugins: self
                 .plugins
@@ -604,6 +675,9 @@ impl Driver {
         let Some(advertised) = self.advertised else {
             return;
         };
+        if self.crypto.is_some() {
+            return self.initiate(addr);
+        }
         let now = self.now();
         let conv = self.rng.gen_range(1..=u32::MAX);
         let session = Session::new(conv, advertised, &self.session_config, now);
@@ -666,6 +740,19 @@ impl Driver {
     }
 
     fn handle_datagram(&mut self, from: SocketAddr, datagram: &[u8]) {
+        match (crypto::classify(datagram), self.crypto.is_some()) {
+            (Kind::Encrypted(_), true) => self.handle_encrypted(from, datagram),
+            (Kind::Encrypted(_), false) => self.encrypted_at_plaintext_node(from, datagram),
+            (Kind::Plaintext, true) => self.plaintext_at_encrypted_node(from, datagram),
+            (Kind::Plaintext, false) => self.handle_plaintext(from, datagram),
+            (Kind::Garbage, _) => {
+                self.counters.malformed_datagrams += 1;
+                tracing::debug!(%from, len = datagram.len(), "malformed datagram");
+            }
+        }
+    }
+
+    fn handle_plaintext(&mut self, from: SocketAddr, datagram: &[u8]) {
         let now = self.now();
         let Some(conv) = demux::conv_of(datagram) else {
             self.counters.malformed_datagrams += 1;
@@ -779,16 +866,32 @@ impl Driver {
             };
             match event {
                 SessionEvent::Connected { advertised } => {
+                    if peer.handshake_advertised.is_some_and(|h| h != advertised) {
+                        // The hello must name the address the handshake
+                        // authenticated; anything else is a lie.
+                        tracing::debug!(%addr, %advertised, "hello contradicts the handshake");
+                        session.replace();
+                        self.counters.protocol_errors += 1;
+                        continue;
+                    }
                     peer.advertised = Some(advertised);
+                    peer.last_error = None;
                     peer.backoff = self.config.reconnect_min;
                     // Hand over what waited for the hello, in order.
                     while let Some(frame) = peer.pending.pop_front() {
                         peer.pending_bytes -= frame.len();
                         session.send_frame(now, &frame);
                     }
-                    let writable = peer.writable;
+                    let info = PeerInfo {
+                        addr,
+                        advertised,
+                        public_key: peer.public_key,
+                        handshake_payload: peer.handshake_payload.clone(),
+                        writable: peer.writable,
+                        direction: peer.direction,
+                    };
                     tracing::debug!(%addr, %advertised, "session established");
-                    self.emit(PluginEvent::PeerConnected(addr, writable));
+                    self.emit(PluginEvent::PeerConnected(Arc::new(info)));
                 }
                 SessionEvent::Frame(inbound) => {
                     let writable = peer.writable;
@@ -815,6 +918,9 @@ impl Driver {
                         _ => {}
                     }
                     tracing::debug!(%addr, ?cause, "session closed");
+                    if !matches!(cause, CloseCause::Local | CloseCause::Replaced) {
+                        peer.last_error = Some(format!("{cause:?}"));
+                    }
                     // A replacing session carries on with the same peer;
                     // requests still queued go out on it.
                     if cause != CloseCause::Replaced {
@@ -877,9 +983,14 @@ impl Driver {
     /// Remove a closed session, keep its counts, and decide what comes next
     /// for the peer: a reconnect (route table) or nothing (forget it).
     fn retire_session(&mut self, addr: SocketAddr) {
-        if !self.take_session(addr) {
-            return;
+        if self.take_session(addr) {
+            self.link_down(addr);
         }
+    }
+
+    /// The peer has neither session nor handshake any more: reconnect after
+    /// a backoff if it is in the route table, forget it otherwise.
+    fn link_down(&mut self, addr: SocketAddr) {
         let now = self.now();
         let Some(peer) = self.peers.get_mut(&addr) else {
             return;
@@ -906,6 +1017,8 @@ impl Driver {
         let Some(session) = peer.session.take() else {
             return false;
         };
+        peer.channel = None;
+        peer.finish = None;
         let s = session.stats();
         peer.past.bytes_in += s.bytes_in;
         peer.past.bytes_out += s.bytes_out;
@@ -944,12 +1057,16 @@ impl Driver {
                         continue; // superseded by an earlier entry
                     }
                     peer.timer_at = None;
-                    if let Some(s) = peer.session.as_mut() {
+                    if peer.handshake.is_some() || peer.finish.is_some() {
+                        self.handshake_timers(addr, now);
+                    }
+                    if let Some(s) = self.peers.get_mut(&addr).and_then(|p| p.session.as_mut()) {
                         s.handle_timeout(now);
                         self.drain_events(addr);
                     }
                     self.touch(addr);
                 }
+                TimerKey::HalfOpen(addr) => self.expire_half_open(addr, now),
                 TimerKey::Reconnect(addr) => {
                     let due = self.peers.get(&addr).is_some_and(|p| {
                         p.reconnect_at == Some(t) && p.added && p.session.is_none()
@@ -974,6 +1091,9 @@ impl Driver {
     /// Flush every touched session once, send its datagrams, retire it if it
     /// closed, and re-arm its timer.
     async fn flush_dirty(&mut self) {
+        for (to, datagram) in std::mem::take(&mut self.outbox) {
+            send_datagram(self.socket.as_deref(), &mut self.counters, &datagram, to).await;
+        }
         if self.dirty.is_empty() {
             return;
         }
@@ -984,19 +1104,32 @@ impl Driver {
                 continue;
             };
             peer.dirty = false;
-            let Some(session) = peer.session.as_mut() else {
-                continue;
-            };
-            session.flush(now);
-            while let Some(datagram) = session.poll_transmit() {
-                send_datagram(self.socket.as_deref(), &mut self.counters, &datagram, *addr).await;
+            if let Some(session) = peer.session.as_mut() {
+                session.flush(now);
+                while let Some(datagram) = session.poll_transmit() {
+                    let wire: &[u8] = match peer.channel.as_mut() {
+                        None => &datagram,
+                        Some(channel) => match channel.seal(&datagram, &mut self.seal_buf) {
+                            Ok(()) => &self.seal_buf,
+                            Err(e) => {
+                                // Only the nonce limit stops sealing: end the
+                                // session and handshake afresh.
+                                tracing::debug!(%addr, %e, "cannot seal; closing to re-key");
+                                self.counters.rekeys += 1;
+                                session.replace();
+                                break;
+                            }
+                        },
+                    };
+                    send_datagram(self.socket.as_deref(), &mut self.counters, wire, *addr).await;
+                }
+                if session.is_closed() {
+                    self.drain_events(*addr);
+                    self.retire_session(*addr);
+                    continue;
+                }
             }
-            let Some(session) = self.peers.get(addr).and_then(|p| p.session.as_ref()) else {
-                continue;
-            };
-            if session.is_closed() {
-                self.retire_session(*addr);
-            } else if let Some(deadline) = session.poll_timeout(now) {
+            if let Some(deadline) = self.peers.get(addr).and_then(|p| p.deadline(now)) {
                 self.schedule_session(*addr, deadline);
             }
         }
@@ -1033,6 +1166,10 @@ impl Driver {
             deadline,
             waiters: waiter.into_iter().collect(),
         });
+        for peer in self.peers.values_mut() {
+            peer.handshake = None;
+        }
+        self.clear_half_open();
         let addrs: Vec<SocketAddr> = self.peers.keys().copied().collect();
         for addr in addrs {
             if let Some(s) = self.peers.get_mut(&addr).and_then(|p| p.session.as_mut()) {
@@ -1088,7 +1225,8 @@ fn clone_event(e: &PluginEvent) -> PluginEvent {
         PluginEvent::Startup => PluginEvent::Startup,
         PluginEvent::NodeAdded(a) => PluginEvent::NodeAdded(*a),
         PluginEvent::NodeDeleted(a) => PluginEvent::NodeDeleted(*a),
-        PluginEvent::PeerConnected(a, w) => PluginEvent::PeerConnected(*a, *w),
+        PluginEvent::PeerConnected(p) => PluginEvent::PeerConnected(p.clone()),
+        PluginEvent::PeerRejected(a, r) => PluginEvent::PeerRejected(*a, r.clone()),
         PluginEvent::PeerDisconnected(a) => PluginEvent::PeerDisconnected(*a),
         PluginEvent::Message(m) => PluginEvent::Message(m.clone()),
         PluginEvent::Close => PluginEvent::Close,

@@ -1,0 +1,548 @@
+//! The encrypted-mode half of the driver: Noise handshakes, the bounded
+//! table of inbound half-open handshakes, cookies under load, opening
+//! sealed datagrams, and the `Reject`s exchanged with nodes of the other
+//! mode. Sealing happens where every session's datagrams leave, in
+//! [`Driver::flush_dirty`].
+//!
+//! Who retransmits: only the initiator. It resends `Init` until a `Response`
+//! arrives, then `Finish` until the first sealed datagram from the peer
+//! proves the peer has its keys. A responder answers each (re)sent `Init`
+//! once and never sends on its own timer, so a spoofed `Init` earns one
+//! `Response` and no more.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use super::{Driver, Peer, TimerKey};
+use crate::crypto::packet::{random_index, CookiePacket, RejectPacket};
+use crate::crypto::{
+    self, ChannelError, CookieJar, Established, HandshakeError, HandshakePayload, Identity,
+    Initiator, Packet, PublicKey, RejectReason, Responder,
+};
+use crate::demux;
+use crate::plugin::PluginEvent;
+use crate::session::Session;
+use crate::state::Direction;
+
+/// An address that already has a half-open handshake gets a new one at most
+/// this often. Honest initiators retransmit no faster than every 200 ms, so
+/// this only throttles floods: one socket can hold one slot and cost one
+/// key exchange per interval.
+const INIT_INTERVAL_MS: u64 = 100;
+/// How long an inbound half-open handshake waits for its `Finish`.
+const HALF_OPEN_MS: u64 = 5_000;
+/// How often an initiator resends `Finish` until the peer's first sealed
+/// datagram arrives.
+const FINISH_RESEND_MS: u64 = 250;
+
+/// The node's encrypted-mode state.
+#[derive(Debug)]
+pub(crate) struct CryptoState {
+    identity: Identity,
+    /// Inbound handshakes waiting for `Finish`, one per address, bounded by
+    /// `Config::max_half_open`.
+    half_open: HashMap<SocketAddr, HalfOpen>,
+    cookies: CookieJar,
+}
+
+#[derive(Debug)]
+struct HalfOpen {
+    responder: Responder,
+    created: u64,
+}
+
+impl CryptoState {
+    pub(crate) fn new(identity: Identity) -> Self {
+        Self {
+            identity,
+            half_open: HashMap::new(),
+            cookies: CookieJar::new(),
+        }
+    }
+    pub(crate) fn public_key(&self) -> PublicKey {
+        self.identity.public_key()
+    }
+    pub(crate) fn half_open_len(&self) -> usize {
+        self.half_open.len()
+    }
+}
+
+fn reject(reason: RejectReason) -> Bytes {
+    RejectPacket { reason }.encode()
+}
+
+fn reason_text(reason: RejectReason) -> &'static str {
+    match reason {
+        RejectReason::RequiresEncryption => "the peer requires encryption (this node is plaintext)",
+        RejectReason::PlaintextOnly => "the peer is plaintext only (this node encrypts)",
+        _ => "the peer refused the handshake (key pinning or policy)",
+    }
+}
+
+impl Driver {
+    fn our_payload(&self) -> Option<HandshakePayload> {
+        let advertised = self.advertised?;
+        Some(HandshakePayload::new(
+            advertised,
+            self.config.handshake_payload.clone(),
+        ))
+    }
+
+    fn pin_for(&self, addr: SocketAddr) -> Option<PublicKey> {
+        self.peers
+            .get(&addr)
+            .and_then(|p| p.pinned)
+            .or_else(|| self.config.known_peers.get(&addr).copied())
+    }
+
+    /// Start a handshake to `addr` (whose peer entry exists).
+    pub(super) fn initiate(&mut self, addr: SocketAddr) {
+        let now = self.now();
+        let pin = self.pin_for(addr);
+        let (Some(payload), Some(crypto)) = (self.our_payload(), self.crypto.as_ref()) else {
+            return;
+        };
+        let started = Initiator::new(&crypto.identity, random_index(), &payload, now);
+        let Some(peer) = self.peers.get_mut(&addr) else {
+            return;
+        };
+        match started {
+            Ok((initiator, init)) => {
+                peer.handshake = Some(match pin {
+                    Some(key) => initiator.expect_remote(key),
+                    None => initiator,
+                });
+                peer.reconnect_at = None;
+                peer.direction = Direction::Outbound;
+                self.outbox.push((addr, init));
+                self.touch(addr);
+            }
+            // Only an over-long handshake payload gets here, and the config
+            // check rules that out.
+            Err(e) => peer.last_error = Some(format!("cannot start handshake: {e}")),
+        }
+    }
+
+    pub(super) fn handle_encrypted(&mut self, from: SocketAddr, datagram: &[u8]) {
+        let now = self.now();
+        let packet = match crypto::parse(datagram) {
+            Ok(p) => p,
+            Err(e) => {
+                self.counters.malformed_datagrams += 1;
+                tracing::debug!(%from, %e, "malformed encrypted datagram");
+                return;
+            }
+        };
+        match packet {
+            Packet::Init(init) => self.on_init(from, &init, now),
+            Packet::Response(response) => self.on_response(from, &response, datagram, now),
+            Packet::Finish(finish) => self.on_finish(from, &finish, now),
+            Packet::Data(_) => self.on_data(from, datagram, now),
+            Packet::Cookie(cookie) => self.on_cookie(from, cookie, now),
+            Packet::Reject(r) => self.on_reject(from, r.reason),
+        }
+    }
+
+    fn on_init(&mut self, from: SocketAddr, init: &crypto::packet::InitPacket<'_>, now: u64) {
+        let max_half_open = self.config.max_half_open;
+        let Some(crypto) = self.crypto.as_mut() else {
+            return;
+        };
+        if let Some(h) = crypto.half_open.get(&from) {
+            // Our Response was lost: answer the retransmission again.
+            if let Some(response) = h.responder.answer_duplicate_init(init) {
+                self.outbox.push((from, response));
+                return;
+            }
+            if now < h.created.saturating_add(INIT_INTERVAL_MS) {
+                self.counters.throttled_handshakes += 1;
+                return;
+            }
+        }
+        let peer = self.peers.get_mut(&from);
+        let known = peer.as_ref().is_some_and(|p| p.added);
+        if let Some(peer) = peer {
+            let ours = peer.handshake.as_ref().map(Initiator::local_index);
+            // Simultaneous open: both sides keep the handshake with the
+            // lower initiator index.
+            match ours {
+                Some(index) if init.sender_index < index => peer.handshake = None,
+                Some(_) => {
+                    self.counters.simultaneous_open_drops += 1;
+                    return;
+                }
+                None => {}
+            }
+        }
+        if !known && self.config.refuse_unknown_inbound {
+            self.counters.refused_sessions += 1;
+            self.outbox.push((from, reject(RejectReason::Refused)));
+            return;
+        }
+        let replacing = crypto.half_open.contains_key(&from);
+        if !replacing && crypto.half_open.len() >= max_half_open / 2 {
+            // Under load: only initiators that can receive at their address
+            // get state.
+            if !crypto.cookies.verify(from, &init.cookie, now) {
+                let cookie = crypto.cookies.cookie(from, now);
+                let packet = CookiePacket {
+                    receiver_index: init.sender_index,
+                    cookie,
+                };
+                self.outbox.push((from, packet.encode()));
+                self.counters.cookies_sent += 1;
+                return;
+            }
+            if crypto.half_open.len() >= max_half_open {
+                // Full even of proven addresses: the oldest gives way.
+                let oldest = crypto
+                    .half_open
+                    .iter()
+                    .min_by_key(|(_, h)| h.created)
+                    .map(|(a, _)| *a);
+                if let Some(oldest) = oldest {
+                    crypto.half_open.remove(&oldest);
+                    self.counters.throttled_handshakes += 1;
+                }
+            }
+        }
+        let pin = self.pin_for(from);
+        let Some(payload) = self.our_payload() else {
+            return;
+        };
+        let Some(crypto) = self.crypto.as_mut() else {
+            return;
+        };
+        match Responder::new(&crypto.identity, random_index(), init, &payload, now) {
+            Ok((responder, response)) => {
+                let responder = match pin {
+                    Some(key) => responder.expect_remote(key),
+                    None => responder,
+                };
+                crypto.half_open.insert(
+                    from,
+                    HalfOpen {
+                        responder,
+                        created: now,
+                    },
+                );
+                self.outbox.push((from, response));
+                let at = now.saturating_add(HALF_OPEN_MS);
+                self.timers
+                    .push(std::cmp::Reverse((at, TimerKey::HalfOpen(from))));
+            }
+            Err(e) => {
+                self.counters.bad_handshakes += 1;
+                tracing::debug!(%from, %e, "bad handshake initiation");
+            }
+        }
+    }
+
+    fn on_response(
+        &mut self,
+        from: SocketAddr,
+        response: &crypto::packet::ResponsePacket<'_>,
+        datagram: &[u8],
+        now: u64,
+    ) {
+        let Some(peer) = self.peers.get_mut(&from) else {
+            self.counters.bad_handshakes += 1;
+            return;
+        };
+        let Some(handshake) = peer.handshake.as_mut() else {
+            // Our Finish was lost and the responder asks again.
+            match peer
+                .channel
+                .as_ref()
+                .and_then(|c| c.answer_duplicate_response(datagram))
+            {
+                Some(finish) => self.outbox.push((from, finish)),
+                None => self.counters.bad_handshakes += 1,
+            }
+            return;
+        };
+        match handshake.handle_response(response, now) {
+            Ok(established) => {
+                peer.handshake = None;
+                self.establish(from, established, Direction::Outbound, now);
+            }
+            // Forged or corrupted: the handshake goes on.
+            Err(
+                HandshakeError::Decrypt
+                | HandshakeError::Noise(_)
+                | HandshakeError::WrongIndex { .. },
+            ) => {
+                self.counters.bad_handshakes += 1;
+            }
+            Err(e) => {
+                peer.handshake = None;
+                if matches!(e, HandshakeError::PinnedKeyMismatch { .. }) {
+                    self.counters.pin_mismatches += 1;
+                    self.outbox.push((from, reject(RejectReason::Refused)));
+                } else {
+                    self.counters.bad_handshakes += 1;
+                }
+                self.handshake_failed(from, e.to_string());
+            }
+        }
+    }
+
+    fn on_finish(&mut self, from: SocketAddr, finish: &crypto::packet::FinishPacket<'_>, now: u64) {
+        let Some(crypto) = self.crypto.as_mut() else {
+            return;
+        };
+        let Some(mut half) = crypto.half_open.remove(&from) else {
+            self.counters.bad_handshakes += 1;
+            return;
+        };
+        match half.responder.handle_finish(finish) {
+            Ok(established) => self.establish(from, established, Direction::Inbound, now),
+            Err(
+                HandshakeError::Decrypt
+                | HandshakeError::Noise(_)
+                | HandshakeError::WrongIndex { .. },
+            ) => {
+                crypto.half_open.insert(from, half);
+                self.counters.bad_handshakes += 1;
+            }
+            Err(e) => {
+                if matches!(e, HandshakeError::PinnedKeyMismatch { .. }) {
+                    self.counters.pin_mismatches += 1;
+                    self.outbox.push((from, reject(RejectReason::Refused)));
+                    self.emit(PluginEvent::PeerRejected(from, Arc::from(e.to_string())));
+                } else {
+                    self.counters.bad_handshakes += 1;
+                }
+                tracing::debug!(%from, %e, "inbound handshake refused");
+            }
+        }
+    }
+
+    /// A handshake completed: install the channel and a session over it.
+    fn establish(&mut self, from: SocketAddr, est: Established, direction: Direction, now: u64) {
+        let Some(advertised) = self.advertised else {
+            return;
+        };
+        let known = self.peers.get(&from).is_some_and(|p| p.added);
+        if !known && direction == Direction::Inbound {
+            let replacing = self.peers.get(&from).is_some_and(|p| p.session.is_some());
+            let inbound_now = self
+                .peers
+                .values()
+                .filter(|p| !p.added && p.session.is_some())
+                .count();
+            if !replacing && inbound_now >= self.config.max_inbound_sessions {
+                self.counters.refused_sessions += 1;
+                return;
+            }
+        }
+        // One handshake per peer wins: whatever else was under way with this
+        // address (our own initiation, an answer to theirs) is superseded.
+        if let Some(crypto) = self.crypto.as_mut() {
+            crypto.half_open.remove(&from);
+        }
+        if let Some(peer) = self.peers.get_mut(&from) {
+            peer.handshake = None;
+        }
+        // A completed handshake from an address we have a session with is
+        // that peer's new session (it restarted, or re-keyed).
+        if let Some(old) = self.peers.get_mut(&from).and_then(|p| p.session.as_mut()) {
+            old.replace();
+            self.drain_events(from);
+            self.take_session(from);
+        }
+        let min = self.config.reconnect_min;
+        let peer = self
+            .peers
+            .entry(from)
+            .or_insert_with(|| Peer::new(false, Direction::Inbound, min));
+        // Both ends name the KCP conversation after the initiator's index.
+        let conv = match direction {
+            Direction::Outbound => est.channel.local_index(),
+            Direction::Inbound => est.channel.remote_index(),
+        };
+        peer.session = Some(Session::new(conv, advertised, &self.session_config, now));
+        peer.channel = Some(est.channel);
+        peer.public_key = Some(est.remote_static);
+        peer.handshake_payload = est.remote_payload.app;
+        peer.handshake_advertised = Some(est.remote_payload.advertised);
+        peer.direction = direction;
+        peer.reconnect_at = None;
+        if let Some(finish) = est.finish {
+            self.outbox.push((from, finish.clone()));
+            peer.finish = Some((finish, now.saturating_add(FINISH_RESEND_MS)));
+        }
+        tracing::debug!(%from, key = %est.remote_static, ?direction, "handshake complete");
+        self.touch(from);
+    }
+
+    fn on_data(&mut self, from: SocketAddr, datagram: &[u8], now: u64) {
+        let opened = &mut self.open_buf;
+        let Some(peer) = self.peers.get_mut(&from) else {
+            self.counters.unknown_session_datagrams += 1;
+            return;
+        };
+        let (Some(channel), Some(session)) = (peer.channel.as_mut(), peer.session.as_mut()) else {
+            self.counters.unknown_session_datagrams += 1;
+            return;
+        };
+        match channel.open(datagram, opened) {
+            Ok(()) => {
+                // The peer sealed this with its keys: it has our Finish.
+                peer.finish = None;
+                if let Err(e) = session.handle_datagram(now, opened) {
+                    self.counters.malformed_datagrams += 1;
+                    tracing::debug!(%from, ?e, "sealed datagram is not KCP");
+                    return;
+                }
+                self.drain_events(from);
+                self.touch(from);
+            }
+            Err(ChannelError::Replayed(_) | ChannelError::TooOld(_)) => {
+                self.counters.replayed_datagrams += 1;
+            }
+            Err(ChannelError::Decrypt) => {
+                self.counters.decrypt_failures += 1;
+                tracing::debug!(%from, "sealed datagram failed authentication");
+            }
+            Err(ChannelError::WrongIndex { .. }) => self.counters.unknown_session_datagrams += 1,
+            Err(_) => self.counters.malformed_datagrams += 1,
+        }
+    }
+
+    fn on_cookie(&mut self, from: SocketAddr, cookie: CookiePacket, now: u64) {
+        let handshake = self.peers.get_mut(&from).and_then(|p| p.handshake.as_mut());
+        match handshake {
+            Some(h) if h.local_index() == cookie.receiver_index => {
+                let init = h.with_cookie(cookie.cookie, now);
+                self.outbox.push((from, init));
+            }
+            _ => self.counters.bad_handshakes += 1,
+        }
+    }
+
+    /// A `Reject` counts only while we wait to hear from that address:
+    /// it is unauthenticated, so it must not end a working session.
+    fn on_reject(&mut self, from: SocketAddr, reason: RejectReason) {
+        let waiting = self.peers.get(&from).is_some_and(|p| {
+            p.handshake.is_some()
+                || (p.session.as_ref().is_some_and(|s| !s.heard())
+                    && p.channel
+                        .as_ref()
+                        .is_none_or(|c| c.highest_received().is_none()))
+        });
+        if !waiting {
+            self.counters.unknown_session_datagrams += 1;
+            return;
+        }
+        self.counters.rejected_by_peer += 1;
+        if let Some(peer) = self.peers.get_mut(&from) {
+            peer.handshake = None;
+            if let Some(s) = peer.session.as_mut() {
+                s.replace();
+            }
+        }
+        self.drain_events(from);
+        self.take_session(from);
+        let text = reason_text(reason);
+        tracing::warn!(%from, "connection refused: {text}");
+        self.handshake_failed(from, text.to_owned());
+    }
+
+    /// Our connection attempt to `from` failed for a reason worth telling.
+    fn handshake_failed(&mut self, from: SocketAddr, reason: String) {
+        if let Some(peer) = self.peers.get_mut(&from) {
+            peer.last_error = Some(reason.clone());
+        }
+        self.emit(PluginEvent::PeerRejected(from, Arc::from(reason)));
+        self.link_down(from);
+    }
+
+    /// A plaintext node's datagram reached us (we encrypt): refuse its
+    /// session opener clearly, drop anything else.
+    pub(super) fn plaintext_at_encrypted_node(&mut self, from: SocketAddr, datagram: &[u8]) {
+        let decision = demux::conv_of(datagram).map(|conv| demux::decide(None, conv, datagram));
+        match decision {
+            Some(demux::Decision::Open) => {
+                self.counters.encryption_mismatches += 1;
+                self.outbox
+                    .push((from, reject(RejectReason::RequiresEncryption)));
+                tracing::debug!(%from, "plaintext hello refused: this node encrypts");
+            }
+            Some(demux::Decision::Unknown) => self.counters.unknown_session_datagrams += 1,
+            _ => self.counters.malformed_datagrams += 1,
+        }
+    }
+
+    /// An encrypted-mode datagram reached us (we are plaintext).
+    pub(super) fn encrypted_at_plaintext_node(&mut self, from: SocketAddr, datagram: &[u8]) {
+        match crypto::parse(datagram) {
+            Ok(Packet::Init(_)) => {
+                self.counters.encryption_mismatches += 1;
+                self.outbox
+                    .push((from, reject(RejectReason::PlaintextOnly)));
+                tracing::debug!(%from, "handshake refused: this node is plaintext");
+            }
+            Ok(Packet::Reject(r)) => self.on_reject(from, r.reason),
+            Ok(_) => self.counters.unknown_session_datagrams += 1,
+            Err(_) => self.counters.malformed_datagrams += 1,
+        }
+    }
+
+    /// Retransmit our `Init` or `Finish` when due; give up an expired
+    /// handshake.
+    pub(super) fn handshake_timers(&mut self, addr: SocketAddr, now: u64) {
+        let Some(peer) = self.peers.get_mut(&addr) else {
+            return;
+        };
+        if let Some(handshake) = peer.handshake.as_mut() {
+            if handshake.is_expired(now) {
+                peer.handshake = None;
+                self.counters.handshake_timeouts += 1;
+                tracing::debug!(%addr, "handshake timed out");
+                if let Some(peer) = self.peers.get_mut(&addr) {
+                    peer.last_error = Some("handshake timed out".into());
+                }
+                self.link_down(addr);
+                return;
+            }
+            if let Some(init) = handshake.handle_timeout(now) {
+                self.outbox.push((addr, init));
+            }
+        }
+        if let Some((finish, at)) = peer.finish.as_mut() {
+            if now >= *at {
+                self.outbox.push((addr, finish.clone()));
+                *at = now.saturating_add(FINISH_RESEND_MS);
+            }
+        }
+    }
+
+    pub(super) fn expire_half_open(&mut self, addr: SocketAddr, now: u64) {
+        let Some(crypto) = self.crypto.as_mut() else {
+            return;
+        };
+        match crypto.half_open.get(&addr) {
+            Some(h) if h.responder.is_expired(now) => {
+                crypto.half_open.remove(&addr);
+            }
+            // A newer handshake took the slot: check again at its expiry.
+            Some(h) => {
+                let at = h.created.saturating_add(HALF_OPEN_MS).max(now + 1);
+                self.timers
+                    .push(std::cmp::Reverse((at, TimerKey::HalfOpen(addr))));
+            }
+            None => {}
+        }
+    }
+
+    /// Drop every half-open handshake (shutdown).
+    pub(super) fn clear_half_open(&mut self) {
+        if let Some(c) = self.crypto.as_mut() {
+            c.half_open.clear();
+        }
+    }
+}
