@@ -18,7 +18,7 @@
 //! [`Identity::save`]/[`Identity::load`], which read and write the node's
 //! key file.
 //!
-//! The bytes are specified in `docs/encryption.md`, whose test vectors the
+//! The bytes are specified in `docs/wire-format.md` §7, whose test vectors the
 //! unit tests of this module reproduce byte for byte.
 
 pub mod channel;

@@ -1,6 +1,6 @@
 //! Tests across the crypto module: full handshakes in memory, channels under
 //! attack (forgery, corruption, truncation, replay, reordering), loss and
-//! retransmission, cookies, and the test vectors of `docs/encryption.md`.
+//! retransmission, cookies, and the test vectors of `docs/wire-format.md` §7.9.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -15,7 +15,7 @@ use super::*;
 
 /// The normative description of encrypted mode; its vectors are checked
 /// below so the document and the code cannot drift apart.
-const ENCRYPTION_MD: &str = include_str!("../../../../docs/encryption.md");
+const ENCRYPTION_MD: &str = include_str!("../../../../docs/wire-format.md");
 
 fn addr(s: &str) -> SocketAddr {
     s.parse().unwrap()
@@ -632,7 +632,7 @@ fn reject_and_cookie_packets_round_trip() {
 // ---------------------------------------------------------------------------
 // Test vectors
 
-/// The fixed inputs of the vectors (documented in docs/encryption.md).
+/// The fixed inputs of the vectors (documented in docs/wire-format.md §7.9).
 struct VectorInputs;
 
 impl VectorInputs {
@@ -707,13 +707,13 @@ fn compute_vectors() -> Vec<(&'static str, Vec<u8>)> {
     ]
 }
 
-/// Every `vector: NAME` line of the document with the bytes of the ```hex
+/// Every `sealed-vector: NAME` line of the document with the bytes of the ```hex
 /// block that follows it.
 fn doc_vectors(md: &str) -> BTreeMap<String, Vec<u8>> {
     let mut out = BTreeMap::new();
     let mut lines = md.lines();
     while let Some(line) = lines.next() {
-        let Some(name) = line.strip_prefix("vector:") else {
+        let Some(name) = line.strip_prefix("sealed-vector:") else {
             continue;
         };
         let name = name.trim().trim_matches('`').to_owned();
@@ -764,7 +764,7 @@ fn vectors_match_docs() {
     for (name, bytes) in &computed {
         let expected = doc
             .get(*name)
-            .unwrap_or_else(|| panic!("vector {name} missing from docs/encryption.md"));
+            .unwrap_or_else(|| panic!("vector {name} missing from docs/wire-format.md"));
         assert_eq!(
             super::to_hex(expected),
             super::to_hex(bytes),
@@ -787,7 +787,7 @@ fn vectors_match_docs() {
 #[ignore]
 fn print_vectors() {
     for (name, bytes) in compute_vectors() {
-        println!("vector: {name}\n\n```hex\n{}\n```\n", hex_block(&bytes));
+        println!("sealed-vector: {name}\n\n```hex\n{}\n```\n", hex_block(&bytes));
     }
 }
 
