@@ -35,7 +35,8 @@ impl Plugin for Echo {
             let _ = net.reply(msg, reply).await;
             return;
         }
-        self.bytes.fetch_add(msg.message().body().len() as u64, Ordering::Relaxed);
+        self.bytes
+            .fetch_add(msg.message().body().len() as u64, Ordering::Relaxed);
         if self.received.fetch_add(1, Ordering::Relaxed) + 1 == self.target {
             self.done.notify_one();
         }
@@ -47,7 +48,16 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[i.min(sorted.len() - 1)]
 }
 
-async fn pair(plaintext: bool, target: u64) -> (Network, Network, std::net::SocketAddr, Arc<AtomicU64>, Arc<Notify>) {
+async fn pair(
+    plaintext: bool,
+    target: u64,
+) -> (
+    Network,
+    Network,
+    std::net::SocketAddr,
+    Arc<AtomicU64>,
+    Arc<Notify>,
+) {
     let config = || Config::default().with_plaintext(plaintext);
     let a = Network::new(config()).expect("config");
     let b = Network::new(config()).expect("config");
@@ -66,7 +76,9 @@ async fn pair(plaintext: bool, target: u64) -> (Network, Network, std::net::Sock
     a.add(b_addr).await.expect("add");
     // Wait for the session (the first request completes the handshake).
     let hello = Message::new("ping", "x").expect("valid");
-    a.request(hello, b_addr, Duration::from_secs(10)).await.expect("session up");
+    a.request(hello, b_addr, Duration::from_secs(10))
+        .await
+        .expect("session up");
     (a, b, b_addr, received, done)
 }
 
@@ -77,7 +89,9 @@ async fn rtt(plaintext: bool, size: usize, rounds: usize) -> Vec<Duration> {
     for _ in 0..rounds {
         let msg = Message::new("ping", body.clone()).expect("valid");
         let t = Instant::now();
-        a.request(msg, b_addr, Duration::from_secs(5)).await.expect("reply");
+        a.request(msg, b_addr, Duration::from_secs(5))
+            .await
+            .expect("reply");
         samples.push(t.elapsed());
     }
     a.close().await.ok();
@@ -94,13 +108,19 @@ async fn throughput(plaintext: bool, size: usize, count: u64) -> (f64, f64) {
     while sent < count {
         let msg = Message::new("data", body.clone()).expect("valid");
         let report = a.broadcast_to(msg, &[b_addr]).await.expect("send");
-        if report.failed.iter().any(|(_, f)| *f == SendFailure::QueueFull) {
+        if report
+            .failed
+            .iter()
+            .any(|(_, f)| *f == SendFailure::QueueFull)
+        {
             tokio::time::sleep(Duration::from_micros(200)).await;
             continue;
         }
         sent += 1;
     }
-    tokio::time::timeout(Duration::from_secs(120), done.notified()).await.expect("all delivered");
+    tokio::time::timeout(Duration::from_secs(120), done.notified())
+        .await
+        .expect("all delivered");
     let secs = start.elapsed().as_secs_f64();
     assert_eq!(received.load(Ordering::Relaxed), count);
     a.close().await.ok();
@@ -139,12 +159,23 @@ async fn main() {
     let (rounds, count) = if quick { (500, 5_000) } else { (5_000, 50_000) };
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
+        })
         .unwrap_or_default();
-    println!("machine: {} cores, {cpu}", std::thread::available_parallelism().map_or(0, |n| n.get()));
+    println!(
+        "machine: {} cores, {cpu}",
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
 
     let udp = udp_ping_pong(64, rounds).await;
-    println!("rtt      64 B  raw UDP     p50 {:>7.1} us  p99 {:>7.1} us", us(percentile(&udp, 0.5)), us(percentile(&udp, 0.99)));
+    println!(
+        "rtt      64 B  raw UDP     p50 {:>7.1} us  p99 {:>7.1} us",
+        us(percentile(&udp, 0.5)),
+        us(percentile(&udp, 0.99))
+    );
     for size in [64, 1024] {
         let mut p50s = Vec::new();
         for plaintext in [true, false] {
@@ -158,7 +189,10 @@ async fn main() {
                 us(percentile(&s, 0.99))
             );
         }
-        println!("rtt   {size:>5} B  encrypted/plaintext p50 ratio {:.2}", us(p50s[1]) / us(p50s[0]));
+        println!(
+            "rtt   {size:>5} B  encrypted/plaintext p50 ratio {:.2}",
+            us(p50s[1]) / us(p50s[0])
+        );
     }
     for size in [64, 1024, 65536] {
         let n = if size >= 65536 { count / 20 } else { count };
@@ -166,9 +200,15 @@ async fn main() {
         for plaintext in [true, false] {
             let (msgs, mb) = throughput(plaintext, size, n).await;
             rates.push(mb);
-            println!("one-way {size:>5} B  {:<10}  {msgs:>9.0} msg/s  {mb:>8.1} MB/s", mode(plaintext));
+            println!(
+                "one-way {size:>5} B  {:<10}  {msgs:>9.0} msg/s  {mb:>8.1} MB/s",
+                mode(plaintext)
+            );
         }
-        println!("one-way {size:>5} B  encrypted/plaintext throughput ratio {:.2}", rates[1] / rates[0]);
+        println!(
+            "one-way {size:>5} B  encrypted/plaintext throughput ratio {:.2}",
+            rates[1] / rates[0]
+        );
     }
 }
 

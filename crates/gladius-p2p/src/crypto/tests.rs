@@ -787,7 +787,10 @@ fn vectors_match_docs() {
 #[ignore]
 fn print_vectors() {
     for (name, bytes) in compute_vectors() {
-        println!("sealed-vector: {name}\n\n```hex\n{}\n```\n", hex_block(&bytes));
+        println!(
+            "sealed-vector: {name}\n\n```hex\n{}\n```\n",
+            hex_block(&bytes)
+        );
     }
 }
 
