@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use super::{Driver, Peer, TimerKey};
+use super::{Driver, TimerKey};
 use crate::crypto::packet::{random_index, CookiePacket, RejectPacket};
 use crate::crypto::{
     self, ChannelError, CookieJar, Established, HandshakeError, HandshakePayload, Identity,
@@ -326,18 +326,8 @@ impl Driver {
         let Some(advertised) = self.advertised else {
             return;
         };
-        let known = self.peers.get(&from).is_some_and(|p| p.added);
-        if !known && direction == Direction::Inbound {
-            let replacing = self.peers.get(&from).is_some_and(|p| p.session.is_some());
-            let inbound_now = self
-                .peers
-                .values()
-                .filter(|p| !p.added && p.session.is_some())
-                .count();
-            if !replacing && inbound_now >= self.config.max_inbound_sessions {
-                self.counters.refused_sessions += 1;
-                return;
-            }
+        if direction == Direction::Inbound && !self.admits_inbound(from) {
+            return;
         }
         // One handshake per peer wins: whatever else was under way with this
         // address (our own initiation, an answer to theirs) is superseded.
@@ -349,32 +339,26 @@ impl Driver {
         }
         // A completed handshake from an address we have a session with is
         // that peer's new session (it restarted, or re-keyed).
-        if let Some(old) = self.peers.get_mut(&from).and_then(|p| p.session.as_mut()) {
-            old.replace();
-            self.drain_events(from);
-            self.take_session(from);
-        }
-        let min = self.config.reconnect_min;
-        let peer = self
-            .peers
-            .entry(from)
-            .or_insert_with(|| Peer::new(false, Direction::Inbound, min));
         // Both ends name the KCP conversation after the initiator's index.
         let conv = match direction {
             Direction::Outbound => est.channel.local_index(),
             Direction::Inbound => est.channel.remote_index(),
         };
-        peer.session = Some(Session::new(conv, advertised, &self.session_config, now));
+        let session = Session::new(conv, advertised, &self.session_config, now);
+        if let Some(finish) = &est.finish {
+            self.outbox.push((from, finish.clone()));
+        }
+        let peer = self.make_way(from);
+        peer.session = Some(session);
         peer.channel = Some(est.channel);
         peer.public_key = Some(est.remote_static);
         peer.handshake_payload = est.remote_payload.app;
         peer.handshake_advertised = Some(est.remote_payload.advertised);
         peer.direction = direction;
         peer.reconnect_at = None;
-        if let Some(finish) = est.finish {
-            self.outbox.push((from, finish.clone()));
-            peer.finish = Some((finish, now.saturating_add(FINISH_RESEND_MS)));
-        }
+        peer.finish = est
+            .finish
+            .map(|finish| (finish, now.saturating_add(FINISH_RESEND_MS)));
         tracing::debug!(%from, key = %est.remote_static, ?direction, "handshake complete");
         self.touch(from);
     }

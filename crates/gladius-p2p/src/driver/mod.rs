@@ -800,55 +800,69 @@ impl Driver {
     }
 
     fn open_inbound(&mut self, from: SocketAddr, conv: u32, datagram: &[u8], now: u64) {
-        let known = self.peers.get(&from).is_some_and(|p| p.added);
-        if !known {
-            let inbound_now = self
-                .peers
-                .values()
-                .filter(|p| !p.added && p.session.is_some())
-                .count();
-            let replacing = self.peers.get(&from).is_some_and(|p| p.session.is_some());
-            if self.config.refuse_unknown_inbound
-                || (!replacing && inbound_now >= self.config.max_inbound_sessions)
-            {
-                self.counters.refused_sessions += 1;
-                tracing::debug!(%from, "inbound session refused");
-                return;
-            }
-        }
         let Some(advertised) = self.advertised else {
             return;
         };
-        // An older session from the same address ends here (peer restart,
-        // or the losing side of a simultaneous open).
-        if let Some(old) = self.peers.get_mut(&from).and_then(|p| p.session.as_mut()) {
-            old.replace();
-            self.drain_events(from);
-            self.take_session(from);
+        if !self.admits_inbound(from) {
+            return;
         }
-        let min = self.config.reconnect_min;
-        let peer = self
-            .peers
-            .entry(from)
-            .or_insert_with(|| Peer::new(false, Direction::Inbound, min));
-        let direction = if peer.added {
+        let mut session = Session::new(conv, advertised, &self.session_config, now);
+        if session.handle_datagram(now, datagram).is_err() {
+            // Cannot happen for a datagram the demultiplexer called an
+            // opener, but a bad one must not replace a working session.
+            self.counters.malformed_datagrams += 1;
+            return;
+        }
+        let peer = self.make_way(from);
+        peer.direction = if peer.added {
             Direction::Outbound
         } else {
             Direction::Inbound
         };
-        let mut session = Session::new(conv, advertised, &self.session_config, now);
-        if session.handle_datagram(now, datagram).is_err() {
-            self.counters.malformed_datagrams += 1;
-            if peer.session.is_none() && !peer.added && peer.pending.is_empty() {
-                self.peers.remove(&from);
-            }
-            return;
-        }
         peer.reconnect_at = None;
-        peer.direction = direction;
         peer.session = Some(session);
         self.drain_events(from);
         self.touch(from);
+    }
+
+    /// Whether a new inbound session from `from` may open: peers in the
+    /// route table always may; unknown ones unless the config refuses them
+    /// or the inbound limit is reached (counted and logged).
+    fn admits_inbound(&mut self, from: SocketAddr) -> bool {
+        let peer = self.peers.get(&from);
+        if peer.is_some_and(|p| p.added) {
+            return true;
+        }
+        let replacing = peer.is_some_and(|p| p.session.is_some());
+        let inbound = || {
+            self.peers
+                .values()
+                .filter(|p| !p.added && p.session.is_some())
+                .count()
+        };
+        if self.config.refuse_unknown_inbound
+            || (!replacing && inbound() >= self.config.max_inbound_sessions)
+        {
+            self.counters.refused_sessions += 1;
+            tracing::debug!(%from, "inbound session refused");
+            return false;
+        }
+        true
+    }
+
+    /// End the session `addr` has, if any (the peer restarted, or it lost a
+    /// simultaneous open), and return the entry for the new one, creating it
+    /// for a peer we did not know.
+    fn make_way(&mut self, addr: SocketAddr) -> &mut Peer {
+        if let Some(old) = self.peers.get_mut(&addr).and_then(|p| p.session.as_mut()) {
+            old.replace();
+            self.drain_events(addr);
+            self.take_session(addr);
+        }
+        let min = self.config.reconnect_min;
+        self.peers
+            .entry(addr)
+            .or_insert_with(|| Peer::new(false, Direction::Inbound, min))
     }
 
     /// Act on everything a session reported.
