@@ -23,7 +23,7 @@
 //! Every [`interval`](LatencyConfig::interval) the plugin sends a
 //! `latency.ping` **request** ([`Network::request`] with
 //! [`timeout`](LatencyConfig::timeout)) to every peer that is in the route
-//! table or has a live session, unless a ping to it is still in flight. The
+//! table or has a live session (at most two pings per peer outstanding). The
 //! peer's latency plugin answers with a `latency.pong` reply echoing the
 //! ping's nonce. The round trip is timed on the sender's clock only
 //! (`Instant` before the request, after the reply), so no clock agreement
@@ -68,7 +68,7 @@ use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::{Instant, MissedTickBehavior};
 
 pub use config::{LatencyConfig, LatencyConfigError};
-pub use stats::{PeerStatus, RttStats};
+pub use stats::{PeerStatus, RttStats, MAX_SAMPLE};
 pub use wire::{PING_TYPE, PONG_TYPE, WIRE_VERSION};
 
 use wire::{Ping, Pong};
@@ -409,15 +409,20 @@ async fn ping(net: Network, addr: SocketAddr, nonce: u64, timeout: Duration) -> 
     }
 }
 
-/// The ping loop: one round per interval, at most one ping per peer in
-/// flight, until the node closes.
+/// Pings per peer allowed in flight at once. With `timeout <= interval` a
+/// ping that times out exactly at the next tick is still in flight then;
+/// the next one must go out anyway, or the effective period doubles.
+const MAX_IN_FLIGHT: usize = 2;
+
+/// The ping loop: one round per interval to every present peer (at most
+/// [`MAX_IN_FLIGHT`] pings each outstanding), until the node closes.
 async fn run(net: Network, shared: Arc<Shared>) {
     let cfg = shared.config.clone();
     let mut ticker = tokio::time::interval(cfg.interval);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut inflight: JoinSet<(SocketAddr, u64, Outcome)> = JoinSet::new();
-    // Peer -> (nonce, sent at) of its ping in flight.
-    let mut busy: HashMap<SocketAddr, (u64, Instant)> = HashMap::new();
+    // Peer -> (nonce, sent at) of its pings in flight.
+    let mut busy: HashMap<SocketAddr, Vec<(u64, Instant)>> = HashMap::new();
     let mut nonce: u64 = rand::random();
     // A ping always ends by its timeout (the driver's timer); one that has
     // not after this long was lost (its task panicked) and is forgotten.
@@ -441,14 +446,18 @@ async fn run(net: Network, shared: Arc<Shared>) {
                     .collect();
                 shared.sync_peers(&present);
                 let now = Instant::now();
-                busy.retain(|_, (_, at)| now.duration_since(*at) < stale);
+                busy.retain(|_, pings| {
+                    pings.retain(|(_, at)| now.duration_since(*at) < stale);
+                    !pings.is_empty()
+                });
                 let mut sent = 0;
                 for addr in present {
-                    if busy.contains_key(&addr) {
+                    let pings = busy.entry(addr).or_default();
+                    if pings.len() >= MAX_IN_FLIGHT {
                         continue;
                     }
                     nonce = nonce.wrapping_add(1);
-                    busy.insert(addr, (nonce, now));
+                    pings.push((nonce, now));
                     let (net, n, t) = (net.clone(), nonce, cfg.timeout);
                     inflight.spawn(async move { (addr, n, ping(net, addr, n, t).await) });
                     sent += 1;
@@ -457,8 +466,8 @@ async fn run(net: Network, shared: Arc<Shared>) {
             }
             Some(joined) = inflight.join_next(), if !inflight.is_empty() => {
                 let Ok((addr, n, outcome)) = joined else { continue };
-                if busy.get(&addr).is_some_and(|(b, _)| *b == n) {
-                    busy.remove(&addr);
+                if let Some(pings) = busy.get_mut(&addr) {
+                    pings.retain(|(b, _)| *b != n);
                 }
                 if matches!(outcome, Outcome::Closed) {
                     break;

@@ -6,6 +6,11 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+const MAX_SAMPLE_US: u64 = 1 << 40;
+
+/// The largest round trip recorded; longer ones are recorded as this.
+pub const MAX_SAMPLE: Duration = Duration::from_micros(MAX_SAMPLE_US);
+
 /// Whether a peer answers its pings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -44,7 +49,9 @@ impl PeerStatus {
 ///   samples: the value at rank `⌈p/100 · n⌉` of the `n` sorted samples.
 /// * memory is bounded: at most `window` samples are kept.
 ///
-/// Samples are kept in whole microseconds.
+/// Samples are kept in whole microseconds, capped at [`MAX_SAMPLE`]
+/// (about 12.7 days) so the floating-point EWMA keeps sub-microsecond
+/// precision whatever it is fed.
 #[derive(Debug, Clone)]
 pub struct RttStats {
     window: VecDeque<u64>,
@@ -83,7 +90,9 @@ impl RttStats {
 
     /// Record an answered ping's round trip; resets the consecutive misses.
     pub fn record(&mut self, rtt: Duration) {
-        let us = u64::try_from(rtt.as_micros()).unwrap_or(u64::MAX);
+        let us = u64::try_from(rtt.as_micros())
+            .unwrap_or(u64::MAX)
+            .min(MAX_SAMPLE_US);
         if self.window.len() == self.capacity {
             self.window.pop_front();
         }
