@@ -31,6 +31,10 @@
 //! nodes' driver and the responder's plugin-queue time (a busy responding
 //! plugin shows up as latency, which is what an application would see).
 //!
+//! A ping sent while the peer's session is not up yet (a route-table peer
+//! still connecting) waits for the handshake; its pong proves the peer
+//! alive but its round trip is not recorded as a sample.
+//!
 //! A ping that times out, whose session closes, that cannot be queued, or
 //! whose pong does not decode or echo the nonce is a **miss**. Any valid
 //! pong resets the consecutive-miss count, so a peer that comes back
@@ -359,7 +363,8 @@ impl Shared {
         };
         let before = self.status_of(s);
         match outcome {
-            Outcome::Pong(rtt) => s.record(*rtt),
+            Outcome::Pong(Some(rtt)) => s.record(*rtt),
+            Outcome::Pong(None) => s.record_answer(),
             _ => s.record_miss(),
         }
         let after = self.status_of(s);
@@ -377,13 +382,22 @@ impl Shared {
 /// How one ping ended.
 #[derive(Debug)]
 enum Outcome {
-    Pong(Duration),
+    /// A valid pong; the RTT is `None` when the ping was sent before the
+    /// session was up (its round trip includes the handshake, not a
+    /// sample of the link's latency).
+    Pong(Option<Duration>),
     BadPong,
     Missed,
     Closed,
 }
 
-async fn ping(net: Network, addr: SocketAddr, nonce: u64, timeout: Duration) -> Outcome {
+async fn ping(
+    net: Network,
+    addr: SocketAddr,
+    nonce: u64,
+    timeout: Duration,
+    connected: bool,
+) -> Outcome {
     let body = wire::encode(&Ping {
         version: WIRE_VERSION,
         nonce,
@@ -397,7 +411,9 @@ async fn ping(net: Network, addr: SocketAddr, nonce: u64, timeout: Duration) -> 
             let rtt = start.elapsed();
             let m = reply.message();
             match wire::decode::<Pong>(m.body()) {
-                Some(p) if p.nonce == nonce && m.msg_type() == PONG_TYPE => Outcome::Pong(rtt),
+                Some(p) if p.nonce == nonce && m.msg_type() == PONG_TYPE => {
+                    Outcome::Pong(connected.then_some(rtt))
+                }
                 _ => Outcome::BadPong,
             }
         }
@@ -438,20 +454,24 @@ async fn run(net: Network, shared: Arc<Shared>) {
                         continue;
                     }
                 };
-                let present: Vec<SocketAddr> = state
+                // Route-table peers are pinged even while (re)connecting, so
+                // one that never connects is declared dead too.
+                let present: Vec<(SocketAddr, bool)> = state
                     .peers
                     .iter()
-                    .filter(|p| p.in_route_table || p.connection == ConnectionState::Connected)
-                    .map(|p| p.addr)
+                    .map(|p| (p.addr, p.in_route_table, p.connection == ConnectionState::Connected))
+                    .filter(|(_, routed, connected)| *routed || *connected)
+                    .map(|(a, _, connected)| (a, connected))
                     .collect();
-                shared.sync_peers(&present);
+                let addrs: Vec<SocketAddr> = present.iter().map(|p| p.0).collect();
+                shared.sync_peers(&addrs);
                 let now = Instant::now();
                 busy.retain(|_, pings| {
                     pings.retain(|(_, at)| now.duration_since(*at) < stale);
                     !pings.is_empty()
                 });
                 let mut sent = 0;
-                for addr in present {
+                for (addr, connected) in present {
                     let pings = busy.entry(addr).or_default();
                     if pings.len() >= MAX_IN_FLIGHT {
                         continue;
@@ -459,7 +479,9 @@ async fn run(net: Network, shared: Arc<Shared>) {
                     nonce = nonce.wrapping_add(1);
                     pings.push((nonce, now));
                     let (net, n, t) = (net.clone(), nonce, cfg.timeout);
-                    inflight.spawn(async move { (addr, n, ping(net, addr, n, t).await) });
+                    inflight.spawn(async move {
+                        (addr, n, ping(net, addr, n, t, connected).await)
+                    });
                     sent += 1;
                 }
                 shared.lock().counters.pings_sent += sent;

@@ -108,6 +108,13 @@ impl RttStats {
         self.consecutive_missed = 0;
     }
 
+    /// Record an answered ping whose round trip is not a fair sample (e.g.
+    /// it waited for the session's handshake): resets the consecutive
+    /// misses without touching the RTT statistics.
+    pub fn record_answer(&mut self) {
+        self.consecutive_missed = 0;
+    }
+
     /// Record a ping that got no (valid) answer in time.
     pub fn record_miss(&mut self) {
         self.missed = self.missed.saturating_add(1);
