@@ -169,7 +169,19 @@ impl Driver {
             // Simultaneous open: both sides keep the handshake with the
             // lower initiator index.
             match ours {
-                Some(index) if init.sender_index < index => peer.handshake = None,
+                Some(index) if init.sender_index < index => {
+                    peer.handshake = None;
+                    // Their handshake may never complete (lost, refused by
+                    // cookie or pin, or an off-path forgery): a peer in the
+                    // route table must not be left without a link, so ours
+                    // starts again once theirs would have expired.
+                    if peer.added {
+                        let at = now.saturating_add(HALF_OPEN_MS + 1);
+                        peer.reconnect_at = Some(at);
+                        self.timers
+                            .push(std::cmp::Reverse((at, TimerKey::Reconnect(from))));
+                    }
+                }
                 Some(_) => {
                     self.counters.simultaneous_open_drops += 1;
                     return;
