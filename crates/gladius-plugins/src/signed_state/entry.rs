@@ -237,3 +237,101 @@ pub struct EntryRecord {
     /// The 65-byte signature, `0x`-prefixed hex.
     pub signature: String,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn key() -> EthKey {
+        EthKey::from_hex("4c0883a69102937d6231471b5dbb6204fe5129617082792ae468d01a3f362318")
+            .unwrap()
+    }
+
+    #[test]
+    fn documented_example_text() {
+        let e = SignedEntry::sign(&key(), "pool.fee", &b"hi"[..], 1_700_000_000_000).unwrap();
+        assert_eq!(
+            e.message(),
+            "gladius signed state v1\nsigner: 0x2c7536E3605D9C16a7a3D7b1898e529396a65c23\nfield: pool.fee\ntimestamp: 1700000000000\nvalue: 0x6869"
+        );
+        e.verify().unwrap();
+        let rec = e.record();
+        assert_eq!(rec.message, e.message());
+        assert_eq!(rec.signature.len(), 132);
+        // The record verifies from its text alone.
+        let sig = EthSignature::from_hex(&rec.signature).unwrap();
+        assert_eq!(
+            recover_personal(rec.message.as_bytes(), &sig).unwrap(),
+            rec.signer
+        );
+        let empty = canonical_message(&rec.signer, "f", 0, b"");
+        assert!(empty.ends_with("\ntimestamp: 0\nvalue: 0x"));
+    }
+
+    #[test]
+    fn tampering_is_detected() {
+        let e = SignedEntry::sign(&key(), "f", &b"v"[..], 5).unwrap();
+        let mut t = e.clone();
+        t.timestamp_ms = 6;
+        assert!(t.verify().is_err());
+        let mut t = e.clone();
+        t.signer = EthAddress([1; 20]);
+        assert!(matches!(t.verify(), Err(EntryError::WrongSigner { .. })));
+        let mut t = e.clone();
+        t.signature.0[10] ^= 1;
+        assert!(t.verify().is_err());
+    }
+
+    #[test]
+    fn parse_refuses_near_misses() {
+        let good = canonical_message(&key().address(), "a.b", 12, b"\x01");
+        CanonicalMessage::parse(&good).unwrap();
+        for bad in [
+            good.replace("v1", "v2"),
+            good.replace(
+                "0x2c7536E3605D9C16a7a3D7b1898e529396a65c23",
+                "0x2c7536e3605d9c16a7a3d7b1898e529396a65c23",
+            ),
+            good.replace("timestamp: 12", "timestamp: 012"),
+            good.replace("value: 0x01", "value: 0X01"),
+            format!("{good}\n"),
+            good.replace("field: a.b", "field: a b"),
+            good.replace("signer: ", "signer:  "),
+        ] {
+            assert!(CanonicalMessage::parse(&bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn field_names() {
+        assert!(is_valid_field("pool.fee"));
+        assert!(is_valid_field(&"x".repeat(255)));
+        assert!(!is_valid_field(&"x".repeat(256)));
+        assert!(!is_valid_field(""));
+        assert!(!is_valid_field("a b"));
+        assert!(!is_valid_field("a\nsigner: 0x00"));
+        assert!(!is_valid_field("é"));
+    }
+
+    proptest! {
+        #[test]
+        fn canonical_round_trip(
+            signer in any::<[u8; 20]>(),
+            field in "[!-~]{1,64}",
+            ts in any::<u64>(),
+            value in proptest::collection::vec(any::<u8>(), 0..64),
+        ) {
+            let signer = EthAddress(signer);
+            let text = canonical_message(&signer, &field, ts, &value);
+            let parsed = CanonicalMessage::parse(&text).unwrap();
+            prop_assert_eq!(&parsed, &CanonicalMessage { signer, field, timestamp_ms: ts, value });
+            prop_assert_eq!(parsed.render(), text);
+        }
+
+        #[test]
+        fn parse_never_panics(s in "\\PC*") {
+            let _ = CanonicalMessage::parse(&s);
+        }
+    }
+}

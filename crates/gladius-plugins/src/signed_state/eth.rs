@@ -399,3 +399,124 @@ impl EthKey {
         self.sign_prehash(&personal_message_hash(message))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY: &str = "0x4c0883a69102937d6231471b5dbb6204fe5129617082792ae468d01a3f362318";
+
+    #[test]
+    fn web3js_personal_sign_vector() {
+        let key = EthKey::from_hex(KEY).unwrap();
+        assert_eq!(
+            key.address().to_checksum(),
+            "0x2c7536E3605D9C16a7a3D7b1898e529396a65c23"
+        );
+        let hash = personal_message_hash(b"Some data");
+        assert_eq!(
+            to_hex(&hash),
+            "1da44b586eb0729ff70a73c326926f6ed5a25f5b056e7f47fbc6e58d86871655"
+        );
+        let sig = key.sign_personal(b"Some data").unwrap();
+        assert_eq!(
+            sig.to_hex(),
+            "0xb91467e570a6466aa9e9876cbcd013baba02900b8979d43fe208a4a4f339f5fd6007e74cd82e037b800186422fc2da167c747ef045e5d18a5f5d4300f8e1a0291c"
+        );
+        // And back: recovery of the quoted signature gives the address.
+        assert_eq!(recover_personal(b"Some data", &sig).unwrap(), key.address());
+        assert_eq!(recover_prehash(&hash, &sig).unwrap(), key.address());
+        // Flipping v recovers someone else; another message, someone else.
+        let mut other = sig;
+        other.0[64] = 55 - other.0[64];
+        assert_ne!(
+            recover_personal(b"Some data", &other).ok(),
+            Some(key.address())
+        );
+        assert_ne!(
+            recover_personal(b"Some datb", &sig).ok(),
+            Some(key.address())
+        );
+    }
+
+    #[test]
+    fn keccak_of_empty_input() {
+        assert_eq!(
+            to_hex(&keccak256(b"")),
+            "c5d2460186f7233c927e7db2dcc703c0e500b653ca82273b7bfad8045d85a470"
+        );
+    }
+
+    #[test]
+    fn eip55_vectors() {
+        for s in [
+            "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed",
+            "0xfB6916095ca1df60bB79Ce92cE3Ea74c37c5d359",
+            "0xdbF03B407c01E7cD3CBea99509d93f8DDDC8C6FB",
+            "0xD1220A0cf47c7B9Be7A2E6BA89F429762e7b9aDb",
+        ] {
+            let a: EthAddress = s.parse().unwrap();
+            assert_eq!(a.to_checksum(), s);
+            assert_eq!(s.to_lowercase().parse::<EthAddress>().unwrap(), a);
+        }
+        assert_eq!(
+            "0x5aaeb6053F3E94C9b9A09f33669435E7Ef1BeAed".parse::<EthAddress>(),
+            Err(AddressError::Checksum)
+        );
+        assert_eq!("5aAeb6".parse::<EthAddress>(), Err(AddressError::Format));
+    }
+
+    #[test]
+    fn high_s_and_bad_v_are_refused() {
+        let key = EthKey::from_hex(KEY).unwrap();
+        let sig = key.sign_personal(b"x").unwrap();
+        let mut bad_v = sig;
+        bad_v.0[64] = 29;
+        assert_eq!(recover_personal(b"x", &bad_v), Err(RecoverError::BadV));
+        // s' = n - s with flipped parity is the malleable twin.
+        let s = k256::ecdsa::Signature::from_slice(&sig.0[..64]).unwrap();
+        let (r, s_low) = (s.r(), s.s());
+        let high =
+            k256::ecdsa::Signature::from_scalars(r.to_bytes(), (-*s_low).to_bytes()).unwrap();
+        let mut twin = [0u8; 65];
+        twin[..64].copy_from_slice(&high.to_bytes());
+        twin[64] = 55 - sig.0[64];
+        assert_eq!(
+            recover_personal(b"x", &EthSignature(twin)),
+            Err(RecoverError::Invalid)
+        );
+    }
+
+    #[test]
+    fn key_files() {
+        let dir = std::env::temp_dir().join(format!("gladius-key-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("node.key");
+        let _ = std::fs::remove_file(&path);
+        let k1 = EthKey::load_or_generate(&path).unwrap();
+        let k2 = EthKey::load_or_generate(&path).unwrap();
+        assert_eq!(k1.address(), k2.address());
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        assert!(matches!(k1.save(&path), Err(KeyError::Io { .. })));
+        std::fs::write(&path, "nothex\n").unwrap();
+        let e = EthKey::load(&path).unwrap_err();
+        assert!(matches!(e, KeyError::Format { .. }), "{e}");
+        assert!(e.to_string().contains("node.key"));
+        std::fs::write(&path, format!("{}\n", "0".repeat(64))).unwrap();
+        assert!(matches!(
+            EthKey::load(&path),
+            Err(KeyError::OutOfRange { .. })
+        ));
+        assert!(matches!(
+            EthKey::load(dir.join("missing")),
+            Err(KeyError::Io { .. })
+        ));
+        assert!(!format!("{k1:?}").contains(&k1.secret_hex()[2..]));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -314,3 +314,156 @@ pub fn precheck(entry: &SignedEntry, policy: &Policy, now_ms: u64) -> Result<(),
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::eth::EthKey;
+    use super::super::validator::{AcceptAll, AllowList};
+    use super::*;
+    use proptest::prelude::*;
+    use std::sync::OnceLock;
+
+    const NOW: u64 = 1_700_000_000_000;
+
+    fn policy() -> Policy {
+        Policy {
+            max_field_len: 64,
+            max_value_len: 1024,
+            max_clock_skew_ms: 30_000,
+            validator: Arc::new(AcceptAll),
+        }
+    }
+
+    fn keys() -> &'static [EthKey] {
+        static K: OnceLock<Vec<EthKey>> = OnceLock::new();
+        K.get_or_init(|| {
+            (1u8..=3)
+                .map(|i| EthKey::from_bytes(&[i; 32]).unwrap())
+                .collect()
+        })
+    }
+
+    /// A pool of signed entries over 3 signers x 2 fields with colliding
+    /// timestamps (ties with different values) so every merge rule is hit.
+    fn pool() -> &'static [SignedEntry] {
+        static P: OnceLock<Vec<SignedEntry>> = OnceLock::new();
+        P.get_or_init(|| {
+            let mut v = Vec::new();
+            for k in keys() {
+                for f in ["a", "b"] {
+                    for ts in [1u64, 2, 2, 3] {
+                        let value = format!("{f}{ts}{}", v.len() % 3);
+                        v.push(
+                            SignedEntry::sign(k, f, value.into_bytes(), NOW - 100 + ts).unwrap(),
+                        );
+                    }
+                }
+            }
+            v
+        })
+    }
+
+    fn merged(order: &[usize]) -> Vec<SignedEntry> {
+        let mut s = Store::new(1000);
+        for &i in order {
+            let _ = s.ingest(pool()[i].clone(), &policy(), NOW);
+        }
+        s.iter().cloned().collect()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        /// Any order and any repetition of the same entries gives the same
+        /// state: commutative, associative and idempotent.
+        #[test]
+        fn merge_is_order_independent(
+            picks in proptest::collection::vec(0..24usize, 0..40),
+            seed in any::<u64>(),
+        ) {
+            use rand::{seq::SliceRandom, SeedableRng};
+            let mut shuffled = picks.clone();
+            shuffled.shuffle(&mut rand::rngs::StdRng::seed_from_u64(seed));
+            let mut doubled = picks.clone();
+            doubled.extend(picks.iter().rev());
+            let a = merged(&picks);
+            prop_assert_eq!(&a, &merged(&shuffled));
+            prop_assert_eq!(&a, &merged(&doubled));
+            // And it is the per-key maximum.
+            for e in &a {
+                for &i in &picks {
+                    let o = &pool()[i];
+                    if o.signer == e.signer && o.field == e.field {
+                        prop_assert!(!o.supersedes(e));
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn pipeline_rules() {
+        let k = &keys()[0];
+        let p = policy();
+        let mut s = Store::new(2);
+        let e1 = SignedEntry::sign(k, "f", &b"1"[..], NOW).unwrap();
+        let e2 = SignedEntry::sign(k, "f", &b"2"[..], NOW + 1).unwrap();
+        assert_eq!(s.ingest(e1.clone(), &p, NOW), Ok(Accepted::Inserted));
+        assert_eq!(s.ingest(e1.clone(), &p, NOW), Ok(Accepted::Duplicate));
+        assert_eq!(s.ingest(e2.clone(), &p, NOW), Ok(Accepted::Replaced));
+        assert_eq!(s.ingest(e1, &p, NOW), Err(Rejection::Stale), "older replay");
+        let future = SignedEntry::sign(k, "g", &b"x"[..], NOW + 30_001).unwrap();
+        assert_eq!(s.ingest(future, &p, NOW), Err(Rejection::FromTheFuture));
+        let edge = SignedEntry::sign(k, "g", &b"x"[..], NOW + 30_000).unwrap();
+        assert_eq!(s.ingest(edge, &p, NOW), Ok(Accepted::Inserted));
+        let third = SignedEntry::sign(k, "h", &b"x"[..], NOW).unwrap();
+        assert_eq!(s.ingest(third, &p, NOW), Err(Rejection::StoreFull));
+        let mut forged = SignedEntry::sign(k, "f", &b"3"[..], NOW + 2).unwrap();
+        forged.value = bytes::Bytes::from_static(b"4");
+        assert!(matches!(
+            s.ingest(forged, &p, NOW),
+            Err(Rejection::BadSignature | Rejection::WrongSigner)
+        ));
+        let mut other = SignedEntry::sign(&keys()[1], "f", &b"3"[..], NOW + 2).unwrap();
+        other.signer = k.address();
+        assert_eq!(s.ingest(other, &p, NOW), Err(Rejection::WrongSigner));
+        assert_eq!(s.get(&k.address(), "f").unwrap(), &e2);
+
+        let strict = Policy {
+            validator: Arc::new(AllowList::new([keys()[1].address()])),
+            max_value_len: 1,
+            ..policy()
+        };
+        let mut s = Store::new(10);
+        let e = SignedEntry::sign(k, "f", &b"1"[..], NOW).unwrap();
+        assert_eq!(s.ingest(e, &strict, NOW), Err(Rejection::NotAllowed));
+        let e = SignedEntry::sign(&keys()[1], "f", &b"12"[..], NOW).unwrap();
+        assert_eq!(s.ingest(e, &strict, NOW), Err(Rejection::ValueTooLarge));
+        let e = SignedEntry::sign(&keys()[1], &"x".repeat(65), &b"1"[..], NOW).unwrap();
+        assert_eq!(s.ingest(e, &strict, NOW), Err(Rejection::InvalidField));
+    }
+
+    #[test]
+    fn digest_pages_cover_everything_once() {
+        let mut s = Store::new(100);
+        for (i, e) in pool().iter().enumerate() {
+            let _ = s.ingest(e.clone(), &policy(), NOW);
+            let _ = i;
+        }
+        let mut seen = Vec::new();
+        let mut from = None;
+        loop {
+            let (items, next) = s.digest_page(from.as_ref(), 2);
+            assert!(items.len() <= 2);
+            seen.extend(items.into_iter().map(|i| (i.signer, i.field)));
+            if next.is_none() {
+                break;
+            }
+            from = next;
+        }
+        let all: Vec<_> = s.iter().map(|e| (e.signer, e.field.clone())).collect();
+        assert_eq!(seen, all);
+        let r = s.root();
+        assert_eq!(r, s.clone().root());
+        assert_ne!(r, Store::new(1).root());
+    }
+}

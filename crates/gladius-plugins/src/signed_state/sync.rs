@@ -360,3 +360,193 @@ pub fn reconcile(
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::eth::EthKey;
+    use super::super::validator::AcceptAll;
+    use super::*;
+    use proptest::prelude::*;
+    use std::sync::Arc;
+
+    const NOW: u64 = 1_700_000_000_000;
+
+    fn bounds() -> Bounds {
+        Bounds {
+            max_entries_per_message: 4,
+            max_digest_items: 4,
+            max_field_len: 16,
+            max_value_len: 32,
+        }
+    }
+
+    fn policy() -> Policy {
+        Policy {
+            max_field_len: 16,
+            max_value_len: 32,
+            max_clock_skew_ms: 30_000,
+            validator: Arc::new(AcceptAll),
+        }
+    }
+
+    fn sample() -> Vec<SyncMessage> {
+        let k = EthKey::from_bytes(&[9; 32]).unwrap();
+        let e = SignedEntry::sign(&k, "f", &b"v"[..], NOW).unwrap();
+        let key = (k.address(), "f".to_string());
+        vec![
+            SyncMessage::Root {
+                root: [7; 16],
+                count: 3,
+            },
+            SyncMessage::Digest {
+                from: Some(key.clone()),
+                to: None,
+                items: vec![DigestItem {
+                    signer: k.address(),
+                    field: "f".into(),
+                    timestamp_ms: NOW,
+                    tag: e.tag(),
+                }],
+            },
+            SyncMessage::Want { keys: vec![key] },
+            SyncMessage::Entries { entries: vec![e] },
+        ]
+    }
+
+    #[test]
+    fn encode_decode_round_trip() {
+        for m in sample() {
+            let (t, body) = m.encode();
+            assert!(body.len() <= bounds().max_body_len());
+            assert_eq!(SyncMessage::decode(t, &body, &bounds()).unwrap(), m);
+            // Every truncation is refused, never a panic.
+            for n in 0..body.len() {
+                assert!(SyncMessage::decode(t, &body[..n], &bounds()).is_err());
+            }
+            let mut longer = body.to_vec();
+            longer.push(0);
+            assert_eq!(
+                SyncMessage::decode(t, &longer, &bounds()),
+                Err(DecodeError::Malformed)
+            );
+        }
+    }
+
+    #[test]
+    fn over_bounds_is_refused() {
+        let k = EthKey::from_bytes(&[9; 32]).unwrap();
+        let five: Vec<_> = (0..5)
+            .map(|i| SignedEntry::sign(&k, &format!("f{i}"), &b"v"[..], NOW).unwrap())
+            .collect();
+        let (t, body) = SyncMessage::Entries { entries: five }.encode();
+        assert_eq!(
+            SyncMessage::decode(t, &body, &bounds()),
+            Err(DecodeError::OverBounds)
+        );
+        let big = SignedEntry::sign(&k, "f", vec![0u8; 33], NOW).unwrap();
+        let (t, body) = SyncMessage::Entries { entries: vec![big] }.encode();
+        assert_eq!(
+            SyncMessage::decode(t, &body, &bounds()),
+            Err(DecodeError::OverBounds)
+        );
+        let long = SignedEntry::sign(&k, &"x".repeat(17), &b""[..], NOW).unwrap();
+        let (t, body) = SyncMessage::Entries {
+            entries: vec![long],
+        }
+        .encode();
+        assert_eq!(
+            SyncMessage::decode(t, &body, &bounds()),
+            Err(DecodeError::OverBounds)
+        );
+        let huge = vec![1u8; bounds().max_body_len() + 1];
+        assert_eq!(
+            SyncMessage::decode(TYPE_ENTRIES, &huge, &bounds()),
+            Err(DecodeError::TooLarge)
+        );
+        assert_eq!(
+            SyncMessage::decode("other", b"\x01", &bounds()),
+            Err(DecodeError::UnknownType)
+        );
+        assert_eq!(
+            SyncMessage::decode(TYPE_ROOT, b"\x02", &bounds()),
+            Err(DecodeError::Version)
+        );
+        // A length prefix claiming 2^32 items is refused without allocating.
+        let mut lie = vec![1u8, 0];
+        lie.extend([0xff, 0xff, 0xff, 0xff, 0x0f]);
+        assert!(SyncMessage::decode(TYPE_DIGEST, &lie, &bounds()).is_err());
+    }
+
+    #[test]
+    fn reconcile_sends_missing_and_wants_newer() {
+        let k = EthKey::from_bytes(&[9; 32]).unwrap();
+        let sign = |f: &str, ts| SignedEntry::sign(&k, f, &b"v"[..], ts).unwrap();
+        let mut mine = Store::new(10);
+        for e in [
+            sign("a", NOW),
+            sign("b", NOW),
+            sign("c", NOW - 5),
+            sign("d", NOW),
+        ] {
+            mine.ingest(e, &policy(), NOW).unwrap();
+        }
+        let item = |f: &str, ts, tag| DigestItem {
+            signer: k.address(),
+            field: f.into(),
+            timestamp_ms: ts,
+            tag,
+        };
+        let b_tag = mine.get(&k.address(), "b").unwrap().tag();
+        let items = vec![
+            item("a", NOW - 1, [0; 8]),      // theirs older: send mine
+            item("b", NOW, b_tag),           // same: nothing
+            item("c", NOW, [0; 8]),          // theirs newer: want
+            item("e", NOW, [0; 8]),          // unknown to me: want
+            item("f", NOW + 60_000, [0; 8]), // from the future: not wanted
+        ];
+        // "d" is not listed: send it.
+        let r = reconcile(&mine, None, None, &items, &policy(), NOW);
+        let sent: Vec<_> = r.send.iter().map(|e| e.field.as_str()).collect();
+        let wanted: Vec<_> = r.want.iter().map(|k| k.1.as_str()).collect();
+        assert_eq!(sent, ["a", "d"]);
+        assert_eq!(wanted, ["c", "e"]);
+        // A page [a, c) only covers a and b.
+        let to = (k.address(), "c".to_string());
+        let r = reconcile(&mine, None, Some(&to), &items[..2], &policy(), NOW);
+        assert_eq!(r.send.len(), 1);
+        assert!(r.want.is_empty());
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+        #[test]
+        fn decode_arbitrary_bytes_never_panics(
+            t in 0..5usize,
+            body in proptest::collection::vec(any::<u8>(), 0..600),
+        ) {
+            let ty = [TYPE_ROOT, TYPE_DIGEST, TYPE_WANT, TYPE_ENTRIES, "x"][t];
+            let mut b = body;
+            if let Some(first) = b.first_mut() { *first = 1; }
+            if let Ok(m) = SyncMessage::decode(ty, &b, &bounds()) {
+                // Whatever decodes re-encodes within the bounds.
+                let (t2, body2) = m.encode();
+                prop_assert_eq!(t2, ty);
+                prop_assert!(body2.len() <= bounds().max_body_len());
+            }
+        }
+
+        #[test]
+        fn decode_mutated_valid_bodies_never_panics(
+            which in 0..4usize,
+            flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 1..8),
+        ) {
+            let (t, body) = sample()[which].encode();
+            let mut b = body.to_vec();
+            for (i, x) in flips {
+                let n = b.len();
+                b[i % n] ^= x;
+            }
+            let _ = SyncMessage::decode(t, &b, &bounds());
+        }
+    }
+}

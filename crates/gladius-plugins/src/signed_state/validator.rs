@@ -133,3 +133,34 @@ impl Validator for FieldRules {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn allow_list_and_field_rules() {
+        let (a, b, c) = (
+            EthAddress([1; 20]),
+            EthAddress([2; 20]),
+            EthAddress([3; 20]),
+        );
+        let allow = AllowList::new([a]).with(b);
+        assert!(allow.accept(&a, "x") && allow.accept(&b, "y") && !allow.accept(&c, "x"));
+
+        let rules = FieldRules::new(allow)
+            .restrict("pool.", [a])
+            .restrict("pool.public.", [a, b]);
+        assert!(rules.accept(&a, "pool.fee"));
+        assert!(!rules.accept(&b, "pool.fee"));
+        assert!(
+            rules.accept(&b, "pool.public.x"),
+            "the longest prefix decides"
+        );
+        assert!(rules.accept(&b, "status"));
+        assert!(!rules.accept(&c, "status"), "the base decides the rest");
+        assert!(AcceptAll.accept(&c, "anything"));
+        let closure = move |s: &EthAddress, f: &str| *s == c && f == "only";
+        assert!(closure.accept(&c, "only") && !closure.accept(&c, "other"));
+    }
+}
