@@ -1,0 +1,607 @@
+//! The plugin, its configuration, its handle and its statistics.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use gladius_p2p::{async_trait, Message, Network, NetworkError, PeerInfo, Plugin, Received};
+use rand::Rng;
+use serde::Serialize;
+
+use super::entry::{is_valid_field, EntryRecord, SignedEntry, MAX_FIELD_LEN};
+use super::eth::{to_hex, EthAddress, EthKey, KeyError};
+use super::store::{Accepted, Policy, Rejection, Rejections, Store};
+use super::sync::{chunks, reconcile, Bounds, SyncMessage, TYPE_PREFIX};
+use super::validator::{AcceptAll, Validator};
+
+/// Configuration of [`SignedState`]. Every limit bounds memory or work
+/// under hostile input.
+#[derive(Clone)]
+pub struct SignedStateConfig {
+    /// Peers each anti-entropy round sends its root to (default 3).
+    pub fanout: usize,
+    /// Time between rounds (default 1 s; each wait is jittered ±10 %).
+    pub sync_interval: Duration,
+    /// How far in the future a timestamp may be (default 30 s).
+    pub max_clock_skew: Duration,
+    /// Entries stored at most, over all signers (default 10 000).
+    pub max_entries: usize,
+    /// Entries per `entries` message (default 256).
+    pub max_entries_per_message: usize,
+    /// Items per digest page and keys per want (default 2048).
+    pub max_digest_items: usize,
+    /// Longest field name, at most 255 (default 64).
+    pub max_field_len: usize,
+    /// Largest value in bytes (default 4096).
+    pub max_value_len: usize,
+    /// Rounds of byte counts kept in [`SyncStats::recent_rounds`] (default 64).
+    pub history_rounds: usize,
+    /// Which signers and fields are accepted (default: all).
+    pub validator: Arc<dyn Validator>,
+}
+
+impl std::fmt::Debug for SignedStateConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SignedStateConfig")
+            .field("fanout", &self.fanout)
+            .field("sync_interval", &self.sync_interval)
+            .field("max_clock_skew", &self.max_clock_skew)
+            .field("max_entries", &self.max_entries)
+            .field("max_entries_per_message", &self.max_entries_per_message)
+            .field("max_digest_items", &self.max_digest_items)
+            .field("max_field_len", &self.max_field_len)
+            .field("max_value_len", &self.max_value_len)
+            .field("history_rounds", &self.history_rounds)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for SignedStateConfig {
+    fn default() -> Self {
+        Self {
+            fanout: 3,
+            sync_interval: Duration::from_secs(1),
+            max_clock_skew: Duration::from_secs(30),
+            max_entries: 10_000,
+            max_entries_per_message: 256,
+            max_digest_items: 2048,
+            max_field_len: 64,
+            max_value_len: 4096,
+            history_rounds: 64,
+            validator: Arc::new(AcceptAll),
+        }
+    }
+}
+
+impl SignedStateConfig {
+    /// Set [`fanout`](Self::fanout) (at least 1).
+    pub fn with_fanout(mut self, n: usize) -> Self {
+        self.fanout = n.max(1);
+        self
+    }
+    /// Set [`sync_interval`](Self::sync_interval) (at least 10 ms).
+    pub fn with_sync_interval(mut self, d: Duration) -> Self {
+        self.sync_interval = d.max(Duration::from_millis(10));
+        self
+    }
+    /// Set [`max_clock_skew`](Self::max_clock_skew).
+    pub fn with_max_clock_skew(mut self, d: Duration) -> Self {
+        self.max_clock_skew = d;
+        self
+    }
+    /// Set [`max_entries`](Self::max_entries).
+    pub fn with_max_entries(mut self, n: usize) -> Self {
+        self.max_entries = n;
+        self
+    }
+    /// Set [`max_entries_per_message`](Self::max_entries_per_message) (at least 1).
+    pub fn with_max_entries_per_message(mut self, n: usize) -> Self {
+        self.max_entries_per_message = n.max(1);
+        self
+    }
+    /// Set [`max_digest_items`](Self::max_digest_items) (at least 1).
+    pub fn with_max_digest_items(mut self, n: usize) -> Self {
+        self.max_digest_items = n.max(1);
+        self
+    }
+    /// Set [`max_field_len`](Self::max_field_len) (1..=255).
+    pub fn with_max_field_len(mut self, n: usize) -> Self {
+        self.max_field_len = n.clamp(1, MAX_FIELD_LEN);
+        self
+    }
+    /// Set [`max_value_len`](Self::max_value_len).
+    pub fn with_max_value_len(mut self, n: usize) -> Self {
+        self.max_value_len = n;
+        self
+    }
+    /// Set the [`validator`](Self::validator).
+    pub fn with_validator(mut self, v: impl Validator) -> Self {
+        self.validator = Arc::new(v);
+        self
+    }
+
+    fn policy(&self) -> Policy {
+        Policy {
+            max_field_len: self.max_field_len,
+            max_value_len: self.max_value_len,
+            max_clock_skew_ms: u64::try_from(self.max_clock_skew.as_millis()).unwrap_or(u64::MAX),
+            validator: self.validator.clone(),
+        }
+    }
+
+    /// The decoding bounds these settings imply.
+    pub fn bounds(&self) -> Bounds {
+        Bounds {
+            max_entries_per_message: self.max_entries_per_message,
+            max_digest_items: self.max_digest_items,
+            max_field_len: self.max_field_len,
+            max_value_len: self.max_value_len,
+        }
+    }
+}
+
+/// Bytes of message bodies (and messages) one anti-entropy round sent and
+/// received. A round runs from one tick of the node's timer to the next and
+/// includes the replies it provoked and the traffic other nodes started.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct RoundBytes {
+    /// Body bytes sent (a body sent to 3 peers counts 3 times).
+    pub bytes_sent: u64,
+    /// Body bytes received.
+    pub bytes_received: u64,
+    /// Messages sent (per peer).
+    pub messages_sent: u64,
+    /// Messages received.
+    pub messages_received: u64,
+}
+
+impl RoundBytes {
+    fn add(&mut self, o: &RoundBytes) {
+        self.bytes_sent += o.bytes_sent;
+        self.bytes_received += o.bytes_received;
+        self.messages_sent += o.messages_sent;
+        self.messages_received += o.messages_received;
+    }
+}
+
+/// What the plugin did so far.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct SyncStats {
+    /// Anti-entropy rounds started.
+    pub rounds: u64,
+    /// Totals since start.
+    pub total: RoundBytes,
+    /// The round in progress.
+    pub current_round: RoundBytes,
+    /// The last completed rounds, oldest first.
+    pub recent_rounds: Vec<RoundBytes>,
+    /// Entries accepted (new or newer), local or received.
+    pub accepted: u64,
+    /// Entries received that were already held (normal).
+    pub duplicates: u64,
+    /// Entries refused, by reason.
+    pub rejections: Rejections,
+    /// Bodies that did not decode or broke the bounds.
+    pub malformed_messages: u64,
+    /// Sends the node could not queue to some peer (full queue, gone).
+    pub send_failures: u64,
+}
+
+/// Why [`SignedStateHandle::set`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SetError {
+    /// The entry is refused by this node's own rules (field name, value
+    /// size, validator).
+    #[error("entry refused: {0}")]
+    Rejected(#[from] Rejection),
+    /// Signing failed.
+    #[error(transparent)]
+    Key(#[from] KeyError),
+}
+
+struct Inner {
+    store: Store,
+    stats: SyncStats,
+    history: VecDeque<RoundBytes>,
+}
+
+struct Shared {
+    key: EthKey,
+    config: SignedStateConfig,
+    policy: Policy,
+    bounds: Bounds,
+    inner: Mutex<Inner>,
+    net: Mutex<Option<Network>>,
+    task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding the lock leaves plain data; keep going.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+impl Shared {
+    fn ingest(&self, entry: SignedEntry, now: u64) -> Result<Accepted, Rejection> {
+        let mut inner = lock(&self.inner);
+        let r = inner.store.ingest(entry, &self.policy, now);
+        match r {
+            Ok(Accepted::Duplicate) => inner.stats.duplicates += 1,
+            Ok(_) => inner.stats.accepted += 1,
+            Err(rej) => inner.stats.rejections.count(rej),
+        }
+        r
+    }
+
+    fn count_sent(&self, body_len: usize, peers: usize, failed: usize) {
+        let mut inner = lock(&self.inner);
+        let r = &mut inner.stats.current_round;
+        r.bytes_sent += (body_len * peers) as u64;
+        r.messages_sent += peers as u64;
+        inner.stats.send_failures += failed as u64;
+    }
+
+    async fn send(
+        &self,
+        net: &Network,
+        msg: &SyncMessage,
+        to: Option<SocketAddr>,
+    ) -> Result<(), NetworkError> {
+        let (t, body) = msg.encode();
+        let len = body.len();
+        let Ok(m) = Message::new(t, body) else {
+            return Ok(());
+        };
+        let report = match to {
+            Some(peer) => net.broadcast_to(m, &[peer]).await?,
+            None => net.broadcast_randomly(m, self.config.fanout).await?,
+        };
+        self.count_sent(len, report.queued.len(), report.failed.len());
+        Ok(())
+    }
+
+    fn root_message(&self) -> SyncMessage {
+        let mut inner = lock(&self.inner);
+        let count = u32::try_from(inner.store.len()).unwrap_or(u32::MAX);
+        SyncMessage::Root {
+            root: inner.store.root(),
+            count,
+        }
+    }
+
+    /// Close the current round and start the next; returns its root.
+    fn next_round(&self) -> SyncMessage {
+        {
+            let mut inner = lock(&self.inner);
+            let done = std::mem::take(&mut inner.stats.current_round);
+            inner.stats.total.add(&done);
+            if inner.stats.rounds > 0 {
+                inner.history.push_back(done);
+                while inner.history.len() > self.config.history_rounds {
+                    inner.history.pop_front();
+                }
+            }
+            // Traffic before the first tick is in the totals only.
+            inner.stats.rounds += 1;
+        }
+        self.root_message()
+    }
+
+    async fn handle(&self, net: &Network, msg: &Received) -> Result<(), NetworkError> {
+        let m = msg.message();
+        let peer = msg.peer();
+        let body = m.body();
+        {
+            let mut inner = lock(&self.inner);
+            inner.stats.current_round.bytes_received += body.len() as u64;
+            inner.stats.current_round.messages_received += 1;
+        }
+        let decoded = match SyncMessage::decode(m.msg_type(), body, &self.bounds) {
+            Ok(d) => d,
+            Err(e) => {
+                lock(&self.inner).stats.malformed_messages += 1;
+                tracing::debug!(%peer, error = %e, "signed_state: bad message dropped");
+                return Ok(());
+            }
+        };
+        match decoded {
+            SyncMessage::Root { root, .. } => {
+                let pages = {
+                    let mut inner = lock(&self.inner);
+                    if inner.store.root() == root {
+                        return Ok(());
+                    }
+                    let mut pages = Vec::new();
+                    let mut from = None;
+                    loop {
+                        let (items, next) = inner
+                            .store
+                            .digest_page(from.as_ref(), self.config.max_digest_items);
+                        let done = next.is_none();
+                        pages.push(SyncMessage::Digest {
+                            from: from.clone(),
+                            to: next.clone(),
+                            items,
+                        });
+                        if done {
+                            break;
+                        }
+                        from = next;
+                    }
+                    pages
+                };
+                for p in pages {
+                    self.send(net, &p, Some(peer)).await?;
+                }
+            }
+            SyncMessage::Digest { from, to, items } => {
+                let r = {
+                    let inner = lock(&self.inner);
+                    reconcile(
+                        &inner.store,
+                        from.as_ref(),
+                        to.as_ref(),
+                        &items,
+                        &self.policy,
+                        now_ms(),
+                    )
+                };
+                for c in chunks(&r.send, self.config.max_entries_per_message) {
+                    self.send(net, &SyncMessage::Entries { entries: c }, Some(peer))
+                        .await?;
+                }
+                for c in chunks(&r.want, self.config.max_digest_items) {
+                    self.send(net, &SyncMessage::Want { keys: c }, Some(peer))
+                        .await?;
+                }
+            }
+            SyncMessage::Want { keys } => {
+                let found: Vec<SignedEntry> = {
+                    let inner = lock(&self.inner);
+                    keys.iter()
+                        .filter_map(|(s, f)| inner.store.get(s, f).cloned())
+                        .collect()
+                };
+                for c in chunks(&found, self.config.max_entries_per_message) {
+                    self.send(net, &SyncMessage::Entries { entries: c }, Some(peer))
+                        .await?;
+                }
+            }
+            SyncMessage::Entries { entries } => {
+                let now = now_ms();
+                for e in entries {
+                    if let Err(r) = self.ingest(e, now) {
+                        tracing::debug!(%peer, reason = %r, "signed_state: entry refused");
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The signed shared state plugin. Register it with
+/// [`Network::register_plugin`]; use the [`SignedStateHandle`] to publish
+/// and read fields.
+pub struct SignedState {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for SignedState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SignedState")
+            .field("address", &self.shared.key.address())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Publishes and reads fields of a [`SignedState`]; cheap to clone.
+#[derive(Clone)]
+pub struct SignedStateHandle {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for SignedStateHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SignedStateHandle")
+            .field("address", &self.shared.key.address())
+            .finish_non_exhaustive()
+    }
+}
+
+impl SignedState {
+    /// The plugin and its handle, signing with `key`.
+    pub fn new(key: EthKey, config: SignedStateConfig) -> (SignedState, SignedStateHandle) {
+        let shared = Arc::new(Shared {
+            policy: config.policy(),
+            bounds: config.bounds(),
+            inner: Mutex::new(Inner {
+                store: Store::new(config.max_entries),
+                stats: SyncStats::default(),
+                history: VecDeque::new(),
+            }),
+            key,
+            config,
+            net: Mutex::new(None),
+            task: Mutex::new(None),
+        });
+        (
+            SignedState {
+                shared: shared.clone(),
+            },
+            SignedStateHandle { shared },
+        )
+    }
+}
+
+impl SignedStateHandle {
+    /// This node's signing address.
+    pub fn address(&self) -> EthAddress {
+        self.shared.key.address()
+    }
+
+    /// Sign `value` for `field` with the current time (strictly after this
+    /// node's previous value of the field), store it, and push it to
+    /// `fanout` random peers; anti-entropy spreads it further.
+    pub async fn set(&self, field: &str, value: impl Into<Bytes>) -> Result<EntryRecord, SetError> {
+        let value = value.into();
+        if !is_valid_field(field) || field.len() > self.shared.config.max_field_len {
+            return Err(Rejection::InvalidField.into());
+        }
+        let me = self.address();
+        let now = now_ms();
+        let ts = {
+            let inner = lock(&self.shared.inner);
+            match inner.store.get(&me, field) {
+                Some(prev) => now.max(prev.timestamp_ms.saturating_add(1)),
+                None => now,
+            }
+        };
+        let entry = SignedEntry::sign(&self.shared.key, field, value, ts)?;
+        let record = entry.record();
+        self.shared.ingest(entry.clone(), now)?;
+        let net = lock(&self.shared.net).clone();
+        if let Some(net) = net {
+            let msg = SyncMessage::Entries {
+                entries: vec![entry],
+            };
+            if let Err(e) = self.shared.send(&net, &msg, None).await {
+                tracing::debug!(error = %e, "signed_state: push after set failed");
+            }
+        }
+        Ok(record)
+    }
+
+    /// Offer an entry signed elsewhere (e.g. offline by a manager key): it
+    /// goes through the same checks as a received one and, if accepted,
+    /// spreads by anti-entropy.
+    pub fn insert(&self, entry: SignedEntry) -> Result<Accepted, Rejection> {
+        self.shared.ingest(entry, now_ms())
+    }
+
+    /// The entry held for (signer, field).
+    pub fn get(&self, signer: &EthAddress, field: &str) -> Option<EntryRecord> {
+        lock(&self.shared.inner)
+            .store
+            .get(signer, field)
+            .map(SignedEntry::record)
+    }
+
+    /// The value held for (signer, field).
+    pub fn get_value(&self, signer: &EthAddress, field: &str) -> Option<Bytes> {
+        lock(&self.shared.inner)
+            .store
+            .get(signer, field)
+            .map(|e| e.value.clone())
+    }
+
+    /// Every entry held, in (signer, field) order.
+    pub fn entries(&self) -> Vec<EntryRecord> {
+        lock(&self.shared.inner)
+            .store
+            .iter()
+            .map(SignedEntry::record)
+            .collect()
+    }
+
+    /// Every entry held, as signed entries.
+    pub fn signed_entries(&self) -> Vec<SignedEntry> {
+        lock(&self.shared.inner).store.iter().cloned().collect()
+    }
+
+    /// Number of entries held.
+    pub fn len(&self) -> usize {
+        lock(&self.shared.inner).store.len()
+    }
+
+    /// Whether no entry is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The state fingerprint peers compare (hex): two nodes with the same
+    /// root hold the same entries.
+    pub fn root(&self) -> String {
+        to_hex(&lock(&self.shared.inner).store.root())
+    }
+
+    /// Counters: rounds, bytes per round and in total, rejections.
+    pub fn stats(&self) -> SyncStats {
+        let inner = lock(&self.shared.inner);
+        let mut s = inner.stats.clone();
+        s.recent_rounds = inner.history.iter().copied().collect();
+        s
+    }
+
+    /// Start an anti-entropy round now (besides the timer's).
+    pub async fn sync_now(&self) -> Result<(), NetworkError> {
+        let net = lock(&self.shared.net).clone();
+        match net {
+            Some(net) => {
+                let root = self.shared.root_message();
+                self.shared.send(&net, &root, None).await
+            }
+            None => Ok(()),
+        }
+    }
+}
+
+#[async_trait]
+impl Plugin for SignedState {
+    fn name(&self) -> &str {
+        "signed_state"
+    }
+
+    async fn startup(&self, net: &Network) {
+        *lock(&self.shared.net) = Some(net.downgrade());
+        let shared = self.shared.clone();
+        let net = net.downgrade();
+        let task = tokio::spawn(async move {
+            let base = shared.config.sync_interval;
+            loop {
+                let jitter = rand::thread_rng().gen_range(0.9..1.1);
+                tokio::time::sleep(base.mul_f64(jitter)).await;
+                let root = shared.next_round();
+                if let Err(NetworkError::Closed) = shared.send(&net, &root, None).await {
+                    break;
+                }
+            }
+        });
+        if let Some(old) = lock(&self.shared.task).replace(task) {
+            old.abort();
+        }
+    }
+
+    async fn peer_connected(&self, net: &Network, peer: &PeerInfo) {
+        // Sync at once with a new writable peer (a healed partition, a
+        // restarted node) instead of waiting for chance to pick it.
+        if peer.writable {
+            let root = self.shared.root_message();
+            let _ = self.shared.send(net, &root, Some(peer.addr)).await;
+        }
+    }
+
+    async fn new_message(&self, net: &Network, msg: &Received) {
+        if !msg.message().msg_type().starts_with(TYPE_PREFIX) {
+            return;
+        }
+        if let Err(e) = self.shared.handle(net, msg).await {
+            tracing::debug!(error = %e, "signed_state: reply failed");
+        }
+    }
+
+    async fn close(&self, _net: &Network) {
+        if let Some(task) = lock(&self.shared.task).take() {
+            task.abort();
+        }
+        *lock(&self.shared.net) = None;
+    }
+}

@@ -1,0 +1,469 @@
+//! The replica: newest entry per (signer, field), with the acceptance
+//! pipeline every entry goes through, local or received.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use super::entry::{is_valid_field, EntryError, SignedEntry};
+use super::eth::{keccak256, EthAddress};
+use super::validator::Validator;
+
+/// Store key: (signer, field).
+pub type Key = (EthAddress, String);
+
+/// What the acceptance pipeline checks, besides signatures.
+#[derive(Clone)]
+pub struct Policy {
+    /// Longest field name accepted (at most [`MAX_FIELD_LEN`](super::MAX_FIELD_LEN)).
+    pub max_field_len: usize,
+    /// Largest value accepted, in bytes.
+    pub max_value_len: usize,
+    /// How far in the future (ms) a timestamp may be.
+    pub max_clock_skew_ms: u64,
+    /// Which (signer, field) pairs are accepted.
+    pub validator: Arc<dyn Validator>,
+}
+
+impl std::fmt::Debug for Policy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Policy")
+            .field("max_field_len", &self.max_field_len)
+            .field("max_value_len", &self.max_value_len)
+            .field("max_clock_skew_ms", &self.max_clock_skew_ms)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What happened to an accepted entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Accepted {
+    /// A new (signer, field).
+    Inserted,
+    /// It replaced an older entry.
+    Replaced,
+    /// The store already held this exact entry (normal in anti-entropy).
+    Duplicate,
+}
+
+/// Why an entry was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Rejection {
+    /// The field name is empty, too long or has bytes outside `0x21..=0x7e`.
+    #[error("invalid field name")]
+    InvalidField,
+    /// The value exceeds the configured size.
+    #[error("value too large")]
+    ValueTooLarge,
+    /// The timestamp is further in the future than the allowed clock skew.
+    #[error("timestamp too far in the future")]
+    FromTheFuture,
+    /// The validator refused the (signer, field).
+    #[error("refused by the validator")]
+    NotAllowed,
+    /// Not newer than the entry held (an older replay or a losing tie).
+    #[error("older than the entry held")]
+    Stale,
+    /// The signature recovers no key.
+    #[error("invalid signature")]
+    BadSignature,
+    /// The signature is by another address than the claimed signer.
+    #[error("signed by another address than the claimed signer")]
+    WrongSigner,
+    /// The store holds its maximum number of entries.
+    #[error("store full")]
+    StoreFull,
+}
+
+/// Counts of refused entries, by reason.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Rejections {
+    /// [`Rejection::InvalidField`].
+    pub invalid_field: u64,
+    /// [`Rejection::ValueTooLarge`].
+    pub value_too_large: u64,
+    /// [`Rejection::FromTheFuture`].
+    pub from_the_future: u64,
+    /// [`Rejection::NotAllowed`].
+    pub not_allowed: u64,
+    /// [`Rejection::Stale`].
+    pub stale: u64,
+    /// [`Rejection::BadSignature`].
+    pub bad_signature: u64,
+    /// [`Rejection::WrongSigner`].
+    pub wrong_signer: u64,
+    /// [`Rejection::StoreFull`].
+    pub store_full: u64,
+}
+
+impl Rejections {
+    /// Count one rejection.
+    pub fn count(&mut self, r: Rejection) {
+        let c = match r {
+            Rejection::InvalidField => &mut self.invalid_field,
+            Rejection::ValueTooLarge => &mut self.value_too_large,
+            Rejection::FromTheFuture => &mut self.from_the_future,
+            Rejection::NotAllowed => &mut self.not_allowed,
+            Rejection::Stale => &mut self.stale,
+            Rejection::BadSignature => &mut self.bad_signature,
+            Rejection::WrongSigner => &mut self.wrong_signer,
+            Rejection::StoreFull => &mut self.store_full,
+        };
+        *c += 1;
+    }
+    /// All rejections.
+    pub fn total(&self) -> u64 {
+        self.invalid_field
+            + self.value_too_large
+            + self.from_the_future
+            + self.not_allowed
+            + self.stale
+            + self.bad_signature
+            + self.wrong_signer
+            + self.store_full
+    }
+}
+
+/// A (signer, field, timestamp, tag) line of a digest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DigestItem {
+    /// The signer.
+    pub signer: EthAddress,
+    /// The field.
+    pub field: String,
+    /// The held entry's timestamp.
+    pub timestamp_ms: u64,
+    /// The held entry's [`SignedEntry::tag`].
+    pub tag: [u8; 8],
+}
+
+/// Newest entry per (signer, field), at most `max_entries` of them.
+///
+/// Without the cap, merging is a join: the state after merging a set of
+/// entries is the per-key maximum under [`SignedEntry::supersedes`],
+/// whatever their order or repetition. When full, entries for new keys are
+/// refused ([`Rejection::StoreFull`]) while known keys still update.
+#[derive(Debug, Clone)]
+pub struct Store {
+    entries: BTreeMap<Key, SignedEntry>,
+    max_entries: usize,
+    root: Option<[u8; 16]>,
+}
+
+impl Store {
+    /// An empty store holding at most `max_entries`.
+    pub fn new(max_entries: usize) -> Self {
+        Self {
+            entries: BTreeMap::new(),
+            max_entries,
+            root: None,
+        }
+    }
+
+    /// The entry held for (signer, field).
+    pub fn get(&self, signer: &EthAddress, field: &str) -> Option<&SignedEntry> {
+        // BTreeMap<(A, String)> cannot be queried by (A, &str) without a
+        // String; field names are short.
+        self.entries.get(&(*signer, field.to_owned()))
+    }
+
+    /// Number of entries.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether empty.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Entries in (signer, field) order.
+    pub fn iter(&self) -> impl Iterator<Item = &SignedEntry> {
+        self.entries.values()
+    }
+
+    /// The merge rule alone (no signature or policy check): keep `entry`
+    /// if it supersedes what is held.
+    pub fn merge(&mut self, entry: SignedEntry) -> Result<Accepted, Rejection> {
+        let key = (entry.signer, entry.field.clone());
+        match self.entries.get(&key) {
+            Some(held) if *held == entry => return Ok(Accepted::Duplicate),
+            Some(held) if !entry.supersedes(held) => return Err(Rejection::Stale),
+            Some(_) => {}
+            None if self.entries.len() >= self.max_entries => return Err(Rejection::StoreFull),
+            None => {}
+        }
+        self.root = None;
+        Ok(match self.entries.insert(key, entry) {
+            Some(_) => Accepted::Replaced,
+            None => Accepted::Inserted,
+        })
+    }
+
+    /// The full pipeline, cheapest checks first: bounds, clock skew,
+    /// validator, merge order (so replays cost no signature check), store
+    /// cap, then the signature; then merge.
+    pub fn ingest(
+        &mut self,
+        entry: SignedEntry,
+        policy: &Policy,
+        now_ms: u64,
+    ) -> Result<Accepted, Rejection> {
+        precheck(&entry, policy, now_ms)?;
+        match self.get(&entry.signer, &entry.field) {
+            Some(held) if *held == entry => return Ok(Accepted::Duplicate),
+            Some(held) if !entry.supersedes(held) => return Err(Rejection::Stale),
+            Some(_) => {}
+            None if self.entries.len() >= self.max_entries => return Err(Rejection::StoreFull),
+            None => {}
+        }
+        entry.verify().map_err(|e| match e {
+            EntryError::BadSignature => Rejection::BadSignature,
+            EntryError::WrongSigner { .. } => Rejection::WrongSigner,
+        })?;
+        self.merge(entry)
+    }
+
+    /// Whether the store would want an entry for `key` at `timestamp_ms`
+    /// that it does not hold (the checks possible without the entry).
+    pub fn would_want(
+        &self,
+        signer: &EthAddress,
+        field: &str,
+        timestamp_ms: u64,
+        policy: &Policy,
+        now_ms: u64,
+    ) -> bool {
+        is_valid_field(field)
+            && field.len() <= policy.max_field_len
+            && timestamp_ms <= now_ms.saturating_add(policy.max_clock_skew_ms)
+            && policy.validator.accept(signer, field)
+            && match self.get(signer, field) {
+                Some(held) => held.timestamp_ms <= timestamp_ms,
+                None => self.entries.len() < self.max_entries,
+            }
+    }
+
+    /// Digest of the entries with keys in `[from, ..)`, at most `max` items;
+    /// returns the items and the first key not covered (`None`: the end).
+    pub fn digest_page(&self, from: Option<&Key>, max: usize) -> (Vec<DigestItem>, Option<Key>) {
+        let mut items = Vec::new();
+        let iter: Box<dyn Iterator<Item = (&Key, &SignedEntry)>> = match from {
+            Some(k) => Box::new(self.entries.range(k.clone()..)),
+            None => Box::new(self.entries.iter()),
+        };
+        for (k, e) in iter {
+            if items.len() >= max.max(1) {
+                return (items, Some(k.clone()));
+            }
+            items.push(DigestItem {
+                signer: e.signer,
+                field: e.field.clone(),
+                timestamp_ms: e.timestamp_ms,
+                tag: e.tag(),
+            });
+        }
+        (items, None)
+    }
+
+    /// Entries with keys in `[from, to)` (`None`: unbounded).
+    pub fn range<'a>(&'a self, from: Option<&Key>, to: Option<&Key>) -> Vec<&'a SignedEntry> {
+        self.entries
+            .iter()
+            .filter(|(k, _)| from.is_none_or(|f| *k >= f) && to.is_none_or(|t| *k < t))
+            .map(|(_, e)| e)
+            .collect()
+    }
+
+    /// A 16-byte fingerprint of the whole state: equal roots mean (up to
+    /// hash collisions) identical stores. Cached until the next change.
+    pub fn root(&mut self) -> [u8; 16] {
+        if let Some(r) = self.root {
+            return r;
+        }
+        let mut buf = Vec::with_capacity(self.entries.len() * 48);
+        for e in self.entries.values() {
+            buf.extend_from_slice(&e.signer.0);
+            buf.push(e.field.len() as u8);
+            buf.extend_from_slice(e.field.as_bytes());
+            buf.extend_from_slice(&e.timestamp_ms.to_be_bytes());
+            buf.extend_from_slice(&e.tag());
+        }
+        let h = keccak256(&buf);
+        let mut r = [0u8; 16];
+        r.copy_from_slice(&h[..16]);
+        self.root = Some(r);
+        r
+    }
+}
+
+/// Bounds, clock skew and validator: the checks that need no store.
+pub fn precheck(entry: &SignedEntry, policy: &Policy, now_ms: u64) -> Result<(), Rejection> {
+    if !is_valid_field(&entry.field) || entry.field.len() > policy.max_field_len {
+        return Err(Rejection::InvalidField);
+    }
+    if entry.value.len() > policy.max_value_len {
+        return Err(Rejection::ValueTooLarge);
+    }
+    if entry.timestamp_ms > now_ms.saturating_add(policy.max_clock_skew_ms) {
+        return Err(Rejection::FromTheFuture);
+    }
+    if !policy.validator.accept(&entry.signer, &entry.field) {
+        return Err(Rejection::NotAllowed);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::eth::EthKey;
+    use super::super::validator::{AcceptAll, AllowList};
+    use super::*;
+    use proptest::prelude::*;
+    use std::sync::OnceLock;
+
+    const NOW: u64 = 1_700_000_000_000;
+
+    fn policy() -> Policy {
+        Policy {
+            max_field_len: 64,
+            max_value_len: 1024,
+            max_clock_skew_ms: 30_000,
+            validator: Arc::new(AcceptAll),
+        }
+    }
+
+    fn keys() -> &'static [EthKey] {
+        static K: OnceLock<Vec<EthKey>> = OnceLock::new();
+        K.get_or_init(|| {
+            (1u8..=3)
+                .map(|i| EthKey::from_bytes(&[i; 32]).unwrap())
+                .collect()
+        })
+    }
+
+    /// A pool of signed entries over 3 signers x 2 fields with colliding
+    /// timestamps (ties with different values) so every merge rule is hit.
+    fn pool() -> &'static [SignedEntry] {
+        static P: OnceLock<Vec<SignedEntry>> = OnceLock::new();
+        P.get_or_init(|| {
+            let mut v = Vec::new();
+            for k in keys() {
+                for f in ["a", "b"] {
+                    for ts in [1u64, 2, 2, 3] {
+                        let value = format!("{f}{ts}{}", v.len() % 3);
+                        v.push(
+                            SignedEntry::sign(k, f, value.into_bytes(), NOW - 100 + ts).unwrap(),
+                        );
+                    }
+                }
+            }
+            v
+        })
+    }
+
+    fn merged(order: &[usize]) -> Vec<SignedEntry> {
+        let mut s = Store::new(1000);
+        for &i in order {
+            let _ = s.ingest(pool()[i].clone(), &policy(), NOW);
+        }
+        s.iter().cloned().collect()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        /// Any order and any repetition of the same entries gives the same
+        /// state: commutative, associative and idempotent.
+        #[test]
+        fn merge_is_order_independent(
+            picks in proptest::collection::vec(0..24usize, 0..40),
+            seed in any::<u64>(),
+        ) {
+            use rand::{seq::SliceRandom, SeedableRng};
+            let mut shuffled = picks.clone();
+            shuffled.shuffle(&mut rand::rngs::StdRng::seed_from_u64(seed));
+            let mut doubled = picks.clone();
+            doubled.extend(picks.iter().rev());
+            let a = merged(&picks);
+            prop_assert_eq!(&a, &merged(&shuffled));
+            prop_assert_eq!(&a, &merged(&doubled));
+            // And it is the per-key maximum.
+            for e in &a {
+                for &i in &picks {
+                    let o = &pool()[i];
+                    if o.signer == e.signer && o.field == e.field {
+                        prop_assert!(!o.supersedes(e));
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn pipeline_rules() {
+        let k = &keys()[0];
+        let p = policy();
+        let mut s = Store::new(2);
+        let e1 = SignedEntry::sign(k, "f", &b"1"[..], NOW).unwrap();
+        let e2 = SignedEntry::sign(k, "f", &b"2"[..], NOW + 1).unwrap();
+        assert_eq!(s.ingest(e1.clone(), &p, NOW), Ok(Accepted::Inserted));
+        assert_eq!(s.ingest(e1.clone(), &p, NOW), Ok(Accepted::Duplicate));
+        assert_eq!(s.ingest(e2.clone(), &p, NOW), Ok(Accepted::Replaced));
+        assert_eq!(s.ingest(e1, &p, NOW), Err(Rejection::Stale), "older replay");
+        let future = SignedEntry::sign(k, "g", &b"x"[..], NOW + 30_001).unwrap();
+        assert_eq!(s.ingest(future, &p, NOW), Err(Rejection::FromTheFuture));
+        let edge = SignedEntry::sign(k, "g", &b"x"[..], NOW + 30_000).unwrap();
+        assert_eq!(s.ingest(edge, &p, NOW), Ok(Accepted::Inserted));
+        let third = SignedEntry::sign(k, "h", &b"x"[..], NOW).unwrap();
+        assert_eq!(s.ingest(third, &p, NOW), Err(Rejection::StoreFull));
+        let mut forged = SignedEntry::sign(k, "f", &b"3"[..], NOW + 2).unwrap();
+        forged.value = bytes::Bytes::from_static(b"4");
+        assert!(matches!(
+            s.ingest(forged, &p, NOW),
+            Err(Rejection::BadSignature | Rejection::WrongSigner)
+        ));
+        let mut other = SignedEntry::sign(&keys()[1], "f", &b"3"[..], NOW + 2).unwrap();
+        other.signer = k.address();
+        assert_eq!(s.ingest(other, &p, NOW), Err(Rejection::WrongSigner));
+        assert_eq!(s.get(&k.address(), "f").unwrap(), &e2);
+
+        let strict = Policy {
+            validator: Arc::new(AllowList::new([keys()[1].address()])),
+            max_value_len: 1,
+            ..policy()
+        };
+        let mut s = Store::new(10);
+        let e = SignedEntry::sign(k, "f", &b"1"[..], NOW).unwrap();
+        assert_eq!(s.ingest(e, &strict, NOW), Err(Rejection::NotAllowed));
+        let e = SignedEntry::sign(&keys()[1], "f", &b"12"[..], NOW).unwrap();
+        assert_eq!(s.ingest(e, &strict, NOW), Err(Rejection::ValueTooLarge));
+        let e = SignedEntry::sign(&keys()[1], &"x".repeat(65), &b"1"[..], NOW).unwrap();
+        assert_eq!(s.ingest(e, &strict, NOW), Err(Rejection::InvalidField));
+    }
+
+    #[test]
+    fn digest_pages_cover_everything_once() {
+        let mut s = Store::new(100);
+        for (i, e) in pool().iter().enumerate() {
+            let _ = s.ingest(e.clone(), &policy(), NOW);
+            let _ = i;
+        }
+        let mut seen = Vec::new();
+        let mut from = None;
+        loop {
+            let (items, next) = s.digest_page(from.as_ref(), 2);
+            assert!(items.len() <= 2);
+            seen.extend(items.into_iter().map(|i| (i.signer, i.field)));
+            if next.is_none() {
+                break;
+            }
+            from = next;
+        }
+        let all: Vec<_> = s.iter().map(|e| (e.signer, e.field.clone())).collect();
+        assert_eq!(seen, all);
+        let r = s.root();
+        assert_eq!(r, s.clone().root());
+        assert_ne!(r, Store::new(1).root());
+    }
+}
