@@ -1,0 +1,441 @@
+//! Discovery: the pure table logic (no sockets), the body codec against
+//! hostile input, a lying peer over real UDP, and a 200-node swarm that
+//! converges to full membership and forgets killed nodes.
+
+mod discovery_support;
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use discovery_support::*;
+use gladius_p2p::{ConnectionState, Message, Network, PublicKey};
+use gladius_plugins::discovery::wire::{self, DecodeError, PeerEntry, PeerList};
+use gladius_plugins::discovery::{Action, DiscoveryConfig, Origin, PeerTable};
+use proptest::prelude::*;
+
+// ----- pure logic ------------------------------------------------------------
+
+fn addr(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+fn key(n: u8) -> PublicKey {
+    PublicKey::from_bytes([n; 32])
+}
+
+fn entry(port: u16, k: u8) -> PeerEntry {
+    PeerEntry {
+        addr: addr(port),
+        key: Some([k; 32]),
+    }
+}
+
+fn small_config() -> DiscoveryConfig {
+    let mut c = DiscoveryConfig::default();
+    c.table_size = 4;
+    c.max_pending = 3;
+    c.max_entries = 8;
+    c.interval = Duration::from_secs(1);
+    c.connect_deadline = Duration::from_secs(10);
+    c.disconnect_grace = Duration::from_secs(5);
+    c.tombstone_ttl = Duration::from_secs(60);
+    c.max_tombstones = 3;
+    c
+}
+
+fn table() -> PeerTable {
+    let mut t = PeerTable::new(small_config());
+    t.set_local(&[addr(1)], Some(key(1)), true);
+    t
+}
+
+#[test]
+fn merge_adds_pinned_and_respects_pending_and_table_caps() {
+    let mut t = table();
+    let now = Instant::now();
+    let list: Vec<_> = (10..20).map(|p| entry(p, p as u8)).collect();
+    let adds = t.merge(&list, now);
+    // max_pending = 3 learned peers may be connecting at once.
+    assert_eq!(
+        adds,
+        vec![
+            Action::Add(addr(10), Some(key(10))),
+            Action::Add(addr(11), Some(key(11))),
+            Action::Add(addr(12), Some(key(12))),
+        ]
+    );
+    assert_eq!(t.counters().cap_skips, 7);
+    // Once they connect, the table cap (4) is what stops growth.
+    for p in 10..13 {
+        t.peer_connected(addr(p), Some(key(p as u8)), now);
+    }
+    let adds = t.merge(&list, now);
+    assert_eq!(adds, vec![Action::Add(addr(13), Some(key(13)))]);
+    assert_eq!(t.table_len(), 4);
+    assert!(t.merge(&list, now).is_empty());
+}
+
+#[test]
+fn merge_refuses_self_junk_unkeyed_and_other_keys_for_known_addresses() {
+    let mut t = table();
+    let now = Instant::now();
+    t.node_added(addr(20), now);
+    t.peer_connected(addr(20), Some(key(20)), now);
+    let list = vec![
+        entry(1, 9),                                     // our address
+        entry(21, 1),                                    // our key elsewhere
+        PeerEntry { addr: "0.0.0.0:5".parse().unwrap(), key: Some([3; 32]) },
+        PeerEntry { addr: "224.0.0.1:5".parse().unwrap(), key: Some([3; 32]) },
+        PeerEntry { addr: addr(0), key: Some([3; 32]) },
+        PeerEntry { addr: addr(22), key: None },         // cannot pin
+        entry(20, 99),                                   // a lie about a known peer
+    ];
+    assert!(t.merge(&list, now).is_empty());
+    let c = t.counters();
+    assert_eq!(c.invalid_entries, 5);
+    assert_eq!(c.unkeyed_skips, 1);
+    assert_eq!(c.key_conflicts, 1);
+    let known = t.known_peers();
+    assert_eq!(known.len(), 1);
+    assert_eq!(known[0].public_key, Some(key(20)));
+}
+
+#[test]
+fn plaintext_nodes_add_without_keys() {
+    let mut t = PeerTable::new(small_config());
+    t.set_local(&[addr(1)], None, false);
+    let adds = t.merge(&[PeerEntry { addr: addr(30), key: None }], Instant::now());
+    assert_eq!(adds, vec![Action::Add(addr(30), None)]);
+}
+
+#[test]
+fn tombstones_block_gossip_until_they_expire_and_are_bounded() {
+    let mut t = table();
+    let t0 = Instant::now();
+    t.node_added(addr(40), t0);
+    t.peer_connected(addr(40), Some(key(40)), t0);
+    t.node_deleted(addr(40), t0); // e.g. the latency audit
+    assert!(t.is_tombstoned(addr(40), t0));
+    assert!(t.merge(&[entry(40, 40)], t0).is_empty());
+    assert_eq!(t.counters().tombstoned_skips, 1);
+    // After the TTL it may come back.
+    let later = t0 + Duration::from_secs(61);
+    t.expire(later);
+    assert!(!t.is_tombstoned(addr(40), later));
+    assert_eq!(t.merge(&[entry(40, 40)], later).len(), 1);
+    // At most max_tombstones (3), the oldest forgotten first.
+    let mut t = table();
+    for p in 50..55 {
+        t.node_deleted(addr(p), t0 + Duration::from_millis(u64::from(p)));
+    }
+    assert_eq!(t.tombstone_count(), 3);
+    assert!(!t.is_tombstoned(addr(50), t0));
+    assert!(t.is_tombstoned(addr(54), t0));
+}
+
+#[test]
+fn disconnected_peers_are_deleted_after_the_grace_and_tombstoned() {
+    let mut t = table();
+    let t0 = Instant::now();
+    t.node_added(addr(60), t0);
+    t.peer_connected(addr(60), Some(key(60)), t0);
+    t.peer_disconnected(addr(60), t0);
+    assert!(t.expire(t0 + Duration::from_secs(4)).is_empty());
+    // It came back within the grace: nothing happens.
+    t.peer_connected(addr(60), Some(key(60)), t0 + Duration::from_secs(4));
+    assert!(t.expire(t0 + Duration::from_secs(20)).is_empty());
+    t.peer_disconnected(addr(60), t0 + Duration::from_secs(20));
+    let actions = t.expire(t0 + Duration::from_secs(26));
+    assert_eq!(actions, vec![Action::Delete(addr(60))]);
+    assert_eq!(t.counters().dead_dropped, 1);
+    assert!(t.is_tombstoned(addr(60), t0 + Duration::from_secs(26)));
+}
+
+#[test]
+fn learned_peers_that_never_connect_are_dropped_as_junk() {
+    let mut t = table();
+    let t0 = Instant::now();
+    assert_eq!(t.merge(&[entry(70, 70), entry(71, 71)], t0).len(), 2);
+    t.peer_connected(addr(71), Some(key(71)), t0 + Duration::from_secs(1));
+    assert!(t.expire(t0 + Duration::from_secs(9)).is_empty());
+    let actions = t.expire(t0 + Duration::from_secs(10));
+    assert_eq!(actions, vec![Action::Delete(addr(70))]);
+    assert_eq!(t.counters().junk_dropped, 1);
+    assert!(t.is_tombstoned(addr(70), t0 + Duration::from_secs(10)));
+    // Deleting it frees its pending slot.
+    t.node_deleted(addr(70), t0 + Duration::from_secs(10));
+    assert_eq!(t.table_len(), 1);
+}
+
+#[test]
+fn a_refused_learned_key_is_deleted_untombstoned_and_not_retried() {
+    let mut t = table();
+    let t0 = Instant::now();
+    t.merge(&[entry(80, 66)], t0);
+    assert_eq!(t.peer_rejected(addr(80), t0), Some(Action::Delete(addr(80))));
+    t.node_deleted(addr(80), t0);
+    assert!(!t.is_tombstoned(addr(80), t0));
+    assert!(t.merge(&[entry(80, 66)], t0).is_empty(), "same lie refused");
+    assert_eq!(t.merge(&[entry(80, 80)], t0).len(), 1, "the true key is tried");
+    assert_eq!(t.counters().key_rejections, 1);
+    // Rejections of peers we did not learn are not ours to act on.
+    t.node_added(addr(81), t0);
+    assert_eq!(t.peer_rejected(addr(81), t0), None);
+}
+
+#[test]
+fn inbound_peers_are_promoted_while_there_is_room() {
+    let mut t = table();
+    let t0 = Instant::now();
+    for p in 90..94 {
+        assert_eq!(
+            t.peer_connected(addr(p), Some(key(p as u8)), t0),
+            Some(Action::Add(addr(p), Some(key(p as u8))))
+        );
+    }
+    assert_eq!(t.peer_connected(addr(94), Some(key(94)), t0), None);
+    let k = t.known_peers();
+    assert_eq!(k.iter().filter(|p| p.origin == Origin::Inbound).count(), 4);
+    assert_eq!(k.iter().filter(|p| p.origin == Origin::Unlisted).count(), 1);
+}
+
+#[test]
+fn samples_hold_only_connected_untombstoned_peers_up_to_the_cap() {
+    let mut cfg = small_config();
+    cfg.table_size = 100;
+    cfg.max_entries = 5;
+    let mut t = PeerTable::new(cfg);
+    t.set_local(&[addr(1)], Some(key(1)), true);
+    let t0 = Instant::now();
+    for p in 100..110 {
+        t.node_added(addr(p), t0);
+    }
+    for p in 100..104 {
+        t.peer_connected(addr(p), Some(key(p as u8)), t0);
+    }
+    let mut rng = rand::thread_rng();
+    let s = t.sample(Some(addr(100)), t0, &mut rng);
+    let got: BTreeSet<_> = s.iter().map(|e| e.addr.port()).collect();
+    assert_eq!(got, BTreeSet::from([101, 102, 103]));
+    for e in &s {
+        assert_eq!(e.key, Some([e.addr.port() as u8; 32]));
+    }
+    for p in 104..110 {
+        t.peer_connected(addr(p), Some(key(p as u8)), t0);
+    }
+    assert_eq!(t.sample(None, t0, &mut rng).len(), 5);
+}
+
+#[test]
+fn asks_are_answered_at_most_n_per_peer_per_interval() {
+    let mut t = table();
+    let t0 = Instant::now();
+    let answered = (0..10).filter(|_| t.allow_ask(addr(5), t0)).count();
+    assert_eq!(answered, 2);
+    assert!(t.allow_ask(addr(6), t0), "budgets are per peer");
+    assert!(t.allow_ask(addr(5), t0 + Duration::from_secs(1)));
+    assert_eq!(t.counters().asks_refused, 8);
+    // Answers are welcome only from peers we asked, once.
+    assert!(!t.take_answer(addr(7), t0));
+    t.asks_sent(&[addr(7)], t0);
+    assert!(t.take_answer(addr(7), t0));
+    assert!(!t.take_answer(addr(7), t0));
+    assert_eq!(t.counters().unsolicited_dropped, 2);
+}
+
+// ----- the codec ---------------------------------------------------------------
+
+#[test]
+fn bodies_round_trip_and_oversized_lists_are_refused_before_decoding() {
+    let list = PeerList {
+        entries: vec![
+            entry(1000, 7),
+            PeerEntry {
+                addr: "[::1]:9".parse().unwrap(),
+                key: None,
+            },
+        ],
+    };
+    let body = wire::encode(&list);
+    assert_eq!(body[0], wire::WIRE_VERSION);
+    assert_eq!(wire::decode(&body, 2).unwrap(), list);
+    assert!(matches!(
+        wire::decode(&body, 1),
+        Err(DecodeError::TooManyEntries { count: 2, max: 1 })
+    ));
+    // A length prefix of 2^32 entries with nothing behind it.
+    let bogus = [1u8, 0x80, 0x80, 0x80, 0x80, 0x10];
+    assert!(wire::decode(&bogus, 64).unwrap_err().is_oversized());
+    let long = vec![1u8; wire::max_body_len(4) + 1];
+    assert!(wire::decode(&long, 4).unwrap_err().is_oversized());
+    assert_eq!(wire::decode(&[], 4), Err(DecodeError::Empty));
+    assert_eq!(wire::decode(&[2, 0], 4), Err(DecodeError::Version(2)));
+    assert_eq!(wire::decode(&[1, 1, 7], 4), Err(DecodeError::Malformed));
+    // The largest answer fits the advertised bound.
+    let full = PeerList {
+        entries: (0..64)
+            .map(|i| PeerEntry {
+                addr: SocketAddr::new("ffff::ffff".parse().unwrap(), 65535 - i),
+                key: Some([0xff; 32]),
+            })
+            .collect(),
+    };
+    assert!(wire::encode(&full).len() <= wire::max_body_len(64));
+}
+
+proptest! {
+    #[test]
+    fn decoding_garbage_never_panics(body in proptest::collection::vec(any::<u8>(), 0..600), cap in 0usize..40) {
+        if let Ok(list) = wire::decode(&body, cap) {
+            prop_assert!(list.entries.len() <= cap);
+        }
+    }
+
+    #[test]
+    fn decoding_mutated_lists_never_panics(n in 0u16..20, flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 0..8)) {
+        let list = PeerList { entries: (0..n).map(|i| entry(i + 1, i as u8)).collect() };
+        let mut body = wire::encode(&list).to_vec();
+        for (at, b) in flips {
+            let i = at % body.len();
+            body[i] ^= b;
+        }
+        if let Ok(list) = wire::decode(&body, 10) {
+            prop_assert!(list.entries.len() <= 10);
+        }
+    }
+}
+
+// ----- a 200-node swarm over real UDP ---------------------------------------------
+
+fn swarm_size() -> usize {
+    std::env::var("DISCOVERY_SWARM")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(200)
+}
+
+/// Route-table peers of `net` (optionally only connected ones).
+async fn route_table(net: &Network, connected_only: bool) -> BTreeSet<SocketAddr> {
+    net.network_state()
+        .await
+        .map(|s| {
+            s.peers
+                .into_iter()
+                .filter(|p| {
+                    p.in_route_table
+                        && (!connected_only || p.connection == ConnectionState::Connected)
+                })
+                .map(|p| p.addr)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn swarm_of_200_learns_full_membership_then_forgets_20_killed_nodes() {
+    let n = swarm_size();
+    let kill = n / 10;
+    let mut dc = DiscoveryConfig::default();
+    dc.interval = Duration::from_millis(1000);
+    dc.fanout = 3;
+    dc.table_size = n; // room for everyone: full membership
+    dc.max_entries = 64;
+    dc.max_pending = 32;
+    dc.connect_deadline = Duration::from_secs(6);
+    dc.disconnect_grace = Duration::from_secs(1);
+    dc.tombstone_ttl = Duration::from_secs(300);
+    let config = node_config()
+        .with_keepalive_interval(Duration::from_secs(2))
+        .with_idle_timeout(Duration::from_secs(6));
+
+    let started = Instant::now();
+    let mut nodes = Vec::with_capacity(n);
+    for _ in 0..n {
+        nodes.push(discovery_node(config.clone(), dc.clone()).await);
+    }
+    let all: Vec<SocketAddr> = nodes.iter().map(|(_, a, _)| *a).collect();
+    // One seed each: node 0.
+    for (net, _, _) in &nodes[1..] {
+        net.add(all[0]).await.unwrap();
+    }
+    println!("swarm: {n} nodes up in {:?}", started.elapsed());
+
+    let t0 = Instant::now();
+    let converge_deadline = Duration::from_secs(90);
+    let mut last_print = Instant::now();
+    loop {
+        let mut full = 0;
+        let mut min = usize::MAX;
+        for (net, _, _) in &nodes {
+            let rt = route_table(net, true).await.len();
+            min = min.min(rt);
+            if rt == n - 1 {
+                full += 1;
+            }
+        }
+        if full == n {
+            break;
+        }
+        if last_print.elapsed() > Duration::from_secs(5) {
+            println!("swarm: {:?}: {full}/{n} nodes full, smallest table {min}", t0.elapsed());
+            last_print = Instant::now();
+        }
+        assert!(
+            t0.elapsed() < converge_deadline,
+            "no full membership after {converge_deadline:?}: {full}/{n} full, smallest {min}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let converged = t0.elapsed();
+    let rounds = nodes.iter().map(|(_, _, h)| h.counters().rounds).max().unwrap();
+    let added: u64 = nodes.iter().map(|(_, _, h)| h.counters().added).sum();
+    let promoted: u64 = nodes.iter().map(|(_, _, h)| h.counters().promoted).sum();
+    println!(
+        "swarm: full membership ({} route-table peers each) in {converged:?}, \
+         at most {rounds} rounds per node ({added} gossip adds, {promoted} promotions)",
+        n - 1
+    );
+    for (_, a, h) in &nodes {
+        assert_eq!(h.live_peers().len(), n - 1, "{a}: handle agrees");
+    }
+
+    // Kill the last `kill` nodes.
+    let killed: BTreeSet<SocketAddr> = all[n - kill..].iter().copied().collect();
+    let dead: Vec<Network> = nodes.drain(n - kill..).map(|(net, _, _)| net).collect();
+    let t1 = Instant::now();
+    close_all(dead).await;
+    let forgotten = wait_for(Duration::from_secs(30), "killed nodes forgotten", || {
+        let nodes = &nodes;
+        let killed = &killed;
+        async move {
+            for (net, _, h) in nodes {
+                let rt = route_table(net, false).await;
+                if rt.iter().any(|a| killed.contains(a)) {
+                    return false;
+                }
+                if h.known_peers().iter().any(|p| killed.contains(&p.addr)) {
+                    return false;
+                }
+            }
+            true
+        }
+    })
+    .await;
+    println!(
+        "swarm: {kill} killed nodes gone from every live node's route table and known peers \
+         {:?} after close returned ({:?} after it began)",
+        forgotten,
+        t1.elapsed()
+    );
+    // They stay forgotten (tombstoned, not re-learned) and the rest stays whole.
+    tokio::time::sleep(dc.interval * 2).await;
+    for (net, a, h) in &nodes {
+        let rt = route_table(net, false).await;
+        assert!(rt.iter().all(|x| !killed.contains(x)), "{a} re-learned a dead node");
+        assert_eq!(rt.len(), n - kill - 1, "{a}: live membership intact");
+        assert!(killed.iter().all(|k| h.is_tombstoned(*k)));
+    }
+    close_all(nodes.into_iter().map(|(net, _, _)| net)).await;
+    println!("swarm: whole test {:?}", started.elapsed());
+}
