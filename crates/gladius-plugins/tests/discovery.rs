@@ -391,6 +391,18 @@ async fn swarm_of_200_learns_full_membership_then_forgets_20_killed_nodes() {
     let rounds = nodes.iter().map(|(_, _, h)| h.counters().rounds).max().unwrap();
     let added: u64 = nodes.iter().map(|(_, _, h)| h.counters().added).sum();
     let promoted: u64 = nodes.iter().map(|(_, _, h)| h.counters().promoted).sum();
+    let mut sum = gladius_p2p::Counters::default();
+    for (net, _, _) in &nodes {
+        let c = net.network_state().await.unwrap().counters;
+        sum.handshake_timeouts += c.handshake_timeouts;
+        sum.throttled_handshakes += c.throttled_handshakes;
+        sum.simultaneous_open_drops += c.simultaneous_open_drops;
+        sum.dead_sessions += c.dead_sessions;
+        sum.bad_handshakes += c.bad_handshakes;
+        sum.cookies_sent += c.cookies_sent;
+        sum.queue_full += c.queue_full;
+    }
+    println!("swarm: transport counters summed over nodes: {sum:?}");
     println!(
         "swarm: full membership ({} route-table peers each) in {converged:?}, \
          at most {rounds} rounds per node ({added} gossip adds, {promoted} promotions)",
@@ -438,4 +450,188 @@ async fn swarm_of_200_learns_full_membership_then_forgets_20_killed_nodes() {
     }
     close_all(nodes.into_iter().map(|(net, _, _)| net)).await;
     println!("swarm: whole test {:?}", started.elapsed());
+}
+
+// ----- a lying peer over real UDP ----------------------------------------------
+
+/// A port on 127.0.0.1 where nothing listens (bound, then released).
+fn dead_port() -> SocketAddr {
+    let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    s.local_addr().unwrap()
+}
+
+async fn public_key_of(net: &Network) -> PublicKey {
+    net.network_state().await.unwrap().public_key.unwrap()
+}
+
+/// The liar `l` sends `body` as an ask to `to` until `cond` holds (each
+/// try waits up to 1.5 s; the victim's per-peer ask budget may refuse one).
+async fn push_until<F>(l: &Network, to: SocketAddr, body: bytes::Bytes, what: &str, cond: F)
+where
+    F: Fn() -> bool,
+{
+    for _ in 0..5 {
+        let msg = Message::new(wire::ASK_TYPE, body.clone()).unwrap();
+        l.broadcast_to(msg, &[to]).await.unwrap();
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_millis(1500) {
+            if cond() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    panic!("the victim never showed: {what}");
+}
+
+fn list(entries: Vec<PeerEntry>) -> bytes::Bytes {
+    wire::encode(&PeerList { entries })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lying_peer_is_bounded_at_every_step() {
+    let mut dc = DiscoveryConfig::default();
+    dc.interval = Duration::from_secs(1);
+    dc.max_entries = 8;
+    dc.max_answers_per_interval = 2;
+    dc.max_pending = 8;
+    dc.table_size = 32;
+    dc.connect_deadline = Duration::from_secs(2);
+    let (a, a_addr, ah) = discovery_node(node_config(), dc.clone()).await;
+    let (r, r_addr, _rh) = discovery_node(node_config(), dc.clone()).await;
+    let r_key = public_key_of(&r).await;
+    a.add(r_addr).await.unwrap();
+    // The liar: a bare node that hand-crafts discovery messages.
+    let l = Network::new(node_config()).unwrap();
+    let inbox = Inbox::default();
+    l.register_plugin(inbox.clone()).await.unwrap();
+    let l_addr = l.listen("127.0.0.1:0").await.unwrap();
+    l.add(a_addr).await.unwrap();
+    wait_for(Duration::from_secs(10), "A connected to R and L", || async {
+        let live = ah.live_peers();
+        live.contains(&r_addr) && live.contains(&l_addr)
+    })
+    .await;
+
+    // 1. Oversized lists are dropped whole and counted.
+    let nine = list((0..9).map(|i| entry(40_000 + i, 5)).collect());
+    push_until(&l, a_addr, nine, "oversized list dropped", || {
+        ah.counters().oversized_dropped >= 1
+    })
+    .await;
+    let bogus = bytes::Bytes::from_static(&[1, 0xff, 0xff, 0xff, 0xff, 0x0f]);
+    push_until(&l, a_addr, bogus, "huge count dropped", || {
+        ah.counters().oversized_dropped >= 2
+    })
+    .await;
+    let garbage = bytes::Bytes::from_static(&[1, 2, 0xde, 0xad]);
+    push_until(&l, a_addr, garbage, "garbage dropped", || {
+        ah.counters().malformed_dropped >= 1
+    })
+    .await;
+    assert_eq!(ah.counters().added, 0, "nothing added from refused lists");
+
+    // 2. Junk addresses: added (indistinguishable from real peers), then
+    //    dropped again by the connect deadline, tombstoned and not re-added.
+    let junk = [dead_port(), dead_port()];
+    let junk_list = list(
+        junk.iter()
+            .enumerate()
+            .map(|(i, j)| PeerEntry { addr: *j, key: Some([0x40 + i as u8; 32]) })
+            .collect(),
+    );
+    push_until(&l, a_addr, junk_list.clone(), "junk added", || {
+        ah.counters().added >= 2
+    })
+    .await;
+    let added_at = Instant::now();
+    let rt = route_table(&a, false).await;
+    assert!(junk.iter().all(|j| rt.contains(j)), "junk is in the table for now");
+    let took = wait_for(Duration::from_secs(8), "junk dropped again", || async {
+        let rt = route_table(&a, false).await;
+        junk.iter().all(|j| !rt.contains(j)) && ah.counters().junk_dropped == 2
+    })
+    .await;
+    println!(
+        "liar: junk dropped {:?} after it was added (deadline {:?}, interval {:?})",
+        added_at.elapsed(),
+        dc.connect_deadline,
+        dc.interval
+    );
+    assert!(took <= dc.connect_deadline + dc.interval * 2 + Duration::from_secs(1));
+    assert!(junk.iter().all(|j| ah.is_tombstoned(*j)));
+    let skips = ah.counters().tombstoned_skips;
+    push_until(&l, a_addr, junk_list, "junk refused as tombstoned", || {
+        ah.counters().tombstoned_skips >= skips + 2
+    })
+    .await;
+    assert_eq!(ah.counters().added, 2, "junk not re-added");
+
+    // 3a. A wrong key for a peer A knows: ignored, R stays under its key.
+    let lie = list(vec![PeerEntry { addr: r_addr, key: Some([0x66; 32]) }]);
+    push_until(&l, a_addr, lie.clone(), "key conflict counted", || {
+        ah.counters().key_conflicts >= 1
+    })
+    .await;
+    let st = a.network_state().await.unwrap();
+    let rp = st.peer(r_addr).unwrap();
+    assert_eq!(rp.public_key, Some(r_key));
+    assert_eq!(rp.connection, ConnectionState::Connected);
+
+    // 3b. A wrong key for a peer B has never met: the pinned add refuses
+    //     it, B deletes it, and the true key later gets through.
+    let (b, b_addr, bh) = discovery_node(node_config(), dc.clone()).await;
+    l.add(b_addr).await.unwrap();
+    wait_for(Duration::from_secs(10), "B sees L", || async {
+        bh.live_peers().contains(&l_addr)
+    })
+    .await;
+    push_until(&l, b_addr, lie.clone(), "B refuses the lied key", || {
+        bh.counters().key_rejections >= 1
+    })
+    .await;
+    wait_for(Duration::from_secs(5), "R out of B's table", || async {
+        !route_table(&b, false).await.contains(&r_addr)
+    })
+    .await;
+    assert!(b.network_state().await.unwrap().counters.pin_mismatches >= 1);
+    let truth = list(vec![PeerEntry { addr: r_addr, key: Some(*r_key.as_bytes()) }]);
+    push_until(&l, b_addr, truth, "B adds R under its real key", || {
+        bh.live_peers().contains(&r_addr)
+    })
+    .await;
+    let st = b.network_state().await.unwrap();
+    assert_eq!(st.peer(r_addr).unwrap().public_key, Some(r_key));
+
+    // 4. A flood of asks: answers stay within the per-interval budget and
+    //    the size bound.
+    tokio::time::sleep(dc.interval).await; // a fresh budget window
+    let before = inbox.of_type(wire::PEERS_TYPE).len();
+    let refused = ah.counters().asks_refused;
+    let flood_start = Instant::now();
+    for _ in 0..50 {
+        let msg = Message::new(wire::ASK_TYPE, list(vec![])).unwrap();
+        l.broadcast_to(msg, &[a_addr]).await.unwrap();
+    }
+    wait_for(Duration::from_secs(5), "flood processed", || async {
+        let c = ah.counters();
+        c.asks_refused - refused >= 40
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let windows = flood_start.elapsed().as_secs_f64() / dc.interval.as_secs_f64();
+    let answers = inbox.of_type(wire::PEERS_TYPE);
+    let new_answers = answers.len() - before;
+    let bound = dc.max_answers_per_interval as usize * (windows.ceil() as usize + 1);
+    println!(
+        "liar: 50 asks -> {new_answers} answers, {} refused, in {:?}",
+        ah.counters().asks_refused - refused,
+        flood_start.elapsed()
+    );
+    assert!(new_answers <= bound, "{new_answers} answers > {bound}");
+    for (_, body) in &answers {
+        assert!(body.len() <= wire::max_body_len(dc.max_entries));
+        assert!(wire::decode(body, dc.max_entries).is_ok());
+    }
+    close_all([a, r, l, b]).await;
 }
