@@ -83,13 +83,25 @@ fn merge_refuses_self_junk_unkeyed_and_other_keys_for_known_addresses() {
     t.node_added(addr(20), now);
     t.peer_connected(addr(20), Some(key(20)), now);
     let list = vec![
-        entry(1, 9),                                     // our address
-        entry(21, 1),                                    // our key elsewhere
-        PeerEntry { addr: "0.0.0.0:5".parse().unwrap(), key: Some([3; 32]) },
-        PeerEntry { addr: "224.0.0.1:5".parse().unwrap(), key: Some([3; 32]) },
-        PeerEntry { addr: addr(0), key: Some([3; 32]) },
-        PeerEntry { addr: addr(22), key: None },         // cannot pin
-        entry(20, 99),                                   // a lie about a known peer
+        entry(1, 9),  // our address
+        entry(21, 1), // our key elsewhere
+        PeerEntry {
+            addr: "0.0.0.0:5".parse().unwrap(),
+            key: Some([3; 32]),
+        },
+        PeerEntry {
+            addr: "224.0.0.1:5".parse().unwrap(),
+            key: Some([3; 32]),
+        },
+        PeerEntry {
+            addr: addr(0),
+            key: Some([3; 32]),
+        },
+        PeerEntry {
+            addr: addr(22),
+            key: None,
+        }, // cannot pin
+        entry(20, 99), // a lie about a known peer
     ];
     assert!(t.merge(&list, now).is_empty());
     let c = t.counters();
@@ -105,7 +117,13 @@ fn merge_refuses_self_junk_unkeyed_and_other_keys_for_known_addresses() {
 fn plaintext_nodes_add_without_keys() {
     let mut t = PeerTable::new(small_config());
     t.set_local(&[addr(1)], None, false);
-    let adds = t.merge(&[PeerEntry { addr: addr(30), key: None }], Instant::now());
+    let adds = t.merge(
+        &[PeerEntry {
+            addr: addr(30),
+            key: None,
+        }],
+        Instant::now(),
+    );
     assert_eq!(adds, vec![Action::Add(addr(30), None)]);
 }
 
@@ -173,11 +191,18 @@ fn a_refused_learned_key_is_deleted_untombstoned_and_not_retried() {
     let mut t = table();
     let t0 = Instant::now();
     t.merge(&[entry(80, 66)], t0);
-    assert_eq!(t.peer_rejected(addr(80), t0), Some(Action::Delete(addr(80))));
+    assert_eq!(
+        t.peer_rejected(addr(80), t0),
+        Some(Action::Delete(addr(80)))
+    );
     t.node_deleted(addr(80), t0);
     assert!(!t.is_tombstoned(addr(80), t0));
     assert!(t.merge(&[entry(80, 66)], t0).is_empty(), "same lie refused");
-    assert_eq!(t.merge(&[entry(80, 80)], t0).len(), 1, "the true key is tried");
+    assert_eq!(
+        t.merge(&[entry(80, 80)], t0).len(),
+        1,
+        "the true key is tried"
+    );
     assert_eq!(t.counters().key_rejections, 1);
     // Rejections of peers we did not learn are not ours to act on.
     t.node_added(addr(81), t0);
@@ -378,7 +403,10 @@ async fn swarm_of_200_learns_full_membership_then_forgets_20_killed_nodes() {
             break;
         }
         if last_print.elapsed() > Duration::from_secs(5) {
-            println!("swarm: {:?}: {full}/{n} nodes full, smallest table {min}", t0.elapsed());
+            println!(
+                "swarm: {:?}: {full}/{n} nodes full, smallest table {min}",
+                t0.elapsed()
+            );
             last_print = Instant::now();
         }
         assert!(
@@ -388,7 +416,11 @@ async fn swarm_of_200_learns_full_membership_then_forgets_20_killed_nodes() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let converged = t0.elapsed();
-    let rounds = nodes.iter().map(|(_, _, h)| h.counters().rounds).max().unwrap();
+    let rounds = nodes
+        .iter()
+        .map(|(_, _, h)| h.counters().rounds)
+        .max()
+        .unwrap();
     let added: u64 = nodes.iter().map(|(_, _, h)| h.counters().added).sum();
     let promoted: u64 = nodes.iter().map(|(_, _, h)| h.counters().promoted).sum();
     let mut sum = gladius_p2p::Counters::default();
@@ -444,7 +476,10 @@ async fn swarm_of_200_learns_full_membership_then_forgets_20_killed_nodes() {
     tokio::time::sleep(dc.interval * 2).await;
     for (net, a, h) in &nodes {
         let rt = route_table(net, false).await;
-        assert!(rt.iter().all(|x| !killed.contains(x)), "{a} re-learned a dead node");
+        assert!(
+            rt.iter().all(|x| !killed.contains(x)),
+            "{a} re-learned a dead node"
+        );
         assert_eq!(rt.len(), n - kill - 1, "{a}: live membership intact");
         assert!(killed.iter().all(|k| h.is_tombstoned(*k)));
     }
@@ -507,10 +542,14 @@ async fn a_lying_peer_is_bounded_at_every_step() {
     l.register_plugin(inbox.clone()).await.unwrap();
     let l_addr = l.listen("127.0.0.1:0").await.unwrap();
     l.add(a_addr).await.unwrap();
-    wait_for(Duration::from_secs(10), "A connected to R and L", || async {
-        let live = ah.live_peers();
-        live.contains(&r_addr) && live.contains(&l_addr)
-    })
+    wait_for(
+        Duration::from_secs(10),
+        "A connected to R and L",
+        || async {
+            let live = ah.live_peers();
+            live.contains(&r_addr) && live.contains(&l_addr)
+        },
+    )
     .await;
 
     // 1. Oversized lists are dropped whole and counted.
@@ -537,7 +576,10 @@ async fn a_lying_peer_is_bounded_at_every_step() {
     let junk_list = list(
         junk.iter()
             .enumerate()
-            .map(|(i, j)| PeerEntry { addr: *j, key: Some([0x40 + i as u8; 32]) })
+            .map(|(i, j)| PeerEntry {
+                addr: *j,
+                key: Some([0x40 + i as u8; 32]),
+            })
             .collect(),
     );
     push_until(&l, a_addr, junk_list.clone(), "junk added", || {
@@ -546,7 +588,10 @@ async fn a_lying_peer_is_bounded_at_every_step() {
     .await;
     let added_at = Instant::now();
     let rt = route_table(&a, false).await;
-    assert!(junk.iter().all(|j| rt.contains(j)), "junk is in the table for now");
+    assert!(
+        junk.iter().all(|j| rt.contains(j)),
+        "junk is in the table for now"
+    );
     let took = wait_for(Duration::from_secs(8), "junk dropped again", || async {
         let rt = route_table(&a, false).await;
         junk.iter().all(|j| !rt.contains(j)) && ah.counters().junk_dropped == 2
@@ -568,7 +613,10 @@ async fn a_lying_peer_is_bounded_at_every_step() {
     assert_eq!(ah.counters().added, 2, "junk not re-added");
 
     // 3a. A wrong key for a peer A knows: ignored, R stays under its key.
-    let lie = list(vec![PeerEntry { addr: r_addr, key: Some([0x66; 32]) }]);
+    let lie = list(vec![PeerEntry {
+        addr: r_addr,
+        key: Some([0x66; 32]),
+    }]);
     push_until(&l, a_addr, lie.clone(), "key conflict counted", || {
         ah.counters().key_conflicts >= 1
     })
@@ -595,7 +643,10 @@ async fn a_lying_peer_is_bounded_at_every_step() {
     })
     .await;
     assert!(b.network_state().await.unwrap().counters.pin_mismatches >= 1);
-    let truth = list(vec![PeerEntry { addr: r_addr, key: Some(*r_key.as_bytes()) }]);
+    let truth = list(vec![PeerEntry {
+        addr: r_addr,
+        key: Some(*r_key.as_bytes()),
+    }]);
     push_until(&l, b_addr, truth, "B adds R under its real key", || {
         bh.live_peers().contains(&r_addr)
     })

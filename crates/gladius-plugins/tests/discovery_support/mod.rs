@@ -34,10 +34,13 @@ pub async fn discovery_node(
     (net, addr, handle)
 }
 
-/// A plugin recording every message (type, sender session, body).
+/// One recorded message: session address, type, body.
+pub type Recorded = (SocketAddr, String, Vec<u8>);
+
+/// A plugin recording every message.
 #[derive(Clone, Default, Debug)]
 pub struct Inbox {
-    pub messages: Arc<Mutex<Vec<(SocketAddr, String, Vec<u8>)>>>,
+    pub messages: Arc<Mutex<Vec<Recorded>>>,
 }
 
 impl Inbox {
