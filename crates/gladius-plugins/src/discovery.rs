@@ -1,1 +1,394 @@
-//! (being written)
+//! # Discovery: learn the network from the peers you were given
+//!
+//! Register it in one line:
+//!
+//! ```no_run
+//! use gladius_p2p::{Config, Network};
+//! use gladius_plugins::discovery::{Discovery, DiscoveryConfig};
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let net = Network::new(Config::default())?;
+//! let (discovery, handle) = Discovery::new(DiscoveryConfig::default());
+//! net.register_plugin(discovery).await?;
+//! net.listen("127.0.0.1:7001").await?;
+//! net.add("127.0.0.1:7002").await?; // a seed; discovery learns the rest
+//! // ... later:
+//! println!("{} peers known, {:?}", handle.known_peers().len(), handle.counters());
+//! # Ok(()) }
+//! ```
+//!
+//! ## How it works
+//!
+//! * **Bootstrap.** Whatever peers are in the route table (added by you or
+//!   another plugin) are asked for their peers as soon as their session is
+//!   up.
+//! * **Exchange.** Every [`interval`](DiscoveryConfig::interval) (±10 %),
+//!   a `discovery.ask` carrying a random sample of our connected peers goes
+//!   to [`fanout`](DiscoveryConfig::fanout) random writable peers
+//!   (`broadcast_randomly`); each answers with `discovery.peers`, a random
+//!   sample of *its* connected peers. Every entry carries the address and
+//!   the static key the peer proved, and learned peers are added with
+//!   `add_pinned(addr, key)`: a lying peer cannot make us accept another
+//!   key for an address. Only peers connected now are shared, so dead
+//!   peers stop spreading.
+//! * **Growth** stops at [`table_size`](DiscoveryConfig::table_size) route
+//!   table peers. Peers that connect to us on their own are promoted into
+//!   the table (pinned to the key they proved) while there is room.
+//! * **Forgetting.** A deletion by anyone (the latency audit's
+//!   `net.delete`, the application) is seen in `node_deleted`; a session
+//!   that ends (`peer_disconnected`) and does not come back within
+//!   [`disconnect_grace`](DiscoveryConfig::disconnect_grace) is deleted by
+//!   discovery. Either way the address is **tombstoned** for
+//!   [`tombstone_ttl`](DiscoveryConfig::tombstone_ttl): gossip naming it
+//!   is ignored until then (at most
+//!   [`max_tombstones`](DiscoveryConfig::max_tombstones) are kept, oldest
+//!   forgotten first).
+//!
+//! ## Against a lying peer
+//!
+//! * a list of more than [`max_entries`](DiscoveryConfig::max_entries)
+//!   entries (or a body longer than such a list can be) is dropped whole,
+//!   before decoding, and counted; garbage and unknown versions are dropped
+//!   and counted; decoding never panics;
+//! * no amplification: an answer holds at most `max_entries` entries
+//!   (bounded bytes, [`wire::max_body_len`]), each peer gets at most
+//!   [`max_answers_per_interval`](DiscoveryConfig::max_answers_per_interval)
+//!   answers per interval, and answers nobody asked for are dropped;
+//! * an entry with a different key for an address we know is ignored
+//!   (`key_conflicts`); a learned key the peer does not prove makes the
+//!   handshake fail, and the entry is deleted and that (address, key) pair
+//!   not tried again before `tombstone_ttl`;
+//! * junk (unreachable) addresses *are* added — there is no way to tell
+//!   them from real peers without trying — but at most
+//!   [`max_pending`](DiscoveryConfig::max_pending) learned peers may be
+//!   connecting at once, and one that has not connected within
+//!   [`connect_deadline`](DiscoveryConfig::connect_deadline) is deleted,
+//!   tombstoned and counted (`junk_dropped`); unspecified, multicast and
+//!   port-0 addresses and our own address are never added.
+//!
+//! ## Threading
+//!
+//! The hooks run on the plugin's task (see [`gladius_p2p::Plugin`]); the
+//! periodic rounds run on a task spawned at `startup` and stopped at
+//! `close`. Both share the [`PeerTable`] behind a mutex that is never held
+//! across an `.await`; the [`DiscoveryHandle`] reads it the same way.
+
+mod config;
+pub mod table;
+pub mod wire;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use gladius_p2p::{async_trait, Message, Network, PeerInfo, Plugin, Received};
+use rand::Rng;
+use tokio::task::JoinHandle;
+
+pub use config::DiscoveryConfig;
+pub use table::{Action, DiscoveryCounters, KnownPeer, Origin, PeerTable};
+
+/// The discovery plugin. Create it with [`Discovery::new`] and register it
+/// with [`Network::register_plugin`].
+#[derive(Debug)]
+pub struct Discovery {
+    inner: Arc<Inner>,
+}
+
+/// A cheap, cloneable read-only view of a [`Discovery`] plugin's state,
+/// usable from any thread while the plugin runs (and after).
+#[derive(Debug, Clone)]
+pub struct DiscoveryHandle {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    table: Mutex<PeerTable>,
+    ticker: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Inner {
+    fn table(&self) -> MutexGuard<'_, PeerTable> {
+        // A panic while holding the lock leaves consistent data (every
+        // method finishes its bookkeeping before returning).
+        self.table.lock().unwrap_or_else(|e| e.into_inner())
+    }
+    fn config(&self) -> DiscoveryConfig {
+        self.table().config().clone()
+    }
+}
+
+impl Discovery {
+    /// The plugin and a handle to read its state.
+    pub fn new(config: DiscoveryConfig) -> (Discovery, DiscoveryHandle) {
+        let inner = Arc::new(Inner {
+            table: Mutex::new(PeerTable::new(config)),
+            ticker: Mutex::new(None),
+        });
+        (
+            Discovery {
+                inner: inner.clone(),
+            },
+            DiscoveryHandle { inner },
+        )
+    }
+
+    /// Another handle to this plugin's state.
+    pub fn handle(&self) -> DiscoveryHandle {
+        DiscoveryHandle {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+impl DiscoveryHandle {
+    /// Every peer discovery knows (route-table peers and connected
+    /// strangers), sorted by address.
+    pub fn known_peers(&self) -> Vec<KnownPeer> {
+        self.inner.table().known_peers()
+    }
+
+    /// Addresses of route-table peers whose session is up now, sorted.
+    pub fn live_peers(&self) -> Vec<SocketAddr> {
+        self.known_peers()
+            .into_iter()
+            .filter(|p| p.in_route_table && p.connected)
+            .map(|p| p.addr)
+            .collect()
+    }
+
+    /// How many peers the route table holds, as discovery knows it.
+    pub fn table_len(&self) -> usize {
+        self.inner.table().table_len()
+    }
+
+    /// The counters.
+    pub fn counters(&self) -> DiscoveryCounters {
+        self.inner.table().counters()
+    }
+
+    /// Whether gossip naming `addr` is being ignored now.
+    pub fn is_tombstoned(&self, addr: SocketAddr) -> bool {
+        self.inner.table().is_tombstoned(addr, Instant::now())
+    }
+
+    /// Addresses tombstoned now.
+    pub fn tombstones(&self) -> Vec<SocketAddr> {
+        self.inner.table().tombstones(Instant::now())
+    }
+
+    /// The plugin's settings.
+    pub fn config(&self) -> DiscoveryConfig {
+        self.inner.config()
+    }
+}
+
+/// Perform the table's actions on the network.
+async fn perform(inner: &Inner, net: &Network, actions: Vec<Action>) {
+    for action in actions {
+        match action {
+            Action::Add(addr, key) => {
+                let result = match key {
+                    Some(k) => net.add_pinned(addr, k).await,
+                    None => net.add(addr).await,
+                };
+                if let Err(e) = result {
+                    tracing::debug!(%addr, %e, "discovery could not add a peer");
+                    inner.table().add_failed(addr);
+                }
+            }
+            Action::Delete(addr) => {
+                if let Err(e) = net.delete(addr).await {
+                    tracing::debug!(%addr, %e, "discovery could not delete a peer");
+                }
+            }
+        }
+    }
+}
+
+/// A `discovery.*` message with our sample (excluding `to`).
+fn list_message(inner: &Inner, msg_type: &str, exclude: Option<SocketAddr>) -> Option<Message> {
+    let entries = inner
+        .table()
+        .sample(exclude, Instant::now(), &mut rand::thread_rng());
+    let body = wire::encode(&wire::PeerList { entries });
+    Message::new(msg_type, body).ok()
+}
+
+/// One periodic round: reconcile with the node, run the timers, ask
+/// `fanout` random peers. `Err` once the node is gone.
+async fn round(inner: &Inner, net: &Network) -> Result<(), gladius_p2p::NetworkError> {
+    let state = net.network_state().await?;
+    let now = Instant::now();
+    let snapshot: Vec<_> = state
+        .peers
+        .iter()
+        .map(|p| {
+            (
+                p.addr,
+                p.in_route_table,
+                p.connection == gladius_p2p::ConnectionState::Connected,
+                p.public_key,
+            )
+        })
+        .collect();
+    let (actions, fanout) = {
+        let mut t = inner.table();
+        // Learned peers younger than this may not show in the snapshot yet.
+        let settle = t.config().interval.max(Duration::from_secs(1));
+        t.sync(&snapshot, settle, now);
+        (t.expire(now), t.config().fanout)
+    };
+    perform(inner, net, actions).await;
+    if fanout > 0 {
+        if let Some(ask) = list_message(inner, wire::ASK_TYPE, None) {
+            let report = net.broadcast_randomly(ask, fanout).await?;
+            inner.table().round(&report.queued, Instant::now());
+        }
+    } else {
+        inner.table().round(&[], now);
+    }
+    Ok(())
+}
+
+async fn run_rounds(inner: Arc<Inner>, net: Network) {
+    let interval = inner.config().interval;
+    // The first round soon, then every interval ± 10 %.
+    let mut wait = interval / 10;
+    loop {
+        tokio::time::sleep(wait).await;
+        if let Err(e) = round(&inner, &net).await {
+            tracing::debug!(%e, "discovery rounds stop");
+            return;
+        }
+        let jitter = rand::thread_rng().gen_range(0.9..1.1);
+        wait = interval.mul_f64(jitter);
+    }
+}
+
+#[async_trait]
+impl Plugin for Discovery {
+    fn name(&self) -> &str {
+        "discovery"
+    }
+
+    async fn startup(&self, net: &Network) {
+        if let Ok(state) = net.network_state().await {
+            let addrs: Vec<SocketAddr> = state
+                .local_addr
+                .into_iter()
+                .chain(state.advertised_addr)
+                .collect();
+            self.inner
+                .table()
+                .set_local(&addrs, state.public_key, state.encrypted);
+        }
+        let task = tokio::spawn(run_rounds(self.inner.clone(), net.clone()));
+        let mut ticker = self.inner.ticker.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(old) = ticker.replace(task) {
+            old.abort();
+        }
+    }
+
+    async fn node_added(&self, _net: &Network, addr: SocketAddr) {
+        self.inner.table().node_added(addr, Instant::now());
+    }
+
+    async fn node_deleted(&self, _net: &Network, addr: SocketAddr) {
+        self.inner.table().node_deleted(addr, Instant::now());
+    }
+
+    async fn peer_connected(&self, net: &Network, peer: &PeerInfo) {
+        let now = Instant::now();
+        let (promote, ask) = {
+            let mut t = self.inner.table();
+            let promote = t.peer_connected(peer.addr, peer.public_key, now);
+            let in_table = t
+                .known_peers()
+                .iter()
+                .any(|p| p.addr == peer.addr && p.in_route_table);
+            let ask = in_table && t.table_len() < t.config().table_size;
+            (promote, ask)
+        };
+        perform(&self.inner, net, promote.into_iter().collect()).await;
+        if ask {
+            // Bootstrap from a fresh peer at once rather than at the next round.
+            if let Some(msg) = list_message(&self.inner, wire::ASK_TYPE, Some(peer.addr)) {
+                if let Ok(report) = net.broadcast_to(msg, &[peer.addr]).await {
+                    self.inner.table().asks_sent(&report.queued, Instant::now());
+                }
+            }
+        }
+    }
+
+    async fn peer_disconnected(&self, _net: &Network, addr: SocketAddr) {
+        self.inner.table().peer_disconnected(addr, Instant::now());
+    }
+
+    async fn peer_rejected(&self, net: &Network, addr: SocketAddr, reason: &str) {
+        let action = self.inner.table().peer_rejected(addr, Instant::now());
+        if action.is_some() {
+            tracing::debug!(%addr, reason, "learned peer refused; deleting it");
+        }
+        perform(&self.inner, net, action.into_iter().collect()).await;
+    }
+
+    async fn new_message(&self, net: &Network, msg: &Received) {
+        let msg_type = msg.message().msg_type();
+        if !msg_type.starts_with(wire::TYPE_PREFIX) {
+            return;
+        }
+        let from = msg.peer();
+        let now = Instant::now();
+        let is_ask = msg_type == wire::ASK_TYPE;
+        let actions = {
+            let mut t = self.inner.table();
+            if msg_type != wire::ASK_TYPE && msg_type != wire::PEERS_TYPE {
+                t.dropped(false);
+                return;
+            }
+            let welcome = if is_ask {
+                t.allow_ask(from, now)
+            } else {
+                t.take_answer(from, now)
+            };
+            if !welcome {
+                return;
+            }
+            match wire::decode(msg.message().body(), t.config().max_entries) {
+                Ok(list) => t.merge(&list.entries, now),
+                Err(e) => {
+                    tracing::debug!(%from, %e, "discovery list dropped");
+                    t.dropped(e.is_oversized());
+                    return;
+                }
+            }
+        };
+        if is_ask {
+            if let Some(answer) = list_message(&self.inner, wire::PEERS_TYPE, Some(from)) {
+                let sent = if msg.is_request() {
+                    net.reply(msg, answer).await
+                } else {
+                    net.broadcast_to(answer, &[from]).await
+                };
+                if let Err(e) = sent {
+                    tracing::debug!(%from, %e, "discovery answer not sent");
+                }
+            }
+        }
+        perform(&self.inner, net, actions).await;
+    }
+
+    async fn close(&self, _net: &Network) {
+        let task = self
+            .inner
+            .ticker
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(task) = task {
+            task.abort();
+        }
+    }
+}

@@ -1,0 +1,83 @@
+//! The discovery plugin's settings.
+
+use std::time::Duration;
+
+/// Settings of the [`Discovery`](super::Discovery) plugin. Start from
+/// [`DiscoveryConfig::default`] and change the fields you need.
+///
+/// | field | default |
+/// |---|---|
+/// | `interval` | 5 s |
+/// | `fanout` | 3 |
+/// | `table_size` | 64 |
+/// | `max_entries` | 64 |
+/// | `max_answers_per_interval` | 2 |
+/// | `max_pending` | 32 |
+/// | `connect_deadline` | 15 s |
+/// | `disconnect_grace` | 30 s |
+/// | `tombstone_ttl` | 5 min |
+/// | `max_tombstones` | 1024 |
+/// | `promote_inbound` | true |
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct DiscoveryConfig {
+    /// How often the plugin asks random peers for theirs, and the window of
+    /// the per-peer answer budget. Each round is jittered by ±10 %.
+    /// Default 5 s.
+    pub interval: Duration,
+    /// How many random writable peers each round asks
+    /// (`broadcast_randomly`). Default 3.
+    pub fanout: usize,
+    /// The route-table size discovery grows the table to: it adds learned
+    /// peers (and promotes inbound ones) only while the route table holds
+    /// fewer peers than this. Peers you add yourself count too but are
+    /// never refused. Default 64.
+    pub table_size: usize,
+    /// Most entries in one discovery message. Lists announcing more are
+    /// dropped whole (and counted); our own asks and answers carry at most
+    /// this many, so an answer is never larger than
+    /// [`max_body_len`](super::wire::max_body_len)`(max_entries)` bytes.
+    /// Default 64.
+    pub max_entries: usize,
+    /// Asks answered per peer per `interval`; more are dropped and counted.
+    /// Default 2.
+    pub max_answers_per_interval: u32,
+    /// Learned peers that may be waiting for their first connection at
+    /// once; further entries wait for a later round. Bounds the handshakes
+    /// a lying peer can make us start. Default 32.
+    pub max_pending: usize,
+    /// A peer added from gossip that has not connected within this time is
+    /// deleted again (counted as junk) and tombstoned. Default 15 s.
+    pub connect_deadline: Duration,
+    /// A route-table peer whose session ended and did not come back within
+    /// this time is deleted and tombstoned. Default 30 s.
+    pub disconnect_grace: Duration,
+    /// How long a deleted (dead) peer stays tombstoned: gossip naming it is
+    /// ignored until then. Default 5 min.
+    pub tombstone_ttl: Duration,
+    /// Most tombstones kept; past it the oldest is forgotten first.
+    /// Default 1024.
+    pub max_tombstones: usize,
+    /// Add peers that connected to us on their own (inbound, non-writable)
+    /// to the route table, pinned to the key they proved, while below
+    /// `table_size`. Default true.
+    pub promote_inbound: bool,
+}
+
+impl Default for DiscoveryConfig {
+    fn default() -> Self {
+        Self {
+            interval: Duration::from_secs(5),
+            fanout: 3,
+            table_size: 64,
+            max_entries: 64,
+            max_answers_per_interval: 2,
+            max_pending: 32,
+            connect_deadline: Duration::from_secs(15),
+            disconnect_grace: Duration::from_secs(30),
+            tombstone_ttl: Duration::from_secs(300),
+            max_tombstones: 1024,
+            promote_inbound: true,
+        }
+    }
+}

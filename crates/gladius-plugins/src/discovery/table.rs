@@ -1,0 +1,667 @@
+//! The sans-IO heart of discovery: what we know about peers, what gossip we
+//! accept, what we share and whom we forget. No sockets, no clock: every
+//! method takes `now`, and returns the actions (adds, deletes) for the
+//! caller to perform on the [`Network`](gladius_p2p::Network).
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use gladius_p2p::PublicKey;
+use rand::seq::IteratorRandom;
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+
+use super::config::DiscoveryConfig;
+use super::wire::PeerEntry;
+
+/// How a peer came into the route table, as far as discovery knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Origin {
+    /// Added by someone else (the application, another plugin).
+    Added,
+    /// Added by discovery from a peer list.
+    Gossip,
+    /// Connected to us on its own and promoted by discovery.
+    Inbound,
+    /// Connected to us, not in the route table.
+    Unlisted,
+}
+
+/// One peer discovery knows, as [`DiscoveryHandle::known_peers`](super::DiscoveryHandle::known_peers)
+/// reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KnownPeer {
+    /// The peer's address (its route-table key).
+    pub addr: SocketAddr,
+    /// The key it proved (or the one it was pinned to before connecting).
+    pub public_key: Option<PublicKey>,
+    /// Whether it is in the route table.
+    pub in_route_table: bool,
+    /// Whether a session with it is up now.
+    pub connected: bool,
+    /// How it got here.
+    pub origin: Origin,
+}
+
+/// Counters of everything discovery did or refused.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiscoveryCounters {
+    /// Rounds (periodic asks) run.
+    pub rounds: u64,
+    /// Asks sent (one per peer reached).
+    pub asks_sent: u64,
+    /// Asks answered.
+    pub asks_answered: u64,
+    /// Asks dropped: over the per-peer budget of the interval.
+    pub asks_refused: u64,
+    /// Peer lists accepted (asks and answers).
+    pub lists_received: u64,
+    /// Answers nobody asked for, dropped.
+    pub unsolicited_dropped: u64,
+    /// Lists dropped for announcing more than `max_entries` entries or being
+    /// longer than such a list can be.
+    pub oversized_dropped: u64,
+    /// Bodies dropped as garbage or of an unknown version, and unknown
+    /// `discovery.*` types.
+    pub malformed_dropped: u64,
+    /// Entries naming something that cannot be a peer (unspecified,
+    /// multicast or broadcast address, port 0, ourselves).
+    pub invalid_entries: u64,
+    /// Entries ignored because the address is tombstoned.
+    pub tombstoned_skips: u64,
+    /// Entries naming a known address with a different key (ignored; the
+    /// key we know stays pinned).
+    pub key_conflicts: u64,
+    /// Entries not added because the table is full or too many learned
+    /// peers are still connecting.
+    pub cap_skips: u64,
+    /// Entries without a key while we are encrypted (cannot be pinned).
+    pub unkeyed_skips: u64,
+    /// Peers added from gossip (pinned to the gossiped key).
+    pub added: u64,
+    /// Inbound peers promoted into the route table.
+    pub promoted: u64,
+    /// Learned peers that refused the pinned key; deleted, and the
+    /// (address, key) pair is not tried again until it expires.
+    pub key_rejections: u64,
+    /// Learned peers that never connected within `connect_deadline`;
+    /// deleted and tombstoned.
+    pub junk_dropped: u64,
+    /// Peers whose session ended and did not return within
+    /// `disconnect_grace`; deleted and tombstoned.
+    pub dead_dropped: u64,
+    /// Route-table deletions seen (by anyone: the latency audit, the
+    /// application, discovery itself).
+    pub deletions_seen: u64,
+}
+
+/// What discovery remembers about one peer.
+#[derive(Debug, Clone)]
+struct Record {
+    key: Option<PublicKey>,
+    in_table: bool,
+    connected: bool,
+    ever_connected: bool,
+    origin: Origin,
+    since: Instant,
+    disconnected_at: Option<Instant>,
+}
+
+/// A bounded map of addresses (or address–key pairs) to expiry times,
+/// oldest forgotten first when full.
+#[derive(Debug)]
+struct Expiring<K> {
+    until: HashMap<K, Instant>,
+    order: VecDeque<(K, Instant)>,
+    cap: usize,
+}
+
+impl<K: std::hash::Hash + Eq + Copy> Expiring<K> {
+    fn new(cap: usize) -> Self {
+        Self {
+            until: HashMap::new(),
+            order: VecDeque::new(),
+            cap,
+        }
+    }
+    fn insert(&mut self, k: K, until: Instant) {
+        if self.cap == 0 {
+            return;
+        }
+        self.until.insert(k, until);
+        self.order.push_back((k, until));
+        while self.until.len() > self.cap {
+            self.pop_oldest();
+        }
+        // Stale queue entries (re-inserted keys) must not pile up.
+        if self.order.len() > 2 * self.cap {
+            self.order.retain(|(k, t)| self.until.get(k) == Some(t));
+        }
+    }
+    fn pop_oldest(&mut self) {
+        while let Some((k, t)) = self.order.pop_front() {
+            if self.until.get(&k) == Some(&t) {
+                self.until.remove(&k);
+                return;
+            }
+        }
+    }
+    fn contains(&self, k: &K, now: Instant) -> bool {
+        self.until.get(k).is_some_and(|t| *t > now)
+    }
+    fn expire(&mut self, now: Instant) {
+        while let Some((k, t)) = self.order.front().copied() {
+            if t > now {
+                break;
+            }
+            self.order.pop_front();
+            if self.until.get(&k) == Some(&t) {
+                self.until.remove(&k);
+            }
+        }
+    }
+    fn keys(&self, now: Instant) -> Vec<K> {
+        self.until
+            .iter()
+            .filter(|(_, t)| **t > now)
+            .map(|(k, _)| *k)
+            .collect()
+    }
+    fn len(&self) -> usize {
+        self.until.len()
+    }
+}
+
+/// An action the caller performs on the network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// `add_pinned(addr, key)` (or `add(addr)` when `key` is `None`,
+    /// plaintext mode only).
+    Add(SocketAddr, Option<PublicKey>),
+    /// `delete(addr)`.
+    Delete(SocketAddr),
+}
+
+/// The discovery state machine.
+#[derive(Debug)]
+pub struct PeerTable {
+    config: DiscoveryConfig,
+    local: HashSet<SocketAddr>,
+    local_key: Option<PublicKey>,
+    encrypted: bool,
+    peers: HashMap<SocketAddr, Record>,
+    tombstones: Expiring<SocketAddr>,
+    rejected: Expiring<(SocketAddr, PublicKey)>,
+    /// Deletes we asked for that must not tombstone (key rejections).
+    untombstoned_deletes: HashSet<SocketAddr>,
+    /// Per-peer answer budget: window start and answers given.
+    budgets: HashMap<SocketAddr, (Instant, u32)>,
+    /// Peers we asked, and until when their answer is welcome.
+    asked: HashMap<SocketAddr, Instant>,
+    counters: DiscoveryCounters,
+}
+
+/// Most peers tracked for the answer budget or outstanding asks; beyond it
+/// new askers are refused (a bound against address churn).
+const MAX_TRACKED: usize = 8192;
+
+impl PeerTable {
+    /// An empty table. Until [`set_local`](Self::set_local) is called it
+    /// assumes an encrypted node.
+    pub fn new(config: DiscoveryConfig) -> Self {
+        let tombstones = Expiring::new(config.max_tombstones);
+        let rejected = Expiring::new(config.max_tombstones);
+        Self {
+            config,
+            local: HashSet::new(),
+            local_key: None,
+            encrypted: true,
+            peers: HashMap::new(),
+            tombstones,
+            rejected,
+            untombstoned_deletes: HashSet::new(),
+            budgets: HashMap::new(),
+            asked: HashMap::new(),
+            counters: DiscoveryCounters::default(),
+        }
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &DiscoveryConfig {
+        &self.config
+    }
+
+    /// Who we are: our addresses (never added from gossip), our key and
+    /// whether we encrypt (then every learned peer must come with a key).
+    pub fn set_local(&mut self, addrs: &[SocketAddr], key: Option<PublicKey>, encrypted: bool) {
+        self.local.extend(addrs.iter().copied());
+        self.local_key = key;
+        self.encrypted = encrypted;
+    }
+
+    /// Peers in the route table, as discovery knows it.
+    pub fn table_len(&self) -> usize {
+        self.peers.values().filter(|r| r.in_table).count()
+    }
+
+    fn pending_len(&self) -> usize {
+        self.peers
+            .values()
+            .filter(|r| r.in_table && r.origin == Origin::Gossip && !r.ever_connected)
+            .count()
+    }
+
+    /// Whether gossip naming `addr` is ignored now.
+    pub fn is_tombstoned(&self, addr: SocketAddr, now: Instant) -> bool {
+        self.tombstones.contains(&addr, now)
+    }
+
+    /// Addresses tombstoned now.
+    pub fn tombstones(&self, now: Instant) -> Vec<SocketAddr> {
+        self.tombstones.keys(now)
+    }
+
+    /// The counters.
+    pub fn counters(&self) -> DiscoveryCounters {
+        self.counters
+    }
+
+    /// Count one round and `asked` asks sent to these peers, whose answers
+    /// are welcome for two intervals.
+    pub fn round(&mut self, asked: &[SocketAddr], now: Instant) {
+        self.counters.rounds += 1;
+        self.asks_sent(asked, now);
+    }
+
+    /// Record asks sent outside a round (e.g. to a freshly connected peer).
+    pub fn asks_sent(&mut self, asked: &[SocketAddr], now: Instant) {
+        let until = now + self.config.interval * 2;
+        for a in asked {
+            if self.asked.len() < MAX_TRACKED || self.asked.contains_key(a) {
+                self.asked.insert(*a, until);
+                self.counters.asks_sent += 1;
+            }
+        }
+    }
+
+    /// Every peer discovery knows, sorted by address.
+    pub fn known_peers(&self) -> Vec<KnownPeer> {
+        let mut v: Vec<KnownPeer> = self
+            .peers
+            .iter()
+            .map(|(addr, r)| KnownPeer {
+                addr: *addr,
+                public_key: r.key,
+                in_route_table: r.in_table,
+                connected: r.connected,
+                origin: r.origin,
+            })
+            .collect();
+        v.sort_by_key(|p| p.addr);
+        v
+    }
+
+    // ----- lifecycle hooks ------------------------------------------------
+
+    /// `node_added`: `addr` entered the route table.
+    pub fn node_added(&mut self, addr: SocketAddr, now: Instant) {
+        let r = self.peers.entry(addr).or_insert_with(|| Record {
+            key: None,
+            in_table: true,
+            connected: false,
+            ever_connected: false,
+            origin: Origin::Added,
+            since: now,
+            disconnected_at: None,
+        });
+        if !r.in_table {
+            r.in_table = true;
+            r.origin = Origin::Added;
+        }
+    }
+
+    /// `node_deleted`: `addr` left the route table. Tombstones it, unless
+    /// discovery deleted it for refusing a gossiped key.
+    pub fn node_deleted(&mut self, addr: SocketAddr, now: Instant) {
+        self.counters.deletions_seen += 1;
+        self.peers.remove(&addr);
+        self.asked.remove(&addr);
+        if !self.untombstoned_deletes.remove(&addr) {
+            self.tombstones
+                .insert(addr, now + self.config.tombstone_ttl);
+        }
+    }
+
+    /// `peer_connected`: a session with `addr` is up; `key` is what it
+    /// proved. Returns the promotion to perform, if the peer connected on
+    /// its own and there is room.
+    pub fn peer_connected(
+        &mut self,
+        addr: SocketAddr,
+        key: Option<PublicKey>,
+        now: Instant,
+    ) -> Option<Action> {
+        let table_len = self.table_len();
+        let r = self.peers.entry(addr).or_insert_with(|| Record {
+            key,
+            in_table: false,
+            connected: true,
+            ever_connected: true,
+            origin: Origin::Unlisted,
+            since: now,
+            disconnected_at: None,
+        });
+        r.key = key.or(r.key);
+        r.connected = true;
+        r.ever_connected = true;
+        r.disconnected_at = None;
+        let promote = !r.in_table
+            && self.config.promote_inbound
+            && table_len < self.config.table_size
+            && !self.tombstones.contains(&addr, now)
+            && (key.is_some() || !self.encrypted);
+        if promote {
+            r.in_table = true;
+            r.origin = Origin::Inbound;
+            self.counters.promoted += 1;
+            return Some(Action::Add(addr, key));
+        }
+        None
+    }
+
+    /// `peer_disconnected`: the session with `addr` ended.
+    pub fn peer_disconnected(&mut self, addr: SocketAddr, now: Instant) {
+        let Some(r) = self.peers.get_mut(&addr) else {
+            return;
+        };
+        r.connected = false;
+        if r.in_table {
+            r.disconnected_at.get_or_insert(now);
+        } else {
+            self.peers.remove(&addr);
+        }
+    }
+
+    /// `peer_rejected`: a connection attempt to `addr` failed (e.g. the key
+    /// we pinned from gossip is not the peer's). A learned peer that never
+    /// connected is deleted without a tombstone (another key may be right)
+    /// and its (address, key) pair is not tried again until it expires.
+    pub fn peer_rejected(&mut self, addr: SocketAddr, now: Instant) -> Option<Action> {
+        let r = self.peers.get(&addr)?;
+        if r.origin != Origin::Gossip || r.ever_connected || !r.in_table {
+            return None;
+        }
+        if let Some(key) = r.key {
+            self.rejected
+                .insert((addr, key), now + self.config.tombstone_ttl);
+        }
+        self.counters.key_rejections += 1;
+        self.peers.remove(&addr);
+        self.untombstoned_deletes.insert(addr);
+        Some(Action::Delete(addr))
+    }
+
+    /// An add discovery asked for failed locally; forget it.
+    pub fn add_failed(&mut self, addr: SocketAddr) {
+        if self
+            .peers
+            .get(&addr)
+            .is_some_and(|r| matches!(r.origin, Origin::Gossip | Origin::Inbound) && !r.connected)
+        {
+            self.peers.remove(&addr);
+        }
+    }
+
+    // ----- gossip ----------------------------------------------------------
+
+    /// May `from` have an ask answered now? At most
+    /// `max_answers_per_interval` per peer per interval.
+    pub fn allow_ask(&mut self, from: SocketAddr, now: Instant) -> bool {
+        let interval = self.config.interval;
+        if !self.budgets.contains_key(&from) && self.budgets.len() >= MAX_TRACKED {
+            self.counters.asks_refused += 1;
+            return false;
+        }
+        let (start, used) = self.budgets.entry(from).or_insert((now, 0));
+        if now.saturating_duration_since(*start) >= interval {
+            *start = now;
+            *used = 0;
+        }
+        if *used >= self.config.max_answers_per_interval {
+            self.counters.asks_refused += 1;
+            return false;
+        }
+        *used += 1;
+        self.counters.asks_answered += 1;
+        true
+    }
+
+    /// Whether an answer from `from` was asked for; consumes the ask.
+    pub fn take_answer(&mut self, from: SocketAddr, now: Instant) -> bool {
+        match self.asked.remove(&from) {
+            Some(until) if until > now => true,
+            _ => {
+                self.counters.unsolicited_dropped += 1;
+                false
+            }
+        }
+    }
+
+    /// Count a body refused by the decoder.
+    pub fn dropped(&mut self, oversized: bool) {
+        if oversized {
+            self.counters.oversized_dropped += 1;
+        } else {
+            self.counters.malformed_dropped += 1;
+        }
+    }
+
+    /// Merge a received peer list: returns the adds to perform
+    /// (already recorded as pending learned peers).
+    pub fn merge(&mut self, entries: &[PeerEntry], now: Instant) -> Vec<Action> {
+        self.counters.lists_received += 1;
+        let mut table_len = self.table_len();
+        let mut pending = self.pending_len();
+        let mut adds = Vec::new();
+        for e in entries {
+            let addr = e.addr;
+            let key = e.key.map(PublicKey::from_bytes);
+            if !is_connectable(addr) || self.local.contains(&addr) {
+                self.counters.invalid_entries += 1;
+                continue;
+            }
+            if key.is_some() && key == self.local_key {
+                // Our own key under another address: a stale or forged entry.
+                self.counters.invalid_entries += 1;
+                continue;
+            }
+            if let Some(r) = self.peers.get(&addr) {
+                if let (Some(known), Some(k)) = (r.key, key) {
+                    if known != k {
+                        self.counters.key_conflicts += 1;
+                    }
+                }
+                continue;
+            }
+            if self.tombstones.contains(&addr, now) {
+                self.counters.tombstoned_skips += 1;
+                continue;
+            }
+            let key = if self.encrypted {
+                match key {
+                    Some(k) => Some(k),
+                    None => {
+                        self.counters.unkeyed_skips += 1;
+                        continue;
+                    }
+                }
+            } else {
+                None
+            };
+            if let Some(k) = key {
+                if self.rejected.contains(&(addr, k), now) {
+                    self.counters.key_conflicts += 1;
+                    continue;
+                }
+            }
+            if table_len >= self.config.table_size || pending >= self.config.max_pending {
+                self.counters.cap_skips += 1;
+                continue;
+            }
+            self.peers.insert(
+                addr,
+                Record {
+                    key,
+                    in_table: true,
+                    connected: false,
+                    ever_connected: false,
+                    origin: Origin::Gossip,
+                    since: now,
+                    disconnected_at: None,
+                },
+            );
+            table_len += 1;
+            pending += 1;
+            self.counters.added += 1;
+            adds.push(Action::Add(addr, key));
+        }
+        adds
+    }
+
+    /// Up to `max_entries` random peers that are connected now (never
+    /// `exclude`, never tombstoned), keys included.
+    pub fn sample(
+        &self,
+        exclude: Option<SocketAddr>,
+        now: Instant,
+        rng: &mut impl Rng,
+    ) -> Vec<PeerEntry> {
+        let now_ok = |a: &SocketAddr, r: &Record| {
+            r.connected
+                && Some(*a) != exclude
+                && (r.key.is_some() || !self.encrypted)
+                && !self.tombstones.contains(a, now)
+        };
+        self.peers
+            .iter()
+            .filter(|(a, r)| now_ok(a, r))
+            .map(|(a, r)| PeerEntry {
+                addr: *a,
+                key: r.key.map(|k| *k.as_bytes()),
+            })
+            .choose_multiple(rng, self.config.max_entries)
+    }
+
+    // ----- timers -----------------------------------------------------------
+
+    /// Run the timers: learned peers that never connected within the
+    /// deadline and peers disconnected for longer than the grace period are
+    /// deleted (and tombstoned, here, so gossip cannot bring them back
+    /// before the route table notices); expired tombstones, budgets and
+    /// asks are forgotten.
+    pub fn expire(&mut self, now: Instant) -> Vec<Action> {
+        let deadline = self.config.connect_deadline;
+        let grace = self.config.disconnect_grace;
+        let mut junk = Vec::new();
+        let mut dead = Vec::new();
+        for (addr, r) in &self.peers {
+            if !r.in_table || r.connected {
+                continue;
+            }
+            if r.origin == Origin::Gossip && !r.ever_connected {
+                if now.saturating_duration_since(r.since) >= deadline {
+                    junk.push(*addr);
+                }
+            } else if r
+                .disconnected_at
+                .is_some_and(|t| now.saturating_duration_since(t) >= grace)
+            {
+                dead.push(*addr);
+            }
+        }
+        self.counters.junk_dropped += junk.len() as u64;
+        self.counters.dead_dropped += dead.len() as u64;
+        let mut actions = Vec::with_capacity(junk.len() + dead.len());
+        for addr in junk.into_iter().chain(dead) {
+            self.peers.remove(&addr);
+            self.tombstones
+                .insert(addr, now + self.config.tombstone_ttl);
+            actions.push(Action::Delete(addr));
+        }
+        self.tombstones.expire(now);
+        self.rejected.expire(now);
+        let interval = self.config.interval;
+        self.budgets
+            .retain(|_, (start, _)| now.saturating_duration_since(*start) < interval);
+        self.asked.retain(|_, until| *until > now);
+        actions
+    }
+
+    /// Reconcile with a route-table snapshot: `(addr, in_route_table,
+    /// connected, key)` for every peer the node reports. Repairs what missed
+    /// events (a full plugin queue) left stale; learned peers younger than
+    /// `settle` are kept even if the snapshot does not show them yet.
+    pub fn sync(
+        &mut self,
+        snapshot: &[(SocketAddr, bool, bool, Option<PublicKey>)],
+        settle: Duration,
+        now: Instant,
+    ) {
+        let seen: HashSet<SocketAddr> = snapshot.iter().map(|s| s.0).collect();
+        self.peers.retain(|addr, r| {
+            seen.contains(addr) || now.saturating_duration_since(r.since) < settle
+        });
+        for &(addr, in_table, connected, key) in snapshot {
+            if !in_table && !connected {
+                continue;
+            }
+            let r = self.peers.entry(addr).or_insert_with(|| Record {
+                key,
+                in_table,
+                connected: false,
+                ever_connected: false,
+                origin: if in_table {
+                    Origin::Added
+                } else {
+                    Origin::Unlisted
+                },
+                since: now,
+                disconnected_at: None,
+            });
+            if r.in_table && !in_table && now.saturating_duration_since(r.since) >= settle {
+                r.in_table = false;
+            } else if in_table {
+                r.in_table = true;
+            }
+            if connected {
+                r.connected = true;
+                r.ever_connected = true;
+                r.disconnected_at = None;
+                r.key = key.or(r.key);
+            } else if r.connected {
+                r.connected = false;
+                if r.in_table {
+                    r.disconnected_at.get_or_insert(now);
+                }
+            }
+        }
+        self.peers.retain(|_, r| r.in_table || r.connected);
+    }
+
+    /// Tombstones held (expired ones included until the next `expire`).
+    pub fn tombstone_count(&self) -> usize {
+        self.tombstones.len()
+    }
+}
+
+/// Whether `addr` could be a peer at all.
+fn is_connectable(addr: SocketAddr) -> bool {
+    let ip = addr.ip();
+    let bad_v4 = match ip {
+        std::net::IpAddr::V4(v4) => v4.is_broadcast(),
+        std::net::IpAddr::V6(_) => false,
+    };
+    addr.port() != 0 && !ip.is_unspecified() && !ip.is_multicast() && !bad_v4
+}

@@ -1,0 +1,726 @@
+//! Discovery: the pure table logic (no sockets), the body codec against
+//! hostile input, a lying peer over real UDP, and a 200-node swarm that
+//! converges to full membership and forgets killed nodes.
+
+mod discovery_support;
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use discovery_support::*;
+use gladius_p2p::{ConnectionState, Message, Network, PublicKey};
+use gladius_plugins::discovery::wire::{self, DecodeError, PeerEntry, PeerList};
+use gladius_plugins::discovery::{Action, DiscoveryConfig, Origin, PeerTable};
+use proptest::prelude::*;
+
+// ----- pure logic ------------------------------------------------------------
+
+fn addr(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+fn key(n: u8) -> PublicKey {
+    PublicKey::from_bytes([n; 32])
+}
+
+fn entry(port: u16, k: u8) -> PeerEntry {
+    PeerEntry {
+        addr: addr(port),
+        key: Some([k; 32]),
+    }
+}
+
+fn small_config() -> DiscoveryConfig {
+    let mut c = DiscoveryConfig::default();
+    c.table_size = 4;
+    c.max_pending = 3;
+    c.max_entries = 8;
+    c.interval = Duration::from_secs(1);
+    c.connect_deadline = Duration::from_secs(10);
+    c.disconnect_grace = Duration::from_secs(5);
+    c.tombstone_ttl = Duration::from_secs(60);
+    c.max_tombstones = 3;
+    c
+}
+
+fn table() -> PeerTable {
+    let mut t = PeerTable::new(small_config());
+    t.set_local(&[addr(1)], Some(key(1)), true);
+    t
+}
+
+#[test]
+fn merge_adds_pinned_and_respects_pending_and_table_caps() {
+    let mut t = table();
+    let now = Instant::now();
+    let list: Vec<_> = (10..20).map(|p| entry(p, p as u8)).collect();
+    let adds = t.merge(&list, now);
+    // max_pending = 3 learned peers may be connecting at once.
+    assert_eq!(
+        adds,
+        vec![
+            Action::Add(addr(10), Some(key(10))),
+            Action::Add(addr(11), Some(key(11))),
+            Action::Add(addr(12), Some(key(12))),
+        ]
+    );
+    assert_eq!(t.counters().cap_skips, 7);
+    // Once they connect, the table cap (4) is what stops growth.
+    for p in 10..13 {
+        t.peer_connected(addr(p), Some(key(p as u8)), now);
+    }
+    let adds = t.merge(&list, now);
+    assert_eq!(adds, vec![Action::Add(addr(13), Some(key(13)))]);
+    assert_eq!(t.table_len(), 4);
+    assert!(t.merge(&list, now).is_empty());
+}
+
+#[test]
+fn merge_refuses_self_junk_unkeyed_and_other_keys_for_known_addresses() {
+    let mut t = table();
+    let now = Instant::now();
+    t.node_added(addr(20), now);
+    t.peer_connected(addr(20), Some(key(20)), now);
+    let list = vec![
+        entry(1, 9),  // our address
+        entry(21, 1), // our key elsewhere
+        PeerEntry {
+            addr: "0.0.0.0:5".parse().unwrap(),
+            key: Some([3; 32]),
+        },
+        PeerEntry {
+            addr: "224.0.0.1:5".parse().unwrap(),
+            key: Some([3; 32]),
+        },
+        PeerEntry {
+            addr: addr(0),
+            key: Some([3; 32]),
+        },
+        PeerEntry {
+            addr: addr(22),
+            key: None,
+        }, // cannot pin
+        entry(20, 99), // a lie about a known peer
+    ];
+    assert!(t.merge(&list, now).is_empty());
+    let c = t.counters();
+    assert_eq!(c.invalid_entries, 5);
+    assert_eq!(c.unkeyed_skips, 1);
+    assert_eq!(c.key_conflicts, 1);
+    let known = t.known_peers();
+    assert_eq!(known.len(), 1);
+    assert_eq!(known[0].public_key, Some(key(20)));
+}
+
+#[test]
+fn plaintext_nodes_add_without_keys() {
+    let mut t = PeerTable::new(small_config());
+    t.set_local(&[addr(1)], None, false);
+    let adds = t.merge(
+        &[PeerEntry {
+            addr: addr(30),
+            key: None,
+        }],
+        Instant::now(),
+    );
+    assert_eq!(adds, vec![Action::Add(addr(30), None)]);
+}
+
+#[test]
+fn tombstones_block_gossip_until_they_expire_and_are_bounded() {
+    let mut t = table();
+    let t0 = Instant::now();
+    t.node_added(addr(40), t0);
+    t.peer_connected(addr(40), Some(key(40)), t0);
+    t.node_deleted(addr(40), t0); // e.g. the latency audit
+    assert!(t.is_tombstoned(addr(40), t0));
+    assert!(t.merge(&[entry(40, 40)], t0).is_empty());
+    assert_eq!(t.counters().tombstoned_skips, 1);
+    // After the TTL it may come back.
+    let later = t0 + Duration::from_secs(61);
+    t.expire(later);
+    assert!(!t.is_tombstoned(addr(40), later));
+    assert_eq!(t.merge(&[entry(40, 40)], later).len(), 1);
+    // At most max_tombstones (3), the oldest forgotten first.
+    let mut t = table();
+    for p in 50..55 {
+        t.node_deleted(addr(p), t0 + Duration::from_millis(u64::from(p)));
+    }
+    assert_eq!(t.tombstone_count(), 3);
+    assert!(!t.is_tombstoned(addr(50), t0));
+    assert!(t.is_tombstoned(addr(54), t0));
+}
+
+#[test]
+fn disconnected_peers_are_deleted_after_the_grace_and_tombstoned() {
+    let mut t = table();
+    let t0 = Instant::now();
+    t.node_added(addr(60), t0);
+    t.peer_connected(addr(60), Some(key(60)), t0);
+    t.peer_disconnected(addr(60), t0);
+    assert!(t.expire(t0 + Duration::from_secs(4)).is_empty());
+    // It came back within the grace: nothing happens.
+    t.peer_connected(addr(60), Some(key(60)), t0 + Duration::from_secs(4));
+    assert!(t.expire(t0 + Duration::from_secs(20)).is_empty());
+    t.peer_disconnected(addr(60), t0 + Duration::from_secs(20));
+    let actions = t.expire(t0 + Duration::from_secs(26));
+    assert_eq!(actions, vec![Action::Delete(addr(60))]);
+    assert_eq!(t.counters().dead_dropped, 1);
+    assert!(t.is_tombstoned(addr(60), t0 + Duration::from_secs(26)));
+}
+
+#[test]
+fn learned_peers_that_never_connect_are_dropped_as_junk() {
+    let mut t = table();
+    let t0 = Instant::now();
+    assert_eq!(t.merge(&[entry(70, 70), entry(71, 71)], t0).len(), 2);
+    t.peer_connected(addr(71), Some(key(71)), t0 + Duration::from_secs(1));
+    assert!(t.expire(t0 + Duration::from_secs(9)).is_empty());
+    let actions = t.expire(t0 + Duration::from_secs(10));
+    assert_eq!(actions, vec![Action::Delete(addr(70))]);
+    assert_eq!(t.counters().junk_dropped, 1);
+    assert!(t.is_tombstoned(addr(70), t0 + Duration::from_secs(10)));
+    // Deleting it frees its pending slot.
+    t.node_deleted(addr(70), t0 + Duration::from_secs(10));
+    assert_eq!(t.table_len(), 1);
+}
+
+#[test]
+fn a_refused_learned_key_is_deleted_untombstoned_and_not_retried() {
+    let mut t = table();
+    let t0 = Instant::now();
+    t.merge(&[entry(80, 66)], t0);
+    assert_eq!(
+        t.peer_rejected(addr(80), t0),
+        Some(Action::Delete(addr(80)))
+    );
+    t.node_deleted(addr(80), t0);
+    assert!(!t.is_tombstoned(addr(80), t0));
+    assert!(t.merge(&[entry(80, 66)], t0).is_empty(), "same lie refused");
+    assert_eq!(
+        t.merge(&[entry(80, 80)], t0).len(),
+        1,
+        "the true key is tried"
+    );
+    assert_eq!(t.counters().key_rejections, 1);
+    // Rejections of peers we did not learn are not ours to act on.
+    t.node_added(addr(81), t0);
+    assert_eq!(t.peer_rejected(addr(81), t0), None);
+}
+
+#[test]
+fn inbound_peers_are_promoted_while_there_is_room() {
+    let mut t = table();
+    let t0 = Instant::now();
+    for p in 90..94 {
+        assert_eq!(
+            t.peer_connected(addr(p), Some(key(p as u8)), t0),
+            Some(Action::Add(addr(p), Some(key(p as u8))))
+        );
+    }
+    assert_eq!(t.peer_connected(addr(94), Some(key(94)), t0), None);
+    let k = t.known_peers();
+    assert_eq!(k.iter().filter(|p| p.origin == Origin::Inbound).count(), 4);
+    assert_eq!(k.iter().filter(|p| p.origin == Origin::Unlisted).count(), 1);
+}
+
+#[test]
+fn samples_hold_only_connected_untombstoned_peers_up_to_the_cap() {
+    let mut cfg = small_config();
+    cfg.table_size = 100;
+    cfg.max_entries = 5;
+    let mut t = PeerTable::new(cfg);
+    t.set_local(&[addr(1)], Some(key(1)), true);
+    let t0 = Instant::now();
+    for p in 100..110 {
+        t.node_added(addr(p), t0);
+    }
+    for p in 100..104 {
+        t.peer_connected(addr(p), Some(key(p as u8)), t0);
+    }
+    let mut rng = rand::thread_rng();
+    let s = t.sample(Some(addr(100)), t0, &mut rng);
+    let got: BTreeSet<_> = s.iter().map(|e| e.addr.port()).collect();
+    assert_eq!(got, BTreeSet::from([101, 102, 103]));
+    for e in &s {
+        assert_eq!(e.key, Some([e.addr.port() as u8; 32]));
+    }
+    for p in 104..110 {
+        t.peer_connected(addr(p), Some(key(p as u8)), t0);
+    }
+    assert_eq!(t.sample(None, t0, &mut rng).len(), 5);
+}
+
+#[test]
+fn asks_are_answered_at_most_n_per_peer_per_interval() {
+    let mut t = table();
+    let t0 = Instant::now();
+    let answered = (0..10).filter(|_| t.allow_ask(addr(5), t0)).count();
+    assert_eq!(answered, 2);
+    assert!(t.allow_ask(addr(6), t0), "budgets are per peer");
+    assert!(t.allow_ask(addr(5), t0 + Duration::from_secs(1)));
+    assert_eq!(t.counters().asks_refused, 8);
+    // Answers are welcome only from peers we asked, once.
+    assert!(!t.take_answer(addr(7), t0));
+    t.asks_sent(&[addr(7)], t0);
+    assert!(t.take_answer(addr(7), t0));
+    assert!(!t.take_answer(addr(7), t0));
+    assert_eq!(t.counters().unsolicited_dropped, 2);
+}
+
+// ----- the codec ---------------------------------------------------------------
+
+#[test]
+fn bodies_round_trip_and_oversized_lists_are_refused_before_decoding() {
+    let list = PeerList {
+        entries: vec![
+            entry(1000, 7),
+            PeerEntry {
+                addr: "[::1]:9".parse().unwrap(),
+                key: None,
+            },
+        ],
+    };
+    let body = wire::encode(&list);
+    assert_eq!(body[0], wire::WIRE_VERSION);
+    assert_eq!(wire::decode(&body, 2).unwrap(), list);
+    assert!(matches!(
+        wire::decode(&body, 1),
+        Err(DecodeError::TooManyEntries { count: 2, max: 1 })
+    ));
+    // A length prefix of 2^32 entries with nothing behind it.
+    let bogus = [1u8, 0x80, 0x80, 0x80, 0x80, 0x10];
+    assert!(wire::decode(&bogus, 64).unwrap_err().is_oversized());
+    let long = vec![1u8; wire::max_body_len(4) + 1];
+    assert!(wire::decode(&long, 4).unwrap_err().is_oversized());
+    assert_eq!(wire::decode(&[], 4), Err(DecodeError::Empty));
+    assert_eq!(wire::decode(&[2, 0], 4), Err(DecodeError::Version(2)));
+    assert_eq!(wire::decode(&[1, 1, 7], 4), Err(DecodeError::Malformed));
+    // The largest answer fits the advertised bound.
+    let full = PeerList {
+        entries: (0..64)
+            .map(|i| PeerEntry {
+                addr: SocketAddr::new("ffff::ffff".parse().unwrap(), 65535 - i),
+                key: Some([0xff; 32]),
+            })
+            .collect(),
+    };
+    assert!(wire::encode(&full).len() <= wire::max_body_len(64));
+}
+
+proptest! {
+    #[test]
+    fn decoding_garbage_never_panics(body in proptest::collection::vec(any::<u8>(), 0..600), cap in 0usize..40) {
+        if let Ok(list) = wire::decode(&body, cap) {
+            prop_assert!(list.entries.len() <= cap);
+        }
+    }
+
+    #[test]
+    fn decoding_mutated_lists_never_panics(n in 0u16..20, flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 0..8)) {
+        let list = PeerList { entries: (0..n).map(|i| entry(i + 1, i as u8)).collect() };
+        let mut body = wire::encode(&list).to_vec();
+        for (at, b) in flips {
+            let i = at % body.len();
+            body[i] ^= b;
+        }
+        if let Ok(list) = wire::decode(&body, 10) {
+            prop_assert!(list.entries.len() <= 10);
+        }
+    }
+}
+
+// ----- a 200-node swarm over real UDP ---------------------------------------------
+
+fn swarm_size() -> usize {
+    std::env::var("DISCOVERY_SWARM")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(200)
+}
+
+/// Route-table peers of `net` (optionally only connected ones).
+async fn route_table(net: &Network, connected_only: bool) -> BTreeSet<SocketAddr> {
+    net.network_state()
+        .await
+        .map(|s| {
+            s.peers
+                .into_iter()
+                .filter(|p| {
+                    p.in_route_table
+                        && (!connected_only || p.connection == ConnectionState::Connected)
+                })
+                .map(|p| p.addr)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// 200 nodes, table cap 40: every node fills its table to the cap, the
+/// union of the tables covers everyone, and 20 killed nodes are forgotten.
+/// (Full membership is the stronger claim; it is the ignored test below,
+/// too slow for this shared 2-core machine's default run.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn swarm_of_200_with_cap_40_fills_tables_covers_everyone_and_forgets_20_killed() {
+    swarm(swarm_size(), 40, Duration::from_secs(60)).await;
+}
+
+/// 200 nodes, no cap: every route table reaches all 199 others. Passes in
+/// 45–55 s on an idle 2-core machine; run with `--ignored`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "heavy: 200x199 encrypted sessions; about a minute on 2 idle cores"]
+async fn swarm_of_200_learns_full_membership_then_forgets_20_killed_nodes() {
+    let n = swarm_size();
+    swarm(n, n - 1, Duration::from_secs(180)).await;
+}
+
+async fn swarm(n: usize, cap: usize, converge_deadline: Duration) {
+    let kill = n / 10;
+    let full_mode = cap >= n - 1;
+    let mut dc = DiscoveryConfig::default();
+    dc.interval = Duration::from_millis(1000);
+    dc.fanout = 3;
+    dc.table_size = cap;
+    dc.max_entries = 64;
+    dc.max_pending = 32;
+    dc.connect_deadline = Duration::from_secs(6);
+    dc.disconnect_grace = Duration::from_secs(1);
+    dc.tombstone_ttl = Duration::from_secs(300);
+    let config = node_config()
+        .with_keepalive_interval(Duration::from_secs(2))
+        .with_idle_timeout(Duration::from_secs(6));
+
+    let started = Instant::now();
+    let mut nodes = Vec::with_capacity(n);
+    for _ in 0..n {
+        nodes.push(discovery_node(config.clone(), dc.clone()).await);
+    }
+    let all: Vec<SocketAddr> = nodes.iter().map(|(_, a, _)| *a).collect();
+    // One seed each: node 0.
+    for (net, _, _) in &nodes[1..] {
+        net.add(all[0]).await.unwrap();
+    }
+    println!("swarm: {n} nodes up in {:?}", started.elapsed());
+
+    let t0 = Instant::now();
+    let mut last_print = Instant::now();
+    loop {
+        let mut full = 0;
+        let mut min = usize::MAX;
+        let mut union = BTreeSet::new();
+        let mut in_tables = BTreeSet::new();
+        for (net, _, h) in &nodes {
+            let rt = route_table(net, true).await;
+            min = min.min(rt.len());
+            if rt.len() >= cap {
+                full += 1;
+            }
+            in_tables.extend(rt);
+            // Knowledge: route-table peers and peers connected to us.
+            union.extend(h.known_peers().into_iter().map(|p| p.addr));
+        }
+        if full == n && union.len() == n {
+            println!(
+                "swarm: {}/{n} nodes are in some other node's route table",
+                in_tables.len()
+            );
+            break;
+        }
+        if last_print.elapsed() > Duration::from_secs(5) {
+            println!(
+                "swarm: {:?}: {full}/{n} nodes full, smallest table {min}",
+                t0.elapsed()
+            );
+            last_print = Instant::now();
+        }
+        assert!(
+            t0.elapsed() < converge_deadline,
+            "tables not filled to {cap} after {converge_deadline:?}: {full}/{n} full, \
+             smallest {min}, known to {}/{n}",
+            union.len()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let converged = t0.elapsed();
+    let rounds = nodes
+        .iter()
+        .map(|(_, _, h)| h.counters().rounds)
+        .max()
+        .unwrap();
+    let added: u64 = nodes.iter().map(|(_, _, h)| h.counters().added).sum();
+    let promoted: u64 = nodes.iter().map(|(_, _, h)| h.counters().promoted).sum();
+    let mut sum = gladius_p2p::Counters::default();
+    for (net, _, _) in &nodes {
+        let c = net.network_state().await.unwrap().counters;
+        sum.handshake_timeouts += c.handshake_timeouts;
+        sum.throttled_handshakes += c.throttled_handshakes;
+        sum.simultaneous_open_drops += c.simultaneous_open_drops;
+        sum.dead_sessions += c.dead_sessions;
+        sum.bad_handshakes += c.bad_handshakes;
+        sum.cookies_sent += c.cookies_sent;
+        sum.queue_full += c.queue_full;
+    }
+    println!("swarm: transport counters summed over nodes: {sum:?}");
+    println!(
+        "swarm: {n} nodes, every table at the cap of {cap} connected route-table peers \
+         and the union of known peers covering all {n}, in {converged:?}, at most {rounds} rounds per node \
+         ({added} gossip adds, {promoted} promotions)"
+    );
+    // The handle follows the hooks, which may trail the node by a moment.
+    wait_for(Duration::from_secs(10), "handles agree", || {
+        let nodes = &nodes;
+        async move { nodes.iter().all(|(_, _, h)| h.live_peers().len() >= cap) }
+    })
+    .await;
+    for (_, a, h) in &nodes {
+        assert!(h.table_len() <= cap, "{a}: never above the cap");
+    }
+
+    // Kill the last `kill` nodes.
+    let killed: BTreeSet<SocketAddr> = all[n - kill..].iter().copied().collect();
+    let dead: Vec<Network> = nodes.drain(n - kill..).map(|(net, _, _)| net).collect();
+    let t1 = Instant::now();
+    close_all(dead).await;
+    let forgotten = wait_for(Duration::from_secs(30), "killed nodes forgotten", || {
+        let nodes = &nodes;
+        let killed = &killed;
+        async move {
+            for (net, _, h) in nodes {
+                let rt = route_table(net, false).await;
+                if rt.iter().any(|a| killed.contains(a)) {
+                    return false;
+                }
+                if h.known_peers().iter().any(|p| killed.contains(&p.addr)) {
+                    return false;
+                }
+            }
+            true
+        }
+    })
+    .await;
+    println!(
+        "swarm: {kill} killed nodes gone from every live node's route table and known peers \
+         {:?} after close returned ({:?} after it began)",
+        forgotten,
+        t1.elapsed()
+    );
+    // They stay forgotten (tombstoned, not re-learned) and the rest stays whole.
+    tokio::time::sleep(dc.interval * 2).await;
+    for (net, a, h) in &nodes {
+        let rt = route_table(net, false).await;
+        assert!(
+            rt.iter().all(|x| !killed.contains(x)),
+            "{a} re-learned a dead node"
+        );
+        if full_mode {
+            assert_eq!(rt.len(), n - kill - 1, "{a}: live membership intact");
+        }
+        if full_mode {
+            // Every live node knew every killed one, so it tombstoned them all.
+            assert!(killed.iter().all(|k| h.is_tombstoned(*k)));
+        }
+    }
+    close_all(nodes.into_iter().map(|(net, _, _)| net)).await;
+    println!("swarm: whole test {:?}", started.elapsed());
+}
+
+// ----- a lying peer over real UDP ----------------------------------------------
+
+/// A port on 127.0.0.1 where nothing listens (bound, then released).
+fn dead_port() -> SocketAddr {
+    let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    s.local_addr().unwrap()
+}
+
+async fn public_key_of(net: &Network) -> PublicKey {
+    net.network_state().await.unwrap().public_key.unwrap()
+}
+
+/// The liar `l` sends `body` as an ask to `to` until `cond` holds (each
+/// try waits up to 1.5 s; the victim's per-peer ask budget may refuse one).
+async fn push_until<F>(l: &Network, to: SocketAddr, body: bytes::Bytes, what: &str, cond: F)
+where
+    F: Fn() -> bool,
+{
+    for _ in 0..5 {
+        let msg = Message::new(wire::ASK_TYPE, body.clone()).unwrap();
+        l.broadcast_to(msg, &[to]).await.unwrap();
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_millis(1500) {
+            if cond() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    panic!("the victim never showed: {what}");
+}
+
+fn list(entries: Vec<PeerEntry>) -> bytes::Bytes {
+    wire::encode(&PeerList { entries })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lying_peer_is_bounded_at_every_step() {
+    let mut dc = DiscoveryConfig::default();
+    dc.interval = Duration::from_secs(1);
+    dc.max_entries = 8;
+    dc.max_answers_per_interval = 2;
+    dc.max_pending = 8;
+    dc.table_size = 32;
+    dc.connect_deadline = Duration::from_secs(2);
+    let (a, a_addr, ah) = discovery_node(node_config(), dc.clone()).await;
+    let (r, r_addr, _rh) = discovery_node(node_config(), dc.clone()).await;
+    let r_key = public_key_of(&r).await;
+    a.add(r_addr).await.unwrap();
+    // The liar: a bare node that hand-crafts discovery messages.
+    let l = Network::new(node_config()).unwrap();
+    let inbox = Inbox::default();
+    l.register_plugin(inbox.clone()).await.unwrap();
+    let l_addr = l.listen("127.0.0.1:0").await.unwrap();
+    l.add(a_addr).await.unwrap();
+    wait_for(
+        Duration::from_secs(10),
+        "A connected to R and L",
+        || async {
+            let live = ah.live_peers();
+            live.contains(&r_addr) && live.contains(&l_addr)
+        },
+    )
+    .await;
+
+    // 1. Oversized lists are dropped whole and counted.
+    let nine = list((0..9).map(|i| entry(40_000 + i, 5)).collect());
+    push_until(&l, a_addr, nine, "oversized list dropped", || {
+        ah.counters().oversized_dropped >= 1
+    })
+    .await;
+    let bogus = bytes::Bytes::from_static(&[1, 0xff, 0xff, 0xff, 0xff, 0x0f]);
+    push_until(&l, a_addr, bogus, "huge count dropped", || {
+        ah.counters().oversized_dropped >= 2
+    })
+    .await;
+    let garbage = bytes::Bytes::from_static(&[1, 2, 0xde, 0xad]);
+    push_until(&l, a_addr, garbage, "garbage dropped", || {
+        ah.counters().malformed_dropped >= 1
+    })
+    .await;
+    assert_eq!(ah.counters().added, 0, "nothing added from refused lists");
+
+    // 2. Junk addresses: added (indistinguishable from real peers), then
+    //    dropped again by the connect deadline, tombstoned and not re-added.
+    let junk = [dead_port(), dead_port()];
+    let junk_list = list(
+        junk.iter()
+            .enumerate()
+            .map(|(i, j)| PeerEntry {
+                addr: *j,
+                key: Some([0x40 + i as u8; 32]),
+            })
+            .collect(),
+    );
+    push_until(&l, a_addr, junk_list.clone(), "junk added", || {
+        ah.counters().added >= 2
+    })
+    .await;
+    let added_at = Instant::now();
+    let rt = route_table(&a, false).await;
+    assert!(
+        junk.iter().all(|j| rt.contains(j)),
+        "junk is in the table for now"
+    );
+    let took = wait_for(Duration::from_secs(8), "junk dropped again", || async {
+        let rt = route_table(&a, false).await;
+        junk.iter().all(|j| !rt.contains(j)) && ah.counters().junk_dropped == 2
+    })
+    .await;
+    println!(
+        "liar: junk dropped {:?} after it was added (deadline {:?}, interval {:?})",
+        added_at.elapsed(),
+        dc.connect_deadline,
+        dc.interval
+    );
+    assert!(took <= dc.connect_deadline + dc.interval * 2 + Duration::from_secs(1));
+    assert!(junk.iter().all(|j| ah.is_tombstoned(*j)));
+    let skips = ah.counters().tombstoned_skips;
+    push_until(&l, a_addr, junk_list, "junk refused as tombstoned", || {
+        ah.counters().tombstoned_skips >= skips + 2
+    })
+    .await;
+    assert_eq!(ah.counters().added, 2, "junk not re-added");
+
+    // 3a. A wrong key for a peer A knows: ignored, R stays under its key.
+    let lie = list(vec![PeerEntry {
+        addr: r_addr,
+        key: Some([0x66; 32]),
+    }]);
+    push_until(&l, a_addr, lie.clone(), "key conflict counted", || {
+        ah.counters().key_conflicts >= 1
+    })
+    .await;
+    let st = a.network_state().await.unwrap();
+    let rp = st.peer(r_addr).unwrap();
+    assert_eq!(rp.public_key, Some(r_key));
+    assert_eq!(rp.connection, ConnectionState::Connected);
+
+    // 3b. A wrong key for a peer B has never met: the pinned add refuses
+    //     it, B deletes it, and the true key later gets through.
+    let (b, b_addr, bh) = discovery_node(node_config(), dc.clone()).await;
+    l.add(b_addr).await.unwrap();
+    wait_for(Duration::from_secs(10), "B sees L", || async {
+        bh.live_peers().contains(&l_addr)
+    })
+    .await;
+    push_until(&l, b_addr, lie.clone(), "B refuses the lied key", || {
+        bh.counters().key_rejections >= 1
+    })
+    .await;
+    wait_for(Duration::from_secs(5), "R out of B's table", || async {
+        !route_table(&b, false).await.contains(&r_addr)
+    })
+    .await;
+    assert!(b.network_state().await.unwrap().counters.pin_mismatches >= 1);
+    let truth = list(vec![PeerEntry {
+        addr: r_addr,
+        key: Some(*r_key.as_bytes()),
+    }]);
+    push_until(&l, b_addr, truth, "B adds R under its real key", || {
+        bh.live_peers().contains(&r_addr)
+    })
+    .await;
+    let st = b.network_state().await.unwrap();
+    assert_eq!(st.peer(r_addr).unwrap().public_key, Some(r_key));
+
+    // 4. A flood of asks: answers stay within the per-interval budget and
+    //    the size bound.
+    tokio::time::sleep(dc.interval).await; // a fresh budget window
+    let before = inbox.of_type(wire::PEERS_TYPE).len();
+    let refused = ah.counters().asks_refused;
+    let flood_start = Instant::now();
+    for _ in 0..50 {
+        let msg = Message::new(wire::ASK_TYPE, list(vec![])).unwrap();
+        l.broadcast_to(msg, &[a_addr]).await.unwrap();
+    }
+    wait_for(Duration::from_secs(5), "flood processed", || async {
+        let c = ah.counters();
+        c.asks_refused - refused >= 40
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let windows = flood_start.elapsed().as_secs_f64() / dc.interval.as_secs_f64();
+    let answers = inbox.of_type(wire::PEERS_TYPE);
+    let new_answers = answers.len() - before;
+    let bound = dc.max_answers_per_interval as usize * (windows.ceil() as usize + 1);
+    println!(
+        "liar: 50 asks -> {new_answers} answers, {} refused, in {:?}",
+        ah.counters().asks_refused - refused,
+        flood_start.elapsed()
+    );
+    assert!(new_answers <= bound, "{new_answers} answers > {bound}");
+    for (_, body) in &answers {
+        assert!(body.len() <= wire::max_body_len(dc.max_entries));
+        assert!(wire::decode(body, dc.max_entries).is_ok());
+    }
+    close_all([a, r, l, b]).await;
+}
