@@ -308,26 +308,36 @@ impl Network {
         reply.await.map_err(|_| NetworkError::Closed)?
     }
 
-    /// Answer a request received in `new_message`. Replies go back over the
-    /// session the request came on, even to a non-writable peer: they answer
-    /// the peer rather than write to it unasked.
-    pub async fn reply(
-        &self,
-        request: &Received,
-        msg: Message,
-    ) -> Result<SendReport, NetworkError> {
+    /// Answer a message received in `new_message`, over the session it came
+    /// on, never opening a new one (a peer that is gone gets
+    /// [`SendFailure::NotConnected`]). For a request the answer is its reply,
+    /// which goes to the waiting [`request`](Self::request) instead of to
+    /// plugins; for a plain message it is a plain message to that peer.
+    /// Answers reach non-writable peers too: they answer the peer rather than
+    /// write to it unasked.
+    pub async fn reply(&self, to: &Received, msg: Message) -> Result<SendReport, NetworkError> {
         self.check_size(&msg)?;
-        let Some(id) = request.request_id else {
-            return Ok(SendReport::default());
-        };
-        let peer = request.peer;
-        self.call(|reply| Command::Reply {
-            msg,
-            peer,
-            id,
-            reply,
-        })
-        .await?
+        let peer = to.peer;
+        match to.request_id {
+            Some(id) => {
+                self.call(|reply| Command::Reply {
+                    msg,
+                    peer,
+                    id,
+                    reply,
+                })
+                .await?
+            }
+            None => {
+                let targets = Targets::Connected(peer);
+                self.call(|reply| Command::Send {
+                    msg,
+                    targets,
+                    reply,
+                })
+                .await?
+            }
+        }
     }
 
     /// A snapshot of the node, its peers, plugins and counters.
@@ -359,6 +369,8 @@ pub(crate) enum Targets {
     AllWritable,
     These(Vec<SocketAddr>),
     Random(usize),
+    /// One peer, only over a session it already has.
+    Connected(SocketAddr),
 }
 
 /// Anything that names one peer or bind address: a `SocketAddr`, or a

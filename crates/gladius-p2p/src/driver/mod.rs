@@ -492,6 +492,9 @@ impl Driver {
                     self.queue_into_report(writable[i], &frame, false, &mut report);
                 }
             }
+            Targets::Connected(addr) => {
+                self.queue_into_report(addr, &frame, false, &mut report);
+            }
             Targets::These(peers) => {
                 let mut seen = std::collections::HashSet::new();
                 for addr in peers.into_iter().filter(|a| seen.insert(*a)) {

@@ -229,6 +229,16 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
+/// Where a sync message goes.
+enum Dest<'a> {
+    /// Back to the sender of a received message, over its session only.
+    Answer(&'a Received),
+    /// To one peer, connecting if needed.
+    Peer(SocketAddr),
+    /// To `fanout` random writable peers.
+    Random,
+}
+
 impl Shared {
     fn ingest(&self, entry: SignedEntry, now: u64) -> Result<Accepted, Rejection> {
         let mut inner = lock(&self.inner);
@@ -253,7 +263,7 @@ impl Shared {
         &self,
         net: &Network,
         msg: &SyncMessage,
-        to: Option<SocketAddr>,
+        to: Dest<'_>,
     ) -> Result<(), NetworkError> {
         let (t, body) = msg.encode();
         let len = body.len();
@@ -261,8 +271,11 @@ impl Shared {
             return Ok(());
         };
         let report = match to {
-            Some(peer) => net.broadcast_to(m, &[peer]).await?,
-            None => net.broadcast_randomly(m, self.config.fanout).await?,
+            // Answers go back over the session the question came on, and
+            // never reopen one to a peer that has just been deleted.
+            Dest::Answer(received) => net.reply(received, m).await?,
+            Dest::Peer(peer) => net.broadcast_to(m, &[peer]).await?,
+            Dest::Random => net.broadcast_randomly(m, self.config.fanout).await?,
         };
         self.count_sent(len, report.queued.len(), report.failed.len());
         Ok(())
@@ -339,7 +352,7 @@ impl Shared {
                     pages
                 };
                 for p in pages {
-                    self.send(net, &p, Some(peer)).await?;
+                    self.send(net, &p, Dest::Answer(msg)).await?;
                 }
             }
             SyncMessage::Digest { from, to, items } => {
@@ -355,11 +368,11 @@ impl Shared {
                     )
                 };
                 for c in chunks(&r.send, self.config.max_entries_per_message) {
-                    self.send(net, &SyncMessage::Entries { entries: c }, Some(peer))
+                    self.send(net, &SyncMessage::Entries { entries: c }, Dest::Answer(msg))
                         .await?;
                 }
                 for c in chunks(&r.want, self.config.max_digest_items) {
-                    self.send(net, &SyncMessage::Want { keys: c }, Some(peer))
+                    self.send(net, &SyncMessage::Want { keys: c }, Dest::Answer(msg))
                         .await?;
                 }
             }
@@ -371,7 +384,7 @@ impl Shared {
                         .collect()
                 };
                 for c in chunks(&found, self.config.max_entries_per_message) {
-                    self.send(net, &SyncMessage::Entries { entries: c }, Some(peer))
+                    self.send(net, &SyncMessage::Entries { entries: c }, Dest::Answer(msg))
                         .await?;
                 }
             }
@@ -473,7 +486,7 @@ impl SignedStateHandle {
             let msg = SyncMessage::Entries {
                 entries: vec![entry],
             };
-            if let Err(e) = self.shared.send(&net, &msg, None).await {
+            if let Err(e) = self.shared.send(&net, &msg, Dest::Random).await {
                 tracing::debug!(error = %e, "signed_state: push after set failed");
             }
         }
@@ -547,7 +560,7 @@ impl SignedStateHandle {
         match net {
             Some(net) => {
                 let root = self.shared.root_message();
-                self.shared.send(&net, &root, None).await
+                self.shared.send(&net, &root, Dest::Random).await
             }
             None => Ok(()),
         }
@@ -570,7 +583,7 @@ impl Plugin for SignedState {
                 let jitter = rand::thread_rng().gen_range(0.9..1.1);
                 tokio::time::sleep(base.mul_f64(jitter)).await;
                 let root = shared.next_round();
-                if let Err(NetworkError::Closed) = shared.send(&net, &root, None).await {
+                if let Err(NetworkError::Closed) = shared.send(&net, &root, Dest::Random).await {
                     break;
                 }
             }
@@ -585,7 +598,7 @@ impl Plugin for SignedState {
         // restarted node) instead of waiting for chance to pick it.
         if peer.writable {
             let root = self.shared.root_message();
-            let _ = self.shared.send(net, &root, Some(peer.addr)).await;
+            let _ = self.shared.send(net, &root, Dest::Peer(peer.addr)).await;
         }
     }
 
