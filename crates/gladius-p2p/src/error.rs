@@ -73,6 +73,15 @@ pub enum NetworkError {
     /// The peer is not known to the node.
     #[error("unknown peer {0}")]
     UnknownPeer(SocketAddr),
+    /// `add_pinned` named a key other than the one already pinned or proven
+    /// for that address (delete the peer first to pin another).
+    #[error("{addr} is already pinned to or proved key {existing}")]
+    KeyConflict {
+        /// The peer.
+        addr: SocketAddr,
+        /// The key it already has.
+        existing: crate::PublicKey,
+    },
 }
 
 /// Why a [`request`](crate::Network::request) produced no reply.

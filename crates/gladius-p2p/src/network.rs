@@ -205,8 +205,9 @@ impl Network {
     /// [`add`](Self::add) with the peer's static key pinned: the session
     /// completes only if the peer proves `key`; otherwise the attempt is
     /// refused, counted (`pin_mismatches`) and reported to plugins
-    /// (`peer_rejected`). Pinning an already added peer applies from its
-    /// next handshake.
+    /// (`peer_rejected`). A peer already pinned to, or proven to hold,
+    /// another key gives [`NetworkError::KeyConflict`]: delete it first to
+    /// change its key.
     pub async fn add_pinned(
         &self,
         addr: impl ToPeerAddr,

@@ -69,6 +69,8 @@ pub struct PeerState {
     pub advertised: Option<SocketAddr>,
     /// The peer's static public key, as proven in the handshake.
     pub public_key: Option<PublicKey>,
+    /// The key the peer must prove, if pinned with `add_pinned`.
+    pub pinned_key: Option<PublicKey>,
     /// Whether broadcasts write to it.
     pub writable: bool,
     /// Whether it is in the route table (added by the user or a plugin).

@@ -1218,3 +1218,29 @@ async fn a_forged_lower_index_init_does_not_stop_reconnecting() {
     a.close().await.unwrap();
     x.close().await.unwrap();
 }
+
+/// A known peer's key is not replaced by a second `add_pinned` (someone
+/// else's word must not re-pin it); deleting the peer first allows it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pinned_or_proven_key_is_not_silently_replaced() {
+    let (a, _, _) = node().await;
+    let (b, b_addr, _) = node().await;
+    let b_key = b.network_state().await.unwrap().public_key.unwrap();
+    let other = Identity::generate().public_key();
+    a.add_pinned(b_addr, b_key).await.unwrap();
+    wait_connected(&a, b_addr).await;
+    let err = a.add_pinned(b_addr, other).await.unwrap_err();
+    assert!(
+        matches!(err, gladius_p2p::NetworkError::KeyConflict { existing, .. } if existing == b_key),
+        "{err:?}"
+    );
+    // The same key again is fine (idempotent).
+    a.add_pinned(b_addr, b_key).await.unwrap();
+    let st = a.network_state().await.unwrap();
+    assert_eq!(st.peer(b_addr).unwrap().pinned_key, Some(b_key));
+    // After a delete the peer may be pinned to another key.
+    a.delete(b_addr).await.unwrap();
+    a.add_pinned(b_addr, other).await.unwrap();
+    a.close().await.unwrap();
+    b.close().await.unwrap();
+}

@@ -430,8 +430,13 @@ impl Driver {
             .peers
             .entry(addr)
             .or_insert_with(|| Peer::new(false, Direction::Outbound, min));
-        if key.is_some() {
-            peer.pinned = key;
+        if let Some(key) = key {
+            // Someone else's word must not re-pin a known peer: keys change
+            // only by deleting the peer first.
+            if let Some(existing) = peer.pinned.or(peer.public_key).filter(|k| *k != key) {
+                return Err(NetworkError::KeyConflict { addr, existing });
+            }
+            peer.pinned = Some(key);
         }
         if peer.added {
             return Ok(());
@@ -456,6 +461,9 @@ impl Driver {
         peer.writable = false;
         peer.reconnect_at = None;
         peer.handshake = None;
+        // A deleted peer may come back under another key.
+        peer.pinned = None;
+        peer.public_key = None;
         match peer.session.as_mut() {
             Some(s) => {
                 s.close(now, CloseReason::Deleted);
@@ -631,6 +639,7 @@ impl Driver {
                     addr: *addr,
                     advertised: p.advertised,
                     public_key: p.public_key,
+                    pinned_key: p.pinned,
                     writable: p.writable,
                     in_route_table: p.added,
                     direction: p.direction,
