@@ -73,6 +73,9 @@ pub enum NetworkError {
     /// The peer is not known to the node.
     #[error("unknown peer {0}")]
     UnknownPeer(SocketAddr),
+    /// A handshake payload longer than 1024 bytes.
+    #[error("handshake payload of {0} bytes exceeds 1024")]
+    HandshakePayloadTooLarge(usize),
     /// `add_pinned` named a key other than the one already pinned or proven
     /// for that address (delete the peer first to pin another).
     #[error("{addr} is already pinned to or proved key {existing}")]

@@ -341,6 +341,24 @@ impl Network {
         }
     }
 
+    /// Replace the application bytes (at most 1024) this node sends in its
+    /// handshakes from now on; peers see them in
+    /// [`PeerInfo::handshake_payload`]. Plugins may call it from `startup`,
+    /// e.g. to bind an application key to the node's static key. There is
+    /// one payload per node: the application decides which plugin owns it.
+    /// Default: [`Config::with_handshake_payload`], else empty.
+    pub async fn set_handshake_payload(
+        &self,
+        payload: impl Into<Bytes>,
+    ) -> Result<(), NetworkError> {
+        let payload = payload.into();
+        if payload.len() > crate::crypto::MAX_APP_PAYLOAD {
+            return Err(NetworkError::HandshakePayloadTooLarge(payload.len()));
+        }
+        self.call(|reply| Command::SetHandshakePayload { payload, reply })
+            .await
+    }
+
     /// A snapshot of the node, its peers, plugins and counters.
     pub async fn network_state(&self) -> Result<NetworkState, NetworkError> {
         self.call(|reply| Command::State { reply }).await

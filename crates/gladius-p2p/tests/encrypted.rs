@@ -1244,3 +1244,35 @@ async fn a_pinned_or_proven_key_is_not_silently_replaced() {
     a.close().await.unwrap();
     b.close().await.unwrap();
 }
+
+/// A plugin (or the application) can change what our handshakes carry at
+/// run time; peers that connect afterwards see the new bytes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_handshake_payload_can_be_set_at_run_time() {
+    let (a, _, _) = node().await;
+    let err = a.set_handshake_payload(vec![0u8; 1025]).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            gladius_p2p::NetworkError::HandshakePayloadTooLarge(1025)
+        ),
+        "{err:?}"
+    );
+    a.set_handshake_payload(&b"signed-binding"[..])
+        .await
+        .unwrap();
+    let b = Network::new(test_config()).unwrap();
+    let keeper = InfoKeeper::default();
+    b.register_plugin(keeper.clone()).await.unwrap();
+    b.listen("127.0.0.1:0").await.unwrap();
+    let a_addr = a.network_state().await.unwrap().local_addr.unwrap();
+    b.add(a_addr).await.unwrap();
+    wait_for(Duration::from_secs(10), "b connected to a", || async {
+        !keeper.of(a_addr).is_empty()
+    })
+    .await;
+    let info = keeper.of(a_addr).remove(0);
+    assert_eq!(&info.handshake_payload[..], b"signed-binding");
+    a.close().await.unwrap();
+    b.close().await.unwrap();
+}

@@ -87,7 +87,7 @@ impl Driver {
         let advertised = self.advertised?;
         Some(HandshakePayload::new(
             advertised,
-            self.config.handshake_payload.clone(),
+            self.handshake_payload.clone(),
         ))
     }
 

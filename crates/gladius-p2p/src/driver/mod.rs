@@ -94,6 +94,10 @@ pub(crate) enum Command {
     Close {
         reply: Reply<()>,
     },
+    SetHandshakePayload {
+        payload: Bytes,
+        reply: Reply<()>,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -227,6 +231,9 @@ pub(crate) struct Driver {
     /// Scratch buffers for sealing and opening, reused.
     seal_buf: Vec<u8>,
     open_buf: Vec<u8>,
+    /// The application bytes our handshakes carry (see
+    /// `Network::set_handshake_payload`).
+    handshake_payload: Bytes,
 }
 
 impl Driver {
@@ -236,6 +243,7 @@ impl Driver {
         shutdown: oneshot::Receiver<()>,
         plugin_handle: Network,
     ) {
+        let handshake_payload = config.handshake_payload.clone();
         let mut rng = StdRng::from_entropy();
         let crypto = config
             .identity
@@ -264,6 +272,7 @@ impl Driver {
             outbox: Vec::new(),
             seal_buf: Vec::new(),
             open_buf: Vec::new(),
+            handshake_payload,
         };
         let span = driver.span.clone();
         tokio::spawn(driver.run(commands, shutdown).instrument(span));
@@ -391,6 +400,10 @@ impl Driver {
                 let _ = reply.send(());
             }
             Command::Close { reply } => self.begin_close(Some(reply)),
+            Command::SetHandshakePayload { payload, reply } => {
+                self.handshake_payload = payload;
+                let _ = reply.send(());
+            }
         }
     }
 
