@@ -468,7 +468,7 @@ async fn swarm(n: usize, cap: usize, converge_deadline: Duration) {
          ({added} gossip adds, {promoted} promotions)"
     );
     // The handle follows the hooks, which may trail the node by a moment.
-    wait_for(Duration::from_secs(10), "handles agree", || {
+    wait_for(Duration::from_secs(30), "handles agree", || {
         let nodes = &nodes;
         async move { nodes.iter().all(|(_, _, h)| h.live_peers().len() >= cap) }
     })
