@@ -185,6 +185,11 @@ impl Identity {
             path: path.to_owned(),
             source,
         };
+        // Write a sibling file and rename it over the target, so a crash
+        // mid-write never leaves a truncated key where `load` looks.
+        let mut tmp_name = path.file_name().unwrap_or_default().to_os_string();
+        tmp_name.push(".tmp");
+        let tmp = path.with_file_name(tmp_name);
         let mut options = fs::OpenOptions::new();
         options.write(true).create(true).truncate(true);
         #[cfg(unix)]
@@ -192,7 +197,7 @@ impl Identity {
             use std::os::unix::fs::OpenOptionsExt as _;
             options.mode(0o600);
         }
-        let mut file = options.open(path).map_err(io_err)?;
+        let mut file = options.open(&tmp).map_err(io_err)?;
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt as _;
@@ -201,7 +206,8 @@ impl Identity {
         }
         let text = format!("{FILE_HEADER}\n{}\n", to_hex(&self.private));
         file.write_all(text.as_bytes()).map_err(io_err)?;
-        file.sync_all().map_err(io_err)
+        file.sync_all().map_err(io_err)?;
+        fs::rename(&tmp, path).map_err(io_err)
     }
 
     /// Read an identity written by [`save`](Self::save). The file's mode is
