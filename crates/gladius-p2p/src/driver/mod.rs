@@ -12,9 +12,11 @@
 //! common to both modes.
 
 mod encrypted;
+mod peer;
+mod sessions;
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::collections::{BinaryHeap, HashMap};
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -29,15 +31,16 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tracing::Instrument;
 
-use crate::crypto::{self, Initiator, Kind, PublicKey, SecureChannel};
+use crate::crypto::{self, Kind, PublicKey};
 use crate::error::{NetworkError, RequestError};
-use crate::network::{PeerInfo, Received, SendFailure, SendReport, Targets};
+use crate::network::{Received, SendFailure, SendReport, Targets};
 use crate::plugin::{PluginEvent, PluginSlot};
-use crate::session::{encode_frame, CloseCause, Inbound, Session, SessionConfig, SessionEvent};
+use crate::session::{encode_frame, Session, SessionConfig};
 use crate::socket::DatagramSocket;
 use crate::state::{ConnectionState, Counters, Direction, NetworkState, PeerState, PluginState};
 use crate::wire::{CloseReason, Frame, Message};
-use crate::{demux, Config, Network, Plugin};
+use crate::{Config, Network, Plugin};
+use peer::Peer;
 
 /// Largest UDP payload; receive buffers are this big so nothing is truncated.
 const MAX_DATAGRAM: usize = 65_536;
@@ -109,87 +112,6 @@ enum TimerKey {
     HalfOpen(SocketAddr),
     /// The graceful-close deadline.
     CloseDeadline,
-}
-
-/// Everything the driver keeps about one peer, with or without a session.
-#[derive(Debug)]
-struct Peer {
-    session: Option<Session>,
-    /// Encoded frames waiting for the session to be established.
-    pending: VecDeque<Bytes>,
-    pending_bytes: usize,
-    /// In the route table (added by the user or a plugin).
-    added: bool,
-    writable: bool,
-    backoff: Duration,
-    reconnect_at: Option<u64>,
-    /// Earliest session timer in the heap for this peer.
-    timer_at: Option<u64>,
-    dirty: bool,
-    advertised: Option<SocketAddr>,
-    direction: Direction,
-    /// Counts of sessions that already ended.
-    past: crate::session::SessionStats,
-    last_seen: Option<u64>,
-    /// Encrypted mode: our handshake in progress (no session yet).
-    handshake: Option<Initiator>,
-    /// Encrypted mode: the channel the session's datagrams are sealed with.
-    channel: Option<SecureChannel>,
-    /// Initiator only: our `Finish`, resent at the given time until the
-    /// first sealed datagram from the peer proves it arrived.
-    finish: Option<(Bytes, u64)>,
-    /// The static key the peer must prove, if pinned.
-    pinned: Option<PublicKey>,
-    /// What the last handshake proved and carried.
-    public_key: Option<PublicKey>,
-    handshake_payload: Bytes,
-    handshake_advertised: Option<SocketAddr>,
-    last_error: Option<String>,
-}
-
-impl Peer {
-    fn new(added: bool, direction: Direction, backoff: Duration) -> Self {
-        Self {
-            session: None,
-            pending: VecDeque::new(),
-            pending_bytes: 0,
-            added,
-            writable: added,
-            backoff,
-            reconnect_at: None,
-            timer_at: None,
-            dirty: false,
-            advertised: None,
-            direction,
-            past: Default::default(),
-            last_seen: None,
-            handshake: None,
-            channel: None,
-            finish: None,
-            pinned: None,
-            public_key: None,
-            handshake_payload: Bytes::new(),
-            handshake_advertised: None,
-            last_error: None,
-        }
-    }
-
-    fn queued_bytes(&self) -> usize {
-        self.pending_bytes + self.session.as_ref().map_or(0, Session::unacked_bytes)
-    }
-
-    /// A session or a handshake is under way.
-    fn has_link(&self) -> bool {
-        self.session.is_some() || self.handshake.is_some()
-    }
-
-    /// The earliest time any of the peer's state machines needs the clock.
-    fn deadline(&self, now: u64) -> Option<u64> {
-        let session = self.session.as_ref().and_then(|s| s.poll_timeout(now));
-        let handshake = self.handshake.as_ref().and_then(Initiator::poll_timeout);
-        let finish = self.finish.as_ref().map(|(_, at)| *at);
-        [session, handshake, finish].into_iter().flatten().min()
-    }
 }
 
 struct PendingRequest {
@@ -696,24 +618,6 @@ impl Driver {
 
     // ----- sessions -------------------------------------------------------
 
-    fn connect(&mut self, addr: SocketAddr) {
-        let Some(advertised) = self.advertised else {
-            return;
-        };
-        if self.crypto.is_some() {
-            return self.initiate(addr);
-        }
-        let now = self.now();
-        let conv = self.rng.gen_range(1..=u32::MAX);
-        let session = Session::new(conv, advertised, &self.session_config, now);
-        if let Some(peer) = self.peers.get_mut(&addr) {
-            peer.reconnect_at = None;
-            peer.direction = Direction::Outbound;
-            peer.session = Some(session);
-            self.touch(addr);
-        }
-    }
-
     fn touch(&mut self, addr: SocketAddr) {
         if let Some(peer) = self.peers.get_mut(&addr) {
             if !peer.dirty {
@@ -774,309 +678,6 @@ impl Driver {
                 self.counters.malformed_datagrams += 1;
                 tracing::debug!(%from, len = datagram.len(), "malformed datagram");
             }
-        }
-    }
-
-    fn handle_plaintext(&mut self, from: SocketAddr, datagram: &[u8]) {
-        let now = self.now();
-        let Some(conv) = demux::conv_of(datagram) else {
-            self.counters.malformed_datagrams += 1;
-            tracing::debug!(%from, len = datagram.len(), "malformed datagram");
-            return;
-        };
-        let existing = self.peers.get(&from).and_then(|p| p.session.as_ref());
-        let decision = demux::decide(
-            existing.map(|s| demux::Existing {
-                conv: s.conv(),
-                heard: s.heard(),
-                peer_instance: s.peer_instance(),
-            }),
-            conv,
-            datagram,
-        );
-        match decision {
-            demux::Decision::Deliver => {
-                let peer = self.peers.get_mut(&from);
-                let Some(session) = peer.and_then(|p| p.session.as_mut()) else {
-                    return;
-                };
-                if let Err(e) = session.handle_datagram(now, datagram) {
-                    self.counters.malformed_datagrams += 1;
-                    tracing::debug!(%from, ?e, "datagram rejected by KCP");
-                    return;
-                }
-                self.drain_events(from);
-                self.touch(from);
-            }
-            demux::Decision::Malformed => {
-                self.counters.malformed_datagrams += 1;
-                tracing::debug!(%from, "malformed datagram");
-            }
-            demux::Decision::Unknown => {
-                self.counters.unknown_session_datagrams += 1;
-                tracing::debug!(%from, conv, "datagram for no session");
-            }
-            demux::Decision::Stale => {
-                self.counters.simultaneous_open_drops += 1;
-                tracing::debug!(%from, conv, "stale session opener dropped");
-            }
-            demux::Decision::Open => self.open_inbound(from, conv, datagram, now),
-        }
-    }
-
-    fn open_inbound(&mut self, from: SocketAddr, conv: u32, datagram: &[u8], now: u64) {
-        let Some(advertised) = self.advertised else {
-            return;
-        };
-        if !self.admits_inbound(from) {
-            return;
-        }
-        let mut session = Session::new(conv, advertised, &self.session_config, now);
-        if session.handle_datagram(now, datagram).is_err() {
-            // Cannot happen for a datagram the demultiplexer called an
-            // opener, but a bad one must not replace a working session.
-            self.counters.malformed_datagrams += 1;
-            return;
-        }
-        let peer = self.make_way(from);
-        peer.direction = if peer.added {
-            Direction::Outbound
-        } else {
-            Direction::Inbound
-        };
-        peer.reconnect_at = None;
-        peer.session = Some(session);
-        self.drain_events(from);
-        self.touch(from);
-    }
-
-    /// Whether a new inbound session from `from` may open: peers in the
-    /// route table always may; unknown ones unless the config refuses them
-    /// or the inbound limit is reached (counted and logged).
-    fn admits_inbound(&mut self, from: SocketAddr) -> bool {
-        let peer = self.peers.get(&from);
-        if peer.is_some_and(|p| p.added) {
-            return true;
-        }
-        let replacing = peer.is_some_and(|p| p.session.is_some());
-        let inbound = || {
-            self.peers
-                .values()
-                .filter(|p| !p.added && p.session.is_some())
-                .count()
-        };
-        if self.config.refuse_unknown_inbound
-            || (!replacing && inbound() >= self.config.max_inbound_sessions)
-        {
-            self.counters.refused_sessions += 1;
-            tracing::debug!(%from, "inbound session refused");
-            return false;
-        }
-        true
-    }
-
-    /// End the session `addr` has, if any (the peer restarted, or it lost a
-    /// simultaneous open), and return the entry for the new one, creating it
-    /// for a peer we did not know.
-    fn make_way(&mut self, addr: SocketAddr) -> &mut Peer {
-        if let Some(old) = self.peers.get_mut(&addr).and_then(|p| p.session.as_mut()) {
-            old.replace();
-            self.drain_events(addr);
-            self.take_session(addr);
-        }
-        let min = self.config.reconnect_min;
-        self.peers
-            .entry(addr)
-            .or_insert_with(|| Peer::new(false, Direction::Inbound, min))
-    }
-
-    /// Act on everything a session reported.
-    fn drain_events(&mut self, addr: SocketAddr) {
-        let now = self.now();
-        loop {
-            let Some(peer) = self.peers.get_mut(&addr) else {
-                return;
-            };
-            let Some(session) = peer.session.as_mut() else {
-                return;
-            };
-            let Some(event) = session.poll_event() else {
-                break;
-            };
-            match event {
-                SessionEvent::Connected { advertised } => {
-                    if peer.handshake_advertised.is_some_and(|h| h != advertised) {
-                        // The hello must name the address the handshake
-                        // authenticated; anything else is a lie.
-                        tracing::debug!(%addr, %advertised, "hello contradicts the handshake");
-                        session.replace();
-                        self.counters.protocol_errors += 1;
-                        continue;
-                    }
-                    peer.advertised = Some(advertised);
-                    peer.last_error = None;
-                    peer.backoff = self.config.reconnect_min;
-                    // Hand over what waited for the hello, in order.
-                    while let Some(frame) = peer.pending.pop_front() {
-                        peer.pending_bytes -= frame.len();
-                        session.send_frame(now, &frame);
-                    }
-                    let info = PeerInfo {
-                        addr,
-                        advertised,
-                        public_key: peer.public_key,
-                        handshake_payload: peer.handshake_payload.clone(),
-                        writable: peer.writable,
-                        direction: peer.direction,
-                    };
-                    tracing::debug!(%addr, %advertised, "session established");
-                    self.emit(PluginEvent::PeerConnected(Arc::new(info)));
-                }
-                SessionEvent::Frame(inbound) => {
-                    let writable = peer.writable;
-                    self.deliver(addr, writable, inbound);
-                }
-                SessionEvent::ChecksumFailure => {
-                    self.counters.checksum_failures += 1;
-                    tracing::debug!(%addr, "message with bad checksum dropped");
-                }
-                SessionEvent::WrongSender => {
-                    self.counters.wrong_sender += 1;
-                    tracing::debug!(%addr, "message with wrong sender dropped");
-                }
-                SessionEvent::Closed(cause) => {
-                    let was_connected = session.peer_advertised().is_some();
-                    match &cause {
-                        CloseCause::Dead | CloseCause::ConnectTimeout => {
-                            self.counters.dead_sessions += 1
-                        }
-                        CloseCause::Protocol(e) => {
-                            self.counters.protocol_errors += 1;
-                            tracing::debug!(%addr, %e, "session closed for a protocol error");
-                        }
-                        _ => {}
-                    }
-                    tracing::debug!(%addr, ?cause, "session closed");
-                    if !matches!(cause, CloseCause::Local | CloseCause::Replaced) {
-                        peer.last_error = Some(format!("{cause:?}"));
-                    }
-                    // A replacing session carries on with the same peer;
-                    // requests still queued go out on it.
-                    if cause != CloseCause::Replaced {
-                        self.fail_requests(addr);
-                    }
-                    if was_connected {
-                        self.emit(PluginEvent::PeerDisconnected(addr));
-                    }
-                }
-            }
-        }
-    }
-
-    fn deliver(&mut self, addr: SocketAddr, writable: bool, inbound: Inbound) {
-        let (message, request_id) = match inbound {
-            Inbound::Message(m) => (m, None),
-            Inbound::Request(id, m) => (m, Some(id)),
-            Inbound::Reply(id, message) => {
-                match self.requests.remove_entry(&id) {
-                    Some((_, r)) if r.peer == addr => {
-                        let _ = r.answer.send(Ok(Received {
-                            message,
-                            peer: addr,
-                            writable,
-                            request_id: None,
-                        }));
-                    }
-                    Some((id, r)) => {
-                        self.requests.insert(id, r);
-                        self.counters.unmatched_replies += 1;
-                    }
-                    None => self.counters.unmatched_replies += 1,
-                }
-                return;
-            }
-        };
-        let received = Arc::new(Received {
-            message,
-            peer: addr,
-            writable,
-            request_id,
-        });
-        self.emit(PluginEvent::Message(received));
-    }
-
-    fn fail_requests(&mut self, addr: SocketAddr) {
-        let ids: Vec<u64> = self
-            .requests
-            .iter()
-            .filter(|(_, r)| r.peer == addr)
-            .map(|(id, _)| *id)
-            .collect();
-        for id in ids {
-            if let Some(r) = self.requests.remove(&id) {
-                let _ = r.answer.send(Err(RequestError::SessionClosed));
-            }
-        }
-    }
-
-    /// Remove a closed session, keep its counts, and decide what comes next
-    /// for the peer: a reconnect (route table) or nothing (forget it).
-    fn retire_session(&mut self, addr: SocketAddr) {
-        if self.take_session(addr) {
-            self.link_down(addr);
-        }
-    }
-
-    /// The peer has neither session nor handshake any more: reconnect after
-    /// a backoff if it is in the route table, forget it otherwise.
-    fn link_down(&mut self, addr: SocketAddr) {
-        let now = self.now();
-        let Some(peer) = self.peers.get_mut(&addr) else {
-            return;
-        };
-        if peer.added && self.closing.is_none() {
-            let jitter = self.rng.gen_range(0.8..1.2);
-            let wait = peer.backoff.mul_f64(jitter);
-            peer.backoff = (peer.backoff * 2).min(self.config.reconnect_max);
-            let at = now.saturating_add(u64::try_from(wait.as_millis()).unwrap_or(u64::MAX));
-            peer.reconnect_at = Some(at);
-            self.timers.push(Reverse((at, TimerKey::Reconnect(addr))));
-        } else {
-            self.forget(addr);
-        }
-    }
-
-    /// Detach the peer's session, folding its counts into the peer's.
-    /// Frames handed to it and never acknowledged are gone with it (the
-    /// close cause was counted and logged).
-    fn take_session(&mut self, addr: SocketAddr) -> bool {
-        let Some(peer) = self.peers.get_mut(&addr) else {
-            return false;
-        };
-        let Some(session) = peer.session.take() else {
-            return false;
-        };
-        peer.channel = None;
-        peer.finish = None;
-        let s = session.stats();
-        peer.past.bytes_in += s.bytes_in;
-        peer.past.bytes_out += s.bytes_out;
-        peer.past.messages_in += s.messages_in;
-        peer.past.messages_out += s.messages_out;
-        peer.last_seen = session.last_recv().or(peer.last_seen);
-        true
-    }
-
-    fn forget(&mut self, addr: SocketAddr) {
-        if let Some(peer) = self.peers.get(&addr) {
-            if peer.added {
-                return;
-            }
-            if !peer.pending.is_empty() {
-                tracing::debug!(%addr, frames = peer.pending.len(), "peer forgotten with frames never sent");
-                self.counters.abandoned_frames += peer.pending.len() as u64;
-            }
-            self.peers.remove(&addr);
         }
     }
 
