@@ -288,47 +288,51 @@ fn public_from_private(private: &[u8; KEY_LEN]) -> PublicKey {
 mod tests {
     use super::*;
 
-    fn temp_dir(name: &str) -> PathBuf {
+    /// Tests and their helpers report failures as errors instead of panicking.
+    type TestResult<T = ()> = Result<T, Box<dyn std::error::Error>>;
+
+    fn temp_dir(name: &str) -> TestResult<PathBuf> {
         let dir = std::env::temp_dir().join(format!(
             "gladius-identity-{name}-{}-{}",
             std::process::id(),
             rand::random::<u64>()
         ));
-        fs::create_dir_all(&dir).unwrap();
-        dir
+        fs::create_dir_all(&dir)?;
+        Ok(dir)
     }
 
     #[test]
-    fn public_key_hex_round_trip_and_serde() {
+    fn public_key_hex_round_trip_and_serde() -> TestResult {
         let id = Identity::from_private_bytes([7; 32]);
         let pk = id.public_key();
         let text = pk.to_string();
         assert_eq!(text.len(), 64);
         assert_eq!(text, text.to_lowercase());
         assert_eq!(format!("{pk:?}"), text);
-        assert_eq!(text.parse::<PublicKey>().unwrap(), pk);
-        assert_eq!(text.to_uppercase().parse::<PublicKey>().unwrap(), pk);
-        let json = serde_json::to_string(&pk).unwrap();
+        assert_eq!(text.parse::<PublicKey>()?, pk);
+        assert_eq!(text.to_uppercase().parse::<PublicKey>()?, pk);
+        let json = serde_json::to_string(&pk)?;
         assert_eq!(json, format!("\"{text}\""));
-        assert_eq!(serde_json::from_str::<PublicKey>(&json).unwrap(), pk);
+        assert_eq!(serde_json::from_str::<PublicKey>(&json)?, pk);
         assert!(serde_json::from_str::<PublicKey>("\"00\"").is_err());
         assert_eq!("zz".parse::<PublicKey>(), Err(KeyParseError::Length(2)));
         assert_eq!("g".repeat(64).parse::<PublicKey>(), Err(KeyParseError::Hex));
+        Ok(())
     }
 
     #[test]
-    fn known_x25519_public_key() {
+    fn known_x25519_public_key() -> TestResult {
         // RFC 7748 §6.1, Alice.
         let private = super::super::key_from_hex(
             "77076d0a7318a57d3c16c17251b26645df4c2f87ebc0992ab177fba51db92c2a",
-        )
-        .unwrap();
+        )?;
         assert_eq!(
             Identity::from_private_bytes(private)
                 .public_key()
                 .to_string(),
             "8520f0098930a754748b7ddcb43ef75a0dbf3a0d26381af4eba4a98eaa9b4e6a"
         );
+        Ok(())
     }
 
     #[test]
@@ -348,50 +352,52 @@ mod tests {
     }
 
     #[test]
-    fn save_load_round_trip_with_mode_0600() {
-        let dir = temp_dir("roundtrip");
+    fn save_load_round_trip_with_mode_0600() -> TestResult {
+        let dir = temp_dir("roundtrip")?;
         let path = dir.join("node.key");
         let id = Identity::generate();
-        id.save(&path).unwrap();
-        let text = fs::read_to_string(&path).unwrap();
+        id.save(&path)?;
+        let text = fs::read_to_string(&path)?;
         assert!(text.starts_with("gladius-identity-v1\n"));
         assert_eq!(text.lines().count(), 2);
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt as _;
-            let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+            let mode = fs::metadata(&path)?.permissions().mode() & 0o777;
             assert_eq!(mode, 0o600);
             // An existing, too-open file is forced back to 0600 on save.
-            fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
+            fs::set_permissions(&path, fs::Permissions::from_mode(0o644))?;
             // ... and is still loaded (the mode is not checked on load).
-            assert_eq!(Identity::load(&path).unwrap().public_key(), id.public_key());
-            id.save(&path).unwrap();
-            let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+            assert_eq!(Identity::load(&path)?.public_key(), id.public_key());
+            id.save(&path)?;
+            let mode = fs::metadata(&path)?.permissions().mode() & 0o777;
             assert_eq!(mode, 0o600);
         }
-        assert_eq!(Identity::load(&path).unwrap().public_key(), id.public_key());
-        fs::remove_dir_all(dir).unwrap();
+        assert_eq!(Identity::load(&path)?.public_key(), id.public_key());
+        fs::remove_dir_all(dir)?;
+        Ok(())
     }
 
     #[test]
-    fn load_or_generate_creates_once() {
-        let dir = temp_dir("log");
+    fn load_or_generate_creates_once() -> TestResult {
+        let dir = temp_dir("log")?;
         let path = dir.join("sub").join("node.key");
-        let a = Identity::load_or_generate(&path).unwrap();
-        let b = Identity::load_or_generate(&path).unwrap();
+        let a = Identity::load_or_generate(&path)?;
+        let b = Identity::load_or_generate(&path)?;
         assert_eq!(a.public_key(), b.public_key());
         // A malformed file is an error, never silently replaced.
-        fs::write(&path, "junk").unwrap();
+        fs::write(&path, "junk")?;
         assert!(matches!(
             Identity::load_or_generate(&path),
             Err(IdentityError::Format { .. })
         ));
-        fs::remove_dir_all(dir).unwrap();
+        fs::remove_dir_all(dir)?;
+        Ok(())
     }
 
     #[test]
-    fn bad_files_give_clear_errors() {
-        let dir = temp_dir("bad");
+    fn bad_files_give_clear_errors() -> TestResult {
+        let dir = temp_dir("bad")?;
         let key = "0f".repeat(32);
         let cases: &[(&str, String, &str)] = &[
             (
@@ -420,7 +426,7 @@ mod tests {
         ];
         for (name, contents, needle) in cases {
             let path = dir.join(name);
-            fs::write(&path, contents).unwrap();
+            fs::write(&path, contents)?;
             let err = Identity::load(&path).unwrap_err();
             let msg = err.to_string();
             assert!(matches!(err, IdentityError::Format { .. }), "{name}: {msg}");
@@ -434,9 +440,9 @@ mod tests {
             format!("gladius-identity-v1\n{}\n", key.to_uppercase()),
         ] {
             let path = dir.join("ok");
-            fs::write(&path, contents).unwrap();
+            fs::write(&path, contents)?;
             assert_eq!(
-                Identity::load(&path).unwrap().public_key(),
+                Identity::load(&path)?.public_key(),
                 Identity::from_private_bytes([0x0f; 32]).public_key()
             );
         }
@@ -446,6 +452,7 @@ mod tests {
             matches!(&err, IdentityError::Io { source, .. } if source.kind() == io::ErrorKind::NotFound)
         );
         assert!(err.to_string().contains("missing"));
-        fs::remove_dir_all(dir).unwrap();
+        fs::remove_dir_all(dir)?;
+        Ok(())
     }
 }

@@ -243,35 +243,37 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    fn key() -> EthKey {
-        EthKey::from_hex("4c0883a69102937d6231471b5dbb6204fe5129617082792ae468d01a3f362318")
-            .unwrap()
+    /// Tests and their helpers report failures as errors instead of panicking.
+    type TestResult<T = ()> = Result<T, Box<dyn std::error::Error>>;
+
+    fn key() -> TestResult<EthKey> {
+        Ok(EthKey::from_hex(
+            "4c0883a69102937d6231471b5dbb6204fe5129617082792ae468d01a3f362318",
+        )?)
     }
 
     #[test]
-    fn documented_example_text() {
-        let e = SignedEntry::sign(&key(), "pool.fee", &b"hi"[..], 1_700_000_000_000).unwrap();
+    fn documented_example_text() -> TestResult {
+        let e = SignedEntry::sign(&key()?, "pool.fee", &b"hi"[..], 1_700_000_000_000)?;
         assert_eq!(
             e.message(),
             "gladius signed state v1\nsigner: 0x2c7536E3605D9C16a7a3D7b1898e529396a65c23\nfield: pool.fee\ntimestamp: 1700000000000\nvalue: 0x6869"
         );
-        e.verify().unwrap();
+        e.verify()?;
         let rec = e.record();
         assert_eq!(rec.message, e.message());
         assert_eq!(rec.signature.len(), 132);
         // The record verifies from its text alone.
-        let sig = EthSignature::from_hex(&rec.signature).unwrap();
-        assert_eq!(
-            recover_personal(rec.message.as_bytes(), &sig).unwrap(),
-            rec.signer
-        );
+        let sig = EthSignature::from_hex(&rec.signature).ok_or("record signature is not hex")?;
+        assert_eq!(recover_personal(rec.message.as_bytes(), &sig)?, rec.signer);
         let empty = canonical_message(&rec.signer, "f", 0, b"");
         assert!(empty.ends_with("\ntimestamp: 0\nvalue: 0x"));
+        Ok(())
     }
 
     #[test]
-    fn tampering_is_detected() {
-        let e = SignedEntry::sign(&key(), "f", &b"v"[..], 5).unwrap();
+    fn tampering_is_detected() -> TestResult {
+        let e = SignedEntry::sign(&key()?, "f", &b"v"[..], 5)?;
         let mut t = e.clone();
         t.timestamp_ms = 6;
         assert!(t.verify().is_err());
@@ -281,12 +283,13 @@ mod tests {
         let mut t = e.clone();
         t.signature.0[10] ^= 1;
         assert!(t.verify().is_err());
+        Ok(())
     }
 
     #[test]
-    fn parse_refuses_near_misses() {
-        let good = canonical_message(&key().address(), "a.b", 12, b"\x01");
-        CanonicalMessage::parse(&good).unwrap();
+    fn parse_refuses_near_misses() -> TestResult {
+        let good = canonical_message(&key()?.address(), "a.b", 12, b"\x01");
+        CanonicalMessage::parse(&good)?;
         for bad in [
             good.replace("v1", "v2"),
             good.replace(
@@ -301,6 +304,7 @@ mod tests {
         ] {
             assert!(CanonicalMessage::parse(&bad).is_err(), "{bad:?}");
         }
+        Ok(())
     }
 
     #[test]
@@ -324,7 +328,7 @@ mod tests {
         ) {
             let signer = EthAddress(signer);
             let text = canonical_message(&signer, &field, ts, &value);
-            let parsed = CanonicalMessage::parse(&text).unwrap();
+            let parsed = CanonicalMessage::parse(&text)?;
             prop_assert_eq!(&parsed, &CanonicalMessage { signer, field, timestamp_ms: ts, value });
             prop_assert_eq!(parsed.render(), text);
         }

@@ -404,11 +404,14 @@ impl EthKey {
 mod tests {
     use super::*;
 
+    /// Tests and their helpers report failures as errors instead of panicking.
+    type TestResult<T = ()> = Result<T, Box<dyn std::error::Error>>;
+
     const KEY: &str = "0x4c0883a69102937d6231471b5dbb6204fe5129617082792ae468d01a3f362318";
 
     #[test]
-    fn web3js_personal_sign_vector() {
-        let key = EthKey::from_hex(KEY).unwrap();
+    fn web3js_personal_sign_vector() -> TestResult {
+        let key = EthKey::from_hex(KEY)?;
         assert_eq!(
             key.address().to_checksum(),
             "0x2c7536E3605D9C16a7a3D7b1898e529396a65c23"
@@ -418,14 +421,14 @@ mod tests {
             to_hex(&hash),
             "1da44b586eb0729ff70a73c326926f6ed5a25f5b056e7f47fbc6e58d86871655"
         );
-        let sig = key.sign_personal(b"Some data").unwrap();
+        let sig = key.sign_personal(b"Some data")?;
         assert_eq!(
             sig.to_hex(),
             "0xb91467e570a6466aa9e9876cbcd013baba02900b8979d43fe208a4a4f339f5fd6007e74cd82e037b800186422fc2da167c747ef045e5d18a5f5d4300f8e1a0291c"
         );
         // And back: recovery of the quoted signature gives the address.
-        assert_eq!(recover_personal(b"Some data", &sig).unwrap(), key.address());
-        assert_eq!(recover_prehash(&hash, &sig).unwrap(), key.address());
+        assert_eq!(recover_personal(b"Some data", &sig)?, key.address());
+        assert_eq!(recover_prehash(&hash, &sig)?, key.address());
         // Flipping v recovers someone else; another message, someone else.
         let mut other = sig;
         other.0[64] = 55 - other.0[64];
@@ -437,6 +440,7 @@ mod tests {
             recover_personal(b"Some datb", &sig).ok(),
             Some(key.address())
         );
+        Ok(())
     }
 
     #[test]
@@ -448,36 +452,36 @@ mod tests {
     }
 
     #[test]
-    fn eip55_vectors() {
+    fn eip55_vectors() -> TestResult {
         for s in [
             "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed",
             "0xfB6916095ca1df60bB79Ce92cE3Ea74c37c5d359",
             "0xdbF03B407c01E7cD3CBea99509d93f8DDDC8C6FB",
             "0xD1220A0cf47c7B9Be7A2E6BA89F429762e7b9aDb",
         ] {
-            let a: EthAddress = s.parse().unwrap();
+            let a: EthAddress = s.parse()?;
             assert_eq!(a.to_checksum(), s);
-            assert_eq!(s.to_lowercase().parse::<EthAddress>().unwrap(), a);
+            assert_eq!(s.to_lowercase().parse::<EthAddress>()?, a);
         }
         assert_eq!(
             "0x5aaeb6053F3E94C9b9A09f33669435E7Ef1BeAed".parse::<EthAddress>(),
             Err(AddressError::Checksum)
         );
         assert_eq!("5aAeb6".parse::<EthAddress>(), Err(AddressError::Format));
+        Ok(())
     }
 
     #[test]
-    fn high_s_and_bad_v_are_refused() {
-        let key = EthKey::from_hex(KEY).unwrap();
-        let sig = key.sign_personal(b"x").unwrap();
+    fn high_s_and_bad_v_are_refused() -> TestResult {
+        let key = EthKey::from_hex(KEY)?;
+        let sig = key.sign_personal(b"x")?;
         let mut bad_v = sig;
         bad_v.0[64] = 29;
         assert_eq!(recover_personal(b"x", &bad_v), Err(RecoverError::BadV));
         // s' = n - s with flipped parity is the malleable twin.
-        let s = k256::ecdsa::Signature::from_slice(&sig.0[..64]).unwrap();
+        let s = k256::ecdsa::Signature::from_slice(&sig.0[..64])?;
         let (r, s_low) = (s.r(), s.s());
-        let high =
-            k256::ecdsa::Signature::from_scalars(r.to_bytes(), (-*s_low).to_bytes()).unwrap();
+        let high = k256::ecdsa::Signature::from_scalars(r.to_bytes(), (-*s_low).to_bytes())?;
         let mut twin = [0u8; 65];
         twin[..64].copy_from_slice(&high.to_bytes());
         twin[64] = 55 - sig.0[64];
@@ -485,29 +489,30 @@ mod tests {
             recover_personal(b"x", &EthSignature(twin)),
             Err(RecoverError::Invalid)
         );
+        Ok(())
     }
 
     #[test]
-    fn key_files() {
+    fn key_files() -> TestResult {
         let dir = std::env::temp_dir().join(format!("gladius-key-test-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::create_dir_all(&dir)?;
         let path = dir.join("node.key");
         let _ = std::fs::remove_file(&path);
-        let k1 = EthKey::load_or_generate(&path).unwrap();
-        let k2 = EthKey::load_or_generate(&path).unwrap();
+        let k1 = EthKey::load_or_generate(&path)?;
+        let k2 = EthKey::load_or_generate(&path)?;
         assert_eq!(k1.address(), k2.address());
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+            let mode = std::fs::metadata(&path)?.permissions().mode();
             assert_eq!(mode & 0o777, 0o600);
         }
         assert!(matches!(k1.save(&path), Err(KeyError::Io { .. })));
-        std::fs::write(&path, "nothex\n").unwrap();
+        std::fs::write(&path, "nothex\n")?;
         let e = EthKey::load(&path).unwrap_err();
         assert!(matches!(e, KeyError::Format { .. }), "{e}");
         assert!(e.to_string().contains("node.key"));
-        std::fs::write(&path, format!("{}\n", "0".repeat(64))).unwrap();
+        std::fs::write(&path, format!("{}\n", "0".repeat(64)))?;
         assert!(matches!(
             EthKey::load(&path),
             Err(KeyError::OutOfRange { .. })
@@ -517,6 +522,7 @@ mod tests {
             Err(KeyError::Io { .. })
         ));
         assert!(!format!("{k1:?}").contains(&k1.secret_hex()[2..]));
-        std::fs::remove_dir_all(&dir).unwrap();
+        std::fs::remove_dir_all(&dir)?;
+        Ok(())
     }
 }

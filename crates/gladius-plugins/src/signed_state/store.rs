@@ -323,6 +323,9 @@ mod tests {
     use proptest::prelude::*;
     use std::sync::OnceLock;
 
+    /// Tests and their helpers report failures as errors instead of panicking.
+    type TestResult<T = ()> = Result<T, Box<dyn std::error::Error>>;
+
     const NOW: u64 = 1_700_000_000_000;
 
     fn policy() -> Policy {
@@ -401,32 +404,32 @@ mod tests {
     }
 
     #[test]
-    fn pipeline_rules() {
+    fn pipeline_rules() -> TestResult {
         let k = &keys()[0];
         let p = policy();
         let mut s = Store::new(2);
-        let e1 = SignedEntry::sign(k, "f", &b"1"[..], NOW).unwrap();
-        let e2 = SignedEntry::sign(k, "f", &b"2"[..], NOW + 1).unwrap();
+        let e1 = SignedEntry::sign(k, "f", &b"1"[..], NOW)?;
+        let e2 = SignedEntry::sign(k, "f", &b"2"[..], NOW + 1)?;
         assert_eq!(s.ingest(e1.clone(), &p, NOW), Ok(Accepted::Inserted));
         assert_eq!(s.ingest(e1.clone(), &p, NOW), Ok(Accepted::Duplicate));
         assert_eq!(s.ingest(e2.clone(), &p, NOW), Ok(Accepted::Replaced));
         assert_eq!(s.ingest(e1, &p, NOW), Err(Rejection::Stale), "older replay");
-        let future = SignedEntry::sign(k, "g", &b"x"[..], NOW + 30_001).unwrap();
+        let future = SignedEntry::sign(k, "g", &b"x"[..], NOW + 30_001)?;
         assert_eq!(s.ingest(future, &p, NOW), Err(Rejection::FromTheFuture));
-        let edge = SignedEntry::sign(k, "g", &b"x"[..], NOW + 30_000).unwrap();
+        let edge = SignedEntry::sign(k, "g", &b"x"[..], NOW + 30_000)?;
         assert_eq!(s.ingest(edge, &p, NOW), Ok(Accepted::Inserted));
-        let third = SignedEntry::sign(k, "h", &b"x"[..], NOW).unwrap();
+        let third = SignedEntry::sign(k, "h", &b"x"[..], NOW)?;
         assert_eq!(s.ingest(third, &p, NOW), Err(Rejection::StoreFull));
-        let mut forged = SignedEntry::sign(k, "f", &b"3"[..], NOW + 2).unwrap();
+        let mut forged = SignedEntry::sign(k, "f", &b"3"[..], NOW + 2)?;
         forged.value = bytes::Bytes::from_static(b"4");
         assert!(matches!(
             s.ingest(forged, &p, NOW),
             Err(Rejection::BadSignature | Rejection::WrongSigner)
         ));
-        let mut other = SignedEntry::sign(&keys()[1], "f", &b"3"[..], NOW + 2).unwrap();
+        let mut other = SignedEntry::sign(&keys()[1], "f", &b"3"[..], NOW + 2)?;
         other.signer = k.address();
         assert_eq!(s.ingest(other, &p, NOW), Err(Rejection::WrongSigner));
-        assert_eq!(s.get(&k.address(), "f").unwrap(), &e2);
+        assert_eq!(s.get(&k.address(), "f").ok_or("f was not stored")?, &e2);
 
         let strict = Policy {
             validator: Arc::new(AllowList::new([keys()[1].address()])),
@@ -434,12 +437,13 @@ mod tests {
             ..policy()
         };
         let mut s = Store::new(10);
-        let e = SignedEntry::sign(k, "f", &b"1"[..], NOW).unwrap();
+        let e = SignedEntry::sign(k, "f", &b"1"[..], NOW)?;
         assert_eq!(s.ingest(e, &strict, NOW), Err(Rejection::NotAllowed));
-        let e = SignedEntry::sign(&keys()[1], "f", &b"12"[..], NOW).unwrap();
+        let e = SignedEntry::sign(&keys()[1], "f", &b"12"[..], NOW)?;
         assert_eq!(s.ingest(e, &strict, NOW), Err(Rejection::ValueTooLarge));
-        let e = SignedEntry::sign(&keys()[1], &"x".repeat(65), &b"1"[..], NOW).unwrap();
+        let e = SignedEntry::sign(&keys()[1], &"x".repeat(65), &b"1"[..], NOW)?;
         assert_eq!(s.ingest(e, &strict, NOW), Err(Rejection::InvalidField));
+        Ok(())
     }
 
     #[test]

@@ -369,6 +369,9 @@ mod tests {
     use proptest::prelude::*;
     use std::sync::Arc;
 
+    /// Tests and their helpers report failures as errors instead of panicking.
+    type TestResult<T = ()> = Result<T, Box<dyn std::error::Error>>;
+
     const NOW: u64 = 1_700_000_000_000;
 
     fn bounds() -> Bounds {
@@ -389,11 +392,11 @@ mod tests {
         }
     }
 
-    fn sample() -> Vec<SyncMessage> {
-        let k = EthKey::from_bytes(&[9; 32]).unwrap();
-        let e = SignedEntry::sign(&k, "f", &b"v"[..], NOW).unwrap();
+    fn sample() -> TestResult<Vec<SyncMessage>> {
+        let k = EthKey::from_bytes(&[9; 32])?;
+        let e = SignedEntry::sign(&k, "f", &b"v"[..], NOW)?;
         let key = (k.address(), "f".to_string());
-        vec![
+        Ok(vec![
             SyncMessage::Root {
                 root: [7; 16],
                 count: 3,
@@ -410,15 +413,15 @@ mod tests {
             },
             SyncMessage::Want { keys: vec![key] },
             SyncMessage::Entries { entries: vec![e] },
-        ]
+        ])
     }
 
     #[test]
-    fn encode_decode_round_trip() {
-        for m in sample() {
+    fn encode_decode_round_trip() -> TestResult {
+        for m in sample()? {
             let (t, body) = m.encode();
             assert!(body.len() <= bounds().max_body_len());
-            assert_eq!(SyncMessage::decode(t, &body, &bounds()).unwrap(), m);
+            assert_eq!(SyncMessage::decode(t, &body, &bounds())?, m);
             // Every truncation is refused, never a panic.
             for n in 0..body.len() {
                 assert!(SyncMessage::decode(t, &body[..n], &bounds()).is_err());
@@ -430,26 +433,27 @@ mod tests {
                 Err(DecodeError::Malformed)
             );
         }
+        Ok(())
     }
 
     #[test]
-    fn over_bounds_is_refused() {
-        let k = EthKey::from_bytes(&[9; 32]).unwrap();
-        let five: Vec<_> = (0..5)
-            .map(|i| SignedEntry::sign(&k, &format!("f{i}"), &b"v"[..], NOW).unwrap())
-            .collect();
+    fn over_bounds_is_refused() -> TestResult {
+        let k = EthKey::from_bytes(&[9; 32])?;
+        let five = (0..5)
+            .map(|i| SignedEntry::sign(&k, &format!("f{i}"), &b"v"[..], NOW))
+            .collect::<Result<Vec<_>, _>>()?;
         let (t, body) = SyncMessage::Entries { entries: five }.encode();
         assert_eq!(
             SyncMessage::decode(t, &body, &bounds()),
             Err(DecodeError::OverBounds)
         );
-        let big = SignedEntry::sign(&k, "f", vec![0u8; 33], NOW).unwrap();
+        let big = SignedEntry::sign(&k, "f", vec![0u8; 33], NOW)?;
         let (t, body) = SyncMessage::Entries { entries: vec![big] }.encode();
         assert_eq!(
             SyncMessage::decode(t, &body, &bounds()),
             Err(DecodeError::OverBounds)
         );
-        let long = SignedEntry::sign(&k, &"x".repeat(17), &b""[..], NOW).unwrap();
+        let long = SignedEntry::sign(&k, &"x".repeat(17), &b""[..], NOW)?;
         let (t, body) = SyncMessage::Entries {
             entries: vec![long],
         }
@@ -475,20 +479,21 @@ mod tests {
         let mut lie = vec![1u8, 0];
         lie.extend([0xff, 0xff, 0xff, 0xff, 0x0f]);
         assert!(SyncMessage::decode(TYPE_DIGEST, &lie, &bounds()).is_err());
+        Ok(())
     }
 
     #[test]
-    fn reconcile_sends_missing_and_wants_newer() {
-        let k = EthKey::from_bytes(&[9; 32]).unwrap();
-        let sign = |f: &str, ts| SignedEntry::sign(&k, f, &b"v"[..], ts).unwrap();
+    fn reconcile_sends_missing_and_wants_newer() -> TestResult {
+        let k = EthKey::from_bytes(&[9; 32])?;
+        let sign = |f: &str, ts| SignedEntry::sign(&k, f, &b"v"[..], ts);
         let mut mine = Store::new(10);
         for e in [
-            sign("a", NOW),
-            sign("b", NOW),
-            sign("c", NOW - 5),
-            sign("d", NOW),
+            sign("a", NOW)?,
+            sign("b", NOW)?,
+            sign("c", NOW - 5)?,
+            sign("d", NOW)?,
         ] {
-            mine.ingest(e, &policy(), NOW).unwrap();
+            mine.ingest(e, &policy(), NOW)?;
         }
         let item = |f: &str, ts, tag| DigestItem {
             signer: k.address(),
@@ -496,7 +501,7 @@ mod tests {
             timestamp_ms: ts,
             tag,
         };
-        let b_tag = mine.get(&k.address(), "b").unwrap().tag();
+        let b_tag = mine.get(&k.address(), "b").ok_or("b was not stored")?.tag();
         let items = vec![
             item("a", NOW - 1, [0; 8]),      // theirs older: send mine
             item("b", NOW, b_tag),           // same: nothing
@@ -515,6 +520,7 @@ mod tests {
         let r = reconcile(&mine, None, Some(&to), &items[..2], &policy(), NOW);
         assert_eq!(r.send.len(), 1);
         assert!(r.want.is_empty());
+        Ok(())
     }
 
     proptest! {
@@ -540,7 +546,8 @@ mod tests {
             which in 0..4usize,
             flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 1..8),
         ) {
-            let (t, body) = sample()[which].encode();
+            let samples = sample().map_err(|e| TestCaseError::fail(e.to_string()))?;
+            let (t, body) = samples[which].encode();
             let mut b = body.to_vec();
             for (i, x) in flips {
                 let n = b.len();
