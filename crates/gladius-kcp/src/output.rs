@@ -99,7 +99,7 @@ mod tests {
     }
 
     #[test]
-    fn packs_up_to_mtu() {
+    fn packs_up_to_mtu() -> Result<(), Box<dyn std::error::Error>> {
         let mut p = Packer::new(100, 16);
         for sn in 0..10 {
             p.push(&ack(sn), &[]);
@@ -109,11 +109,12 @@ mod tests {
         while let Some(d) = p.pop() {
             assert!(d.len() <= 100);
             for seg in parse_datagram(&d) {
-                sns.push(seg.unwrap().0.sn);
+                sns.push(seg?.0.sn);
             }
         }
         assert_eq!(sns, (0..10).collect::<Vec<_>>());
         assert_eq!(p.produced(), 3); // 4 + 4 + 2 segments of 24 bytes
+        Ok(())
     }
 
     #[test]

@@ -111,6 +111,9 @@ impl ReceiveBuffer {
 mod tests {
     use super::*;
 
+    /// Tests report failures as errors instead of panicking.
+    type TestResult = Result<(), Box<dyn std::error::Error>>;
+
     fn b(s: &'static str) -> Bytes {
         Bytes::from_static(s.as_bytes())
     }
@@ -133,7 +136,7 @@ mod tests {
     }
 
     #[test]
-    fn window_bounds_and_reopen() {
+    fn window_bounds_and_reopen() -> TestResult {
         let mut r = ReceiveBuffer::new(2);
         assert!(!r.acks(2));
         r.insert(2, b("out of window"));
@@ -143,22 +146,24 @@ mod tests {
         // Queue full: sn 2 is now inside the window but waits in reorder.
         r.insert(2, b("c"));
         assert_eq!(r.nxt(), 2);
-        let (chunk, reopened) = r.pop().unwrap();
+        let (chunk, reopened) = r.pop().ok_or("nothing ready to pop")?;
         assert_eq!(chunk, b("a"));
         // The read moved "c" in, so the window is full again: not reopened.
         assert!(!reopened);
         assert_eq!(r.ready_len(), 2);
-        let (_, reopened) = r.pop().unwrap();
+        let (_, reopened) = r.pop().ok_or("nothing ready to pop")?;
         assert!(reopened);
         assert_eq!(r.window_free(), 1);
+        Ok(())
     }
 
     #[test]
-    fn empty_push_consumes_sn() {
+    fn empty_push_consumes_sn() -> TestResult {
         let mut r = ReceiveBuffer::new(8);
         r.insert(0, Bytes::new());
         r.insert(1, b("x"));
         assert_eq!(r.nxt(), 2);
-        assert_eq!(r.pop().unwrap().0, b("x"));
+        assert_eq!(r.pop().ok_or("nothing ready to pop")?.0, b("x"));
+        Ok(())
     }
 }

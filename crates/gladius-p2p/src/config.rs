@@ -275,8 +275,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn defaults_are_valid() {
-        Config::default().validate().unwrap();
+    fn defaults_are_valid() -> Result<(), ConfigError> {
+        Config::default().validate()
     }
 
     #[test]
