@@ -193,9 +193,12 @@ async fn perform(inner: &Inner, net: &Network, actions: Vec<Action>) {
                     Some(k) => net.add_pinned(addr, k).await,
                     None => net.add(addr).await,
                 };
-                if let Err(e) = result {
-                    tracing::debug!(%addr, %e, "discovery could not add a peer");
-                    inner.table().add_failed(addr);
+                match result {
+                    Ok(_) => inner.table().add_done(addr, Instant::now()),
+                    Err(e) => {
+                        tracing::debug!(%addr, %e, "discovery could not add a peer");
+                        inner.table().add_failed(addr);
+                    }
                 }
             }
             Action::Delete(addr) => {
@@ -219,6 +222,7 @@ fn list_message(inner: &Inner, msg_type: &str, exclude: Option<SocketAddr>) -> O
 /// One periodic round: reconcile with the node, run the timers, ask
 /// `fanout` random peers. `Err` once the node is gone.
 async fn round(inner: &Inner, net: &Network) -> Result<(), gladius_p2p::NetworkError> {
+    let taken = Instant::now();
     let state = net.network_state().await?;
     let now = Instant::now();
     let snapshot: Vec<_> = state
@@ -237,7 +241,7 @@ async fn round(inner: &Inner, net: &Network) -> Result<(), gladius_p2p::NetworkE
         let mut t = inner.table();
         // Learned peers younger than this may not show in the snapshot yet.
         let settle = t.config().interval.max(Duration::from_secs(1));
-        t.sync(&snapshot, settle, now);
+        t.sync(&snapshot, settle, taken, now);
         (t.expire(now), t.config().fanout)
     };
     perform(inner, net, actions).await;

@@ -107,6 +107,10 @@ struct Record {
     origin: Origin,
     since: Instant,
     disconnected_at: Option<Instant>,
+    /// Discovery decided to add it and the `add` has not completed yet.
+    add_pending: bool,
+    /// When discovery's `add` of it completed.
+    confirmed: Option<Instant>,
 }
 
 /// A bounded map of addresses (or address–key pairs) to expiry times,
@@ -315,6 +319,8 @@ impl PeerTable {
             origin: Origin::Added,
             since: now,
             disconnected_at: None,
+            add_pending: false,
+            confirmed: None,
         });
         if !r.in_table {
             r.in_table = true;
@@ -352,6 +358,8 @@ impl PeerTable {
             origin: Origin::Unlisted,
             since: now,
             disconnected_at: None,
+            add_pending: false,
+            confirmed: None,
         });
         r.key = key.or(r.key);
         r.connected = true;
@@ -364,6 +372,7 @@ impl PeerTable {
             && (key.is_some() || !self.encrypted);
         if promote {
             r.in_table = true;
+            r.add_pending = true;
             r.origin = Origin::Inbound;
             self.counters.promoted += 1;
             return Some(Action::Add(addr, key));
@@ -405,12 +414,23 @@ impl PeerTable {
 
     /// An add discovery asked for failed locally; forget it.
     pub fn add_failed(&mut self, addr: SocketAddr) {
+        if let Some(r) = self.peers.get_mut(&addr) {
+            r.add_pending = false;
+        }
         if self
             .peers
             .get(&addr)
             .is_some_and(|r| matches!(r.origin, Origin::Gossip | Origin::Inbound) && !r.connected)
         {
             self.peers.remove(&addr);
+        }
+    }
+
+    /// The `add` discovery asked for went through at `now`.
+    pub fn add_done(&mut self, addr: SocketAddr, now: Instant) {
+        if let Some(r) = self.peers.get_mut(&addr) {
+            r.add_pending = false;
+            r.confirmed = Some(now);
         }
     }
 
@@ -520,6 +540,8 @@ impl PeerTable {
                     origin: Origin::Gossip,
                     since: now,
                     disconnected_at: None,
+                    add_pending: true,
+                    confirmed: None,
                 },
             );
             table_len += 1;
@@ -600,18 +622,23 @@ impl PeerTable {
     }
 
     /// Reconcile with a route-table snapshot: `(addr, in_route_table,
-    /// connected, key)` for every peer the node reports. Repairs what missed
-    /// events (a full plugin queue) left stale; learned peers younger than
-    /// `settle` are kept even if the snapshot does not show them yet.
+    /// connected, key)` for every peer the node reports, requested at
+    /// `taken`. Repairs what missed events (a full plugin queue) left stale.
+    /// A peer discovery is still adding, whose add completed after the
+    /// snapshot was requested, or that is younger than `settle`, is kept
+    /// even if the snapshot does not show it: otherwise a slow add (a loaded
+    /// node) would free its slot and let the table overshoot its cap.
     pub fn sync(
         &mut self,
         snapshot: &[(SocketAddr, bool, bool, Option<PublicKey>)],
         settle: Duration,
+        taken: Instant,
         now: Instant,
     ) {
         let seen: HashSet<SocketAddr> = snapshot.iter().map(|s| s.0).collect();
+        let in_flight = |r: &Record| r.add_pending || r.confirmed.is_some_and(|c| c >= taken);
         self.peers.retain(|addr, r| {
-            seen.contains(addr) || now.saturating_duration_since(r.since) < settle
+            seen.contains(addr) || in_flight(r) || now.saturating_duration_since(r.since) < settle
         });
         for &(addr, in_table, connected, key) in snapshot {
             if !in_table && !connected {
@@ -629,8 +656,14 @@ impl PeerTable {
                 },
                 since: now,
                 disconnected_at: None,
+                add_pending: false,
+                confirmed: None,
             });
-            if r.in_table && !in_table && now.saturating_duration_since(r.since) >= settle {
+            if r.in_table
+                && !in_table
+                && !in_flight(r)
+                && now.saturating_duration_since(r.since) >= settle
+            {
                 r.in_table = false;
             } else if in_table {
                 r.in_table = true;
