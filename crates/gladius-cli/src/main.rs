@@ -15,7 +15,8 @@
 //! ## Identity (`--data-dir`)
 //!
 //! Default directory: `$XDG_DATA_HOME/gladius`, else
-//! `$HOME/.local/share/gladius`. It holds two files, both mode 0600, created
+//! `$HOME/.local/share/gladius`; several nodes on one machine need one
+//! directory each (the directory is the node's identity). It holds two files, both mode 0600, created
 //! on first use and reused afterwards:
 //!
 //! * `identity.key` — the node's static X25519 (Noise) key; its public half
@@ -53,7 +54,7 @@
 //!
 //! | command | answer |
 //! |---|---|
-//! | `{"cmd":"broadcast","type":"chat","body":"hi"}` | `result` with `queued` (peers) and `failed` (`[peer, reason]` pairs) |
+//! | `{"cmd":"broadcast","type":"chat","body":"hi"}` | `result` with `queued` (peers) and `failed` (`[peer, "queue_full" or "not_connected"]` pairs) |
 //! | `{"cmd":"broadcast_to","peers":["HOST:PORT"],"type":…,"body":…}` | same |
 //! | `{"cmd":"broadcast_randomly","n":2,"type":…,"body":…}` | same |
 //! | `{"cmd":"add","addr":"HOST:PORT"}` | `result` with the resolved `addr` |
@@ -62,7 +63,7 @@
 //! | `{"cmd":"state"}` | `state` with `network` (the full `network_state()`: peers with address, key, writable, RTT, counters) and `latency` (the latency audit's snapshot) |
 //! | `{"cmd":"set","field":"name","value":"alice"}` | `result` with the signed `entry` |
 //! | `{"cmd":"signed_state"}` | `signed_state` with `entries`: `signer`, `field`, `value` (or `value_b64`), `timestamp` (Unix ms), `message` (exactly the text that was `personal_sign`ed), `signature` |
-//! | `{"cmd":"close"}` | `result`, then a graceful shutdown and exit 0 |
+//! | `{"cmd":"close"}` | `result`, then a graceful shutdown and exit 0 (a few `peer_disconnected` lines may follow) |
 //!
 //! Commands run one at a time, in order (so two broadcasts reach each peer
 //! in the order they were typed); `request` is started in order and its
