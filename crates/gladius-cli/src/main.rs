@@ -1,0 +1,255 @@
+//! # `gladius`: a gladius-p2p node you drive with JSON lines
+//!
+//! ```text
+//! gladius keygen [--data-dir DIR]
+//! gladius node --listen HOST:PORT [--peer HOST:PORT]... [--data-dir DIR] [--insecure]
+//! gladius --version | gladius help [COMMAND]
+//! ```
+//!
+//! `gladius node` runs one node with the three built-in plugins (discovery,
+//! latency audit, signed state) and a persistent identity. **stdout carries
+//! only JSON lines** (one object per line); logs go to **stderr**
+//! (`RUST_LOG`, default `warn`). **stdin takes JSON lines** of commands; a line
+//! that does not start with `{` is broadcast as a `chat` message.
+//!
+//! ## Identity (`--data-dir`)
+//!
+//! Default directory: `$XDG_DATA_HOME/gladius`, else
+//! `$HOME/.local/share/gladius`; several nodes on one machine need one
+//! directory each (the directory is the node's identity). It holds two files, both mode 0600, created
+//! on first use and reused afterwards:
+//!
+//! * `identity.key` — the node's static X25519 (Noise) key; its public half
+//!   is `public_key`;
+//! * `eth.key` — the secp256k1 key signing the signed-state fields; its
+//!   address is `eth_address`.
+//!
+//! `gladius keygen` prints
+//! `{"event":"identity","data_dir":…,"public_key":…,"eth_address":…,"created":true|false}`.
+//!
+//! ## Events (stdout)
+//!
+//! | event | fields |
+//! |---|---|
+//! | `listening` | `addr`, `public_key` (hex; `null` with `--insecure`), `eth_address` — always the first line |
+//! | `message` | `from` (the sender's advertised `HOST:PORT`), `type`, `body` (UTF-8) or `body_b64` (standard base64, when not UTF-8), `writable`, `request` |
+//! | `node_added` / `node_deleted` | `addr` — route table changes, by you or by a plugin |
+//! | `peer_connected` | `addr`, `public_key`, `writable` — a session is up |
+//! | `peer_disconnected` | `addr` |
+//! | `result` | answer to `broadcast*`, `add`, `delete`, `set`, `close` and to lines that are not valid commands |
+//! | `reply` | answer to `request` |
+//! | `state` / `signed_state` | answers to `state` / `signed_state` |
+//!
+//! Every answer carries `"ok":true`, or `"ok":false,"error":"…"`, plus the
+//! command's `id` when it had one (any JSON value) and `cmd` (its name).
+//!
+//! Messages of the built-in plugins' own types (`discovery.*`, `latency.*`,
+//! `signed_state.*`) are **not** reported as `message` events: they are
+//! protocol chatter, visible through `state` and `signed_state` instead.
+//!
+//! ## Commands (stdin)
+//!
+//! Message bodies are given as `body` (a string) or `body_b64` (base64);
+//! `type` defaults to `chat`.
+//!
+//! | command | answer |
+//! |---|---|
+//! | `{"cmd":"broadcast","type":"chat","body":"hi"}` | `result` with `queued` (peers) and `failed` (`[peer, "queue_full" or "not_connected"]` pairs) |
+//! | `{"cmd":"broadcast_to","peers":["HOST:PORT"],"type":…,"body":…}` | same |
+//! | `{"cmd":"broadcast_randomly","n":2,"type":…,"body":…}` | same |
+//! | `{"cmd":"add","addr":"HOST:PORT"}` | `result` with the resolved `addr` |
+//! | `{"cmd":"delete","addr":"HOST:PORT"}` | `result` |
+//! | `{"cmd":"request","to":"HOST:PORT","type":"echo","body":"ping","timeout_ms":1000}` | `reply` with `from`, `type`, `body`/`body_b64` |
+//! | `{"cmd":"state"}` | `state` with `network` (the full `network_state()`: peers with address, key, writable, RTT, counters) and `latency` (the latency audit's snapshot) |
+//! | `{"cmd":"set","field":"name","value":"alice"}` | `result` with the signed `entry` |
+//! | `{"cmd":"signed_state"}` | `signed_state` with `entries`: `signer`, `field`, `value` (or `value_b64`), `timestamp` (Unix ms), `message` (exactly the text that was `personal_sign`ed), `signature` |
+//! | `{"cmd":"close"}` | `result`, then a graceful shutdown and exit 0 (a few `peer_disconnected` lines may follow) |
+//!
+//! Commands run one at a time, in order (so two broadcasts reach each peer
+//! in the order they were typed); `request` is started in order and its
+//! `reply` arrives whenever the answer does (or at `timeout_ms`, default
+//! 5000). Bad input — invalid JSON, an unknown command, a missing or
+//! mistyped field, a bad address — gets an `ok:false` answer and the node
+//! carries on. End of stdin does not stop the node; `close`, SIGINT and
+//! SIGTERM shut it down gracefully.
+//!
+//! **Echo service:** a *request* of type `echo` is answered by the node
+//! with the same type and body, so `request` can be tried against any
+//! `gladius node`.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use gladius_p2p::Identity;
+use gladius_plugins::signed_state::EthKey;
+
+mod b64;
+mod node;
+
+/// A gladius-p2p node driven by JSON lines on stdin/stdout.
+#[derive(Debug, Parser)]
+#[command(
+    name = "gladius",
+    version,
+    about = "A gladius-p2p node driven by JSON lines on stdin/stdout",
+    long_about = "A gladius-p2p node driven by JSON lines on stdin/stdout.\n\n\
+                  Encrypted KCP over UDP, with the discovery, latency audit and signed state \
+                  plugins. Logs go to stderr (RUST_LOG, default warn); stdout carries only \
+                  JSON lines. See the README section \"The gladius daemon\" for the command and \
+                  event reference."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create the node identity in the data directory (or show the existing one).
+    ///
+    /// Writes `identity.key` (the Noise static key) and `eth.key` (the
+    /// Ethereum key for signed state), both mode 0600, unless they already
+    /// exist, then prints one JSON line with the public key and the Ethereum
+    /// address.
+    Keygen {
+        /// Where the identity lives [default: $XDG_DATA_HOME/gladius or
+        /// ~/.local/share/gladius].
+        #[arg(long, value_name = "DIR")]
+        data_dir: Option<PathBuf>,
+    },
+    /// Run a node: JSON-line commands on stdin, JSON-line events on stdout.
+    ///
+    /// Runs one node with discovery, latency audit and signed state and the
+    /// identity from the data directory (created on first run). Every line
+    /// on stdout is one JSON object, the first being
+    /// {"event":"listening",...}. Lines on stdin are JSON commands
+    /// ({"cmd":"broadcast"|"broadcast_to"|"broadcast_randomly"|"add"|"delete"|
+    /// "request"|"state"|"set"|"signed_state"|"close",...}); any line not
+    /// starting with '{' is broadcast as a "chat" message. Requests of type
+    /// "echo" are answered with the same body. Stops on {"cmd":"close"},
+    /// SIGINT or SIGTERM, not at the end of stdin.
+    Node(NodeArgs),
+}
+
+/// Options of `gladius node`.
+#[derive(Debug, Args)]
+pub(crate) struct NodeArgs {
+    /// UDP address to listen on (port 0 picks a free port; the `listening`
+    /// event tells which).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub(crate) listen: String,
+    /// A peer to add at start-up (repeatable); discovery learns the rest.
+    #[arg(long = "peer", value_name = "HOST:PORT")]
+    pub(crate) peers: Vec<String>,
+    /// Where the identity lives [default: $XDG_DATA_HOME/gladius or
+    /// ~/.local/share/gladius].
+    #[arg(long, value_name = "DIR")]
+    pub(crate) data_dir: Option<PathBuf>,
+    /// Plaintext mode: no encryption (standard KCP datagrams). Only talks to
+    /// other plaintext nodes.
+    #[arg(long)]
+    pub(crate) insecure: bool,
+}
+
+/// File name of the Noise static key in the data directory.
+pub(crate) const IDENTITY_FILE: &str = "identity.key";
+/// File name of the Ethereum key in the data directory.
+pub(crate) const ETH_KEY_FILE: &str = "eth.key";
+
+/// The default data directory, from `XDG_DATA_HOME` or `HOME`.
+fn default_data_dir() -> Result<PathBuf, String> {
+    if let Some(dir) = std::env::var_os("XDG_DATA_HOME").filter(|d| !d.is_empty()) {
+        return Ok(PathBuf::from(dir).join("gladius"));
+    }
+    if let Some(home) = std::env::var_os("HOME").filter(|d| !d.is_empty()) {
+        return Ok(PathBuf::from(home).join(".local/share/gladius"));
+    }
+    Err("no data directory: set --data-dir, XDG_DATA_HOME or HOME".into())
+}
+
+/// The keys of a data directory, created when missing.
+pub(crate) struct Keys {
+    pub(crate) dir: PathBuf,
+    pub(crate) identity: Identity,
+    pub(crate) eth: EthKey,
+    pub(crate) created: bool,
+}
+
+pub(crate) fn load_keys(dir: Option<&Path>) -> Result<Keys, String> {
+    let dir = match dir {
+        Some(d) => d.to_owned(),
+        None => default_data_dir()?,
+    };
+    create_private_dir(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let id_path = dir.join(IDENTITY_FILE);
+    let eth_path = dir.join(ETH_KEY_FILE);
+    let created = !id_path.exists() || !eth_path.exists();
+    let identity = Identity::load_or_generate(&id_path)
+        .map_err(|e| format!("identity {}: {e}", id_path.display()))?;
+    let eth = EthKey::load_or_generate(&eth_path)
+        .map_err(|e| format!("ethereum key {}: {e}", eth_path.display()))?;
+    Ok(Keys {
+        dir,
+        identity,
+        eth,
+        created,
+    })
+}
+
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir)
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn keygen(data_dir: Option<&Path>) -> Result<(), String> {
+    let keys = load_keys(data_dir)?;
+    let line = serde_json::json!({
+        "event": "identity",
+        "data_dir": keys.dir.display().to_string(),
+        "public_key": keys.identity.public_key().to_string(),
+        "eth_address": keys.eth.address().to_checksum(),
+        "created": keys.created,
+    });
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{line}")
+        .and_then(|()| out.flush())
+        .map_err(|e| e.to_string())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    let result = match cli.command {
+        Command::Keygen { data_dir } => keygen(data_dir.as_deref()),
+        Command::Node(args) => match tokio::runtime::Runtime::new() {
+            Ok(rt) => {
+                let result = rt.block_on(node::run(args));
+                // Nothing left worth waiting for (e.g. a blocked stdout).
+                rt.shutdown_background();
+                result
+            }
+            Err(e) => Err(format!("cannot start the runtime: {e}")),
+        },
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("gladius: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,610 @@
+//! `gladius node`: the node, its stdout writer, the stdin command loop and
+//! the `cli` plugin that turns hooks into events. See the crate docs for
+//! the reference.
+
+use std::io::BufRead;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use gladius_p2p::{async_trait, Config, Message, Network, PeerInfo, Plugin, Received};
+use gladius_plugins::discovery::{Discovery, DiscoveryConfig};
+use gladius_plugins::latency::{LatencyAudit, LatencyConfig, LatencyHandle};
+use gladius_plugins::signed_state::{
+    EntryRecord, SignedState, SignedStateConfig, SignedStateHandle,
+};
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+use tokio::io::AsyncWriteExt;
+use tokio::sync::{mpsc, watch};
+
+use crate::{b64, NodeArgs};
+
+/// Lines waiting for stdout. When full, hooks wait (the `cli` plugin's own
+/// bounded queue then fills and the core counts what it drops), so a
+/// reader that stops reading never grows memory.
+const OUT_QUEUE: usize = 4096;
+/// Message types of the built-in plugins, not reported as `message` events.
+const BUILTIN_PREFIXES: [&str; 3] = ["discovery.", "latency.", "signed_state."];
+/// Requests of this type are answered with the same body.
+const ECHO_TYPE: &str = "echo";
+/// `request` timeout when `timeout_ms` is not given.
+const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long shutdown waits for stdout to take the last lines.
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A line for the stdout writer; `None` tells it to flush and stop.
+type Out = mpsc::Sender<Option<Value>>;
+
+/// Put `bytes` into `obj` as `key` (UTF-8) or `key_b64` (anything else).
+fn put_bytes(obj: &mut Map<String, Value>, key: &str, bytes: &[u8]) {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => obj.insert(key.into(), text.into()),
+        Err(_) => obj.insert(format!("{key}_b64"), b64::encode(bytes).into()),
+    };
+}
+
+fn object(v: Value) -> Map<String, Value> {
+    match v {
+        Value::Object(map) => map,
+        _ => Map::new(),
+    }
+}
+
+/// The `cli` plugin: node hooks become stdout events; `echo` requests are
+/// answered.
+struct Events {
+    out: Out,
+    /// Becomes true once `listening` is written, so it is always first.
+    ready: watch::Receiver<bool>,
+}
+
+impl Events {
+    async fn emit(&self, v: Value) {
+        let mut ready = self.ready.clone();
+        // An error means the node is going away; emitting is moot then.
+        if ready.wait_for(|r| *r).await.is_ok() {
+            let _ = self.out.send(Some(v)).await;
+        }
+    }
+}
+
+#[async_trait]
+impl Plugin for Events {
+    fn name(&self) -> &str {
+        "cli"
+    }
+
+    async fn node_added(&self, _net: &Network, addr: SocketAddr) {
+        self.emit(json!({"event": "node_added", "addr": addr}))
+            .await;
+    }
+
+    async fn node_deleted(&self, _net: &Network, addr: SocketAddr) {
+        self.emit(json!({"event": "node_deleted", "addr": addr}))
+            .await;
+    }
+
+    async fn peer_connected(&self, _net: &Network, peer: &PeerInfo) {
+        self.emit(json!({
+            "event": "peer_connected",
+            "addr": peer.addr,
+            "public_key": peer.public_key.map(|k| k.to_string()),
+            "writable": peer.writable,
+        }))
+        .await;
+    }
+
+    async fn peer_disconnected(&self, _net: &Network, addr: SocketAddr) {
+        self.emit(json!({"event": "peer_disconnected", "addr": addr}))
+            .await;
+    }
+
+    async fn new_message(&self, net: &Network, msg: &Received) {
+        let m = msg.message();
+        if BUILTIN_PREFIXES.iter().any(|p| m.msg_type().starts_with(p)) {
+            return;
+        }
+        if m.msg_type() == ECHO_TYPE && msg.is_request() {
+            if let Ok(answer) = Message::new(ECHO_TYPE, m.body().clone()) {
+                if let Err(e) = net.reply(msg, answer).await {
+                    tracing::debug!("echo reply to {} failed: {e}", msg.peer());
+                }
+            }
+        }
+        let mut ev = object(json!({
+            "event": "message",
+            "from": m.sender().unwrap_or(msg.peer()),
+            "type": m.msg_type(),
+            "writable": msg.is_writable(),
+            "request": msg.is_request(),
+        }));
+        put_bytes(&mut ev, "body", m.body());
+        self.emit(Value::Object(ev)).await;
+    }
+}
+
+/// Commands, as read from stdin (after `id` is taken out).
+#[derive(Debug, Deserialize)]
+#[serde(tag = "cmd", rename_all = "snake_case", deny_unknown_fields)]
+enum Cmd {
+    Broadcast {
+        #[serde(rename = "type", default = "chat_type")]
+        msg_type: String,
+        body: Option<String>,
+        body_b64: Option<String>,
+    },
+    BroadcastTo {
+        peers: Vec<String>,
+        #[serde(rename = "type", default = "chat_type")]
+        msg_type: String,
+        body: Option<String>,
+        body_b64: Option<String>,
+    },
+    BroadcastRandomly {
+        n: usize,
+        #[serde(rename = "type", default = "chat_type")]
+        msg_type: String,
+        body: Option<String>,
+        body_b64: Option<String>,
+    },
+    Add {
+        addr: String,
+    },
+    Delete {
+        addr: String,
+    },
+    Request {
+        to: String,
+        #[serde(rename = "type")]
+        msg_type: String,
+        body: Option<String>,
+        body_b64: Option<String>,
+        timeout_ms: Option<u64>,
+    },
+    State {},
+    Set {
+        field: String,
+        value: Option<String>,
+        value_b64: Option<String>,
+    },
+    SignedState {},
+    Close {},
+}
+
+fn chat_type() -> String {
+    "chat".into()
+}
+
+/// The bytes given as `name` (text) or `name_b64` (base64): exactly one.
+fn bytes_arg(name: &str, text: Option<String>, b64: Option<String>) -> Result<Bytes, String> {
+    match (text, b64) {
+        (Some(t), None) => Ok(Bytes::from(t)),
+        (None, Some(b)) => b64::decode(&b)
+            .map(Bytes::from)
+            .ok_or_else(|| format!("`{name}_b64` is not valid base64")),
+        (Some(_), Some(_)) => Err(format!("give `{name}` or `{name}_b64`, not both")),
+        (None, None) => Err(format!("missing field `{name}` (or `{name}_b64`)")),
+    }
+}
+
+fn message(msg_type: String, body: Option<String>, b64: Option<String>) -> Result<Message, String> {
+    let body = bytes_arg("body", body, b64)?;
+    Message::new(msg_type, body).map_err(|e| format!("bad message: {e}"))
+}
+
+/// `HOST:PORT` to a socket address (DNS names resolved, first answer).
+async fn resolve(addr: &str) -> Result<SocketAddr, String> {
+    if let Ok(a) = addr.parse() {
+        return Ok(a);
+    }
+    let bad = |why: String| format!("bad address `{addr}` (want HOST:PORT): {why}");
+    tokio::net::lookup_host(addr)
+        .await
+        .map_err(|e| bad(e.to_string()))?
+        .next()
+        .ok_or_else(|| bad("no address found".into()))
+}
+
+fn entry_json(r: &EntryRecord) -> Value {
+    let mut e = object(json!({
+        "signer": r.signer.to_checksum(),
+        "field": r.field,
+        "timestamp": r.timestamp_ms,
+        "message": r.message,
+        "signature": r.signature,
+    }));
+    put_bytes(&mut e, "value", &r.value);
+    Value::Object(e)
+}
+
+/// What the command loop works with.
+struct Ctx {
+    net: Network,
+    out: Out,
+    latency: LatencyHandle,
+    signed: SignedStateHandle,
+}
+
+/// An answer: `event`, `cmd`, `id`, `ok` and either `error` or the fields.
+fn answer(
+    event: &str,
+    cmd: Option<&str>,
+    id: Option<&Value>,
+    result: Result<Map<String, Value>, String>,
+) -> Value {
+    let mut a = Map::new();
+    a.insert("event".into(), event.into());
+    if let Some(cmd) = cmd {
+        a.insert("cmd".into(), cmd.into());
+    }
+    if let Some(id) = id {
+        a.insert("id".into(), id.clone());
+    }
+    match result {
+        Ok(fields) => {
+            a.insert("ok".into(), true.into());
+            a.extend(fields);
+        }
+        Err(error) => {
+            a.insert("ok".into(), false.into());
+            a.insert("error".into(), error.into());
+        }
+    }
+    Value::Object(a)
+}
+
+impl Ctx {
+    async fn emit(&self, v: Value) {
+        let _ = self.out.send(Some(v)).await;
+    }
+
+    /// Handle one stdin line; true when the node should stop.
+    async fn handle_line(&self, line: &str) -> bool {
+        let line = line.trim();
+        if line.is_empty() {
+            return false;
+        }
+        if !line.starts_with('{') {
+            let result = self
+                .send(Targets::All, message(chat_type(), Some(line.into()), None))
+                .await;
+            self.emit(answer("result", Some("broadcast"), None, result))
+                .await;
+            return false;
+        }
+        let mut obj = match serde_json::from_str::<Value>(line) {
+            Ok(Value::Object(obj)) => obj,
+            Ok(_) => {
+                let err = Err("a command must be a JSON object".into());
+                self.emit(answer("result", None, None, err)).await;
+                return false;
+            }
+            Err(e) => {
+                let err = Err(format!("invalid JSON: {e}"));
+                self.emit(answer("result", None, None, err)).await;
+                return false;
+            }
+        };
+        let id = obj.remove("id");
+        let name = obj.get("cmd").and_then(Value::as_str).map(str::to_owned);
+        let cmd = match serde_json::from_value::<Cmd>(Value::Object(obj)) {
+            Ok(cmd) => cmd,
+            Err(e) => {
+                let err = Err(format!("bad command: {e}"));
+                self.emit(answer("result", name.as_deref(), id.as_ref(), err))
+                    .await;
+                return false;
+            }
+        };
+        let name = name.as_deref();
+        let id = id.as_ref();
+        match cmd {
+            Cmd::Broadcast {
+                msg_type,
+                body,
+                body_b64,
+            } => {
+                let r = self
+                    .send(Targets::All, message(msg_type, body, body_b64))
+                    .await;
+                self.emit(answer("result", name, id, r)).await;
+            }
+            Cmd::BroadcastTo {
+                peers,
+                msg_type,
+                body,
+                body_b64,
+            } => {
+                let r = async {
+                    let mut addrs = Vec::with_capacity(peers.len());
+                    for p in &peers {
+                        addrs.push(resolve(p).await?);
+                    }
+                    self.send(Targets::These(addrs), message(msg_type, body, body_b64))
+                        .await
+                }
+                .await;
+                self.emit(answer("result", name, id, r)).await;
+            }
+            Cmd::BroadcastRandomly {
+                n,
+                msg_type,
+                body,
+                body_b64,
+            } => {
+                let r = self
+                    .send(Targets::Random(n), message(msg_type, body, body_b64))
+                    .await;
+                self.emit(answer("result", name, id, r)).await;
+            }
+            Cmd::Add { addr } => {
+                let r = match self.net.add(addr.as_str()).await {
+                    Ok(a) => Ok(object(json!({ "addr": a }))),
+                    Err(e) => Err(format!("cannot add `{addr}`: {e}")),
+                };
+                self.emit(answer("result", name, id, r)).await;
+            }
+            Cmd::Delete { addr } => {
+                let r = async {
+                    let a = resolve(&addr).await?;
+                    self.net.delete(a).await.map_err(|e| e.to_string())?;
+                    Ok(object(json!({ "addr": a })))
+                }
+                .await;
+                self.emit(answer("result", name, id, r)).await;
+            }
+            Cmd::Request {
+                to,
+                msg_type,
+                body,
+                body_b64,
+                timeout_ms,
+            } => self.request(id, to, message(msg_type, body, body_b64), timeout_ms),
+            Cmd::State {} => {
+                let r = match self.net.network_state().await {
+                    Ok(state) => Ok(object(json!({
+                        "network": state,
+                        "latency": self.latency.snapshot(),
+                    }))),
+                    Err(e) => Err(e.to_string()),
+                };
+                self.emit(answer("state", name, id, r)).await;
+            }
+            Cmd::Set {
+                field,
+                value,
+                value_b64,
+            } => {
+                let r = match bytes_arg("value", value, value_b64) {
+                    Ok(v) => match self.signed.set(&field, v).await {
+                        Ok(rec) => Ok(object(json!({ "entry": entry_json(&rec) }))),
+                        Err(e) => Err(e.to_string()),
+                    },
+                    Err(e) => Err(e),
+                };
+                self.emit(answer("result", name, id, r)).await;
+            }
+            Cmd::SignedState {} => {
+                let entries: Vec<Value> = self.signed.entries().iter().map(entry_json).collect();
+                let r = Ok(object(json!({ "entries": entries })));
+                self.emit(answer("signed_state", name, id, r)).await;
+            }
+            Cmd::Close {} => {
+                self.emit(answer("result", name, id, Ok(Map::new()))).await;
+                return true;
+            }
+        }
+        false
+    }
+
+    async fn send(
+        &self,
+        targets: Targets,
+        msg: Result<Message, String>,
+    ) -> Result<Map<String, Value>, String> {
+        let msg = msg?;
+        let report = match targets {
+            Targets::All => self.net.broadcast(msg).await,
+            Targets::These(peers) => self.net.broadcast_to(msg, &peers).await,
+            Targets::Random(n) => self.net.broadcast_randomly(msg, n).await,
+        }
+        .map_err(|e| e.to_string())?;
+        Ok(object(json!(report)))
+    }
+
+    /// Start a request; its `reply` event comes when it is answered.
+    fn request(
+        &self,
+        id: Option<&Value>,
+        to: String,
+        msg: Result<Message, String>,
+        timeout_ms: Option<u64>,
+    ) {
+        let net = self.net.clone();
+        let out = self.out.clone();
+        let id = id.cloned();
+        let timeout = timeout_ms.map_or(DEFAULT_REQUEST_TIMEOUT, Duration::from_millis);
+        tokio::spawn(async move {
+            let r = async {
+                let msg = msg?;
+                let peer = resolve(&to).await?;
+                let got = net
+                    .request(msg, peer, timeout)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let m = got.message();
+                let mut fields = object(json!({
+                    "from": m.sender().unwrap_or(got.peer()),
+                    "type": m.msg_type(),
+                }));
+                put_bytes(&mut fields, "body", m.body());
+                Ok(fields)
+            }
+            .await;
+            let _ = out
+                .send(Some(answer("reply", Some("request"), id.as_ref(), r)))
+                .await;
+        });
+    }
+}
+
+enum Targets {
+    All,
+    These(Vec<SocketAddr>),
+    Random(usize),
+}
+
+/// Write events to stdout, one JSON object per line, until told to stop.
+async fn write_stdout(mut rx: mpsc::Receiver<Option<Value>>) {
+    let mut out = tokio::io::stdout();
+    while let Some(Some(v)) = rx.recv().await {
+        let mut line = v.to_string();
+        line.push('\n');
+        if out.write_all(line.as_bytes()).await.is_err() {
+            break; // stdout is gone; nothing more can be said
+        }
+        if rx.is_empty() && out.flush().await.is_err() {
+            break;
+        }
+    }
+    let _ = out.flush().await;
+}
+
+/// Read stdin lines on a plain thread (a blocking read must not hold the
+/// runtime's shutdown); invalid UTF-8 is replaced, not fatal.
+fn spawn_stdin_reader() -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel(64);
+    std::thread::spawn(move || {
+        let mut stdin = std::io::stdin().lock();
+        let mut buf = Vec::new();
+        loop {
+            buf.clear();
+            match stdin.read_until(b'\n', &mut buf) {
+                Ok(0) => break,
+                Ok(_) => {
+                    let line = String::from_utf8_lossy(&buf).into_owned();
+                    if tx.blocking_send(line).is_err() {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!("reading stdin: {e}");
+                    break;
+                }
+            }
+        }
+    });
+    rx
+}
+
+async fn command_loop(ctx: &Ctx, mut lines: mpsc::Receiver<String>) {
+    while let Some(line) = lines.recv().await {
+        if ctx.handle_line(&line).await {
+            return;
+        }
+    }
+    tracing::info!("end of stdin; running until close, SIGINT or SIGTERM");
+    std::future::pending::<()>().await;
+}
+
+/// Resolves at SIGINT or SIGTERM.
+async fn shutdown_signal() -> &'static str {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let term = async {
+            match signal(SignalKind::terminate()) {
+                Ok(mut s) => {
+                    s.recv().await;
+                }
+                Err(_) => std::future::pending::<()>().await,
+            }
+        };
+        tokio::select! {
+            () = ctrl_c => "SIGINT",
+            () = term => "SIGTERM",
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        ctrl_c.await;
+        "ctrl-c"
+    }
+}
+
+/// Run `gladius node` until `close` or a signal.
+pub(crate) async fn run(args: NodeArgs) -> Result<(), String> {
+    let keys = crate::load_keys(args.data_dir.as_deref())?;
+    let public_key = (!args.insecure).then(|| keys.identity.public_key().to_string());
+    let config = Config::default()
+        .with_identity(keys.identity)
+        .with_plaintext(args.insecure);
+    let net = Network::new(config).map_err(|e| format!("bad configuration: {e}"))?;
+
+    let (out, out_rx) = mpsc::channel(OUT_QUEUE);
+    let writer = tokio::spawn(write_stdout(out_rx));
+    let (ready_tx, ready) = watch::channel(false);
+    let failed = |e: gladius_p2p::NetworkError| format!("cannot register a plugin: {e}");
+    net.register_plugin(Events {
+        out: out.clone(),
+        ready,
+    })
+    .await
+    .map_err(failed)?;
+    let (discovery, _) = Discovery::new(DiscoveryConfig::default());
+    net.register_plugin(discovery).await.map_err(failed)?;
+    let (latency_plugin, latency) =
+        LatencyAudit::new(LatencyConfig::default()).map_err(|e| e.to_string())?;
+    net.register_plugin(latency_plugin).await.map_err(failed)?;
+    let eth_address = keys.eth.address().to_checksum();
+    let (signed_plugin, signed) = SignedState::new(keys.eth, SignedStateConfig::default());
+    net.register_plugin(signed_plugin).await.map_err(failed)?;
+
+    let addr = net
+        .listen(args.listen.as_str())
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
+    let _ = out
+        .send(Some(json!({
+            "event": "listening",
+            "addr": addr,
+            "public_key": public_key,
+            "eth_address": eth_address,
+        })))
+        .await;
+    let _ = ready_tx.send(true);
+
+    let ctx = Ctx {
+        net: net.clone(),
+        out: out.clone(),
+        latency,
+        signed,
+    };
+    for peer in &args.peers {
+        let r = match net.add(peer.as_str()).await {
+            Ok(a) => Ok(object(json!({ "addr": a }))),
+            Err(e) => Err(format!("cannot add --peer `{peer}`: {e}")),
+        };
+        ctx.emit(answer("result", Some("add"), None, r)).await;
+    }
+
+    let why = tokio::select! {
+        () = command_loop(&ctx, spawn_stdin_reader()) => "close",
+        why = shutdown_signal() => why,
+    };
+    tracing::info!("shutting down ({why})");
+    let closed = net.close().await;
+    drop(ctx);
+    let _ = tokio::time::timeout(FLUSH_TIMEOUT, async {
+        let _ = out.send(None).await;
+        let _ = writer.await;
+    })
+    .await;
+    closed.map_err(|e| format!("closing: {e}"))
+}

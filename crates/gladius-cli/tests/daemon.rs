@@ -1,0 +1,275 @@
+//! `gladius` end to end: real processes on loopback, driven through their
+//! stdin and read from their stdout.
+
+mod common;
+
+use std::process::Command;
+use std::str::FromStr;
+use std::time::Duration;
+
+use common::{Node, TempDir, BIN};
+use gladius_plugins::signed_state::{recover_personal, EthAddress, EthSignature};
+use serde_json::{json, Value};
+
+/// A, B and C, with A connected (writable both ways) to B and C.
+fn three_nodes(extra: &[&str]) -> (Node, Node, Node) {
+    let b = Node::start("B", extra);
+    let c = Node::start("C", extra);
+    let mut a = Node::start("A", extra);
+    for peer in [&b.addr, &c.addr] {
+        a.ok(json!({"cmd": "add", "addr": peer}));
+    }
+    a.wait_writable(&[&b.addr, &c.addr]);
+    (a, b, c)
+}
+
+fn queued(answer: &Value) -> Vec<String> {
+    answer["queued"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no `queued` in {answer}"))
+        .iter()
+        .map(|v| v.as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[test]
+fn version_and_help() {
+    let out = Command::new(BIN).arg("--version").output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(
+        text.trim(),
+        format!("gladius {}", env!("CARGO_PKG_VERSION"))
+    );
+    for cmd in [&["--help"][..], &["node", "--help"], &["keygen", "--help"]] {
+        let out = Command::new(BIN).args(cmd).output().unwrap();
+        assert!(out.status.success(), "{cmd:?}");
+        assert!(String::from_utf8(out.stdout).unwrap().contains("Usage"));
+    }
+}
+
+#[test]
+fn keygen_then_node_reuse_the_identity() {
+    let dir = TempDir::new();
+    let data = dir.join("id");
+    let data = data.to_str().unwrap();
+    let keygen = || {
+        let out = Command::new(BIN)
+            .args(["keygen", "--data-dir", data])
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        let text = String::from_utf8(out.stdout).unwrap();
+        assert_eq!(text.lines().count(), 1, "{text}");
+        serde_json::from_str::<Value>(&text).unwrap()
+    };
+    let first = keygen();
+    assert_eq!(first["created"], true);
+    assert_eq!(first["public_key"].as_str().unwrap().len(), 64);
+    #[cfg(unix)]
+    for file in ["identity.key", "eth.key"] {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.join("id").join(file))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "{file}");
+    }
+    let again = keygen();
+    assert_eq!(again["created"], false);
+    assert_eq!(again["public_key"], first["public_key"]);
+    assert_eq!(again["eth_address"], first["eth_address"]);
+
+    let mut node = Node::start_in("N", data, &[]);
+    assert_eq!(node.public_key, first["public_key"]);
+    assert_eq!(node.eth_address, first["eth_address"].as_str().unwrap());
+    node.ok(json!({"cmd": "close"}));
+    assert!(node.wait_exit().success());
+    // And the node, run again, is still the same node.
+    let node = Node::start_in("N2", data, &[]);
+    assert_eq!(node.public_key, first["public_key"]);
+}
+
+#[test]
+fn broadcast_random_request_and_delete() {
+    let (mut a, mut b, mut c) = three_nodes(&[]);
+
+    // A plain line is a chat broadcast; it reaches both.
+    a.send_line("hello everyone");
+    for n in [&mut b, &mut c] {
+        let m = n.wait_message("chat");
+        assert_eq!(m["body"], "hello everyone");
+        assert_eq!(m["from"], a.addr.as_str());
+    }
+
+    // broadcast_randomly n=1 reaches exactly one: per peer, messages arrive
+    // in send order, so once the marker (sent to all afterwards) is in, no
+    // `rand` message can still come.
+    let r = a.ok(json!({"cmd": "broadcast_randomly", "n": 1, "type": "rand", "body": "r1"}));
+    let chosen = queued(&r);
+    assert_eq!(chosen.len(), 1, "{r}");
+    let m = a.ok(json!({"cmd": "broadcast", "type": "marker", "body": "m1"}));
+    assert_eq!(queued(&m).len(), 2, "{m}");
+    let mut got = Vec::new();
+    for n in [&mut b, &mut c] {
+        n.wait_message("marker");
+        if n.wait_for_within("rand", Duration::ZERO, |v| v["type"] == "rand")
+            .is_some()
+        {
+            got.push(n.addr.clone());
+        }
+    }
+    assert_eq!(got, chosen, "exactly the chosen peer got it");
+
+    // Request/answer: B answers `echo` requests.
+    let reply = a.cmd(json!({"cmd": "request", "to": b.addr, "type": "echo",
+                             "body": "ping", "timeout_ms": 5000}));
+    assert_eq!(reply["event"], "reply");
+    assert_eq!(reply["ok"], true, "{reply}");
+    assert_eq!(reply["from"], b.addr.as_str());
+    assert_eq!(reply["body"], "ping");
+
+    // broadcast_to reaches just the named peer.
+    let r = a.ok(json!({"cmd": "broadcast_to", "peers": [c.addr], "type": "only_c", "body": "x"}));
+    assert_eq!(queued(&r), vec![c.addr.clone()]);
+    c.wait_message("only_c");
+
+    // Delete B: no more deliveries to it, even after discovery and
+    // reconnection attempts had time to act.
+    a.ok(json!({"cmd": "delete", "addr": b.addr}));
+    let baddr = b.addr.clone();
+    a.wait_for("node_deleted B", |v| {
+        v["event"] == "node_deleted" && v["addr"] == baddr.as_str()
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    let r = a.ok(json!({"cmd": "broadcast", "type": "after", "body": "a1"}));
+    assert!(!queued(&r).contains(&b.addr), "{r}");
+    c.wait_message("after");
+    a.ok(json!({"cmd": "broadcast", "type": "after2", "body": "a2"}));
+    c.wait_message("after2");
+    let late = b.wait_for_within("no `after`", Duration::from_secs(1), |v| {
+        v["event"] == "message" && v["type"].as_str().is_some_and(|t| t.starts_with("after"))
+    });
+    assert!(late.is_none(), "B still got {late:?}");
+}
+
+#[test]
+fn signed_fields_converge_and_verify() {
+    let b = Node::start("B", &[]);
+    let c = Node::start("C", &[]);
+    let mut a = Node::start("A", &["--peer", &b.addr, "--peer", &c.addr]);
+    let (mut b, mut c) = (b, c);
+    let signers: Vec<String> = [&a, &b, &c].iter().map(|n| n.eth_address.clone()).collect();
+    for (n, name) in [(&mut a, "alice"), (&mut b, "bob"), (&mut c, "carol")] {
+        let r = n.ok(json!({"cmd": "set", "field": "name", "value": name}));
+        assert_eq!(r["entry"]["value"], name);
+        assert_eq!(r["entry"]["signer"], n.eth_address.as_str());
+    }
+    for n in [&mut a, &mut b, &mut c] {
+        let deadline = std::time::Instant::now() + common::WAIT;
+        let entries = loop {
+            let s = n.ok(json!({"cmd": "signed_state"}));
+            let entries = s["entries"].as_array().unwrap().clone();
+            if entries.len() == 3 {
+                break entries;
+            }
+            assert!(std::time::Instant::now() < deadline, "{}: {s}", n.name);
+            std::thread::sleep(Duration::from_millis(200));
+        };
+        let mut seen = Vec::new();
+        for e in &entries {
+            let message = e["message"].as_str().unwrap();
+            let sig = EthSignature::from_hex(e["signature"].as_str().unwrap()).unwrap();
+            let recovered = recover_personal(message.as_bytes(), &sig).unwrap();
+            let signer = EthAddress::from_str(e["signer"].as_str().unwrap()).unwrap();
+            assert_eq!(recovered, signer, "{e}");
+            assert_eq!(e["field"], "name");
+            let value_hex = format!("0x{}", hex(e["value"].as_str().unwrap().as_bytes()));
+            assert!(message.contains(&value_hex), "{e}");
+            assert!(e["timestamp"].as_u64().is_some());
+            seen.push(e["signer"].as_str().unwrap().to_owned());
+        }
+        seen.sort();
+        let mut want = signers.clone();
+        want.sort();
+        assert_eq!(seen, want, "{}", n.name);
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[test]
+fn bad_input_gets_errors_and_the_node_carries_on() {
+    let mut n = Node::start("N", &[]);
+    let bad = [
+        "{not json",
+        "{}",
+        r#"{"cmd": 5}"#,
+        r#"{"cmd": "launch_rockets"}"#,
+        r#"{"cmd": "add"}"#,
+        r#"{"cmd": "add", "addr": 7}"#,
+        r#"{"cmd": "add", "addr": "not an address"}"#,
+        r#"{"cmd": "delete", "addr": "nowhere"}"#,
+        r#"{"cmd": "broadcast"}"#,
+        r#"{"cmd": "broadcast", "body": "x", "bdoy": "typo"}"#,
+        r#"{"cmd": "broadcast", "type": "", "body": "x"}"#,
+        r#"{"cmd": "broadcast", "body_b64": "!!"}"#,
+        r#"{"cmd": "broadcast_randomly", "n": -1, "body": "x"}"#,
+        r#"{"cmd": "broadcast_to", "peers": ["bad"], "body": "x"}"#,
+        r#"{"cmd": "set", "field": "", "value": "x"}"#,
+        r#"{"cmd": "request", "to": "127.0.0.1:9", "type": "echo", "body": "x", "timeout_ms": 200}"#,
+    ];
+    for line in bad {
+        n.send_line(line);
+        let answer = n.wait_for(line, |v| v["event"] != "message");
+        assert_eq!(answer["ok"], false, "{line} -> {answer}");
+        assert!(
+            !answer["error"].as_str().unwrap_or("").is_empty(),
+            "{line} -> {answer}"
+        );
+    }
+    // Ids are echoed on errors too.
+    let a = n.cmd(json!({"cmd": "nope"}));
+    assert_eq!(a["ok"], false);
+    assert!(a["error"].as_str().unwrap().contains("nope"), "{a}");
+
+    // Still alive and answering.
+    let s = n.ok(json!({"cmd": "state"}));
+    assert_eq!(s["event"], "state");
+    assert_eq!(s["network"]["local_addr"], n.addr.as_str());
+    assert!(s["latency"].is_object(), "{s}");
+
+    // End of stdin does not stop the node; SIGTERM does, cleanly.
+    n.close_stdin();
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(n.is_running(), "stopped at end of stdin");
+    #[cfg(unix)]
+    {
+        let kill = Command::new("kill")
+            .args(["-TERM", &n.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(kill.success());
+        assert!(n.wait_exit().success());
+    }
+}
+
+#[test]
+fn insecure_nodes_talk_and_binary_bodies_survive() {
+    let mut b = Node::start("B", &["--insecure"]);
+    let mut a = Node::start("A", &["--insecure", "--peer", &b.addr]);
+    assert_eq!(a.public_key, Value::Null);
+    a.wait_writable(&[&b.addr]);
+    let r = a.ok(json!({"cmd": "broadcast", "type": "bin", "body_b64": "AP8="}));
+    assert_eq!(queued(&r), vec![b.addr.clone()]);
+    let m = b.wait_message("bin");
+    assert_eq!(m["body_b64"], "AP8=");
+    assert_eq!(m["from"], a.addr.as_str());
+    // B did not add A: its messages arrive flagged as from a non-writable peer
+    // (unless discovery promoted A in the meantime).
+    assert!(m["writable"].is_boolean());
+    a.ok(json!({"cmd": "close"}));
+    assert!(a.wait_exit().success());
+}
