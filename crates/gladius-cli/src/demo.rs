@@ -607,8 +607,8 @@ pub(crate) async fn run(args: DemoArgs) -> Result<(), String> {
     for (k, v) in rows {
         say.line(format!("  {k:<20} {v}"));
     }
-    say.line("\n  Counters (all nodes)");
-    for (k, v) in &counters {
+    say.line("\n  Counters, summed over all nodes (zeros left out; --json has all)");
+    for (k, v) in counters.iter().filter(|(_, v)| v.as_u64() != Some(0)) {
         say.line(format!("  {k:<28} {v}"));
     }
 
