@@ -102,9 +102,9 @@
 //! "broadcast_expected":15,"discovery_ms":…,"latency_ms":…,"state_ms":…,
 //! "broadcast_ms":…,"total_ms":…,"root":…,"sample_entry":{…},
 //! "counters":{…},"ok":true}` (on failure also `"error"`, phases not
-//! reached are `false`/`null`). An optimized build (`cargo run --release
-//! -- demo`) finishes 16 nodes in well under a second; an unoptimized one
-//! takes seconds, as the unoptimized cryptography loads the machine.
+//! reached are `false`/`null`). 16 nodes take well under a second, also
+//! with `cargo run -- demo` (the workspace optimizes dependencies, the
+//! cryptography above all, even in dev builds).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
