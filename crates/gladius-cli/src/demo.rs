@@ -27,6 +27,9 @@ const TICK: Duration = Duration::from_millis(200);
 const POLL: Duration = Duration::from_millis(25);
 /// Message type of the demo broadcast.
 const HELLO_TYPE: &str = "demo.hello";
+/// RTT samples per peer before the latency phase is done (so p50 and the
+/// EWMA say something).
+const MIN_SAMPLES: u64 = 3;
 /// Latency rows shown for node 0.
 const LATENCY_ROWS: usize = 16;
 
@@ -263,7 +266,7 @@ impl Demo {
         let target = self.target;
         let pb = bar("latency", (n * target) as u64);
         let took = wait(&pb, self.deadline, || {
-            // Per node: (live route-table peers, how many have an RTT sample).
+            // Per node: (live route-table peers, how many have MIN_SAMPLES RTTs).
             let counts: Vec<(usize, usize)> = self
                 .nodes
                 .iter()
@@ -271,7 +274,11 @@ impl Demo {
                     let live = node.discovery.live_peers();
                     let measured = live
                         .iter()
-                        .filter(|a| node.latency.stats(**a).is_some_and(|s| s.samples > 0))
+                        .filter(|a| {
+                            node.latency
+                                .stats(**a)
+                                .is_some_and(|s| s.samples >= MIN_SAMPLES)
+                        })
                         .count();
                     (live.len(), measured)
                 })
@@ -293,7 +300,7 @@ impl Demo {
         r.latency_measured = true;
         r.latency_ms = Some(ms(took));
         self.say.line(format!(
-            "✓ latency     every node measured every live peer in {} ms",
+            "✓ latency     every node has {MIN_SAMPLES}+ RTT samples of every live peer in {} ms",
             ms(took)
         ));
         // Node 0's view, closest first.

@@ -84,11 +84,12 @@
 //!
 //! `gladius demo` starts N nodes (default 16; encrypted, plaintext with
 //! `--insecure`) in one process on 127.0.0.1 with the built-in plugins at
-//! 200 ms intervals; every node but node 0 adds only node 0. With progress
-//! bars on stderr (when it is a terminal) it waits, in turn, for discovery
-//! to fill every route table (N-1 live peers, or the discovery table size
-//! if smaller), for every node to have measured every peer (and prints
-//! node 0's RTT table: min, p50, EWMA, p99), for every node's signed
+//! 200 ms intervals (pings slower past 16 nodes); every node but node 0
+//! adds only node 0. With progress bars on stderr (when it is a terminal)
+//! it waits, in turn, for discovery to fill every route table (N-1 live
+//! peers, or the discovery table size if smaller), for every node to have
+//! 3 RTT samples of every live peer (and prints node 0's RTT table: min,
+//! p50, EWMA, p99), for every node's signed
 //! `name` = `node-<i>` to reach every node with identical state roots (and
 //! prints one entry's signed text and signature, to check with any
 //! Ethereum library's `personal_sign` recovery), and for one broadcast
