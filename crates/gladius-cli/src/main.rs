@@ -3,6 +3,7 @@
 //! ```text
 //! gladius keygen [--data-dir DIR]
 //! gladius node --listen HOST:PORT [--peer HOST:PORT]... [--data-dir DIR] [--insecure]
+//!              [--api HOST:PORT]
 //! gladius --version | gladius help [COMMAND]
 //! ```
 //!
@@ -86,6 +87,7 @@ use gladius_p2p::Identity;
 use gladius_plugins::signed_state::EthKey;
 
 mod b64;
+mod http;
 mod node;
 
 /// A gladius-p2p node driven by JSON lines on stdin/stdout.
@@ -151,6 +153,10 @@ pub(crate) struct NodeArgs {
     /// other plaintext nodes.
     #[arg(long)]
     pub(crate) insecure: bool,
+    /// Serve the HTTP API and the status page on this TCP address (port 0
+    /// picks a free port; the `listening` event's `api` field tells which).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub(crate) api: Option<String>,
 }
 
 /// File name of the Noise static key in the data directory.
