@@ -1,8 +1,10 @@
 //! # `gladius`: a gladius-p2p node you drive with JSON lines
 //!
 //! ```text
+//! gladius demo [--nodes N] [--insecure] [--timeout SECS] [--json]
 //! gladius keygen [--data-dir DIR]
 //! gladius node --listen HOST:PORT [--peer HOST:PORT]... [--data-dir DIR] [--insecure]
+//!              [--api HOST:PORT]
 //! gladius --version | gladius help [COMMAND]
 //! ```
 //!
@@ -118,6 +120,7 @@ use gladius_plugins::signed_state::EthKey;
 
 mod b64;
 mod demo;
+mod http;
 mod node;
 
 /// A gladius-p2p node driven by JSON lines on stdin/stdout.
@@ -194,6 +197,10 @@ pub(crate) struct NodeArgs {
     /// other plaintext nodes.
     #[arg(long)]
     pub(crate) insecure: bool,
+    /// Serve the HTTP API and the status page on this TCP address (port 0
+    /// picks a free port; the `listening` event's `api` field tells which).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub(crate) api: Option<String>,
 }
 
 /// File name of the Noise static key in the data directory.

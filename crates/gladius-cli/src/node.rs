@@ -7,11 +7,14 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
-use gladius_p2p::{async_trait, Config, Message, Network, PeerInfo, Plugin, Received};
+use gladius_p2p::{
+    async_trait, Config, Message, Network, NetworkError, PeerInfo, Plugin, Received, RequestError,
+    SendFailure,
+};
 use gladius_plugins::discovery::{Discovery, DiscoveryConfig};
 use gladius_plugins::latency::{LatencyAudit, LatencyConfig, LatencyHandle};
 use gladius_plugins::signed_state::{
-    EntryRecord, SignedState, SignedStateConfig, SignedStateHandle,
+    EntryRecord, SetError, SignedState, SignedStateConfig, SignedStateHandle,
 };
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
@@ -127,7 +130,7 @@ impl Plugin for Events {
 /// Commands, as read from stdin (after `id` is taken out).
 #[derive(Debug, Deserialize)]
 #[serde(tag = "cmd", rename_all = "snake_case", deny_unknown_fields)]
-enum Cmd {
+pub(crate) enum Cmd {
     Broadcast {
         #[serde(rename = "type", default = "chat_type")]
         msg_type: String,
@@ -188,9 +191,13 @@ fn bytes_arg(name: &str, text: Option<String>, b64: Option<String>) -> Result<By
     }
 }
 
-fn message(msg_type: String, body: Option<String>, b64: Option<String>) -> Result<Message, String> {
-    let body = bytes_arg("body", body, b64)?;
-    Message::new(msg_type, body).map_err(|e| format!("bad message: {e}"))
+fn message(
+    msg_type: String,
+    body: Option<String>,
+    b64: Option<String>,
+) -> Result<Message, OpError> {
+    let body = bytes_arg("body", body, b64).map_err(OpError::bad)?;
+    Message::new(msg_type, body).map_err(|e| OpError::bad(format!("bad message: {e}")))
 }
 
 /// `HOST:PORT` to a socket address (DNS names resolved, first answer).
@@ -218,21 +225,92 @@ fn entry_json(r: &EntryRecord) -> Value {
     Value::Object(e)
 }
 
-/// What the command loop works with.
-struct Ctx {
+/// What the command loop and the HTTP API work with: both run commands
+/// through [`Ctx::execute`].
+#[derive(Clone)]
+pub(crate) struct Ctx {
     net: Network,
     out: Out,
     latency: LatencyHandle,
     signed: SignedStateHandle,
 }
 
+/// What kind of failure an operation had (the HTTP API maps it to a status
+/// code; stdin answers only carry the message).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ErrorKind {
+    /// Invalid JSON, a missing or mistyped field, a bad address or body.
+    BadInput,
+    /// An unknown peer.
+    NotFound,
+    /// A request got no reply in time.
+    Timeout,
+    /// Anything else (the node is closing, a queue is full, …).
+    Internal,
+}
+
+/// A failed operation.
+#[derive(Debug)]
+pub(crate) struct OpError {
+    pub(crate) kind: ErrorKind,
+    pub(crate) message: String,
+}
+
+impl OpError {
+    pub(crate) fn bad(message: impl Into<String>) -> Self {
+        OpError {
+            kind: ErrorKind::BadInput,
+            message: message.into(),
+        }
+    }
+
+    pub(crate) fn not_found(message: impl Into<String>) -> Self {
+        OpError {
+            kind: ErrorKind::NotFound,
+            message: message.into(),
+        }
+    }
+
+    fn internal(message: impl Into<String>) -> Self {
+        OpError {
+            kind: ErrorKind::Internal,
+            message: message.into(),
+        }
+    }
+
+    /// A core error, classified by what caused it.
+    fn net(e: &NetworkError) -> Self {
+        let kind = match e {
+            NetworkError::Resolve { .. }
+            | NetworkError::SelfAddress(_)
+            | NetworkError::MessageTooLarge { .. }
+            | NetworkError::HandshakePayloadTooLarge(_) => ErrorKind::BadInput,
+            NetworkError::UnknownPeer(_) => ErrorKind::NotFound,
+            _ => ErrorKind::Internal,
+        };
+        OpError {
+            kind,
+            message: e.to_string(),
+        }
+    }
+
+    fn context(mut self, what: &str) -> Self {
+        self.message = format!("{what}: {}", self.message);
+        self
+    }
+}
+
+/// The fields of a successful answer.
+pub(crate) type OpResult = Result<Map<String, Value>, OpError>;
+
+/// A command from its JSON object (`cmd` names it; `id` already taken out).
+pub(crate) fn parse_cmd(obj: Map<String, Value>) -> Result<Cmd, OpError> {
+    serde_json::from_value::<Cmd>(Value::Object(obj))
+        .map_err(|e| OpError::bad(format!("bad command: {e}")))
+}
+
 /// An answer: `event`, `cmd`, `id`, `ok` and either `error` or the fields.
-fn answer(
-    event: &str,
-    cmd: Option<&str>,
-    id: Option<&Value>,
-    result: Result<Map<String, Value>, String>,
-) -> Value {
+fn answer(event: &str, cmd: Option<&str>, id: Option<&Value>, result: OpResult) -> Value {
     let mut a = Map::new();
     a.insert("event".into(), event.into());
     if let Some(cmd) = cmd {
@@ -248,10 +326,22 @@ fn answer(
         }
         Err(error) => {
             a.insert("ok".into(), false.into());
-            a.insert("error".into(), error.into());
+            a.insert("error".into(), error.message.into());
         }
     }
     Value::Object(a)
+}
+
+impl Cmd {
+    /// The event that answers this command on stdout.
+    fn event(&self) -> &'static str {
+        match self {
+            Cmd::Request { .. } => "reply",
+            Cmd::State {} => "state",
+            Cmd::SignedState {} => "signed_state",
+            _ => "result",
+        }
+    }
 }
 
 impl Ctx {
@@ -276,39 +366,63 @@ impl Ctx {
         let mut obj = match serde_json::from_str::<Value>(line) {
             Ok(Value::Object(obj)) => obj,
             Ok(_) => {
-                let err = Err("a command must be a JSON object".into());
+                let err = Err(OpError::bad("a command must be a JSON object"));
                 self.emit(answer("result", None, None, err)).await;
                 return false;
             }
             Err(e) => {
-                let err = Err(format!("invalid JSON: {e}"));
+                let err = Err(OpError::bad(format!("invalid JSON: {e}")));
                 self.emit(answer("result", None, None, err)).await;
                 return false;
             }
         };
         let id = obj.remove("id");
         let name = obj.get("cmd").and_then(Value::as_str).map(str::to_owned);
-        let cmd = match serde_json::from_value::<Cmd>(Value::Object(obj)) {
+        let cmd = match parse_cmd(obj) {
             Ok(cmd) => cmd,
             Err(e) => {
-                let err = Err(format!("bad command: {e}"));
-                self.emit(answer("result", name.as_deref(), id.as_ref(), err))
+                self.emit(answer("result", name.as_deref(), id.as_ref(), Err(e)))
                     .await;
                 return false;
             }
         };
-        let name = name.as_deref();
-        let id = id.as_ref();
+        let event = cmd.event();
+        match cmd {
+            Cmd::Close {} => {
+                self.emit(answer(event, name.as_deref(), id.as_ref(), Ok(Map::new())))
+                    .await;
+                return true;
+            }
+            // Started in order, answered whenever the reply comes.
+            Cmd::Request { .. } => {
+                let ctx = self.clone();
+                tokio::spawn(async move {
+                    let r = ctx.execute(cmd).await;
+                    ctx.emit(answer(event, name.as_deref(), id.as_ref(), r))
+                        .await;
+                });
+            }
+            cmd => {
+                let r = self.execute(cmd).await;
+                self.emit(answer(event, name.as_deref(), id.as_ref(), r))
+                    .await;
+            }
+        }
+        false
+    }
+
+    /// Run one command and return the fields of its answer. The one place
+    /// where commands are carried out, for stdin and HTTP alike; `close`
+    /// only answers here (stopping is the caller's business).
+    pub(crate) async fn execute(&self, cmd: Cmd) -> OpResult {
         match cmd {
             Cmd::Broadcast {
                 msg_type,
                 body,
                 body_b64,
             } => {
-                let r = self
-                    .send(Targets::All, message(msg_type, body, body_b64))
-                    .await;
-                self.emit(answer("result", name, id, r)).await;
+                self.send(Targets::All, message(msg_type, body, body_b64))
+                    .await
             }
             Cmd::BroadcastTo {
                 peers,
@@ -316,16 +430,12 @@ impl Ctx {
                 body,
                 body_b64,
             } => {
-                let r = async {
-                    let mut addrs = Vec::with_capacity(peers.len());
-                    for p in &peers {
-                        addrs.push(resolve(p).await?);
-                    }
-                    self.send(Targets::These(addrs), message(msg_type, body, body_b64))
-                        .await
+                let mut addrs = Vec::with_capacity(peers.len());
+                for p in &peers {
+                    addrs.push(resolve(p).await.map_err(OpError::bad)?);
                 }
-                .await;
-                self.emit(answer("result", name, id, r)).await;
+                self.send(Targets::These(addrs), message(msg_type, body, body_b64))
+                    .await
             }
             Cmd::BroadcastRandomly {
                 n,
@@ -333,26 +443,26 @@ impl Ctx {
                 body,
                 body_b64,
             } => {
-                let r = self
-                    .send(Targets::Random(n), message(msg_type, body, body_b64))
-                    .await;
-                self.emit(answer("result", name, id, r)).await;
+                self.send(Targets::Random(n), message(msg_type, body, body_b64))
+                    .await
             }
-            Cmd::Add { addr } => {
-                let r = match self.net.add(addr.as_str()).await {
-                    Ok(a) => Ok(object(json!({ "addr": a }))),
-                    Err(e) => Err(format!("cannot add `{addr}`: {e}")),
-                };
-                self.emit(answer("result", name, id, r)).await;
-            }
+            Cmd::Add { addr } => match self.net.add(addr.as_str()).await {
+                Ok(a) => Ok(object(json!({ "addr": a }))),
+                Err(e) => Err(OpError::net(&e).context(&format!("cannot add `{addr}`"))),
+            },
             Cmd::Delete { addr } => {
-                let r = async {
-                    let a = resolve(&addr).await?;
-                    self.net.delete(a).await.map_err(|e| e.to_string())?;
-                    Ok(object(json!({ "addr": a })))
-                }
-                .await;
-                self.emit(answer("result", name, id, r)).await;
+                let a = resolve(&addr).await.map_err(OpError::bad)?;
+                // Whether there was anything to delete (delete itself is
+                // idempotent).
+                let known = self
+                    .net
+                    .network_state()
+                    .await
+                    .map_err(|e| OpError::net(&e))?
+                    .peer(a)
+                    .is_some();
+                self.net.delete(a).await.map_err(|e| OpError::net(&e))?;
+                Ok(object(json!({ "addr": a, "known": known })))
             }
             Cmd::Request {
                 to,
@@ -360,79 +470,15 @@ impl Ctx {
                 body,
                 body_b64,
                 timeout_ms,
-            } => self.request(id, to, message(msg_type, body, body_b64), timeout_ms),
-            Cmd::State {} => {
-                let r = match self.net.network_state().await {
-                    Ok(state) => Ok(object(json!({
-                        "network": state,
-                        "latency": self.latency.snapshot(),
-                    }))),
-                    Err(e) => Err(e.to_string()),
-                };
-                self.emit(answer("state", name, id, r)).await;
-            }
-            Cmd::Set {
-                field,
-                value,
-                value_b64,
             } => {
-                let r = match bytes_arg("value", value, value_b64) {
-                    Ok(v) => match self.signed.set(&field, v).await {
-                        Ok(rec) => Ok(object(json!({ "entry": entry_json(&rec) }))),
-                        Err(e) => Err(e.to_string()),
-                    },
-                    Err(e) => Err(e),
-                };
-                self.emit(answer("result", name, id, r)).await;
-            }
-            Cmd::SignedState {} => {
-                let entries: Vec<Value> = self.signed.entries().iter().map(entry_json).collect();
-                let r = Ok(object(json!({ "entries": entries })));
-                self.emit(answer("signed_state", name, id, r)).await;
-            }
-            Cmd::Close {} => {
-                self.emit(answer("result", name, id, Ok(Map::new()))).await;
-                return true;
-            }
-        }
-        false
-    }
-
-    async fn send(
-        &self,
-        targets: Targets,
-        msg: Result<Message, String>,
-    ) -> Result<Map<String, Value>, String> {
-        let msg = msg?;
-        let report = match targets {
-            Targets::All => self.net.broadcast(msg).await,
-            Targets::These(peers) => self.net.broadcast_to(msg, &peers).await,
-            Targets::Random(n) => self.net.broadcast_randomly(msg, n).await,
-        }
-        .map_err(|e| e.to_string())?;
-        Ok(object(json!(report)))
-    }
-
-    /// Start a request; its `reply` event comes when it is answered.
-    fn request(
-        &self,
-        id: Option<&Value>,
-        to: String,
-        msg: Result<Message, String>,
-        timeout_ms: Option<u64>,
-    ) {
-        let net = self.net.clone();
-        let out = self.out.clone();
-        let id = id.cloned();
-        let timeout = timeout_ms.map_or(DEFAULT_REQUEST_TIMEOUT, Duration::from_millis);
-        tokio::spawn(async move {
-            let r = async {
-                let msg = msg?;
-                let peer = resolve(&to).await?;
-                let got = net
+                let msg = message(msg_type, body, body_b64)?;
+                let peer = resolve(&to).await.map_err(OpError::bad)?;
+                let timeout = timeout_ms.map_or(DEFAULT_REQUEST_TIMEOUT, Duration::from_millis);
+                let got = self
+                    .net
                     .request(msg, peer, timeout)
                     .await
-                    .map_err(|e| e.to_string())?;
+                    .map_err(|e| request_error(&e, peer))?;
                 let m = got.message();
                 let mut fields = object(json!({
                     "from": m.sender().unwrap_or(got.peer()),
@@ -441,11 +487,63 @@ impl Ctx {
                 put_bytes(&mut fields, "body", m.body());
                 Ok(fields)
             }
-            .await;
-            let _ = out
-                .send(Some(answer("reply", Some("request"), id.as_ref(), r)))
-                .await;
-        });
+            Cmd::State {} => {
+                let state = self
+                    .net
+                    .network_state()
+                    .await
+                    .map_err(|e| OpError::net(&e))?;
+                Ok(object(json!({
+                    "network": state,
+                    "latency": self.latency.snapshot(),
+                    "eth_address": self.signed.address().to_checksum(),
+                })))
+            }
+            Cmd::Set {
+                field,
+                value,
+                value_b64,
+            } => {
+                let v = bytes_arg("value", value, value_b64).map_err(OpError::bad)?;
+                match self.signed.set(&field, v).await {
+                    Ok(rec) => Ok(object(json!({ "entry": entry_json(&rec) }))),
+                    Err(e @ SetError::Rejected(_)) => Err(OpError::bad(e.to_string())),
+                    Err(e) => Err(OpError::internal(e.to_string())),
+                }
+            }
+            Cmd::SignedState {} => {
+                let entries: Vec<Value> = self.signed.entries().iter().map(entry_json).collect();
+                Ok(object(json!({ "entries": entries })))
+            }
+            Cmd::Close {} => Ok(Map::new()),
+        }
+    }
+
+    async fn send(&self, targets: Targets, msg: Result<Message, OpError>) -> OpResult {
+        let msg = msg?;
+        let report = match targets {
+            Targets::All => self.net.broadcast(msg).await,
+            Targets::These(peers) => self.net.broadcast_to(msg, &peers).await,
+            Targets::Random(n) => self.net.broadcast_randomly(msg, n).await,
+        }
+        .map_err(|e| OpError::net(&e))?;
+        Ok(object(json!(report)))
+    }
+}
+
+/// A request failure: no reply in time is a timeout, a peer that is neither
+/// connected nor in the route table is not found.
+fn request_error(e: &RequestError, peer: SocketAddr) -> OpError {
+    match e {
+        RequestError::Timeout(_) => OpError {
+            kind: ErrorKind::Timeout,
+            message: e.to_string(),
+        },
+        RequestError::NotSent(SendFailure::NotConnected) => {
+            OpError::not_found(format!("unknown peer {peer}: {e}"))
+        }
+        RequestError::Network(n) => OpError::net(n),
+        _ => OpError::internal(e.to_string()),
     }
 }
 
@@ -570,14 +668,20 @@ pub(crate) async fn run(args: NodeArgs) -> Result<(), String> {
         .listen(args.listen.as_str())
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
-    let _ = out
-        .send(Some(json!({
-            "event": "listening",
-            "addr": addr,
-            "public_key": public_key,
-            "eth_address": eth_address,
-        })))
-        .await;
+    let api = match &args.api {
+        Some(api) => Some(crate::http::bind(api).await?),
+        None => None,
+    };
+    let mut listening = object(json!({
+        "event": "listening",
+        "addr": addr,
+        "public_key": public_key,
+        "eth_address": eth_address,
+    }));
+    if let Some((_, url)) = &api {
+        listening.insert("api".into(), url.as_str().into());
+    }
+    let _ = out.send(Some(Value::Object(listening))).await;
     let _ = ready_tx.send(true);
 
     let ctx = Ctx {
@@ -586,10 +690,11 @@ pub(crate) async fn run(args: NodeArgs) -> Result<(), String> {
         latency,
         signed,
     };
+    let server = api.map(|(listener, _)| tokio::spawn(crate::http::serve(listener, ctx.clone())));
     for peer in &args.peers {
         let r = match net.add(peer.as_str()).await {
             Ok(a) => Ok(object(json!({ "addr": a }))),
-            Err(e) => Err(format!("cannot add --peer `{peer}`: {e}")),
+            Err(e) => Err(OpError::net(&e).context(&format!("cannot add --peer `{peer}`"))),
         };
         ctx.emit(answer("result", Some("add"), None, r)).await;
     }
@@ -599,6 +704,9 @@ pub(crate) async fn run(args: NodeArgs) -> Result<(), String> {
         why = shutdown_signal() => why,
     };
     tracing::info!("shutting down ({why})");
+    if let Some(server) = server {
+        server.abort();
+    }
     let closed = net.close().await;
     drop(ctx);
     let _ = tokio::time::timeout(FLUSH_TIMEOUT, async {

@@ -54,6 +54,8 @@ pub struct Node {
     pub addr: String,
     pub public_key: Value,
     pub eth_address: String,
+    /// `http://HOST:PORT` of the HTTP API, when started with `--api`.
+    pub api: Option<String>,
     pub name: String,
     _dir: Option<TempDir>,
 }
@@ -107,6 +109,7 @@ impl Node {
             addr: String::new(),
             public_key: Value::Null,
             eth_address: String::new(),
+            api: None,
             name: name.to_owned(),
             _dir: None,
         };
@@ -115,6 +118,7 @@ impl Node {
         node.addr = first["addr"].as_str().unwrap().to_owned();
         node.public_key = first["public_key"].clone();
         node.eth_address = first["eth_address"].as_str().unwrap().to_owned();
+        node.api = first["api"].as_str().map(str::to_owned);
         node
     }
 
