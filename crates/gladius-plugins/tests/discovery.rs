@@ -3,6 +3,7 @@
 //! converges to full membership and forgets killed nodes.
 
 mod discovery_support;
+mod support;
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;

@@ -12,6 +12,7 @@
 //! not compete for the CPU with each other.
 
 mod latency_support;
+mod support;
 
 use std::net::SocketAddr;
 use std::time::Duration;

@@ -3,6 +3,7 @@
 //! converging by anti-entropy, before and after a partition.
 
 mod signed_support;
+mod support;
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -382,7 +383,7 @@ async fn hundred_nodes_converge_then_again_after_a_partition_heals() {
         st.total.bytes_received,
         &st.recent_rounds[st.recent_rounds.len().saturating_sub(3)..]
     );
-    close_all(nodes.into_iter().map(|n| n.net).collect()).await;
+    close_all(nodes.into_iter().map(|n| n.net)).await;
     println!("100-node test total: {:?}", test_start.elapsed());
 }
 

@@ -4,7 +4,8 @@
 
 #![allow(dead_code, unreachable_pub, missing_docs)]
 
-use std::future::Future;
+pub use super::support::{close_all, wait_for};
+
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -66,36 +67,5 @@ impl Plugin for Inbox {
             msg.message().msg_type().to_owned(),
             msg.message().body().to_vec(),
         ));
-    }
-}
-
-/// Poll `cond` every 20 ms until it holds or `within` passes; panics with
-/// `what`. Returns the time it took.
-pub async fn wait_for<F, Fut>(within: Duration, what: &str, mut cond: F) -> Duration
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let start = tokio::time::Instant::now();
-    loop {
-        if cond().await {
-            return start.elapsed();
-        }
-        if start.elapsed() >= within {
-            panic!("timed out after {within:?} waiting for: {what}");
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// Close every node concurrently (a node whose peers already closed waits
-/// out its close timeout).
-pub async fn close_all(nets: impl IntoIterator<Item = Network>) {
-    let tasks: Vec<_> = nets
-        .into_iter()
-        .map(|n| tokio::spawn(async move { n.close().await }))
-        .collect();
-    for t in tasks {
-        t.await.unwrap().unwrap();
     }
 }

@@ -3,7 +3,8 @@
 
 #![allow(dead_code, unreachable_pub, missing_docs)]
 
-use std::future::Future;
+pub use super::support::wait_for;
+
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -127,24 +128,6 @@ pub async fn latency_node(cfg: LatencyConfig) -> (Network, SocketAddr, LatencyHa
 /// A node that only answers pings.
 pub async fn responder() -> (Network, SocketAddr, LatencyHandle) {
     latency_node(LatencyConfig::default().with_probe(false)).await
-}
-
-/// Poll `cond` every 5 ms until it holds or `within` passes; panics with `what`.
-pub async fn wait_for<F, Fut>(within: Duration, what: &str, mut cond: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + within;
-    loop {
-        if cond().await {
-            return;
-        }
-        if tokio::time::Instant::now() >= deadline {
-            panic!("timed out after {within:?} waiting for: {what}");
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
 }
 
 /// Whether `peer` is in `net`'s route table.

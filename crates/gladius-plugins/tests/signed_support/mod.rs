@@ -3,7 +3,8 @@
 
 #![allow(dead_code, unreachable_pub, missing_docs)]
 
-use std::future::Future;
+pub use super::support::{close_all, wait_for};
+
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -36,32 +37,4 @@ pub async fn node_with_key(key: EthKey, config: SignedStateConfig) -> Node {
     net.register_plugin(plugin).await.unwrap();
     let addr = net.listen("127.0.0.1:0").await.unwrap();
     Node { net, addr, state }
-}
-
-pub async fn close_all(nets: Vec<Network>) {
-    let tasks: Vec<_> = nets
-        .into_iter()
-        .map(|n| tokio::spawn(async move { n.close().await }))
-        .collect();
-    for t in tasks {
-        t.await.unwrap().unwrap();
-    }
-}
-
-/// Poll `cond` every 20 ms until it holds or `within` passes; panics with `what`.
-pub async fn wait_for<F, Fut>(within: Duration, what: &str, mut cond: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + within;
-    loop {
-        if cond().await {
-            return;
-        }
-        if tokio::time::Instant::now() >= deadline {
-            panic!("timed out after {within:?} waiting for: {what}");
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
