@@ -277,6 +277,11 @@ impl Retransmit {
         }
     }
 
+    /// Use `config` from now on, counted from the first send.
+    fn reconfigure(&mut self, config: HandshakeConfig) {
+        *self = Self::new(config, self.datagram.clone(), self.started);
+    }
+
     /// Start over with a new datagram (sent now), keeping the start time.
     fn restart(&mut self, datagram: Bytes, now: u64) {
         *self = Self {
@@ -453,9 +458,7 @@ impl Initiator {
 
     /// Use `config` for the timers (counted from the `Init` already sent).
     pub fn with_config(mut self, config: HandshakeConfig) -> Self {
-        let t = &self.timer;
-        let (datagram, started) = (t.datagram.clone(), t.started);
-        self.timer = Retransmit::new(config, datagram, started);
+        self.timer.reconfigure(config);
         self
     }
 
@@ -683,9 +686,7 @@ impl Responder {
     /// Use `config` for the timers (counted from the `Response` already
     /// sent).
     pub fn with_config(mut self, config: HandshakeConfig) -> Self {
-        let t = &self.timer;
-        let (datagram, started) = (t.datagram.clone(), t.started);
-        self.timer = Retransmit::new(config, datagram, started);
+        self.timer.reconfigure(config);
         self
     }
 
