@@ -13,9 +13,8 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use bytes::BytesMut;
 use common::*;
-use gladius_kcp::segment::{self, Command, SegmentHeader};
+use gladius_kcp::segment::Command;
 use gladius_p2p::crypto::packet::{random_index, InitPacket, DATA_OVERHEAD};
 use gladius_p2p::crypto::COOKIE_LEN;
 use gladius_p2p::wire::{Frame, Message, PROTOCOL_VERSION};
@@ -237,31 +236,6 @@ fn connected_count(rec: &Recorder, addr: SocketAddr) -> usize {
         .iter()
         .filter(|e| matches!(e, Event::Connected(a, _) if *a == addr))
         .count()
-}
-
-fn kcp_header(conv: u32, cmd: Command, sn: u32, una: u32, ts: u32) -> SegmentHeader {
-    SegmentHeader {
-        conv,
-        cmd,
-        frg: 0,
-        wnd: 128,
-        ts,
-        sn,
-        una,
-        len: 0,
-    }
-}
-
-fn kcp_seg(h: SegmentHeader, payload: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    segment::encode(&h, payload, &mut out);
-    out
-}
-
-fn frame_bytes(frame: &Frame) -> Vec<u8> {
-    let mut b = BytesMut::new();
-    frame.encode(&mut b);
-    b.to_vec()
 }
 
 /// A well-formed `Init` with a fresh index and random ephemeral bytes (the

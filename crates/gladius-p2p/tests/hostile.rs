@@ -11,9 +11,8 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::BytesMut;
 use common::*;
-use gladius_kcp::segment::{self, Command, SegmentHeader, HEADER_LEN};
+use gladius_kcp::segment::{self, Command, HEADER_LEN};
 use gladius_p2p::wire::{peek_hello, Frame, Message, PROTOCOL_VERSION};
 use gladius_p2p::{ConnectionState, Counters, DatagramSocket, Network};
 use rand::{Rng, RngCore, SeedableRng};
@@ -54,31 +53,6 @@ impl DatagramSocket for Sniffing {
         }
         self.inner.poll_send_to(cx, buf, target)
     }
-}
-
-fn header(conv: u32, cmd: Command, sn: u32, una: u32, ts: u32) -> SegmentHeader {
-    SegmentHeader {
-        conv,
-        cmd,
-        frg: 0,
-        wnd: 128,
-        ts,
-        sn,
-        una,
-        len: 0,
-    }
-}
-
-fn seg(h: SegmentHeader, payload: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    segment::encode(&h, payload, &mut out);
-    out
-}
-
-fn frame_bytes(frame: &Frame) -> Vec<u8> {
-    let mut b = BytesMut::new();
-    frame.encode(&mut b);
-    b.to_vec()
 }
 
 fn message_frame(sender: SocketAddr, t: &str, body: &str) -> Vec<u8> {
@@ -220,22 +194,22 @@ async fn a_live_pair_survives_hostile_datagrams_and_counts_them() {
     //    convs and on the live conv: malformed.
     for conv in [rng.gen(), live_conv] {
         // len runs past the end.
-        let mut d = header(conv, Command::Push, 0, 0, 0).to_bytes().to_vec();
+        let mut d = kcp_header(conv, Command::Push, 0, 0, 0).to_bytes().to_vec();
         d[20..24].copy_from_slice(&1000u32.to_le_bytes());
         d.extend_from_slice(b"ten bytes!");
         atk.send(&d).await;
         // len u32::MAX.
-        let mut d = header(conv, Command::Push, 1, 0, 0).to_bytes().to_vec();
+        let mut d = kcp_header(conv, Command::Push, 1, 0, 0).to_bytes().to_vec();
         d[20..24].copy_from_slice(&u32::MAX.to_le_bytes());
         atk.send(&d).await;
         // len shorter than the payload: the rest is not a whole segment.
-        let mut d = header(conv, Command::Push, 2, 0, 0).to_bytes().to_vec();
+        let mut d = kcp_header(conv, Command::Push, 2, 0, 0).to_bytes().to_vec();
         d[20..24].copy_from_slice(&3u32.to_le_bytes());
         d.extend_from_slice(b"three and then some");
         atk.send(&d).await;
         // A valid segment followed by an unknown command.
-        let mut d = seg(header(conv, Command::Ack, 0, 0, 0), &[]);
-        let mut bad = header(conv, Command::Ack, 0, 0, 0).to_bytes();
+        let mut d = kcp_seg(kcp_header(conv, Command::Ack, 0, 0, 0), &[]);
+        let mut bad = kcp_header(conv, Command::Ack, 0, 0, 0).to_bytes();
         bad[4] = 99;
         d.extend_from_slice(&bad);
         atk.send(&d).await;
@@ -251,8 +225,8 @@ async fn a_live_pair_survives_hostile_datagrams_and_counts_them() {
 
     // 3. Well-formed KCP for no session: unknown.
     let mut unknown = 0;
-    let not_hello = seg(
-        header(rng.gen(), Command::Push, 0, 0, 0),
+    let not_hello = kcp_seg(
+        kcp_header(rng.gen(), Command::Push, 0, 0, 0),
         b"\x05\x00\x00\x00\x02hello? no",
     );
     atk.send(&not_hello).await;
@@ -262,16 +236,19 @@ async fn a_live_pair_survives_hostile_datagrams_and_counts_them() {
         advertised: atk.addr,
     });
     bad_magic[5] = b'X';
-    atk.send(&seg(header(rng.gen(), Command::Push, 0, 0, 0), &bad_magic))
-        .await;
+    atk.send(&kcp_seg(
+        kcp_header(rng.gen(), Command::Push, 0, 0, 0),
+        &bad_magic,
+    ))
+    .await;
     let mut bad_version = frame_bytes(&Frame::Hello {
         version: PROTOCOL_VERSION,
         instance: 1,
         advertised: atk.addr,
     });
     bad_version[9] = PROTOCOL_VERSION + 1;
-    atk.send(&seg(
-        header(rng.gen(), Command::Push, 0, 0, 0),
+    atk.send(&kcp_seg(
+        kcp_header(rng.gen(), Command::Push, 0, 0, 0),
         &bad_version,
     ))
     .await;
@@ -281,30 +258,39 @@ async fn a_live_pair_survives_hostile_datagrams_and_counts_them() {
         instance: 1,
         advertised: atk.addr,
     });
-    atk.send(&seg(header(rng.gen(), Command::Push, 1, 0, 0), &hello))
-        .await;
+    atk.send(&kcp_seg(
+        kcp_header(rng.gen(), Command::Push, 1, 0, 0),
+        &hello,
+    ))
+    .await;
     // Forged ACKs with far-past timestamps.
-    atk.send(&seg(header(rng.gen(), Command::Ack, 0, 0, 0), &[]))
+    atk.send(&kcp_seg(kcp_header(rng.gen(), Command::Ack, 0, 0, 0), &[]))
         .await;
-    atk.send(&seg(header(rng.gen(), Command::Ack, 5, 100, 1), &[]))
-        .await;
+    atk.send(&kcp_seg(
+        kcp_header(rng.gen(), Command::Ack, 5, 100, 1),
+        &[],
+    ))
+    .await;
     unknown += 6;
     // Spoofed segments of the live session, from the wrong address: data,
     // a close frame, ACKs of everything with far-past ts, window probes.
     for sn in 0..20u32 {
         let payload = message_frame(a_addr, "stream", "spoofed");
-        atk.send(&seg(
-            header(live_conv, Command::Push, sn + 1, 1_000_000, 7),
+        atk.send(&kcp_seg(
+            kcp_header(live_conv, Command::Push, sn + 1, 1_000_000, 7),
             &payload,
         ))
         .await;
     }
     let close = frame_bytes(&Frame::Close(gladius_p2p::wire::CloseReason::Shutdown));
-    atk.send(&seg(header(live_conv, Command::Push, 3, 0, 0), &close))
-        .await;
+    atk.send(&kcp_seg(
+        kcp_header(live_conv, Command::Push, 3, 0, 0),
+        &close,
+    ))
+    .await;
     for sn in 0..20u32 {
-        atk.send(&seg(
-            header(
+        atk.send(&kcp_seg(
+            kcp_header(
                 live_conv,
                 Command::Ack,
                 sn,
@@ -315,10 +301,16 @@ async fn a_live_pair_survives_hostile_datagrams_and_counts_them() {
         ))
         .await;
     }
-    atk.send(&seg(header(live_conv, Command::WindowAsk, 0, 0, 0), &[]))
-        .await;
-    atk.send(&seg(header(live_conv, Command::WindowTell, 0, 0, 0), &[]))
-        .await;
+    atk.send(&kcp_seg(
+        kcp_header(live_conv, Command::WindowAsk, 0, 0, 0),
+        &[],
+    ))
+    .await;
+    atk.send(&kcp_seg(
+        kcp_header(live_conv, Command::WindowTell, 0, 0, 0),
+        &[],
+    ))
+    .await;
     unknown += 20 + 1 + 20 + 2;
     expect_counter(
         &b,
@@ -332,19 +324,25 @@ async fn a_live_pair_survives_hostile_datagrams_and_counts_them() {
     // 4. The attacker opens a session of its own — on the live conv, from
     //    its own address — and sends forged frames on it.
     let atk_conv = live_conv;
-    atk.send(&seg(header(atk_conv, Command::Push, 0, 0, 0), &hello))
-        .await;
+    atk.send(&kcp_seg(
+        kcp_header(atk_conv, Command::Push, 0, 0, 0),
+        &hello,
+    ))
+    .await;
     let b_hello_ts = atk.await_hello(atk_conv).await;
     // Acknowledge B's hello (una 1 on everything from now on).
-    atk.send(&seg(header(atk_conv, Command::Ack, 0, 1, b_hello_ts), &[]))
-        .await;
+    atk.send(&kcp_seg(
+        kcp_header(atk_conv, Command::Ack, 0, 1, b_hello_ts),
+        &[],
+    ))
+    .await;
     wait_for(DEADLINE, "b accepts the attacker's session", || async {
         rb.saw(&Event::Connected(atk.addr, false))
     })
     .await;
     // Impersonate A: wrong sender.
-    atk.send(&seg(
-        header(atk_conv, Command::Push, 1, 1, 10),
+    atk.send(&kcp_seg(
+        kcp_header(atk_conv, Command::Push, 1, 1, 10),
         &message_frame(a_addr, "stream", "forged"),
     ))
     .await;
@@ -352,18 +350,24 @@ async fn a_live_pair_survives_hostile_datagrams_and_counts_them() {
     // Corrupt checksum.
     let mut corrupt = message_frame(atk.addr, "atk", "corrupt");
     *corrupt.last_mut().unwrap() ^= 0xff;
-    atk.send(&seg(header(atk_conv, Command::Push, 2, 1, 20), &corrupt))
-        .await;
+    atk.send(&kcp_seg(
+        kcp_header(atk_conv, Command::Push, 2, 1, 20),
+        &corrupt,
+    ))
+    .await;
     // A body byte flipped under a stale checksum.
     let mut flipped = message_frame(atk.addr, "atk", "flipped");
     let at = flipped.len() - 6;
     flipped[at] ^= 1;
-    atk.send(&seg(header(atk_conv, Command::Push, 3, 1, 30), &flipped))
-        .await;
+    atk.send(&kcp_seg(
+        kcp_header(atk_conv, Command::Push, 3, 1, 30),
+        &flipped,
+    ))
+    .await;
     expect_counter(&b, "checksum_failures", |c| c.checksum_failures, 2).await;
     // The session goes on: a proper message arrives.
-    atk.send(&seg(
-        header(atk_conv, Command::Push, 4, 1, 40),
+    atk.send(&kcp_seg(
+        kcp_header(atk_conv, Command::Push, 4, 1, 40),
         &message_frame(atk.addr, "atk", "ok1"),
     ))
     .await;
@@ -372,8 +376,8 @@ async fn a_live_pair_survives_hostile_datagrams_and_counts_them() {
     })
     .await;
     // Forged ACKs on its own session: far-past ts, never-sent sn, huge una.
-    atk.send(&seg(
-        header(
+    atk.send(&kcp_seg(
+        kcp_header(
             atk_conv,
             Command::Ack,
             0,
@@ -383,26 +387,29 @@ async fn a_live_pair_survives_hostile_datagrams_and_counts_them() {
         &[],
     ))
     .await;
-    atk.send(&seg(
-        header(atk_conv, Command::Ack, 1_000_000, u32::MAX, 1),
+    atk.send(&kcp_seg(
+        kcp_header(atk_conv, Command::Ack, 1_000_000, u32::MAX, 1),
         &[],
     ))
     .await;
-    atk.send(&seg(header(atk_conv, Command::WindowAsk, 0, 1, 50), &[]))
-        .await;
+    atk.send(&kcp_seg(
+        kcp_header(atk_conv, Command::WindowAsk, 0, 1, 50),
+        &[],
+    ))
+    .await;
     // Duplicates and out-of-window sequence numbers.
-    atk.send(&seg(
-        header(atk_conv, Command::Push, 4, 1, 40),
+    atk.send(&kcp_seg(
+        kcp_header(atk_conv, Command::Push, 4, 1, 40),
         &message_frame(atk.addr, "atk", "ok1"),
     ))
     .await;
-    atk.send(&seg(
-        header(atk_conv, Command::Push, 4_000_000, 1, 40),
+    atk.send(&kcp_seg(
+        kcp_header(atk_conv, Command::Push, 4_000_000, 1, 40),
         &message_frame(atk.addr, "atk", "far"),
     ))
     .await;
-    atk.send(&seg(
-        header(atk_conv, Command::Push, 5, 1, 60),
+    atk.send(&kcp_seg(
+        kcp_header(atk_conv, Command::Push, 5, 1, 60),
         &message_frame(atk.addr, "atk", "ok2"),
     ))
     .await;
@@ -443,8 +450,11 @@ async fn a_live_pair_survives_hostile_datagrams_and_counts_them() {
             break c;
         }
     };
-    atk.send(&seg(header(sentinel_conv, Command::Ack, 0, 0, 0), &[]))
-        .await;
+    atk.send(&kcp_seg(
+        kcp_header(sentinel_conv, Command::Ack, 0, 0, 0),
+        &[],
+    ))
+    .await;
     wait_for(DEADLINE, "sentinel", || async {
         counters(&b).await.unknown_session_datagrams > before.unknown_session_datagrams
     })
@@ -462,8 +472,8 @@ async fn a_live_pair_survives_hostile_datagrams_and_counts_them() {
     assert_eq!(after.wrong_sender, 1);
 
     // The attacker's session survived the junk aimed at its conv.
-    atk.send(&seg(
-        header(atk_conv, Command::Push, 6, 1, 70),
+    atk.send(&kcp_seg(
+        kcp_header(atk_conv, Command::Push, 6, 1, 70),
         &message_frame(atk.addr, "atk", "ok3"),
     ))
     .await;
@@ -478,8 +488,8 @@ async fn a_live_pair_survives_hostile_datagrams_and_counts_them() {
     );
 
     // 6. A frame that breaks the protocol closes the attacker's session only.
-    atk.send(&seg(
-        header(atk_conv, Command::Push, 7, 1, 80),
+    atk.send(&kcp_seg(
+        kcp_header(atk_conv, Command::Push, 7, 1, 80),
         &[1, 0, 0, 0, 99],
     ))
     .await;

@@ -238,3 +238,39 @@ pub fn quiet_intentional_panics() {
         }));
     });
 }
+
+// ----- forging bytes for hostile-input tests --------------------------------
+
+/// A KCP segment header as an attacker would forge it (window 128, frg 0).
+pub fn kcp_header(
+    conv: u32,
+    cmd: gladius_kcp::segment::Command,
+    sn: u32,
+    una: u32,
+    ts: u32,
+) -> gladius_kcp::segment::SegmentHeader {
+    gladius_kcp::segment::SegmentHeader {
+        conv,
+        cmd,
+        frg: 0,
+        wnd: 128,
+        ts,
+        sn,
+        una,
+        len: 0,
+    }
+}
+
+/// One encoded KCP segment.
+pub fn kcp_seg(h: gladius_kcp::segment::SegmentHeader, payload: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    gladius_kcp::segment::encode(&h, payload, &mut out);
+    out
+}
+
+/// The wire bytes of one frame.
+pub fn frame_bytes(frame: &gladius_p2p::wire::Frame) -> Vec<u8> {
+    let mut b = bytes::BytesMut::new();
+    frame.encode(&mut b);
+    b.to_vec()
+}
