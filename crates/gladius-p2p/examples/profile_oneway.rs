@@ -1,0 +1,104 @@
+//! A fixed one-way workload for profilers: two nodes on loopback in one
+//! current-thread runtime, `COUNT` messages of `SIZE` bytes from one to the
+//! other, awaited one by one through `broadcast_to`.
+//!
+//! ```text
+//! cargo build --release --example profile_oneway
+//! valgrind --tool=callgrind target/release/examples/profile_oneway [COUNT] [SIZE] [plain]
+//! ```
+//! Instruction counts per message are stable on a noisy machine; wall-clock
+//! figures belong to `gladius bench`.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use gladius_p2p::{async_trait, Config, Message, Network, Plugin, Received, SendFailure};
+use tokio::sync::Notify;
+
+struct Count {
+    received: Arc<AtomicU64>,
+    target: u64,
+    done: Arc<Notify>,
+}
+
+#[async_trait]
+impl Plugin for Count {
+    fn name(&self) -> &str {
+        "count"
+    }
+    async fn new_message(&self, _net: &Network, msg: &Received) {
+        if msg.message().msg_type() == "data"
+            && self.received.fetch_add(1, Ordering::Relaxed) + 1 == self.target
+        {
+            self.done.notify_one();
+        }
+    }
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let count: u64 = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(20_000);
+    let size: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(64);
+    let plaintext = args.get(3).is_some_and(|s| s == "plain");
+    let config = || Config::default().with_plaintext(plaintext);
+    let a = Network::new(config()).expect("config");
+    let b = Network::new(config()).expect("config");
+    let received = Arc::new(AtomicU64::new(0));
+    let done = Arc::new(Notify::new());
+    b.register_plugin(Count {
+        received: received.clone(),
+        target: count,
+        done: done.clone(),
+    })
+    .await
+    .expect("register");
+    a.listen("127.0.0.1:0").await.expect("listen");
+    let b_addr = b.listen("127.0.0.1:0").await.expect("listen");
+    a.add(b_addr).await.expect("add");
+    a.request(
+        Message::new("ping", "x").expect("valid"),
+        b_addr,
+        Duration::from_secs(30),
+    )
+    .await
+    .ok();
+    let body = bytes::Bytes::from(vec![7u8; size]);
+    let start = Instant::now();
+    let mut sent = 0;
+    let mut full = 0u64;
+    while sent < count {
+        let msg = Message::new("data", body.clone()).expect("valid");
+        let report = a.broadcast_to(msg, &[b_addr]).await.expect("send");
+        if report
+            .failed
+            .iter()
+            .any(|(_, f)| *f == SendFailure::QueueFull)
+        {
+            full += 1;
+            tokio::time::sleep(Duration::from_micros(200)).await;
+            continue;
+        }
+        sent += 1;
+    }
+    tokio::time::timeout(Duration::from_secs(600), done.notified())
+        .await
+        .expect("all delivered");
+    let secs = start.elapsed().as_secs_f64();
+    println!(
+        "{count} x {size} B {}: {:.0} msg/s, {:.1} MB/s, {full} queue-full retries",
+        if plaintext { "plaintext" } else { "encrypted" },
+        count as f64 / secs,
+        count as f64 * size as f64 / secs / 1e6
+    );
+    let state = a.network_state().await.expect("state");
+    if let Some(p) = state.peers.first() {
+        println!(
+            "sender: {} datagrams out, {} retransmits, {} messages out",
+            state.counters.datagrams_out, p.retransmits, p.messages_out
+        );
+    }
+    a.close().await.ok();
+    b.close().await.ok();
+}
