@@ -103,6 +103,8 @@ pub(crate) struct SessionStats {
     pub(crate) bytes_out: u64,
     pub(crate) messages_in: u64,
     pub(crate) messages_out: u64,
+    /// KCP segments sent again (timeout or fast resend).
+    pub(crate) retransmits: u64,
 }
 
 /// One session. See the module docs.
@@ -190,7 +192,11 @@ impl Session {
         self.peer_instance
     }
     pub(crate) fn stats(&self) -> SessionStats {
-        self.stats
+        let kcp = self.kcp.stats();
+        SessionStats {
+            retransmits: kcp.timeout_retransmits + kcp.fast_retransmits,
+            ..self.stats
+        }
     }
     pub(crate) fn rtt_ms(&self) -> Option<u32> {
         self.kcp.srtt_ms()

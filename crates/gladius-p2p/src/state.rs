@@ -89,6 +89,10 @@ pub struct PeerState {
     pub messages_in: u64,
     /// Messages (and requests and replies) queued to the peer.
     pub messages_out: u64,
+    /// KCP segments sent again because they were lost or their
+    /// acknowledgement was late (timeout and fast resend).
+    #[serde(default)]
+    pub retransmits: u64,
     /// Milliseconds since the last valid datagram from the peer.
     pub last_seen_ms_ago: Option<u64>,
     /// Bytes waiting for the peer: queued plus unacknowledged.

@@ -10,13 +10,12 @@
 //! once and never sends on its own timer, so a spoofed `Init` earns one
 //! `Response` and no more.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
 
-use super::{Driver, TimerKey};
+use super::{Driver, HashMap, TimerKey};
 use crate::crypto::packet::{random_index, CookiePacket, RejectPacket};
 use crate::crypto::{
     self, ChannelError, CookieJar, Established, HandshakeError, HandshakePayload, Identity,
@@ -58,7 +57,7 @@ impl CryptoState {
     pub(crate) fn new(identity: Identity) -> Self {
         Self {
             identity,
-            half_open: HashMap::new(),
+            half_open: HashMap::default(),
             cookies: CookieJar::new(),
         }
     }

@@ -322,6 +322,7 @@ impl Driver {
         peer.past.bytes_out += s.bytes_out;
         peer.past.messages_in += s.messages_in;
         peer.past.messages_out += s.messages_out;
+        peer.past.retransmits += s.retransmits;
         peer.last_seen = session.last_recv().or(peer.last_seen);
         true
     }
