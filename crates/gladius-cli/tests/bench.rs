@@ -99,14 +99,10 @@ fn required(scenario: &str, library: &str) -> &'static [&'static str] {
             "udp_deliveries_per_s",
             "ratio",
         ],
-        ("scale", _) => &[
-            "nodes",
-            "sessions",
-            "connect_ms",
-            "rss_bytes",
-            "rss_per_node_bytes",
-            "rss_per_session_bytes",
-        ],
+        // Per-node and per-session memory are differences and may be 0 for
+        // a handful of nodes (the allocator reuses freed memory): checked
+        // separately.
+        ("scale", _) => &["nodes", "sessions", "connect_ms", "rss_bytes"],
         ("loss", _) => &[
             "loss_percent",
             "size",
@@ -123,10 +119,9 @@ fn required(scenario: &str, library: &str) -> &'static [&'static str] {
 
 #[test]
 fn quick_json_run_is_complete_and_well_formed() {
-    // Scale with the minimum-ish node count and a short idle window keeps
-    // the unoptimized test build well inside the time limit.
-    let (code, stdout, stderr) =
-        bench(&["--quick", "--json", "--nodes", "20", "--idle-secs", "0.5"]);
+    // Exactly what the issue asks to work from a fresh clone (about 20 s in
+    // the test build).
+    let (code, stdout, stderr) = bench(&["--quick", "--json"]);
     assert_eq!(code, Some(0), "stderr:\n{stderr}\nstdout:\n{stdout}");
     let mut seen = std::collections::BTreeSet::new();
     for line in stdout.lines() {
@@ -144,8 +139,14 @@ fn quick_json_run_is_complete_and_well_formed() {
             assert_eq!(q.len(), 99, "{line}");
         }
         if scenario == "scale" {
-            let cpu = v["idle_cpu_percent"].as_f64().expect("idle_cpu_percent");
-            assert!(cpu.is_finite() && cpu >= 0.0, "{line}");
+            for key in [
+                "idle_cpu_percent",
+                "rss_per_node_bytes",
+                "rss_per_session_bytes",
+            ] {
+                let x = v[key].as_f64().unwrap_or_else(|| panic!("{key}: {line}"));
+                assert!(x.is_finite() && x >= 0.0, "{line}");
+            }
         }
         if scenario == "loss" {
             assert_eq!(v["delivered"], v["sent"], "{line}");

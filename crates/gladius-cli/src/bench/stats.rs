@@ -55,10 +55,14 @@ pub(super) fn round2(x: f64) -> f64 {
     (x * 100.0).round() / 100.0
 }
 
-/// `a / b` rounded to three decimals; 0 when `b` is not positive.
+/// `a / b` rounded to four significant digits (ratios of message rates
+/// between 1 MiB messages and 1200-byte datagrams are tiny but not 0); 0
+/// when `b` is not positive.
 pub(super) fn ratio(a: f64, b: f64) -> f64 {
-    if b > 0.0 {
-        (a / b * 1000.0).round() / 1000.0
+    let r = a / b;
+    if b > 0.0 && r.is_finite() && r > 0.0 {
+        let scale = 10f64.powi(3 - r.log10().floor() as i32);
+        (r * scale).round() / scale
     } else {
         0.0
     }
@@ -85,5 +89,7 @@ mod tests {
         let s = summarize(&mut []);
         assert_eq!(s.p50_us, 0.0);
         assert_eq!(ratio(1.0, 0.0), 0.0);
+        assert_eq!(ratio(2.0, 3.0), 0.6667);
+        assert_eq!(ratio(1.0, 3000.0), 0.0003333);
     }
 }
