@@ -25,8 +25,7 @@ const DELIVERIES: u64 = 256_000;
 
 /// Run the scenario.
 pub(super) fn run(plan: &Plan, out: &mut Out) -> Result<(), String> {
-    let peer_counts: &[usize] = if plan.quick { &[8, 32] } else { &[8, 32, 128] };
-    for &peers in peer_counts {
+    for &peers in &plan.peers {
         let messages = plan.scaled(DELIVERIES, 1000) / peers as u64;
         progress(format_args!("fanout {peers} peers raw UDP"));
         let blocking = udp::one_way(Api::Blocking, SIZE, messages, peers)?;
@@ -51,8 +50,8 @@ pub(super) fn run(plan: &Plan, out: &mut Out) -> Result<(), String> {
                 "fanout {peers} peers x {messages} gladius {}",
                 mode_name(encrypted)
             ));
-            let (deliveries, secs, retries) = measure(encrypted, peers, messages)?;
-            let per_s = deliveries as f64 / secs.max(1e-9);
+            let f = measure(encrypted, peers, messages)?;
+            let per_s = f.deliveries as f64 / f.secs.max(1e-9);
             out.emit(json!({
                 "scenario": "fanout",
                 "library": "gladius",
@@ -60,11 +59,12 @@ pub(super) fn run(plan: &Plan, out: &mut Out) -> Result<(), String> {
                 "encrypted": encrypted,
                 "peers": peers,
                 "messages": messages,
-                "deliveries": deliveries,
+                "deliveries": f.deliveries,
                 "deliveries_per_s": round2(per_s),
                 "mb_per_s": round2(per_s * SIZE as f64 / 1e6),
-                "retries": retries,
-                "secs": round2(secs),
+                "retries": f.retries,
+                "sender_datagrams_out": f.datagrams_out,
+                "secs": round2(f.secs),
                 "udp_deliveries_per_s": round2(blocking.msgs_per_s()),
                 "udp_tokio_deliveries_per_s": round2(tokio.msgs_per_s()),
                 "ratio": ratio(per_s, blocking.msgs_per_s()),
@@ -75,9 +75,22 @@ pub(super) fn run(plan: &Plan, out: &mut Out) -> Result<(), String> {
     Ok(())
 }
 
-/// Send `messages` messages to `peers` receivers; returns deliveries,
-/// seconds from the first send to the last delivery, and retries.
-fn measure(encrypted: bool, peers: usize, messages: u64) -> Result<(u64, f64, u64), String> {
+/// What one fan-out run measured.
+#[derive(Debug, Clone, Copy)]
+struct Fanned {
+    /// Messages received, over all receivers.
+    deliveries: u64,
+    /// Seconds from the first send to the last delivery.
+    secs: f64,
+    /// Sends to a peer refused with `QueueFull` and retried.
+    retries: u64,
+    /// Datagrams the sending node sent (handshakes and retransmissions
+    /// included).
+    datagrams_out: u64,
+}
+
+/// Send `messages` messages to `peers` receivers.
+fn measure(encrypted: bool, peers: usize, messages: u64) -> Result<Fanned, String> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -116,7 +129,12 @@ fn measure(encrypted: bool, peers: usize, messages: u64) -> Result<(u64, f64, u6
                     retries += node::send_reliably(&net, body.clone(), &addrs).await?;
                 }
                 stats.wait_for(expected, Duration::from_secs(20)).await?;
-                Ok((start, retries))
+                let counters = net
+                    .network_state()
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .counters;
+                Ok((start, retries, counters.datagrams_out))
             },
         )
     };
@@ -139,7 +157,12 @@ fn measure(encrypted: bool, peers: usize, messages: u64) -> Result<(u64, f64, u6
             stats.received()
         ));
     }
-    let (start, retries) = sent?;
+    let (start, retries, datagrams_out) = sent?;
     let secs = stats.last_ns.load(Ordering::Relaxed).saturating_sub(start) as f64 / 1e9;
-    Ok((stats.received(), secs, retries))
+    Ok(Fanned {
+        deliveries: stats.received(),
+        secs,
+        retries,
+        datagrams_out,
+    })
 }

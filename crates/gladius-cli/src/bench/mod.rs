@@ -85,6 +85,10 @@ pub(crate) struct BenchArgs {
     /// [default: 100,500,1000; 100 with --quick].
     #[arg(long = "nodes", value_delimiter = ',', value_name = "N")]
     nodes: Vec<usize>,
+    /// Peer counts of the fanout scenario (repeatable or comma-separated)
+    /// [default: 8,32,128; 8,32 with --quick].
+    #[arg(long = "peers", value_delimiter = ',', value_name = "N")]
+    peers: Vec<usize>,
     /// Idle window of the scale scenario in seconds [default: 5; 2 with
     /// --quick].
     #[arg(long, value_name = "SECS")]
@@ -99,6 +103,7 @@ pub(crate) struct Plan {
     rounds: usize,
     warmup: usize,
     nodes: Vec<usize>,
+    peers: Vec<usize>,
     idle_secs: f64,
 }
 
@@ -117,8 +122,16 @@ impl Plan {
         } else {
             vec![100, 500, 1000]
         };
+        let peers = if !args.peers.is_empty() {
+            args.peers.iter().map(|&p| p.max(1)).collect()
+        } else if quick {
+            vec![8, 32]
+        } else {
+            vec![8, 32, 128]
+        };
         Self {
             quick,
+            peers,
             modes,
             rounds: args
                 .rounds

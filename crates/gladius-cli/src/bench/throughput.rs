@@ -40,6 +40,10 @@ struct Stream {
     secs: f64,
     /// Sends refused with `QueueFull` and retried.
     retries: u64,
+    /// Datagrams the sending node sent (handshake included).
+    datagrams_out: u64,
+    /// Datagrams the sending node received (mostly acknowledgements).
+    datagrams_in: u64,
 }
 
 impl Stream {
@@ -96,6 +100,8 @@ pub(super) fn run(plan: &Plan, out: &mut Out) -> Result<(), String> {
                 "msgs_per_s": s.msgs_per_s(),
                 "mb_per_s": s.mb_per_s(),
                 "retries": s.retries,
+                "sender_datagrams_out": s.datagrams_out,
+                "sender_datagrams_in": s.datagrams_in,
                 "secs": round2(s.secs),
                 "udp_size": udp_size,
                 "udp_msgs_per_s": round2(udp_msgs),
@@ -128,7 +134,17 @@ fn stream(encrypted: bool, size: usize, count: u64) -> Result<Stream, String> {
                 retries += node::send_reliably(&net, body.clone(), &[peer]).await?;
             }
             stats.wait_for(count, Duration::from_secs(20)).await?;
-            Ok((start, retries))
+            let counters = net
+                .network_state()
+                .await
+                .map_err(|e| e.to_string())?
+                .counters;
+            Ok((
+                start,
+                retries,
+                counters.datagrams_out,
+                counters.datagrams_in,
+            ))
         })
     };
     let dropped = server.stop()?;
@@ -138,11 +154,13 @@ fn stream(encrypted: bool, size: usize, count: u64) -> Result<Stream, String> {
             stats.received()
         ));
     }
-    let (start, retries) = sent?;
+    let (start, retries, datagrams_out, datagrams_in) = sent?;
     Ok(Stream {
         messages: stats.received(),
         bytes: stats.bytes.load(Ordering::Relaxed),
         secs: stats.last_ns.load(Ordering::Relaxed).saturating_sub(start) as f64 / 1e9,
         retries,
+        datagrams_out,
+        datagrams_in,
     })
 }
