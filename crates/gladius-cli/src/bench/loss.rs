@@ -34,17 +34,14 @@ const SEED: u64 = 6;
 
 /// Run the scenario.
 pub(super) fn run(plan: &Plan, out: &mut Out) -> Result<(), String> {
-    let rates: &[f64] = if plan.quick {
-        &[5.0]
-    } else {
-        &[1.0, 5.0, 20.0]
-    };
+    // Whole percents, so `loss_percent` is an integer in the JSON.
+    let rates: &[u32] = if plan.quick { &[5] } else { &[1, 5, 20] };
     let saturated = plan.scaled(SATURATED, 1000);
     let paced = plan.scaled(PACED, 200);
     for &percent in rates {
         for &encrypted in &plan.modes {
             progress(format_args!("loss {percent}% {}", mode_name(encrypted)));
-            let r = measure(encrypted, percent / 100.0, saturated, paced)?;
+            let r = measure(encrypted, f64::from(percent) / 100.0, saturated, paced)?;
             let sent = saturated + paced;
             let ok = r.delivered == sent && r.duplicates == 0 && r.dropped_events == 0;
             if !ok {
