@@ -1,0 +1,127 @@
+//! `rtt`: sequential request/reply round trips between two nodes, each on
+//! its own thread and runtime: `Network::request` answered by a plugin
+//! calling `Network::reply`. Baseline: raw UDP ping-pong.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use gladius_p2p::Message;
+use serde_json::{json, Value};
+
+use super::node::{self, Link, Server, SinkStats, BENCH_TYPE};
+use super::stats::{ratio, round2, summarize, Summary};
+use super::udp::{self, Api};
+use super::{mode_name, progress, Out, Plan};
+
+/// Body sizes measured.
+const SIZES: [usize; 2] = [64, 1024];
+
+/// Run the scenario.
+pub(super) fn run(plan: &Plan, out: &mut Out) -> Result<(), String> {
+    for size in SIZES {
+        progress(format_args!("rtt {size} B raw UDP"));
+        let blocking = summarize(&mut udp::ping_pong(
+            Api::Blocking,
+            size,
+            plan.warmup,
+            plan.rounds,
+        )?);
+        let tokio = summarize(&mut udp::ping_pong(
+            Api::Tokio,
+            size,
+            plan.warmup,
+            plan.rounds,
+        )?);
+        for (api, s) in [(Api::Blocking, &blocking), (Api::Tokio, &tokio)] {
+            let mut line = line("raw-udp", size, false, s);
+            line["udp_api"] = api.name().into();
+            out.emit(line);
+        }
+        for &encrypted in &plan.modes {
+            progress(format_args!(
+                "rtt {size} B gladius {}",
+                mode_name(encrypted)
+            ));
+            let ours = summarize(&mut measure(encrypted, size, plan.warmup, plan.rounds)?);
+            let mut line = line("gladius", size, encrypted, &ours);
+            let extra = json!({
+                "udp_p50_us": blocking.p50_us,
+                "udp_p99_us": blocking.p99_us,
+                "udp_rtt_per_s": per_s(&blocking),
+                "udp_tokio_p50_us": tokio.p50_us,
+                "udp_tokio_p99_us": tokio.p99_us,
+                "udp_tokio_rtt_per_s": per_s(&tokio),
+                "ratio_p50": ratio(ours.p50_us, blocking.p50_us),
+                "ratio_p99": ratio(ours.p99_us, blocking.p99_us),
+                "ratio_p50_tokio": ratio(ours.p50_us, tokio.p50_us),
+            });
+            if let (Some(l), Value::Object(e)) = (line.as_object_mut(), extra) {
+                l.extend(e);
+            }
+            out.emit(line);
+        }
+    }
+    Ok(())
+}
+
+/// Round trips per second of a sequential run: 1 / mean round trip.
+fn per_s(s: &Summary) -> f64 {
+    if s.mean_us > 0.0 {
+        round2(1e6 / s.mean_us)
+    } else {
+        0.0
+    }
+}
+
+/// The common keys of an rtt line.
+fn line(library: &str, size: usize, encrypted: bool, s: &Summary) -> Value {
+    json!({
+        "scenario": "rtt",
+        "library": library,
+        "size": size,
+        "encrypted": encrypted,
+        "round_trips": s.n,
+        "p50_us": s.p50_us,
+        "p90_us": s.p90_us,
+        "p99_us": s.p99_us,
+        "max_us": s.max_us,
+        "mean_us": s.mean_us,
+        "rtt_per_s": per_s(s),
+        "quantiles_us": s.quantiles_us,
+    })
+}
+
+/// `warmup + rounds` requests of `size` bytes; the last `rounds` round-trip
+/// times in ns.
+fn measure(encrypted: bool, size: usize, warmup: usize, rounds: usize) -> Result<Vec<u64>, String> {
+    let server = Server::start(
+        node::config(encrypted),
+        Link::Udp,
+        Arc::new(SinkStats::default()),
+    )?;
+    let peer = server.addr;
+    let samples = node::client(node::config(encrypted), Link::Udp, move |net| async move {
+        node::connect(&net, &[peer], Duration::from_secs(10)).await?;
+        let body = Bytes::from(vec![7u8; size]);
+        let mut samples = Vec::with_capacity(rounds);
+        for i in 0..warmup + rounds {
+            let msg = Message::new(BENCH_TYPE, body.clone()).map_err(|e| e.to_string())?;
+            let t = Instant::now();
+            let reply = net
+                .request(msg, peer, Duration::from_secs(5))
+                .await
+                .map_err(|e| format!("request: {e}"))?;
+            let ns = t.elapsed().as_nanos() as u64;
+            if reply.message().body().len() != size {
+                return Err("the reply's body differs from the request's".into());
+            }
+            if i >= warmup {
+                samples.push(ns);
+            }
+        }
+        Ok(samples)
+    })?;
+    server.stop()?;
+    Ok(samples)
+}
