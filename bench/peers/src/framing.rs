@@ -32,7 +32,9 @@ fn frame(size: usize) -> Result<Vec<u8>> {
 /// Reads one frame into `body`; returns its length (0 = end of scenario).
 async fn read_frame<R: AsyncRead + Unpin>(r: &mut R, body: &mut Vec<u8>) -> Result<usize> {
     let mut len = [0u8; 4];
-    r.read_exact(&mut len).await.context("reading frame length")?;
+    r.read_exact(&mut len)
+        .await
+        .context("reading frame length")?;
     let len = u32::from_be_bytes(len) as usize;
     if len > 64 * 1024 * 1024 {
         bail!("frame of {len} bytes: stream out of sync");

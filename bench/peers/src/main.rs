@@ -94,7 +94,8 @@ impl Options {
         };
         let mut args = std::env::args().skip(1);
         while let Some(arg) = args.next() {
-            let mut value = |name: &str| args.next().with_context(|| format!("{name} needs a value"));
+            let mut value =
+                |name: &str| args.next().with_context(|| format!("{name} needs a value"));
             match arg.as_str() {
                 "--json" => opts.json = true,
                 "--quick" => {
@@ -148,7 +149,10 @@ impl Job {
     /// The `mode` field.
     fn mode(self) -> &'static str {
         match self {
-            Job::RttStream { .. } | Job::Throughput { coalesce: false, .. } => "stream",
+            Job::RttStream { .. }
+            | Job::Throughput {
+                coalesce: false, ..
+            } => "stream",
             Job::Throughput { coalesce: true, .. } => "stream-coalesced",
             Job::RttRequestResponse { .. } => "request-response",
         }
@@ -287,11 +291,9 @@ async fn server(
     }
     let mut endpoint = transports::listen(transport, addr_tx).await?;
     let out = match job {
-        Job::Throughput { .. } => {
-            framing::throughput_receiver(&mut endpoint.stream)
-                .await
-                .map(ServerOut::Received)
-        }
+        Job::Throughput { .. } => framing::throughput_receiver(&mut endpoint.stream)
+            .await
+            .map(ServerOut::Received),
         _ => framing::rtt_server(&mut endpoint.stream)
             .await
             .map(|()| ServerOut::Echoed),
@@ -326,9 +328,14 @@ async fn client(
                 .await
                 .map(ClientOut::Sent)
         }
-        _ => framing::rtt_client(&mut endpoint.stream, job.size(), opts.warmup, opts.round_trips)
-            .await
-            .map(|(samples, wall)| ClientOut::Rtt(samples, wall)),
+        _ => framing::rtt_client(
+            &mut endpoint.stream,
+            job.size(),
+            opts.warmup,
+            opts.round_trips,
+        )
+        .await
+        .map(|(samples, wall)| ClientOut::Rtt(samples, wall)),
     };
     if out.is_ok() {
         rendezvous(&barrier).await;
