@@ -512,3 +512,58 @@ fn main() -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Tiny parameters: a smoke test of every path, not a measurement.
+    fn tiny() -> Options {
+        Options {
+            json: true,
+            warmup: 5,
+            round_trips: 50,
+            duration: Duration::from_millis(100),
+            only: None,
+        }
+    }
+
+    #[test]
+    fn every_transport_and_mode_completes() {
+        let opts = tiny();
+        let cases = [
+            (Transport::Libp2pTcp, Job::RttStream { size: 64 }),
+            (Transport::Libp2pQuic, Job::RttRequestResponse { size: 64 }),
+            (Transport::Kcp, Job::RttStream { size: 1024 }),
+            (
+                Transport::Libp2pTcp,
+                Job::Throughput {
+                    size: 1024,
+                    coalesce: true,
+                },
+            ),
+            (
+                Transport::Kcp,
+                Job::Throughput {
+                    size: 1024 * 1024,
+                    coalesce: false,
+                },
+            ),
+        ];
+        for (transport, job) in cases {
+            let row = run_point(transport, job, &opts)
+                .unwrap_or_else(|e| panic!("{transport:?} {job:?}: {e:#}"));
+            match row {
+                Row::Rtt(r) => {
+                    assert_eq!(r.round_trips, 50);
+                    assert_eq!(r.quantiles_us.len(), 99);
+                    assert!(r.p50_us > 0.0 && r.p50_us <= r.p99_us);
+                }
+                Row::Throughput(r) => {
+                    assert!(r.messages > 0);
+                    assert!(r.mb_per_s > 0.0);
+                }
+            }
+        }
+    }
+}
