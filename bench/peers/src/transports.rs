@@ -3,9 +3,9 @@
 //!
 //! - rust-libp2p: `SwarmBuilder` with TCP (`TCP_NODELAY` on, the default,
 //!   set explicitly) + Noise + Yamux, or QUIC; one stream of a custom
-//!   protocol through `libp2p-stream`. Yamux 0.13 exposes no window setting
-//!   in `libp2p-yamux` any more: its receive window grows by itself (auto
-//!   tuning), so the defaults are used.
+//!   protocol through `libp2p-stream`. `libp2p-yamux` exposes no window setting
+//!   any more (yamux 0.14: stream receive windows grow by themselves (auto
+//!   tuning) up to a 1 GiB connection window), so the defaults are used.
 //! - tokio_kcp: `KcpNoDelayConfig::fastest()` (nodelay, 10 ms interval, fast
 //!   resend 2, no congestion control), flush on write and on ACK input,
 //!   stream mode, 1024-segment windows, and 4 MiB UDP socket buffers (as
