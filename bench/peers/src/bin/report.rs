@@ -10,8 +10,10 @@
 //! - `rtt_cdf_64.svg`, `rtt_cdf_1024.svg`: latency distribution of the 64 B
 //!   and 1 KiB round trips, from the 99 values of `quantiles_us`;
 //! - `tables.md`: one markdown table per scenario, rows = library, mode,
-//!   encryption, size; columns = every scalar figure found. Unknown
-//!   scenarios and fields are tabulated the same generic way.
+//!   encryption, size; columns = every scalar figure found, and the range
+//!   (min–max) of arrays named `*_runs` (the figure of every run of a
+//!   repeated point). Unknown scenarios and fields are tabulated the same
+//!   generic way; other arrays and objects are listed as not tabulated.
 //!
 //! ```text
 //! cargo run --release --manifest-path bench/peers/Cargo.toml --bin report -- bench/results/*.jsonl --out bench/results
@@ -191,6 +193,17 @@ fn cell(key: &str, v: &Value) -> Option<String> {
             (None, Some(x)) => format!("{x:.2}"),
             (None, None) => n.to_string(),
         },
+        // The figure of every run of a repeated point: shown as its range.
+        Value::Array(runs) if key.ends_with("_runs") => {
+            let xs: Vec<f64> = runs.iter().filter_map(Value::as_f64).collect();
+            let lo = xs.iter().copied().fold(f64::INFINITY, f64::min);
+            let hi = xs.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            if xs.is_empty() {
+                return None;
+            }
+            let fmt = |x: f64| cell("", &serde_json::json!(x)).unwrap_or_default();
+            format!("{}–{}", fmt(lo), fmt(hi))
+        }
         Value::Array(_) | Value::Object(_) => return None,
     })
 }
@@ -254,7 +267,7 @@ fn tables(records: &[Record]) -> String {
                 if KEY_FIELDS.contains(&k.as_str()) || columns.contains(k) {
                     continue;
                 }
-                if matches!(v, Value::Array(_) | Value::Object(_)) {
+                if matches!(v, Value::Array(_) | Value::Object(_)) && cell(k, v).is_none() {
                     skipped.insert(k.clone());
                 } else {
                     columns.push(k.clone());
@@ -611,6 +624,10 @@ mod tests {
         assert!(md.contains("### scale"));
         assert!(md.contains("| gladius | 16 | 250 |"));
         assert!(md.contains("(not tabulated: quantiles_us)"));
+        let repeated = vec![record(
+            r#"{"scenario":"rtt","library":"x","p50_us":20.5,"p50_us_runs":[20.5,61.0,21.0]}"#,
+        )];
+        assert!(tables(&repeated).contains("| x | 20.5 | 20.5–61.0 |"));
     }
 
     #[test]
