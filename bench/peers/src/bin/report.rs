@@ -486,7 +486,12 @@ fn plot_cdf(path: &Path, size: u64, series: &[Series]) -> Result<bool> {
         .margin(15)
         .x_label_area_size(45)
         .y_label_area_size(60)
-        .build_cartesian_2d((x0 / 1.3..x1 * 1.3).log_scale(), 0.0..100.0)
+        .build_cartesian_2d(
+            (x0 / 1.3..x1 * 1.3)
+                .log_scale()
+                .with_key_points(one_two_five(x0 / 1.3, x1 * 1.3)),
+            0.0..100.0,
+        )
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     chart
         .configure_mesh()
@@ -500,6 +505,22 @@ fn plot_cdf(path: &Path, size: u64, series: &[Series]) -> Result<bool> {
     draw_legend(&legend, series)?;
     root.present().map_err(|e| anyhow::anyhow!("{e}"))?;
     Ok(true)
+}
+
+/// Axis ticks 1, 2, 5, 10, 20, 50, ... between `lo` and `hi`.
+fn one_two_five(lo: f64, hi: f64) -> Vec<f64> {
+    let mut ticks = Vec::new();
+    let mut decade = 10f64.powf(lo.max(1e-3).log10().floor());
+    while decade <= hi {
+        for m in [1.0, 2.0, 5.0] {
+            let t = decade * m;
+            if t >= lo && t <= hi {
+                ticks.push(t);
+            }
+        }
+        decade *= 10.0;
+    }
+    ticks
 }
 
 /// The CDF points (latency µs, percentile) of one rtt record.
@@ -628,6 +649,11 @@ mod tests {
             r#"{"scenario":"rtt","library":"x","p50_us":20.5,"p50_us_runs":[20.5,61.0,21.0]}"#,
         )];
         assert!(tables(&repeated).contains("| x | 20.5 | 20.5–61.0 |"));
+    }
+
+    #[test]
+    fn cdf_ticks_are_one_two_five() {
+        assert_eq!(one_two_five(15.0, 450.0), vec![20.0, 50.0, 100.0, 200.0]);
     }
 
     #[test]
