@@ -174,6 +174,7 @@ class Node:
 
     def start(self):
         self.incarnation += 1
+        self.started_at = time.monotonic()
         args = ["ip", "netns", "exec", self.net.ns[self.i], BIN, "node",
                 "--listen", self.addr, "--data-dir", self.datadir]
         for p in self.peers:
@@ -422,9 +423,9 @@ class Traffic:
             out.append((t, s, int(q), float(ts), frm))
         return out
 
-    def expected(self, receiver_addr):
+    def expected(self, receiver_addr, since=0.0):
         with self.lock:
-            return {k for k, (t, q, _) in self.sent.items() if receiver_addr in q}
+            return {k for k, (t, q, _) in self.sent.items() if receiver_addr in q and t >= since}
 
     def account(self, receivers, strict_order=True):
         """Per receiver: delivered, missing, duplicated, reordered, latencies."""
@@ -432,7 +433,7 @@ class Traffic:
                "reordered": 0, "unexpected": 0, "lat": []}
         for r in receivers:
             got = self.received(r, self.mtype)
-            exp = self.expected(r.addr)
+            exp = self.expected(r.addr, since=r.started_at)
             seen = {}
             last = {}
             for t, s, q, ts, frm in got:
@@ -718,9 +719,17 @@ def churn_rounds(cl, c, rounds, tr, fig, down_long=12, rng=random.Random(7)):
         c.check(rejoin is not None, f"round {r + 1}: {victim.name} did not reconnect in 45s")
         c.check(sig is not None, f"round {r + 1}: {victim.name} signed state not caught up in 45s")
         # Is it writable again on the live side (will their broadcasts reach it)?
-        time.sleep(2)
-        rec["writable_on_live"] = sum(victim.addr in n.connected_writable()[1] for n in live)
+        t_w = time.monotonic()
+        while True:
+            rec["writable_on_live"] = sum(victim.addr in n.connected_writable()[1] for n in live)
+            if rec["writable_on_live"] == len(live) or time.monotonic() - t_w > 10:
+                break
+            time.sleep(0.5)
         rec["live"] = len(live)
+        c.check(rec["writable_on_live"] == len(live),
+                f"round {r + 1} ({rec['kind']}): restarted {victim.name} is writable on only "
+                f"{rec['writable_on_live']}/{len(live)} live nodes 10s after rejoining (their "
+                f"broadcasts skip it)")
         fig["rounds"].append(rec)
         log(f"churn round {r + 1}: {rec}")
 
@@ -791,6 +800,12 @@ def hostile_main(args):
             s = socks[i % len(socks)]
             try:
                 k = i % 8
+                if args.mix == "init":
+                    k = 0
+                elif args.mix == "garbage":
+                    k = 5
+                elif args.mix == "replay":
+                    k = 6 + (i & 1)
                 if k < 5:  # Init flood: 56-byte Init, random index (not reserved) and e
                     idx = bytearray(os.urandom(4))
                     if 81 <= idx[0] <= 84:
@@ -909,12 +924,22 @@ class EchoLoad:
         return lat_summary([l for t, l, p in self.done if t0 <= t < t1 and p == paced])
 
 
+def cpu_ticks(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            w = f.read().rsplit(")", 1)[1].split()
+        return int(w[11]) + int(w[12])  # utime + stime
+    except OSError:
+        return 0
+
+
 def scenario_hostile(workdir, phase=6, flood=24, pace=300, min_paced=0.8, min_capacity=0.05,
-                     rss_factor=2.0, rss_slack_mib=64, ports=2048):
+                     rss_factor=2.0, rss_slack_mib=64, ports=2048, mix="all"):
     """5. One namespace sends garbage, replays and an Init flood at a node;
     its memory stays bounded and legitimate traffic keeps flowing."""
     c = Checks("5-hostile")
-    fig = {"flood_s": flood, "paced_offered_per_s": pace, "attacker_source_ports": ports}
+    fig = {"flood_s": flood, "paced_offered_per_s": pace, "attacker_source_ports": ports,
+           "mix": mix}
     with Cluster(3, "s5", workdir, run=[0, 1]) as cl:  # host 3: the attacker, no node
         target, legit = cl.nodes
         cl.wait_mesh(nodes=[target, legit])
@@ -954,9 +979,10 @@ def scenario_hostile(workdir, phase=6, flood=24, pace=300, min_paced=0.8, min_ca
         hp = subprocess.Popen(["ip", "netns", "exec", cl.net.ns[2], sys.executable,
                                os.path.abspath(__file__), "hostile", "--target",
                                cl.net.ip(0), "--src", cl.net.ip(2), "--capture", capfile,
-                               "--duration", str(flood), "--ports", str(ports)],
+                               "--duration", str(flood), "--ports", str(ports), "--mix", mix],
                               stdout=subprocess.PIPE, text=True)
         t_f0 = time.monotonic()
+        cpu0 = cpu_ticks(target.pid)
         half_open = []
         stop_ho = threading.Event()
 
@@ -973,6 +999,9 @@ def scenario_hostile(workdir, phase=6, flood=24, pace=300, min_paced=0.8, min_ca
         time.sleep(2)  # let the flood ramp up before measuring
         measure("during")
         hp.wait()
+        cpu1 = cpu_ticks(target.pid)
+        fig["target_cpu_pct_during"] = round(
+            100 * (cpu1 - cpu0) / os.sysconf("SC_CLK_TCK") / (time.monotonic() - t_f0))
         stop_ho.set()
         tho.join()
         t_f1 = time.monotonic()
@@ -1108,6 +1137,12 @@ SCENARIOS = {
     "3": ("partition 4|4 for 20 s, heal", scenario_partition),
     "4": ("churn: kill -9 and restart", scenario_churn),
     "5": ("hostile host", scenario_hostile),
+    # Not in the CI set: the hostile inputs one kind at a time, for the docs.
+    "5init": ("hostile host, Init flood only", lambda w: scenario_hostile(w, mix="init")),
+    "5garbage": ("hostile host, garbage only", lambda w: scenario_hostile(w, mix="garbage")),
+    "5replay": ("hostile host, replays only", lambda w: scenario_hostile(w, mix="replay")),
+    "5ports512": ("hostile host, 512 source ports",
+                  lambda w: scenario_hostile(w, ports=512)),
 }
 
 
@@ -1117,6 +1152,10 @@ def main():
     r = sub.add_parser("run", help="run scenarios")
     r.add_argument("scenarios", nargs="*", default=["1", "2", "3", "5"])
     r.add_argument("--out", help="write the JSON summary here too")
+    r.add_argument("--xfail", action="append", default=[], metavar="SCENARIO",
+                   help="a scenario known to fail (a library bug): its failure is reported "
+                        "loudly but does not fail the run; if it passes, the run fails "
+                        "(XPASS) so the marker gets removed")
     s = sub.add_parser("soak", help="churn + loss for --duration seconds")
     s.add_argument("--duration", type=float, default=600)
     s.add_argument("--out")
@@ -1126,6 +1165,7 @@ def main():
     h.add_argument("--capture")
     h.add_argument("--duration", type=float)
     h.add_argument("--ports", type=int, default=512)
+    h.add_argument("--mix", default="all", choices=["all", "init", "garbage", "replay"])
     args = ap.parse_args()
     if args.cmd == "hostile":
         return hostile_main(args)
@@ -1152,9 +1192,21 @@ def main():
             fig["seconds"] = round(time.monotonic() - t, 1)
             fig["passed"] = not fails
             fig["failures"] = fails
-            ok &= not fails
+            xfail = key in getattr(args, "xfail", [])
+            if xfail:
+                fig["xfail"] = True
+                verdict = "XFAIL (known library bug, see docs/reliability.md)" if fails \
+                    else "XPASS (marked --xfail but passed: remove the marker)"
+                ok &= bool(fails)
+                if fails:
+                    log("!" * 70)
+                    log(f"!!! scenario {key} FAILED AS EXPECTED (--xfail {key}): " + "; ".join(fails))
+                    log("!" * 70)
+            else:
+                verdict = "PASS" if not fails else "FAIL"
+                ok &= not fails
             results["scenarios"][key] = fig
-            log(f"=== scenario {key}: {'PASS' if not fails else 'FAIL'} in {fig['seconds']}s: "
+            log(f"=== scenario {key}: {verdict} in {fig['seconds']}s: "
                 + json.dumps({k: v for k, v in fig.items() if k not in ('counters', 'rss_kib_series')}))
     finally:
         for cl in list(CLEANUP):
