@@ -664,11 +664,11 @@ def scenario_partition(workdir, hosts=8, seconds=20, bound=60, one_way=False):
     return c, fig
 
 
-def churn_rounds(cl, c, rounds, tr, fig, down_long=12, rng=random.Random(7)):
+def churn_rounds(cl, c, rounds, tr, fig, down_long=12, rng=random.Random(7), first=0):
     """Kill -9 and restart nodes (same data dir, same identity) while `tr`
     sends; appends per-round figures to fig["rounds"]."""
     fig.setdefault("rounds", [])
-    for r in range(rounds):
+    for r in range(first, first + rounds):
         victim = cl.nodes[1 + rng.randrange(len(cl.nodes) - 1)]
         live = [n for n in cl.nodes if n is not victim and n.alive()]
         long = (r % 2 == 0)
@@ -1094,9 +1094,8 @@ def soak(workdir, duration, hosts=6, loss=10, rate=5.0, churn_every=30):
                 next_rss += 30
             if now >= next_churn and now - t0 < duration - 40:
                 sub = {}
-                churn_rounds(cl, c, 1, tr, sub, rng=rng)
+                churn_rounds(cl, c, 1, tr, sub, rng=rng, first=kills)
                 rec = sub["rounds"][0]
-                rec["kind"] = rec["kind"]
                 rounds.setdefault("list", []).append(rec)
                 kills += 1
                 next_churn = time.monotonic() + churn_every
