@@ -468,6 +468,13 @@ def lat_summary(lat):
             "max_ms": round(max(lat), 1) if lat else None}
 
 
+def rss_range(nodes):
+    """[min, max] VmRSS (KiB) over the running nodes, now."""
+    xs = [n.rss() for n in nodes if n.alive()]
+    xs = [x for x in xs if x]
+    return [min(xs), max(xs)] if xs else None
+
+
 def counters(nodes):
     tot = {}
     for n in nodes:
@@ -493,6 +500,7 @@ def scenario_loss_mesh(workdir, hosts=8, loss=10, count=100, rate=10.0):
     fig = {"hosts": hosts, "loss_pct": loss, "messages_per_sender": count, "rate_per_sender": rate}
     with Cluster(hosts, "s1", workdir) as cl:
         fig["mesh_s"] = round(cl.wait_mesh(), 1)
+        fig["rss_kib_start"] = rss_range(cl.nodes)
         for i in range(hosts):
             cl.net.rules(i, [cl.net.loss(i, loss)])
         tr = Traffic(cl.nodes)
@@ -515,6 +523,7 @@ def scenario_loss_mesh(workdir, hosts=8, loss=10, count=100, rate=10.0):
                                         "reordered")})
         fig.update(lat_summary(acc["lat"]))
         fig["counters"] = counters(cl.nodes)
+        fig["rss_kib_end"] = rss_range(cl.nodes)
     return c, fig
 
 
@@ -525,6 +534,7 @@ def scenario_lossy_host(workdir, hosts=5, loss=30, duration=30, rate=10.0):
     fig = {"hosts": hosts, "loss_pct": loss, "duration_s": duration}
     with Cluster(hosts, "s2", workdir) as cl:
         cl.wait_mesh()
+        fig["rss_kib_start"] = rss_range(cl.nodes)
         bad = cl.nodes[0]
         cl.net.rules(0, [cl.net.loss(0, loss)])
         for i in range(1, hosts):
@@ -565,6 +575,7 @@ def scenario_lossy_host(workdir, hosts=5, loss=30, duration=30, rate=10.0):
         fig["lossy_host_rtt_ms"] = {
             p["addr"]: p["rtt_ms"] for p in bad.state()["network"]["peers"]}
         fig["counters"] = counters(cl.nodes)
+        fig["rss_kib_end"] = rss_range(cl.nodes)
     return c, fig
 
 
@@ -585,6 +596,7 @@ def scenario_partition(workdir, hosts=8, seconds=20, bound=60, one_way=False):
     fig = {"hosts": hosts, "partition_s": seconds, "bound_s": bound}
     with Cluster(hosts, "s3", workdir, topology="seed") as cl:
         fig["discovery_initial_s"] = round(cl.wait_mesh(timeout=60), 1)
+        fig["rss_kib_start"] = rss_range(cl.nodes)
         for n in cl.nodes:
             n.cmd({"cmd": "set", "field": "name", "value": f"{n.name}-v1"})
         t0 = time.monotonic()
@@ -689,6 +701,7 @@ def scenario_partition(workdir, hosts=8, seconds=20, bound=60, one_way=False):
                 f"signed state did not converge within {bound}s of healing "
                 f"(entries per node: {fig.get('signed_entries_at_bound')})")
         fig["counters"] = counters(cl.nodes)
+        fig["rss_kib_end"] = rss_range(cl.nodes)
     return c, fig
 
 
@@ -768,6 +781,7 @@ def scenario_churn(workdir, hosts=6, rounds=4, rate=5.0):
     fig = {"hosts": hosts}
     with Cluster(hosts, "s4", workdir) as cl:
         cl.wait_mesh()
+        fig["rss_kib_start"] = rss_range(cl.nodes)
         for n in cl.nodes:
             n.cmd({"cmd": "set", "field": "name", "value": n.name})
         tr = Traffic(cl.nodes)
@@ -781,6 +795,7 @@ def scenario_churn(workdir, hosts=6, rounds=4, rate=5.0):
         time.sleep(5)
         # Delivery to the nodes that were never killed, from everyone.
         fig["counters"] = counters(cl.nodes)
+        fig["rss_kib_end"] = rss_range(cl.nodes)
         accs = tr.account([n for n in cl.nodes if n.incarnation == 1])
         fig["to_never_killed"] = {k: accs[k] for k in ("expected", "delivered", "missing",
                                                        "duplicates", "reordered")}
@@ -1152,6 +1167,7 @@ def soak(workdir, duration, hosts=6, loss=10, rate=5.0, churn_every=30):
         fig["send_failures"] = len(tr.failed_sends)
         fig["dropped_by_nft"] = sum(cl.net.dropped(i) for i in range(hosts))
         fig["counters"] = counters(cl.nodes)
+        fig["rss_kib_end"] = rss_range(cl.nodes)
         c.check(never["duplicates"] == 0, f"duplicates: {never['duplicates']}")
         c.check(never["reordered"] == 0, f"reordered: {never['reordered']}")
         first = {k: v for k, v in rss_series[1][1].items()} if len(rss_series) > 1 else {}
