@@ -1097,6 +1097,49 @@ async fn inits_from_many_addresses_meet_cookies_and_a_bounded_table() {
     b.close().await.unwrap();
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slot_holders_under_load_need_a_cookie_for_a_new_key_exchange() {
+    // Half of MAX addresses take slots (each gets a Response); the table is
+    // then at the cookie threshold. A fresh Init from one of those same
+    // addresses, past the 100 ms throttle, must get a Cookie, not another
+    // Diffie-Hellman: replacing a slot is no way around the cookie.
+    const MAX: usize = 8;
+    let (b, b_addr, _rb) = node_with(test_config().with_max_half_open(MAX)).await;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(21);
+    let mut socks = Vec::new();
+    for _ in 0..MAX / 2 {
+        socks.push(UdpSocket::bind("127.0.0.1:0").await.unwrap());
+    }
+    let mut buf = vec![0u8; 2048];
+    for s in &socks {
+        s.send_to(&forged_init(&mut rng), b_addr).await.unwrap();
+        tokio::time::timeout(DEADLINE, s.recv(&mut buf))
+            .await
+            .expect("an answer to the first Init")
+            .unwrap();
+        assert_eq!(buf[0], 0xE2, "below the threshold: a Response");
+    }
+    assert_eq!(
+        b.network_state().await.unwrap().half_open_handshakes,
+        MAX / 2
+    );
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    for s in &socks {
+        s.send_to(&forged_init(&mut rng), b_addr).await.unwrap();
+        tokio::time::timeout(DEADLINE, s.recv(&mut buf))
+            .await
+            .expect("an answer to the second Init")
+            .unwrap();
+        assert_eq!(
+            buf[0], 0xE5,
+            "at the threshold, a slot holder's new Init gets a Cookie"
+        );
+    }
+    let c = b.network_state().await.unwrap().counters;
+    assert_eq!(c.cookies_sent, (MAX / 2) as u64);
+    b.close().await.unwrap();
+}
+
 // ----- 7. restart with the same identity --------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -194,9 +194,11 @@ impl Driver {
             return;
         }
         let replacing = crypto.half_open.contains_key(&from);
-        if !replacing && crypto.half_open.len() >= max_half_open / 2 {
+        if crypto.half_open.len() >= max_half_open / 2 {
             // Under load: only initiators that can receive at their address
-            // get state.
+            // get state, or a new key exchange. An address that already
+            // holds a slot is no exception: otherwise every slot holder
+            // could force a Diffie-Hellman every 100 ms without a cookie.
             if !crypto.cookies.verify(from, &init.cookie, now) {
                 let cookie = crypto.cookies.cookie(from, now);
                 let packet = CookiePacket {
@@ -207,7 +209,7 @@ impl Driver {
                 self.counters.cookies_sent += 1;
                 return;
             }
-            if crypto.half_open.len() >= max_half_open {
+            if !replacing && crypto.half_open.len() >= max_half_open {
                 // Full even of proven addresses: the oldest gives way.
                 let oldest = crypto
                     .half_open
