@@ -1,5 +1,5 @@
-//! A fixed one-way workload for profilers: two nodes on loopback in one
-//! current-thread runtime, `COUNT` messages of `SIZE` bytes from one to the
+//! A fixed one-way workload for profilers: two nodes on loopback, each on
+//! its own thread with a current-thread runtime, `COUNT` messages of `SIZE` bytes from one to the
 //! other, awaited one by one through `broadcast_to`.
 //!
 //! ```text
@@ -42,20 +42,36 @@ async fn main() {
     let count: u64 = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(20_000);
     let size: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(64);
     let plaintext = args.get(3).is_some_and(|s| s == "plain");
-    let config = || Config::default().with_plaintext(plaintext);
+    let config = move || Config::default().with_plaintext(plaintext);
     let a = Network::new(config()).expect("config");
-    let b = Network::new(config()).expect("config");
     let received = Arc::new(AtomicU64::new(0));
     let done = Arc::new(Notify::new());
-    b.register_plugin(Count {
-        received: received.clone(),
-        target: count,
-        done: done.clone(),
-    })
-    .await
-    .expect("register");
+    // The receiver runs on its own thread and runtime, like another process.
+    let (b_tx, b_rx) = std::sync::mpsc::channel();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let (received2, done2) = (received.clone(), done.clone());
+    let receiver = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async move {
+            let b = Network::new(config()).expect("config");
+            b.register_plugin(Count {
+                received: received2,
+                target: count,
+                done: done2,
+            })
+            .await
+            .expect("register");
+            let addr = b.listen("127.0.0.1:0").await.expect("listen");
+            b_tx.send(addr).expect("main waits");
+            stop_rx.await.ok();
+            b.close().await.ok();
+        });
+    });
     a.listen("127.0.0.1:0").await.expect("listen");
-    let b_addr = b.listen("127.0.0.1:0").await.expect("listen");
+    let b_addr = b_rx.recv().expect("receiver address");
     a.add(b_addr).await.expect("add");
     a.request(
         Message::new("ping", "x").expect("valid"),
@@ -100,5 +116,6 @@ async fn main() {
         );
     }
     a.close().await.ok();
-    b.close().await.ok();
+    let _ = stop_tx.send(());
+    receiver.join().expect("receiver thread");
 }
