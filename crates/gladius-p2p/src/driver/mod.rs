@@ -150,6 +150,9 @@ pub(crate) struct Driver {
     plugin_handle: Network,
     counters: Counters,
     dirty: Vec<SocketAddr>,
+    /// A message or a reply went to a plugin or a caller since the last
+    /// flush: its answer may be one yield away (see `take_more_commands`).
+    handed_over: bool,
     rng: StdRng,
     closing: Option<Closing>,
     span: tracing::Span,
@@ -195,6 +198,7 @@ impl Driver {
             plugin_handle,
             counters: Counters::default(),
             dirty: Vec::new(),
+            handed_over: false,
             rng,
             closing: None,
             span: tracing::info_span!("node", addr = tracing::field::Empty),
@@ -235,7 +239,7 @@ impl Driver {
                 cmd = commands.recv(), if commands_open => match cmd {
                     Some(cmd) => {
                         self.handle_command(cmd);
-                        commands_open = self.take_more_commands(&mut commands).await;
+                        commands_open = self.take_more_commands(&mut commands, 1).await;
                     }
                     None => {
                         commands_open = false;
@@ -244,6 +248,12 @@ impl Driver {
                 },
                 first = recv_from(socket.as_deref(), &mut buf) => {
                     self.handle_recv(socket.as_deref(), first, &mut buf);
+                    // A request handed to a plugin is usually answered at
+                    // once: wait one yield for the answer so that it leaves
+                    // with the ACK, in one datagram instead of two.
+                    if std::mem::take(&mut self.handed_over) && commands_open {
+                        commands_open = self.take_more_commands(&mut commands, 0).await;
+                    }
                 }
                 _ = sleep_until(wake_at) => self.handle_timers(),
             }
@@ -266,8 +276,11 @@ impl Driver {
     /// flush. If nothing came, the flush goes out at once, so a lone request
     /// pays one scheduler pass and no timer. Returns whether the command
     /// channel is still open (a closed one starts the graceful close).
-    async fn take_more_commands(&mut self, commands: &mut mpsc::Receiver<Command>) -> bool {
-        let mut taken = 1;
+    async fn take_more_commands(
+        &mut self,
+        commands: &mut mpsc::Receiver<Command>,
+        mut taken: usize,
+    ) -> bool {
         let mut yielded = false;
         while taken < COMMAND_BURST {
             match commands.try_recv() {
@@ -776,6 +789,7 @@ impl Driver {
     /// Flush every touched session once, send its datagrams, retire it if it
     /// closed, and re-arm its timer.
     async fn flush_dirty(&mut self) {
+        self.handed_over = false;
         for (to, datagram) in std::mem::take(&mut self.outbox) {
             send_datagram(self.socket.as_deref(), &mut self.counters, &datagram, to).await;
         }

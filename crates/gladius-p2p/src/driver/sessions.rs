@@ -239,6 +239,7 @@ impl Driver {
             Inbound::Reply(id, message) => {
                 match self.requests.remove_entry(&id) {
                     Some((_, r)) if r.peer == addr => {
+                        self.handed_over = true;
                         let _ = r.answer.send(Ok(Received {
                             message,
                             peer: addr,
@@ -261,6 +262,7 @@ impl Driver {
             writable,
             request_id,
         });
+        self.handed_over = true;
         self.emit(PluginEvent::Message(received));
     }
 
