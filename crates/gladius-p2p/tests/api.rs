@@ -72,7 +72,7 @@ async fn request_gets_reply_and_times_out_without_one() {
 #[tokio::test]
 async fn small_messages_sent_back_to_back_share_datagrams() {
     let (a, _a_addr, _ra) = node().await;
-    let (b, b_addr, rb) = node().await;
+    let (_b, b_addr, rb) = node().await;
     a.add(b_addr).await.unwrap();
     wait_connected(&a, b_addr).await;
     tokio::time::sleep(Duration::from_millis(50)).await;
