@@ -130,7 +130,11 @@ fn plaintext_nodes_add_without_keys() {
 
 #[test]
 fn tombstones_block_gossip_until_they_expire_and_are_bounded() {
-    let mut t = table();
+    // Retries off: this is about gossip only (retries are tested below).
+    let mut c = small_config();
+    c.max_retries_per_round = 0;
+    let mut t = PeerTable::new(c);
+    t.set_local(&[addr(1)], Some(key(1)), true);
     let t0 = Instant::now();
     t.node_added(addr(40), t0);
     t.peer_connected(addr(40), Some(key(40)), t0);
@@ -224,6 +228,192 @@ fn inbound_peers_are_promoted_while_there_is_room() {
     let k = t.known_peers();
     assert_eq!(k.iter().filter(|p| p.origin == Origin::Inbound).count(), 4);
     assert_eq!(k.iter().filter(|p| p.origin == Origin::Unlisted).count(), 1);
+}
+
+/// A peer that was connected, then deleted at `at` (e.g. by the latency audit).
+fn connected_then_deleted(t: &mut PeerTable, p: u16, at: Instant) {
+    t.node_added(addr(p), at);
+    t.peer_connected(addr(p), Some(key(p as u8)), at);
+    t.node_deleted(addr(p), at);
+}
+
+#[test]
+fn a_tombstoned_peer_that_connects_and_proves_its_key_is_taken_back() {
+    let mut t = table();
+    let t0 = Instant::now();
+    connected_then_deleted(&mut t, 40, t0);
+    assert!(t.is_tombstoned(addr(40), t0));
+    // Another key at that address: a liar; the tombstone stays.
+    let t1 = t0 + Duration::from_millis(500);
+    assert_eq!(t.peer_connected(addr(40), Some(key(99)), t1), None);
+    assert!(t.is_tombstoned(addr(40), t1));
+    assert!(
+        t.retry_due(addr(40)).is_some(),
+        "still remembered for retries"
+    );
+    t.peer_disconnected(addr(40), t1);
+    // No proof at all (an encrypted node): nothing either.
+    assert_eq!(t.peer_connected(addr(40), None, t1), None);
+    assert!(t.is_tombstoned(addr(40), t1));
+    t.peer_disconnected(addr(40), t1);
+    assert_eq!(t.counters().revived, 0);
+    // The key we knew: alive, tombstone cleared, promoted, not retried.
+    assert_eq!(
+        t.peer_connected(addr(40), Some(key(40)), t1),
+        Some(Action::Add(addr(40), Some(key(40))))
+    );
+    assert!(!t.is_tombstoned(addr(40), t1));
+    assert_eq!(t.retry_due(addr(40)), None);
+    assert_eq!(t.counters().revived, 1);
+    let k = t.known_peers();
+    assert_eq!(k.len(), 1);
+    assert_eq!(
+        (k[0].origin, k[0].in_route_table, k[0].connected),
+        (Origin::Inbound, true, true)
+    );
+    // A tombstone without a key (an address the application added and the
+    // latency audit deleted before it ever connected) yields to any proof.
+    t.node_added(addr(41), t1);
+    t.node_deleted(addr(41), t1);
+    assert!(t.is_tombstoned(addr(41), t1));
+    assert_eq!(
+        t.peer_connected(addr(41), Some(key(7)), t1),
+        Some(Action::Add(addr(41), Some(key(7))))
+    );
+    assert!(!t.is_tombstoned(addr(41), t1));
+    // Revived but no room: the tombstone goes, the promotion waits.
+    t.node_added(addr(42), t1);
+    t.node_added(addr(43), t1);
+    connected_then_deleted(&mut t, 44, t1);
+    assert_eq!(t.table_len(), 4);
+    assert_eq!(t.peer_connected(addr(44), Some(key(44)), t1), None);
+    assert!(!t.is_tombstoned(addr(44), t1));
+}
+
+#[test]
+fn dead_peers_are_retried_with_a_doubling_capped_backoff_until_they_connect() {
+    let mut t = table();
+    let s = Duration::from_secs;
+    let t0 = Instant::now();
+    connected_then_deleted(&mut t, 50, t0);
+    assert_eq!(t.retry_due(addr(50)), Some((t0 + s(2), 0)));
+    assert!(t.expire(t0 + s(1)).is_empty(), "not before the backoff");
+    let a50 = Action::Add(addr(50), Some(key(50)));
+    assert_eq!(t.expire(t0 + s(2)), vec![a50]);
+    assert_eq!(t.counters().retries, 1);
+    assert_eq!(t.known_peers()[0].origin, Origin::Retry);
+    // Gossip about it is still ignored (it is known, and tombstoned).
+    assert!(t.is_tombstoned(addr(50), t0 + s(2)));
+    assert!(t.merge(&[entry(50, 50)], t0 + s(2)).is_empty());
+    assert!(t.expire(t0 + s(3)).is_empty(), "one retry at a time");
+    // The latency audit deletes the retry before it connects: 4 s next.
+    t.node_deleted(addr(50), t0 + s(3));
+    assert_eq!(t.retry_due(addr(50)), Some((t0 + s(7), 1)));
+    assert!(t.expire(t0 + s(6)).is_empty());
+    assert_eq!(t.expire(t0 + s(7)), vec![a50]);
+    // Not connected within connect_deadline (10 s): deleted, 8 s next.
+    assert!(t.expire(t0 + s(16)).is_empty());
+    assert_eq!(t.expire(t0 + s(17)), vec![Action::Delete(addr(50))]);
+    t.node_deleted(addr(50), t0 + s(17)); // the delete completing: no double count
+    assert_eq!(t.retry_due(addr(50)), Some((t0 + s(25), 2)));
+    assert_eq!(t.counters().retries_failed, 2);
+    assert_eq!(t.counters().junk_dropped, 0, "a retry is not junk");
+    // 16 s would be next, capped at retry_max (10 s), and stays there.
+    assert_eq!(t.expire(t0 + s(25)), vec![a50]);
+    t.node_deleted(addr(50), t0 + s(26));
+    assert_eq!(t.retry_due(addr(50)), Some((t0 + s(36), 3)));
+    assert_eq!(t.expire(t0 + s(36)), vec![a50]);
+    t.node_deleted(addr(50), t0 + s(36));
+    assert_eq!(t.retry_due(addr(50)), Some((t0 + s(46), 4)));
+    assert_eq!(t.retry_backoff(30), s(10));
+    assert_eq!(t.retry_backoff(u32::MAX), s(10));
+    // Retried past the tombstone's life too: a long partition heals.
+    assert_eq!(t.expire(t0 + s(130)), vec![a50]);
+    assert!(!t.is_tombstoned(addr(50), t0 + s(130)));
+    // It connects: no more retries, its backoff is forgotten.
+    assert_eq!(t.peer_connected(addr(50), Some(key(50)), t0 + s(131)), None);
+    assert_eq!(t.retry_due(addr(50)), None);
+    assert_eq!(t.retry_count(), 0);
+    let k = t.known_peers();
+    assert!(k[0].in_route_table && k[0].connected);
+    assert!(t.expire(t0 + s(200)).is_empty());
+    // It dies again: retried from retry_min again.
+    t.node_deleted(addr(50), t0 + s(201));
+    assert_eq!(t.retry_due(addr(50)), Some((t0 + s(203), 0)));
+    // A failed local add frees the retry too.
+    assert_eq!(t.expire(t0 + s(203)), vec![a50]);
+    t.add_failed(addr(50));
+    assert!(t.expire(t0 + s(204)).is_empty());
+    assert_eq!(t.retry_due(addr(50)), Some((t0 + s(208), 1)));
+}
+
+#[test]
+fn junk_that_never_connected_is_never_retried() {
+    let mut t = table();
+    let s = Duration::from_secs;
+    let t0 = Instant::now();
+    assert_eq!(t.merge(&[entry(70, 70)], t0).len(), 1);
+    assert_eq!(t.expire(t0 + s(10)), vec![Action::Delete(addr(70))]);
+    t.node_deleted(addr(70), t0 + s(10));
+    // An address the application added that never connected, deleted.
+    t.node_added(addr(71), t0);
+    t.node_deleted(addr(71), t0 + s(1));
+    assert_eq!(t.retry_count(), 0);
+    assert_eq!(t.retry_due(addr(70)), None);
+    for sec in 11..200 {
+        assert!(
+            t.expire(t0 + s(sec)).is_empty(),
+            "nothing re-added at {sec} s"
+        );
+    }
+    assert_eq!(t.counters().retries, 0);
+    assert_eq!(t.counters().junk_dropped, 1);
+}
+
+#[test]
+fn retries_are_bounded_by_memory_room_and_per_round() {
+    let s = Duration::from_secs;
+    let t0 = Instant::now();
+    // max_tombstones = 3: at most 3 dead peers remembered, the newest.
+    let mut t = table();
+    for p in 100..106 {
+        connected_then_deleted(&mut t, p, t0 + Duration::from_millis(u64::from(p)));
+    }
+    assert_eq!(t.retry_count(), 3);
+    assert_eq!(t.tombstone_count(), 3);
+    assert!(t.retry_due(addr(100)).is_none());
+    assert!(t.retry_due(addr(105)).is_some());
+    // table_size = 4 with 3 live peers: room for one retry per round.
+    for p in 110..113 {
+        t.node_added(addr(p), t0);
+    }
+    let got = t.expire(t0 + s(3));
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(t.table_len(), 4);
+    assert!(t.expire(t0 + s(4)).is_empty(), "full");
+    // With room, at most max_retries_per_round per round.
+    let mut c = small_config();
+    c.table_size = 64;
+    c.max_tombstones = 64;
+    c.max_retries_per_round = 2;
+    let mut t = PeerTable::new(c);
+    t.set_local(&[addr(1)], Some(key(1)), true);
+    for p in 100..106 {
+        connected_then_deleted(&mut t, p, t0);
+    }
+    assert_eq!(t.expire(t0 + s(2)).len(), 2);
+    assert_eq!(t.expire(t0 + s(3)).len(), 2);
+    assert_eq!(t.expire(t0 + s(4)).len(), 2);
+    assert!(t.expire(t0 + s(5)).is_empty());
+    assert_eq!(t.counters().retries, 6);
+    // Retries off: remembered nowhere.
+    let mut c = small_config();
+    c.max_retries_per_round = 0;
+    let mut t = PeerTable::new(c);
+    t.set_local(&[addr(1)], Some(key(1)), true);
+    connected_then_deleted(&mut t, 100, t0);
+    assert_eq!(t.retry_count(), 0);
+    assert!(t.expire(t0 + s(60)).is_empty());
 }
 
 #[test]
