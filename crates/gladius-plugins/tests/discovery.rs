@@ -1,6 +1,7 @@
 //! Discovery: the pure table logic (no sockets), the body codec against
-//! hostile input, a lying peer over real UDP, and a 200-node swarm that
-//! converges to full membership and forgets killed nodes.
+//! hostile input, a lying peer over real UDP, a 200-node swarm that
+//! converges to full membership and forgets killed nodes, and a real
+//! partition (and a restart) that heal.
 
 mod discovery_support;
 mod support;
@@ -578,6 +579,9 @@ async fn swarm(n: usize, cap: usize, converge_deadline: Duration) {
     dc.connect_deadline = Duration::from_secs(6);
     dc.disconnect_grace = Duration::from_secs(1);
     dc.tombstone_ttl = Duration::from_secs(300);
+    // Dead nodes here are gone for good: retries (which would re-add them
+    // every few seconds) are tested by the partition test below.
+    dc.max_retries_per_round = 0;
     let config = node_config()
         .with_keepalive_interval(Duration::from_secs(2))
         .with_idle_timeout(Duration::from_secs(6));
@@ -946,4 +950,275 @@ async fn a_lying_peer_is_bounded_at_every_step() {
         assert!(wire::decode(body, dc.max_entries).is_ok());
     }
     close_all([a, r, l, b]).await;
+}
+
+// ----- a real partition, then a restart, over loopback UDP --------------------
+
+/// Which side of a partition each address is on, and whether the cut is on.
+#[derive(Debug, Default)]
+struct Cut {
+    on: std::sync::atomic::AtomicBool,
+    side: std::sync::Mutex<std::collections::HashMap<SocketAddr, u8>>,
+}
+
+impl Cut {
+    fn blocks(&self, a: SocketAddr, b: SocketAddr) -> bool {
+        if !self.on.load(std::sync::atomic::Ordering::Relaxed) {
+            return false;
+        }
+        let side = self.side.lock().unwrap();
+        matches!((side.get(&a), side.get(&b)), (Some(x), Some(y)) if x != y)
+    }
+}
+
+/// A real UDP socket that drops every datagram crossing the cut, both ways
+/// (what the netns harness does with nftables).
+#[derive(Debug)]
+struct CutSocket {
+    udp: tokio::net::UdpSocket,
+    addr: SocketAddr,
+    cut: std::sync::Arc<Cut>,
+}
+
+impl gladius_p2p::DatagramSocket for CutSocket {
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        Ok(self.addr)
+    }
+    fn poll_recv_from(
+        &self,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<SocketAddr>> {
+        loop {
+            buf.clear();
+            match self.udp.poll_recv_from(cx, buf) {
+                std::task::Poll::Ready(Ok(from)) if self.cut.blocks(from, self.addr) => continue,
+                other => return other,
+            }
+        }
+    }
+    fn poll_send_to(
+        &self,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+        target: SocketAddr,
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        if self.cut.blocks(self.addr, target) {
+            return std::task::Poll::Ready(Ok(buf.len()));
+        }
+        self.udp.poll_send_to(cx, buf, target)
+    }
+}
+
+struct HealNode {
+    net: Network,
+    addr: SocketAddr,
+    identity: gladius_p2p::Identity,
+    discovery: gladius_plugins::discovery::DiscoveryHandle,
+}
+
+/// A node with discovery and the latency audit (which deletes silent
+/// peers), on `addr` (port 0: any), with `identity`.
+async fn heal_node(
+    addr: SocketAddr,
+    identity: gladius_p2p::Identity,
+    cut: &std::sync::Arc<Cut>,
+    side: u8,
+    seed: Option<SocketAddr>,
+) -> HealNode {
+    use gladius_plugins::discovery::Discovery;
+    use gladius_plugins::latency::{LatencyAudit, LatencyConfig};
+    let config = gladius_p2p::Config::default()
+        .with_keepalive_interval(Duration::from_millis(300))
+        .with_idle_timeout(Duration::from_secs(2))
+        .with_connect_timeout(Duration::from_secs(1))
+        .with_close_timeout(Duration::from_millis(300))
+        .with_reconnect_backoff(Duration::from_millis(100), Duration::from_millis(500))
+        .with_identity(identity.clone());
+    let net = Network::new(config).unwrap();
+    let mut dc = DiscoveryConfig::default();
+    // Scaled down from the defaults (5 s, 2 s..10 s, 15 s) by 10.
+    dc.interval = Duration::from_millis(500);
+    dc.retry_min = Duration::from_millis(200);
+    dc.retry_max = Duration::from_secs(1);
+    dc.connect_deadline = Duration::from_millis(1500);
+    dc.disconnect_grace = Duration::from_secs(3);
+    let (discovery, handle) = Discovery::new(dc);
+    // Dead after ~1.2 s of silence; deleted then.
+    let lc = LatencyConfig::default()
+        .with_interval(Duration::from_millis(200))
+        .with_timeout(Duration::from_millis(200));
+    let (latency, _) = LatencyAudit::new(lc).unwrap();
+    net.register_plugin(discovery).await.unwrap();
+    net.register_plugin(latency).await.unwrap();
+    let udp = tokio::net::UdpSocket::bind(addr).await.unwrap();
+    let addr = udp.local_addr().unwrap();
+    cut.side.lock().unwrap().insert(addr, side);
+    let socket = CutSocket {
+        udp,
+        addr,
+        cut: cut.clone(),
+    };
+    net.listen_on(socket).await.unwrap();
+    if let Some(seed) = seed {
+        net.add(seed).await.unwrap();
+    }
+    HealNode {
+        net,
+        addr,
+        identity,
+        discovery: handle,
+    }
+}
+
+/// Route-table peers that are writable and connected now.
+async fn writable(net: &Network) -> BTreeSet<SocketAddr> {
+    match net.network_state().await {
+        Ok(s) => s
+            .peers
+            .iter()
+            .filter(|p| {
+                p.in_route_table && p.writable && p.connection == ConnectionState::Connected
+            })
+            .map(|p| p.addr)
+            .collect(),
+        Err(_) => BTreeSet::new(),
+    }
+}
+
+/// Whether every node has every other one writable.
+async fn full_mesh(nodes: &[HealNode]) -> bool {
+    for n in nodes {
+        let w = writable(&n.net).await;
+        if nodes
+            .iter()
+            .any(|m| m.addr != n.addr && !w.contains(&m.addr))
+        {
+            return false;
+        }
+    }
+    true
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_healed_partition_and_a_restarted_node_are_taken_back() {
+    const N: usize = 6;
+    let cut = std::sync::Arc::new(Cut::default());
+    let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let side = |i: usize| u8::from(i >= N / 2);
+    let first = heal_node(any, gladius_p2p::Identity::generate(), &cut, side(0), None).await;
+    let seed = first.addr;
+    let mut nodes = vec![first];
+    for i in 1..N {
+        nodes.push(
+            heal_node(
+                any,
+                gladius_p2p::Identity::generate(),
+                &cut,
+                side(i),
+                Some(seed),
+            )
+            .await,
+        );
+    }
+    let meshed = wait_for(Duration::from_secs(30), "initial full mesh", || {
+        full_mesh(&nodes)
+    })
+    .await;
+
+    // Partition 3|3: the latency audit deletes the other side, discovery
+    // tombstones it (the state in which the sides used to stay split).
+    cut.on.store(true, std::sync::atomic::Ordering::Relaxed);
+    let t_cut = tokio::time::Instant::now();
+    let split = wait_for(
+        Duration::from_secs(20),
+        "each side deleted and tombstoned the other",
+        || {
+            let nodes = &nodes;
+            async move {
+                for (i, n) in nodes.iter().enumerate() {
+                    let w = writable(&n.net).await;
+                    for (j, m) in nodes.iter().enumerate() {
+                        if side(i) != side(j)
+                            && (w.contains(&m.addr) || !n.discovery.is_tombstoned(m.addr))
+                        {
+                            return false;
+                        }
+                    }
+                }
+                true
+            }
+        },
+    )
+    .await;
+    // Stay split a while longer, so failed retries push the backoff to its cap.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    for (i, n) in nodes.iter().enumerate() {
+        let w = writable(&n.net).await;
+        let same: BTreeSet<SocketAddr> = nodes
+            .iter()
+            .enumerate()
+            .filter(|(j, _)| *j != i && side(*j) == side(i))
+            .map(|(_, m)| m.addr)
+            .collect();
+        assert_eq!(
+            w, same,
+            "node {i} during the partition: exactly its own side"
+        );
+    }
+    let failed: u64 = nodes
+        .iter()
+        .map(|n| n.discovery.counters().retries_failed)
+        .sum();
+    assert!(
+        failed > 0,
+        "retries were tried (and failed) during the partition"
+    );
+
+    cut.on.store(false, std::sync::atomic::Ordering::Relaxed);
+    let healed = wait_for(
+        Duration::from_secs(10),
+        "full mesh again after the heal",
+        || full_mesh(&nodes),
+    )
+    .await;
+    println!(
+        "heal: mesh in {meshed:?}; partition took {split:?} to split both sides, held {:?}; \
+         full mesh again {healed:?} after the heal",
+        t_cut.elapsed() - healed
+    );
+
+    // Restart a node (same identity, same address) after its peers have
+    // deleted and tombstoned it: it is writable on every other node again.
+    let victim = nodes.remove(N - 1);
+    let (vaddr, vid) = (victim.addr, victim.identity.clone());
+    victim.net.close().await.unwrap();
+    drop(victim);
+    wait_for(
+        Duration::from_secs(20),
+        "the dead node deleted and tombstoned everywhere",
+        || {
+            let nodes = &nodes;
+            async move {
+                for n in nodes {
+                    if writable(&n.net).await.contains(&vaddr) || !n.discovery.is_tombstoned(vaddr)
+                    {
+                        return false;
+                    }
+                }
+                true
+            }
+        },
+    )
+    .await;
+    let back = heal_node(vaddr, vid, &cut, side(N - 1), Some(seed)).await;
+    nodes.push(back);
+    let rejoined = wait_for(
+        Duration::from_secs(10),
+        "the restarted node writable everywhere",
+        || full_mesh(&nodes),
+    )
+    .await;
+    println!("heal: restarted node writable on every node {rejoined:?} after it came back");
+    close_all(nodes.into_iter().map(|n| n.net)).await;
 }
