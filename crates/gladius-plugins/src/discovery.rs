@@ -39,10 +39,32 @@
 //!   that ends (`peer_disconnected`) and does not come back within
 //!   [`disconnect_grace`](DiscoveryConfig::disconnect_grace) is deleted by
 //!   discovery. Either way the address is **tombstoned** for
-//!   [`tombstone_ttl`](DiscoveryConfig::tombstone_ttl): gossip naming it
-//!   is ignored until then (at most
+//!   [`tombstone_ttl`](DiscoveryConfig::tombstone_ttl), with the key we
+//!   knew for it: gossip naming it is ignored until then (at most
 //!   [`max_tombstones`](DiscoveryConfig::max_tombstones) are kept, oldest
-//!   forgotten first).
+//!   forgotten first), so dead peers do not spread back.
+//! * **Dead peers are retried, and a peer that proves itself alive is
+//!   taken back.** A silent peer may only be on the other side of a
+//!   partition, or restarting; deleting it for good would split the network
+//!   forever (nobody gossips a peer it is not connected to). So:
+//!   * a peer that connects to us and proves the key its tombstone holds
+//!     (or any key, if the tombstone holds none) clears the tombstone and
+//!     is promoted into the route table while there is room; a different
+//!     key leaves the tombstone in place (nobody can resurrect someone
+//!     else's address with another key);
+//!   * a peer that had connected and then died is remembered (address and
+//!     proven key, at most `max_tombstones` of them) and re-added with
+//!     `add_pinned` by a later round, after
+//!     [`retry_min`](DiscoveryConfig::retry_min) doubled per retry that did
+//!     not connect, up to [`retry_max`](DiscoveryConfig::retry_max); at
+//!     most [`max_retries_per_round`](DiscoveryConfig::max_retries_per_round)
+//!     per round and only while the table has room. A retry that does not
+//!     connect within `connect_deadline` (or that the latency audit declares
+//!     dead first) is deleted again and waits longer. It stops when the peer
+//!     connects again. Junk addresses that never connected are never
+//!     retried (they keep the tombstone rule below). With the defaults, the
+//!     two sides of a healed 20 s partition are back in each other's tables
+//!     within about 15 s.
 //!
 //! ## Against a lying peer
 //!
@@ -57,7 +79,9 @@
 //! * an entry with a different key for an address we know is ignored
 //!   (`key_conflicts`); a learned key the peer does not prove makes the
 //!   handshake fail, and the entry is deleted and that (address, key) pair
-//!   not tried again before `tombstone_ttl`;
+//!   not tried again before `tombstone_ttl`; a tombstone is cleared only by
+//!   a peer proving the key it holds, and only peers that once connected
+//!   are retried;
 //! * junk (unreachable) addresses *are* added — there is no way to tell
 //!   them from real peers without trying — but at most
 //!   [`max_pending`](DiscoveryConfig::max_pending) learned peers may be

@@ -1,6 +1,7 @@
 //! Discovery: the pure table logic (no sockets), the body codec against
-//! hostile input, a lying peer over real UDP, and a 200-node swarm that
-//! converges to full membership and forgets killed nodes.
+//! hostile input, a lying peer over real UDP, a 200-node swarm that
+//! converges to full membership and forgets killed nodes, and a real
+//! partition (and a restart) that heal.
 
 mod discovery_support;
 mod support;
@@ -130,7 +131,11 @@ fn plaintext_nodes_add_without_keys() {
 
 #[test]
 fn tombstones_block_gossip_until_they_expire_and_are_bounded() {
-    let mut t = table();
+    // Retries off: this is about gossip only (retries are tested below).
+    let mut c = small_config();
+    c.max_retries_per_round = 0;
+    let mut t = PeerTable::new(c);
+    t.set_local(&[addr(1)], Some(key(1)), true);
     let t0 = Instant::now();
     t.node_added(addr(40), t0);
     t.peer_connected(addr(40), Some(key(40)), t0);
@@ -224,6 +229,192 @@ fn inbound_peers_are_promoted_while_there_is_room() {
     let k = t.known_peers();
     assert_eq!(k.iter().filter(|p| p.origin == Origin::Inbound).count(), 4);
     assert_eq!(k.iter().filter(|p| p.origin == Origin::Unlisted).count(), 1);
+}
+
+/// A peer that was connected, then deleted at `at` (e.g. by the latency audit).
+fn connected_then_deleted(t: &mut PeerTable, p: u16, at: Instant) {
+    t.node_added(addr(p), at);
+    t.peer_connected(addr(p), Some(key(p as u8)), at);
+    t.node_deleted(addr(p), at);
+}
+
+#[test]
+fn a_tombstoned_peer_that_connects_and_proves_its_key_is_taken_back() {
+    let mut t = table();
+    let t0 = Instant::now();
+    connected_then_deleted(&mut t, 40, t0);
+    assert!(t.is_tombstoned(addr(40), t0));
+    // Another key at that address: a liar; the tombstone stays.
+    let t1 = t0 + Duration::from_millis(500);
+    assert_eq!(t.peer_connected(addr(40), Some(key(99)), t1), None);
+    assert!(t.is_tombstoned(addr(40), t1));
+    assert!(
+        t.retry_due(addr(40)).is_some(),
+        "still remembered for retries"
+    );
+    t.peer_disconnected(addr(40), t1);
+    // No proof at all (an encrypted node): nothing either.
+    assert_eq!(t.peer_connected(addr(40), None, t1), None);
+    assert!(t.is_tombstoned(addr(40), t1));
+    t.peer_disconnected(addr(40), t1);
+    assert_eq!(t.counters().revived, 0);
+    // The key we knew: alive, tombstone cleared, promoted, not retried.
+    assert_eq!(
+        t.peer_connected(addr(40), Some(key(40)), t1),
+        Some(Action::Add(addr(40), Some(key(40))))
+    );
+    assert!(!t.is_tombstoned(addr(40), t1));
+    assert_eq!(t.retry_due(addr(40)), None);
+    assert_eq!(t.counters().revived, 1);
+    let k = t.known_peers();
+    assert_eq!(k.len(), 1);
+    assert_eq!(
+        (k[0].origin, k[0].in_route_table, k[0].connected),
+        (Origin::Inbound, true, true)
+    );
+    // A tombstone without a key (an address the application added and the
+    // latency audit deleted before it ever connected) yields to any proof.
+    t.node_added(addr(41), t1);
+    t.node_deleted(addr(41), t1);
+    assert!(t.is_tombstoned(addr(41), t1));
+    assert_eq!(
+        t.peer_connected(addr(41), Some(key(7)), t1),
+        Some(Action::Add(addr(41), Some(key(7))))
+    );
+    assert!(!t.is_tombstoned(addr(41), t1));
+    // Revived but no room: the tombstone goes, the promotion waits.
+    t.node_added(addr(42), t1);
+    t.node_added(addr(43), t1);
+    connected_then_deleted(&mut t, 44, t1);
+    assert_eq!(t.table_len(), 4);
+    assert_eq!(t.peer_connected(addr(44), Some(key(44)), t1), None);
+    assert!(!t.is_tombstoned(addr(44), t1));
+}
+
+#[test]
+fn dead_peers_are_retried_with_a_doubling_capped_backoff_until_they_connect() {
+    let mut t = table();
+    let s = Duration::from_secs;
+    let t0 = Instant::now();
+    connected_then_deleted(&mut t, 50, t0);
+    assert_eq!(t.retry_due(addr(50)), Some((t0 + s(2), 0)));
+    assert!(t.expire(t0 + s(1)).is_empty(), "not before the backoff");
+    let a50 = Action::Add(addr(50), Some(key(50)));
+    assert_eq!(t.expire(t0 + s(2)), vec![a50]);
+    assert_eq!(t.counters().retries, 1);
+    assert_eq!(t.known_peers()[0].origin, Origin::Retry);
+    // Gossip about it is still ignored (it is known, and tombstoned).
+    assert!(t.is_tombstoned(addr(50), t0 + s(2)));
+    assert!(t.merge(&[entry(50, 50)], t0 + s(2)).is_empty());
+    assert!(t.expire(t0 + s(3)).is_empty(), "one retry at a time");
+    // The latency audit deletes the retry before it connects: 4 s next.
+    t.node_deleted(addr(50), t0 + s(3));
+    assert_eq!(t.retry_due(addr(50)), Some((t0 + s(7), 1)));
+    assert!(t.expire(t0 + s(6)).is_empty());
+    assert_eq!(t.expire(t0 + s(7)), vec![a50]);
+    // Not connected within connect_deadline (10 s): deleted, 8 s next.
+    assert!(t.expire(t0 + s(16)).is_empty());
+    assert_eq!(t.expire(t0 + s(17)), vec![Action::Delete(addr(50))]);
+    t.node_deleted(addr(50), t0 + s(17)); // the delete completing: no double count
+    assert_eq!(t.retry_due(addr(50)), Some((t0 + s(25), 2)));
+    assert_eq!(t.counters().retries_failed, 2);
+    assert_eq!(t.counters().junk_dropped, 0, "a retry is not junk");
+    // 16 s would be next, capped at retry_max (10 s), and stays there.
+    assert_eq!(t.expire(t0 + s(25)), vec![a50]);
+    t.node_deleted(addr(50), t0 + s(26));
+    assert_eq!(t.retry_due(addr(50)), Some((t0 + s(36), 3)));
+    assert_eq!(t.expire(t0 + s(36)), vec![a50]);
+    t.node_deleted(addr(50), t0 + s(36));
+    assert_eq!(t.retry_due(addr(50)), Some((t0 + s(46), 4)));
+    assert_eq!(t.retry_backoff(30), s(10));
+    assert_eq!(t.retry_backoff(u32::MAX), s(10));
+    // Retried past the tombstone's life too: a long partition heals.
+    assert_eq!(t.expire(t0 + s(130)), vec![a50]);
+    assert!(!t.is_tombstoned(addr(50), t0 + s(130)));
+    // It connects: no more retries, its backoff is forgotten.
+    assert_eq!(t.peer_connected(addr(50), Some(key(50)), t0 + s(131)), None);
+    assert_eq!(t.retry_due(addr(50)), None);
+    assert_eq!(t.retry_count(), 0);
+    let k = t.known_peers();
+    assert!(k[0].in_route_table && k[0].connected);
+    assert!(t.expire(t0 + s(200)).is_empty());
+    // It dies again: retried from retry_min again.
+    t.node_deleted(addr(50), t0 + s(201));
+    assert_eq!(t.retry_due(addr(50)), Some((t0 + s(203), 0)));
+    // A failed local add frees the retry too.
+    assert_eq!(t.expire(t0 + s(203)), vec![a50]);
+    t.add_failed(addr(50));
+    assert!(t.expire(t0 + s(204)).is_empty());
+    assert_eq!(t.retry_due(addr(50)), Some((t0 + s(208), 1)));
+}
+
+#[test]
+fn junk_that_never_connected_is_never_retried() {
+    let mut t = table();
+    let s = Duration::from_secs;
+    let t0 = Instant::now();
+    assert_eq!(t.merge(&[entry(70, 70)], t0).len(), 1);
+    assert_eq!(t.expire(t0 + s(10)), vec![Action::Delete(addr(70))]);
+    t.node_deleted(addr(70), t0 + s(10));
+    // An address the application added that never connected, deleted.
+    t.node_added(addr(71), t0);
+    t.node_deleted(addr(71), t0 + s(1));
+    assert_eq!(t.retry_count(), 0);
+    assert_eq!(t.retry_due(addr(70)), None);
+    for sec in 11..200 {
+        assert!(
+            t.expire(t0 + s(sec)).is_empty(),
+            "nothing re-added at {sec} s"
+        );
+    }
+    assert_eq!(t.counters().retries, 0);
+    assert_eq!(t.counters().junk_dropped, 1);
+}
+
+#[test]
+fn retries_are_bounded_by_memory_room_and_per_round() {
+    let s = Duration::from_secs;
+    let t0 = Instant::now();
+    // max_tombstones = 3: at most 3 dead peers remembered, the newest.
+    let mut t = table();
+    for p in 100..106 {
+        connected_then_deleted(&mut t, p, t0 + Duration::from_millis(u64::from(p)));
+    }
+    assert_eq!(t.retry_count(), 3);
+    assert_eq!(t.tombstone_count(), 3);
+    assert!(t.retry_due(addr(100)).is_none());
+    assert!(t.retry_due(addr(105)).is_some());
+    // table_size = 4 with 3 live peers: room for one retry per round.
+    for p in 110..113 {
+        t.node_added(addr(p), t0);
+    }
+    let got = t.expire(t0 + s(3));
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(t.table_len(), 4);
+    assert!(t.expire(t0 + s(4)).is_empty(), "full");
+    // With room, at most max_retries_per_round per round.
+    let mut c = small_config();
+    c.table_size = 64;
+    c.max_tombstones = 64;
+    c.max_retries_per_round = 2;
+    let mut t = PeerTable::new(c);
+    t.set_local(&[addr(1)], Some(key(1)), true);
+    for p in 100..106 {
+        connected_then_deleted(&mut t, p, t0);
+    }
+    assert_eq!(t.expire(t0 + s(2)).len(), 2);
+    assert_eq!(t.expire(t0 + s(3)).len(), 2);
+    assert_eq!(t.expire(t0 + s(4)).len(), 2);
+    assert!(t.expire(t0 + s(5)).is_empty());
+    assert_eq!(t.counters().retries, 6);
+    // Retries off: remembered nowhere.
+    let mut c = small_config();
+    c.max_retries_per_round = 0;
+    let mut t = PeerTable::new(c);
+    t.set_local(&[addr(1)], Some(key(1)), true);
+    connected_then_deleted(&mut t, 100, t0);
+    assert_eq!(t.retry_count(), 0);
+    assert!(t.expire(t0 + s(60)).is_empty());
 }
 
 #[test]
@@ -388,6 +579,9 @@ async fn swarm(n: usize, cap: usize, converge_deadline: Duration) {
     dc.connect_deadline = Duration::from_secs(6);
     dc.disconnect_grace = Duration::from_secs(1);
     dc.tombstone_ttl = Duration::from_secs(300);
+    // Dead nodes here are gone for good: retries (which would re-add them
+    // every few seconds) are tested by the partition test below.
+    dc.max_retries_per_round = 0;
     let config = node_config()
         .with_keepalive_interval(Duration::from_secs(2))
         .with_idle_timeout(Duration::from_secs(6));
@@ -756,4 +950,275 @@ async fn a_lying_peer_is_bounded_at_every_step() {
         assert!(wire::decode(body, dc.max_entries).is_ok());
     }
     close_all([a, r, l, b]).await;
+}
+
+// ----- a real partition, then a restart, over loopback UDP --------------------
+
+/// Which side of a partition each address is on, and whether the cut is on.
+#[derive(Debug, Default)]
+struct Cut {
+    on: std::sync::atomic::AtomicBool,
+    side: std::sync::Mutex<std::collections::HashMap<SocketAddr, u8>>,
+}
+
+impl Cut {
+    fn blocks(&self, a: SocketAddr, b: SocketAddr) -> bool {
+        if !self.on.load(std::sync::atomic::Ordering::Relaxed) {
+            return false;
+        }
+        let side = self.side.lock().unwrap();
+        matches!((side.get(&a), side.get(&b)), (Some(x), Some(y)) if x != y)
+    }
+}
+
+/// A real UDP socket that drops every datagram crossing the cut, both ways
+/// (what the netns harness does with nftables).
+#[derive(Debug)]
+struct CutSocket {
+    udp: tokio::net::UdpSocket,
+    addr: SocketAddr,
+    cut: std::sync::Arc<Cut>,
+}
+
+impl gladius_p2p::DatagramSocket for CutSocket {
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        Ok(self.addr)
+    }
+    fn poll_recv_from(
+        &self,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<SocketAddr>> {
+        loop {
+            buf.clear();
+            match self.udp.poll_recv_from(cx, buf) {
+                std::task::Poll::Ready(Ok(from)) if self.cut.blocks(from, self.addr) => continue,
+                other => return other,
+            }
+        }
+    }
+    fn poll_send_to(
+        &self,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+        target: SocketAddr,
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        if self.cut.blocks(self.addr, target) {
+            return std::task::Poll::Ready(Ok(buf.len()));
+        }
+        self.udp.poll_send_to(cx, buf, target)
+    }
+}
+
+struct HealNode {
+    net: Network,
+    addr: SocketAddr,
+    identity: gladius_p2p::Identity,
+    discovery: gladius_plugins::discovery::DiscoveryHandle,
+}
+
+/// A node with discovery and the latency audit (which deletes silent
+/// peers), on `addr` (port 0: any), with `identity`.
+async fn heal_node(
+    addr: SocketAddr,
+    identity: gladius_p2p::Identity,
+    cut: &std::sync::Arc<Cut>,
+    side: u8,
+    seed: Option<SocketAddr>,
+) -> HealNode {
+    use gladius_plugins::discovery::Discovery;
+    use gladius_plugins::latency::{LatencyAudit, LatencyConfig};
+    let config = gladius_p2p::Config::default()
+        .with_keepalive_interval(Duration::from_millis(300))
+        .with_idle_timeout(Duration::from_secs(2))
+        .with_connect_timeout(Duration::from_secs(1))
+        .with_close_timeout(Duration::from_millis(300))
+        .with_reconnect_backoff(Duration::from_millis(100), Duration::from_millis(500))
+        .with_identity(identity.clone());
+    let net = Network::new(config).unwrap();
+    let mut dc = DiscoveryConfig::default();
+    // Scaled down from the defaults (5 s, 2 s..10 s, 15 s) by 10.
+    dc.interval = Duration::from_millis(500);
+    dc.retry_min = Duration::from_millis(200);
+    dc.retry_max = Duration::from_secs(1);
+    dc.connect_deadline = Duration::from_millis(1500);
+    dc.disconnect_grace = Duration::from_secs(3);
+    let (discovery, handle) = Discovery::new(dc);
+    // Dead after ~1.2 s of silence; deleted then.
+    let lc = LatencyConfig::default()
+        .with_interval(Duration::from_millis(200))
+        .with_timeout(Duration::from_millis(200));
+    let (latency, _) = LatencyAudit::new(lc).unwrap();
+    net.register_plugin(discovery).await.unwrap();
+    net.register_plugin(latency).await.unwrap();
+    let udp = tokio::net::UdpSocket::bind(addr).await.unwrap();
+    let addr = udp.local_addr().unwrap();
+    cut.side.lock().unwrap().insert(addr, side);
+    let socket = CutSocket {
+        udp,
+        addr,
+        cut: cut.clone(),
+    };
+    net.listen_on(socket).await.unwrap();
+    if let Some(seed) = seed {
+        net.add(seed).await.unwrap();
+    }
+    HealNode {
+        net,
+        addr,
+        identity,
+        discovery: handle,
+    }
+}
+
+/// Route-table peers that are writable and connected now.
+async fn writable(net: &Network) -> BTreeSet<SocketAddr> {
+    match net.network_state().await {
+        Ok(s) => s
+            .peers
+            .iter()
+            .filter(|p| {
+                p.in_route_table && p.writable && p.connection == ConnectionState::Connected
+            })
+            .map(|p| p.addr)
+            .collect(),
+        Err(_) => BTreeSet::new(),
+    }
+}
+
+/// Whether every node has every other one writable.
+async fn full_mesh(nodes: &[HealNode]) -> bool {
+    for n in nodes {
+        let w = writable(&n.net).await;
+        if nodes
+            .iter()
+            .any(|m| m.addr != n.addr && !w.contains(&m.addr))
+        {
+            return false;
+        }
+    }
+    true
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_healed_partition_and_a_restarted_node_are_taken_back() {
+    const N: usize = 6;
+    let cut = std::sync::Arc::new(Cut::default());
+    let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let side = |i: usize| u8::from(i >= N / 2);
+    let first = heal_node(any, gladius_p2p::Identity::generate(), &cut, side(0), None).await;
+    let seed = first.addr;
+    let mut nodes = vec![first];
+    for i in 1..N {
+        nodes.push(
+            heal_node(
+                any,
+                gladius_p2p::Identity::generate(),
+                &cut,
+                side(i),
+                Some(seed),
+            )
+            .await,
+        );
+    }
+    let meshed = wait_for(Duration::from_secs(30), "initial full mesh", || {
+        full_mesh(&nodes)
+    })
+    .await;
+
+    // Partition 3|3: the latency audit deletes the other side, discovery
+    // tombstones it (the state in which the sides used to stay split).
+    cut.on.store(true, std::sync::atomic::Ordering::Relaxed);
+    let t_cut = tokio::time::Instant::now();
+    let split = wait_for(
+        Duration::from_secs(20),
+        "each side deleted and tombstoned the other",
+        || {
+            let nodes = &nodes;
+            async move {
+                for (i, n) in nodes.iter().enumerate() {
+                    let w = writable(&n.net).await;
+                    for (j, m) in nodes.iter().enumerate() {
+                        if side(i) != side(j)
+                            && (w.contains(&m.addr) || !n.discovery.is_tombstoned(m.addr))
+                        {
+                            return false;
+                        }
+                    }
+                }
+                true
+            }
+        },
+    )
+    .await;
+    // Stay split a while longer, so failed retries push the backoff to its cap.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    for (i, n) in nodes.iter().enumerate() {
+        let w = writable(&n.net).await;
+        let same: BTreeSet<SocketAddr> = nodes
+            .iter()
+            .enumerate()
+            .filter(|(j, _)| *j != i && side(*j) == side(i))
+            .map(|(_, m)| m.addr)
+            .collect();
+        assert_eq!(
+            w, same,
+            "node {i} during the partition: exactly its own side"
+        );
+    }
+    let failed: u64 = nodes
+        .iter()
+        .map(|n| n.discovery.counters().retries_failed)
+        .sum();
+    assert!(
+        failed > 0,
+        "retries were tried (and failed) during the partition"
+    );
+
+    cut.on.store(false, std::sync::atomic::Ordering::Relaxed);
+    let healed = wait_for(
+        Duration::from_secs(10),
+        "full mesh again after the heal",
+        || full_mesh(&nodes),
+    )
+    .await;
+    println!(
+        "heal: mesh in {meshed:?}; partition took {split:?} to split both sides, held {:?}; \
+         full mesh again {healed:?} after the heal",
+        t_cut.elapsed() - healed
+    );
+
+    // Restart a node (same identity, same address) after its peers have
+    // deleted and tombstoned it: it is writable on every other node again.
+    let victim = nodes.remove(N - 1);
+    let (vaddr, vid) = (victim.addr, victim.identity.clone());
+    victim.net.close().await.unwrap();
+    drop(victim);
+    wait_for(
+        Duration::from_secs(20),
+        "the dead node deleted and tombstoned everywhere",
+        || {
+            let nodes = &nodes;
+            async move {
+                for n in nodes {
+                    if writable(&n.net).await.contains(&vaddr) || !n.discovery.is_tombstoned(vaddr)
+                    {
+                        return false;
+                    }
+                }
+                true
+            }
+        },
+    )
+    .await;
+    let back = heal_node(vaddr, vid, &cut, side(N - 1), Some(seed)).await;
+    nodes.push(back);
+    let rejoined = wait_for(
+        Duration::from_secs(10),
+        "the restarted node writable everywhere",
+        || full_mesh(&nodes),
+    )
+    .await;
+    println!("heal: restarted node writable on every node {rejoined:?} after it came back");
+    close_all(nodes.into_iter().map(|n| n.net)).await;
 }

@@ -17,6 +17,9 @@ use std::time::Duration;
 /// | `disconnect_grace` | 30 s |
 /// | `tombstone_ttl` | 5 min |
 /// | `max_tombstones` | 1024 |
+/// | `retry_min` | 2 s |
+/// | `retry_max` | 10 s |
+/// | `max_retries_per_round` | 4 |
 /// | `promote_inbound` | true |
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -55,9 +58,24 @@ pub struct DiscoveryConfig {
     /// How long a deleted (dead) peer stays tombstoned: gossip naming it is
     /// ignored until then. Default 5 min.
     pub tombstone_ttl: Duration,
-    /// Most tombstones kept; past it the oldest is forgotten first.
-    /// Default 1024.
+    /// Most tombstones kept; past it the oldest is forgotten first. Also
+    /// the most dead peers remembered for retries. Default 1024.
     pub max_tombstones: usize,
+    /// A peer that had connected and then died (deleted by anyone, e.g.
+    /// the latency audit, or by discovery after `disconnect_grace`) is
+    /// re-added (`add_pinned` to the key it proved) on the first round at
+    /// least this long after it died. Default 2 s.
+    pub retry_min: Duration,
+    /// The wait before a retry doubles after each retry that did not
+    /// connect (deleted again after `connect_deadline`, or by the latency
+    /// audit), up to this. With the defaults (and the latency audit's 6 s
+    /// dead bound) the two sides of a healed 20 s partition find each other
+    /// again within about 15 s. Default 10 s.
+    pub retry_max: Duration,
+    /// Most dead peers re-added per round (only while the route table holds
+    /// fewer than `table_size` peers). 0 turns retries off: dead peers are
+    /// then only taken back when they connect to us. Default 4.
+    pub max_retries_per_round: usize,
     /// Add peers that connected to us on their own (inbound, non-writable)
     /// to the route table, pinned to the key they proved, while below
     /// `table_size`. Default true.
@@ -77,6 +95,9 @@ impl Default for DiscoveryConfig {
             disconnect_grace: Duration::from_secs(30),
             tombstone_ttl: Duration::from_secs(300),
             max_tombstones: 1024,
+            retry_min: Duration::from_secs(2),
+            retry_max: Duration::from_secs(10),
+            max_retries_per_round: 4,
             promote_inbound: true,
         }
     }

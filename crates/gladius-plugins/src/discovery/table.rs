@@ -27,6 +27,9 @@ pub enum Origin {
     Inbound,
     /// Connected to us, not in the route table.
     Unlisted,
+    /// Re-added by discovery: a peer that was connected once, died and is
+    /// being retried (see [`DiscoveryConfig::retry_max`]).
+    Retry,
 }
 
 /// One peer discovery knows, as [`DiscoveryHandle::known_peers`](super::DiscoveryHandle::known_peers)
@@ -95,6 +98,13 @@ pub struct DiscoveryCounters {
     /// Route-table deletions seen (by anyone: the latency audit, the
     /// application, discovery itself).
     pub deletions_seen: u64,
+    /// Dead peers re-added for a retry.
+    pub retries: u64,
+    /// Retries that did not connect (deleted again; their backoff grows).
+    pub retries_failed: u64,
+    /// Tombstoned peers taken back because they connected to us and proved
+    /// the key we knew for them.
+    pub revived: u64,
 }
 
 /// What discovery remembers about one peer.
@@ -113,16 +123,16 @@ struct Record {
     confirmed: Option<Instant>,
 }
 
-/// A bounded map of addresses (or address–key pairs) to expiry times,
-/// oldest forgotten first when full.
+/// A bounded map of addresses (or address–key pairs) to expiry times and
+/// a value, oldest forgotten first when full.
 #[derive(Debug)]
-struct Expiring<K> {
-    until: HashMap<K, Instant>,
+struct Expiring<K, V = ()> {
+    until: HashMap<K, (Instant, V)>,
     order: VecDeque<(K, Instant)>,
     cap: usize,
 }
 
-impl<K: std::hash::Hash + Eq + Copy> Expiring<K> {
+impl<K: std::hash::Hash + Eq + Copy, V: Copy> Expiring<K, V> {
     fn new(cap: usize) -> Self {
         Self {
             until: HashMap::new(),
@@ -130,30 +140,38 @@ impl<K: std::hash::Hash + Eq + Copy> Expiring<K> {
             cap,
         }
     }
-    fn insert(&mut self, k: K, until: Instant) {
+    fn insert(&mut self, k: K, until: Instant, v: V) {
         if self.cap == 0 {
             return;
         }
-        self.until.insert(k, until);
+        self.until.insert(k, (until, v));
         self.order.push_back((k, until));
         while self.until.len() > self.cap {
             self.pop_oldest();
         }
         // Stale queue entries (re-inserted keys) must not pile up.
         if self.order.len() > 2 * self.cap {
-            self.order.retain(|(k, t)| self.until.get(k) == Some(t));
+            self.order
+                .retain(|(k, t)| self.until.get(k).map(|e| e.0) == Some(*t));
         }
     }
     fn pop_oldest(&mut self) {
         while let Some((k, t)) = self.order.pop_front() {
-            if self.until.get(&k) == Some(&t) {
+            if self.until.get(&k).map(|e| e.0) == Some(t) {
                 self.until.remove(&k);
                 return;
             }
         }
     }
     fn contains(&self, k: &K, now: Instant) -> bool {
-        self.until.get(k).is_some_and(|t| *t > now)
+        self.until.get(k).is_some_and(|e| e.0 > now)
+    }
+    fn get(&self, k: &K, now: Instant) -> Option<V> {
+        self.until.get(k).filter(|e| e.0 > now).map(|e| e.1)
+    }
+    fn remove(&mut self, k: &K) {
+        // Its queue entry goes stale and is skipped.
+        self.until.remove(k);
     }
     fn expire(&mut self, now: Instant) {
         while let Some((k, t)) = self.order.front().copied() {
@@ -161,7 +179,7 @@ impl<K: std::hash::Hash + Eq + Copy> Expiring<K> {
                 break;
             }
             self.order.pop_front();
-            if self.until.get(&k) == Some(&t) {
+            if self.until.get(&k).map(|e| e.0) == Some(t) {
                 self.until.remove(&k);
             }
         }
@@ -169,7 +187,7 @@ impl<K: std::hash::Hash + Eq + Copy> Expiring<K> {
     fn keys(&self, now: Instant) -> Vec<K> {
         self.until
             .iter()
-            .filter(|(_, t)| **t > now)
+            .filter(|(_, e)| e.0 > now)
             .map(|(k, _)| *k)
             .collect()
     }
@@ -196,8 +214,13 @@ pub struct PeerTable {
     local_key: Option<PublicKey>,
     encrypted: bool,
     peers: HashMap<SocketAddr, Record>,
-    tombstones: Expiring<SocketAddr>,
+    /// Tombstoned addresses and the key we knew for each (if any).
+    tombstones: Expiring<SocketAddr, Option<PublicKey>>,
     rejected: Expiring<(SocketAddr, PublicKey)>,
+    /// Peers we saw die after they had connected: retried with backoff.
+    graves: HashMap<SocketAddr, Grave>,
+    /// `graves` in the order they were dug, oldest first (for the bound).
+    grave_order: VecDeque<SocketAddr>,
     /// Deletes we asked for that must not tombstone (key rejections).
     untombstoned_deletes: HashSet<SocketAddr>,
     /// Per-peer answer budget: window start and answers given.
@@ -205,6 +228,19 @@ pub struct PeerTable {
     /// Peers we asked, and until when their answer is welcome.
     asked: HashMap<SocketAddr, Instant>,
     counters: DiscoveryCounters,
+}
+
+/// A peer that was connected once and died: discovery re-adds it after
+/// `backoff(failures)` until it connects again.
+#[derive(Debug, Clone, Copy)]
+struct Grave {
+    key: Option<PublicKey>,
+    /// Retries that did not connect.
+    failures: u32,
+    /// When the next retry is due.
+    due: Instant,
+    /// A retry is in the route table now.
+    retrying: bool,
 }
 
 /// Most peers tracked for the answer budget or outstanding asks; beyond it
@@ -225,6 +261,8 @@ impl PeerTable {
             peers: HashMap::new(),
             tombstones,
             rejected,
+            graves: HashMap::new(),
+            grave_order: VecDeque::new(),
             untombstoned_deletes: HashSet::new(),
             budgets: HashMap::new(),
             asked: HashMap::new(),
@@ -329,15 +367,167 @@ impl PeerTable {
     }
 
     /// `node_deleted`: `addr` left the route table. Tombstones it, unless
-    /// discovery deleted it for refusing a gossiped key.
+    /// discovery deleted it for refusing a gossiped key. A peer that had
+    /// connected is remembered for retries; a retry that had not connected
+    /// yet counts as failed (its backoff grows).
     pub fn node_deleted(&mut self, addr: SocketAddr, now: Instant) {
         self.counters.deletions_seen += 1;
-        self.peers.remove(&addr);
+        let rec = self.peers.remove(&addr);
         self.asked.remove(&addr);
         if !self.untombstoned_deletes.remove(&addr) {
+            let key = rec
+                .as_ref()
+                .and_then(|r| r.key)
+                .or_else(|| self.tombstones.get(&addr, now).flatten())
+                .or_else(|| self.graves.get(&addr).and_then(|g| g.key));
             self.tombstones
-                .insert(addr, now + self.config.tombstone_ttl);
+                .insert(addr, now + self.config.tombstone_ttl, key);
         }
+        match rec {
+            Some(r) if r.ever_connected => self.bury(addr, r.key, now),
+            Some(r) if r.origin == Origin::Retry => self.retry_failed(addr, now),
+            _ => {}
+        }
+    }
+
+    // ----- retries of dead peers ----------------------------------------
+
+    /// The wait before retry number `failures + 1`: `retry_min` doubled
+    /// per failed retry, at most `retry_max`.
+    pub fn retry_backoff(&self, failures: u32) -> Duration {
+        let min = self.config.retry_min;
+        let max = self.config.retry_max.max(min);
+        let factor = 1u32.checked_shl(failures).unwrap_or(u32::MAX);
+        min.checked_mul(factor).map_or(max, |d| d.min(max))
+    }
+
+    /// Remember a peer that was connected and died, to retry it.
+    fn bury(&mut self, addr: SocketAddr, key: Option<PublicKey>, now: Instant) {
+        let cap = self.config.max_tombstones;
+        if self.config.max_retries_per_round == 0 || cap == 0 || (key.is_none() && self.encrypted) {
+            return;
+        }
+        if let Some(g) = self.graves.get_mut(&addr) {
+            // Died again while known: keep its backoff, learn its key.
+            g.key = key.or(g.key);
+            return;
+        }
+        self.graves.insert(
+            addr,
+            Grave {
+                key,
+                failures: 0,
+                due: now + self.config.retry_min,
+                retrying: false,
+            },
+        );
+        self.grave_order.push_back(addr);
+        while self.graves.len() > cap {
+            match self.grave_order.pop_front() {
+                Some(old) => {
+                    self.graves.remove(&old);
+                }
+                None => break,
+            }
+        }
+        if self.grave_order.len() > 2 * cap {
+            let mut seen = HashSet::new();
+            let graves = &self.graves;
+            // Keep the newest entry of each live grave, in order.
+            let mut v: Vec<SocketAddr> = self.grave_order.drain(..).rev().collect();
+            v.retain(|a| graves.contains_key(a) && seen.insert(*a));
+            v.reverse();
+            self.grave_order = v.into();
+        }
+    }
+
+    /// A retry of `addr` ended without a connection: back off further.
+    fn retry_failed(&mut self, addr: SocketAddr, now: Instant) {
+        let Some(g) = self.graves.get(&addr).copied() else {
+            return;
+        };
+        if !g.retrying {
+            return;
+        }
+        let failures = g.failures.saturating_add(1);
+        let due = now + self.retry_backoff(failures);
+        if let Some(g) = self.graves.get_mut(&addr) {
+            g.retrying = false;
+            g.failures = failures;
+            g.due = due;
+        }
+        self.counters.retries_failed += 1;
+    }
+
+    /// Dead peers remembered for retries.
+    pub fn retry_count(&self) -> usize {
+        self.graves.len()
+    }
+
+    /// When `addr`'s next retry is due and how many retries of it failed,
+    /// if it is remembered as dead and not being retried now.
+    pub fn retry_due(&self, addr: SocketAddr) -> Option<(Instant, u32)> {
+        self.graves
+            .get(&addr)
+            .filter(|g| !g.retrying)
+            .map(|g| (g.due, g.failures))
+    }
+
+    /// Re-add up to `max_retries_per_round` dead peers whose backoff has
+    /// passed, while the table has room.
+    fn retries(&mut self, now: Instant) -> Vec<Action> {
+        let stale: Vec<SocketAddr> = self
+            .graves
+            .iter()
+            .filter(|(a, g)| g.retrying && !self.peers.contains_key(a))
+            .map(|(a, _)| *a)
+            .collect();
+        for a in stale {
+            // Dropped without a deletion we saw (a failed add, a sync).
+            self.retry_failed(a, now);
+        }
+        let room = self.config.table_size.saturating_sub(self.table_len());
+        let n = room.min(self.config.max_retries_per_round);
+        if n == 0 {
+            return Vec::new();
+        }
+        let mut due: Vec<(Instant, SocketAddr)> = self
+            .graves
+            .iter()
+            .filter(|(a, g)| {
+                !g.retrying
+                    && g.due <= now
+                    && !self.peers.contains_key(a)
+                    && !self.local.contains(a)
+            })
+            .map(|(a, g)| (g.due, *a))
+            .collect();
+        due.sort();
+        let mut actions = Vec::new();
+        for (_, addr) in due.into_iter().take(n) {
+            let Some(g) = self.graves.get_mut(&addr) else {
+                continue;
+            };
+            g.retrying = true;
+            let key = g.key;
+            self.peers.insert(
+                addr,
+                Record {
+                    key,
+                    in_table: true,
+                    connected: false,
+                    ever_connected: false,
+                    origin: Origin::Retry,
+                    since: now,
+                    disconnected_at: None,
+                    add_pending: true,
+                    confirmed: None,
+                },
+            );
+            self.counters.retries += 1;
+            actions.push(Action::Add(addr, key));
+        }
+        actions
     }
 
     /// `peer_connected`: a session with `addr` is up; `key` is what it
@@ -350,6 +540,24 @@ impl PeerTable {
         now: Instant,
     ) -> Option<Action> {
         let table_len = self.table_len();
+        let proven = key.is_some() || !self.encrypted;
+        if proven {
+            // It proved the key we knew for this address (or we knew none):
+            // it is alive, take it back.
+            if let Some(known) = self.tombstones.get(&addr, now) {
+                if known.is_none() || known == key {
+                    self.tombstones.remove(&addr);
+                    self.counters.revived += 1;
+                }
+            }
+            if self
+                .graves
+                .get(&addr)
+                .is_some_and(|g| g.key.is_none() || g.key == key)
+            {
+                self.graves.remove(&addr);
+            }
+        }
         let r = self.peers.entry(addr).or_insert_with(|| Record {
             key,
             in_table: false,
@@ -369,7 +577,7 @@ impl PeerTable {
             && self.config.promote_inbound
             && table_len < self.config.table_size
             && !self.tombstones.contains(&addr, now)
-            && (key.is_some() || !self.encrypted);
+            && proven;
         if promote {
             r.in_table = true;
             r.add_pending = true;
@@ -404,7 +612,7 @@ impl PeerTable {
         }
         if let Some(key) = r.key {
             self.rejected
-                .insert((addr, key), now + self.config.tombstone_ttl);
+                .insert((addr, key), now + self.config.tombstone_ttl, ());
         }
         self.counters.key_rejections += 1;
         self.peers.remove(&addr);
@@ -417,11 +625,9 @@ impl PeerTable {
         if let Some(r) = self.peers.get_mut(&addr) {
             r.add_pending = false;
         }
-        if self
-            .peers
-            .get(&addr)
-            .is_some_and(|r| matches!(r.origin, Origin::Gossip | Origin::Inbound) && !r.connected)
-        {
+        if self.peers.get(&addr).is_some_and(|r| {
+            matches!(r.origin, Origin::Gossip | Origin::Inbound | Origin::Retry) && !r.connected
+        }) {
             self.peers.remove(&addr);
         }
     }
@@ -578,11 +784,12 @@ impl PeerTable {
 
     // ----- timers -----------------------------------------------------------
 
-    /// Run the timers: learned peers that never connected within the
-    /// deadline and peers disconnected for longer than the grace period are
-    /// deleted (and tombstoned, here, so gossip cannot bring them back
-    /// before the route table notices); expired tombstones, budgets and
-    /// asks are forgotten.
+    /// Run the timers: learned peers (and retries) that never connected
+    /// within the deadline and peers disconnected for longer than the grace
+    /// period are deleted (and tombstoned, here, so gossip cannot bring them
+    /// back before the route table notices); dead peers whose retry backoff
+    /// has passed are re-added (at most `max_retries_per_round`, while the
+    /// table has room); expired tombstones, budgets and asks are forgotten.
     pub fn expire(&mut self, now: Instant) -> Vec<Action> {
         let deadline = self.config.connect_deadline;
         let grace = self.config.disconnect_grace;
@@ -592,7 +799,7 @@ impl PeerTable {
             if !r.in_table || r.connected {
                 continue;
             }
-            if r.origin == Origin::Gossip && !r.ever_connected {
+            if matches!(r.origin, Origin::Gossip | Origin::Retry) && !r.ever_connected {
                 if now.saturating_duration_since(r.since) >= deadline {
                     junk.push(*addr);
                 }
@@ -603,15 +810,24 @@ impl PeerTable {
                 dead.push(*addr);
             }
         }
-        self.counters.junk_dropped += junk.len() as u64;
         self.counters.dead_dropped += dead.len() as u64;
         let mut actions = Vec::with_capacity(junk.len() + dead.len());
         for addr in junk.into_iter().chain(dead) {
-            self.peers.remove(&addr);
+            let Some(r) = self.peers.remove(&addr) else {
+                continue;
+            };
             self.tombstones
-                .insert(addr, now + self.config.tombstone_ttl);
+                .insert(addr, now + self.config.tombstone_ttl, r.key);
+            if r.ever_connected {
+                self.bury(addr, r.key, now);
+            } else if r.origin == Origin::Retry {
+                self.retry_failed(addr, now);
+            } else {
+                self.counters.junk_dropped += 1;
+            }
             actions.push(Action::Delete(addr));
         }
+        actions.extend(self.retries(now));
         self.tombstones.expire(now);
         self.rejected.expire(now);
         let interval = self.config.interval;
