@@ -1140,6 +1140,51 @@ async fn slot_holders_under_load_need_a_cookie_for_a_new_key_exchange() {
     b.close().await.unwrap();
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_inits_in_a_burst_meet_cookies_before_the_table_is_half_full() {
+    // 200 addresses, far below half of the default half-open bound (1024):
+    // the table alone would answer every one with a key exchange. The
+    // key-exchange budget (50 per 100 ms) must answer the excess with
+    // Cookies instead, and every Init gets exactly one answer.
+    const N: usize = 200;
+    let (b, b_addr, _rb) = node().await;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(22);
+    let mut socks = Vec::new();
+    for _ in 0..N {
+        socks.push(UdpSocket::bind("127.0.0.1:0").await.unwrap());
+    }
+    let start = Instant::now();
+    for s in &socks {
+        s.send_to(&forged_init(&mut rng), b_addr).await.unwrap();
+    }
+    let (mut responses, mut cookies) = (0u64, 0u64);
+    let mut buf = vec![0u8; 2048];
+    for s in &socks {
+        tokio::time::timeout(DEADLINE, s.recv(&mut buf))
+            .await
+            .expect("every Init is answered")
+            .unwrap();
+        match buf[0] {
+            0xE2 => responses += 1,
+            0xE5 => cookies += 1,
+            other => panic!("unexpected answer type {other:#x}"),
+        }
+    }
+    let windows = start.elapsed().as_millis() as u64 / 100 + 1;
+    println!(
+        "{N} Inits: {responses} key exchanges, {cookies} cookies, {windows} windows of 100 ms"
+    );
+    assert_eq!(responses + cookies, N as u64);
+    assert!(
+        responses <= 50 * windows,
+        "{responses} key exchanges in {windows} windows"
+    );
+    assert!(cookies > 0, "the budget was never reached");
+    let c = b.network_state().await.unwrap().counters;
+    assert_eq!(c.cookies_sent, cookies);
+    b.close().await.unwrap();
+}
+
 // ----- 7. restart with the same identity --------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -31,6 +31,12 @@ use crate::state::Direction;
 /// this only throttles floods: one socket can hold one slot and cost one
 /// key exchange per interval.
 const INIT_INTERVAL_MS: u64 = 100;
+/// Key exchanges answered per [`INIT_INTERVAL_MS`] window before every new
+/// initiator must show a cookie (500 per second). The half-open table's
+/// bound alone let a host with a few hundred ports stay below the cookie
+/// threshold and still force one Diffie-Hellman per port per interval,
+/// enough to starve the driver (found by tests/netns scenario `5ports512`).
+const EXCHANGES_PER_WINDOW: u32 = 50;
 /// How long an inbound half-open handshake waits for its `Finish`.
 const HALF_OPEN_MS: u64 = 5_000;
 /// How often an initiator resends `Finish` until the peer's first sealed
@@ -45,6 +51,9 @@ pub(crate) struct CryptoState {
     /// `Config::max_half_open`.
     half_open: HashMap<SocketAddr, HalfOpen>,
     cookies: CookieJar,
+    /// Start of the current key-exchange window and the exchanges in it.
+    window_start: u64,
+    window_exchanges: u32,
 }
 
 #[derive(Debug)]
@@ -59,7 +68,17 @@ impl CryptoState {
             identity,
             half_open: HashMap::default(),
             cookies: CookieJar::new(),
+            window_start: 0,
+            window_exchanges: 0,
         }
+    }
+    /// Whether this window's key-exchange budget is spent.
+    fn over_budget(&mut self, now: u64) -> bool {
+        if now >= self.window_start.saturating_add(INIT_INTERVAL_MS) {
+            self.window_start = now;
+            self.window_exchanges = 0;
+        }
+        self.window_exchanges >= EXCHANGES_PER_WINDOW
     }
     pub(crate) fn public_key(&self) -> PublicKey {
         self.identity.public_key()
@@ -194,9 +213,10 @@ impl Driver {
             return;
         }
         let replacing = crypto.half_open.contains_key(&from);
-        if crypto.half_open.len() >= max_half_open / 2 {
-            // Under load: only initiators that can receive at their address
-            // get state, or a new key exchange. An address that already
+        if crypto.half_open.len() >= max_half_open / 2 || crypto.over_budget(now) {
+            // Under load (a half-full table, or many key exchanges lately):
+            // only initiators that can receive at their address get state,
+            // or a new key exchange. An address that already
             // holds a slot is no exception: otherwise every slot holder
             // could force a Diffie-Hellman every 100 ms without a cookie.
             if !crypto.cookies.verify(from, &init.cookie, now) {
@@ -235,6 +255,7 @@ impl Driver {
                     Some(key) => responder.expect_remote(key),
                     None => responder,
                 };
+                crypto.window_exchanges = crypto.window_exchanges.saturating_add(1);
                 crypto.half_open.insert(
                     from,
                     HalfOpen {
