@@ -191,7 +191,8 @@ impl Config {
         self
     }
     /// Most inbound handshakes waiting for their last message. Past half of
-    /// it, new initiators must prove their address with a cookie first.
+    /// it (or past 50 key exchanges in 100 ms, whatever the table holds),
+    /// new initiators must prove their address with a cookie first.
     /// Default 1024.
     pub fn with_max_half_open(mut self, n: usize) -> Self {
         self.max_half_open = n;
