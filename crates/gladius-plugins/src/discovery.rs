@@ -323,8 +323,33 @@ impl Plugin for Discovery {
         self.inner.table().node_added(addr, Instant::now());
     }
 
-    async fn node_deleted(&self, _net: &Network, addr: SocketAddr) {
-        self.inner.table().node_deleted(addr, Instant::now());
+    async fn node_deleted(&self, net: &Network, addr: SocketAddr) {
+        // Dead or deleted on purpose? A peer still heard from recently was
+        // alive: its deletion must stick. One already gone from the state
+        // closed its session cleanly if it was connected (alive too), or
+        // never had one (a retry or a learned peer that never connected).
+        let silence = self.inner.table().config().dead_silence;
+        let last_seen = match net.network_state().await {
+            Ok(state) => state
+                .peers
+                .iter()
+                .find(|p| p.addr == addr)
+                .map(|p| p.last_seen_ms_ago),
+            Err(_) => None,
+        };
+        let mut table = self.inner.table();
+        let died = match last_seen {
+            Some(ms) => ms.is_none_or(|ms| Duration::from_millis(ms) >= silence),
+            None => !table
+                .known_peers()
+                .iter()
+                .any(|p| p.addr == addr && p.connected),
+        };
+        if died {
+            table.node_deleted(addr, Instant::now());
+        } else {
+            table.node_deleted_while_alive(addr, Instant::now());
+        }
     }
 
     async fn peer_connected(&self, net: &Network, peer: &PeerInfo) {

@@ -1043,6 +1043,8 @@ async fn heal_node(
     dc.retry_max = Duration::from_secs(1);
     dc.connect_deadline = Duration::from_millis(1500);
     dc.disconnect_grace = Duration::from_secs(3);
+    // Dead after ~1.2 s of silence (below); live peers are heard every 200 ms.
+    dc.dead_silence = Duration::from_millis(800);
     let (discovery, handle) = Discovery::new(dc);
     // Dead after ~1.2 s of silence; deleted then.
     let lc = LatencyConfig::default()
@@ -1221,4 +1223,32 @@ async fn a_healed_partition_and_a_restarted_node_are_taken_back() {
     .await;
     println!("heal: restarted node writable on every node {rejoined:?} after it came back");
     close_all(nodes.into_iter().map(|n| n.net)).await;
+}
+
+#[test]
+fn a_peer_deleted_while_alive_is_tombstoned_and_never_retried() {
+    // The application deleting a peer that is still talking: the deletion
+    // sticks (unlike a dead peer's, which is retried).
+    let mut t = table();
+    let s = Duration::from_secs;
+    let t0 = Instant::now();
+    t.node_added(addr(60), t0);
+    t.peer_connected(addr(60), Some(key(60)), t0);
+    t.node_deleted_while_alive(addr(60), t0 + s(1));
+    assert!(t.is_tombstoned(addr(60), t0 + s(1)));
+    assert_eq!(t.retry_due(addr(60)), None);
+    assert_eq!(t.retry_count(), 0);
+    // It keeps its own link to us: connecting again does not bring it back.
+    t.peer_disconnected(addr(60), t0 + s(1));
+    assert_eq!(t.peer_connected(addr(60), Some(key(60)), t0 + s(2)), None);
+    assert!(t.is_tombstoned(addr(60), t0 + s(2)));
+    for secs in [2, 5, 20, 100] {
+        assert!(t.expire(t0 + s(secs)).is_empty(), "re-added at {secs} s");
+    }
+    // A peer that died earlier and is then deleted on purpose: its pending
+    // retry is dropped too.
+    connected_then_deleted(&mut t, 61, t0);
+    assert!(t.retry_due(addr(61)).is_some());
+    t.node_deleted_while_alive(addr(61), t0 + s(1));
+    assert_eq!(t.retry_due(addr(61)), None);
 }

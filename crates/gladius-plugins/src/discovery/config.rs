@@ -20,6 +20,7 @@ use std::time::Duration;
 /// | `retry_min` | 2 s |
 /// | `retry_max` | 10 s |
 /// | `max_retries_per_round` | 4 |
+/// | `dead_silence` | 3 s |
 /// | `promote_inbound` | true |
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -76,6 +77,15 @@ pub struct DiscoveryConfig {
     /// fewer than `table_size` peers). 0 turns retries off: dead peers are
     /// then only taken back when they connect to us. Default 4.
     pub max_retries_per_round: usize,
+    /// A deleted peer counts as dead (and is retried) only if nothing was
+    /// heard from it for at least this long when it was deleted. A peer
+    /// deleted while it was still talking was deleted on purpose (by the
+    /// application, say): it is tombstoned and never retried. The latency
+    /// audit (probes every second, dead after about 6 s of silence) keeps
+    /// live peers well under it; without the audit, an idle peer is heard
+    /// only at every keepalive (5 s), so keep this above that or accept
+    /// that deliberate deletes of idle peers are retried. Default 3 s.
+    pub dead_silence: Duration,
     /// Add peers that connected to us on their own (inbound, non-writable)
     /// to the route table, pinned to the key they proved, while below
     /// `table_size`. Default true.
@@ -98,6 +108,7 @@ impl Default for DiscoveryConfig {
             retry_min: Duration::from_secs(2),
             retry_max: Duration::from_secs(10),
             max_retries_per_round: 4,
+            dead_silence: Duration::from_secs(3),
             promote_inbound: true,
         }
     }

@@ -217,6 +217,9 @@ pub struct PeerTable {
     /// Tombstoned addresses and the key we knew for each (if any).
     tombstones: Expiring<SocketAddr, Option<PublicKey>>,
     rejected: Expiring<(SocketAddr, PublicKey)>,
+    /// Peers deleted while alive (on purpose): not taken back when they
+    /// connect to us, until their tombstone expires.
+    kept_out: Expiring<SocketAddr>,
     /// Peers we saw die after they had connected: retried with backoff.
     graves: HashMap<SocketAddr, Grave>,
     /// `graves` in the order they were dug, oldest first (for the bound).
@@ -253,6 +256,7 @@ impl PeerTable {
     pub fn new(config: DiscoveryConfig) -> Self {
         let tombstones = Expiring::new(config.max_tombstones);
         let rejected = Expiring::new(config.max_tombstones);
+        let config_cap = config.max_tombstones;
         Self {
             config,
             local: HashSet::new(),
@@ -261,6 +265,7 @@ impl PeerTable {
             peers: HashMap::new(),
             tombstones,
             rejected,
+            kept_out: Expiring::new(config_cap),
             graves: HashMap::new(),
             grave_order: VecDeque::new(),
             untombstoned_deletes: HashSet::new(),
@@ -371,6 +376,20 @@ impl PeerTable {
     /// connected is remembered for retries; a retry that had not connected
     /// yet counts as failed (its backoff grows).
     pub fn node_deleted(&mut self, addr: SocketAddr, now: Instant) {
+        self.deleted(addr, now, true);
+    }
+
+    /// `node_deleted` of a peer that was still talking (heard within
+    /// [`dead_silence`](DiscoveryConfig::dead_silence)): deleted on
+    /// purpose. Tombstoned like any deletion, but never retried.
+    pub fn node_deleted_while_alive(&mut self, addr: SocketAddr, now: Instant) {
+        self.graves.remove(&addr);
+        self.kept_out
+            .insert(addr, now + self.config.tombstone_ttl, ());
+        self.deleted(addr, now, false);
+    }
+
+    fn deleted(&mut self, addr: SocketAddr, now: Instant, died: bool) {
         self.counters.deletions_seen += 1;
         let rec = self.peers.remove(&addr);
         self.asked.remove(&addr);
@@ -384,7 +403,7 @@ impl PeerTable {
                 .insert(addr, now + self.config.tombstone_ttl, key);
         }
         match rec {
-            Some(r) if r.ever_connected => self.bury(addr, r.key, now),
+            Some(r) if r.ever_connected && died => self.bury(addr, r.key, now),
             Some(r) if r.origin == Origin::Retry => self.retry_failed(addr, now),
             _ => {}
         }
@@ -541,7 +560,7 @@ impl PeerTable {
     ) -> Option<Action> {
         let table_len = self.table_len();
         let proven = key.is_some() || !self.encrypted;
-        if proven {
+        if proven && !self.kept_out.contains(&addr, now) {
             // It proved the key we knew for this address (or we knew none):
             // it is alive, take it back.
             if let Some(known) = self.tombstones.get(&addr, now) {
