@@ -64,7 +64,13 @@
 //!     connects again. Junk addresses that never connected are never
 //!     retried (they keep the tombstone rule below). With the defaults, the
 //!     two sides of a healed 20 s partition are back in each other's tables
-//!     within about 15 s.
+//!     within about 15 s;
+//!   * a deletion counts as a death only if the core had heard nothing
+//!     from the peer for [`dead_silence`](DiscoveryConfig::dead_silence)
+//!     (the latency audit deletes after about 6 s of silence). A peer
+//!     deleted while still talking (by the application, say) was deleted
+//!     on purpose: tombstoned, never retried, and not taken back when it
+//!     connects to us, until its tombstone expires.
 //!
 //! ## Against a lying peer
 //!
