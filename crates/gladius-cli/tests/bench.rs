@@ -2,9 +2,11 @@
 //! checks the output is complete and well formed. No timing assertions:
 //! benchmarks never run as timed tests.
 
-use std::io::Read;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+mod common;
+
+use std::time::Duration;
+
+use common::run_to_end;
 
 use serde_json::Value;
 
@@ -13,36 +15,11 @@ const HARD_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Run `gladius bench` with `args`; returns (exit code, stdout, stderr).
 fn bench(args: &[&str]) -> (Option<i32>, String, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_gladius"))
-        .arg("bench")
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn gladius");
-    let drain = |mut r: Box<dyn Read + Send>| {
-        std::thread::spawn(move || {
-            let mut s = String::new();
-            let _ = r.read_to_string(&mut s);
-            s
-        })
-    };
-    let out = drain(Box::new(child.stdout.take().unwrap()));
-    let err = drain(Box::new(child.stderr.take().unwrap()));
-    let t0 = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if t0.elapsed() > HARD_TIMEOUT {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("gladius bench {args:?} still running after {HARD_TIMEOUT:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    (status.code(), out.join().unwrap(), err.join().unwrap())
+    let all: Vec<&str> = std::iter::once("bench")
+        .chain(args.iter().copied())
+        .collect();
+    let run = run_to_end(&all, HARD_TIMEOUT);
+    (run.code, run.stdout, run.stderr)
 }
 
 /// `line[key]` as a finite, positive number.

@@ -1,55 +1,19 @@
 //! `gladius demo`, run as a real process: a small swarm converges and the
 //! `--json` line says so; an impossible deadline fails naming the phase.
 
-use std::io::Read;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+mod common;
+
+use std::time::Duration;
+
+use common::{run_to_end, Run};
 
 use serde_json::Value;
 
 /// No run may take longer than this, whatever the demo does.
 const HARD_TIMEOUT: Duration = Duration::from_secs(45);
 
-struct Run {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
 fn gladius(args: &[&str]) -> Run {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_gladius"))
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn gladius");
-    let drain = |mut r: Box<dyn Read + Send>| {
-        std::thread::spawn(move || {
-            let mut s = String::new();
-            let _ = r.read_to_string(&mut s);
-            s
-        })
-    };
-    let out = drain(Box::new(child.stdout.take().unwrap()));
-    let err = drain(Box::new(child.stderr.take().unwrap()));
-    let t0 = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if t0.elapsed() > HARD_TIMEOUT {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("gladius {args:?} still running after {HARD_TIMEOUT:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    Run {
-        code: status.code(),
-        stdout: out.join().unwrap(),
-        stderr: err.join().unwrap(),
-    }
+    run_to_end(args, HARD_TIMEOUT)
 }
 
 /// The last stdout line, parsed.
