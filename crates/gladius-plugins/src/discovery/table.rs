@@ -123,6 +123,24 @@ struct Record {
     confirmed: Option<Instant>,
 }
 
+impl Record {
+    /// A peer discovery is adding itself now (learned or retried): in the
+    /// table, its add not yet confirmed, not connected.
+    fn adding(key: Option<PublicKey>, origin: Origin, now: Instant) -> Self {
+        Record {
+            key,
+            in_table: true,
+            connected: false,
+            ever_connected: false,
+            origin,
+            since: now,
+            disconnected_at: None,
+            add_pending: true,
+            confirmed: None,
+        }
+    }
+}
+
 /// A bounded map of addresses (or address–key pairs) to expiry times and
 /// a value, oldest forgotten first when full.
 #[derive(Debug)]
@@ -529,20 +547,8 @@ impl PeerTable {
             };
             g.retrying = true;
             let key = g.key;
-            self.peers.insert(
-                addr,
-                Record {
-                    key,
-                    in_table: true,
-                    connected: false,
-                    ever_connected: false,
-                    origin: Origin::Retry,
-                    since: now,
-                    disconnected_at: None,
-                    add_pending: true,
-                    confirmed: None,
-                },
-            );
+            self.peers
+                .insert(addr, Record::adding(key, Origin::Retry, now));
             self.counters.retries += 1;
             actions.push(Action::Add(addr, key));
         }
@@ -755,20 +761,8 @@ impl PeerTable {
                 self.counters.cap_skips += 1;
                 continue;
             }
-            self.peers.insert(
-                addr,
-                Record {
-                    key,
-                    in_table: true,
-                    connected: false,
-                    ever_connected: false,
-                    origin: Origin::Gossip,
-                    since: now,
-                    disconnected_at: None,
-                    add_pending: true,
-                    confirmed: None,
-                },
-            );
+            self.peers
+                .insert(addr, Record::adding(key, Origin::Gossip, now));
             table_len += 1;
             pending += 1;
             self.counters.added += 1;
