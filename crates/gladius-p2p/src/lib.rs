@@ -41,6 +41,6 @@ pub use error::{ConfigError, NetworkError, RequestError};
 pub use gladius_kcp::KcpConfig;
 pub use network::{Network, PeerInfo, Received, SendFailure, SendReport, ToPeerAddr};
 pub use plugin::{Plugin, PLUGIN_QUEUE_LEN};
-pub use socket::{DatagramSocket, LinkFaults, MemoryNetwork, MemorySocket};
+pub use socket::{BatchUdpSocket, DatagramSocket, LinkFaults, MemoryNetwork, MemorySocket};
 pub use state::{ConnectionState, Counters, Direction, NetworkState, PeerState, PluginState};
 pub use wire::{Message, MessageError};

@@ -171,20 +171,26 @@ impl Network {
     /// serving. Returns the bound address.
     pub async fn listen(&self, addr: impl ToPeerAddr) -> Result<SocketAddr, NetworkError> {
         let addr = resolve(addr).await?;
-        let socket =
-            crate::socket::bind_udp(addr, self.config.socket_buffer_bytes).map_err(|source| {
-                NetworkError::Bind {
-                    addr: addr.to_string(),
-                    source,
-                }
-            })?;
-        self.listen_on(socket).await
+        let socket = crate::socket::bind_batch_udp(addr, self.config.socket_buffer_bytes).map_err(
+            |source| NetworkError::Bind {
+                addr: addr.to_string(),
+                source,
+            },
+        )?;
+        self.listen_shared(socket).await
     }
 
     /// Serve on an already bound socket (any [`DatagramSocket`], such as a
-    /// [`MemorySocket`](crate::MemorySocket) in tests).
+    /// [`MemorySocket`](crate::MemorySocket) in tests, a plain tokio socket,
+    /// or a [`BatchUdpSocket`](crate::BatchUdpSocket)).
     pub async fn listen_on(&self, socket: impl DatagramSocket) -> Result<SocketAddr, NetworkError> {
-        let socket: Arc<dyn DatagramSocket> = Arc::new(socket);
+        self.listen_shared(Arc::new(socket)).await
+    }
+
+    async fn listen_shared(
+        &self,
+        socket: Arc<dyn DatagramSocket>,
+    ) -> Result<SocketAddr, NetworkError> {
         self.call(|reply| Command::Listen { socket, reply }).await?
     }
 

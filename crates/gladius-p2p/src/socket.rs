@@ -34,6 +34,49 @@ pub trait DatagramSocket: Send + Sync + fmt::Debug + 'static {
         buf: &[u8],
         target: SocketAddr,
     ) -> Poll<io::Result<usize>>;
+
+    /// How many datagrams one [`poll_send_segments`](Self::poll_send_segments)
+    /// call may carry. 1 (the default) means no segmentation offload: the
+    /// driver then sends every datagram on its own.
+    fn max_send_segments(&self) -> usize {
+        1
+    }
+
+    /// Send `buf` to `target` as consecutive datagrams of `segment_size`
+    /// bytes each (the last may be shorter), in one call: UDP generic
+    /// segmentation offload (GSO) on Linux. The driver never passes more
+    /// than [`max_send_segments`](Self::max_send_segments) segments. The
+    /// default handles the single-datagram case only.
+    fn poll_send_segments(
+        &self,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+        segment_size: usize,
+        target: SocketAddr,
+    ) -> Poll<io::Result<()>> {
+        if buf.len() > segment_size {
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "this socket sends one datagram per call",
+            )));
+        }
+        self.poll_send_to(cx, buf, target).map_ok(|_| ())
+    }
+
+    /// Receive one or more datagrams from one source into `buf`: returns the
+    /// source and the stride, the size of every datagram in the filled part
+    /// but the last, which may be shorter. With UDP generic receive offload
+    /// (GRO) the kernel hands over a run of datagrams of one flow at once.
+    /// The default receives one datagram per call.
+    fn poll_recv_segments(
+        &self,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<(SocketAddr, usize)>> {
+        let before = buf.filled().len();
+        self.poll_recv_from(cx, buf)
+            .map_ok(|from| (from, buf.filled().len() - before))
+    }
 }
 
 impl DatagramSocket for tokio::net::UdpSocket {
@@ -54,6 +97,130 @@ impl DatagramSocket for tokio::net::UdpSocket {
         target: SocketAddr,
     ) -> Poll<io::Result<usize>> {
         tokio::net::UdpSocket::poll_send_to(self, cx, buf, target)
+    }
+}
+
+/// A UDP socket that moves datagrams in batches: several datagrams to one
+/// peer leave in one `sendmsg` (GSO) and arrive in one `recvmsg` (GRO) where
+/// the kernel offers it (Linux), through [`quinn_udp`]. Elsewhere, or when
+/// the kernel refuses, it sends and receives one datagram per call.
+///
+/// This is what [`Network::listen`](crate::Network::listen) binds. Datagrams
+/// leave with the don't-fragment bit set (as QUIC's do), so the KCP `mtu`
+/// plus the encryption overhead must fit the path MTU; the default (1400)
+/// fits Ethernet's 1500.
+#[derive(Debug)]
+pub struct BatchUdpSocket {
+    io: tokio::net::UdpSocket,
+    state: quinn_udp::UdpSocketState,
+}
+
+/// Most datagrams handed to the kernel in one GSO send (Linux accepts 64).
+const MAX_GSO_SEGMENTS: usize = 64;
+
+impl BatchUdpSocket {
+    /// Wrap a bound, non-blocking tokio socket, turning on the kernel's
+    /// offloads where it has them.
+    pub fn new(io: tokio::net::UdpSocket) -> io::Result<Self> {
+        let state = quinn_udp::UdpSocketState::new((&io).into())?;
+        Ok(Self::with_state(io, state))
+    }
+
+    fn with_state(io: tokio::net::UdpSocket, state: quinn_udp::UdpSocketState) -> Self {
+        tracing::debug!(
+            gso_segments = state.max_gso_segments(),
+            gro_segments = state.gro_segments(),
+            "UDP offloads"
+        );
+        Self { io, state }
+    }
+}
+
+impl DatagramSocket for BatchUdpSocket {
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.io.local_addr()
+    }
+    fn poll_recv_from(
+        &self,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<SocketAddr>> {
+        self.io.poll_recv_from(cx, buf)
+    }
+    fn poll_send_to(
+        &self,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+        target: SocketAddr,
+    ) -> Poll<io::Result<usize>> {
+        self.io.poll_send_to(cx, buf, target)
+    }
+    fn max_send_segments(&self) -> usize {
+        self.state.max_gso_segments().min(MAX_GSO_SEGMENTS)
+    }
+    fn poll_send_segments(
+        &self,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+        segment_size: usize,
+        target: SocketAddr,
+    ) -> Poll<io::Result<()>> {
+        let transmit = quinn_udp::Transmit {
+            destination: target,
+            ecn: None,
+            contents: buf,
+            segment_size: (buf.len() > segment_size).then_some(segment_size),
+            src_ip: None,
+        };
+        loop {
+            std::task::ready!(self.io.poll_send_ready(cx))?;
+            let sent = self.io.try_io(tokio::io::Interest::WRITABLE, || {
+                self.state.try_send((&self.io).into(), &transmit)
+            });
+            match sent {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                other => return Poll::Ready(other),
+            }
+        }
+    }
+    fn poll_recv_segments(
+        &self,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<(SocketAddr, usize)>> {
+        loop {
+            std::task::ready!(self.io.poll_recv_ready(cx))?;
+            let mut meta = [quinn_udp::RecvMeta::default()];
+            let received = self.io.try_io(tokio::io::Interest::READABLE, || {
+                let mut bufs = [io::IoSliceMut::new(buf.initialize_unfilled())];
+                self.state.recv((&self.io).into(), &mut bufs, &mut meta)
+            });
+            match received {
+                Ok(_) => {
+                    let [meta] = meta;
+                    buf.advance(meta.len);
+                    return Poll::Ready(Ok((meta.addr, meta.stride.max(1))));
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+    }
+}
+
+/// Bind a UDP socket as [`bind_udp`] does, with the kernel's offloads if
+/// they can be turned on (a [`BatchUdpSocket`]), else the plain socket.
+pub(crate) fn bind_batch_udp(
+    addr: SocketAddr,
+    buffer_bytes: usize,
+) -> io::Result<Arc<dyn DatagramSocket>> {
+    let io = bind_udp(addr, buffer_bytes)?;
+    match quinn_udp::UdpSocketState::new((&io).into()) {
+        Ok(state) => Ok(Arc::new(BatchUdpSocket::with_state(io, state))),
+        Err(e) => {
+            tracing::debug!("UDP offloads unavailable, one datagram per call: {e}");
+            Ok(Arc::new(io))
+        }
     }
 }
 

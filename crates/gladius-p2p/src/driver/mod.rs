@@ -11,6 +11,7 @@
 //! is opened first. That path lives in [`encrypted`]; this file is the part
 //! common to both modes.
 
+mod batch;
 mod encrypted;
 mod peer;
 mod sessions;
@@ -40,6 +41,7 @@ use crate::socket::DatagramSocket;
 use crate::state::{ConnectionState, Counters, Direction, NetworkState, PeerState, PluginState};
 use crate::wire::{CloseReason, Frame, Message};
 use crate::{Config, Network, Plugin};
+use batch::SendBatch;
 use peer::Peer;
 
 /// Largest UDP payload; receive buffers are this big so nothing is truncated.
@@ -163,6 +165,8 @@ pub(crate) struct Driver {
     outbox: Vec<(SocketAddr, Bytes)>,
     /// Scratch buffers for sealing and opening, reused.
     seal_buf: Vec<u8>,
+    /// Datagrams to one peer gathered for one socket call, reused.
+    batch: SendBatch,
     open_buf: Vec<u8>,
     /// The application bytes our handshakes carry (see
     /// `Network::set_handshake_payload`).
@@ -205,6 +209,7 @@ impl Driver {
             crypto,
             outbox: Vec::new(),
             seal_buf: Vec::new(),
+            batch: SendBatch::default(),
             open_buf: Vec::new(),
             handshake_payload,
         };
@@ -246,7 +251,7 @@ impl Driver {
                         self.begin_close(None);
                     }
                 },
-                first = recv_from(socket.as_deref(), &mut buf) => {
+                first = recv(socket.as_deref(), &mut buf) => {
                     self.handle_recv(socket.as_deref(), first, &mut buf);
                     // A request handed to a plugin is usually answered at
                     // once: wait one yield for the answer so that it leaves
@@ -693,34 +698,45 @@ impl Driver {
         }
     }
 
+    /// Handle what one receive brought (one datagram, or with GRO a run of
+    /// them from one source) and keep reading while the socket has more, up
+    /// to `RECV_BURST` datagrams.
     fn handle_recv(
         &mut self,
         socket: Option<&dyn DatagramSocket>,
-        first: std::io::Result<(usize, SocketAddr)>,
+        first: std::io::Result<Arrived>,
         buf: &mut [u8],
     ) {
         let mut result = first;
-        for i in 0..RECV_BURST {
+        let mut handled = 0;
+        loop {
             match result {
-                Ok((n, from)) => {
-                    self.counters.datagrams_in += 1;
-                    self.handle_datagram(from, &buf[..n]);
+                Ok(Arrived { len, from, stride }) => {
+                    // An empty datagram is one datagram too (malformed).
+                    let datagrams = buf[..len].chunks(stride.max(1));
+                    let empty = (len == 0).then_some(&[][..]);
+                    for datagram in datagrams.chain(empty) {
+                        self.counters.datagrams_in += 1;
+                        handled += 1;
+                        self.handle_datagram(from, datagram);
+                    }
                 }
                 // ICMP errors surface here on Linux (port unreachable);
                 // they say nothing KCP's timers don't already handle.
-                Err(e) => tracing::debug!("recv error: {e}"),
+                Err(e) => {
+                    handled += 1;
+                    tracing::debug!("recv error: {e}");
+                }
             }
-            // Read another only if this burst will handle it: a datagram
-            // read after the last iteration would be silently lost.
-            if i + 1 == RECV_BURST {
+            // Read again only below the burst bound; whatever is read is
+            // handled before the loop ends, so nothing read is lost.
+            if handled >= RECV_BURST {
                 break;
             }
             let Some(socket) = socket else { break };
             let mut cx = Context::from_waker(futures_util::task::noop_waker_ref());
-            let mut rb = ReadBuf::new(buf);
-            result = match socket.poll_recv_from(&mut cx, &mut rb) {
-                Poll::Ready(Ok(from)) => Ok((rb.filled().len(), from)),
-                Poll::Ready(Err(e)) => Err(e),
+            result = match poll_recv(socket, &mut cx, buf) {
+                Poll::Ready(r) => r,
                 Poll::Pending => break,
             };
         }
@@ -790,14 +806,18 @@ impl Driver {
     /// closed, and re-arm its timer.
     async fn flush_dirty(&mut self) {
         self.handed_over = false;
+        let socket = self.socket.clone();
+        let socket = socket.as_deref();
         for (to, datagram) in std::mem::take(&mut self.outbox) {
-            send_datagram(self.socket.as_deref(), &mut self.counters, &datagram, to).await;
+            self.batch.push(&datagram);
+            self.batch.send(socket, &mut self.counters, to).await;
         }
         if self.dirty.is_empty() {
             return;
         }
         let now = self.now();
         let dirty = std::mem::take(&mut self.dirty);
+        let max_segments = socket.map_or(1, |s| s.max_send_segments()).max(1);
         for addr in &dirty {
             let Some(peer) = self.peers.get_mut(addr) else {
                 continue;
@@ -820,8 +840,12 @@ impl Driver {
                             }
                         },
                     };
-                    send_datagram(self.socket.as_deref(), &mut self.counters, wire, *addr).await;
+                    if !self.batch.accepts(wire.len(), max_segments) {
+                        self.batch.send(socket, &mut self.counters, *addr).await;
+                    }
+                    self.batch.push(wire);
                 }
+                self.batch.send(socket, &mut self.counters, *addr).await;
                 if session.is_closed() {
                     self.drain_events(*addr);
                     self.retire_session(*addr);
@@ -950,40 +974,34 @@ fn clone_event(e: &PluginEvent) -> PluginEvent {
     }
 }
 
-async fn recv_from(
-    socket: Option<&dyn DatagramSocket>,
+/// What one receive filled in: `len` bytes from `from`, one datagram every
+/// `stride` bytes.
+struct Arrived {
+    len: usize,
+    from: SocketAddr,
+    stride: usize,
+}
+
+fn poll_recv(
+    socket: &dyn DatagramSocket,
+    cx: &mut Context<'_>,
     buf: &mut [u8],
-) -> std::io::Result<(usize, SocketAddr)> {
+) -> Poll<std::io::Result<Arrived>> {
+    let mut rb = ReadBuf::new(buf);
+    socket
+        .poll_recv_segments(cx, &mut rb)
+        .map_ok(|(from, stride)| Arrived {
+            len: rb.filled().len(),
+            from,
+            stride,
+        })
+}
+
+async fn recv(socket: Option<&dyn DatagramSocket>, buf: &mut [u8]) -> std::io::Result<Arrived> {
     let Some(socket) = socket else {
         return std::future::pending().await;
     };
-    std::future::poll_fn(|cx| {
-        let mut rb = ReadBuf::new(buf);
-        match socket.poll_recv_from(cx, &mut rb) {
-            Poll::Ready(Ok(from)) => Poll::Ready(Ok((rb.filled().len(), from))),
-            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-            Poll::Pending => Poll::Pending,
-        }
-    })
-    .await
-}
-
-async fn send_datagram(
-    socket: Option<&dyn DatagramSocket>,
-    counters: &mut Counters,
-    datagram: &[u8],
-    to: SocketAddr,
-) {
-    let Some(socket) = socket else { return };
-    match std::future::poll_fn(|cx| socket.poll_send_to(cx, datagram, to)).await {
-        Ok(_) => counters.datagrams_out += 1,
-        Err(e) => {
-            // UDP send errors (EPERM from a firewall, ENOBUFS, unreachable)
-            // are loss to KCP, which retransmits.
-            counters.send_errors += 1;
-            tracing::debug!(%to, "send error: {e}");
-        }
-    }
+    std::future::poll_fn(|cx| poll_recv(socket, cx, buf)).await
 }
 
 async fn sleep_until(at: Option<Instant>) {
