@@ -18,7 +18,7 @@ const CAPACITY: usize = 64;
 
 /// The canonical text of an address, formatted on the stack so that encoding
 /// a message does not allocate.
-#[derive(Debug)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 pub(super) struct AddrText {
     buf: [u8; CAPACITY],
     len: usize,
@@ -93,6 +93,12 @@ impl AddrText {
     }
 }
 
+impl fmt::Debug for AddrText {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&String::from_utf8_lossy(self.as_bytes()), f)
+    }
+}
+
 impl fmt::Write for AddrText {
     fn write_str(&mut self, s: &str) -> fmt::Result {
         let end = self.len.checked_add(s.len()).ok_or(fmt::Error)?;
@@ -105,11 +111,13 @@ impl fmt::Write for AddrText {
 
 /// Parse address text received from the network, accepting only the
 /// canonical spelling (see the module docs).
-pub(super) fn parse(raw: &[u8]) -> Result<SocketAddr, WireError> {
+/// Returns the address and its text.
+pub(super) fn parse(raw: &[u8]) -> Result<(SocketAddr, AddrText), WireError> {
     let text = std::str::from_utf8(raw).map_err(|_| WireError::BadAddress)?;
     let addr: SocketAddr = text.parse().map_err(|_| WireError::BadAddress)?;
-    if AddrText::new(&addr).as_bytes() == raw {
-        Ok(addr)
+    let canonical = AddrText::new(&addr);
+    if canonical.as_bytes() == raw {
+        Ok((addr, canonical))
     } else {
         Err(WireError::BadAddress)
     }
@@ -128,7 +136,7 @@ mod tests {
             let v4 = SocketAddr::from((Ipv4Addr::from(ip), port));
             let text = v4.to_string();
             prop_assert!(AddrText::new(&v4).as_bytes() == text.as_bytes());
-            prop_assert!(parse(text.as_bytes()).ok() == Some(v4));
+            prop_assert!(parse(text.as_bytes()).ok().map(|(a, _)| a) == Some(v4));
             let v6 = SocketAddr::V6(SocketAddrV6::new(Ipv6Addr::from(v6), port, 0, scope));
             let text = v6.to_string();
             prop_assert!(AddrText::new(&v6).as_bytes() == text.as_bytes());

@@ -273,7 +273,7 @@ fn decode_hello(payload: &[u8]) -> Result<HelloFields, WireError> {
         return Err(WireError::BadHello);
     }
     let instance = r.u64_le()?;
-    let advertised = addr::parse(r.short_bytes()?)?;
+    let (advertised, _) = addr::parse(r.short_bytes()?)?;
     r.finish()?;
     Ok(HelloFields {
         version,

@@ -16,6 +16,7 @@
 //! fields: it is computed by [`Message::new`] and [`Message::set_sender`] and
 //! verified by [`Message::decode`], and [`Message::encode`] writes it as is.
 
+use std::fmt;
 use std::net::SocketAddr;
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -55,10 +56,25 @@ pub enum MessageError {
 /// A message: who sent it, its type, its body and a checksum.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Message {
-    sender: Option<SocketAddr>,
+    sender: Option<Sender>,
     msg_type: String,
     body: Bytes,
     checksum: u32,
+}
+
+/// The sender's address with its wire text, formatted once: the checksum
+/// and the encoding both need the text, and formatting it for each was
+/// 6% of the time of a 64 B stream.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Sender {
+    addr: SocketAddr,
+    text: AddrText,
+}
+
+impl fmt::Debug for Sender {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.addr, f)
+    }
 }
 
 impl Message {
@@ -87,7 +103,7 @@ impl Message {
 
     /// The sender's advertised address; `None` before the message is sent.
     pub fn sender(&self) -> Option<SocketAddr> {
-        self.sender
+        self.sender.map(|s| s.addr)
     }
 
     /// The message type.
@@ -107,15 +123,16 @@ impl Message {
 
     /// Set the sender (recomputing the checksum).
     pub fn set_sender(&mut self, sender: SocketAddr) {
-        self.sender = Some(sender);
+        self.sender = Some(Sender {
+            addr: sender,
+            text: AddrText::new(&sender),
+        });
         self.checksum = self.compute_checksum();
     }
 
     /// Bytes `encode` appends.
     pub fn encoded_len(&self) -> usize {
-        let sender_len = self
-            .sender
-            .map_or(0, |a| AddrText::new(&a).as_bytes().len());
+        let sender_len = self.sender.map_or(0, |s| s.text.as_bytes().len());
         // Bounded by MAX_OVERHEAD + MAX_BODY_LEN, which fits a u32: no overflow.
         1 + sender_len + 1 + self.msg_type.len() + 4 + self.body.len() + 4
     }
@@ -123,10 +140,10 @@ impl Message {
     /// Append the wire encoding.
     pub fn encode(&self, out: &mut BytesMut) {
         out.reserve(self.encoded_len());
-        let sender = self.sender.map(|a| AddrText::new(&a));
-        let (sender_len, sender) = sender
+        let (sender_len, sender) = self
+            .sender
             .as_ref()
-            .map_or((0, &[][..]), |t| (t.len_u8(), t.as_bytes()));
+            .map_or((0, &[][..]), |s| (s.text.len_u8(), s.text.as_bytes()));
         out.put_u8(sender_len);
         out.put_slice(sender);
         out.put_u8(self.type_len_u8());
@@ -162,7 +179,8 @@ impl Message {
         let sender = if sender_raw.is_empty() {
             None
         } else {
-            Some(addr::parse(sender_raw)?)
+            let (addr, text) = addr::parse(sender_raw)?;
+            Some(Sender { addr, text })
         };
         if type_raw.is_empty() {
             return Err(WireError::BadType);
@@ -193,10 +211,10 @@ impl Message {
     /// CRC-32C of the encoding up to the checksum, computed piecewise so that
     /// no encoding has to be built.
     fn compute_checksum(&self) -> u32 {
-        let sender = self.sender.map(|a| AddrText::new(&a));
-        let (sender_len, sender) = sender
+        let (sender_len, sender) = self
+            .sender
             .as_ref()
-            .map_or((0, &[][..]), |t| (t.len_u8(), t.as_bytes()));
+            .map_or((0, &[][..]), |s| (s.text.len_u8(), s.text.as_bytes()));
         let mut crc = crc32c::crc32c(&[sender_len]);
         crc = crc32c::crc32c_append(crc, sender);
         crc = crc32c::crc32c_append(crc, &[self.type_len_u8()]);
