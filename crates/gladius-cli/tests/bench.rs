@@ -66,6 +66,8 @@ fn required(scenario: &str, library: &str) -> &'static [&'static str] {
             "udp_size",
             "ratio_mb",
             "ratio_msgs",
+            "udp_gso_mb_per_s",
+            "ratio_mb_gso",
         ],
         ("fanout", "raw-udp") => &["size", "peers", "deliveries_per_s", "mb_per_s"],
         ("fanout", _) => &[

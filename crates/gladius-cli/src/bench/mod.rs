@@ -245,6 +245,8 @@ fn columns(scenario: &str, library: &str) -> &'static [&'static str] {
             "udp_mb_per_s",
             "ratio_msgs",
             "ratio_mb",
+            "udp_gso_mb_per_s",
+            "ratio_mb_gso",
         ],
         ("fanout", "raw-udp") => &[
             "peers",

@@ -3,7 +3,9 @@
 //! a message refused with `QueueFull`, so nothing is dropped; the receiver's
 //! plugin counts messages and body bytes. Time runs from the first send to
 //! the last message received. Baseline: raw UDP one-way, 1200-byte (and
-//! 64-byte) datagrams.
+//! 64-byte) datagrams, one per send call (blocking and tokio sockets, the
+//! baseline the targets are set against) and in runs of up to 64 per call
+//! with GSO/GRO (the batched-I/O limit).
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -63,7 +65,12 @@ pub(super) fn run(plan: &Plan, out: &mut Out) -> Result<(), String> {
         progress(format_args!("throughput {size} B raw UDP"));
         let blocking = udp::one_way(Api::Blocking, size, count, 1)?;
         let tokio = udp::one_way(Api::Tokio, size, count, 1)?;
-        for (api, r) in [(Api::Blocking, &blocking), (Api::Tokio, &tokio)] {
+        let gso = udp::one_way(Api::Gso, size, count, 1)?;
+        for (api, r) in [
+            (Api::Blocking, &blocking),
+            (Api::Tokio, &tokio),
+            (Api::Gso, &gso),
+        ] {
             out.emit(json!({
                 "scenario": "throughput",
                 "library": "raw-udp",
@@ -77,14 +84,15 @@ pub(super) fn run(plan: &Plan, out: &mut Out) -> Result<(), String> {
                 "lost_percent": round2(r.lost_percent()),
             }));
         }
-        baseline.push((size, blocking, tokio));
+        baseline.push((size, blocking, tokio, gso));
     }
     for (size, full) in SIZES {
         let count = plan.scaled(full, 32);
-        let (udp_size, blocking, tokio) = if size <= 64 { baseline[0] } else { baseline[1] };
+        let (udp_size, blocking, tokio, gso) = if size <= 64 { baseline[0] } else { baseline[1] };
         let udp_msgs = blocking.msgs_per_s();
         let udp_mb = udp_msgs * udp_size as f64 / 1e6;
         let tokio_mb = tokio.msgs_per_s() * udp_size as f64 / 1e6;
+        let gso_mb = gso.msgs_per_s() * udp_size as f64 / 1e6;
         for &encrypted in &plan.modes {
             progress(format_args!(
                 "throughput {size} B x {count} gladius {}",
@@ -111,6 +119,10 @@ pub(super) fn run(plan: &Plan, out: &mut Out) -> Result<(), String> {
                 "ratio_mb": ratio(s.mb_per_s(), udp_mb),
                 "ratio_msgs": ratio(s.msgs_per_s(), udp_msgs),
                 "ratio_mb_tokio": ratio(s.mb_per_s(), tokio_mb),
+                "udp_gso_msgs_per_s": round2(gso.msgs_per_s()),
+                "udp_gso_mb_per_s": round2(gso_mb),
+                "ratio_mb_gso": ratio(s.mb_per_s(), gso_mb),
+                "ratio_msgs_gso": ratio(s.msgs_per_s(), gso.msgs_per_s()),
             }));
         }
     }

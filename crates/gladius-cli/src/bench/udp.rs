@@ -9,6 +9,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use gladius_p2p::DatagramSocket as _;
+
 use super::node::{now_ns, runtime};
 
 /// Socket buffers of the baselines: the same as a gladius node's default.
@@ -23,6 +25,10 @@ pub(super) enum Api {
     Blocking,
     /// tokio sockets on current-thread runtimes.
     Tokio,
+    /// tokio sockets with UDP segmentation offload (GSO/GRO, through
+    /// gladius' `BatchUdpSocket`): up to 64 datagrams per send call. One-way
+    /// only: the batched-I/O limit that gladius' own batching competes with.
+    Gso,
 }
 
 impl Api {
@@ -31,6 +37,7 @@ impl Api {
         match self {
             Api::Blocking => "blocking",
             Api::Tokio => "tokio",
+            Api::Gso => "gso",
         }
     }
 }
@@ -79,6 +86,9 @@ pub(super) fn ping_pong(
     warmup: usize,
     rounds: usize,
 ) -> Result<Vec<u64>, String> {
+    if api == Api::Gso {
+        return Err("the GSO baseline is one-way only".into());
+    }
     let total = warmup + rounds;
     let echo_socket = bind()?;
     let echo_addr = echo_socket.local_addr().map_err(|e| e.to_string())?;
@@ -99,7 +109,7 @@ pub(super) fn ping_pong(
             }
             Ok(())
         }
-        Api::Tokio => runtime()?.block_on(async move {
+        Api::Tokio | Api::Gso => runtime()?.block_on(async move {
             let s = tokio_socket(echo_socket)?;
             let mut buf = vec![0u8; 65_536];
             for _ in 0..total {
@@ -137,7 +147,7 @@ pub(super) fn ping_pong(
                 }
                 Ok(samples)
             }
-            Api::Tokio => runtime()?.block_on(async move {
+            Api::Tokio | Api::Gso => runtime()?.block_on(async move {
                 let s = tokio_socket(client_socket)?;
                 for i in 0..total {
                     let t = Instant::now();
@@ -221,6 +231,27 @@ fn receive(
             }
             handles.into_iter().try_for_each(join)
         }
+        Api::Gso => runtime()?.block_on(async move {
+            // One receiver (throughput): runs of datagrams per call (GRO).
+            let mut storage = vec![0u8; 65_536];
+            for s in sockets {
+                let s = gladius_p2p::BatchUdpSocket::new(tokio_socket(s)?)
+                    .map_err(|e| format!("batch socket: {e}"))?;
+                while count.load(Ordering::Relaxed) < expected {
+                    let mut rb = tokio::io::ReadBuf::new(&mut storage);
+                    let recv = std::future::poll_fn(|cx| s.poll_recv_segments(cx, &mut rb));
+                    match tokio::time::timeout(QUIET, recv).await {
+                        Ok(Ok((_, stride))) => {
+                            let datagrams = rb.filled().len().div_ceil(stride.max(1)).max(1);
+                            last_ns.store(now_ns(), Ordering::Relaxed);
+                            count.fetch_add(datagrams as u64, Ordering::Relaxed);
+                        }
+                        _ => break,
+                    }
+                }
+            }
+            Ok(())
+        }),
         Api::Tokio => {
             // One receiver: a current-thread runtime, like one gladius
             // node; many (fan-out): a multi-thread one, like the gladius
@@ -280,7 +311,11 @@ pub(super) fn one_way(
     let last_ns = Arc::new(AtomicU64::new(0));
     // Blocking fan-out to many receivers would need one thread each; the
     // receivers of a fan-out always run on tokio (like the gladius ones).
-    let recv_api = if receivers > 1 { Api::Tokio } else { api };
+    let recv_api = if receivers > 1 && api != Api::Tokio {
+        Api::Tokio
+    } else {
+        api
+    };
     let receiver = {
         let (got, last_ns) = (got.clone(), last_ns.clone());
         spawn(move || receive(recv_api, sockets, expected, got, last_ns))?
@@ -304,6 +339,25 @@ pub(super) fn one_way(
                 for _ in 0..count {
                     for t in &targets {
                         let _ = s.send_to(&body, t).await;
+                    }
+                }
+                Ok::<(), String>(())
+            })?,
+            Api::Gso => runtime()?.block_on(async move {
+                let s = gladius_p2p::BatchUdpSocket::new(tokio_socket(sender_socket)?)
+                    .map_err(|e| format!("batch socket: {e}"))?;
+                let per_call = s.max_send_segments().min(65_000 / size.max(1)).max(1);
+                let run = body.repeat(per_call);
+                for t in &targets {
+                    let mut left = count;
+                    while left > 0 {
+                        let n = per_call.min(usize::try_from(left).unwrap_or(per_call));
+                        let send = |cx: &mut std::task::Context<'_>| {
+                            s.poll_send_segments(cx, &run[..n * size], size, *t)
+                        };
+                        // A full buffer is loss, as on a real link.
+                        let _ = std::future::poll_fn(send).await;
+                        left -= n as u64;
                     }
                 }
                 Ok::<(), String>(())
