@@ -286,6 +286,7 @@ impl OpError {
             | NetworkError::MessageTooLarge { .. }
             | NetworkError::HandshakePayloadTooLarge(_) => ErrorKind::BadInput,
             NetworkError::UnknownPeer(_) => ErrorKind::NotFound,
+            NetworkError::Timeout(_) => ErrorKind::Timeout,
             _ => ErrorKind::Internal,
         };
         OpError {

@@ -70,6 +70,10 @@ pub enum NetworkError {
         /// Configured maximum.
         max: usize,
     },
+    /// A wait ([`Network::wait_for_room`](crate::Network::wait_for_room))
+    /// ran out of time.
+    #[error("timed out after {0:?}")]
+    Timeout(std::time::Duration),
     /// The peer is not known to the node.
     #[error("unknown peer {0}")]
     UnknownPeer(SocketAddr),

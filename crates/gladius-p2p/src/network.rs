@@ -280,6 +280,38 @@ impl Network {
         .await?
     }
 
+    /// Wait until `peer`'s send queue has room for `msg`: the way to
+    /// answer a [`SendFailure::QueueFull`] without polling. Returns at once
+    /// if there is room now. Room opens as the peer acknowledges what was
+    /// sent (or its session ends); it is not reserved, so a send after this
+    /// can still meet `QueueFull` when other senders took the room first.
+    ///
+    /// Errors: [`NetworkError::UnknownPeer`] if the node has (or comes to
+    /// have) no state for `peer`, [`NetworkError::Timeout`] after
+    /// `timeout` (a peer that stopped acknowledging keeps its queue full
+    /// until the dead-link timeout ends its session), and
+    /// [`NetworkError::MessageTooLarge`] as for sends.
+    pub async fn wait_for_room(
+        &self,
+        peer: SocketAddr,
+        msg: &Message,
+        timeout: Duration,
+    ) -> Result<(), NetworkError> {
+        self.check_size(msg)?;
+        // An upper bound on the frame `msg` becomes (sender and framing
+        // included), which the configured queue bound always admits.
+        let need = crate::wire::Frame::max_len(msg.body().len());
+        let wait = self.call(|reply| Command::WaitForRoom {
+            addr: peer,
+            need,
+            reply,
+        });
+        match tokio::time::timeout(timeout, wait).await {
+            Ok(result) => result?,
+            Err(_) => Err(NetworkError::Timeout(timeout)),
+        }
+    }
+
     fn check_size(&self, msg: &Message) -> Result<(), NetworkError> {
         let max = self.config.max_message_size;
         if msg.body().len() > max {

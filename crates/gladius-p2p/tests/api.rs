@@ -5,7 +5,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use gladius_p2p::{Message, RequestError};
+use gladius_p2p::{Message, NetworkError, RequestError, SendFailure};
 
 fn msg(t: &str, body: &str) -> Message {
     Message::new(t, body.to_owned()).unwrap()
@@ -100,4 +100,76 @@ async fn small_messages_sent_back_to_back_share_datagrams() {
     // ~60 B frames: a full 1400 B datagram holds about 20. Allow plenty of
     // slack for partial flushes; one datagram per message fails this.
     assert!(sent < n as u64 / 4, "{sent} datagrams for {n} messages");
+}
+
+/// A sender whose queue to a peer is full waits for room instead of
+/// polling: every message still arrives once and in order, the queue did
+/// fill (so the wait was exercised), and a full queue to a peer that no
+/// longer acknowledges makes the wait time out rather than hang.
+#[tokio::test]
+async fn wait_for_room_turns_queue_full_into_a_wait() {
+    let small = || {
+        test_config()
+            .with_max_message_size(16 * 1024)
+            .with_peer_queue_bytes(48 * 1024)
+    };
+    let (a, _a_addr, _ra) = node_with(small()).await;
+    let (b, b_addr, rb) = node_with(small()).await;
+    a.add(b_addr).await.unwrap();
+    wait_connected(&a, b_addr).await;
+
+    let n = 200u64;
+    let (mut full, mut i) = (0, 0);
+    while i < n {
+        let m = Message::new("big", format!("{i:016}").repeat(1000)).unwrap();
+        let report = a.broadcast_to(m.clone(), &[b_addr]).await.unwrap();
+        if report.all_queued() {
+            i += 1;
+            continue;
+        }
+        assert_eq!(report.failed, vec![(b_addr, SendFailure::QueueFull)]);
+        full += 1;
+        a.wait_for_room(b_addr, &m, Duration::from_secs(10))
+            .await
+            .expect("room opens as b acknowledges");
+    }
+    assert!(full > 0, "200 messages of 16 KB never filled a 48 KB queue");
+    // One sender: after a wait the room is there, so no message meets a
+    // full queue twice (a wait that returned early would spin here).
+    assert!(full <= n, "{full} QueueFull reports for {n} messages");
+    wait_for(Duration::from_secs(20), "all big messages at b", || async {
+        rb.bodies_of_type("big").len() as u64 >= n
+    })
+    .await;
+    let got: Vec<u64> = rb
+        .bodies_of_type("big")
+        .iter()
+        .map(|b| String::from_utf8_lossy(&b[..16]).parse().unwrap())
+        .collect();
+    assert_eq!(got, (0..n).collect::<Vec<_>>(), "each once, in order");
+
+    // A peer that is gone: fill the queue, then the wait times out.
+    b.close().await.unwrap();
+    let m = Message::new("big", vec![0u8; 16 * 1024]).unwrap();
+    loop {
+        let report = a.broadcast_to(m.clone(), &[b_addr]).await.unwrap();
+        if !report.all_queued() {
+            break;
+        }
+    }
+    let waited = a
+        .wait_for_room(b_addr, &m, Duration::from_millis(300))
+        .await;
+    assert!(
+        matches!(
+            waited,
+            Err(NetworkError::Timeout(_)) | Err(NetworkError::UnknownPeer(_))
+        ),
+        "{waited:?}"
+    );
+    let unknown: std::net::SocketAddr = "127.0.0.1:9".parse().unwrap();
+    assert!(matches!(
+        a.wait_for_room(unknown, &m, Duration::from_secs(1)).await,
+        Err(NetworkError::UnknownPeer(_))
+    ));
 }

@@ -2,7 +2,7 @@
 //! every one of N peers, which run together in one multi-thread runtime
 //! and count what arrives. Each message goes out through one
 //! `broadcast_to(msg, all peers)` call; peers whose queue is full get it
-//! again after a pause, so nothing is dropped. Baseline: raw UDP, every
+//! again once `wait_for_room` returns, so nothing is dropped. Baseline: raw UDP, every
 //! datagram sent to each of N sockets.
 
 use std::sync::atomic::Ordering;

@@ -323,8 +323,8 @@ pub(super) async fn connect(
 }
 
 /// Queue `msg` to every peer of `peers` (all of them must end up queued):
-/// a peer whose queue is full gets it again after a short pause. Returns
-/// how many retries that took.
+/// a peer whose queue is full gets it again once `wait_for_room` says it
+/// has room. Returns how many retries that took.
 pub(super) async fn send_reliably(
     net: &Network,
     body: Bytes,
@@ -335,7 +335,7 @@ pub(super) async fn send_reliably(
     loop {
         let msg = Message::new(BENCH_TYPE, body.clone()).map_err(|e| e.to_string())?;
         let report = net
-            .broadcast_to(msg, &targets)
+            .broadcast_to(msg.clone(), &targets)
             .await
             .map_err(|e| format!("send: {e}"))?;
         if report.failed.is_empty() {
@@ -350,6 +350,10 @@ pub(super) async fn send_reliably(
         }
         targets = report.failed.iter().map(|(p, _)| *p).collect();
         retries += 1;
-        tokio::time::sleep(Duration::from_micros(200)).await;
+        for p in &targets {
+            net.wait_for_room(*p, &msg, Duration::from_secs(30))
+                .await
+                .map_err(|e| format!("waiting for room at {p}: {e}"))?;
+        }
     }
 }

@@ -1,6 +1,7 @@
 //! `throughput`: a one-way stream between two nodes (each on its own
 //! thread and runtime). The sender awaits every `broadcast_to` and retries
-//! a message refused with `QueueFull`, so nothing is dropped; the receiver's
+//! a message refused with `QueueFull` after `wait_for_room`, so nothing is
+//! dropped; the receiver's
 //! plugin counts messages and body bytes. Time runs from the first send to
 //! the last message received. Baseline: raw UDP one-way, 1200-byte (and
 //! 64-byte) datagrams, one per send call (blocking and tokio sockets, the

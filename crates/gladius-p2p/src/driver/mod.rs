@@ -100,6 +100,11 @@ pub(crate) enum Command {
     State {
         reply: Reply<NetworkState>,
     },
+    WaitForRoom {
+        addr: SocketAddr,
+        need: usize,
+        reply: Reply<Result<(), NetworkError>>,
+    },
     RegisterPlugin {
         plugin: Box<dyn Plugin>,
         reply: Reply<()>,
@@ -395,6 +400,12 @@ impl Driver {
             Command::State { reply } => {
                 let _ = reply.send(self.state());
             }
+            Command::WaitForRoom { addr, need, reply } => match self.peers.get_mut(&addr) {
+                Some(peer) => peer.wait_for_room(need, self.config.peer_queue_bytes, reply),
+                None => {
+                    let _ = reply.send(Err(NetworkError::UnknownPeer(addr)));
+                }
+            },
             Command::RegisterPlugin { plugin, reply } => {
                 let mut slot = PluginSlot::spawn(plugin, self.plugin_handle.clone());
                 if self.socket.is_some() {
@@ -870,9 +881,11 @@ impl Driver {
                 if session.is_closed() {
                     self.drain_events(*addr);
                     self.retire_session(*addr);
+                    self.answer_room_waiters(*addr);
                     continue;
                 }
             }
+            self.answer_room_waiters(*addr);
             if let Some(deadline) = self.peers.get(addr).and_then(|p| p.deadline(now)) {
                 self.schedule_session(*addr, deadline);
             }
@@ -882,6 +895,16 @@ impl Driver {
         dirty.clear();
         if self.dirty.is_empty() {
             self.dirty = dirty;
+        }
+    }
+
+    /// Tell the callers of `Network::wait_for_room` whose message now fits.
+    /// Room opens when ACKs empty the send buffer or a session ends, and
+    /// both make the peer dirty, so this runs after every flush of it.
+    fn answer_room_waiters(&mut self, addr: SocketAddr) {
+        let limit = self.config.peer_queue_bytes;
+        if let Some(peer) = self.peers.get_mut(&addr) {
+            peer.answer_room_waiters(limit);
         }
     }
 

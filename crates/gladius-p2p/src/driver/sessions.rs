@@ -11,7 +11,7 @@ use rand::Rng;
 use super::peer::Peer;
 use super::{Driver, TimerKey};
 use crate::demux;
-use crate::error::RequestError;
+use crate::error::{NetworkError, RequestError};
 use crate::network::{PeerInfo, Received};
 use crate::plugin::PluginEvent;
 use crate::session::{CloseCause, Inbound, Session, SessionEvent};
@@ -338,7 +338,11 @@ impl Driver {
                 tracing::debug!(%addr, frames = peer.pending.len(), "peer forgotten with frames never sent");
                 self.counters.abandoned_frames += peer.pending.len() as u64;
             }
-            self.peers.remove(&addr);
+            if let Some(peer) = self.peers.remove(&addr) {
+                for (_, reply) in peer.room_waiters {
+                    let _ = reply.send(Err(NetworkError::UnknownPeer(addr)));
+                }
+            }
         }
     }
 }
