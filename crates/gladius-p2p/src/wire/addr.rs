@@ -113,6 +113,9 @@ impl fmt::Write for AddrText {
 /// canonical spelling (see the module docs).
 /// Returns the address and its text.
 pub(super) fn parse(raw: &[u8]) -> Result<(SocketAddr, AddrText), WireError> {
+    if let Some(v4) = parse_canonical_v4(raw) {
+        return Ok(v4);
+    }
     let text = std::str::from_utf8(raw).map_err(|_| WireError::BadAddress)?;
     let addr: SocketAddr = text.parse().map_err(|_| WireError::BadAddress)?;
     let canonical = AddrText::new(&addr);
@@ -121,6 +124,43 @@ pub(super) fn parse(raw: &[u8]) -> Result<(SocketAddr, AddrText), WireError> {
     } else {
         Err(WireError::BadAddress)
     }
+}
+
+/// The common case without `core::net`'s parser and a re-format: a V4
+/// address in canonical spelling (`a.b.c.d:port`, decimal, no leading
+/// zeros, in range). Anything else, including non-canonical V4, is `None`
+/// and goes the general way, which decides the same (proptested).
+fn parse_canonical_v4(raw: &[u8]) -> Option<(SocketAddr, AddrText)> {
+    /// A canonical decimal number up to `max`, then the rest.
+    fn number(raw: &[u8], max: u32) -> Option<(u32, &[u8])> {
+        let digits = raw.iter().take_while(|b| b.is_ascii_digit()).count();
+        if digits == 0 || digits > 5 || (digits > 1 && raw[0] == b'0') {
+            return None;
+        }
+        let n = raw[..digits]
+            .iter()
+            .fold(0u32, |n, d| n * 10 + u32::from(d - b'0'));
+        (n <= max).then_some((n, &raw[digits..]))
+    }
+    let mut octets = [0u8; 4];
+    let mut rest = raw;
+    for (i, octet) in octets.iter_mut().enumerate() {
+        let (n, after) = number(rest, 255)?;
+        *octet = u8::try_from(n).ok()?;
+        let separator = if i == 3 { b':' } else { b'.' };
+        rest = after.strip_prefix(&[separator])?;
+    }
+    let (port, after) = number(rest, 65_535)?;
+    if !after.is_empty() {
+        return None;
+    }
+    let addr = SocketAddr::from((octets, u16::try_from(port).ok()?));
+    let mut text = AddrText {
+        buf: [0; CAPACITY],
+        len: raw.len(),
+    };
+    text.buf.get_mut(..raw.len())?.copy_from_slice(raw);
+    Some((addr, text))
 }
 
 #[cfg(test)]
@@ -141,6 +181,56 @@ mod tests {
             let text = v6.to_string();
             prop_assert!(AddrText::new(&v6).as_bytes() == text.as_bytes());
         }
+    }
+
+    /// The general path alone, to compare the fast one against.
+    fn parse_slow(raw: &[u8]) -> Option<SocketAddr> {
+        let addr: SocketAddr = std::str::from_utf8(raw).ok()?.parse().ok()?;
+        (AddrText::new(&addr).as_bytes() == raw).then_some(addr)
+    }
+
+    proptest! {
+        /// The V4 fast path accepts exactly the canonical V4 texts, and
+        /// reads them as the general path does.
+        #[test]
+        fn fast_v4_parse_agrees_with_the_general_one(raw in "[0-9.:]{0,24}") {
+            let fast = parse_canonical_v4(raw.as_bytes());
+            let slow = parse_slow(raw.as_bytes()).filter(SocketAddr::is_ipv4);
+            prop_assert_eq!(fast.map(|(a, _)| a), slow);
+            if let Some((a, text)) = fast {
+                let canonical = AddrText::new(&a);
+                prop_assert_eq!(text.as_bytes(), canonical.as_bytes());
+            }
+        }
+
+        #[test]
+        fn canonical_v4_texts_take_the_fast_path(ip in any::<u32>(), port in any::<u16>()) {
+            let a = SocketAddr::from((Ipv4Addr::from(ip), port));
+            let text = a.to_string();
+            prop_assert_eq!(parse_canonical_v4(text.as_bytes()).map(|(a, _)| a), Some(a));
+        }
+    }
+
+    #[test]
+    fn fast_v4_parse_rejects_near_misses() {
+        for raw in [
+            "01.2.3.4:5",
+            "1.2.3.4:05",
+            "256.1.1.1:1",
+            "1.2.3.4:65536",
+            "1.2.3:4",
+            "1.2.3.4.5:6",
+            "1.2.3.4:",
+            ".1.2.3:4",
+            "1.2.3.4:5 ",
+            "1.2.3.4:99999",
+            "1.2.3.4:100000",
+        ] {
+            assert!(parse_canonical_v4(raw.as_bytes()).is_none(), "{raw}");
+            assert!(parse(raw.as_bytes()).is_err(), "{raw}");
+        }
+        assert!(parse(b"0.0.0.0:0").is_ok());
+        assert!(parse(b"255.255.255.255:65535").is_ok());
     }
 
     #[test]

@@ -62,6 +62,10 @@ pub struct Message {
     checksum: u32,
 }
 
+/// Longest encoding before the body: sender (length byte and at most 255
+/// bytes; our own texts stay under 64), type (the same) and body length.
+const HEAD_MAX: usize = 1 + 255 + 1 + 255 + 4;
+
 /// The sender's address with its wire text, formatted once: the checksum
 /// and the encoding both need the text, and formatting it for each was
 /// 6% of the time of a 64 B stream.
@@ -215,11 +219,23 @@ impl Message {
             .sender
             .as_ref()
             .map_or((0, &[][..]), |s| (s.text.len_u8(), s.text.as_bytes()));
-        let mut crc = crc32c::crc32c(&[sender_len]);
-        crc = crc32c::crc32c_append(crc, sender);
-        crc = crc32c::crc32c_append(crc, &[self.type_len_u8()]);
-        crc = crc32c::crc32c_append(crc, self.msg_type.as_bytes());
-        crc = crc32c::crc32c_append(crc, &self.body_len_u32().to_le_bytes());
+        // The head gathered on the stack: two CRC calls instead of six
+        // (each call has a fixed cost that dominated small messages).
+        let mut head = [0u8; HEAD_MAX];
+        let mut len = 0;
+        for part in [
+            &[sender_len][..],
+            sender,
+            &[self.type_len_u8()],
+            self.msg_type.as_bytes(),
+            &self.body_len_u32().to_le_bytes(),
+        ] {
+            if let Some(dst) = head.get_mut(len..len + part.len()) {
+                dst.copy_from_slice(part);
+                len += part.len();
+            }
+        }
+        let crc = crc32c::crc32c(head.get(..len).unwrap_or_default());
         crc32c::crc32c_append(crc, &self.body)
     }
 }
