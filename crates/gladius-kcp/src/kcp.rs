@@ -11,7 +11,36 @@
 //! - per-segment backoff is capped at 60 s, the ACK list and the outgoing
 //!   datagram queue are bounded;
 //! - when the peer's window reopens after being 0, unacknowledged segments
-//!   are resent at the next flush instead of waiting for backed-off timers.
+//!   are resent at the next flush instead of waiting for backed-off timers;
+//! - spurious retransmissions are detected and answered (Eifel, below).
+//!
+//! # Spurious retransmissions (Eifel detection and response)
+//! Every ACK echoes the `ts` of the copy of the segment it acknowledges. If a
+//! retransmitted segment is acknowledged with the `ts` of its *original*
+//! transmission, the original arrived and the retransmission was spurious
+//! (RFC 3522, with KCP's `ts` as the timestamp option; no wire change). An
+//! ACK of a retransmitted copy means a real loss and is not evidence. Each one is
+//! counted in [`KcpStats::spurious_retransmits`] (all of the segment's
+//! retransmissions were unnecessary), and once per datagram that
+//! reveals any, the endpoint responds (RFC 4015's idea):
+//! - the RTO estimate is reinitialised to cover the late ACK's RTT, and an
+//!   RTO floor of twice that RTT is set that fades with time, not with the
+//!   number of ACKs (see `rtt.rs`);
+//! - every segment still in flight gets its timer re-armed with at least
+//!   that RTO from its latest transmission, so the segments sent in the
+//!   same burst are not retransmitted spuriously too. Backoff is per
+//!   segment in KCP, and the acknowledged segment takes its own with it;
+//!   the shared estimate was never backed off, so nothing else to undo;
+//! - if a fast resend was spurious (ACKs reordered, not a loss), the skip
+//!   counters of all segments in flight are reset and the fast-resend
+//!   threshold rises by one, up to `FAST_RESEND_EXTRA_MAX` above the
+//!   configured one; a fast resend that proves needed lowers it by one;
+//! - with congestion control on, the window is restored to what it was
+//!   before the timeout or fast-resend reaction that the spurious
+//!   retransmission caused.
+//!
+//! ACKs that echo no known earlier copy, or an RTT above 60 s, are not
+//! taken as evidence.
 
 use bytes::{Bytes, BytesMut};
 
@@ -20,7 +49,7 @@ use crate::output::Packer;
 use crate::recv_buf::ReceiveBuffer;
 use crate::rtt::{RttEstimator, RTO_MAX};
 use crate::segment::{Command, SegmentHeader, SegmentRanges, HEADER_LEN};
-use crate::send_buf::SendBuffer;
+use crate::send_buf::{AckVerdict, SendBuffer};
 use crate::{InputError, KcpConfig, KcpStats, SendError};
 
 /// Smallest accepted MTU (ikcp `ikcp_setmtu` refuses below 50).
@@ -41,6 +70,9 @@ const PROBE_LIMIT: u32 = 120_000;
 /// A segment is fast-retransmitted at most while sent this few times
 /// (ikcp `IKCP_FASTACK_LIMIT`).
 const FASTACK_LIMIT: u32 = 5;
+/// The fast-resend threshold rises by at most this much above the configured
+/// one after spurious fast resends.
+const FAST_RESEND_EXTRA_MAX: u32 = 8;
 /// Congestion control's slow-start threshold floor and start (ikcp).
 const THRESH_MIN: u32 = 2;
 const THRESH_INIT: u32 = 2;
@@ -79,6 +111,11 @@ pub struct Kcp {
     cwnd: u32,
     ssthresh: u32,
     incr: u64,
+    /// (cwnd, ssthresh, incr) before the latest loss reaction, restored if a
+    /// retransmission turns out spurious (Eifel response).
+    cc_before_loss: Option<(u32, u32, u64)>,
+    /// Added to `fast_resend` after spurious fast resends (reordering).
+    fast_resend_extra: u32,
 
     rtt: RttEstimator,
     /// Bytes accepted by `send` that have no sequence number yet. Stream mode:
@@ -129,6 +166,8 @@ impl Kcp {
             cwnd: 1,
             ssthresh: THRESH_INIT,
             incr: 0,
+            cc_before_loss: None,
+            fast_resend_extra: 0,
             rtt: RttEstimator::new(min_rto, interval),
             send_queue: BytesMut::new(),
             send_buf: SendBuffer::default(),
@@ -324,7 +363,7 @@ impl Kcp {
 
     fn fast_resend_threshold(&self) -> u32 {
         if self.fast_resend > 0 {
-            self.fast_resend
+            self.fast_resend.saturating_add(self.fast_resend_extra)
         } else {
             u32::MAX
         }
@@ -357,6 +396,37 @@ impl Kcp {
         let oldest_sent = self.send_buf.oldest_first_sent();
         let mut shared = owned.cloned();
         let mut max_ack: Option<u32> = None;
+
+        // Eifel detection, before any una or ACK releases the segments it
+        // needs to look at (an ACK's own una usually covers its sn).
+        let mut spurious: Option<Spurious> = None;
+        for (header, _) in SegmentRanges::new(datagram).flatten() {
+            if header.cmd != Command::Ack {
+                continue;
+            }
+            match self.send_buf.judge_ack(header.sn, header.ts) {
+                Some(AckVerdict::Spurious {
+                    fast,
+                    echoed_ts,
+                    retransmits,
+                }) => {
+                    self.stats.spurious_retransmits = self
+                        .stats
+                        .spurious_retransmits
+                        .saturating_add(u64::from(retransmits));
+                    let rtt = diff(now, echoed_ts);
+                    let s = spurious.get_or_insert(Spurious::default());
+                    s.fast |= fast;
+                    if rtt >= 0 && rtt as u32 <= RTO_MAX {
+                        s.rtt = Some(s.rtt.unwrap_or(0).max(rtt as u32));
+                    }
+                }
+                Some(AckVerdict::RetransmitNeeded { fast: true }) => {
+                    self.fast_resend_extra = self.fast_resend_extra.saturating_sub(1);
+                }
+                Some(AckVerdict::RetransmitNeeded { fast: false } | AckVerdict::Plain) | None => {}
+            }
+        }
 
         for (header, range) in SegmentRanges::new(datagram).flatten() {
             if self.remote_window == 0 && header.wnd > 0 {
@@ -401,6 +471,9 @@ impl Kcp {
             }
         }
 
+        if let Some(spurious) = spurious {
+            self.on_spurious(now, spurious);
+        }
         if let Some(max_ack) = max_ack {
             self.send_buf.fast_ack(max_ack);
         }
@@ -411,6 +484,36 @@ impl Kcp {
         Ok(())
     }
 
+    /// Eifel response to the spurious retransmissions one datagram revealed
+    /// (see the module docs).
+    fn on_spurious(&mut self, now: u32, spurious: Spurious) {
+        if let Some(rtt) = spurious.rtt {
+            self.rtt.on_spurious(rtt, now);
+        }
+        let rto = self.rtt.rto(now);
+        for (_, seg) in self.send_buf.iter_mut() {
+            if seg.xmit == 0 {
+                continue;
+            }
+            seg.rto = seg.rto.max(rto);
+            let due = seg.ts.wrapping_add(seg.rto);
+            if diff(due, seg.resend_at) > 0 {
+                seg.resend_at = due;
+            }
+            if spurious.fast {
+                seg.fastack = 0;
+            }
+        }
+        if spurious.fast && self.fast_resend > 0 {
+            self.fast_resend_extra = (self.fast_resend_extra + 1).min(FAST_RESEND_EXTRA_MAX);
+        }
+        if let Some((cwnd, ssthresh, incr)) = self.cc_before_loss.take() {
+            self.cwnd = self.cwnd.max(cwnd);
+            self.ssthresh = self.ssthresh.max(ssthresh);
+            self.incr = self.incr.max(incr);
+        }
+    }
+
     /// The peer's window went from 0 to open. Not in ikcp: every segment
     /// still unacknowledged was either lost or dropped by the peer for being
     /// outside its full window (the peer acknowledges everything it stores),
@@ -418,7 +521,7 @@ impl Kcp {
     /// while the window was closed undone. Without this a reader that stalled
     /// for a while resumes only as fast as the backed-off timers allow.
     fn on_window_reopened(&mut self, now: u32) {
-        let rto = self.rtt.rto();
+        let rto = self.rtt.rto(now);
         for (_, seg) in self.send_buf.iter_mut() {
             if seg.xmit > 0 {
                 seg.rto = rto;
@@ -497,8 +600,8 @@ impl Kcp {
 
         let resend = self.fast_resend_threshold();
         // Without nodelay, ikcp delays the first retransmission by rto/8.
-        let first_rto_slack = if self.nodelay { 0 } else { self.rtt.rto() >> 3 };
-        let rx_rto = self.rtt.rto();
+        let rx_rto = self.rtt.rto(current);
+        let first_rto_slack = if self.nodelay { 0 } else { rx_rto >> 3 };
         let mut fast_retransmitted = false;
         let mut lost = false;
 
@@ -527,6 +630,10 @@ impl Kcp {
                 seg.xmit = seg.xmit.saturating_add(1);
                 seg.fastack = 0;
                 seg.resend_at = current.wrapping_add(seg.rto);
+                // xmit was just bumped: 2 means this is the first resend.
+                if seg.xmit == 2 {
+                    seg.fast_resent = true;
+                }
                 self.stats.fast_retransmits = self.stats.fast_retransmits.saturating_add(1);
                 fast_retransmitted = true;
                 true
@@ -574,6 +681,9 @@ impl Kcp {
     /// Congestion window reaction to losses (end of ikcp_flush).
     fn shrink_congestion_window(&mut self, window: u32, resend: u32, fast: bool, lost: bool) {
         let mss = self.mss as u64;
+        if (fast || lost) && self.cc_before_loss.is_none() {
+            self.cc_before_loss = Some((self.cwnd, self.ssthresh, self.incr));
+        }
         if fast {
             let inflight = self.send_buf.nxt().wrapping_sub(self.send_buf.una());
             self.ssthresh = (inflight / 2).max(THRESH_MIN);
@@ -590,4 +700,13 @@ impl Kcp {
             self.incr = mss;
         }
     }
+}
+
+/// What one datagram's ACKs revealed about spurious retransmissions.
+#[derive(Debug, Default, Clone, Copy)]
+struct Spurious {
+    /// Longest RTT of an acknowledged earlier copy, if believable.
+    rtt: Option<u32>,
+    /// One of the spurious retransmissions was a fast resend.
+    fast: bool,
 }
