@@ -12,7 +12,10 @@
 //!   datagram queue are bounded;
 //! - when the peer's window reopens after being 0, unacknowledged segments
 //!   are resent at the next flush instead of waiting for backed-off timers;
-//! - spurious retransmissions are detected and answered (Eifel, below).
+//! - spurious retransmissions are detected and answered (Eifel, below);
+//! - while the peer has been silent since a segment was sent, its timeout
+//!   does not resend it: only the oldest unacknowledged segment is resent,
+//!   as a probe, and the other timers follow the probe's (below).
 //!
 //! # Spurious retransmissions (Eifel detection and response)
 //! Every ACK echoes the `ts` of the copy of the segment it acknowledges. If a
@@ -41,6 +44,23 @@
 //!
 //! ACKs that echo no known earlier copy, or an RTT above 60 s, are not
 //! taken as evidence.
+//!
+//! # Timeouts while the peer is silent
+//! Detection comes one RTT late: when a whole window goes out at once and
+//! the ACKs are late (the peer, or our own caller, is busy), every segment
+//! of the window times out, and with ikcp's per-segment timers each one is
+//! resent, several times, before the first ACK arrives to reveal it. So a
+//! timed-out segment is resent only if something arrived from the peer
+//! since its latest transmission, or if it is the oldest unacknowledged one.
+//! Otherwise nothing says it is lost rather than late, and its timer is
+//! moved to the oldest segment's: that one probes the path for the window,
+//! with its own backoff, like TCP's single retransmission on a timeout.
+//! Once the peer is heard from again the deferral ends: if the datagram
+//! proves a real loss (an ACK of a retransmitted copy) the deferred
+//! segments are resent at the next flush, otherwise their timers act as in
+//! ikcp (and ACKs of later segments fast-resend the lost ones). A whole
+//! window that was really lost is thus resent about one RTT later than ikcp
+//! would; a dead link is still detected by the probe's retransmissions.
 
 use bytes::{Bytes, BytesMut};
 
@@ -116,6 +136,10 @@ pub struct Kcp {
     cc_before_loss: Option<(u32, u32, u64)>,
     /// Added to `fast_resend` after spurious fast resends (reordering).
     fast_resend_extra: u32,
+    /// When the latest datagram from the peer was accepted, if ever.
+    heard_at: Option<u32>,
+    /// Some segment may have a deferred timeout (saves a walk per input).
+    any_deferred: bool,
 
     rtt: RttEstimator,
     /// Bytes accepted by `send` that have no sequence number yet. Stream mode:
@@ -168,6 +192,8 @@ impl Kcp {
             incr: 0,
             cc_before_loss: None,
             fast_resend_extra: 0,
+            heard_at: None,
+            any_deferred: false,
             rtt: RttEstimator::new(min_rto, interval),
             send_queue: BytesMut::new(),
             send_buf: SendBuffer::default(),
@@ -389,6 +415,7 @@ impl Kcp {
         if diff(now, self.current) > 0 {
             self.current = now;
         }
+        self.heard_at = Some(now);
         let prev_una = self.send_buf.una();
         // A genuine ACK echoes the ts of a transmission of a segment that was
         // in flight when this datagram arrived: not older than the oldest
@@ -400,6 +427,7 @@ impl Kcp {
         // Eifel detection, before any una or ACK releases the segments it
         // needs to look at (an ACK's own una usually covers its sn).
         let mut spurious: Option<Spurious> = None;
+        let mut real_loss = false;
         for (header, _) in SegmentRanges::new(datagram).flatten() {
             if header.cmd != Command::Ack {
                 continue;
@@ -421,10 +449,13 @@ impl Kcp {
                         s.rtt = Some(s.rtt.unwrap_or(0).max(rtt as u32));
                     }
                 }
-                Some(AckVerdict::RetransmitNeeded { fast: true }) => {
-                    self.fast_resend_extra = self.fast_resend_extra.saturating_sub(1);
+                Some(AckVerdict::RetransmitNeeded { fast }) => {
+                    if fast {
+                        self.fast_resend_extra = self.fast_resend_extra.saturating_sub(1);
+                    }
+                    real_loss = true;
                 }
-                Some(AckVerdict::RetransmitNeeded { fast: false } | AckVerdict::Plain) | None => {}
+                Some(AckVerdict::Plain) | None => {}
             }
         }
 
@@ -473,6 +504,16 @@ impl Kcp {
 
         if let Some(spurious) = spurious {
             self.on_spurious(now, spurious);
+        }
+        // A probe (or any resend) proved a real loss: the timeouts deferred
+        // while the peer was silent were probably losses too.
+        if std::mem::take(&mut self.any_deferred) {
+            for (_, seg) in self.send_buf.iter_mut().filter(|(_, s)| s.deferred) {
+                seg.deferred = false;
+                if real_loss {
+                    seg.resend_at = now;
+                }
+            }
         }
         if let Some(max_ack) = max_ack {
             self.send_buf.fast_ack(max_ack);
@@ -604,15 +645,28 @@ impl Kcp {
         let first_rto_slack = if self.nodelay { 0 } else { rx_rto >> 3 };
         let mut fast_retransmitted = false;
         let mut lost = false;
+        let heard_at = self.heard_at;
+        // The timer of the oldest held segment, once handled (the first one
+        // the loop sees): silent timeouts of the others follow it.
+        let mut probe_at: Option<u32> = None;
 
         for (sn, seg) in self.send_buf.iter_mut() {
+            let expired = seg.xmit > 0 && diff(current, seg.resend_at) >= 0;
+            // Nothing arrived from the peer since this copy left.
+            let silent = heard_at.is_none_or(|h| diff(h, seg.ts) < 0);
             let send = if seg.xmit == 0 {
                 seg.xmit = 1;
                 seg.rto = rx_rto;
                 seg.first_sent = current;
                 seg.resend_at = current.wrapping_add(seg.rto).wrapping_add(first_rto_slack);
                 true
-            } else if diff(current, seg.resend_at) >= 0 {
+            } else if let (true, true, Some(at)) = (expired, silent, probe_at) {
+                // Late or lost, nobody can tell yet: leave it to the probe.
+                seg.resend_at = at;
+                seg.deferred = true;
+                self.any_deferred = true;
+                false
+            } else if expired {
                 seg.xmit = seg.xmit.saturating_add(1);
                 self.stats.timeout_retransmits = self.stats.timeout_retransmits.saturating_add(1);
                 // Backoff: 1.5x with nodelay, else 2x (ikcp), capped so that
@@ -640,7 +694,11 @@ impl Kcp {
             } else {
                 false
             };
+            if probe_at.is_none() {
+                probe_at = Some(seg.resend_at);
+            }
             if send {
+                seg.deferred = false;
                 seg.ts = current;
                 let header = SegmentHeader {
                     cmd: Command::Push,

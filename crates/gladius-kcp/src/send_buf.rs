@@ -24,6 +24,9 @@ pub(crate) struct SendSegment {
     pub(crate) first_sent: u32,
     /// The first retransmission was a fast resend (not a timeout).
     pub(crate) fast_resent: bool,
+    /// A timeout was not acted on because the peer was silent; the timer
+    /// follows the oldest segment's (see the `kcp` module docs).
+    pub(crate) deferred: bool,
     /// An ACK for this segment was already judged (see `judge_ack`).
     judged: bool,
     /// When to retransmit if still unacknowledged.
@@ -116,6 +119,7 @@ impl SendBuffer {
             ts: 0,
             first_sent: 0,
             fast_resent: false,
+            deferred: false,
             judged: false,
             resend_at: 0,
             rto: 0,

@@ -157,3 +157,65 @@ fn random_loss_is_not_counted_spurious() {
     assert!(retransmits(&stats) > 50, "{stats:?}");
     assert_eq!(stats.spurious_retransmits, 0, "{stats:?}");
 }
+
+/// Send `messages` as fast as the window allows over `ab` / `ba` links set
+/// by `links(elapsed)`; returns the sender's stats after exact delivery.
+fn burst(
+    seed: u64,
+    messages: &[Vec<u8>],
+    links: impl Fn(u64) -> (LinkConfig, LinkConfig),
+) -> (KcpStats, u64) {
+    let config = KcpConfig::default();
+    let (ab, ba) = links(0);
+    let mut sim = Sim::new(seed, &config, ab, ba);
+    let report = transfer(&mut sim, messages, 1 << 20, 60_000, |sim| {
+        let (ab, ba) = links(sim.elapsed);
+        sim.ab.config = Some(ab);
+        sim.ba.config = Some(ba);
+    });
+    let stats = sim.a.stats();
+    eprintln!("burst: {stats:?} {report:?}");
+    (stats, report.virtual_ms)
+}
+
+#[test]
+fn a_window_with_late_acks_is_probed_not_resent_whole() {
+    // ~100 segments leave at once and every ACK takes 300 ms to come back:
+    // far past the initial 200 ms RTO, but only the oldest segment is
+    // resent (as a probe) until the peer is heard from.
+    let msgs = messages(25, 250);
+    let total: usize = msgs.iter().map(Vec::len).sum();
+    assert!(total > 100_000);
+    let (stats, _) = burst(25, &msgs, |_| {
+        (LinkConfig::clean(10), LinkConfig::clean(300))
+    });
+    assert!(stats.timeout_retransmits <= 3, "{stats:?}");
+    assert_eq!(stats.fast_retransmits, 0, "{stats:?}");
+    assert_eq!(
+        stats.spurious_retransmits, stats.timeout_retransmits,
+        "{stats:?}"
+    );
+}
+
+#[test]
+fn a_window_that_was_really_lost_is_resent_and_not_spurious() {
+    // Everything sent in the first 5 ms (the whole first window) is lost;
+    // the probe's ACK and the ACKs of later data bring the rest back.
+    let msgs = messages(26, 250);
+    let (stats, ms) = burst(26, &msgs, |t| {
+        let ab = if t < 5 {
+            LinkConfig::lossy(1.0)
+        } else {
+            LinkConfig::clean(10)
+        };
+        (ab, LinkConfig::clean(10))
+    });
+    assert!(
+        stats.timeout_retransmits + stats.fast_retransmits >= 50,
+        "{stats:?}"
+    );
+    assert_eq!(stats.spurious_retransmits, 0, "{stats:?}");
+    // Resent as soon as the probe's ACK shows the loss: the initial 200 ms
+    // RTO plus about two RTTs, not a further backed-off timeout.
+    assert!(ms < 400, "{ms} ms {stats:?}");
+}
