@@ -22,10 +22,10 @@
 //! retransmitted segment is acknowledged with the `ts` of its *original*
 //! transmission, the original arrived and the retransmission was spurious
 //! (RFC 3522, with KCP's `ts` as the timestamp option; no wire change). An
-//! ACK of a retransmitted copy means a real loss and is not evidence. Each one is
-//! counted in [`KcpStats::spurious_retransmits`] (all of the segment's
-//! retransmissions were unnecessary), and once per datagram that
-//! reveals any, the endpoint responds (RFC 4015's idea):
+//! ACK of a retransmitted copy means a real loss and is not evidence. All
+//! the retransmissions of such a segment are counted in
+//! [`KcpStats::spurious_retransmits`], and once per datagram that reveals
+//! any, the endpoint responds (RFC 4015's idea):
 //! - the RTO estimate is reinitialised to cover the late ACK's RTT, and an
 //!   RTO floor of twice that RTT is set that fades with time, not with the
 //!   number of ACKs (see `rtt.rs`);
@@ -39,8 +39,8 @@
 //!   threshold rises by one, up to `FAST_RESEND_EXTRA_MAX` above the
 //!   configured one; a fast resend that proves needed lowers it by one;
 //! - with congestion control on, the window is restored to what it was
-//!   before the timeout or fast-resend reaction that the spurious
-//!   retransmission caused.
+//!   before the timeout or fast-resend reactions since the last proven
+//!   loss.
 //!
 //! ACKs that echo no known earlier copy, or an RTT above 60 s, are not
 //! taken as evidence.
@@ -57,8 +57,9 @@
 //! with its own backoff, like TCP's single retransmission on a timeout.
 //! Once the peer is heard from again the deferral ends: if the datagram
 //! proves a real loss (an ACK of a retransmitted copy) the deferred
-//! segments are resent at the next flush, otherwise their timers act as in
-//! ikcp (and ACKs of later segments fast-resend the lost ones). A whole
+//! segments are resent at the next flush, otherwise they get one more RTO
+//! from then for their ACKs to arrive, and act as in ikcp after that (ACKs
+//! of later segments also fast-resend the lost ones). A whole
 //! window that was really lost is thus resent about one RTT later than ikcp
 //! would; a dead link is still detected by the probe's retransmissions.
 
@@ -131,8 +132,9 @@ pub struct Kcp {
     cwnd: u32,
     ssthresh: u32,
     incr: u64,
-    /// (cwnd, ssthresh, incr) before the latest loss reaction, restored if a
-    /// retransmission turns out spurious (Eifel response).
+    /// (cwnd, ssthresh, incr) before the first loss reaction since the last
+    /// proven loss, restored if a retransmission turns out spurious (Eifel
+    /// response).
     cc_before_loss: Option<(u32, u32, u64)>,
     /// Added to `fast_resend` after spurious fast resends (reordering).
     fast_resend_extra: u32,
@@ -505,13 +507,23 @@ impl Kcp {
         if let Some(spurious) = spurious {
             self.on_spurious(now, spurious);
         }
-        // A probe (or any resend) proved a real loss: the timeouts deferred
-        // while the peer was silent were probably losses too.
+        if real_loss {
+            // The window reductions since were for real.
+            self.cc_before_loss = None;
+        }
+        // The peer is heard from: timeouts deferred while it was silent end.
+        // If a resend proved a real loss, they were probably losses too;
+        // otherwise their ACKs get one more RTO from now.
         if std::mem::take(&mut self.any_deferred) {
             for (_, seg) in self.send_buf.iter_mut().filter(|(_, s)| s.deferred) {
                 seg.deferred = false;
-                if real_loss {
-                    seg.resend_at = now;
+                let due = if real_loss {
+                    now
+                } else {
+                    now.wrapping_add(seg.rto)
+                };
+                if diff(due, seg.resend_at) < 0 {
+                    seg.resend_at = due;
                 }
             }
         }
