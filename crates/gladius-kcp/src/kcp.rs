@@ -11,7 +11,57 @@
 //! - per-segment backoff is capped at 60 s, the ACK list and the outgoing
 //!   datagram queue are bounded;
 //! - when the peer's window reopens after being 0, unacknowledged segments
-//!   are resent at the next flush instead of waiting for backed-off timers.
+//!   are resent at the next flush instead of waiting for backed-off timers;
+//! - spurious retransmissions are detected and answered (Eifel, below);
+//! - while the peer has been silent since a segment was sent, its timeout
+//!   does not resend it: only the oldest unacknowledged segment is resent,
+//!   as a probe, and the other timers follow the probe's (below).
+//!
+//! # Spurious retransmissions (Eifel detection and response)
+//! Every ACK echoes the `ts` of the copy of the segment it acknowledges. If a
+//! retransmitted segment is acknowledged with the `ts` of its *original*
+//! transmission, the original arrived and the retransmission was spurious
+//! (RFC 3522, with KCP's `ts` as the timestamp option; no wire change). An
+//! ACK of a retransmitted copy means a real loss and is not evidence. All
+//! the retransmissions of such a segment are counted in
+//! [`KcpStats::spurious_retransmits`], and once per datagram that reveals
+//! any, the endpoint responds (RFC 4015's idea):
+//! - the RTO estimate is reinitialised to cover the late ACK's RTT, and an
+//!   RTO floor of twice that RTT is set that fades with time, not with the
+//!   number of ACKs (see `rtt.rs`);
+//! - every segment still in flight gets its timer re-armed with at least
+//!   that RTO from its latest transmission, so the segments sent in the
+//!   same burst are not retransmitted spuriously too. Backoff is per
+//!   segment in KCP, and the acknowledged segment takes its own with it;
+//!   the shared estimate was never backed off, so nothing else to undo;
+//! - if a fast resend was spurious (ACKs reordered, not a loss), the skip
+//!   counters of all segments in flight are reset and the fast-resend
+//!   threshold rises by one, up to `FAST_RESEND_EXTRA_MAX` above the
+//!   configured one; a fast resend that proves needed lowers it by one;
+//! - with congestion control on, the window is restored to what it was
+//!   before the timeout or fast-resend reactions since the last proven
+//!   loss.
+//!
+//! ACKs that echo no known earlier copy, or an RTT above 60 s, are not
+//! taken as evidence.
+//!
+//! # Timeouts while the peer is silent
+//! Detection comes one RTT late: when a whole window goes out at once and
+//! the ACKs are late (the peer, or our own caller, is busy), every segment
+//! of the window times out, and with ikcp's per-segment timers each one is
+//! resent, several times, before the first ACK arrives to reveal it. So a
+//! timed-out segment is resent only if something arrived from the peer
+//! since its latest transmission, or if it is the oldest unacknowledged one.
+//! Otherwise nothing says it is lost rather than late, and its timer is
+//! moved to the oldest segment's: that one probes the path for the window,
+//! with its own backoff, like TCP's single retransmission on a timeout.
+//! Once the peer is heard from again the deferral ends: if the datagram
+//! proves a real loss (an ACK of a retransmitted copy) the deferred
+//! segments are resent at the next flush, otherwise they get one more RTO
+//! from then for their ACKs to arrive, and act as in ikcp after that (ACKs
+//! of later segments also fast-resend the lost ones). A whole
+//! window that was really lost is thus resent about one RTT later than ikcp
+//! would; a dead link is still detected by the probe's retransmissions.
 
 use bytes::{Bytes, BytesMut};
 
@@ -20,7 +70,7 @@ use crate::output::Packer;
 use crate::recv_buf::ReceiveBuffer;
 use crate::rtt::{RttEstimator, RTO_MAX};
 use crate::segment::{Command, SegmentHeader, SegmentRanges, HEADER_LEN};
-use crate::send_buf::SendBuffer;
+use crate::send_buf::{AckVerdict, SendBuffer};
 use crate::{InputError, KcpConfig, KcpStats, SendError};
 
 /// Smallest accepted MTU (ikcp `ikcp_setmtu` refuses below 50).
@@ -41,6 +91,9 @@ const PROBE_LIMIT: u32 = 120_000;
 /// A segment is fast-retransmitted at most while sent this few times
 /// (ikcp `IKCP_FASTACK_LIMIT`).
 const FASTACK_LIMIT: u32 = 5;
+/// The fast-resend threshold rises by at most this much above the configured
+/// one after spurious fast resends.
+const FAST_RESEND_EXTRA_MAX: u32 = 8;
 /// Congestion control's slow-start threshold floor and start (ikcp).
 const THRESH_MIN: u32 = 2;
 const THRESH_INIT: u32 = 2;
@@ -79,6 +132,16 @@ pub struct Kcp {
     cwnd: u32,
     ssthresh: u32,
     incr: u64,
+    /// (cwnd, ssthresh, incr) before the first loss reaction since the last
+    /// proven loss, restored if a retransmission turns out spurious (Eifel
+    /// response).
+    cc_before_loss: Option<(u32, u32, u64)>,
+    /// Added to `fast_resend` after spurious fast resends (reordering).
+    fast_resend_extra: u32,
+    /// When the latest datagram from the peer was accepted, if ever.
+    heard_at: Option<u32>,
+    /// Some segment may have a deferred timeout (saves a walk per input).
+    any_deferred: bool,
 
     rtt: RttEstimator,
     /// Bytes accepted by `send` that have no sequence number yet. Stream mode:
@@ -129,6 +192,10 @@ impl Kcp {
             cwnd: 1,
             ssthresh: THRESH_INIT,
             incr: 0,
+            cc_before_loss: None,
+            fast_resend_extra: 0,
+            heard_at: None,
+            any_deferred: false,
             rtt: RttEstimator::new(min_rto, interval),
             send_queue: BytesMut::new(),
             send_buf: SendBuffer::default(),
@@ -324,7 +391,7 @@ impl Kcp {
 
     fn fast_resend_threshold(&self) -> u32 {
         if self.fast_resend > 0 {
-            self.fast_resend
+            self.fast_resend.saturating_add(self.fast_resend_extra)
         } else {
             u32::MAX
         }
@@ -350,6 +417,7 @@ impl Kcp {
         if diff(now, self.current) > 0 {
             self.current = now;
         }
+        self.heard_at = Some(now);
         let prev_una = self.send_buf.una();
         // A genuine ACK echoes the ts of a transmission of a segment that was
         // in flight when this datagram arrived: not older than the oldest
@@ -357,6 +425,41 @@ impl Kcp {
         let oldest_sent = self.send_buf.oldest_first_sent();
         let mut shared = owned.cloned();
         let mut max_ack: Option<u32> = None;
+
+        // Eifel detection, before any una or ACK releases the segments it
+        // needs to look at (an ACK's own una usually covers its sn).
+        let mut spurious: Option<Spurious> = None;
+        let mut real_loss = false;
+        for (header, _) in SegmentRanges::new(datagram).flatten() {
+            if header.cmd != Command::Ack {
+                continue;
+            }
+            match self.send_buf.judge_ack(header.sn, header.ts) {
+                Some(AckVerdict::Spurious {
+                    fast,
+                    echoed_ts,
+                    retransmits,
+                }) => {
+                    self.stats.spurious_retransmits = self
+                        .stats
+                        .spurious_retransmits
+                        .saturating_add(u64::from(retransmits));
+                    let rtt = diff(now, echoed_ts);
+                    let s = spurious.get_or_insert(Spurious::default());
+                    s.fast |= fast;
+                    if rtt >= 0 && rtt as u32 <= RTO_MAX {
+                        s.rtt = Some(s.rtt.unwrap_or(0).max(rtt as u32));
+                    }
+                }
+                Some(AckVerdict::RetransmitNeeded { fast }) => {
+                    if fast {
+                        self.fast_resend_extra = self.fast_resend_extra.saturating_sub(1);
+                    }
+                    real_loss = true;
+                }
+                Some(AckVerdict::Plain) | None => {}
+            }
+        }
 
         for (header, range) in SegmentRanges::new(datagram).flatten() {
             if self.remote_window == 0 && header.wnd > 0 {
@@ -401,6 +504,29 @@ impl Kcp {
             }
         }
 
+        if let Some(spurious) = spurious {
+            self.on_spurious(now, spurious);
+        }
+        if real_loss {
+            // The window reductions since were for real.
+            self.cc_before_loss = None;
+        }
+        // The peer is heard from: timeouts deferred while it was silent end.
+        // If a resend proved a real loss, they were probably losses too;
+        // otherwise their ACKs get one more RTO from now.
+        if std::mem::take(&mut self.any_deferred) {
+            for (_, seg) in self.send_buf.iter_mut().filter(|(_, s)| s.deferred) {
+                seg.deferred = false;
+                let due = if real_loss {
+                    now
+                } else {
+                    now.wrapping_add(seg.rto)
+                };
+                if diff(due, seg.resend_at) < 0 {
+                    seg.resend_at = due;
+                }
+            }
+        }
         if let Some(max_ack) = max_ack {
             self.send_buf.fast_ack(max_ack);
         }
@@ -411,6 +537,36 @@ impl Kcp {
         Ok(())
     }
 
+    /// Eifel response to the spurious retransmissions one datagram revealed
+    /// (see the module docs).
+    fn on_spurious(&mut self, now: u32, spurious: Spurious) {
+        if let Some(rtt) = spurious.rtt {
+            self.rtt.on_spurious(rtt, now);
+        }
+        let rto = self.rtt.rto(now);
+        for (_, seg) in self.send_buf.iter_mut() {
+            if seg.xmit == 0 {
+                continue;
+            }
+            seg.rto = seg.rto.max(rto);
+            let due = seg.ts.wrapping_add(seg.rto);
+            if diff(due, seg.resend_at) > 0 {
+                seg.resend_at = due;
+            }
+            if spurious.fast {
+                seg.fastack = 0;
+            }
+        }
+        if spurious.fast && self.fast_resend > 0 {
+            self.fast_resend_extra = (self.fast_resend_extra + 1).min(FAST_RESEND_EXTRA_MAX);
+        }
+        if let Some((cwnd, ssthresh, incr)) = self.cc_before_loss.take() {
+            self.cwnd = self.cwnd.max(cwnd);
+            self.ssthresh = self.ssthresh.max(ssthresh);
+            self.incr = self.incr.max(incr);
+        }
+    }
+
     /// The peer's window went from 0 to open. Not in ikcp: every segment
     /// still unacknowledged was either lost or dropped by the peer for being
     /// outside its full window (the peer acknowledges everything it stores),
@@ -418,7 +574,7 @@ impl Kcp {
     /// while the window was closed undone. Without this a reader that stalled
     /// for a while resumes only as fast as the backed-off timers allow.
     fn on_window_reopened(&mut self, now: u32) {
-        let rto = self.rtt.rto();
+        let rto = self.rtt.rto(now);
         for (_, seg) in self.send_buf.iter_mut() {
             if seg.xmit > 0 {
                 seg.rto = rto;
@@ -497,19 +653,32 @@ impl Kcp {
 
         let resend = self.fast_resend_threshold();
         // Without nodelay, ikcp delays the first retransmission by rto/8.
-        let first_rto_slack = if self.nodelay { 0 } else { self.rtt.rto() >> 3 };
-        let rx_rto = self.rtt.rto();
+        let rx_rto = self.rtt.rto(current);
+        let first_rto_slack = if self.nodelay { 0 } else { rx_rto >> 3 };
         let mut fast_retransmitted = false;
         let mut lost = false;
+        let heard_at = self.heard_at;
+        // The timer of the oldest held segment, once handled (the first one
+        // the loop sees): silent timeouts of the others follow it.
+        let mut probe_at: Option<u32> = None;
 
         for (sn, seg) in self.send_buf.iter_mut() {
+            let expired = seg.xmit > 0 && diff(current, seg.resend_at) >= 0;
+            // Nothing arrived from the peer since this copy left.
+            let silent = heard_at.is_none_or(|h| diff(h, seg.ts) < 0);
             let send = if seg.xmit == 0 {
                 seg.xmit = 1;
                 seg.rto = rx_rto;
                 seg.first_sent = current;
                 seg.resend_at = current.wrapping_add(seg.rto).wrapping_add(first_rto_slack);
                 true
-            } else if diff(current, seg.resend_at) >= 0 {
+            } else if let (true, true, Some(at)) = (expired, silent, probe_at) {
+                // Late or lost, nobody can tell yet: leave it to the probe.
+                seg.resend_at = at;
+                seg.deferred = true;
+                self.any_deferred = true;
+                false
+            } else if expired {
                 seg.xmit = seg.xmit.saturating_add(1);
                 self.stats.timeout_retransmits = self.stats.timeout_retransmits.saturating_add(1);
                 // Backoff: 1.5x with nodelay, else 2x (ikcp), capped so that
@@ -527,13 +696,21 @@ impl Kcp {
                 seg.xmit = seg.xmit.saturating_add(1);
                 seg.fastack = 0;
                 seg.resend_at = current.wrapping_add(seg.rto);
+                // xmit was just bumped: 2 means this is the first resend.
+                if seg.xmit == 2 {
+                    seg.fast_resent = true;
+                }
                 self.stats.fast_retransmits = self.stats.fast_retransmits.saturating_add(1);
                 fast_retransmitted = true;
                 true
             } else {
                 false
             };
+            if probe_at.is_none() {
+                probe_at = Some(seg.resend_at);
+            }
             if send {
+                seg.deferred = false;
                 seg.ts = current;
                 let header = SegmentHeader {
                     cmd: Command::Push,
@@ -574,6 +751,9 @@ impl Kcp {
     /// Congestion window reaction to losses (end of ikcp_flush).
     fn shrink_congestion_window(&mut self, window: u32, resend: u32, fast: bool, lost: bool) {
         let mss = self.mss as u64;
+        if (fast || lost) && self.cc_before_loss.is_none() {
+            self.cc_before_loss = Some((self.cwnd, self.ssthresh, self.incr));
+        }
         if fast {
             let inflight = self.send_buf.nxt().wrapping_sub(self.send_buf.una());
             self.ssthresh = (inflight / 2).max(THRESH_MIN);
@@ -590,4 +770,13 @@ impl Kcp {
             self.incr = mss;
         }
     }
+}
+
+/// What one datagram's ACKs revealed about spurious retransmissions.
+#[derive(Debug, Default, Clone, Copy)]
+struct Spurious {
+    /// Longest RTT of an acknowledged earlier copy, if believable.
+    rtt: Option<u32>,
+    /// One of the spurious retransmissions was a fast resend.
+    fast: bool,
 }

@@ -130,6 +130,11 @@ pub struct KcpStats {
     pub timeout_retransmits: u64,
     /// Segments retransmitted by fast resend.
     pub fast_retransmits: u64,
+    /// Retransmissions found to be spurious: the segment was acknowledged
+    /// with the timestamp of its original transmission, so the original
+    /// arrived and every retransmission of it was unnecessary.
+    /// Also counted in `timeout_retransmits` or `fast_retransmits`.
+    pub spurious_retransmits: u64,
     /// Datagrams produced.
     pub datagrams_out: u64,
     /// Datagrams accepted by `input`.

@@ -18,8 +18,17 @@ pub(crate) struct SendSegment {
     pub(crate) data: Bytes,
     /// Time of the latest transmission; the peer echoes it in its ACK.
     pub(crate) ts: u32,
-    /// Time of the first transmission (for validating echoed timestamps).
+    /// Time of the first transmission (for validating echoed timestamps,
+    /// and to recognise an ACK of the original copy, see
+    /// [`SendBuffer::judge_ack`]).
     pub(crate) first_sent: u32,
+    /// The first retransmission was a fast resend (not a timeout).
+    pub(crate) fast_resent: bool,
+    /// A timeout was not acted on because the peer was silent; the timer
+    /// follows the oldest segment's (see the `kcp` module docs).
+    pub(crate) deferred: bool,
+    /// An ACK for this segment was already judged (see `judge_ack`).
+    judged: bool,
     /// When to retransmit if still unacknowledged.
     pub(crate) resend_at: u32,
     /// This segment's own (backed-off) retransmission timeout.
@@ -28,6 +37,31 @@ pub(crate) struct SendSegment {
     pub(crate) fastack: u32,
     /// Transmissions so far (0 = not sent yet).
     pub(crate) xmit: u32,
+}
+
+/// What an ACK says about the transmission it acknowledges (Eifel
+/// detection, RFC 3522, with KCP's echoed `ts` as the timestamp option).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum AckVerdict {
+    /// The segment was sent once, or the ACK is ambiguous: nothing learned.
+    Plain,
+    /// The segment was retransmitted and the ACK echoes a retransmitted
+    /// copy's ts: the original was lost (or is later than that copy), so
+    /// the first retransmission was needed.
+    RetransmitNeeded {
+        /// The first retransmission was a fast resend.
+        fast: bool,
+    },
+    /// The segment was retransmitted but the ACK echoes the original's ts:
+    /// the original arrived, so the retransmission(s) were spurious.
+    Spurious {
+        /// The first retransmission was a fast resend.
+        fast: bool,
+        /// Time of the original transmission, echoed by the ACK.
+        echoed_ts: u32,
+        /// How many retransmissions of the segment were unnecessary.
+        retransmits: u32,
+    },
 }
 
 #[derive(Debug, Default)]
@@ -84,11 +118,51 @@ impl SendBuffer {
             data,
             ts: 0,
             first_sent: 0,
+            fast_resent: false,
+            deferred: false,
+            judged: false,
             resend_at: 0,
             rto: 0,
             fastack: 0,
             xmit: 0,
         }));
+    }
+
+    /// Classify an ACK of `sn` echoing `ts`, before it (or an una in the
+    /// same datagram) releases the segment. Returns `None` if `sn` is not
+    /// held or an ACK for it was already judged, so a segment yields at most
+    /// one verdict however many ACKs for it arrive together.
+    ///
+    /// As RFC 3522, only an ACK of the *original* copy makes the
+    /// retransmissions spurious: `ts` must equal the first transmission's
+    /// time exactly (so a peer cannot fake a verdict with an arbitrary
+    /// timestamp) and differ from the latest one's (else it is ambiguous).
+    /// An ACK of a middle copy means the original was lost: the first
+    /// retransmission was needed, even if a later one was redundant.
+    pub(crate) fn judge_ack(&mut self, sn: u32, ts: u32) -> Option<AckVerdict> {
+        if !self.in_flight_range(sn) {
+            return None;
+        }
+        let index = sn.wrapping_sub(self.una) as usize;
+        let seg = self.slots.get_mut(index)?.as_mut()?;
+        if seg.judged || seg.xmit == 0 {
+            return None;
+        }
+        seg.judged = true;
+        let fast = seg.fast_resent;
+        Some(if seg.xmit < 2 {
+            AckVerdict::Plain
+        } else if ts == seg.first_sent && ts != seg.ts {
+            AckVerdict::Spurious {
+                fast,
+                echoed_ts: ts,
+                retransmits: seg.xmit - 1,
+            }
+        } else if diff(ts, seg.first_sent) > 0 && diff(ts, seg.ts) <= 0 {
+            AckVerdict::RetransmitNeeded { fast }
+        } else {
+            AckVerdict::Plain
+        })
     }
 
     /// Selective acknowledgement of one sequence number (ikcp `parse_ack`).
@@ -205,6 +279,50 @@ mod tests {
         b.fast_ack(7);
         assert_eq!(b.una(), 100);
         assert_eq!(b.bytes(), 30);
+    }
+
+    #[test]
+    fn only_an_ack_of_the_original_copy_is_spurious() {
+        let mut b = buf_with(4, 50);
+        for (i, (_, seg)) in b.iter_mut().enumerate() {
+            // Sent at 100; sn 51.. retransmitted at 200, sn 52.. at 300 too.
+            seg.first_sent = 100;
+            seg.ts = [100, 200, 300, 300][i];
+            seg.xmit = [1, 2, 3, 3][i];
+            seg.fast_resent = i == 3;
+        }
+        assert_eq!(b.judge_ack(50, 100), Some(AckVerdict::Plain));
+        assert_eq!(
+            b.judge_ack(51, 100),
+            Some(AckVerdict::Spurious {
+                fast: false,
+                echoed_ts: 100,
+                retransmits: 1,
+            })
+        );
+        // Judged once only, whatever the next ACK says.
+        assert_eq!(b.judge_ack(51, 200), None);
+        // A middle copy: the original was lost.
+        assert_eq!(
+            b.judge_ack(52, 200),
+            Some(AckVerdict::RetransmitNeeded { fast: false })
+        );
+        // The latest copy; an invented ts proves nothing.
+        assert_eq!(
+            b.judge_ack(53, 300),
+            Some(AckVerdict::RetransmitNeeded { fast: true })
+        );
+        let mut b = buf_with(2, 0);
+        for (_, seg) in b.iter_mut() {
+            seg.first_sent = 100;
+            seg.ts = 300;
+            seg.xmit = 3;
+        }
+        assert_eq!(b.judge_ack(0, 99), Some(AckVerdict::Plain));
+        assert_eq!(b.judge_ack(1, 301), Some(AckVerdict::Plain));
+        // Outside the buffer, or never sent.
+        assert_eq!(b.judge_ack(2, 100), None);
+        assert_eq!(buf_with(1, 0).judge_ack(0, 0), None);
     }
 
     #[test]
