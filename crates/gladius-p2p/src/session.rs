@@ -105,6 +105,19 @@ pub(crate) struct SessionStats {
     pub(crate) messages_out: u64,
     /// KCP segments sent again (timeout or fast resend).
     pub(crate) retransmits: u64,
+    /// Of those, the ones the peer turned out to have had already.
+    pub(crate) spurious_retransmits: u64,
+}
+
+impl std::ops::AddAssign for SessionStats {
+    fn add_assign(&mut self, s: Self) {
+        self.bytes_in += s.bytes_in;
+        self.bytes_out += s.bytes_out;
+        self.messages_in += s.messages_in;
+        self.messages_out += s.messages_out;
+        self.retransmits += s.retransmits;
+        self.spurious_retransmits += s.spurious_retransmits;
+    }
 }
 
 /// One session. See the module docs.
@@ -195,6 +208,7 @@ impl Session {
         let kcp = self.kcp.stats();
         SessionStats {
             retransmits: kcp.timeout_retransmits + kcp.fast_retransmits,
+            spurious_retransmits: kcp.spurious_retransmits,
             ..self.stats
         }
     }

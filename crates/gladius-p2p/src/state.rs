@@ -93,6 +93,10 @@ pub struct PeerState {
     /// acknowledgement was late (timeout and fast resend).
     #[serde(default)]
     pub retransmits: u64,
+    /// Of `retransmits`, those found unnecessary: the acknowledgement of the
+    /// first copy arrived after it (KCP's echoed timestamps tell).
+    #[serde(default)]
+    pub spurious_retransmits: u64,
     /// Milliseconds since the last valid datagram from the peer.
     pub last_seen_ms_ago: Option<u64>,
     /// Bytes waiting for the peer: queued plus unacknowledged.

@@ -64,6 +64,8 @@ pub(super) fn run(plan: &Plan, out: &mut Out) -> Result<(), String> {
                 "mb_per_s": round2(per_s * SIZE as f64 / 1e6),
                 "retries": f.retries,
                 "sender_datagrams_out": f.datagrams_out,
+                "sender_retransmits": f.retransmits,
+                "sender_spurious_retransmits": f.spurious_retransmits,
                 "secs": round2(f.secs),
                 "udp_deliveries_per_s": round2(blocking.msgs_per_s()),
                 "udp_tokio_deliveries_per_s": round2(tokio.msgs_per_s()),
@@ -87,6 +89,10 @@ struct Fanned {
     /// Datagrams the sending node sent (handshakes and retransmissions
     /// included).
     datagrams_out: u64,
+    /// KCP segments the sender sent again, and how many of those turned
+    /// out unnecessary (the first copy had arrived).
+    retransmits: u64,
+    spurious_retransmits: u64,
 }
 
 /// Send `messages` messages to `peers` receivers.
@@ -129,12 +135,10 @@ fn measure(encrypted: bool, peers: usize, messages: u64) -> Result<Fanned, Strin
                     retries += node::send_reliably(&net, body.clone(), &addrs).await?;
                 }
                 stats.wait_for(expected, Duration::from_secs(20)).await?;
-                let counters = net
-                    .network_state()
-                    .await
-                    .map_err(|e| e.to_string())?
-                    .counters;
-                Ok((start, retries, counters.datagrams_out))
+                let state = net.network_state().await.map_err(|e| e.to_string())?;
+                let sum = |f: fn(&gladius_p2p::PeerState) -> u64| state.peers.iter().map(f).sum();
+                let resent = (sum(|p| p.retransmits), sum(|p| p.spurious_retransmits));
+                Ok((start, retries, state.counters.datagrams_out, resent))
             },
         )
     };
@@ -157,12 +161,14 @@ fn measure(encrypted: bool, peers: usize, messages: u64) -> Result<Fanned, Strin
             stats.received()
         ));
     }
-    let (start, retries, datagrams_out) = sent?;
+    let (start, retries, datagrams_out, (retransmits, spurious_retransmits)) = sent?;
     let secs = stats.last_ns.load(Ordering::Relaxed).saturating_sub(start) as f64 / 1e9;
     Ok(Fanned {
         deliveries: stats.received(),
         secs,
         retries,
         datagrams_out,
+        retransmits,
+        spurious_retransmits,
     })
 }

@@ -263,6 +263,8 @@ fn columns(scenario: &str, library: &str) -> &'static [&'static str] {
             "deliveries_per_s",
             "mb_per_s",
             "retries",
+            "sender_datagrams_out",
+            "sender_retransmits",
             "udp_deliveries_per_s",
             "udp_tokio_deliveries_per_s",
             "ratio",

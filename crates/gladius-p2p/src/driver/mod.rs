@@ -679,6 +679,7 @@ impl Driver {
                     messages_in: p.past.messages_in + live.messages_in,
                     messages_out: p.past.messages_out + live.messages_out,
                     retransmits: p.past.retransmits + live.retransmits,
+                    spurious_retransmits: p.past.spurious_retransmits + live.spurious_retransmits,
                     last_seen_ms_ago: p
                         .session
                         .as_ref()

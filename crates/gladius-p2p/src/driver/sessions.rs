@@ -319,12 +319,7 @@ impl Driver {
         };
         peer.channel = None;
         peer.finish = None;
-        let s = session.stats();
-        peer.past.bytes_in += s.bytes_in;
-        peer.past.bytes_out += s.bytes_out;
-        peer.past.messages_in += s.messages_in;
-        peer.past.messages_out += s.messages_out;
-        peer.past.retransmits += s.retransmits;
+        peer.past += session.stats();
         peer.last_seen = session.last_recv().or(peer.last_seen);
         true
     }
