@@ -4,8 +4,11 @@
 //!
 //! ```text
 //! cargo build --release --example profile_oneway
-//! valgrind --tool=callgrind target/release/examples/profile_oneway [COUNT] [SIZE] [plain]
+//! valgrind --tool=callgrind target/release/examples/profile_oneway [COUNT] [SIZE] [plain|rtt|plain-rtt]
 //! ```
+//! With `rtt`, the messages go as `COUNT` sequential requests that the
+//! receiver's plugin answers with `reply` (the round trip of `gladius bench
+//! rtt`).
 //! Instruction counts per message are stable on a noisy machine; wall-clock
 //! figures belong to `gladius bench`.
 
@@ -27,7 +30,12 @@ impl Plugin for Count {
     fn name(&self) -> &str {
         "count"
     }
-    async fn new_message(&self, _net: &Network, msg: &Received) {
+    async fn new_message(&self, net: &Network, msg: &Received) {
+        if msg.is_request() {
+            let answer = Message::new("pong", msg.message().body().clone()).expect("valid");
+            net.reply(msg, answer).await.ok();
+            return;
+        }
         if msg.message().msg_type() == "data"
             && self.received.fetch_add(1, Ordering::Relaxed) + 1 == self.target
         {
@@ -41,7 +49,9 @@ async fn main() {
     let args: Vec<String> = std::env::args().collect();
     let count: u64 = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(20_000);
     let size: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(64);
-    let plaintext = args.get(3).is_some_and(|s| s == "plain");
+    let mode = args.get(3).map_or("", String::as_str);
+    let plaintext = mode.starts_with("plain");
+    let round_trips = mode.ends_with("rtt");
     let config = move || Config::default().with_plaintext(plaintext);
     let a = Network::new(config()).expect("config");
     let received = Arc::new(AtomicU64::new(0));
@@ -84,6 +94,24 @@ async fn main() {
     let start = Instant::now();
     let mut sent = 0;
     let mut full = 0u64;
+    if round_trips {
+        for _ in 0..count {
+            let msg = Message::new("ping", body.clone()).expect("valid");
+            a.request(msg, b_addr, Duration::from_secs(30))
+                .await
+                .expect("reply");
+        }
+        let secs = start.elapsed().as_secs_f64();
+        println!(
+            "{count} round trips x {size} B {}: {:.1} us each",
+            if plaintext { "plaintext" } else { "encrypted" },
+            secs * 1e6 / count as f64
+        );
+        a.close().await.ok();
+        let _ = stop_tx.send(());
+        receiver.join().expect("receiver thread");
+        return;
+    }
     while sent < count {
         let msg = Message::new("data", body.clone()).expect("valid");
         let report = a.broadcast_to(msg, &[b_addr]).await.expect("send");

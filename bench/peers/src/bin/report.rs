@@ -137,7 +137,12 @@ fn series_label(r: &Record) -> String {
     if label.is_empty() {
         label.push('?');
     }
-    let mode = text(r, "mode");
+    // Raw-UDP baselines tell their socket API (blocking, tokio, gso) apart
+    // in `udp_api`; they would otherwise share one series.
+    let mode = match text(r, "mode") {
+        "" => text(r, "udp_api"),
+        mode => mode,
+    };
     if !mode.is_empty() {
         let _ = write!(label, " {mode}");
     }
