@@ -14,6 +14,7 @@
 mod batch;
 mod encrypted;
 mod peer;
+mod requests;
 mod sessions;
 
 use std::cmp::Reverse;
@@ -43,6 +44,7 @@ use crate::wire::{CloseReason, Frame, Message};
 use crate::{Config, Network, Plugin};
 use batch::SendBatch;
 use peer::Peer;
+use requests::{PendingRequest, Requests};
 
 /// Largest UDP payload; receive buffers are this big so nothing is truncated.
 const MAX_DATAGRAM: usize = 65_536;
@@ -122,18 +124,10 @@ pub(crate) enum Command {
 enum TimerKey {
     Session(SocketAddr),
     Reconnect(SocketAddr),
-    Request(u64),
     /// Expiry of an inbound half-open handshake.
     HalfOpen(SocketAddr),
     /// The graceful-close deadline.
     CloseDeadline,
-}
-
-struct PendingRequest {
-    peer: SocketAddr,
-    deadline: u64,
-    timeout: Duration,
-    answer: Reply<Result<Received, RequestError>>,
 }
 
 /// Shutdown in progress: who waits for it and until when.
@@ -153,8 +147,7 @@ pub(crate) struct Driver {
     now_ms: u64,
     peers: HashMap<SocketAddr, Peer>,
     timers: BinaryHeap<Reverse<(u64, TimerKey)>>,
-    requests: HashMap<u64, PendingRequest>,
-    next_request_id: u64,
+    requests: Requests,
     plugins: Vec<PluginSlot>,
     plugin_handle: Network,
     counters: Counters,
@@ -204,8 +197,7 @@ impl Driver {
             now_ms: 0,
             peers: HashMap::default(),
             timers: BinaryHeap::new(),
-            requests: HashMap::default(),
-            next_request_id: 1,
+            requests: Requests::default(),
             plugins: Vec::new(),
             plugin_handle,
             counters: Counters::default(),
@@ -248,10 +240,12 @@ impl Driver {
         let mut commands_open = true;
         loop {
             let socket = self.socket.clone();
-            let wake_at = self
-                .timers
-                .peek()
-                .map(|Reverse((t, _))| self.epoch + Duration::from_millis(*t));
+            let first_timer = self.timers.peek().map(|Reverse((t, _))| *t);
+            let wake_at = [first_timer, self.requests.next_deadline()]
+                .into_iter()
+                .flatten()
+                .min()
+                .map(|t| self.epoch + Duration::from_millis(t));
             tokio::select! {
                 biased;
                 _ = &mut shutdown, if !shutdown_seen => {
@@ -629,8 +623,7 @@ impl Driver {
                 return;
             }
         };
-        let id = self.next_request_id;
-        self.next_request_id += 1;
+        let id = self.requests.next_id();
         let frame = encode_frame(&Frame::Request { id, message: msg });
         if let Err(f) = self.queue_frame(peer, &frame, true) {
             let _ = answer.send(Err(RequestError::NotSent(f)));
@@ -647,7 +640,6 @@ impl Driver {
                 answer,
             },
         );
-        self.timers.push(Reverse((deadline, TimerKey::Request(id))));
     }
 
     fn state(&self) -> NetworkState {
@@ -824,14 +816,10 @@ impl Driver {
                 }
                 // Nothing to do but wake up: the main loop checks it.
                 TimerKey::CloseDeadline => {}
-                TimerKey::Request(id) => {
-                    if self.requests.get(&id).is_some_and(|r| r.deadline == t) {
-                        if let Some(r) = self.requests.remove(&id) {
-                            let _ = r.answer.send(Err(RequestError::Timeout(r.timeout)));
-                        }
-                    }
-                }
             }
+        }
+        for r in self.requests.take_expired(now) {
+            let _ = r.answer.send(Err(RequestError::Timeout(r.timeout)));
         }
     }
 
@@ -963,7 +951,7 @@ impl Driver {
         if abandoned > 0 {
             tracing::debug!(frames = abandoned, "closing with frames never sent");
         }
-        for (_, r) in self.requests.drain() {
+        for r in self.requests.take_all() {
             let _ = r
                 .answer
                 .send(Err(RequestError::Network(NetworkError::Closed)));

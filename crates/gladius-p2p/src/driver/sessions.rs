@@ -237,8 +237,8 @@ impl Driver {
             Inbound::Message(m) => (m, None),
             Inbound::Request(id, m) => (m, Some(id)),
             Inbound::Reply(id, message) => {
-                match self.requests.remove_entry(&id) {
-                    Some((_, r)) if r.peer == addr => {
+                match self.requests.take_from(id, addr) {
+                    Some(r) => {
                         self.handed_over = true;
                         let _ = r.answer.send(Ok(Received {
                             message,
@@ -246,10 +246,6 @@ impl Driver {
                             writable,
                             request_id: None,
                         }));
-                    }
-                    Some((id, r)) => {
-                        self.requests.insert(id, r);
-                        self.counters.unmatched_replies += 1;
                     }
                     None => self.counters.unmatched_replies += 1,
                 }
@@ -267,16 +263,8 @@ impl Driver {
     }
 
     pub(super) fn fail_requests(&mut self, addr: SocketAddr) {
-        let ids: Vec<u64> = self
-            .requests
-            .iter()
-            .filter(|(_, r)| r.peer == addr)
-            .map(|(id, _)| *id)
-            .collect();
-        for id in ids {
-            if let Some(r) = self.requests.remove(&id) {
-                let _ = r.answer.send(Err(RequestError::SessionClosed));
-            }
+        for r in self.requests.take_for(addr) {
+            let _ = r.answer.send(Err(RequestError::SessionClosed));
         }
     }
 

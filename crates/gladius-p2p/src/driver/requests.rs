@@ -1,0 +1,150 @@
+//! Requests waiting for their reply, with their deadlines.
+//!
+//! A reply removes its request and its deadline at once: deadlines live in
+//! an ordered set here, not in the driver's lazy timer heap, where every
+//! answered request would leave an entry until its timeout passed (memory
+//! growing with request rate × timeout).
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use super::{HashMap, Reply};
+use crate::error::RequestError;
+use crate::network::Received;
+
+/// One request in flight.
+pub(super) struct PendingRequest {
+    pub(super) peer: SocketAddr,
+    pub(super) deadline: u64,
+    pub(super) timeout: Duration,
+    pub(super) answer: Reply<Result<Received, RequestError>>,
+}
+
+/// Requests in flight by id, and their deadlines in order.
+#[derive(Default)]
+pub(super) struct Requests {
+    pending: HashMap<u64, PendingRequest>,
+    by_deadline: BTreeSet<(u64, u64)>,
+    last_id: u64,
+}
+
+impl Requests {
+    /// A fresh request id (never 0, never reused by this driver).
+    pub(super) fn next_id(&mut self) -> u64 {
+        self.last_id += 1;
+        self.last_id
+    }
+
+    pub(super) fn insert(&mut self, id: u64, request: PendingRequest) {
+        self.by_deadline.insert((request.deadline, id));
+        if let Some(old) = self.pending.insert(id, request) {
+            self.by_deadline.remove(&(old.deadline, id));
+        }
+    }
+
+    /// Take request `id` if it went to `peer`; a reply from anyone else
+    /// leaves it waiting.
+    pub(super) fn take_from(&mut self, id: u64, peer: SocketAddr) -> Option<PendingRequest> {
+        if self.pending.get(&id)?.peer != peer {
+            return None;
+        }
+        self.take(id)
+    }
+
+    fn take(&mut self, id: u64) -> Option<PendingRequest> {
+        let request = self.pending.remove(&id)?;
+        self.by_deadline.remove(&(request.deadline, id));
+        Some(request)
+    }
+
+    /// The earliest deadline.
+    pub(super) fn next_deadline(&self) -> Option<u64> {
+        self.by_deadline.first().map(|(deadline, _)| *deadline)
+    }
+
+    /// Take every request whose deadline is `now` or earlier.
+    pub(super) fn take_expired(&mut self, now: u64) -> Vec<PendingRequest> {
+        let mut expired = Vec::new();
+        while let Some(&(deadline, id)) = self.by_deadline.first() {
+            if deadline > now {
+                break;
+            }
+            self.by_deadline.pop_first();
+            expired.extend(self.pending.remove(&id));
+        }
+        expired
+    }
+
+    /// Take every request that went to `peer`.
+    pub(super) fn take_for(&mut self, peer: SocketAddr) -> Vec<PendingRequest> {
+        let ids: Vec<u64> = self
+            .pending
+            .iter()
+            .filter(|(_, r)| r.peer == peer)
+            .map(|(id, _)| *id)
+            .collect();
+        ids.into_iter().filter_map(|id| self.take(id)).collect()
+    }
+
+    /// Take them all.
+    pub(super) fn take_all(&mut self) -> Vec<PendingRequest> {
+        self.by_deadline.clear();
+        self.pending.drain().map(|(_, r)| r).collect()
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> (usize, usize) {
+        (self.pending.len(), self.by_deadline.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::sync::oneshot;
+
+    fn request(peer: u16, deadline: u64) -> PendingRequest {
+        PendingRequest {
+            peer: SocketAddr::from(([127, 0, 0, 1], peer)),
+            deadline,
+            timeout: Duration::from_millis(deadline),
+            answer: oneshot::channel().0,
+        }
+    }
+
+    #[test]
+    fn a_reply_takes_its_deadline_with_it() {
+        let mut r = Requests::default();
+        for i in 0..1000 {
+            let id = r.next_id();
+            r.insert(id, request(1, 30_000 + i));
+            let peer = SocketAddr::from(([127, 0, 0, 1], 1));
+            assert!(r.take_from(id, peer).is_some());
+        }
+        assert_eq!(r.len(), (0, 0), "answered requests leave nothing behind");
+        assert_eq!(r.next_deadline(), None);
+    }
+
+    #[test]
+    fn only_the_peer_asked_can_answer_and_deadlines_expire_in_order() {
+        let mut r = Requests::default();
+        let ids: Vec<u64> = [300, 100, 200]
+            .into_iter()
+            .map(|d| {
+                let id = r.next_id();
+                r.insert(id, request(1, d));
+                id
+            })
+            .collect();
+        let stranger = SocketAddr::from(([127, 0, 0, 1], 2));
+        assert!(r.take_from(ids[0], stranger).is_none());
+        assert_eq!(r.len(), (3, 3));
+        assert_eq!(r.next_deadline(), Some(100));
+        let expired: Vec<u64> = r.take_expired(200).iter().map(|p| p.deadline).collect();
+        assert_eq!(expired, vec![100, 200]);
+        assert_eq!(r.next_deadline(), Some(300));
+        assert_eq!(r.take_for(SocketAddr::from(([127, 0, 0, 1], 1))).len(), 1);
+        assert_eq!(r.len(), (0, 0));
+    }
+}
