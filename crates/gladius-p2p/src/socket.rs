@@ -66,8 +66,9 @@ pub trait DatagramSocket: Send + Sync + fmt::Debug + 'static {
     /// Receive one or more datagrams from one source into `buf`: returns the
     /// source and the stride, the size of every datagram in the filled part
     /// but the last, which may be shorter. With UDP generic receive offload
-    /// (GRO) the kernel hands over a run of datagrams of one flow at once.
-    /// The default receives one datagram per call.
+    /// (GRO) the kernel hands over a run of datagrams of one flow at once,
+    /// up to 64 KiB, so `buf` should have room for 64 KiB (the driver's
+    /// has). The default receives one datagram per call.
     fn poll_recv_segments(
         &self,
         cx: &mut Context<'_>,
