@@ -368,10 +368,13 @@ class Traffic:
 
     def send_one(self, n):
         seq = self.seq[n.name]
+        # Taken before the command: a node killed while answering may have
+        # sent the message already, and reusing its number after the
+        # restart would look like a duplicate at the receivers.
+        self.seq[n.name] = seq + 1
         t = time.monotonic()
         a = n.cmd({"cmd": "broadcast", "type": self.mtype,
                    "body": f"{n.name}:{seq}:{t:.6f}"})
-        self.seq[n.name] = seq + 1
         if not a.get("ok"):
             self.failed_sends.append((n.name, seq, a.get("error")))
             return a
