@@ -12,11 +12,12 @@
 //! Instruction counts per message are stable on a noisy machine; wall-clock
 //! figures belong to `gladius bench`.
 
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use gladius_p2p::{async_trait, Config, Message, Network, Plugin, Received, SendFailure};
+use gladius_p2p::{async_trait, Config, Message, Network, Plugin, Received};
 use tokio::sync::Notify;
 
 struct Count {
@@ -91,59 +92,70 @@ async fn main() {
     .await
     .ok();
     let body = bytes::Bytes::from(vec![7u8; size]);
-    let start = Instant::now();
-    let mut sent = 0;
-    let mut full = 0u64;
+    let mode_name = if plaintext { "plaintext" } else { "encrypted" };
     if round_trips {
-        for _ in 0..count {
-            let msg = Message::new("ping", body.clone()).expect("valid");
-            a.request(msg, b_addr, Duration::from_secs(30))
-                .await
-                .expect("reply");
-        }
-        let secs = start.elapsed().as_secs_f64();
+        let secs = request_loop(&a, b_addr, &body, count).await;
         println!(
-            "{count} round trips x {size} B {}: {:.1} us each",
-            if plaintext { "plaintext" } else { "encrypted" },
+            "{count} round trips x {size} B {mode_name}: {:.1} us each",
             secs * 1e6 / count as f64
         );
-        a.close().await.ok();
-        let _ = stop_tx.send(());
-        receiver.join().expect("receiver thread");
-        return;
-    }
-    while sent < count {
-        let msg = Message::new("data", body.clone()).expect("valid");
-        let report = a.broadcast_to(msg, &[b_addr]).await.expect("send");
-        if report
-            .failed
-            .iter()
-            .any(|(_, f)| *f == SendFailure::QueueFull)
-        {
-            full += 1;
-            tokio::time::sleep(Duration::from_micros(200)).await;
-            continue;
-        }
-        sent += 1;
-    }
-    tokio::time::timeout(Duration::from_secs(600), done.notified())
-        .await
-        .expect("all delivered");
-    let secs = start.elapsed().as_secs_f64();
-    println!(
-        "{count} x {size} B {}: {:.0} msg/s, {:.1} MB/s, {full} queue-full retries",
-        if plaintext { "plaintext" } else { "encrypted" },
-        count as f64 / secs,
-        count as f64 * size as f64 / secs / 1e6
-    );
-    let state = a.network_state().await.expect("state");
-    if let Some(p) = state.peers.first() {
+    } else {
+        let (secs, full) = stream(&a, b_addr, &body, count, &done).await;
         println!(
-            "sender: {} datagrams out, {} retransmits, {} messages out",
-            state.counters.datagrams_out, p.retransmits, p.messages_out
+            "{count} x {size} B {mode_name}: {:.0} msg/s, {:.1} MB/s, {full} queue-full retries",
+            count as f64 / secs,
+            count as f64 * size as f64 / secs / 1e6
         );
+        let state = a.network_state().await.expect("state");
+        if let Some(p) = state.peers.first() {
+            println!(
+                "sender: {} datagrams out, {} retransmits, {} messages out",
+                state.counters.datagrams_out, p.retransmits, p.messages_out
+            );
+        }
     }
     a.close().await.ok();
     let _ = stop_tx.send(());
     receiver.join().expect("receiver thread");
+}
+
+/// `count` sequential requests; seconds taken.
+async fn request_loop(a: &Network, b: SocketAddr, body: &bytes::Bytes, count: u64) -> f64 {
+    let start = Instant::now();
+    for _ in 0..count {
+        let msg = Message::new("ping", body.clone()).expect("valid");
+        a.request(msg, b, Duration::from_secs(30))
+            .await
+            .expect("reply");
+    }
+    start.elapsed().as_secs_f64()
+}
+
+/// `count` messages one way, each awaited, until all arrived; seconds taken
+/// and how many sends met a full queue (and waited for room).
+async fn stream(
+    a: &Network,
+    b: SocketAddr,
+    body: &bytes::Bytes,
+    count: u64,
+    done: &Notify,
+) -> (f64, u64) {
+    let start = Instant::now();
+    let (mut sent, mut full) = (0, 0);
+    while sent < count {
+        let msg = Message::new("data", body.clone()).expect("valid");
+        let report = a.broadcast_to(msg.clone(), &[b]).await.expect("send");
+        if report.all_queued() {
+            sent += 1;
+        } else {
+            full += 1;
+            a.wait_for_room(b, &msg, Duration::from_secs(30))
+                .await
+                .expect("room");
+        }
+    }
+    tokio::time::timeout(Duration::from_secs(600), done.notified())
+        .await
+        .expect("all delivered");
+    (start.elapsed().as_secs_f64(), full)
 }
