@@ -141,11 +141,7 @@ async fn wait_for_room_turns_queue_full_into_a_wait() {
         rb.bodies_of_type("big").len() as u64 >= n
     })
     .await;
-    let got: Vec<u64> = rb
-        .bodies_of_type("big")
-        .iter()
-        .map(|b| String::from_utf8_lossy(&b[..16]).parse().unwrap())
-        .collect();
+    let got = prefix_numbers(rb.bodies_of_type("big"), 16);
     assert_eq!(got, (0..n).collect::<Vec<_>>(), "each once, in order");
 
     // A peer that is gone: fill the queue, then the wait times out.
@@ -211,10 +207,6 @@ async fn ipv6_nodes_exchange_messages() {
         rb.bodies_of_type("v6").len() >= n
     })
     .await;
-    let got: Vec<u64> = rb
-        .bodies_of_type("v6")
-        .iter()
-        .map(|b| String::from_utf8_lossy(&b[..8]).parse().unwrap())
-        .collect();
+    let got = prefix_numbers(rb.bodies_of_type("v6"), 8);
     assert_eq!(got, (0..n as u64).collect::<Vec<_>>());
 }

@@ -206,6 +206,15 @@ pub fn numbers(bodies: Vec<Vec<u8>>) -> Vec<u64> {
         .collect()
 }
 
+/// Bodies that start with a `width`-digit decimal number (the rest is
+/// padding), those numbers.
+pub fn prefix_numbers(bodies: Vec<Vec<u8>>, width: usize) -> Vec<u64> {
+    bodies
+        .into_iter()
+        .map(|b| String::from_utf8_lossy(&b[..width]).parse().unwrap())
+        .collect()
+}
+
 /// A message of type `t` with a text body.
 pub fn text_msg(t: &str, body: impl ToString) -> gladius_p2p::Message {
     gladius_p2p::Message::new(t, body.to_string()).unwrap()
