@@ -1,8 +1,8 @@
-//! The encrypted-mode half of the driver: Noise handshakes, the bounded
+//! The encrypted-mode half of the endpoint: Noise handshakes, the bounded
 //! table of inbound half-open handshakes, cookies under load, opening
 //! sealed datagrams, and the `Reject`s exchanged with nodes of the other
 //! mode. Sealing happens where every session's datagrams leave, in
-//! [`Driver::flush_dirty`].
+//! `Endpoint::flush`.
 //!
 //! Who retransmits: only the initiator. It resends `Init` until a `Response`
 //! arrives, then `Finish` until the first sealed datagram from the peer
@@ -15,14 +15,13 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use super::{Driver, HashMap, TimerKey};
+use super::{demux, Endpoint, HashMap, TimerKey};
+use crate::api::NodeEvent;
 use crate::crypto::packet::{random_index, CookiePacket, RejectPacket};
 use crate::crypto::{
     self, ChannelError, CookieJar, Established, HandshakeError, HandshakePayload, Identity,
     Initiator, Packet, PublicKey, RejectReason, Responder,
 };
-use crate::demux;
-use crate::plugin::PluginEvent;
 use crate::session::Session;
 use crate::state::Direction;
 
@@ -100,7 +99,7 @@ fn reason_text(reason: RejectReason) -> &'static str {
     }
 }
 
-impl Driver {
+impl Endpoint {
     fn our_payload(&self) -> Option<HandshakePayload> {
         let advertised = self.advertised?;
         Some(HandshakePayload::new(
@@ -346,7 +345,7 @@ impl Driver {
                 if matches!(e, HandshakeError::PinnedKeyMismatch { .. }) {
                     self.counters.pin_mismatches += 1;
                     self.outbox.push((from, reject(RejectReason::Refused)));
-                    self.emit(PluginEvent::PeerRejected(from, Arc::from(e.to_string())));
+                    self.emit(NodeEvent::PeerRejected(from, Arc::from(e.to_string())));
                 } else {
                     self.counters.bad_handshakes += 1;
                 }
@@ -475,7 +474,7 @@ impl Driver {
         if let Some(peer) = self.peers.get_mut(&from) {
             peer.last_error = Some(reason.clone());
         }
-        self.emit(PluginEvent::PeerRejected(from, Arc::from(reason)));
+        self.emit(NodeEvent::PeerRejected(from, Arc::from(reason)));
         self.link_down(from);
     }
 
