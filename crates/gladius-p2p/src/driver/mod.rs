@@ -22,7 +22,7 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use crate::api::{NodeEvent, Received, SendReport, Targets};
-use crate::endpoint::{Endpoint, Event, HashMap, Transmit};
+use crate::endpoint::{Endpoint, Event, Transmit};
 use crate::error::{NetworkError, RequestError};
 use crate::plugin::{PluginEvent, PluginSlot};
 use crate::socket::DatagramSocket;
@@ -40,6 +40,8 @@ const RECV_BURST: usize = 64;
 const COMMAND_BURST: usize = 256;
 
 type Reply<T> = oneshot::Sender<T>;
+/// The driver's own tables are only looked up, never iterated.
+type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 /// A caller of `Network::wait_for_room`: bytes needed, and whom to tell.
 type RoomWaiter = (usize, Reply<Result<(), NetworkError>>);
 
@@ -137,7 +139,7 @@ impl Driver {
         shutdown: oneshot::Receiver<()>,
         plugin_handle: Network,
     ) {
-        let seed = rand::thread_rng().gen();
+        let seed = config.rng_seed.unwrap_or_else(|| rand::thread_rng().gen());
         let driver = Driver {
             endpoint: Endpoint::new(config.clone(), seed),
             config,

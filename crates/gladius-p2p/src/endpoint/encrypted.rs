@@ -17,7 +17,7 @@ use bytes::Bytes;
 
 use super::{demux, Endpoint, HashMap, TimerKey};
 use crate::api::NodeEvent;
-use crate::crypto::packet::{random_index, CookiePacket, RejectPacket};
+use crate::crypto::packet::{index_from, CookiePacket, RejectPacket};
 use crate::crypto::{
     self, ChannelError, CookieJar, Established, HandshakeError, HandshakePayload, Identity,
     Initiator, Packet, PublicKey, RejectReason, Responder,
@@ -56,16 +56,16 @@ pub(crate) struct CryptoState {
 }
 
 #[derive(Debug)]
-struct HalfOpen {
+pub(super) struct HalfOpen {
     responder: Responder,
     created: u64,
 }
 
 impl CryptoState {
-    pub(crate) fn new(identity: Identity) -> Self {
+    pub(crate) fn new(identity: Identity, half_open: HashMap<SocketAddr, HalfOpen>) -> Self {
         Self {
             identity,
-            half_open: HashMap::default(),
+            half_open,
             cookies: CookieJar::new(),
             window_start: 0,
             window_exchanges: 0,
@@ -119,10 +119,14 @@ impl Endpoint {
     pub(super) fn initiate(&mut self, addr: SocketAddr) {
         let now = self.now();
         let pin = self.pin_for(addr);
-        let (Some(payload), Some(crypto)) = (self.our_payload(), self.crypto.as_ref()) else {
+        let Some(payload) = self.our_payload() else {
             return;
         };
-        let started = Initiator::new(&crypto.identity, random_index(), &payload, now);
+        let index = index_from(&mut self.rng);
+        let Some(crypto) = self.crypto.as_ref() else {
+            return;
+        };
+        let started = Initiator::new(&crypto.identity, index, &payload, now);
         let Some(peer) = self.peers.get_mut(&addr) else {
             return;
         };
@@ -245,10 +249,11 @@ impl Endpoint {
         let Some(payload) = self.our_payload() else {
             return;
         };
+        let index = index_from(&mut self.rng);
         let Some(crypto) = self.crypto.as_mut() else {
             return;
         };
-        match Responder::new(&crypto.identity, random_index(), init, &payload, now) {
+        match Responder::new(&crypto.identity, index, init, &payload, now) {
             Ok((responder, response)) => {
                 let responder = match pin {
                     Some(key) => responder.expect_remote(key),

@@ -57,9 +57,16 @@ use peer::Peer;
 use requests::{PendingRequest, Requests};
 
 /// The endpoint's tables are looked up several times per message; SipHash
-/// showed up at 5% of all instructions in the profile. foldhash is keyed per
-/// process (random seed), so remote peers cannot aim collisions at it.
-pub(crate) type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+/// showed up at 5% of all instructions in the profile. Each table's
+/// foldhash is keyed from the endpoint's RNG (see [`table`]): random per
+/// node, so remote peers cannot aim collisions at it, and repeatable in a
+/// seeded run, so iterating a table gives the same order every time.
+pub(crate) type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::FixedState>;
+
+/// An empty table hashed with a key drawn from `rng`.
+fn table<K, V>(rng: &mut StdRng) -> HashMap<K, V> {
+    HashMap::with_hasher(foldhash::fast::FixedState::with_seed(rng.gen()))
+}
 
 /// What the endpoint tells its driver.
 #[derive(Debug)]
@@ -132,7 +139,7 @@ impl Endpoint {
             .identity
             .clone()
             .filter(|_| !config.plaintext)
-            .map(encrypted::CryptoState::new);
+            .map(|identity| encrypted::CryptoState::new(identity, table(&mut rng)));
         Self {
             session_config: SessionConfig::from_config(&config, rng.gen()),
             handshake_payload: config.handshake_payload.clone(),
@@ -140,9 +147,9 @@ impl Endpoint {
             local: None,
             advertised: None,
             now_ms: 0,
-            peers: HashMap::default(),
+            peers: table(&mut rng),
             timers: BinaryHeap::new(),
-            requests: Requests::default(),
+            requests: Requests::new(table(&mut rng)),
             counters: Counters::default(),
             dirty: Vec::new(),
             rng,

@@ -20,7 +20,7 @@ pub(super) struct PendingRequest {
 }
 
 /// Requests in flight by id, and their deadlines in order.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(super) struct Requests {
     pending: HashMap<u64, PendingRequest>,
     by_deadline: BTreeSet<(u64, u64)>,
@@ -28,6 +28,14 @@ pub(super) struct Requests {
 }
 
 impl Requests {
+    pub(super) fn new(pending: HashMap<u64, PendingRequest>) -> Self {
+        Self {
+            pending,
+            by_deadline: BTreeSet::new(),
+            last_id: 0,
+        }
+    }
+
     /// A fresh request id (never 0, never reused by this driver).
     pub(super) fn next_id(&mut self) -> u64 {
         self.last_id += 1;
@@ -76,12 +84,14 @@ impl Requests {
 
     /// Take every request that went to `peer`.
     pub(super) fn take_for(&mut self, peer: SocketAddr) -> Vec<(u64, PendingRequest)> {
-        let ids: Vec<u64> = self
+        let mut ids: Vec<u64> = self
             .pending
             .iter()
             .filter(|(_, r)| r.peer == peer)
             .map(|(id, _)| *id)
             .collect();
+        // Oldest first, whatever the table's order.
+        ids.sort_unstable();
         ids.into_iter()
             .filter_map(|id| self.take(id).map(|r| (id, r)))
             .collect()
@@ -90,7 +100,9 @@ impl Requests {
     /// Take them all.
     pub(super) fn take_all(&mut self) -> Vec<(u64, PendingRequest)> {
         self.by_deadline.clear();
-        self.pending.drain().collect()
+        let mut all: Vec<_> = self.pending.drain().collect();
+        all.sort_unstable_by_key(|(id, _)| *id);
+        all
     }
 
     #[cfg(test)]
@@ -113,7 +125,7 @@ mod tests {
 
     #[test]
     fn a_reply_takes_its_deadline_with_it() {
-        let mut r = Requests::default();
+        let mut r = Requests::new(HashMap::default());
         for i in 0..1000 {
             let id = r.next_id();
             r.insert(id, request(1, 30_000 + i));
@@ -126,7 +138,7 @@ mod tests {
 
     #[test]
     fn only_the_peer_asked_can_answer_and_deadlines_expire_in_order() {
-        let mut r = Requests::default();
+        let mut r = Requests::new(HashMap::default());
         let ids: Vec<u64> = [300, 100, 200]
             .into_iter()
             .map(|d| {
