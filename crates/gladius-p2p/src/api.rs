@@ -17,6 +17,7 @@ use crate::wire::Message;
 pub struct Received {
     pub(crate) message: Message,
     pub(crate) peer: SocketAddr,
+    pub(crate) public_key: Option<PublicKey>,
     pub(crate) writable: bool,
     pub(crate) request_id: Option<u64>,
 }
@@ -26,9 +27,17 @@ impl Received {
     pub fn message(&self) -> &Message {
         &self.message
     }
-    /// The UDP address of the session it came over.
+    /// The UDP address of the session it came over (the peer's active
+    /// path).
     pub fn peer(&self) -> SocketAddr {
         self.peer
+    }
+    /// The sender's static key, proven in the handshake of the session it
+    /// came over; `None` in plaintext mode, where nothing is authenticated.
+    /// The message's `sender` is the address the peer advertises; this is
+    /// who it is.
+    pub fn public_key(&self) -> Option<PublicKey> {
+        self.public_key
     }
     /// Whether the peer is writable (broadcasts reach it). Messages from
     /// unknown inbound peers arrive with `false`.

@@ -22,7 +22,7 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use crate::api::{NodeEvent, Received, SendReport, Targets};
-use crate::endpoint::{Endpoint, Event, Transmit};
+use crate::endpoint::{Endpoint, Event, PeerId, Transmit};
 use crate::error::{NetworkError, RequestError};
 use crate::plugin::{PluginEvent, PluginSlot};
 use crate::socket::DatagramSocket;
@@ -42,8 +42,14 @@ const COMMAND_BURST: usize = 256;
 type Reply<T> = oneshot::Sender<T>;
 /// The driver's own tables are only looked up, never iterated.
 type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
-/// A caller of `Network::wait_for_room`: bytes needed, and whom to tell.
-type RoomWaiter = (usize, Reply<Result<(), NetworkError>>);
+/// A caller of `Network::wait_for_room`.
+struct RoomWaiter {
+    /// The address it named the peer by.
+    addr: SocketAddr,
+    /// Bytes its message needs.
+    need: usize,
+    reply: Reply<Result<(), NetworkError>>,
+}
 
 /// What a [`Network`] handle asks of the driver.
 pub(crate) enum Command {
@@ -122,7 +128,7 @@ pub(crate) struct Driver {
     /// Callers of `Network::request` by request id.
     answers: HashMap<u64, Reply<Result<Received, RequestError>>>,
     /// Callers of `Network::wait_for_room` by peer: bytes needed, whom to tell.
-    room_waiters: HashMap<SocketAddr, Vec<RoomWaiter>>,
+    room_waiters: HashMap<PeerId, Vec<RoomWaiter>>,
     /// A message or a reply went to a plugin or a caller since the last
     /// flush: its answer may be one yield away (see `take_more_commands`).
     handed_over: bool,
@@ -375,39 +381,39 @@ impl Driver {
         need: usize,
         reply: Reply<Result<(), NetworkError>>,
     ) {
-        let Some(queued) = self.endpoint.watch_room(addr) else {
+        let Some((peer, queued)) = self.endpoint.watch_room(addr) else {
             let _ = reply.send(Err(NetworkError::UnknownPeer(addr)));
             return;
         };
-        let waiters = self.room_waiters.entry(addr).or_default();
-        waiters.retain(|(_, r)| !r.is_closed());
-        waiters.push((need, reply));
-        self.answer_room_waiters(addr, Some(queued));
+        let waiters = self.room_waiters.entry(peer).or_default();
+        waiters.retain(|w| !w.reply.is_closed());
+        waiters.push(RoomWaiter { addr, need, reply });
+        self.answer_room_waiters(peer, Some(queued));
     }
 
     /// Answer every waiter whose message now fits. Room is not reserved:
     /// two waiters woken together may race for it, and the loser's send
     /// reports `QueueFull` again.
-    fn answer_room_waiters(&mut self, addr: SocketAddr, queued: Option<usize>) {
+    fn answer_room_waiters(&mut self, peer: PeerId, queued: Option<usize>) {
         let limit = self.config.peer_queue_bytes;
-        let Some(waiters) = self.room_waiters.get_mut(&addr) else {
+        let Some(waiters) = self.room_waiters.get_mut(&peer) else {
             return;
         };
-        for (need, reply) in std::mem::take(waiters) {
+        for w in std::mem::take(waiters) {
             match queued {
                 None => {
-                    let _ = reply.send(Err(NetworkError::UnknownPeer(addr)));
+                    let _ = w.reply.send(Err(NetworkError::UnknownPeer(w.addr)));
                 }
-                Some(q) if q.saturating_add(need) <= limit => {
-                    let _ = reply.send(Ok(()));
+                Some(q) if q.saturating_add(w.need) <= limit => {
+                    let _ = w.reply.send(Ok(()));
                 }
-                Some(_) if !reply.is_closed() => waiters.push((need, reply)),
+                Some(_) if !w.reply.is_closed() => waiters.push(w),
                 Some(_) => {}
             }
         }
         if waiters.is_empty() {
-            self.room_waiters.remove(&addr);
-            self.endpoint.unwatch_room(addr);
+            self.room_waiters.remove(&peer);
+            self.endpoint.unwatch_room(peer);
         }
     }
 

@@ -31,6 +31,7 @@ mod batch;
 mod demux;
 mod encrypted;
 mod peer;
+mod peers;
 mod requests;
 mod sessions;
 
@@ -53,7 +54,9 @@ use crate::wire::{CloseReason, Frame, Message};
 use crate::Config;
 pub(crate) use batch::Transmit;
 use batch::TransmitQueue;
-use peer::Peer;
+pub(crate) use peer::PeerId;
+use peer::{Link, Peer};
+use peers::Peers;
 use requests::{PendingRequest, Requests};
 
 /// The endpoint's tables are looked up several times per message; SipHash
@@ -69,6 +72,9 @@ fn table<K, V>(rng: &mut StdRng) -> HashMap<K, V> {
 }
 
 /// What the endpoint tells its driver.
+// Events pass through one queue once each; boxing the reply would cost an
+// allocation per request answered.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub(crate) enum Event {
     /// For the plugins.
@@ -80,16 +86,13 @@ pub(crate) enum Event {
     },
     /// A peer whose room was watched (see [`Endpoint::watch_room`]) was
     /// flushed: this many bytes are queued now. `None`: the peer is gone.
-    Room {
-        peer: SocketAddr,
-        queued: Option<usize>,
-    },
+    Room { peer: PeerId, queued: Option<usize> },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum TimerKey {
-    Session(SocketAddr),
-    Reconnect(SocketAddr),
+    Session(PeerId),
+    Reconnect(PeerId),
     /// Expiry of an inbound half-open handshake.
     HalfOpen(SocketAddr),
     /// The graceful-close deadline.
@@ -106,11 +109,11 @@ pub(crate) struct Endpoint {
     /// The time of the input being handled (milliseconds on the driver's
     /// clock): everything one input does shares one reading.
     now_ms: u64,
-    peers: HashMap<SocketAddr, Peer>,
+    peers: Peers,
     timers: BinaryHeap<Reverse<(u64, TimerKey)>>,
     requests: Requests,
     counters: Counters,
-    dirty: Vec<SocketAddr>,
+    dirty: Vec<PeerId>,
     rng: StdRng,
     /// The graceful-close deadline, once closing.
     closing: Option<u64>,
@@ -147,7 +150,7 @@ impl Endpoint {
             local: None,
             advertised: None,
             now_ms: 0,
-            peers: table(&mut rng),
+            peers: Peers::new(&mut rng),
             timers: BinaryHeap::new(),
             requests: Requests::new(table(&mut rng)),
             counters: Counters::default(),
@@ -247,11 +250,24 @@ impl Endpoint {
         if self.is_self(addr) {
             return Err(NetworkError::SelfAddress(addr));
         }
-        let min = self.config.reconnect_min;
-        let peer = self
-            .peers
-            .entry(addr)
-            .or_insert_with(|| Peer::new(false, Direction::Outbound, min));
+        let id = match self.peers.at(addr) {
+            Some(id) => id,
+            None => {
+                // A peer known by key (it connected from elsewhere) is the
+                // one this address leads to once it proves that key.
+                let known = key.and_then(|k| self.peers.with_key(&k));
+                match known {
+                    Some(id) => {
+                        self.peers.add_path(id, addr);
+                        id
+                    }
+                    None => self.new_peer(addr, Direction::Outbound),
+                }
+            }
+        };
+        let Some(peer) = self.peers.get_mut(id) else {
+            return Err(NetworkError::UnknownPeer(addr));
+        };
         if let Some(key) = key {
             // Someone else's word must not re-pin a known peer: keys change
             // only by deleting the peer first.
@@ -265,10 +281,15 @@ impl Endpoint {
         }
         peer.added = true;
         peer.writable = true;
+        if !peer.has_link() {
+            // Dial where the user said.
+            peer.active = Some(addr);
+        }
         let needs_connect = !peer.has_link();
-        self.emit(NodeEvent::NodeAdded(addr));
+        let name = peer.addr();
+        self.emit(NodeEvent::NodeAdded(name));
         if needs_connect {
-            self.connect(addr);
+            self.connect(id);
         }
         Ok(())
     }
@@ -277,28 +298,41 @@ impl Endpoint {
     /// table. Idempotent.
     pub(crate) fn delete(&mut self, now: u64, addr: SocketAddr) {
         self.tick(now);
-        let Some(peer) = self.peers.get_mut(&addr) else {
+        let Some(id) = self.peers.at(addr) else {
+            return;
+        };
+        // A deleted peer may come back under another key.
+        self.peers.clear_key(id);
+        let Some(peer) = self.peers.get_mut(id) else {
             return;
         };
         let was_added = peer.added;
         peer.added = false;
         peer.writable = false;
         peer.reconnect_at = None;
-        peer.handshake = None;
-        // A deleted peer may come back under another key.
         peer.pinned = None;
-        peer.public_key = None;
-        match peer.session.as_mut() {
+        if matches!(peer.link, Link::Handshaking(_)) {
+            peer.link = Link::Idle;
+        }
+        let name = peer.addr();
+        match peer.session_mut() {
             Some(s) => {
                 s.close(now, CloseReason::Deleted);
-                self.drain_events(addr);
-                self.touch(addr);
+                self.drain_events(id);
+                self.touch(id);
             }
-            None => self.forget(addr),
+            None => self.forget(id),
         }
         if was_added {
-            self.emit(NodeEvent::NodeDeleted(addr));
+            self.emit(NodeEvent::NodeDeleted(name));
         }
+    }
+
+    /// A new peer reached at `addr`, outside the route table.
+    fn new_peer(&mut self, addr: SocketAddr, direction: Direction) -> PeerId {
+        let min = self.config.reconnect_min;
+        self.peers
+            .insert(Peer::new(Some(addr), false, direction, min))
     }
 
     /// Promote or demote a known peer.
@@ -307,7 +341,7 @@ impl Endpoint {
         addr: SocketAddr,
         writable: bool,
     ) -> Result<(), NetworkError> {
-        match self.peers.get_mut(&addr) {
+        match self.peers.at(addr).and_then(|id| self.peers.get_mut(id)) {
             Some(p) => {
                 p.writable = writable;
                 Ok(())
@@ -343,19 +377,20 @@ impl Endpoint {
         let mut report = SendReport::default();
         match targets {
             Targets::AllWritable => {
-                for addr in self.writable_peers() {
-                    self.queue_into_report(addr, &frame, false, &mut report);
+                for id in self.writable_peers() {
+                    self.queue_into_report(Ok(id), &frame, false, &mut report);
                 }
             }
             Targets::Random(n) => {
                 let writable = self.writable_peers();
                 let k = n.min(writable.len());
                 for i in rand::seq::index::sample(&mut self.rng, writable.len(), k) {
-                    self.queue_into_report(writable[i], &frame, false, &mut report);
+                    self.queue_into_report(Ok(writable[i]), &frame, false, &mut report);
                 }
             }
             Targets::Connected(addr) => {
-                self.queue_into_report(addr, &frame, false, &mut report);
+                let to = self.peers.at(addr).ok_or(addr);
+                self.queue_into_report(to, &frame, false, &mut report);
             }
             Targets::These(mut peers) => {
                 dedup_in_order(&mut peers);
@@ -363,7 +398,8 @@ impl Endpoint {
                     if self.is_self(addr) {
                         report.failed.push((addr, SendFailure::NotConnected));
                     } else {
-                        self.queue_into_report(addr, &frame, true, &mut report);
+                        let to = self.peers.at(addr).ok_or(addr);
+                        self.queue_into_report(to, &frame, true, &mut report);
                     }
                 }
             }
@@ -383,7 +419,8 @@ impl Endpoint {
         let msg = self.with_sender(msg)?;
         let frame = encode_frame(&Frame::Reply { id, message: msg });
         let mut report = SendReport::default();
-        self.queue_into_report(peer, &frame, false, &mut report);
+        let to = self.peers.at(peer).ok_or(peer);
+        self.queue_into_report(to, &frame, false, &mut report);
         Ok(report)
     }
 
@@ -400,7 +437,9 @@ impl Endpoint {
         let msg = self.with_sender(msg)?;
         let id = self.requests.next_id();
         let frame = encode_frame(&Frame::Request { id, message: msg });
-        self.queue_frame(peer, &frame, true)
+        let to = self.peers.at(peer).ok_or(peer);
+        let peer = self
+            .queue_frame(to, &frame, true)
             .map_err(RequestError::NotSent)?;
         let ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
         let deadline = now.saturating_add(ms);
@@ -416,61 +455,65 @@ impl Endpoint {
     }
 
     /// Writable peers in a stable order (so a seeded RNG picks reproducibly).
-    fn writable_peers(&self) -> Vec<SocketAddr> {
+    fn writable_peers(&self) -> Vec<PeerId> {
         let mut v: Vec<_> = self
             .peers
             .iter()
             .filter(|(_, p)| p.writable)
-            .map(|(a, _)| *a)
+            .map(|(id, p)| (p.addr(), id))
             .collect();
         v.sort_unstable();
-        v
+        v.into_iter().map(|(_, id)| id).collect()
     }
 
+    /// Queue `frame` to a peer (or to an address no peer has yet), and say
+    /// so in `report` under the peer's address.
     fn queue_into_report(
         &mut self,
-        addr: SocketAddr,
+        to: Result<PeerId, SocketAddr>,
         frame: &Bytes,
         connect: bool,
         report: &mut SendReport,
     ) {
-        match self.queue_frame(addr, frame, connect) {
-            Ok(()) => report.queued.push(addr),
-            Err(f) => report.failed.push((addr, f)),
+        let name = match to {
+            Ok(id) => self.peers.get(id).map_or_else(unspecified, Peer::addr),
+            Err(addr) => addr,
+        };
+        match self.queue_frame(to, frame, connect) {
+            Ok(_) => report.queued.push(name),
+            Err(f) => report.failed.push((name, f)),
         }
     }
 
-    /// Queue one encoded frame to `addr`, within the peer's byte bound.
-    /// With `connect`, an unknown peer gets a session (outside the route
-    /// table) so the frame can go out.
+    /// Queue one encoded frame to a peer, within its byte bound. With
+    /// `connect`, an address no peer has gets one (outside the route
+    /// table) so the frame can go out. Returns the peer.
     fn queue_frame(
         &mut self,
-        addr: SocketAddr,
+        to: Result<PeerId, SocketAddr>,
         frame: &Bytes,
         connect: bool,
-    ) -> Result<(), SendFailure> {
-        if !self.peers.contains_key(&addr) {
-            if !connect || self.local.is_none() {
-                return Err(SendFailure::NotConnected);
-            }
-            let min = self.config.reconnect_min;
-            self.peers
-                .insert(addr, Peer::new(false, Direction::Outbound, min));
-        }
+    ) -> Result<PeerId, SendFailure> {
+        let id = match to {
+            Ok(id) => id,
+            Err(_) if !connect || self.local.is_none() => return Err(SendFailure::NotConnected),
+            Err(addr) => self.new_peer(addr, Direction::Outbound),
+        };
         let limit = self.config.peer_queue_bytes;
         let now = self.now();
-        let Some(peer) = self.peers.get_mut(&addr) else {
+        let Some(peer) = self.peers.get_mut(id) else {
             return Err(SendFailure::NotConnected);
         };
         if peer.queued_bytes().saturating_add(frame.len()) > limit {
             self.counters.queue_full += 1;
             return Err(SendFailure::QueueFull);
         }
-        match peer.session.as_mut() {
+        let added = peer.added;
+        match peer.session_mut() {
             Some(s) if s.is_established() => {
                 s.send_frame(now, frame);
             }
-            Some(s) if s.is_closing() && !peer.added => return Err(SendFailure::NotConnected),
+            Some(s) if s.is_closing() && !added => return Err(SendFailure::NotConnected),
             _ => {
                 peer.pending.push_back(frame.clone());
                 peer.pending_bytes += frame.len();
@@ -478,24 +521,26 @@ impl Endpoint {
         }
         let needs_connect = !peer.has_link() && peer.reconnect_at.is_none();
         if needs_connect {
-            self.connect(addr);
+            self.connect(id);
         }
-        self.touch(addr);
-        Ok(())
+        self.touch(id);
+        Ok(id)
     }
 
-    /// Bytes queued to `addr` (queued plus unacknowledged), and from now on
-    /// an [`Event::Room`] after every flush of it until
-    /// [`unwatch_room`](Self::unwatch_room). `None` if the peer is unknown.
-    pub(crate) fn watch_room(&mut self, addr: SocketAddr) -> Option<usize> {
-        let peer = self.peers.get_mut(&addr)?;
+    /// The peer `addr` leads to, its bytes queued (queued plus
+    /// unacknowledged), and from now on an [`Event::Room`] after every
+    /// flush of it until [`unwatch_room`](Self::unwatch_room). `None` if no
+    /// peer has that address.
+    pub(crate) fn watch_room(&mut self, addr: SocketAddr) -> Option<(PeerId, usize)> {
+        let id = self.peers.at(addr)?;
+        let peer = self.peers.get_mut(id)?;
         peer.room_watched = true;
-        Some(peer.queued_bytes())
+        Some((id, peer.queued_bytes()))
     }
 
     /// Stop the [`Event::Room`]s of [`watch_room`](Self::watch_room).
-    pub(crate) fn unwatch_room(&mut self, addr: SocketAddr) {
-        if let Some(peer) = self.peers.get_mut(&addr) {
+    pub(crate) fn unwatch_room(&mut self, id: PeerId) {
+        if let Some(peer) = self.peers.get_mut(id) {
             peer.room_watched = false;
         }
     }
@@ -505,18 +550,20 @@ impl Endpoint {
         let now = now.max(self.now_ms);
         let mut peers: Vec<PeerState> = self
             .peers
-            .iter()
-            .map(|(addr, p)| {
-                let live = p.session.as_ref().map(Session::stats).unwrap_or_default();
-                let connection = match &p.session {
-                    None if p.handshake.is_some() => ConnectionState::Connecting,
-                    None => ConnectionState::Disconnected,
-                    Some(s) if s.is_established() => ConnectionState::Connected,
-                    Some(s) if s.is_connecting() => ConnectionState::Connecting,
-                    Some(_) => ConnectionState::Closing,
+            .values()
+            .map(|p| {
+                let live = p.session().map(Session::stats).unwrap_or_default();
+                let connection = match (&p.link, p.session()) {
+                    (Link::Handshaking(_), _) => ConnectionState::Connecting,
+                    (_, None) => ConnectionState::Disconnected,
+                    (_, Some(s)) if s.is_established() => ConnectionState::Connected,
+                    (_, Some(s)) if s.is_connecting() => ConnectionState::Connecting,
+                    (_, Some(_)) => ConnectionState::Closing,
                 };
                 PeerState {
-                    addr: *addr,
+                    addr: p.addr(),
+                    paths: p.paths.clone(),
+                    active_path: p.active.filter(|_| p.has_link()),
                     advertised: p.advertised,
                     public_key: p.public_key,
                     pinned_key: p.pinned,
@@ -524,7 +571,7 @@ impl Endpoint {
                     in_route_table: p.added,
                     direction: p.direction,
                     connection,
-                    rtt_ms: p.session.as_ref().and_then(Session::rtt_ms),
+                    rtt_ms: p.session().and_then(Session::rtt_ms),
                     bytes_in: p.past.bytes_in + live.bytes_in,
                     bytes_out: p.past.bytes_out + live.bytes_out,
                     messages_in: p.past.messages_in + live.messages_in,
@@ -532,8 +579,7 @@ impl Endpoint {
                     retransmits: p.past.retransmits + live.retransmits,
                     spurious_retransmits: p.past.spurious_retransmits + live.spurious_retransmits,
                     last_seen_ms_ago: p
-                        .session
-                        .as_ref()
+                        .session()
                         .and_then(Session::last_recv)
                         .or(p.last_seen)
                         .map(|t| now.saturating_sub(t)),
@@ -583,30 +629,28 @@ impl Endpoint {
             }
             self.timers.pop();
             match key {
-                TimerKey::Session(addr) => {
-                    let Some(peer) = self.peers.get_mut(&addr) else {
+                TimerKey::Session(id) => {
+                    let Some(peer) = self.peers.get_mut(id) else {
                         continue;
                     };
                     if peer.timer_at != Some(t) {
                         continue; // superseded by an earlier entry
                     }
                     peer.timer_at = None;
-                    if peer.handshake.is_some() || peer.finish.is_some() {
-                        self.handshake_timers(addr, now);
-                    }
-                    if let Some(s) = self.peers.get_mut(&addr).and_then(|p| p.session.as_mut()) {
+                    self.handshake_timers(id, now);
+                    if let Some(s) = self.peers.get_mut(id).and_then(Peer::session_mut) {
                         s.handle_timeout(now);
-                        self.drain_events(addr);
+                        self.drain_events(id);
                     }
-                    self.touch(addr);
+                    self.touch(id);
                 }
                 TimerKey::HalfOpen(addr) => self.expire_half_open(addr, now),
-                TimerKey::Reconnect(addr) => {
-                    let due = self.peers.get(&addr).is_some_and(|p| {
-                        p.reconnect_at == Some(t) && p.added && p.session.is_none()
+                TimerKey::Reconnect(id) => {
+                    let due = self.peers.get(id).is_some_and(|p| {
+                        p.reconnect_at == Some(t) && p.added && p.session().is_none()
                     });
                     if due {
-                        self.connect(addr);
+                        self.connect(id);
                     }
                 }
                 // Nothing to do but wake up: the driver checks it.
@@ -623,11 +667,11 @@ impl Endpoint {
 
     // ----- sessions -------------------------------------------------------
 
-    fn touch(&mut self, addr: SocketAddr) {
-        if let Some(peer) = self.peers.get_mut(&addr) {
+    fn touch(&mut self, id: PeerId) {
+        if let Some(peer) = self.peers.get_mut(id) {
             if !peer.dirty {
                 peer.dirty = true;
-                self.dirty.push(addr);
+                self.dirty.push(id);
             }
         }
     }
@@ -648,41 +692,51 @@ impl Endpoint {
         }
         let now = self.now();
         let dirty = std::mem::take(&mut self.dirty);
-        for addr in &dirty {
-            let Some(peer) = self.peers.get_mut(addr) else {
+        for &id in &dirty {
+            let Some(peer) = self.peers.get_mut(id) else {
                 continue;
             };
             peer.dirty = false;
-            if let Some(session) = peer.session.as_mut() {
-                session.flush(now);
-                while let Some(datagram) = session.poll_transmit() {
-                    let Some(channel) = peer.channel.as_mut() else {
-                        self.transmits.push(*addr, &datagram, max_segments);
-                        continue;
-                    };
-                    if let Err(e) =
-                        self.transmits
-                            .push_sealed(*addr, channel, &datagram, max_segments)
-                    {
-                        // Only the nonce limit stops sealing: end the
-                        // session and handshake afresh.
-                        tracing::debug!(%addr, %e, "cannot seal; closing to re-key");
-                        self.counters.rekeys += 1;
-                        session.replace();
-                        break;
+            let to = peer.addr();
+            let closed = match &mut peer.link {
+                Link::Plaintext(session) => {
+                    session.flush(now);
+                    while let Some(datagram) = session.poll_transmit() {
+                        self.transmits.push(to, &datagram, max_segments);
                     }
+                    session.is_closed()
                 }
-                self.transmits.end_run();
-                if session.is_closed() {
-                    self.drain_events(*addr);
-                    self.retire_session(*addr);
-                    self.report_room(*addr);
-                    continue;
+                Link::Sealed {
+                    session, channel, ..
+                } => {
+                    session.flush(now);
+                    while let Some(datagram) = session.poll_transmit() {
+                        if let Err(e) =
+                            self.transmits
+                                .push_sealed(to, channel, &datagram, max_segments)
+                        {
+                            // Only the nonce limit stops sealing: end the
+                            // session and handshake afresh.
+                            tracing::debug!(%to, %e, "cannot seal; closing to re-key");
+                            self.counters.rekeys += 1;
+                            session.replace();
+                            break;
+                        }
+                    }
+                    session.is_closed()
                 }
+                Link::Idle | Link::Handshaking(_) => false,
+            };
+            self.transmits.end_run();
+            if closed {
+                self.drain_events(id);
+                self.retire_session(id);
+                self.report_room(id);
+                continue;
             }
-            self.report_room(*addr);
-            if let Some(deadline) = self.peers.get(addr).and_then(|p| p.deadline(now)) {
-                self.schedule_session(*addr, deadline);
+            self.report_room(id);
+            if let Some(deadline) = self.peers.get(id).and_then(|p| p.deadline(now)) {
+                self.schedule_session(id, deadline);
             }
         }
         // Recycle the list's allocation.
@@ -696,10 +750,10 @@ impl Endpoint {
     /// Tell the driver how much room a watched peer has after a flush.
     /// Room opens when ACKs empty the send buffer or a session ends, and
     /// both make the peer dirty, so this runs after every flush of it.
-    fn report_room(&mut self, addr: SocketAddr) {
-        match self.peers.get(&addr) {
+    fn report_room(&mut self, id: PeerId) {
+        match self.peers.get(id) {
             Some(peer) if peer.room_watched => self.events.push_back(Event::Room {
-                peer: addr,
+                peer: id,
                 queued: Some(peer.queued_bytes()),
             }),
             // A watched peer that was forgotten was reported then.
@@ -707,14 +761,13 @@ impl Endpoint {
         }
     }
 
-    fn schedule_session(&mut self, addr: SocketAddr, deadline: u64) {
-        let Some(peer) = self.peers.get_mut(&addr) else {
+    fn schedule_session(&mut self, id: PeerId, deadline: u64) {
+        let Some(peer) = self.peers.get_mut(id) else {
             return;
         };
         if peer.timer_at.is_none_or(|t| deadline < t) {
             peer.timer_at = Some(deadline);
-            self.timers
-                .push(Reverse((deadline, TimerKey::Session(addr))));
+            self.timers.push(Reverse((deadline, TimerKey::Session(id))));
         }
     }
 
@@ -732,15 +785,16 @@ impl Endpoint {
         let deadline = now.saturating_add(close_ms);
         self.closing = Some(deadline);
         for peer in self.peers.values_mut() {
-            peer.handshake = None;
+            if matches!(peer.link, Link::Handshaking(_)) {
+                peer.link = Link::Idle;
+            }
         }
         self.clear_half_open();
-        let addrs: Vec<SocketAddr> = self.peers.keys().copied().collect();
-        for addr in addrs {
-            if let Some(s) = self.peers.get_mut(&addr).and_then(|p| p.session.as_mut()) {
+        for id in self.peers.ids() {
+            if let Some(s) = self.peers.get_mut(id).and_then(Peer::session_mut) {
                 s.close(now, CloseReason::Shutdown);
-                self.drain_events(addr);
-                self.touch(addr);
+                self.drain_events(id);
+                self.touch(id);
             }
         }
         // Wake up at the deadline even if no session has a timer left.
@@ -758,7 +812,7 @@ impl Endpoint {
     pub(crate) fn is_closed(&self, now: u64) -> bool {
         match self.closing {
             None => false,
-            Some(deadline) => now >= deadline || self.peers.values().all(|p| p.session.is_none()),
+            Some(deadline) => now >= deadline || self.peers.values().all(|p| p.session().is_none()),
         }
     }
 
@@ -776,6 +830,11 @@ impl Endpoint {
             });
         }
     }
+}
+
+/// The address of nowhere, for a report about a peer that vanished.
+fn unspecified() -> SocketAddr {
+    SocketAddr::from(([0, 0, 0, 0], 0))
 }
 
 /// Keep the first occurrence of each address, in order. Short lists (the

@@ -6,15 +6,14 @@
 //! growing with request rate × timeout).
 
 use std::collections::BTreeSet;
-use std::net::SocketAddr;
 use std::time::Duration;
 
-use super::HashMap;
+use super::{HashMap, PeerId};
 
 /// One request in flight.
 #[derive(Debug)]
 pub(super) struct PendingRequest {
-    pub(super) peer: SocketAddr,
+    pub(super) peer: PeerId,
     pub(super) deadline: u64,
     pub(super) timeout: Duration,
 }
@@ -51,7 +50,7 @@ impl Requests {
 
     /// Take request `id` if it went to `peer`; a reply from anyone else
     /// leaves it waiting.
-    pub(super) fn take_from(&mut self, id: u64, peer: SocketAddr) -> Option<PendingRequest> {
+    pub(super) fn take_from(&mut self, id: u64, peer: PeerId) -> Option<PendingRequest> {
         if self.pending.get(&id)?.peer != peer {
             return None;
         }
@@ -83,7 +82,7 @@ impl Requests {
     }
 
     /// Take every request that went to `peer`.
-    pub(super) fn take_for(&mut self, peer: SocketAddr) -> Vec<(u64, PendingRequest)> {
+    pub(super) fn take_for(&mut self, peer: PeerId) -> Vec<(u64, PendingRequest)> {
         let mut ids: Vec<u64> = self
             .pending
             .iter()
@@ -95,6 +94,14 @@ impl Requests {
         ids.into_iter()
             .filter_map(|id| self.take(id).map(|r| (id, r)))
             .collect()
+    }
+
+    /// Requests that went to `from` now wait for `to` (the same peer,
+    /// known under another entry until its handshake proved its key).
+    pub(super) fn retarget(&mut self, from: PeerId, to: PeerId) {
+        for r in self.pending.values_mut().filter(|r| r.peer == from) {
+            r.peer = to;
+        }
     }
 
     /// Take them all.
@@ -115,9 +122,9 @@ impl Requests {
 mod tests {
     use super::*;
 
-    fn request(peer: u16, deadline: u64) -> PendingRequest {
+    fn request(peer: u64, deadline: u64) -> PendingRequest {
         PendingRequest {
-            peer: SocketAddr::from(([127, 0, 0, 1], peer)),
+            peer: PeerId(peer),
             deadline,
             timeout: Duration::from_millis(deadline),
         }
@@ -129,7 +136,7 @@ mod tests {
         for i in 0..1000 {
             let id = r.next_id();
             r.insert(id, request(1, 30_000 + i));
-            let peer = SocketAddr::from(([127, 0, 0, 1], 1));
+            let peer = PeerId(1);
             assert!(r.take_from(id, peer).is_some());
         }
         assert_eq!(r.len(), (0, 0), "answered requests leave nothing behind");
@@ -147,7 +154,7 @@ mod tests {
                 id
             })
             .collect();
-        let stranger = SocketAddr::from(([127, 0, 0, 1], 2));
+        let stranger = PeerId(2);
         assert!(r.take_from(ids[0], stranger).is_none());
         assert_eq!(r.len(), (3, 3));
         assert_eq!(r.next_deadline(), Some(100));
@@ -158,7 +165,7 @@ mod tests {
             .collect();
         assert_eq!(expired, vec![100, 200]);
         assert_eq!(r.next_deadline(), Some(300));
-        assert_eq!(r.take_for(SocketAddr::from(([127, 0, 0, 1], 1))).len(), 1);
+        assert_eq!(r.take_for(PeerId(1)).len(), 1);
         assert_eq!(r.len(), (0, 0));
     }
 }
