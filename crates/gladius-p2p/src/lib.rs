@@ -27,11 +27,15 @@ pub mod crypto;
 mod demux;
 mod driver;
 mod error;
+#[cfg(feature = "json")]
+mod json;
 mod network;
 mod plugin;
 mod session;
 pub mod socket;
 mod state;
+mod streams;
+mod wait;
 pub mod wire;
 
 pub use async_trait::async_trait;
@@ -39,8 +43,11 @@ pub use config::{Config, KcpPreset, DEFAULT_MAX_MESSAGE_SIZE};
 pub use crypto::{Identity, IdentityError, PublicKey};
 pub use error::{ConfigError, NetworkError, RequestError};
 pub use gladius_kcp::KcpConfig;
+#[cfg(feature = "json")]
+pub use json::JsonError;
 pub use network::{Network, PeerInfo, Received, SendFailure, SendReport, ToPeerAddr};
-pub use plugin::{Plugin, PLUGIN_QUEUE_LEN};
+pub use plugin::{Plugin, PluginId, PLUGIN_QUEUE_LEN};
 pub use socket::{BatchUdpSocket, DatagramSocket, LinkFaults, MemoryNetwork, MemorySocket};
 pub use state::{ConnectionState, Counters, Direction, NetworkState, PeerState, PluginState};
+pub use streams::{Feed, Filter, PeerEvent, Subscription, SUBSCRIPTION_QUEUE_LEN};
 pub use wire::{Message, MessageError};

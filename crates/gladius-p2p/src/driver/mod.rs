@@ -36,12 +36,12 @@ use tracing::Instrument;
 use crate::crypto::{self, Kind, PublicKey};
 use crate::error::{NetworkError, RequestError};
 use crate::network::{Received, SendFailure, SendReport, Targets};
-use crate::plugin::{PluginEvent, PluginSlot};
+use crate::plugin::{PluginEvent, PluginId, PluginSlot, Registration};
 use crate::session::{encode_frame, Session, SessionConfig};
 use crate::socket::DatagramSocket;
 use crate::state::{ConnectionState, Counters, Direction, NetworkState, PeerState, PluginState};
 use crate::wire::{CloseReason, Frame, Message};
-use crate::{Config, Network, Plugin};
+use crate::{Config, Network};
 use batch::SendBatch;
 use peer::Peer;
 use requests::{PendingRequest, Requests};
@@ -108,8 +108,13 @@ pub(crate) enum Command {
         reply: Reply<Result<(), NetworkError>>,
     },
     RegisterPlugin {
-        plugin: Box<dyn Plugin>,
+        plugin: Registration,
         reply: Reply<()>,
+    },
+    /// Answers whether the plugin was registered.
+    RemovePlugin {
+        id: PluginId,
+        reply: Reply<bool>,
     },
     Close {
         reply: Reply<()>,
@@ -408,6 +413,13 @@ impl Driver {
                 }
                 self.plugins.push(slot);
                 let _ = reply.send(());
+            }
+            Command::RemovePlugin { id, reply } => {
+                let at = self.plugins.iter().position(|s| s.id == id);
+                if let Some(at) = at {
+                    self.plugins.remove(at).remove();
+                }
+                let _ = reply.send(at.is_some());
             }
             Command::Close { reply } => self.begin_close(Some(reply)),
             Command::SetHandshakePayload { payload, reply } => {
