@@ -25,7 +25,30 @@ use crate::{Config, ConfigError, Plugin};
 /// full channel makes callers wait (local work before remote work).
 const COMMAND_QUEUE_LEN: usize = 1024;
 
-/// A received message with what the node knows about where it came from.
+/// A received message with what the node knows about where it came from,
+/// as plugins ([`Plugin::new_message`]) and
+/// [`subscribe`](Network::subscribe) streams get it.
+///
+/// ```
+/// use std::time::Duration;
+/// use gladius_p2p::{Config, Filter, Message, Network};
+///
+/// # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let (a, b) = (Network::new(Config::default())?, Network::new(Config::default())?);
+/// let a_addr = a.listen("127.0.0.1:0").await?;
+/// let b_addr = b.listen("127.0.0.1:0").await?;
+/// let mut inbox = b.subscribe(Filter::All).await?;
+/// a.add(b_addr).await?;
+/// a.wait_connected(b_addr, Duration::from_secs(5)).await?;
+/// a.broadcast(Message::new("hello", "hi b")?).await?;
+/// let got = inbox.next().await.expect("a message");
+/// assert_eq!(got.message().sender(), Some(a_addr)); // authenticated
+/// assert_eq!(got.peer(), a_addr);
+/// assert!(!got.is_writable()); // b did not add a: b's broadcasts skip it
+/// assert!(!got.is_request());
+/// b.reply(&got, Message::new("hello", "hi a")?).await?; // answers reach it
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone)]
 pub struct Received {
     pub(crate) message: Message,
@@ -114,6 +137,32 @@ struct LiveGuard {
 /// Handles the application holds keep the node alive; when the last one is
 /// dropped the node closes gracefully in the background. Handles given to
 /// plugins do not keep it alive.
+///
+/// Every method that names a peer takes a `SocketAddr` or a `"host:port"`
+/// string ([`ToPeerAddr`]).
+///
+/// ```
+/// use std::time::Duration;
+/// use gladius_p2p::{Config, Filter, Message, Network};
+///
+/// # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let a = Network::new(Config::default())?;
+/// let b = Network::new(Config::default())?;
+/// a.listen("127.0.0.1:0").await?;
+/// let b_addr = b.listen("127.0.0.1:0").await?;
+/// let mut inbox = b.subscribe(Filter::type_prefix("chat")).await?;
+///
+/// a.add(b_addr).await?; // writable peer; connects, reconnects with backoff
+/// a.wait_peers(1, Duration::from_secs(5)).await?;
+/// let report = a.broadcast(Message::new("chat", "hello")?).await?;
+/// assert_eq!(report.queued, [b_addr]);
+/// assert_eq!(inbox.next().await.unwrap().message().body(), "hello");
+///
+/// let state = a.network_state().await?; // peers, RTT, counters
+/// assert!(state.peer(b_addr).is_some_and(|p| p.writable));
+/// a.close().await?; // flush, tell peers, stop
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone)]
 pub struct Network {
     commands: mpsc::Sender<Command>,

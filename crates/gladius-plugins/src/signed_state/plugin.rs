@@ -439,6 +439,37 @@ impl std::fmt::Debug for SignedState {
 }
 
 /// Publishes and reads fields of a [`SignedState`]; cheap to clone.
+///
+/// **Ready** at once: [`set`](Self::set) signs and stores even before the
+/// plugin is registered, and entries spread once the node runs — pushed to
+/// random writable peers on `set`, exchanged with every writable peer as
+/// its session comes up, and reconciled every
+/// [`sync_interval`](SignedStateConfig::sync_interval). Watch arrivals
+/// with [`changes`](Self::changes) instead of polling.
+///
+/// ```
+/// use std::time::Duration;
+/// use gladius_p2p::{Config, Network};
+/// use gladius_plugins::signed_state::{EthKey, SignedState, SignedStateConfig};
+///
+/// # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let (a, b) = (Network::new(Config::default())?, Network::new(Config::default())?);
+/// let (plugin, a_state) = SignedState::new(EthKey::generate(), SignedStateConfig::default());
+/// a.register_plugin(plugin).await?;
+/// let (plugin, b_state) = SignedState::new(EthKey::generate(), SignedStateConfig::default());
+/// b.register_plugin(plugin).await?;
+/// a.listen("127.0.0.1:0").await?;
+/// let b_addr = b.listen("127.0.0.1:0").await?;
+/// let mut arrivals = b_state.changes();
+/// a.add(b_addr).await?;
+/// a.wait_connected(b_addr, Duration::from_secs(5)).await?;
+///
+/// a_state.set("serving", "a.mp4").await?; // signed with a's Ethereum key
+/// let entry = arrivals.next().await.expect("a's entry");
+/// assert_eq!(entry.signer, a_state.address());
+/// assert_eq!(b_state.get_value(&a_state.address(), "serving").unwrap(), "a.mp4");
+/// # Ok(()) }
+/// ```
 #[derive(Clone)]
 pub struct SignedStateHandle {
     shared: Arc<Shared>,
