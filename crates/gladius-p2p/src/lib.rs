@@ -26,10 +26,7 @@
 //!
 //! ```
 //! use std::time::Duration;
-//! use gladius_p2p::{Config, Filter, Network};
-//!
-//! #[derive(serde::Serialize, serde::Deserialize, Debug, PartialEq)]
-//! struct Chat { from: String, text: String }
+//! use gladius_p2p::{Config, Filter, Message, Network};
 //!
 //! # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let alice = Network::new(Config::default())?;
@@ -40,11 +37,10 @@
 //!
 //! alice.add(bob_addr).await?;
 //! alice.wait_connected(bob_addr, Duration::from_secs(5)).await?;
-//! let hi = Chat { from: "alice".into(), text: "hi".into() };
-//! alice.broadcast_json("chat", &hi).await?;
+//! alice.broadcast(Message::new("chat", "hi bob")?).await?;
 //!
 //! while let Some(msg) = inbox.next().await {
-//!     assert_eq!(msg.json::<Chat>()?, hi);
+//!     assert_eq!(msg.message().body(), "hi bob");
 //!     break;
 //! }
 //! alice.close().await?;

@@ -11,8 +11,7 @@ use std::time::Duration;
 
 use common::*;
 use gladius_p2p::{
-    async_trait, Filter, JsonError, Message, Network, NetworkError, PeerEvent, Plugin, PluginId,
-    Received, RequestError, Subscription,
+    async_trait, Filter, Network, NetworkError, PeerEvent, Plugin, PluginId, Received, Subscription,
 };
 
 const LONG: Duration = Duration::from_secs(10);
@@ -244,7 +243,7 @@ async fn events_stream_reports_added_connected_deleted_disconnected_rejected() {
         other => panic!("expected Connected, got {other:?}"),
     }
     a.delete(b_addr).await.unwrap();
-    let mut after_delete = vec![next(&mut events).await, next(&mut events).await];
+    let mut after_delete = [next(&mut events).await, next(&mut events).await];
     after_delete.sort_by_key(|e| matches!(e, PeerEvent::Disconnected(_)));
     assert!(matches!(after_delete[0], PeerEvent::Deleted(x) if x == b_addr));
     assert!(matches!(after_delete[1], PeerEvent::Disconnected(x) if x == b_addr));
@@ -306,14 +305,18 @@ async fn wait_connected_and_wait_peers_succeed_or_time_out_typed() {
     }
 }
 
+#[cfg(feature = "json")]
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 struct Offer {
     file: String,
     bytes: u64,
 }
 
+#[cfg(feature = "json")]
 #[tokio::test]
 async fn json_messages_round_trip_and_typed_requests_get_typed_replies() {
+    use gladius_p2p::{JsonError, Message, RequestError};
+
     let ((a, _, _), (b, b_addr, _)) = connected_pair().await;
     let mut inbox = b.subscribe(Filter::type_prefix("content.")).await.unwrap();
     let offer = Offer {

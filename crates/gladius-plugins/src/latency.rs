@@ -584,10 +584,10 @@ impl Plugin for LatencyAudit {
 
     async fn peer_connected(&self, _net: &Network, peer: &PeerInfo) {
         let mut inner = self.shared.lock();
-        if !inner.peers.contains_key(&peer.addr) {
-            let s = self.shared.new_stats();
-            inner.peers.insert(peer.addr, s);
-        }
+        inner
+            .peers
+            .entry(peer.addr)
+            .or_insert_with(|| self.shared.new_stats());
         if let Some(kick) = &inner.kick {
             // Full: the next round pings it anyway.
             let _ = kick.try_send(peer.addr);
