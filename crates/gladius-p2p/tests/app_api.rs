@@ -139,6 +139,57 @@ async fn a_plugin_removes_itself_from_its_own_hook_without_deadlock() {
     b.close().await.unwrap();
 }
 
+/// Blocks in its first `new_message` until the gate opens.
+#[derive(Clone)]
+struct Gated {
+    gate: Arc<tokio::sync::Semaphore>,
+    seen: Arc<Mutex<Vec<String>>>,
+}
+
+#[async_trait]
+impl Plugin for Gated {
+    fn name(&self) -> &str {
+        "gated"
+    }
+    async fn new_message(&self, _net: &Network, msg: &Received) {
+        let body = String::from_utf8_lossy(msg.message().body()).into_owned();
+        self.seen.lock().unwrap().push(body);
+        let _ = self.gate.acquire().await;
+    }
+    async fn close(&self, _net: &Network) {
+        self.seen.lock().unwrap().push("close".into());
+    }
+}
+
+#[tokio::test]
+async fn removal_does_not_wait_for_a_busy_hook_and_discards_what_was_queued() {
+    let ((a, _, _), (b, _, rb)) = connected_pair().await;
+    let gated = Gated {
+        gate: Arc::new(tokio::sync::Semaphore::new(0)),
+        seen: Arc::default(),
+    };
+    let id = b.register_plugin(gated.clone()).await.unwrap();
+    for i in 0..10 {
+        a.broadcast(text_msg("seq", i)).await.unwrap();
+    }
+    // The recorder, registered first, gets each message just before the
+    // gated plugin's queue does: once it has all ten, nine wait there.
+    wait_for(LONG, "all ten handed to both plugins", || async {
+        rb.count_type("seq") == 10 && gated.seen.lock().unwrap().len() == 1
+    })
+    .await;
+    let removal = tokio::time::timeout(LONG, b.remove_plugin(id)).await;
+    assert!(removal.expect("removal waits for no hook").unwrap());
+    gated.gate.add_permits(1);
+    wait_for(LONG, "close after the hook in progress", || async {
+        gated.seen.lock().unwrap().len() == 2
+    })
+    .await;
+    assert_eq!(*gated.seen.lock().unwrap(), ["0", "close"]);
+    a.close().await.unwrap();
+    b.close().await.unwrap();
+}
+
 #[tokio::test]
 async fn subscribe_delivers_every_matching_message_once_in_order() {
     let ((a, a_addr, _), (b, _, _)) = connected_pair().await;
