@@ -48,14 +48,17 @@
 //! ```
 //!
 //! Layers, bottom up: [`socket`] (the datagram seam), `gladius_kcp` (reliable
-//! ordered stream, sans-IO), `session` (frames over KCP, sans-IO), `driver`
-//! (the one task owning socket, sessions and timers), [`Network`] (the
+//! ordered stream, sans-IO), `session` (frames over KCP, sans-IO),
+//! `endpoint` (every protocol decision of a node: handshakes, sessions, the
+//! route table, requests; sans-IO), `driver` (the one task owning the
+//! socket, the clock and the plugins around the endpoint), [`Network`] (the
 //! handle). See `docs/wire-format.md` for the bytes.
 
+mod api;
 mod config;
 pub mod crypto;
-mod demux;
 mod driver;
+mod endpoint;
 mod error;
 #[cfg(feature = "json")]
 mod json;
@@ -68,6 +71,7 @@ mod streams;
 mod wait;
 pub mod wire;
 
+pub use api::{PeerInfo, Received, SendFailure, SendReport};
 pub use async_trait::async_trait;
 pub use config::{Config, KcpPreset, DEFAULT_MAX_MESSAGE_SIZE};
 pub use crypto::{Identity, IdentityError, PublicKey};
@@ -75,7 +79,7 @@ pub use error::{ConfigError, NetworkError, RequestError};
 pub use gladius_kcp::KcpConfig;
 #[cfg(feature = "json")]
 pub use json::JsonError;
-pub use network::{Network, PeerInfo, Received, SendFailure, SendReport, ToPeerAddr};
+pub use network::{Network, ToPeerAddr};
 pub use plugin::{Plugin, PluginId, PLUGIN_QUEUE_LEN};
 pub use socket::{BatchUdpSocket, DatagramSocket, LinkFaults, MemoryNetwork, MemorySocket};
 pub use state::{ConnectionState, Counters, Direction, NetworkState, PeerState, PluginState};

@@ -39,6 +39,7 @@ use std::sync::Arc;
 use futures_util::FutureExt;
 use tokio::sync::mpsc;
 
+use crate::api::NodeEvent;
 use crate::{Network, PeerInfo, Received};
 
 /// Events one plugin may have waiting. Large enough to absorb bursts of
@@ -139,12 +140,7 @@ impl Registration {
 #[derive(Debug)]
 pub(crate) enum PluginEvent {
     Startup,
-    NodeAdded(SocketAddr),
-    NodeDeleted(SocketAddr),
-    PeerConnected(Arc<PeerInfo>),
-    PeerRejected(SocketAddr, Arc<str>),
-    PeerDisconnected(SocketAddr),
-    Message(Arc<Received>),
+    Node(NodeEvent),
     Close,
 }
 
@@ -222,12 +218,14 @@ async fn run(
         let call = async {
             match event {
                 PluginEvent::Startup => plugin.startup(&net).await,
-                PluginEvent::NodeAdded(a) => plugin.node_added(&net, a).await,
-                PluginEvent::NodeDeleted(a) => plugin.node_deleted(&net, a).await,
-                PluginEvent::PeerConnected(p) => plugin.peer_connected(&net, &p).await,
-                PluginEvent::PeerRejected(a, r) => plugin.peer_rejected(&net, a, &r).await,
-                PluginEvent::PeerDisconnected(a) => plugin.peer_disconnected(&net, a).await,
-                PluginEvent::Message(m) => plugin.new_message(&net, &m).await,
+                PluginEvent::Node(event) => match event {
+                    NodeEvent::NodeAdded(a) => plugin.node_added(&net, a).await,
+                    NodeEvent::NodeDeleted(a) => plugin.node_deleted(&net, a).await,
+                    NodeEvent::PeerConnected(p) => plugin.peer_connected(&net, &p).await,
+                    NodeEvent::PeerRejected(a, r) => plugin.peer_rejected(&net, a, &r).await,
+                    NodeEvent::PeerDisconnected(a) => plugin.peer_disconnected(&net, a).await,
+                    NodeEvent::Message(m) => plugin.new_message(&net, &m).await,
+                },
                 PluginEvent::Close => plugin.close(&net).await,
             }
         };

@@ -9,15 +9,13 @@ use std::sync::Arc;
 use rand::Rng;
 
 use super::peer::Peer;
-use super::{Driver, TimerKey};
-use crate::demux;
-use crate::error::{NetworkError, RequestError};
-use crate::network::{PeerInfo, Received};
-use crate::plugin::PluginEvent;
+use super::{demux, Endpoint, Event, TimerKey};
+use crate::api::{NodeEvent, PeerInfo, Received};
+use crate::error::RequestError;
 use crate::session::{CloseCause, Inbound, Session, SessionEvent};
 use crate::state::Direction;
 
-impl Driver {
+impl Endpoint {
     pub(super) fn connect(&mut self, addr: SocketAddr) {
         let Some(advertised) = self.advertised else {
             return;
@@ -189,7 +187,7 @@ impl Driver {
                         direction: peer.direction,
                     };
                     tracing::debug!(%addr, %advertised, "session established");
-                    self.emit(PluginEvent::PeerConnected(Arc::new(info)));
+                    self.emit(NodeEvent::PeerConnected(Arc::new(info)));
                 }
                 SessionEvent::Frame(inbound) => {
                     let writable = peer.writable;
@@ -225,7 +223,7 @@ impl Driver {
                         self.fail_requests(addr);
                     }
                     if was_connected {
-                        self.emit(PluginEvent::PeerDisconnected(addr));
+                        self.emit(NodeEvent::PeerDisconnected(addr));
                     }
                 }
             }
@@ -238,15 +236,15 @@ impl Driver {
             Inbound::Request(id, m) => (m, Some(id)),
             Inbound::Reply(id, message) => {
                 match self.requests.take_from(id, addr) {
-                    Some(r) => {
-                        self.handed_over = true;
-                        let _ = r.answer.send(Ok(Received {
+                    Some(_) => self.events.push_back(Event::RequestDone {
+                        id,
+                        result: Ok(Received {
                             message,
                             peer: addr,
                             writable,
                             request_id: None,
-                        }));
-                    }
+                        }),
+                    }),
                     None => self.counters.unmatched_replies += 1,
                 }
                 return;
@@ -258,13 +256,15 @@ impl Driver {
             writable,
             request_id,
         });
-        self.handed_over = true;
-        self.emit(PluginEvent::Message(received));
+        self.emit(NodeEvent::Message(received));
     }
 
     pub(super) fn fail_requests(&mut self, addr: SocketAddr) {
-        for r in self.requests.take_for(addr) {
-            let _ = r.answer.send(Err(RequestError::SessionClosed));
+        for (id, _) in self.requests.take_for(addr) {
+            self.events.push_back(Event::RequestDone {
+                id,
+                result: Err(RequestError::SessionClosed),
+            });
         }
     }
 
@@ -322,8 +322,11 @@ impl Driver {
                 self.counters.abandoned_frames += peer.pending.len() as u64;
             }
             if let Some(peer) = self.peers.remove(&addr) {
-                for (_, reply) in peer.room_waiters {
-                    let _ = reply.send(Err(NetworkError::UnknownPeer(addr)));
+                if peer.room_watched {
+                    self.events.push_back(Event::Room {
+                        peer: addr,
+                        queued: None,
+                    });
                 }
             }
         }

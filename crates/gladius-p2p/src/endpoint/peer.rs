@@ -1,4 +1,4 @@
-//! What the driver keeps about one peer, with or without a session.
+//! What the endpoint keeps about one peer, with or without a session.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -6,13 +6,11 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use super::Reply;
 use crate::crypto::{Initiator, PublicKey, SecureChannel};
-use crate::error::NetworkError;
 use crate::session::{Session, SessionStats};
 use crate::state::Direction;
 
-/// Everything the driver keeps about one peer, with or without a session.
+/// Everything the endpoint keeps about one peer, with or without a session.
 #[derive(Debug)]
 pub(super) struct Peer {
     pub(super) session: Option<Session>,
@@ -46,8 +44,8 @@ pub(super) struct Peer {
     pub(super) handshake_payload: Bytes,
     pub(super) handshake_advertised: Option<SocketAddr>,
     pub(super) last_error: Option<String>,
-    /// Callers of `Network::wait_for_room`: bytes needed, and whom to tell.
-    pub(super) room_waiters: Vec<(usize, Reply<Result<(), NetworkError>>)>,
+    /// Someone waits for room in the queue: report it after every flush.
+    pub(super) room_watched: bool,
 }
 
 impl Peer {
@@ -74,41 +72,7 @@ impl Peer {
             handshake_payload: Bytes::new(),
             handshake_advertised: None,
             last_error: None,
-            room_waiters: Vec::new(),
-        }
-    }
-
-    /// Register a caller waiting for `need` bytes of room, or answer at
-    /// once if there is room already. Callers that gave up (timed out) are
-    /// dropped first, so the list holds only live waiters.
-    pub(super) fn wait_for_room(
-        &mut self,
-        need: usize,
-        limit: usize,
-        reply: Reply<Result<(), NetworkError>>,
-    ) {
-        self.room_waiters.retain(|(_, r)| !r.is_closed());
-        if self.queued_bytes().saturating_add(need) <= limit {
-            let _ = reply.send(Ok(()));
-        } else {
-            self.room_waiters.push((need, reply));
-        }
-    }
-
-    /// Answer every waiter whose message now fits under `limit`. Room is
-    /// not reserved: two waiters woken together may race for it, and the
-    /// loser's send reports `QueueFull` again.
-    pub(super) fn answer_room_waiters(&mut self, limit: usize) {
-        if self.room_waiters.is_empty() {
-            return;
-        }
-        let queued = self.queued_bytes();
-        for (need, reply) in std::mem::take(&mut self.room_waiters) {
-            if queued.saturating_add(need) <= limit {
-                let _ = reply.send(Ok(()));
-            } else if !reply.is_closed() {
-                self.room_waiters.push((need, reply));
-            }
+            room_watched: false,
         }
     }
 

@@ -1,8 +1,8 @@
-//! The encrypted-mode half of the driver: Noise handshakes, the bounded
+//! The encrypted-mode half of the endpoint: Noise handshakes, the bounded
 //! table of inbound half-open handshakes, cookies under load, opening
 //! sealed datagrams, and the `Reject`s exchanged with nodes of the other
 //! mode. Sealing happens where every session's datagrams leave, in
-//! [`Driver::flush_dirty`].
+//! `Endpoint::flush`.
 //!
 //! Who retransmits: only the initiator. It resends `Init` until a `Response`
 //! arrives, then `Finish` until the first sealed datagram from the peer
@@ -15,14 +15,13 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use super::{Driver, HashMap, TimerKey};
-use crate::crypto::packet::{random_index, CookiePacket, RejectPacket};
+use super::{demux, Endpoint, HashMap, TimerKey};
+use crate::api::NodeEvent;
+use crate::crypto::packet::{index_from, CookiePacket, RejectPacket};
 use crate::crypto::{
     self, ChannelError, CookieJar, Established, HandshakeError, HandshakePayload, Identity,
     Initiator, Packet, PublicKey, RejectReason, Responder,
 };
-use crate::demux;
-use crate::plugin::PluginEvent;
 use crate::session::Session;
 use crate::state::Direction;
 
@@ -57,16 +56,16 @@ pub(crate) struct CryptoState {
 }
 
 #[derive(Debug)]
-struct HalfOpen {
+pub(super) struct HalfOpen {
     responder: Responder,
     created: u64,
 }
 
 impl CryptoState {
-    pub(crate) fn new(identity: Identity) -> Self {
+    pub(crate) fn new(identity: Identity, half_open: HashMap<SocketAddr, HalfOpen>) -> Self {
         Self {
             identity,
-            half_open: HashMap::default(),
+            half_open,
             cookies: CookieJar::new(),
             window_start: 0,
             window_exchanges: 0,
@@ -100,7 +99,7 @@ fn reason_text(reason: RejectReason) -> &'static str {
     }
 }
 
-impl Driver {
+impl Endpoint {
     fn our_payload(&self) -> Option<HandshakePayload> {
         let advertised = self.advertised?;
         Some(HandshakePayload::new(
@@ -120,10 +119,14 @@ impl Driver {
     pub(super) fn initiate(&mut self, addr: SocketAddr) {
         let now = self.now();
         let pin = self.pin_for(addr);
-        let (Some(payload), Some(crypto)) = (self.our_payload(), self.crypto.as_ref()) else {
+        let Some(payload) = self.our_payload() else {
             return;
         };
-        let started = Initiator::new(&crypto.identity, random_index(), &payload, now);
+        let index = index_from(&mut self.rng);
+        let Some(crypto) = self.crypto.as_ref() else {
+            return;
+        };
+        let started = Initiator::new(&crypto.identity, index, &payload, now);
         let Some(peer) = self.peers.get_mut(&addr) else {
             return;
         };
@@ -246,10 +249,11 @@ impl Driver {
         let Some(payload) = self.our_payload() else {
             return;
         };
+        let index = index_from(&mut self.rng);
         let Some(crypto) = self.crypto.as_mut() else {
             return;
         };
-        match Responder::new(&crypto.identity, random_index(), init, &payload, now) {
+        match Responder::new(&crypto.identity, index, init, &payload, now) {
             Ok((responder, response)) => {
                 let responder = match pin {
                     Some(key) => responder.expect_remote(key),
@@ -346,7 +350,7 @@ impl Driver {
                 if matches!(e, HandshakeError::PinnedKeyMismatch { .. }) {
                     self.counters.pin_mismatches += 1;
                     self.outbox.push((from, reject(RejectReason::Refused)));
-                    self.emit(PluginEvent::PeerRejected(from, Arc::from(e.to_string())));
+                    self.emit(NodeEvent::PeerRejected(from, Arc::from(e.to_string())));
                 } else {
                     self.counters.bad_handshakes += 1;
                 }
@@ -475,7 +479,7 @@ impl Driver {
         if let Some(peer) = self.peers.get_mut(&from) {
             peer.last_error = Some(reason.clone());
         }
-        self.emit(PluginEvent::PeerRejected(from, Arc::from(reason)));
+        self.emit(NodeEvent::PeerRejected(from, Arc::from(reason)));
         self.link_down(from);
     }
 
