@@ -12,7 +12,30 @@ use crate::crypto::PublicKey;
 use crate::state::Direction;
 use crate::wire::Message;
 
-/// A received message with what the node knows about where it came from.
+/// A received message with what the node knows about where it came from,
+/// as plugins ([`Plugin::new_message`](crate::Plugin::new_message)) and
+/// [`subscribe`](crate::Network::subscribe) streams get it.
+///
+/// ```
+/// use std::time::Duration;
+/// use gladius_p2p::{Config, Filter, Message, Network};
+///
+/// # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let (a, b) = (Network::new(Config::default())?, Network::new(Config::default())?);
+/// let a_addr = a.listen("127.0.0.1:0").await?;
+/// let b_addr = b.listen("127.0.0.1:0").await?;
+/// let mut inbox = b.subscribe(Filter::All).await?;
+/// a.add(b_addr).await?;
+/// a.wait_connected(b_addr, Duration::from_secs(5)).await?;
+/// a.broadcast(Message::new("hello", "hi b")?).await?;
+/// let got = inbox.next().await.expect("a message");
+/// assert_eq!(got.message().sender(), Some(a_addr)); // authenticated
+/// assert_eq!(got.peer(), a_addr);
+/// assert!(!got.is_writable()); // b did not add a: b's broadcasts skip it
+/// assert!(!got.is_request());
+/// b.reply(&got, Message::new("hello", "hi a")?).await?; // answers reach it
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone)]
 pub struct Received {
     pub(crate) message: Message,

@@ -53,6 +53,24 @@ impl KcpPreset {
 
 /// Configuration of a node. Build with [`Config::default`] and the `with_*`
 /// setters; [`Network::new`](crate::Network::new) validates it.
+///
+/// ```
+/// use std::time::Duration;
+/// use gladius_p2p::{Config, ConfigError, Identity, Network};
+///
+/// # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let config = Config::default()
+///     .with_identity(Identity::generate()) // or Identity::load_or_generate(path)?
+///     .with_max_message_size(1 << 20)      // 1 MiB bodies
+///     .with_keepalive_interval(Duration::from_secs(2))
+///     .with_refuse_unknown_inbound(true);  // only peers we add
+/// let node = Network::new(config)?;
+/// node.listen("127.0.0.1:0").await?;
+/// // Invalid settings are refused once, by `Network::new`.
+/// let zero = Network::new(Config::default().with_max_message_size(0));
+/// assert!(matches!(zero, Err(ConfigError::MaxMessageSize(0))));
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone)]
 pub struct Config {
     pub(crate) max_message_size: usize,

@@ -24,11 +24,11 @@ use tracing::Instrument;
 use crate::api::{NodeEvent, Received, SendReport, Targets};
 use crate::endpoint::{Endpoint, Event, PeerId, Transmit};
 use crate::error::{NetworkError, RequestError};
-use crate::plugin::{PluginEvent, PluginSlot};
+use crate::plugin::{PluginEvent, PluginId, PluginSlot, Registration};
 use crate::socket::DatagramSocket;
 use crate::state::{NetworkState, PluginState};
 use crate::wire::Message;
-use crate::{Config, Network, Plugin};
+use crate::{Config, Network};
 
 /// Largest UDP payload; receive buffers are this big so nothing is truncated.
 const MAX_DATAGRAM: usize = 65_536;
@@ -97,8 +97,13 @@ pub(crate) enum Command {
         reply: Reply<Result<(), NetworkError>>,
     },
     RegisterPlugin {
-        plugin: Box<dyn Plugin>,
+        plugin: Registration,
         reply: Reply<()>,
+    },
+    /// Answers whether the plugin was registered.
+    RemovePlugin {
+        id: PluginId,
+        reply: Reply<bool>,
     },
     Close {
         reply: Reply<()>,
@@ -343,6 +348,13 @@ impl Driver {
                 }
                 self.plugins.push(slot);
                 let _ = reply.send(());
+            }
+            Command::RemovePlugin { id, reply } => {
+                let at = self.plugins.iter().position(|s| s.id == id);
+                if let Some(at) = at {
+                    self.plugins.remove(at).remove();
+                }
+                let _ = reply.send(at.is_some());
             }
             Command::Close { reply } => self.begin_close(Some(reply)),
             Command::SetHandshakePayload { payload, reply } => {
