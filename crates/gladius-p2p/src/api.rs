@@ -139,6 +139,17 @@ pub(crate) enum NodeEvent {
     NodeDeleted(SocketAddr),
     PeerConnected(Arc<PeerInfo>),
     PeerRejected(SocketAddr, Arc<str>),
+    /// A connection attempt to a route-table peer got no answer in time.
+    ConnectFailed(SocketAddr, Arc<str>),
     PeerDisconnected(SocketAddr),
     Message(Arc<Received>),
+}
+
+/// Who asked for a change to the route table: the application (any handle
+/// it holds) or a plugin (the handle its hooks get). Plugins may demote a
+/// peer the application added, never remove it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Origin {
+    App,
+    Plugin,
 }

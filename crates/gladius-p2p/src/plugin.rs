@@ -82,6 +82,11 @@ pub trait Plugin: Send + Sync + 'static {
     /// the peer refused us (other encryption mode, pinned key) or its key
     /// did not match the one pinned.
     async fn peer_rejected(&self, _net: &Network, _addr: SocketAddr, _reason: &str) {}
+    /// A connection attempt to `addr`, a route-table peer, got no answer
+    /// in time (nothing listens there, or the path drops our packets). The
+    /// node keeps retrying with backoff while the peer stays in the route
+    /// table; this tells why it is not connected yet.
+    async fn connect_failed(&self, _net: &Network, _addr: SocketAddr, _reason: &str) {}
     /// The session to `addr` ended.
     async fn peer_disconnected(&self, _net: &Network, _addr: SocketAddr) {}
     /// A message (or a request; see [`Received::is_request`]) arrived.
@@ -223,6 +228,7 @@ async fn run(
                     NodeEvent::NodeDeleted(a) => plugin.node_deleted(&net, a).await,
                     NodeEvent::PeerConnected(p) => plugin.peer_connected(&net, &p).await,
                     NodeEvent::PeerRejected(a, r) => plugin.peer_rejected(&net, a, &r).await,
+                    NodeEvent::ConnectFailed(a, r) => plugin.connect_failed(&net, a, &r).await,
                     NodeEvent::PeerDisconnected(a) => plugin.peer_disconnected(&net, a).await,
                     NodeEvent::Message(m) => plugin.new_message(&net, &m).await,
                 },

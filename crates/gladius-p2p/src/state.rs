@@ -173,6 +173,10 @@ pub struct Counters {
     /// session is gone).
     #[serde(default)]
     pub key_conflicts: u64,
+    /// Deletes by a plugin of a peer the application added, turned into a
+    /// demotion (not writable until it answers again).
+    #[serde(default)]
+    pub demotions: u64,
     /// Peers added by address that came back under a new key once their
     /// old session was gone (a restart with a fresh identity).
     #[serde(default)]

@@ -674,9 +674,14 @@ impl Endpoint {
         match &mut peer.link {
             Link::Handshaking(handshake) if handshake.is_expired(now) => {
                 peer.link = Link::Idle;
-                peer.last_error = Some("handshake timed out".into());
+                let reason = "no answer to the handshake (timed out)";
+                peer.last_error = Some(reason.into());
+                let added = peer.added;
                 self.counters.handshake_timeouts += 1;
                 tracing::debug!(%to, "handshake timed out");
+                if added {
+                    self.emit(NodeEvent::ConnectFailed(to, Arc::from(reason)));
+                }
                 self.link_down(id);
             }
             Link::Handshaking(handshake) => {

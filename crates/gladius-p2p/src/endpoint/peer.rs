@@ -96,6 +96,11 @@ pub(super) struct Peer {
     pub(super) pending_bytes: usize,
     /// In the route table (added by the user or a plugin).
     pub(super) added: bool,
+    /// The application added it: plugins may demote it, never remove it.
+    pub(super) added_by_app: bool,
+    /// A plugin judged it dead and demoted it: not writable until it
+    /// answers again.
+    pub(super) demoted: bool,
     pub(super) writable: bool,
     pub(super) backoff: Duration,
     pub(super) reconnect_at: Option<u64>,
@@ -133,6 +138,8 @@ impl Peer {
             pending: VecDeque::new(),
             pending_bytes: 0,
             added,
+            added_by_app: false,
+            demoted: false,
             writable: added,
             backoff,
             reconnect_at: None,

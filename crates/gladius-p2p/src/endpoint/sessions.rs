@@ -197,6 +197,10 @@ impl Endpoint {
                     }
                     peer.advertised = Some(advertised);
                     peer.last_error = None;
+                    if peer.demoted {
+                        peer.demoted = false;
+                        peer.writable = true;
+                    }
                     peer.backoff = self.config.reconnect_min;
                     let info = PeerInfo {
                         addr,
@@ -210,6 +214,11 @@ impl Endpoint {
                     self.emit(NodeEvent::PeerConnected(Arc::new(info)));
                 }
                 SessionEvent::Frame(inbound) => {
+                    if peer.demoted {
+                        // It answers: writable again.
+                        peer.demoted = false;
+                        peer.writable = true;
+                    }
                     let (writable, key) = (peer.writable, peer.public_key);
                     self.deliver(id, addr, writable, key, inbound);
                 }

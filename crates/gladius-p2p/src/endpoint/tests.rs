@@ -10,7 +10,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use super::{dedup_in_order, Endpoint, Event};
-use crate::api::{NodeEvent, Targets};
+use crate::api::{NodeEvent, Origin, Targets};
 use crate::crypto::Identity;
 use crate::state::ConnectionState;
 use crate::wire::Message;
@@ -28,6 +28,8 @@ struct Node {
     addr: SocketAddr,
     messages: Vec<(SocketAddr, Option<crate::PublicKey>, String)>,
     connected: usize,
+    /// `connect_failed` events: the peer and the reason.
+    failures: Vec<(SocketAddr, String)>,
 }
 
 /// Endpoints exchanging datagrams with a fixed one-way delay and seeded
@@ -90,6 +92,7 @@ impl World {
             addr: at,
             messages: Vec::new(),
             connected: 0,
+            failures: Vec::new(),
         };
         self.nodes.insert(at, node);
     }
@@ -125,6 +128,9 @@ impl World {
                         String::from_utf8_lossy(m.message().body()).into_owned(),
                     )),
                     Event::Node(NodeEvent::PeerConnected(_)) => node.connected += 1,
+                    Event::Node(NodeEvent::ConnectFailed(a, why)) => {
+                        node.failures.push((a, why.to_string()))
+                    }
                     _ => {}
                 }
             }
@@ -194,7 +200,9 @@ fn two_endpoints_handshake_and_deliver_everything_in_order_over_a_lossy_link() {
     w.spawn(addr(1), 1);
     w.spawn(addr(2), 2);
     let now = w.now;
-    w.node(addr(1)).add(now, addr(2), None).expect("add");
+    w.node(addr(1))
+        .add(now, addr(2), None, Origin::App)
+        .expect("add");
     for i in 0..200 {
         w.send(addr(1), addr(2), &format!("m{i}"));
     }
@@ -222,7 +230,9 @@ fn the_same_seed_gives_the_same_run_and_another_seed_another() {
         }
         for i in 2..=4u16 {
             let now = w.now;
-            w.node(addr(i)).add(now, addr(1), None).expect("add");
+            w.node(addr(i))
+                .add(now, addr(1), None, Origin::App)
+                .expect("add");
             w.send(addr(i), addr(1), "hello");
         }
         w.run_until(10_000);
@@ -239,14 +249,18 @@ fn a_peer_that_returns_on_a_new_port_with_its_key_keeps_its_entry() {
     w.spawn(addr(1), 1);
     w.spawn(addr(2), 2);
     let now = w.now;
-    w.node(addr(1)).add(now, addr(2), None).expect("add");
+    w.node(addr(1))
+        .add(now, addr(2), None, Origin::App)
+        .expect("add");
     w.run_until(2_000);
     assert_eq!(w.nodes[&addr(1)].connected, 1);
     // Node 2 restarts on another port with the same key, and dials node 1.
     w.nodes.remove(&addr(2));
     w.spawn(addr(3), 2);
     let now = w.now;
-    w.node(addr(3)).add(now, addr(1), None).expect("add");
+    w.node(addr(3))
+        .add(now, addr(1), None, Origin::App)
+        .expect("add");
     w.send(addr(3), addr(1), "back");
     w.run_until(6_000);
     assert_eq!(w.bodies(addr(1)), vec!["back".to_owned()]);
@@ -271,14 +285,18 @@ fn a_new_key_at_a_live_session_is_refused_while_the_session_answers() {
     w.spawn(addr(1), 1);
     w.spawn(addr(2), 2);
     let now = w.now;
-    w.node(addr(1)).add(now, addr(2), None).expect("add");
+    w.node(addr(1))
+        .add(now, addr(2), None, Origin::App)
+        .expect("add");
     w.run_until(2_000);
     // An on-path attacker with another key at node 2's address, while
     // node 2 is alive: node 1 probes node 2's session, node 2 answers, the
     // attacker is refused every time it tries.
     w.spawn_impostor(addr(200), addr(2), 9);
     let now = w.now;
-    w.node(addr(200)).add(now, addr(1), None).expect("add");
+    w.node(addr(200))
+        .add(now, addr(1), None, Origin::App)
+        .expect("add");
     w.send(addr(200), addr(1), "impostor");
     w.run_until(15_000);
     assert!(w.bodies(addr(1)).is_empty(), "nothing from the impostor");
@@ -300,14 +318,18 @@ fn a_restarted_peer_with_a_new_key_takes_its_entry_over_within_a_probe() {
     w.spawn(addr(1), 1);
     w.spawn(addr(2), 2);
     let now = w.now;
-    w.node(addr(1)).add(now, addr(2), None).expect("add");
+    w.node(addr(1))
+        .add(now, addr(2), None, Origin::App)
+        .expect("add");
     w.run_until(2_000);
     // Node 2 restarts with a fresh key on the same address, long before
     // its old session would time out (idle timeout 20 s).
     w.nodes.remove(&addr(2));
     w.spawn(addr(2), 9);
     let restarted = w.now;
-    w.node(addr(2)).add(restarted, addr(1), None).expect("add");
+    w.node(addr(2))
+        .add(restarted, addr(1), None, Origin::App)
+        .expect("add");
     w.send(addr(2), addr(1), "back");
     let mut t = restarted;
     while w.bodies(addr(1)).is_empty() && t < restarted + 10_000 {
@@ -333,7 +355,9 @@ fn a_pinned_peer_never_changes_key() {
     w.spawn(addr(2), 9);
     let key2 = Identity::from_private_bytes([2; 32]).public_key();
     let now = w.now;
-    w.node(addr(1)).add(now, addr(2), Some(key2)).expect("add");
+    w.node(addr(1))
+        .add(now, addr(2), Some(key2), Origin::App)
+        .expect("add");
     w.run_until(5_000);
     let state = w.nodes[&addr(1)].endpoint.state(w.now);
     let peer = state.peer(addr(2)).expect("peer");
@@ -352,7 +376,9 @@ fn an_address_added_before_its_key_merges_with_the_peer_that_proves_it() {
     w.spawn(addr(1), 1);
     w.spawn(addr(2), 2);
     let now = w.now;
-    w.node(addr(2)).add(now, addr(1), None).expect("add");
+    w.node(addr(2))
+        .add(now, addr(1), None, Origin::App)
+        .expect("add");
     w.send(addr(2), addr(1), "first");
     w.run_until(2_000);
     // The second address: node 2 again, moved (same key, new port).
@@ -365,7 +391,9 @@ fn an_address_added_before_its_key_merges_with_the_peer_that_proves_it() {
         },
     );
     let now = w.now;
-    w.node(addr(1)).add(now, addr(4), None).expect("add");
+    w.node(addr(1))
+        .add(now, addr(4), None, Origin::App)
+        .expect("add");
     w.run_until(4_000);
     let state = w.nodes[&addr(1)].endpoint.state(w.now);
     w.nodes[&addr(1)].endpoint.peers.check_indices();
@@ -431,7 +459,9 @@ fn a_swarm_that_dials_in_every_direction_at_once_connects_every_pair() {
         }
         for i in 2..=n {
             let now = w.now;
-            w.node(addr(i)).add(now, addr(1), None).expect("add");
+            w.node(addr(i))
+                .add(now, addr(1), None, Origin::App)
+                .expect("add");
         }
         let mut pairs = Vec::new();
         for i in 2..=n {
@@ -447,7 +477,9 @@ fn a_swarm_that_dials_in_every_direction_at_once_connects_every_pair() {
             t += w.rng.gen_range(0..20);
             w.run_until(t);
             let now = w.now;
-            w.node(addr(i)).add(now, addr(j), None).expect("add");
+            w.node(addr(i))
+                .add(now, addr(j), None, Origin::App)
+                .expect("add");
         }
         w.run_until(t + 30_000);
         for i in 2..=n {
@@ -481,17 +513,21 @@ fn a_peer_added_by_key_is_dialled_at_its_hint_and_must_prove_the_key() {
     let now = w.now;
     let unknown = Identity::from_private_bytes([42; 32]).public_key();
     assert!(matches!(
-        w.node(addr(1)).add_key(now, unknown, &[]),
+        w.node(addr(1)).add_key(now, unknown, &[], Origin::App),
         Err(crate::NetworkError::NoPath(_))
     ));
     // Right key at the hint: connected, in the route table, pinned.
     assert_eq!(
-        w.node(addr(1)).add_key(now, key2, &[addr(2)]).ok(),
+        w.node(addr(1))
+            .add_key(now, key2, &[addr(2)], Origin::App)
+            .ok(),
         Some(addr(2))
     );
     // Wrong key at the hint (node 3 lives there): never connected.
     assert_eq!(
-        w.node(addr(1)).add_key(now, unknown, &[addr(3)]).ok(),
+        w.node(addr(1))
+            .add_key(now, unknown, &[addr(3)], Origin::App)
+            .ok(),
         Some(addr(3))
     );
     w.run_until(5_000);
@@ -506,6 +542,62 @@ fn a_peer_added_by_key_is_dialled_at_its_hint_and_must_prove_the_key() {
     assert!(state.counters.pin_mismatches >= 1);
     // Known by key now: no hint needed, and it is the same peer.
     let now = w.now;
-    assert_eq!(w.node(addr(1)).add_key(now, key2, &[]).ok(), Some(addr(2)));
+    assert_eq!(
+        w.node(addr(1)).add_key(now, key2, &[], Origin::App).ok(),
+        Some(addr(2))
+    );
     assert_eq!(w.nodes[&addr(1)].endpoint.state(w.now).peers.len(), 2);
+}
+
+#[test]
+fn a_plugin_demotes_a_peer_the_application_added_and_it_returns_when_it_answers() {
+    let mut w = World::new(13, 10, 0.0);
+    w.spawn(addr(1), 1);
+    // Node 1 starts before its seed: the attempts fail (connect_failed,
+    // reasons told) and go on with backoff.
+    let now = w.now;
+    w.node(addr(1))
+        .add(now, addr(2), None, Origin::App)
+        .expect("add");
+    w.run_until(12_000);
+    let failures = &w.nodes[&addr(1)].failures;
+    assert!(!failures.is_empty());
+    for (a, reason) in failures {
+        assert_eq!(*a, addr(2));
+        assert!(reason.contains("timed out"), "{reason}");
+    }
+    // A plugin judges it dead and deletes it: it stays, demoted.
+    let now = w.now;
+    w.node(addr(1)).delete(now, addr(2), Origin::Plugin);
+    let state = w.nodes[&addr(1)].endpoint.state(w.now);
+    let peer = state.peer(addr(2)).expect("still in the table");
+    assert!(peer.in_route_table && !peer.writable);
+    assert_eq!(state.counters.demotions, 1);
+    // The seed comes up: the retries reach it and it is writable again.
+    w.spawn(addr(2), 2);
+    w.run_until(60_000);
+    let state = w.nodes[&addr(1)].endpoint.state(w.now);
+    let peer = state.peer(addr(2)).expect("peer");
+    assert_eq!(peer.connection, ConnectionState::Connected);
+    assert!(peer.writable, "{peer:?}");
+    // The application's delete removes it; a plugin's delete of a peer a
+    // plugin added removes it too.
+    let now = w.now;
+    w.node(addr(1)).delete(now, addr(2), Origin::App);
+    assert!(!w.nodes[&addr(1)]
+        .endpoint
+        .state(w.now)
+        .peer(addr(2))
+        .is_some_and(|p| p.in_route_table));
+    w.spawn(addr(3), 3);
+    let now = w.now;
+    w.node(addr(1))
+        .add(now, addr(3), None, Origin::Plugin)
+        .expect("add");
+    w.node(addr(1)).delete(now, addr(3), Origin::Plugin);
+    assert!(!w.nodes[&addr(1)]
+        .endpoint
+        .state(w.now)
+        .peer(addr(3))
+        .is_some_and(|p| p.in_route_table));
 }
