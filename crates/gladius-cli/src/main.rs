@@ -3,8 +3,8 @@
 //! ```text
 //! gladius demo [--nodes N] [--insecure] [--timeout SECS] [--json]
 //! gladius keygen [--data-dir DIR]
-//! gladius node --listen HOST:PORT [--peer HOST:PORT]... [--data-dir DIR] [--insecure]
-//!              [--api HOST:PORT]
+//! gladius node [--config FILE] --listen HOST:PORT [--peer HOST:PORT]... [--data-dir DIR]
+//!              [--insecure] [--api HOST:PORT] [--table-size N]
 //! gladius bench [--scenario NAME]... [--mode both|encrypted|plaintext] [--quick] [--json]
 //! gladius --version | gladius help [COMMAND]
 //! ```
@@ -121,9 +121,14 @@ use gladius_plugins::signed_state::EthKey;
 
 mod b64;
 mod bench;
+mod config;
+mod counter_help;
 mod demo;
+mod events;
 mod http;
+mod metrics;
 mod node;
+mod replies;
 
 /// A gladius-p2p node driven by JSON lines on stdin/stdout.
 #[derive(Debug, Parser)]
@@ -195,14 +200,16 @@ enum Command {
     Bench(bench::BenchArgs),
 }
 
-/// Options of `gladius node`.
+/// Options of `gladius node`. Each overrides the `--config` file's key of
+/// the same name.
 #[derive(Debug, Args)]
 pub(crate) struct NodeArgs {
     /// UDP address to listen on (port 0 picks a free port; the `listening`
-    /// event tells which).
+    /// event tells which). Required here or as `listen` in --config.
     #[arg(long, value_name = "HOST:PORT")]
-    pub(crate) listen: String,
+    pub(crate) listen: Option<String>,
     /// A peer to add at start-up (repeatable); discovery learns the rest.
+    /// Replaces the --config file's `peers`.
     #[arg(long = "peer", value_name = "HOST:PORT")]
     pub(crate) peers: Vec<String>,
     /// Where the identity lives [default: $XDG_DATA_HOME/gladius or
@@ -217,6 +224,13 @@ pub(crate) struct NodeArgs {
     /// picks a free port; the `listening` event's `api` field tells which).
     #[arg(long, value_name = "HOST:PORT")]
     pub(crate) api: Option<String>,
+    /// Read settings from this TOML file (see docs/gladius.example.toml);
+    /// flags given override it. Unknown keys are an error.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) config: Option<PathBuf>,
+    /// Route-table size discovery grows the table to [default: 64].
+    #[arg(long, value_name = "N")]
+    pub(crate) table_size: Option<usize>,
 }
 
 /// File name of the Noise static key in the data directory.
