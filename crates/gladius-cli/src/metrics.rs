@@ -429,3 +429,20 @@ impl Exposition {
         self.sample(name, &[], value);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn label_values_and_help_are_escaped() {
+        let mut m = Exposition::default();
+        m.family("gladius_x", "gauge", "a \\ b\nc");
+        m.sample("gladius_x", &[("plugin", "q\"u\\o\nte"), ("k", "")], 1.5);
+        assert_eq!(
+            m.out,
+            "# HELP gladius_x a \\\\ b\\nc\n# TYPE gladius_x gauge\n\
+             gladius_x{plugin=\"q\\\"u\\\\o\\nte\",k=\"\"} 1.5\n"
+        );
+    }
+}
