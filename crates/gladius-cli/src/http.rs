@@ -5,11 +5,11 @@
 
 use std::collections::HashMap;
 use std::convert::Infallible;
-use std::sync::LazyLock;
-use std::time::Duration;
+use std::sync::{Arc, LazyLock, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::{FromRef, Path, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -20,6 +20,7 @@ use serde_json::{Map, Value};
 use tokio::net::TcpListener;
 
 use crate::events::Item;
+use crate::history::{self, History};
 use crate::node::{parse_cmd, Cmd, Ctx, ErrorKind, OpError, OpResult};
 use crate::{counter_help, metrics};
 
@@ -46,14 +47,57 @@ pub(crate) async fn bind(addr: &str) -> Result<(TcpListener, String), String> {
     Ok((listener, format!("http://{local}")))
 }
 
-/// Serve the API until the task is aborted.
-pub(crate) async fn serve(listener: TcpListener, ctx: Ctx) {
-    if let Err(e) = axum::serve(listener, router(ctx)).await {
-        tracing::warn!("HTTP API stopped: {e}");
+/// What the handlers share: the operations, and the charts' history.
+#[derive(Clone)]
+struct Api {
+    ctx: Ctx,
+    history: Arc<Mutex<History>>,
+}
+
+impl FromRef<Api> for Ctx {
+    fn from_ref(api: &Api) -> Ctx {
+        api.ctx.clone()
     }
 }
 
-fn router(ctx: Ctx) -> Router {
+/// Serve the API (and sample the history) until the task is aborted.
+pub(crate) async fn serve(listener: TcpListener, ctx: Ctx) {
+    let api = Api {
+        ctx,
+        history: Arc::default(),
+    };
+    tokio::select! {
+        r = axum::serve(listener, router(api.clone())) => {
+            if let Err(e) = r {
+                tracing::warn!("HTTP API stopped: {e}");
+            }
+        }
+        () = sample_history(api) => {}
+    }
+}
+
+/// Add a point to the history every [`history::SAMPLE_INTERVAL`].
+async fn sample_history(api: Api) {
+    let mut tick = tokio::time::interval(history::SAMPLE_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Ok(net) = api.ctx.net().network_state().await else {
+            return; // the node is closing
+        };
+        let latency = api.ctx.latency().snapshot();
+        let now_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        lock(&api.history).push(now_ms, &net, &latency);
+    }
+}
+
+fn lock(h: &Mutex<History>) -> std::sync::MutexGuard<'_, History> {
+    h.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn router(api: Api) -> Router {
     Router::new()
         .route("/", get(status_page))
         .route("/api/state", get(state))
@@ -63,12 +107,13 @@ fn router(ctx: Ctx) -> Router {
         .route("/api/broadcast", axum::routing::post(broadcast))
         .route("/api/request", axum::routing::post(request))
         .route("/api/events", get(events))
+        .route("/api/history", get(history))
         .route("/metrics", get(metrics))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such route") })
         .method_not_allowed_fallback(|| async {
             error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed here")
         })
-        .with_state(ctx)
+        .with_state(api)
 }
 
 fn error(status: StatusCode, message: &str) -> Response {
@@ -255,6 +300,21 @@ async fn metrics(State(ctx): State<Ctx>) -> Response {
             (header::CACHE_CONTROL, "no-store"),
         ],
         metrics::render(&snapshot),
+    )
+        .into_response()
+}
+
+/// `GET /api/history`: the last minutes' rates and RTTs (see
+/// [`History::to_json`]).
+async fn history(State(api): State<Api>) -> Response {
+    let mut body = Map::new();
+    body.insert("ok".into(), true.into());
+    if let Value::Object(h) = lock(&api.history).to_json() {
+        body.extend(h);
+    }
+    (
+        [(header::CACHE_CONTROL, "no-store")],
+        Json(Value::Object(body)),
     )
         .into_response()
 }

@@ -125,6 +125,7 @@ mod config;
 mod counter_help;
 mod demo;
 mod events;
+mod history;
 mod http;
 mod metrics;
 mod node;

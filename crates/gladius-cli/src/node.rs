@@ -29,6 +29,10 @@ use crate::{b64, NodeArgs};
 const BUILTIN_PREFIXES: [&str; 3] = ["discovery.", "latency.", "signed_state."];
 /// Requests of this type are answered with the same body.
 const ECHO_TYPE: &str = "echo";
+/// The signed-state field each daemon signs at start-up:
+/// `{"addr":"HOST:PORT","public_key":"hex"|null}`, binding its Ethereum
+/// signer address to its node address and Noise key.
+pub(crate) const NODE_FIELD: &str = "gladius.node";
 /// `request` timeout when `timeout_ms` is not given.
 const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long shutdown waits for stdout to take the last lines.
@@ -766,6 +770,12 @@ pub(crate) async fn run(args: NodeArgs) -> Result<(), String> {
         .listen(args.listen.as_str())
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
+    // Who this signer is on the network, so that peers (their status pages
+    // above all) can tell which node a signer address belongs to.
+    let whoami = json!({"addr": addr, "public_key": public_key}).to_string();
+    if let Err(e) = signed.set(NODE_FIELD, whoami).await {
+        tracing::warn!("cannot sign the `{NODE_FIELD}` field: {e}");
+    }
     let api = match &args.api {
         Some(api) => Some(crate::http::bind(api).await?),
         None => None,

@@ -169,8 +169,15 @@ fn signed_fields_converge_and_verify() {
         let deadline = std::time::Instant::now() + common::WAIT;
         let entries = loop {
             let s = n.ok(json!({"cmd": "signed_state"}));
-            let entries = s["entries"].as_array().unwrap().clone();
-            if entries.len() == 3 {
+            // Every daemon also signs its `gladius.node` field.
+            let all = s["entries"].as_array().unwrap();
+            let node_fields = all.iter().filter(|e| e["field"] == "gladius.node").count();
+            let entries: Vec<Value> = all
+                .iter()
+                .filter(|e| e["field"] == "name")
+                .cloned()
+                .collect();
+            if entries.len() == 3 && node_fields == 3 {
                 break entries;
             }
             assert!(std::time::Instant::now() < deadline, "{}: {s}", n.name);

@@ -324,11 +324,24 @@ fn status_page_is_self_contained() {
         "id=\"counters\"",
         "/api/state",
         "/api/signed-state",
+        "/api/history",
+        "id=\"chart-messages\"",
+        "id=\"chart-bytes\"",
     ] {
         assert!(page.contains(id), "page lacks {id}");
     }
-    // Works offline: nothing is loaded from elsewhere.
-    for external in ["http://", "https://", "src=", "<link", "@import"] {
+    // The counters' explanations are filled in.
+    assert!(!page.contains("/*COUNTER_HELP*/"), "help not filled in");
+    for help in [
+        "\"decrypt_failures\":{\"error\":true",
+        "\"pings_missed\":{\"error\":true",
+    ] {
+        assert!(page.contains(help), "page lacks {help}");
+    }
+    // Works offline: nothing is loaded from elsewhere (the SVG namespace
+    // is a name, not a resource).
+    let page = page.replace("\"http://www.w3.org/2000/svg\"", "\"svg\"");
+    for external in ["http://", "https://", "src=", "<link", "@import", "url("] {
         assert!(!page.contains(external), "page refers to {external}");
     }
 }
@@ -431,18 +444,89 @@ fn dom_until(bin: &str, url: &str, pred: impl Fn(&str) -> bool) -> String {
     }
 }
 
+/// The `<tr class="peer" data-addr="addr" …>…</tr>` of a DOM.
+fn peer_row<'a>(dom: &'a str, addr: &str) -> Option<&'a str> {
+    let start = dom.find(&format!("<tr class=\"peer\" data-addr=\"{addr}\""))?;
+    let len = dom[start..].find("</tr>")?;
+    Some(&dom[start..start + len])
+}
+
+/// The polylines' `data-points` inside `html` (each a run of points drawn).
+fn drawn_points(html: &str, class: &str) -> usize {
+    let open = format!("<polyline class=\"{class}\"");
+    html.match_indices(&open)
+        .filter_map(|(i, _)| {
+            let tag = &html[i..i + html[i..].find('>')?];
+            let start = tag.find("data-points=\"")? + "data-points=\"".len();
+            tag[start..start + tag[start..].find('"')?]
+                .parse::<usize>()
+                .ok()
+        })
+        .sum()
+}
+
+/// The `<svg … id="id" …>…</svg>` of a DOM.
+fn svg_by_id<'a>(dom: &'a str, id: &str) -> &'a str {
+    let at = dom
+        .find(&format!("id=\"{id}\""))
+        .unwrap_or_else(|| panic!("no #{id}"));
+    let start = dom[..at].rfind("<svg").unwrap();
+    let len = dom[start..].find("</svg>").unwrap();
+    &dom[start..start + len]
+}
+
 #[test]
 fn status_page_in_headless_chromium() {
     let Some(bin) = chromium() else { return };
+    let dir = TempDir::new();
+    // Keep a peer that stops answering in the table, to see its stale RTT.
+    let config = dir.join("a.toml");
+    std::fs::write(&config, "[latency]\ndelete_on_dead = false\n").unwrap();
     let b = Node::start("B", &[]);
-    let c = Node::start("C", &[]);
-    let mut a = api_node("A", &["--peer", &b.addr, "--peer", &c.addr]);
+    let mut c = Node::start("C", &[]);
+    let mut a = api_node(
+        "A",
+        &[
+            "--config",
+            config.to_str().unwrap(),
+            "--peer",
+            &b.addr,
+            "--peer",
+            &c.addr,
+        ],
+    );
     a.wait_writable(&[&b.addr, &c.addr]);
-    let url = format!("{}/", a.api.as_deref().unwrap());
+    let api = a.api.clone().unwrap();
+    let url = format!("{api}/");
+    // Traffic for the charts, and a garbage datagram for an error counter.
+    for i in 0..20 {
+        a.ok(json!({"cmd": "broadcast", "type": "t", "body": format!("m{i}")}));
+    }
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .send_to(b"\x01garbage", &a.addr)
+        .unwrap();
+    // A few points of history with both peers' RTT.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let h = ok(&api, "GET", "/api/history", None);
+        let rtt = &h["rtt_ms"];
+        if h["t"].as_array().unwrap().len() >= 3
+            && rtt.get(&b.addr).is_some()
+            && rtt.get(&c.addr).is_some()
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "history: {h}");
+        std::thread::sleep(Duration::from_millis(300));
+    }
 
+    let signer_known = |dom: &str, n: &Node| {
+        peer_row(dom, &n.addr)
+            .is_some_and(|r| r.contains(&format!("data-signer=\"{}\"", n.eth_address)))
+    };
     let dom = dom_until(bin, &url, |dom| {
-        let peers = rows(dom, "peer", "addr");
-        peers.contains(&b.addr) && peers.contains(&c.addr)
+        signer_known(dom, &b) && signer_known(dom, &c)
     });
     let peers = rows(&dom, "peer", "addr");
     assert!(
@@ -452,32 +536,86 @@ fn status_page_in_headless_chromium() {
     assert!(dom.contains("id=\"status\" class=\"ok\""), "{dom}");
     assert!(dom.contains(&a.addr), "own address missing: {dom}");
     assert!(dom.contains(&a.eth_address), "eth address missing: {dom}");
-    assert!(dom.contains("data-connection=\"connected\""), "{dom}");
+    // Each peer: its key, its signer address, an RTT and an RTT chart.
+    for n in [&b, &c] {
+        let row = peer_row(&dom, &n.addr).unwrap();
+        let key = n.public_key.as_str().unwrap();
+        assert!(row.contains(&format!("data-key=\"{key}\"")), "{row}");
+        assert!(signer_known(&dom, n), "{row}");
+        assert!(row.contains("data-connection=\"connected\""), "{row}");
+        assert!(row.contains("<td class=\"rtt num\">"), "fresh RTT: {row}");
+        assert!(row.contains(" ms</td>"), "an RTT value: {row}");
+        assert!(drawn_points(row, "in") >= 2, "RTT chart: {row}");
+    }
+    // The rate charts are drawn with the history's points, in and out.
+    let points = ok(&api, "GET", "/api/history", None)["t"]
+        .as_array()
+        .unwrap()
+        .len();
+    for id in ["chart-messages", "chart-bytes"] {
+        let svg = svg_by_id(&dom, id);
+        for class in ["in", "out"] {
+            let drawn = drawn_points(svg, class);
+            assert!(
+                drawn >= 3 && drawn <= points + 5,
+                "{id} {class}: {drawn} of {points}: {svg}"
+            );
+        }
+    }
+    // One time format: every absolute time is `YYYY-MM-DD HH:MM:SS`.
+    let updated = dom.split("id=\"updated\">").nth(1).unwrap();
+    let updated = &updated[..updated.find('<').unwrap()];
+    assert!(
+        updated.len() == 19 && updated.as_bytes()[4] == b'-' && updated.as_bytes()[10] == b' ',
+        "{updated}"
+    );
+    // The non-zero error counter explains itself, in a tooltip and a line.
     assert!(
         dom.contains("tr class=\"counter\""),
         "counters missing: {dom}"
     );
-    assert!(rows(&dom, "entry", "field").is_empty(), "{dom}");
+    let garbage = ["malformed_datagrams", "unknown_session_datagrams"]
+        .iter()
+        .find_map(|name| {
+            let at = dom.find(&format!("data-name=\"{name}\""))?;
+            let row = &dom[at..at + dom[at..].find("</tr>")?];
+            row.contains("data-problem=\"true\"").then_some(row)
+        })
+        .unwrap_or_else(|| panic!("the garbage datagram is not shown as a problem: {dom}"));
+    assert!(garbage.contains("class=\"explain\""), "{garbage}");
+    assert!(garbage.contains("title=\""), "{garbage}");
+    // Zero counters are not flagged.
+    let at = dom.find("data-name=\"checksum_failures\"").unwrap();
+    assert!(!dom[at..at + dom[at..].find("</tr>").unwrap()].contains("data-problem"));
 
     // Changes show up in a later render: a new peer (over HTTP) and a new
-    // signed field (over stdin).
+    // signed field (over stdin); a peer that left shows its RTT greyed.
     let d = Node::start("D", &[]);
-    ok(
-        a.api.as_deref().unwrap(),
-        "POST",
-        "/api/peers",
-        Some(json!({"addr": d.addr})),
-    );
+    ok(&api, "POST", "/api/peers", Some(json!({"addr": d.addr})));
     a.ok(json!({"cmd": "set", "field": "motto", "value": "<b>hello</b> & bye"}));
+    c.ok(json!({"cmd": "close"}));
     let dom = dom_until(bin, &url, |dom| {
         rows(dom, "peer", "addr").contains(&d.addr)
             && rows(dom, "entry", "field").contains(&"motto".to_owned())
+            && peer_row(dom, &c.addr).is_some_and(|r| !r.contains("data-connection=\"connected\""))
     });
     assert!(rows(&dom, "peer", "addr").contains(&d.addr), "{dom}");
-    assert_eq!(rows(&dom, "entry", "field"), vec!["motto"], "{dom}");
-    assert_eq!(rows(&dom, "entry", "signer"), vec![a.eth_address.clone()]);
+    let fields = rows(&dom, "entry", "field");
+    let signers = rows(&dom, "entry", "signer");
+    let motto = fields.iter().position(|f| f == "motto").expect("motto row");
+    assert_eq!(fields.iter().filter(|f| *f == "motto").count(), 1, "{dom}");
+    assert_eq!(signers[motto], a.eth_address);
     // Values are shown as text, not markup.
     assert!(dom.contains("&lt;b&gt;hello&lt;/b&gt; &amp; bye"), "{dom}");
+    let gone = peer_row(&dom, &c.addr).expect("C stays listed");
+    assert!(
+        gone.contains("class=\"rtt num stale\""),
+        "stale RTT not greyed: {gone}"
+    );
+    assert!(
+        gone.contains(" ms</td>"),
+        "the last RTT still shown: {gone}"
+    );
 }
 
 /// A Server-Sent Events client on a raw socket: an HTTP/1.0 request (so
