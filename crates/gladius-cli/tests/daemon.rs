@@ -390,3 +390,69 @@ fn config_file_with_flags_over_it() {
     assert!(run.stderr.contains("`table_sise`"), "{}", run.stderr);
     assert!(run.stdout.is_empty(), "{}", run.stdout);
 }
+
+/// The README's `answer.py`, run as written: a Python program drives its
+/// own `gladius node` and answers another node's `lookup` requests.
+#[test]
+fn the_readme_script_answers_requests() {
+    use std::os::unix::process::CommandExt;
+    let python_ok = Command::new("python3")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !python_ok {
+        assert!(std::env::var_os("CI").is_none(), "python3 is needed on CI");
+        eprintln!("\n*** SKIPPED the_readme_script_answers_requests: no python3 ***\n");
+        return;
+    }
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md")).unwrap();
+    let start = readme
+        .find("```python\n# answer.py")
+        .expect("answer.py in the README")
+        + 10;
+    let script = &readme[start..start + readme[start..].find("```").unwrap()];
+    let dir = TempDir::new();
+    let path = dir.join("answer.py");
+    std::fs::write(&path, script).unwrap();
+
+    let mut a = Node::start("A", &[]);
+    // `gladius` on PATH, as the README assumes.
+    let bin_dir = std::path::Path::new(BIN).parent().unwrap();
+    let path_var = format!(
+        "{}:{}",
+        bin_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let data = dir.join("data");
+    /// Kills the script and its node (its process group) however the
+    /// test ends.
+    struct Group(std::process::Child);
+    impl Drop for Group {
+        fn drop(&mut self) {
+            let _ = Command::new("kill")
+                .args(["-KILL", "--", &format!("-{}", self.0.id())])
+                .status();
+            let _ = self.0.wait();
+        }
+    }
+    let script = Command::new("python3")
+        .arg(&path)
+        .args(["--listen", "127.0.0.1:0", "--peer", &a.addr])
+        .arg("--data-dir")
+        .arg(&data)
+        .env("PATH", path_var)
+        .stdin(std::process::Stdio::null())
+        .process_group(0) // so that its node goes with it
+        .spawn()
+        .unwrap();
+    let script = Group(script);
+    let connected = a.wait_for("the script's node", |v| v["event"] == "peer_connected");
+    let peer = connected["addr"].as_str().unwrap().to_owned();
+    let r = a.cmd(json!({"cmd": "request", "to": peer, "type": "lookup", "body": "alice"}));
+    let r2 = a.cmd(json!({"cmd": "request", "to": peer, "type": "lookup", "body": "carol"}));
+    drop(script);
+    assert_eq!(r["ok"], true, "{r}");
+    assert_eq!(r["body"], "127.0.0.1:7001", "{r}");
+    assert_eq!(r2["body"], "", "{r2}");
+}
