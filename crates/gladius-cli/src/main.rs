@@ -35,7 +35,7 @@
 //! | event | fields |
 //! |---|---|
 //! | `listening` | `addr`, `public_key` (hex; `null` with `--insecure`), `eth_address` — always the first line |
-//! | `message` | `from` (the sender's advertised `HOST:PORT`), `type`, `body` (UTF-8) or `body_b64` (standard base64, when not UTF-8), `writable`, `request` |
+//! | `message` | `from` (the sender's advertised `HOST:PORT`), `type`, `body` (UTF-8) or `body_b64` (standard base64, when not UTF-8), `writable`, `request`, and `token` for a request the program may answer with `reply` |
 //! | `node_added` / `node_deleted` | `addr` — route table changes, by you or by a plugin |
 //! | `peer_connected` | `addr`, `public_key`, `writable` — a session is up |
 //! | `peer_disconnected` | `addr` |
@@ -63,6 +63,7 @@
 //! | `{"cmd":"add","addr":"HOST:PORT"}` | `result` with the resolved `addr` |
 //! | `{"cmd":"delete","addr":"HOST:PORT"}` | `result` |
 //! | `{"cmd":"request","to":"HOST:PORT","type":"echo","body":"ping","timeout_ms":1000}` | `reply` with `from`, `type`, `body`/`body_b64` |
+//! | `{"cmd":"reply","to":TOKEN,"type":…,"body":…}` | `result` with `to` (the requester) and `queued`/`failed`; answers the request whose `message` event carried `"token":TOKEN` (`type` defaults to the request's) |
 //! | `{"cmd":"state"}` | `state` with `network` (the full `network_state()`: peers with address, key, writable, RTT, counters) and `latency` (the latency audit's snapshot) |
 //! | `{"cmd":"set","field":"name","value":"alice"}` | `result` with the signed `entry` |
 //! | `{"cmd":"signed_state"}` | `signed_state` with `entries`: `signer`, `field`, `value` (or `value_b64`), `timestamp` (Unix ms), `message` (exactly the text that was `personal_sign`ed), `signature` |
@@ -78,7 +79,22 @@
 //!
 //! **Echo service:** a *request* of type `echo` is answered by the node
 //! with the same type and body, so `request` can be tried against any
-//! `gladius node`.
+//! `gladius node`. Requests of any other type wait for the program's
+//! `reply` (at most 60 s and 1024 of them; see `replies.rs`); unanswered,
+//! they time out on the requester.
+//!
+//! ## Configuration file (`--config FILE`)
+//!
+//! TOML with `listen`, `peers`, `data_dir`, `api`, `insecure` and the
+//! sections `[discovery]`, `[latency]`, `[signed_state]`; flags override
+//! it; unknown keys are errors. `docs/gladius.example.toml` shows every key.
+//!
+//! ## HTTP (`--api HOST:PORT`)
+//!
+//! The commands as JSON endpoints, `GET /api/events` (Server-Sent Events
+//! of every stdout event, `?types=` to filter), `GET /api/history` (the
+//! last minutes' rates and RTTs), `GET /metrics` (Prometheus text format)
+//! and the status page at `/`. See the README.
 //!
 //! ## Run the demo
 //!
@@ -169,10 +185,12 @@ enum Command {
     /// on stdout is one JSON object, the first being
     /// {"event":"listening",...}. Lines on stdin are JSON commands
     /// ({"cmd":"broadcast"|"broadcast_to"|"broadcast_randomly"|"add"|"delete"|
-    /// "request"|"state"|"set"|"signed_state"|"close",...}); any line not
-    /// starting with '{' is broadcast as a "chat" message. Requests of type
-    /// "echo" are answered with the same body. Stops on {"cmd":"close"},
-    /// SIGINT or SIGTERM, not at the end of stdin.
+    /// "request"|"reply"|"state"|"set"|"signed_state"|"close",...}); any line
+    /// not starting with '{' is broadcast as a "chat" message. Requests of
+    /// type "echo" are answered with the same body; other requests arrive
+    /// as "message" events with a "token" for {"cmd":"reply","to":TOKEN}.
+    /// Settings may come from --config FILE (TOML), flags overriding it.
+    /// Stops on {"cmd":"close"}, SIGINT or SIGTERM, not at the end of stdin.
     Node(NodeArgs),
     /// Start a local swarm in one process and show discovery, latency audit,
     /// signed state and a broadcast converging.

@@ -992,7 +992,7 @@ fn metrics_are_prometheus_text_matching_the_state() {
     assert!(one("gladius_peer_sent_messages_total", &peer) >= 1.0);
     assert_eq!(one("gladius_peer_connected", &peer), 1.0);
     let rtt = one("gladius_peer_rtt_seconds", &peer);
-    assert!(rtt >= 0.0 && rtt < 5.0, "{rtt}");
+    assert!((0.0..5.0).contains(&rtt), "{rtt}");
     let p50 = one("gladius_latency_rtt_p50_seconds", &peer);
     assert!(p50 > 0.0 && p50 < 5.0, "{p50}");
 
