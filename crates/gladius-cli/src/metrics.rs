@@ -251,29 +251,22 @@ pub(crate) fn render(s: &Snapshot) -> String {
     }
 
     // Plugins.
-    m.family(
-        "gladius_plugin_events_dropped_total",
-        "counter",
-        "Events dropped because the plugin's queue was full (the plugin is slower than the node).",
-    );
-    for pl in &net.plugins {
-        m.sample(
+    for (name, help, pick) in [
+        (
             "gladius_plugin_events_dropped_total",
-            &[("plugin", &pl.name)],
-            pl.events_dropped as f64,
-        );
-    }
-    m.family(
-        "gladius_plugin_panics_total",
-        "counter",
-        "Plugin hook calls that panicked.",
-    );
-    for pl in &net.plugins {
-        m.sample(
+            "Events dropped because the plugin's queue was full (the plugin is slower than the node).",
+            (|p| p.events_dropped) as fn(&gladius_p2p::PluginState) -> u64,
+        ),
+        (
             "gladius_plugin_panics_total",
-            &[("plugin", &pl.name)],
-            pl.panics as f64,
-        );
+            "Plugin hook calls that panicked.",
+            |p| p.panics,
+        ),
+    ] {
+        m.family(name, "counter", help);
+        for pl in &net.plugins {
+            m.sample(name, &[("plugin", &pl.name)], pick(pl) as f64);
+        }
     }
 
     // Signed state.
@@ -310,8 +303,7 @@ pub(crate) fn render(s: &Snapshot) -> String {
             st.rounds,
         ),
     ] {
-        m.family(name, "counter", help);
-        m.sample(name, &[], v as f64);
+        m.counter(name, help, v);
     }
     m.family(
         "gladius_signed_state_rejected_total",
@@ -355,8 +347,7 @@ pub(crate) fn render(s: &Snapshot) -> String {
             r.evicted,
         ),
     ] {
-        m.family(name, "counter", help);
-        m.sample(name, &[], v as f64);
+        m.counter(name, help, v);
     }
     m.gauge(
         "gladius_event_stream_clients",
@@ -422,6 +413,11 @@ impl Exposition {
             self.out.push('}');
         }
         let _ = writeln!(self.out, " {value}");
+    }
+
+    fn counter(&mut self, name: &str, help: &str, value: u64) {
+        self.family(name, "counter", help);
+        self.sample(name, &[], value as f64);
     }
 
     fn gauge(&mut self, name: &str, help: &str, value: f64) {

@@ -13,6 +13,17 @@ use serde_json::Value;
 /// No run may take longer than this, whatever the benchmark does.
 const HARD_TIMEOUT: Duration = Duration::from_secs(120);
 
+/// A run of a few seconds: 50 plaintext round trips of each size.
+const QUICK_RTT_PLAINTEXT: [&str; 7] = [
+    "--quick",
+    "--scenario",
+    "rtt",
+    "--mode",
+    "plaintext",
+    "--rounds",
+    "50",
+];
+
 /// Run `gladius bench` with `args`; returns (exit code, stdout, stderr).
 fn bench(args: &[&str]) -> (Option<i32>, String, String) {
     let all: Vec<&str> = std::iter::once("bench")
@@ -171,15 +182,7 @@ fn quick_json_run_is_complete_and_well_formed() {
 
 #[test]
 fn tables_come_with_a_legend_and_a_verdict() {
-    let (code, stdout, stderr) = bench(&[
-        "--quick",
-        "--scenario",
-        "rtt",
-        "--mode",
-        "plaintext",
-        "--rounds",
-        "50",
-    ]);
+    let (code, stdout, stderr) = bench(&QUICK_RTT_PLAINTEXT);
     assert_eq!(code, Some(0), "stderr:\n{stderr}");
     let legend = stdout
         .find("ratio_p50 = gladius p50 / raw UDP p50")
@@ -199,16 +202,9 @@ fn tables_come_with_a_legend_and_a_verdict() {
 
 #[test]
 fn selected_scenario_and_mode_only() {
-    let (code, stdout, stderr) = bench(&[
-        "--quick",
-        "--json",
-        "--scenario",
-        "rtt",
-        "--mode",
-        "plaintext",
-        "--rounds",
-        "50",
-    ]);
+    let mut args = vec!["--json"];
+    args.extend(QUICK_RTT_PLAINTEXT);
+    let (code, stdout, stderr) = bench(&args);
     assert_eq!(code, Some(0), "stderr:\n{stderr}");
     let lines: Vec<Value> = stdout
         .lines()
