@@ -18,9 +18,11 @@ use tokio::sync::{broadcast, mpsc};
 /// own bounded queue then fills and the core counts what it drops), so a
 /// reader that stops reading never grows memory.
 pub(crate) const OUT_QUEUE: usize = 4096;
-/// Events a stream client may lag behind before it is ended. At 1 KiB an
-/// event that is 256 KiB of backlog shared by all clients, and a few
-/// seconds of a busy node.
+/// Events a stream client may lag behind before it is ended. The backlog
+/// is shared by all clients and an event is freed once every client has
+/// it, so this bounds memory to 256 events (256 KiB at 1 KiB an event; a
+/// `message` event is as large as its body) and is a few seconds of a busy
+/// node.
 pub(crate) const STREAM_QUEUE: usize = 256;
 
 /// One event: its name (`message`, `peer_connected`, …) and its JSON line.

@@ -106,6 +106,7 @@ fn router(api: Api) -> Router {
         .route("/api/signed-state", get(signed_state).post(set_field))
         .route("/api/broadcast", axum::routing::post(broadcast))
         .route("/api/request", axum::routing::post(request))
+        .route("/api/reply", axum::routing::post(reply))
         .route("/api/events", get(events))
         .route("/api/history", get(history))
         .route("/metrics", get(metrics))
@@ -233,6 +234,11 @@ async fn broadcast(State(ctx): State<Ctx>, body: Bytes) -> Response {
 
 async fn request(State(ctx): State<Ctx>, body: Bytes) -> Response {
     run(&ctx, body_cmd(&body, "request")).await
+}
+
+/// Answer a request seen (with its `token`) on `/api/events` or stdout.
+async fn reply(State(ctx): State<Ctx>, body: Bytes) -> Response {
+    run(&ctx, body_cmd(&body, "reply")).await
 }
 
 /// `GET /api/events[?types=a,b]`: every event written to stdout from now

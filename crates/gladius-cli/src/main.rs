@@ -91,7 +91,8 @@
 //!
 //! ## HTTP (`--api HOST:PORT`)
 //!
-//! The commands as JSON endpoints, `GET /api/events` (Server-Sent Events
+//! The commands as JSON endpoints (`POST /api/reply` answers a request
+//! seen on the event stream), `GET /api/events` (Server-Sent Events
 //! of every stdout event, `?types=` to filter), `GET /api/history` (the
 //! last minutes' rates and RTTs), `GET /metrics` (Prometheus text format)
 //! and the status page at `/`. See the README.

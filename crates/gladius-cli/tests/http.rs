@@ -737,8 +737,40 @@ fn event_stream_carries_stdout_events_filtered_and_ends_slow_clients() {
     }
     assert_eq!(streamed, stdout, "same messages, same order as stdout");
     assert!(names.contains(&"peer_connected".to_owned()), "{names:?}");
+    // A request from B, answered over HTTP with the token from the stream.
+    b.send_line(
+        &json!({"cmd": "request", "id": "q", "to": a.addr, "type": "lookup", "body": "k"})
+            .to_string(),
+    );
+    let request = loop {
+        let (_, v) = all.next().expect("stream open");
+        if v["event"] == "message" && v["type"] == "lookup" {
+            break v;
+        }
+    };
+    assert_eq!(request["request"], true, "{request}");
+    let r = ok(
+        &api,
+        "POST",
+        "/api/reply",
+        Some(json!({"to": request["token"], "body": "v"})),
+    );
+    assert_eq!(r["to"], b.addr.as_str(), "{r}");
+    let answer = b.wait_for("the reply", |v| v["id"] == "q");
+    assert_eq!(
+        (&answer["ok"], &answer["body"]),
+        (&json!(true), &json!("v")),
+        "{answer}"
+    );
+    let (status, v) = http(
+        &api,
+        "POST",
+        "/api/reply",
+        Some(json!({"to": request["token"], "body": "v"})),
+    );
+    assert_eq!(status, 404, "a token answers once: {v}");
     let mut filtered = Vec::new();
-    while filtered.iter().filter(|e| *e == "message").count() < 3 {
+    while filtered.iter().filter(|e| *e == "message").count() < 4 {
         let (_, v) = only.next().expect("stream open");
         filtered.push(v["event"].as_str().unwrap().to_owned());
     }
@@ -753,8 +785,16 @@ fn event_stream_carries_stdout_events_filtered_and_ends_slow_clients() {
     // then its queue: it gets a clear end and the stream closes; a client
     // that keeps up (here: one whose filter passes none of them) carries on.
     let mut quiet = Sse::open(&api, "/api/events?types=result", None);
+    // Enough to fill the node's socket send buffer (up to the kernel's
+    // TCP autotuning limit), the server's write buffer and the client's
+    // 256-event queue, with room to spare.
+    let wmem_max: usize = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_wmem")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(2)?.parse().ok())
+        .unwrap_or(32 << 20);
     let body = "x".repeat(64 * 1024);
-    for i in 0..600 {
+    let flood = (256 + (wmem_max + (8 << 20)) / body.len()).max(600);
+    for i in 0..flood {
         let r =
             b.cmd(json!({"cmd": "broadcast_to", "peers": [a.addr], "type": "big", "body": body}));
         if r["failed"].as_array().is_some_and(|f| !f.is_empty()) || i % 50 == 49 {
