@@ -139,6 +139,12 @@ impl Plugin for Events {
 }
 
 /// Commands, as read from stdin (after `id` is taken out).
+///
+/// A new command is a variant here (its fields are the JSON fields;
+/// unknown ones are refused), its arm in [`Ctx::execute`] (the one place
+/// commands are carried out, for stdin and HTTP alike) and, when its
+/// answer is not a `result` event, a line in [`Cmd::event`]. An HTTP
+/// endpoint for it is one route in `http.rs` calling `body_cmd`.
 #[derive(Debug, Deserialize)]
 #[serde(tag = "cmd", rename_all = "snake_case", deny_unknown_fields)]
 pub(crate) enum Cmd {
