@@ -37,7 +37,7 @@
 //! | `listening` | `addr`, `public_key` (hex; `null` with `--insecure`), `eth_address` — always the first line |
 //! | `message` | `from` (the sender's advertised `HOST:PORT`), `type`, `body` (UTF-8) or `body_b64` (standard base64, when not UTF-8), `writable`, `request`, and `token` for a request the program may answer with `reply` |
 //! | `node_added` / `node_deleted` | `addr` — route table changes, by you or by a plugin |
-//! | `peer_connected` | `addr`, `public_key`, `writable` — a session is up |
+//! | `peer_connected` | `addr`, `public_key`, `signer` (the Ethereum address the peer proved in its handshake, see `signers.rs`), `writable` — a session is up |
 //! | `peer_disconnected` | `addr` |
 //! | `result` | answer to `broadcast*`, `add`, `delete`, `set`, `close` and to lines that are not valid commands |
 //! | `reply` | answer to `request` |
@@ -147,6 +147,7 @@ mod http;
 mod metrics;
 mod node;
 mod replies;
+mod signers;
 
 /// A gladius-p2p node driven by JSON lines on stdin/stdout.
 #[derive(Debug, Parser)]

@@ -23,16 +23,13 @@ use tokio::sync::{mpsc, watch};
 use crate::config::NodeSettings;
 use crate::events::{EventSink, StdoutLine};
 use crate::replies::{PendingReplies, ReplyCounters};
+use crate::signers::{self, Signers};
 use crate::{b64, NodeArgs};
 
 /// Message types of the built-in plugins, not reported as `message` events.
 const BUILTIN_PREFIXES: [&str; 3] = ["discovery.", "latency.", "signed_state."];
 /// Requests of this type are answered with the same body.
 const ECHO_TYPE: &str = "echo";
-/// The signed-state field each daemon signs at start-up:
-/// `{"addr":"HOST:PORT","public_key":"hex"|null}`, binding its Ethereum
-/// signer address to its node address and Noise key.
-pub(crate) const NODE_FIELD: &str = "gladius.node";
 /// `request` timeout when `timeout_ms` is not given.
 const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long shutdown waits for stdout to take the last lines.
@@ -41,6 +38,12 @@ const FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
 /// Requests waiting for the driving program's `reply`, shared by the
 /// `cli` plugin (which files them) and the commands (which answer them).
 type Pending = Arc<Mutex<PendingReplies<Received>>>;
+/// Peers' signers, learned by the `cli` plugin, shown by `state`.
+type SharedSigners = Arc<Mutex<Signers>>;
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
 
 /// Put `bytes` into `obj` as `key` (UTF-8) or `key_b64` (anything else).
 fn put_bytes(obj: &mut Map<String, Value>, key: &str, bytes: &[u8]) {
@@ -64,6 +67,7 @@ struct Events {
     /// Becomes true once `listening` is written, so it is always first.
     ready: watch::Receiver<bool>,
     pending: Pending,
+    signers: SharedSigners,
 }
 
 impl Events {
@@ -93,10 +97,15 @@ impl Plugin for Events {
     }
 
     async fn peer_connected(&self, _net: &Network, peer: &PeerInfo) {
+        let signer = signers::signer_of(peer);
+        if let (Some(key), Some(signer)) = (peer.public_key, &signer) {
+            lock(&self.signers).insert(key.to_string(), signer.clone());
+        }
         self.emit(json!({
             "event": "peer_connected",
             "addr": peer.addr,
             "public_key": peer.public_key.map(|k| k.to_string()),
+            "signer": signer,
             "writable": peer.writable,
         }))
         .await;
@@ -120,8 +129,8 @@ impl Plugin for Events {
                 }
             }
         } else if msg.is_request() {
-            let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
-            token = Some(pending.insert(msg.clone(), m.body().len(), Instant::now()));
+            let now = Instant::now();
+            token = Some(lock(&self.pending).insert(msg.clone(), m.body().len(), now));
         }
         let mut ev = object(json!({
             "event": "message",
@@ -282,6 +291,7 @@ pub(crate) struct Ctx {
     latency: LatencyHandle,
     signed: SignedStateHandle,
     pending: Pending,
+    signers: SharedSigners,
 }
 
 /// What kind of failure an operation had (the HTTP API maps it to a status
@@ -419,12 +429,25 @@ impl Ctx {
         &self.signed
     }
 
+    /// Give each peer of a `network_state()` JSON its `signer` (`null`
+    /// when it proved none).
+    fn add_signers(&self, network: &mut Value) {
+        let signers = lock(&self.signers);
+        let peers = network.get_mut("peers").and_then(Value::as_array_mut);
+        for peer in peers.into_iter().flatten() {
+            let signer = peer
+                .get("public_key")
+                .and_then(Value::as_str)
+                .and_then(|k| signers.get(k).cloned());
+            if let Value::Object(p) = peer {
+                p.insert("signer".into(), signer.into());
+            }
+        }
+    }
+
     /// What happened to requests waiting for `reply`.
     pub(crate) fn reply_counters(&self) -> ReplyCounters {
-        self.pending
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .counters(Instant::now())
+        lock(&self.pending).counters(Instant::now())
     }
 
     /// Handle one stdin line; true when the node should stop.
@@ -573,10 +596,7 @@ impl Ctx {
             } => {
                 let token = to.token()?;
                 let body = bytes_arg("body", body, body_b64).map_err(OpError::bad)?;
-                let request = self
-                    .pending
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
+                let request = lock(&self.pending)
                     .take(token, Instant::now())
                     .map_err(|e| OpError::not_found(e.to_string()))?;
                 let msg_type = msg_type.unwrap_or_else(|| request.message().msg_type().into());
@@ -597,8 +617,10 @@ impl Ctx {
                     .network_state()
                     .await
                     .map_err(|e| OpError::net(&e))?;
+                let mut network = json!(state);
+                self.add_signers(&mut network);
                 Ok(object(json!({
-                    "network": state,
+                    "network": network,
                     "latency": self.latency.snapshot(),
                     "eth_address": self.signed.address().to_checksum(),
                     "replies": self.reply_counters(),
@@ -746,20 +768,25 @@ pub(crate) async fn run(args: NodeArgs) -> Result<(), String> {
     let args = NodeSettings::resolve(args)?;
     let keys = crate::load_keys(args.data_dir.as_deref())?;
     let public_key = (!args.insecure).then(|| keys.identity.public_key().to_string());
-    let config = Config::default()
-        .with_identity(keys.identity)
-        .with_plaintext(args.insecure);
+    let mut config = Config::default().with_plaintext(args.insecure);
+    if !args.insecure {
+        let proof = signers::handshake_payload(&keys.eth, &keys.identity.public_key())?;
+        config = config.with_handshake_payload(proof);
+    }
+    let config = config.with_identity(keys.identity);
     let net = Network::new(config).map_err(|e| format!("bad configuration: {e}"))?;
 
     let (out, out_rx) = EventSink::new();
     let writer = tokio::spawn(write_stdout(out_rx));
     let (ready_tx, ready) = watch::channel(false);
     let pending = Pending::default();
+    let signers = SharedSigners::default();
     let failed = |e: gladius_p2p::NetworkError| format!("cannot register a plugin: {e}");
     net.register_plugin(Events {
         out: out.clone(),
         ready,
         pending: pending.clone(),
+        signers: signers.clone(),
     })
     .await
     .map_err(failed)?;
@@ -776,12 +803,6 @@ pub(crate) async fn run(args: NodeArgs) -> Result<(), String> {
         .listen(args.listen.as_str())
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
-    // Who this signer is on the network, so that peers (their status pages
-    // above all) can tell which node a signer address belongs to.
-    let whoami = json!({"addr": addr, "public_key": public_key}).to_string();
-    if let Err(e) = signed.set(NODE_FIELD, whoami).await {
-        tracing::warn!("cannot sign the `{NODE_FIELD}` field: {e}");
-    }
     let api = match &args.api {
         Some(api) => Some(crate::http::bind(api).await?),
         None => None,
@@ -804,6 +825,7 @@ pub(crate) async fn run(args: NodeArgs) -> Result<(), String> {
         latency,
         signed,
         pending,
+        signers,
     };
     let server = api.map(|(listener, _)| tokio::spawn(crate::http::serve(listener, ctx.clone())));
     for peer in &args.peers {
