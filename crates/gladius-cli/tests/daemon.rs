@@ -393,6 +393,7 @@ fn config_file_with_flags_over_it() {
 
 /// The README's `answer.py`, run as written: a Python program drives its
 /// own `gladius node` and answers another node's `lookup` requests.
+#[cfg(unix)]
 #[test]
 fn the_readme_script_answers_requests() {
     use std::os::unix::process::CommandExt;
