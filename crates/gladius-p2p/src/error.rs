@@ -89,6 +89,10 @@ pub enum NetworkError {
         /// The key it already has.
         existing: crate::PublicKey,
     },
+    /// A typed (JSON) message could not be built.
+    #[cfg(feature = "json")]
+    #[error(transparent)]
+    Json(crate::JsonError),
 }
 
 /// Why a [`request`](crate::Network::request) produced no reply.
@@ -107,4 +111,9 @@ pub enum RequestError {
     /// The node itself failed the call.
     #[error(transparent)]
     Network(#[from] NetworkError),
+    /// A typed request could not be encoded, or its reply not decoded
+    /// ([`Network::request_json`](crate::Network::request_json)).
+    #[cfg(feature = "json")]
+    #[error(transparent)]
+    Json(#[from] crate::JsonError),
 }
