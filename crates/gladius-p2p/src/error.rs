@@ -89,6 +89,10 @@ pub enum NetworkError {
         /// The key it already has.
         existing: crate::PublicKey,
     },
+    /// [`add_key`](crate::Network::add_key) named a key the node has no
+    /// address for: give at least one address hint.
+    #[error("no address is known for peer {0}; give an address hint")]
+    NoPath(crate::PublicKey),
     /// A typed (JSON) message could not be built.
     #[cfg(feature = "json")]
     #[error(transparent)]

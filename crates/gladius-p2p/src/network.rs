@@ -178,6 +178,24 @@ impl Network {
         Ok(addr)
     }
 
+    /// Add the peer whose static key is `key` to the route table, as
+    /// [`add`](Self::add) does for an address: it is known by its key, and
+    /// `addrs_hint` are paths to try (it may also be reached at, or come
+    /// from, any other address, once it proves `key` there). A session
+    /// completes only with `key`. With no hint the peer must already be
+    /// known (it connected to us, or was added before); otherwise
+    /// [`NetworkError::NoPath`]. Returns the address dialled. Encrypted
+    /// mode only: in plaintext mode nothing proves a key.
+    pub async fn add_key(
+        &self,
+        key: PublicKey,
+        addrs_hint: impl IntoIterator<Item = SocketAddr>,
+    ) -> Result<SocketAddr, NetworkError> {
+        let hints: Vec<SocketAddr> = addrs_hint.into_iter().collect();
+        self.call(|reply| Command::AddKey { key, hints, reply })
+            .await?
+    }
+
     /// Close the session to `addr` gracefully, remove it from the route
     /// table and fire `node_deleted`. Idempotent. Like every method naming
     /// a peer, takes what [`add`](Self::add) takes: a `SocketAddr` or a

@@ -62,6 +62,11 @@ pub(crate) enum Command {
         key: Option<crate::PublicKey>,
         reply: Reply<Result<(), NetworkError>>,
     },
+    AddKey {
+        key: crate::PublicKey,
+        hints: Vec<SocketAddr>,
+        reply: Reply<Result<SocketAddr, NetworkError>>,
+    },
     Delete {
         addr: SocketAddr,
         reply: Reply<()>,
@@ -296,6 +301,9 @@ impl Driver {
             }
             Command::Add { addr, key, reply } => {
                 let _ = reply.send(self.endpoint.add(now, addr, key));
+            }
+            Command::AddKey { key, hints, reply } => {
+                let _ = reply.send(self.endpoint.add_key(now, key, &hints));
             }
             Command::Delete { addr, reply } => {
                 self.endpoint.delete(now, addr);

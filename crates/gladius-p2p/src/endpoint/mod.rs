@@ -294,6 +294,44 @@ impl Endpoint {
         Ok(())
     }
 
+    /// Put the peer with static key `key` in the route table (pinned to
+    /// that key), with `hints` as paths to it; returns the address it is
+    /// dialled at. See `Network::add_key`.
+    pub(crate) fn add_key(
+        &mut self,
+        now: u64,
+        key: PublicKey,
+        hints: &[SocketAddr],
+    ) -> Result<SocketAddr, NetworkError> {
+        self.tick(now);
+        if self.crypto.is_none() {
+            return Err(NetworkError::NoPath(key));
+        }
+        let hints: Vec<SocketAddr> = hints
+            .iter()
+            .copied()
+            .filter(|a| !self.is_self(*a))
+            .collect();
+        let known = self.peers.with_key(&key).and_then(|id| self.peers.get(id));
+        let dial = match (known.map(Peer::addr), hints.first()) {
+            (Some(addr), _) => addr,
+            (None, Some(first)) => *first,
+            (None, None) => return Err(NetworkError::NoPath(key)),
+        };
+        self.add(now, dial, Some(key))?;
+        let Some(id) = self.peers.at(dial) else {
+            return Err(NetworkError::UnknownPeer(dial));
+        };
+        for hint in hints {
+            // A hint another peer answers at stays theirs until this key
+            // is proven there.
+            if self.peers.at(hint).is_none() {
+                self.peers.add_path(id, hint);
+            }
+        }
+        Ok(dial)
+    }
+
     /// Close the session to `addr` gracefully and take it out of the route
     /// table. Idempotent.
     pub(crate) fn delete(&mut self, now: u64, addr: SocketAddr) {

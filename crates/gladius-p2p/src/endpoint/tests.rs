@@ -429,3 +429,43 @@ fn a_swarm_that_dials_in_every_direction_at_once_connects_every_pair() {
         assert_eq!(w.bodies(addr(1)).len(), usize::from(n - 1), "seed {seed}");
     }
 }
+
+#[test]
+fn a_peer_added_by_key_is_dialled_at_its_hint_and_must_prove_the_key() {
+    let mut w = World::new(12, 10, 0.0);
+    w.spawn(addr(1), 1);
+    w.spawn(addr(2), 2);
+    w.spawn(addr(3), 3);
+    let key2 = Identity::from_private_bytes([2; 32]).public_key();
+    let key3 = Identity::from_private_bytes([3; 32]).public_key();
+    let now = w.now;
+    let unknown = Identity::from_private_bytes([42; 32]).public_key();
+    assert!(matches!(
+        w.node(addr(1)).add_key(now, unknown, &[]),
+        Err(crate::NetworkError::NoPath(_))
+    ));
+    // Right key at the hint: connected, in the route table, pinned.
+    assert_eq!(
+        w.node(addr(1)).add_key(now, key2, &[addr(2)]).ok(),
+        Some(addr(2))
+    );
+    // Wrong key at the hint (node 3 lives there): never connected.
+    assert_eq!(
+        w.node(addr(1)).add_key(now, unknown, &[addr(3)]).ok(),
+        Some(addr(3))
+    );
+    w.run_until(5_000);
+    let state = w.nodes[&addr(1)].endpoint.state(w.now);
+    let p2 = state.peer(addr(2)).expect("peer 2");
+    assert_eq!(p2.connection, ConnectionState::Connected);
+    assert_eq!((p2.public_key, p2.pinned_key), (Some(key2), Some(key2)));
+    assert!(p2.in_route_table);
+    let p3 = state.peer(addr(3)).expect("peer 3");
+    assert_ne!(p3.connection, ConnectionState::Connected);
+    assert_ne!(p3.public_key, Some(key3));
+    assert!(state.counters.pin_mismatches >= 1);
+    // Known by key now: no hint needed, and it is the same peer.
+    let now = w.now;
+    assert_eq!(w.node(addr(1)).add_key(now, key2, &[]).ok(), Some(addr(2)));
+    assert_eq!(w.nodes[&addr(1)].endpoint.state(w.now).peers.len(), 2);
+}
