@@ -39,6 +39,7 @@
 //! | `node_added` / `node_deleted` | `addr` — route table changes, by you or by a plugin |
 //! | `peer_connected` | `addr`, `public_key`, `signer` (the Ethereum address the peer proved in its handshake, see `signers.rs`), `writable` — a session is up |
 //! | `peer_disconnected` | `addr` |
+//! | `connect_failed` | `addr`, `reason` — a peer in the route table did not answer (the node keeps retrying with backoff) |
 //! | `result` | answer to `broadcast*`, `add`, `delete`, `set`, `close` and to lines that are not valid commands |
 //! | `reply` | answer to `request` |
 //! | `state` / `signed_state` | answers to `state` / `signed_state` |

@@ -111,6 +111,11 @@ impl Plugin for Events {
         .await;
     }
 
+    async fn connect_failed(&self, _net: &Network, addr: SocketAddr, reason: &str) {
+        self.emit(json!({"event": "connect_failed", "addr": addr, "reason": reason}))
+            .await;
+    }
+
     async fn peer_disconnected(&self, _net: &Network, addr: SocketAddr) {
         self.emit(json!({"event": "peer_disconnected", "addr": addr}))
             .await;
