@@ -776,7 +776,20 @@ impl Endpoint {
             let closed = match &mut peer.link {
                 Link::Plaintext(session) => {
                     session.flush(now);
+                    // A session the peer opened, whose address has not
+                    // proven it receives (no ACK of ours yet): what it gets
+                    // back stays within the amplification limit.
+                    let unproven =
+                        peer.direction == Direction::Inbound && session.rtt_ms().is_none();
                     while let Some(datagram) = session.poll_transmit() {
+                        let stats = session.stats();
+                        let limit = encrypted::AMPLIFICATION_FACTOR
+                            .saturating_mul(usize::try_from(stats.bytes_in).unwrap_or(usize::MAX));
+                        let sent = usize::try_from(stats.bytes_out).unwrap_or(usize::MAX);
+                        if unproven && sent > limit {
+                            self.counters.amplification_drops += 1;
+                            continue;
+                        }
                         self.transmits.push(to, &datagram, max_segments);
                     }
                     session.is_closed()

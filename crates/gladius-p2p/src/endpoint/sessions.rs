@@ -67,6 +67,7 @@ impl Endpoint {
                     tracing::debug!(%from, ?e, "datagram rejected by KCP");
                     return;
                 }
+                self.answered(id);
                 self.drain_events(id);
                 self.touch(id);
             }
@@ -114,6 +115,16 @@ impl Endpoint {
         peer.link = Link::Plaintext(session);
         self.drain_events(id);
         self.touch(id);
+    }
+
+    /// The peer sent something valid on its session: one a plugin demoted
+    /// (judged dead) is writable again.
+    pub(super) fn answered(&mut self, id: PeerId) {
+        if let Some(peer) = self.peers.get_mut(id).filter(|p| p.demoted) {
+            peer.demoted = false;
+            peer.writable = true;
+            tracing::debug!(addr = %peer.addr(), "a demoted peer answers: writable again");
+        }
     }
 
     /// Whether a new inbound session from `from` (for peer `id`, if known)
@@ -214,11 +225,6 @@ impl Endpoint {
                     self.emit(NodeEvent::PeerConnected(Arc::new(info)));
                 }
                 SessionEvent::Frame(inbound) => {
-                    if peer.demoted {
-                        // It answers: writable again.
-                        peer.demoted = false;
-                        peer.writable = true;
-                    }
                     let (writable, key) = (peer.writable, peer.public_key);
                     self.deliver(id, addr, writable, key, inbound);
                 }

@@ -678,3 +678,68 @@ fn a_plugin_demotes_a_peer_the_application_added_and_it_returns_when_it_answers(
         .peer(addr(3))
         .is_some_and(|p| p.in_route_table));
 }
+
+/// Bytes each way between two addresses in a world's trace.
+fn bytes_between(w: &World, from: SocketAddr, to: SocketAddr) -> usize {
+    w.trace
+        .iter()
+        .filter(|(_, f, t, _)| *f == from && *t == to)
+        .map(|(_, _, _, len)| len)
+        .sum()
+}
+
+#[test]
+fn a_spoofed_opener_draws_at_most_three_times_its_bytes() {
+    // Plaintext: one session opener from an address that never answers
+    // (spoofed) must not earn a stream of retransmissions and keepalives.
+    let mut w = World::new(15, 10, 0.0);
+    let plaintext = |seed| Config::default().with_plaintext(true).with_rng_seed(seed);
+    w.spawn_with(addr(1), plaintext(1));
+    w.spawn_with(addr(66), plaintext(2));
+    let now = w.now;
+    w.node(addr(66))
+        .add(now, addr(1), None, Origin::App)
+        .expect("add");
+    w.collect();
+    w.nodes.remove(&addr(66)); // the victim never answers
+    w.run_until(60_000);
+    let (sent, got) = (
+        bytes_between(&w, addr(66), addr(1)),
+        bytes_between(&w, addr(1), addr(66)),
+    );
+    assert!(sent > 0);
+    assert!(got <= 3 * sent, "{got} bytes back for {sent}");
+    let c = w.nodes[&addr(1)].endpoint.state(w.now).counters;
+    assert!(c.amplification_drops > 0, "{c:?}");
+
+    // Encrypted: an Init replayed from a spoofed address draws Responses
+    // worth at most three times the Inits, and a flood of them far less.
+    let mut w = World::new(16, 10, 0.0);
+    w.spawn(addr(1), 1);
+    w.spawn(addr(66), 66);
+    let now = w.now;
+    w.node(addr(66))
+        .add(now, addr(1), None, Origin::App)
+        .expect("add");
+    let init = w
+        .node(addr(66))
+        .poll_transmit(now, 8)
+        .expect("init")
+        .payload;
+    w.nodes.remove(&addr(66));
+    // The same Init every 10 ms for a second.
+    for _ in 0..100 {
+        let now = w.now;
+        w.node(addr(1)).handle_datagram(now, addr(66), &init);
+        w.collect();
+        w.run_until(now + 10);
+    }
+    w.run_until(10_000);
+    let got = bytes_between(&w, addr(1), addr(66));
+    let sent = 100 * init.len();
+    assert!(got <= 3 * sent, "{got} bytes back for {sent}");
+    assert!(
+        got < sent,
+        "duplicates are throttled: {got} bytes for {sent}"
+    );
+}
