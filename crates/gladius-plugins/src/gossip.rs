@@ -327,9 +327,7 @@ impl GossipHandle {
         let topic = Topic::new(topic)?;
         let (tx, rx) = mpsc::channel(self.inner.subscriber_queue);
         let t = topic.clone();
-        self.inner
-            .step(|s, now| s.subscribe(now, t))
-            .await?;
+        self.inner.step(|s, now| s.subscribe(now, t)).await?;
         self.inner
             .shared()
             .subscribers
@@ -356,7 +354,10 @@ impl GossipHandle {
     ) -> Result<MessageId, GossipError> {
         let topic = Topic::new(topic)?;
         let body = body.into();
-        Ok(self.inner.step(|s, now| s.publish(now, topic, body)).await?)
+        Ok(self
+            .inner
+            .step(|s, now| s.publish(now, topic, body))
+            .await?)
     }
 
     /// The subscribed topics with their eager and lazy neighbour counts.

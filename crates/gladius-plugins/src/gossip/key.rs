@@ -116,7 +116,8 @@ impl Origin {
         let Ok(key) = VerifyingKey::from_bytes(&self.0) else {
             return false;
         };
-        key.verify_strict(&id.0, &Signature::from_bytes(sig)).is_ok()
+        key.verify_strict(&id.0, &Signature::from_bytes(sig))
+            .is_ok()
     }
 }
 

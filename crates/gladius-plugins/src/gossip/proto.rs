@@ -761,15 +761,15 @@ impl<P: PeerId> State<P> {
         }
         if !data.verifies(&id) {
             self.counters.forged += 1;
-            self.distrusted
-                .insert(from, id, self.config.max_distrusted);
+            self.distrusted.insert(from, id, self.config.max_distrusted);
             if let Some(m) = self.missing.get_mut(&id) {
                 m.announcers.retain(|a| *a != from);
             }
             tracing::debug!(?from, ?id, "forged gossip message dropped");
             return;
         }
-        self.seen.insert(id, data.timestamp_ms, self.config.max_seen);
+        self.seen
+            .insert(id, data.timestamp_ms, self.config.max_seen);
         let announced = self.missing.remove(&id).map(|m| m.closest);
         let mut data = data;
         data.hops = data.hops.saturating_add(1);
@@ -964,3 +964,6 @@ impl<P: PeerId> State<P> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -107,8 +107,15 @@ pub struct Report {
 
 #[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Event {
-    Frame { to: usize, from: usize, frame: Bytes },
-    Timer { node: usize, timer: Timer },
+    Frame {
+        to: usize,
+        from: usize,
+        frame: Bytes,
+    },
+    Timer {
+        node: usize,
+        timer: Timer,
+    },
 }
 
 #[derive(Debug)]

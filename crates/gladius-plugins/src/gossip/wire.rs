@@ -114,7 +114,13 @@ pub struct Data {
 
 impl Data {
     /// A message signed by `key`.
-    pub fn signed(key: &GossipKey, topic: Topic, timestamp_ms: u64, nonce: u64, body: Bytes) -> Self {
+    pub fn signed(
+        key: &GossipKey,
+        topic: Topic,
+        timestamp_ms: u64,
+        nonce: u64,
+        body: Bytes,
+    ) -> Self {
         let mut data = Self {
             topic,
             origin: key.origin(),
@@ -408,7 +414,13 @@ mod tests {
 
     fn data() -> Data {
         let key = GossipKey::from_bytes(&[1; 32]);
-        Data::signed(&key, topic(), 1_700_000_000_000, 42, Bytes::from_static(b"hello"))
+        Data::signed(
+            &key,
+            topic(),
+            1_700_000_000_000,
+            42,
+            Bytes::from_static(b"hello"),
+        )
     }
 
     #[test]
@@ -416,9 +428,18 @@ mod tests {
         let ids = vec![MessageId([3; 32]), MessageId([4; 32])];
         let frames = [
             Frame::Data(data()),
-            Frame::IHave { topic: topic(), ids: vec![(ids[0], 1), (ids[1], 300)] },
-            Frame::Graft { topic: topic(), ids },
-            Frame::Graft { topic: topic(), ids: vec![] },
+            Frame::IHave {
+                topic: topic(),
+                ids: vec![(ids[0], 1), (ids[1], 300)],
+            },
+            Frame::Graft {
+                topic: topic(),
+                ids,
+            },
+            Frame::Graft {
+                topic: topic(),
+                ids: vec![],
+            },
             Frame::Prune { topic: topic() },
             Frame::Subscribe { topic: topic() },
             Frame::Unsubscribe { topic: topic() },
@@ -467,7 +488,11 @@ mod tests {
             Err(WireError::BodyTooLarge { len: 5, max: 4 })
         );
         let ids = vec![(MessageId([0; 32]), 0); 10];
-        let bytes = Frame::IHave { topic: topic(), ids }.encode();
+        let bytes = Frame::IHave {
+            topic: topic(),
+            ids,
+        }
+        .encode();
         assert!(Frame::decode(&bytes, 1024, 9).unwrap_err().is_oversized());
     }
 
@@ -479,10 +504,22 @@ mod tests {
         }
         let mut long = bytes.to_vec();
         long.push(0);
-        assert_eq!(Frame::decode(&Bytes::from(long), 1024, 64), Err(WireError::Trailing(1)));
-        assert_eq!(Frame::decode(&Bytes::from_static(&[2, 0]), 1024, 64), Err(WireError::Version(2)));
-        assert_eq!(Frame::decode(&Bytes::from_static(&[1, 9]), 1024, 64), Err(WireError::Kind(9)));
-        assert_eq!(Frame::decode(&Bytes::from_static(&[1, 3, 0]), 1024, 64), Err(WireError::Topic));
+        assert_eq!(
+            Frame::decode(&Bytes::from(long), 1024, 64),
+            Err(WireError::Trailing(1))
+        );
+        assert_eq!(
+            Frame::decode(&Bytes::from_static(&[2, 0]), 1024, 64),
+            Err(WireError::Version(2))
+        );
+        assert_eq!(
+            Frame::decode(&Bytes::from_static(&[1, 9]), 1024, 64),
+            Err(WireError::Kind(9))
+        );
+        assert_eq!(
+            Frame::decode(&Bytes::from_static(&[1, 3, 0]), 1024, 64),
+            Err(WireError::Topic)
+        );
         assert_eq!(
             Frame::decode(&Bytes::from_static(&[1, 3, 1, 0xff]), 1024, 64),
             Err(WireError::Topic)
