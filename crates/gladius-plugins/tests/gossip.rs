@@ -67,22 +67,31 @@ async fn thirty_nodes_with_tables_of_three_get_every_message_once_over_several_h
         subs.push(n.gossip.subscribe("news").await.unwrap());
     }
     wait_for(Duration::from_secs(30), "every table full", || {
-        let full = nodes.iter().all(|n| n.discovery.live_peers().len() >= TABLE);
+        let full = nodes
+            .iter()
+            .all(|n| n.discovery.live_peers().len() >= TABLE);
         async move { full }
     })
     .await;
-    wait_for(Duration::from_secs(10), "every node has tree neighbours", || {
-        let ok = nodes
-            .iter()
-            .all(|n| n.gossip.topics().first().is_some_and(|t| t.eager > 0));
-        async move { ok }
-    })
+    wait_for(
+        Duration::from_secs(10),
+        "every node has tree neighbours",
+        || {
+            let ok = nodes
+                .iter()
+                .all(|n| n.gossip.topics().first().is_some_and(|t| t.eager > 0));
+            async move { ok }
+        },
+    )
     .await;
 
     // Messages from several origins, one after the other.
     let mut published: Vec<(usize, MessageId)> = Vec::new();
     let mut got: Vec<Vec<GossipMessage>> = vec![Vec::new(); NODES];
-    for (k, origin) in [0, NODES - 1, NODES / 2, 7, 0, 21, 13, 3].into_iter().enumerate() {
+    for (k, origin) in [0, NODES - 1, NODES / 2, 7, 0, 21, 13, 3]
+        .into_iter()
+        .enumerate()
+    {
         let body = format!("message {k}");
         let id = nodes[origin].gossip.publish("news", body).await.unwrap();
         published.push((origin, id));
@@ -120,7 +129,11 @@ async fn thirty_nodes_with_tables_of_three_get_every_message_once_over_several_h
     for n in &nodes {
         let s = n.gossip.stats();
         assert_eq!(
-            (s.protocol.forged, s.protocol.malformed, s.subscriber_overflow),
+            (
+                s.protocol.forged,
+                s.protocol.malformed,
+                s.subscriber_overflow
+            ),
             (0, 0, 0)
         );
     }
@@ -162,7 +175,10 @@ async fn forged_replayed_and_oversized_gossip_is_rejected() {
         .await
         .unwrap()
         .unwrap();
-    assert_eq!((&m.body[..], m.origin, m.hops), (&b"genuine"[..], key.origin(), 1));
+    assert_eq!(
+        (&m.body[..], m.origin, m.hops),
+        (&b"genuine"[..], key.origin(), 1)
+    );
     wait_for(Duration::from_secs(10), "all four frames counted", || {
         let p = victim.gossip.stats().protocol;
         async move { p.forged == 1 && p.oversized == 1 && p.duplicates == 1 }

@@ -51,6 +51,10 @@ pub struct Scenario {
     /// Fraction of nodes crashed after the warm-up, before the measured
     /// messages (0.0..1.0).
     pub crash: f64,
+    /// How long after a crash the crashed node's neighbours notice (their
+    /// session times out: `PeerDown`), ms. The latency audit's default
+    /// declares a silent peer dead after about 6 s.
+    pub detect_ms: u64,
     /// The gossip settings (set `flood` for the baseline).
     pub gossip: GossipConfig,
     /// The seed of everything random: topology, latencies, keys, origins.
@@ -67,6 +71,7 @@ impl Default for Scenario {
             messages: 50,
             interval_ms: 500,
             crash: 0.0,
+            detect_ms: 6000,
             gossip: GossipConfig::default(),
             seed: 1,
         }
@@ -115,6 +120,10 @@ enum Event {
     Timer {
         node: usize,
         timer: Timer,
+    },
+    PeerDown {
+        node: usize,
+        peer: usize,
     },
 }
 
@@ -212,7 +221,7 @@ impl Sim {
             let t = sim.now + s.interval_ms;
             sim.run_until(t);
         }
-        sim.crash(s.crash);
+        sim.crash(s.crash, s.detect_ms);
         let before = sim.totals();
         let mut ids = Vec::new();
         for _ in 0..s.messages {
@@ -265,13 +274,20 @@ impl Sim {
         id
     }
 
-    /// Crash a random `fraction` of the nodes at once.
-    pub fn crash(&mut self, fraction: f64) {
+    /// Crash a random `fraction` of the nodes at once; their neighbours
+    /// notice after `detect_ms`.
+    pub fn crash(&mut self, fraction: f64, detect_ms: u64) {
         let mut all: Vec<usize> = (0..self.nodes.len()).collect();
         all.shuffle(&mut self.rng);
         let k = (fraction * self.nodes.len() as f64).round() as usize;
         for &i in all.iter().take(k) {
             self.nodes[i].alive = false;
+            let mut neighbours: Vec<usize> = self.nodes[i].links.keys().copied().collect();
+            neighbours.sort_unstable();
+            for node in neighbours {
+                let at = self.now + detect_ms;
+                self.schedule(at, Event::PeerDown { node, peer: i });
+            }
         }
     }
 
@@ -300,6 +316,13 @@ impl Sim {
                         continue;
                     }
                     self.nodes[node].state.handle(at, InEvent::Timer(timer));
+                    node
+                }
+                Event::PeerDown { node, peer } => {
+                    if !self.nodes[node].alive {
+                        continue;
+                    }
+                    self.nodes[node].state.handle(at, InEvent::PeerDown(peer));
                     node
                 }
             };
@@ -403,6 +426,9 @@ impl Sim {
                 .copied()
                 .filter(|&i| component[i] == component[origin])
                 .collect();
+            if reachable.len() < 2 {
+                continue; // an isolated origin has nobody to reach
+            }
             let got = reachable.iter().filter(|i| d.receivers.contains(i)).count();
             // The origin is live and in `receivers`.
             fractions.push((got - 1) as f64 / (reachable.len() - 1).max(1) as f64);
