@@ -44,6 +44,7 @@ fn router(ctx: Ctx) -> Router {
         .route("/api/signed-state", get(signed_state).post(set_field))
         .route("/api/broadcast", axum::routing::post(broadcast))
         .route("/api/request", axum::routing::post(request))
+        .merge(crate::gossip_cmd::routes())
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such route") })
         .method_not_allowed_fallback(|| async {
             error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed here")
@@ -58,7 +59,7 @@ fn error(status: StatusCode, message: &str) -> Response {
 
 /// `{"ok":true,…fields}` with 200, or `{"ok":false,"error":…}` with the
 /// status code of the error's kind.
-fn respond(result: OpResult) -> Response {
+pub(crate) fn respond(result: OpResult) -> Response {
     match result {
         Ok(fields) => {
             let mut body = Map::new();

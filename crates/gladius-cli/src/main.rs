@@ -4,7 +4,7 @@
 //! gladius demo [--nodes N] [--insecure] [--timeout SECS] [--json]
 //! gladius keygen [--data-dir DIR]
 //! gladius node --listen HOST:PORT [--peer HOST:PORT]... [--data-dir DIR] [--insecure]
-//!              [--api HOST:PORT]
+//!              [--api HOST:PORT] [--max-peers N]
 //! gladius bench [--scenario NAME]... [--mode both|encrypted|plaintext] [--quick] [--json]
 //! gladius --version | gladius help [COMMAND]
 //! ```
@@ -47,7 +47,7 @@
 //! command's `id` when it had one (any JSON value) and `cmd` (its name).
 //!
 //! Messages of the built-in plugins' own types (`discovery.*`, `latency.*`,
-//! `signed_state.*`) are **not** reported as `message` events: they are
+//! `signed_state.*`, `gossip.*`) are **not** reported as `message` events: they are
 //! protocol chatter, visible through `state` and `signed_state` instead.
 //!
 //! ## Commands (stdin)
@@ -75,6 +75,17 @@
 //! mistyped field, a bad address — gets an `ok:false` answer and the node
 //! carries on. End of stdin does not stop the node; `close`, SIGINT and
 //! SIGTERM shut it down gracefully.
+//!
+//! **Gossip** (publish/subscribe across the whole network, see
+//! `docs/gossip.md`): `{"cmd":"subscribe","topic":"t"}`,
+//! `{"cmd":"unsubscribe","topic":"t"}`, `{"cmd":"publish","topic":"t","body":"…"}`
+//! (or `body_b64`; the `result` carries the message's id as `message_id`,
+//! since `id` echoes the command's) and
+//! `{"cmd":"topics"}`; every message delivered on a subscribed topic is an
+//! event `{"event":"gossip","topic":"t","origin":"<key hex>","id":"<hex>","body":"…"|"body_b64":"…","hops":H}`.
+//! The gossip key is `gossip.key` (Ed25519, 0600) in the data directory.
+//! HTTP: `POST /api/topics/{t}/subscribe`, `…/unsubscribe`,
+//! `…/publish` (body `{"body":"…"}`), `GET /api/topics`.
 //!
 //! **Echo service:** a *request* of type `echo` is answered by the node
 //! with the same type and body, so `request` can be tried against any
@@ -122,6 +133,7 @@ use gladius_plugins::signed_state::EthKey;
 mod b64;
 mod bench;
 mod demo;
+mod gossip_cmd;
 mod http;
 mod node;
 
@@ -217,6 +229,10 @@ pub(crate) struct NodeArgs {
     /// picks a free port; the `listening` event's `api` field tells which).
     #[arg(long, value_name = "HOST:PORT")]
     pub(crate) api: Option<String>,
+    /// Route-table size discovery grows to (small values build multi-hop
+    /// topologies for gossip) [default: discovery's, 64].
+    #[arg(long, value_name = "N")]
+    pub(crate) max_peers: Option<usize>,
 }
 
 /// File name of the Noise static key in the data directory.

@@ -28,7 +28,7 @@ use crate::{b64, NodeArgs};
 /// reader that stops reading never grows memory.
 const OUT_QUEUE: usize = 4096;
 /// Message types of the built-in plugins, not reported as `message` events.
-const BUILTIN_PREFIXES: [&str; 3] = ["discovery.", "latency.", "signed_state."];
+const BUILTIN_PREFIXES: [&str; 4] = ["discovery.", "latency.", "signed_state.", "gossip."];
 /// Requests of this type are answered with the same body.
 const ECHO_TYPE: &str = "echo";
 /// `request` timeout when `timeout_ms` is not given.
@@ -40,7 +40,7 @@ const FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
 type Out = mpsc::Sender<Option<Value>>;
 
 /// Put `bytes` into `obj` as `key` (UTF-8) or `key_b64` (anything else).
-fn put_bytes(obj: &mut Map<String, Value>, key: &str, bytes: &[u8]) {
+pub(crate) fn put_bytes(obj: &mut Map<String, Value>, key: &str, bytes: &[u8]) {
     match std::str::from_utf8(bytes) {
         Ok(text) => obj.insert(key.into(), text.into()),
         Err(_) => obj.insert(format!("{key}_b64"), b64::encode(bytes).into()),
@@ -173,6 +173,10 @@ pub(crate) enum Cmd {
     },
     SignedState {},
     Close {},
+    /// `subscribe`, `unsubscribe`, `publish`, `topics`: parsed by
+    /// `gossip_cmd::parse` (see [`parse_cmd`]).
+    #[serde(skip)]
+    Gossip(crate::gossip_cmd::GossipCmd),
 }
 
 fn chat_type() -> String {
@@ -180,7 +184,11 @@ fn chat_type() -> String {
 }
 
 /// The bytes given as `name` (text) or `name_b64` (base64): exactly one.
-fn bytes_arg(name: &str, text: Option<String>, b64: Option<String>) -> Result<Bytes, String> {
+pub(crate) fn bytes_arg(
+    name: &str,
+    text: Option<String>,
+    b64: Option<String>,
+) -> Result<Bytes, String> {
     match (text, b64) {
         (Some(t), None) => Ok(Bytes::from(t)),
         (None, Some(b)) => b64::decode(&b)
@@ -233,6 +241,7 @@ pub(crate) struct Ctx {
     out: Out,
     latency: LatencyHandle,
     signed: SignedStateHandle,
+    gossip: crate::gossip_cmd::GossipCtx,
 }
 
 /// What kind of failure an operation had (the HTTP API maps it to a status
@@ -306,6 +315,10 @@ pub(crate) type OpResult = Result<Map<String, Value>, OpError>;
 
 /// A command from its JSON object (`cmd` names it; `id` already taken out).
 pub(crate) fn parse_cmd(obj: Map<String, Value>) -> Result<Cmd, OpError> {
+    let obj = match crate::gossip_cmd::parse(obj) {
+        Ok(gossip) => return gossip.map(Cmd::Gossip),
+        Err(other) => other,
+    };
     serde_json::from_value::<Cmd>(Value::Object(obj))
         .map_err(|e| OpError::bad(format!("bad command: {e}")))
 }
@@ -498,6 +511,7 @@ impl Ctx {
                     "network": state,
                     "latency": self.latency.snapshot(),
                     "eth_address": self.signed.address().to_checksum(),
+                    "gossip": self.gossip.snapshot(),
                 })))
             }
             Cmd::Set {
@@ -517,6 +531,7 @@ impl Ctx {
                 Ok(object(json!({ "entries": entries })))
             }
             Cmd::Close {} => Ok(Map::new()),
+            Cmd::Gossip(cmd) => self.gossip.execute(cmd).await,
         }
     }
 
@@ -656,7 +671,11 @@ pub(crate) async fn run(args: NodeArgs) -> Result<(), String> {
     })
     .await
     .map_err(failed)?;
-    let (discovery, _) = Discovery::new(DiscoveryConfig::default());
+    let mut discovery_config = DiscoveryConfig::default();
+    if let Some(n) = args.max_peers {
+        discovery_config.table_size = n;
+    }
+    let (discovery, _) = Discovery::new(discovery_config);
     net.register_plugin(discovery).await.map_err(failed)?;
     let (latency_plugin, latency) =
         LatencyAudit::new(LatencyConfig::default()).map_err(|e| e.to_string())?;
@@ -664,6 +683,7 @@ pub(crate) async fn run(args: NodeArgs) -> Result<(), String> {
     let eth_address = keys.eth.address().to_checksum();
     let (signed_plugin, signed) = SignedState::new(keys.eth, SignedStateConfig::default());
     net.register_plugin(signed_plugin).await.map_err(failed)?;
+    let gossip = crate::gossip_cmd::register(&net, &keys.dir, out.clone()).await?;
 
     let addr = net
         .listen(args.listen.as_str())
@@ -690,6 +710,7 @@ pub(crate) async fn run(args: NodeArgs) -> Result<(), String> {
         out: out.clone(),
         latency,
         signed,
+        gossip,
     };
     let server = api.map(|(listener, _)| tokio::spawn(crate::http::serve(listener, ctx.clone())));
     for peer in &args.peers {

@@ -36,7 +36,7 @@
 //! * [`key`] — origin keys, ids and signatures.
 //! * this module — the plugin shell: it feeds the state machine the
 //!   node's peers (as `peer_connected`/`peer_disconnected` report them)
-//!   and their `gossip` messages, sends what it emits with
+//!   and their `gossip.frame` messages, sends what it emits with
 //!   `broadcast_to`, runs its timers on tokio's clock (so
 //!   `tokio::time::pause` drives it) and hands deliveries to subscribers.
 //!

@@ -81,7 +81,7 @@ pub enum InEvent<P> {
     PeerUp(P),
     /// The session to this peer ended.
     PeerDown(P),
-    /// A gossip frame (the body of a `gossip` message) from a peer.
+    /// A gossip frame (the body of a `gossip.frame` message) from a peer.
     Message {
         /// Who sent it.
         from: P,

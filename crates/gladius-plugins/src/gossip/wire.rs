@@ -32,7 +32,7 @@ use sha2::{Digest, Sha256};
 use super::key::{GossipKey, MessageId, Origin};
 
 /// The gladius message type every gossip frame travels in.
-pub const MESSAGE_TYPE: &str = "gossip";
+pub const MESSAGE_TYPE: &str = "gossip.frame";
 /// The only wire version so far.
 pub const VERSION: u8 = 1;
 /// The longest topic name in bytes.
