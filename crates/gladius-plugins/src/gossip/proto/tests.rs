@@ -138,10 +138,10 @@ fn a_missing_announced_message_is_grafted_and_the_link_becomes_eager() {
     assert_eq!(net.got(2, id), 0);
     assert_eq!(net.nodes[2].pending_grafts(), 1);
     // Not before the graft timeout...
-    net.fire_timers(NOW + 149);
+    net.fire_timers(NOW + 249);
     assert_eq!(net.got(2, id), 0);
     // ...then 2 grafts 1, which sends the message and is eager again.
-    net.fire_timers(NOW + 150);
+    net.fire_timers(NOW + 250);
     assert_eq!(net.got(2, id), 1);
     assert_eq!(net.delivered[2].last().unwrap().hops, 2);
     assert_eq!(net.nodes[2].counters().grafts_sent, 1);
@@ -177,10 +177,10 @@ fn a_graft_tries_the_next_announcer_when_the_first_does_not_answer() {
             .encode(),
         },
     );
-    net.fire_timers(NOW + 150); // the first announcer is grafted, no answer
+    net.fire_timers(NOW + 250); // the first announcer is grafted, no answer
     assert_eq!(net.got(3, id), 0);
     net.cut.clear();
-    net.fire_timers(NOW + 150 + 75); // the second one answers
+    net.fire_timers(NOW + 250 + 75); // the second one answers
     assert_eq!(net.got(3, id), 1);
     assert_eq!(net.nodes[3].counters().grafts_sent, 2);
 }
