@@ -77,8 +77,9 @@ use bytes::Bytes;
 use gladius_p2p::{async_trait, ConnectionState, Message, Network, PeerInfo, Plugin, Received};
 use serde::Serialize;
 use tokio::sync::{mpsc, Notify};
-use tokio::task::JoinHandle;
 use tokio::time::Instant;
+
+use crate::background::Background;
 
 pub use config::GossipConfig;
 pub use key::{GossipKey, GossipKeyError, MessageId, Origin};
@@ -175,7 +176,7 @@ struct Inner {
     /// Held while emitting, so frames leave in the order they were made.
     sending: tokio::sync::Mutex<()>,
     timer_changed: Notify,
-    ticker: Mutex<Option<JoinHandle<()>>>,
+    ticker: Background,
     /// Unix ms at `base`; `now_ms` follows tokio's clock from there.
     base_unix_ms: u64,
     base: Instant,
@@ -298,7 +299,7 @@ impl Gossip {
             }),
             sending: tokio::sync::Mutex::new(()),
             timer_changed: Notify::new(),
-            ticker: Mutex::new(None),
+            ticker: Background::default(),
             base_unix_ms,
             base: Instant::now(),
             origin,
@@ -424,16 +425,9 @@ impl Plugin for Gossip {
 
     async fn startup(&self, net: &Network) {
         self.inner.shared().net = Some(net.clone());
-        let task = tokio::spawn(run_timers(self.inner.clone()));
-        let old = self
-            .inner
+        self.inner
             .ticker
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .replace(task);
-        if let Some(old) = old {
-            old.abort();
-        }
+            .start(tokio::spawn(run_timers(self.inner.clone())));
         // Peers that connected before we were registered.
         if let Ok(state) = net.network_state().await {
             for p in state.peers {
@@ -471,15 +465,7 @@ impl Plugin for Gossip {
     }
 
     async fn close(&self, _net: &Network) {
-        let task = self
-            .inner
-            .ticker
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
-        if let Some(task) = task {
-            task.abort();
-        }
+        self.inner.ticker.stop();
         let mut s = self.inner.shared();
         s.net = None;
         // Subscriptions end.

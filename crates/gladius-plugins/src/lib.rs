@@ -37,6 +37,7 @@
 //! # Ok(()) }
 //! ```
 
+mod background;
 pub mod discovery;
 pub mod gossip;
 mod keyfile;

@@ -214,7 +214,7 @@ struct Shared {
     bounds: Bounds,
     inner: Mutex<Inner>,
     net: Mutex<Option<Network>>,
-    task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    task: crate::background::Background,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -444,7 +444,7 @@ impl SignedState {
             key,
             config,
             net: Mutex::new(None),
-            task: Mutex::new(None),
+            task: crate::background::Background::default(),
         });
         (
             SignedState {
@@ -588,9 +588,7 @@ impl Plugin for SignedState {
                 }
             }
         });
-        if let Some(old) = lock(&self.shared.task).replace(task) {
-            old.abort();
-        }
+        self.shared.task.start(task);
     }
 
     async fn peer_connected(&self, net: &Network, peer: &PeerInfo) {
@@ -612,9 +610,7 @@ impl Plugin for SignedState {
     }
 
     async fn close(&self, _net: &Network) {
-        if let Some(task) = lock(&self.shared.task).take() {
-            task.abort();
-        }
+        self.shared.task.stop();
         *lock(&self.shared.net) = None;
     }
 }

@@ -166,23 +166,22 @@ fn a_graft_tries_the_next_announcer_when_the_first_does_not_answer() {
     // The only announcer is the lazy one; cut it too for the first graft.
     let other = 3 - parent; // 1 <-> 2
     net.cut.push((other, 3));
-    net.nodes[3].handle(
-        NOW,
-        InEvent::Message {
-            from: parent,
-            frame: Frame::IHave {
-                topic: topic(),
-                ids: vec![(id, 1)],
-            }
-            .encode(),
-        },
-    );
+    let ihave = Frame::IHave {
+        topic: topic(),
+        ids: vec![(id, 1)],
+    };
+    recv(&mut net.nodes[3], NOW, parent, ihave.encode());
     net.fire_timers(NOW + 250); // the first announcer is grafted, no answer
     assert_eq!(net.got(3, id), 0);
     net.cut.clear();
     net.fire_timers(NOW + 250 + 75); // the second one answers
     assert_eq!(net.got(3, id), 1);
     assert_eq!(net.nodes[3].counters().grafts_sent, 2);
+}
+
+/// `frame` arrives at `s` from peer `from` at `at`.
+fn recv(s: &mut State<u8>, at: u64, from: u8, frame: Bytes) {
+    s.handle(at, InEvent::Message { from, frame });
 }
 
 fn data_frame(key: u8, ts: u64, body: &'static [u8]) -> Bytes {
@@ -195,13 +194,7 @@ fn a_replayed_message_is_delivered_once() {
     let mut b = node(1, GossipConfig::default());
     let frame = data_frame(9, NOW, b"m");
     for _ in 0..3 {
-        b.handle(
-            NOW + 10,
-            InEvent::Message {
-                from: 0,
-                frame: frame.clone(),
-            },
-        );
+        recv(&mut b, NOW + 10, 0, frame.clone());
     }
     assert_eq!(std::iter::from_fn(|| b.poll_delivery()).count(), 1);
     assert_eq!(b.counters().duplicates, 2);
@@ -234,24 +227,12 @@ fn a_full_id_cache_refuses_what_it_forgot_instead_of_redelivering_it() {
         })
         .collect();
     for f in &frames {
-        b.handle(
-            NOW + 100,
-            InEvent::Message {
-                from: 0,
-                frame: f.clone(),
-            },
-        );
+        recv(&mut b, NOW + 100, 0, f.clone());
     }
     assert_eq!(b.counters().delivered, 20);
     assert_eq!(b.seen_len(), 16);
     // The oldest were forgotten; a replay is refused, never redelivered.
-    b.handle(
-        NOW + 100,
-        InEvent::Message {
-            from: 0,
-            frame: frames[0].clone(),
-        },
-    );
+    recv(&mut b, NOW + 100, 0, frames[0].clone());
     assert_eq!(b.counters().delivered, 20);
     assert_eq!(b.counters().too_old, 1);
 }
@@ -272,46 +253,22 @@ fn a_forged_copy_is_dropped_and_its_forwarder_not_trusted_for_that_id() {
     };
     let forged_id = forged.id();
     while b.poll_transmit().is_some() {}
-    b.handle(
-        NOW,
-        InEvent::Message {
-            from: 0,
-            frame: evil.clone(),
-        },
-    );
+    recv(&mut b, NOW, 0, evil.clone());
     assert_eq!(b.counters().forged, 1);
     assert_eq!(b.poll_delivery(), None);
     assert_eq!(b.poll_transmit(), None, "nothing forwarded");
     // The same forwarder is not believed about that id again...
-    b.handle(
-        NOW,
-        InEvent::Message {
-            from: 0,
-            frame: evil,
-        },
-    );
+    recv(&mut b, NOW, 0, evil);
     let ihave = Frame::IHave {
         topic: topic(),
         ids: vec![(forged_id, 0)],
     }
     .encode();
-    b.handle(
-        NOW,
-        InEvent::Message {
-            from: 0,
-            frame: ihave,
-        },
-    );
+    recv(&mut b, NOW, 0, ihave);
     assert_eq!(b.counters().distrusted, 2);
     assert_eq!(b.pending_grafts(), 0);
     // ...and the genuine message still arrives from an honest peer.
-    b.handle(
-        NOW,
-        InEvent::Message {
-            from: 2,
-            frame: good,
-        },
-    );
+    recv(&mut b, NOW, 2, good);
     assert_eq!(
         b.poll_delivery().map(|m| m.body),
         Some(Bytes::from_static(b"pay alice"))
@@ -320,13 +277,7 @@ fn a_forged_copy_is_dropped_and_its_forwarder_not_trusted_for_that_id() {
     let key = GossipKey::from_bytes(&[3; 32]);
     let mut other = Data::signed(&key, topic(), NOW, 1, Bytes::new());
     other.origin = GossipKey::from_bytes(&[9; 32]).origin();
-    b.handle(
-        NOW,
-        InEvent::Message {
-            from: 2,
-            frame: Frame::Data(other).encode(),
-        },
-    );
+    recv(&mut b, NOW, 2, Frame::Data(other).encode());
     assert_eq!(b.counters().forged, 2);
 }
 
@@ -335,25 +286,13 @@ fn a_flooding_peer_is_throttled_and_counted() {
     let mut b = node(1, GossipConfig::default().with_peer_rate(100, 10));
     let frame = Frame::Prune { topic: topic() }.encode();
     for _ in 0..50 {
-        b.handle(
-            NOW,
-            InEvent::Message {
-                from: 0,
-                frame: frame.clone(),
-            },
-        );
+        recv(&mut b, NOW, 0, frame.clone());
     }
     assert_eq!(b.counters().throttled, 40);
     assert_eq!(b.counters().prunes_received, 10);
     // The bucket refills at the rate: 100/s is one frame per 10 ms.
     for _ in 0..10 {
-        b.handle(
-            NOW + 50,
-            InEvent::Message {
-                from: 0,
-                frame: frame.clone(),
-            },
-        );
+        recv(&mut b, NOW + 50, 0, frame.clone());
     }
     assert_eq!(b.counters().prunes_received, 15);
 }
@@ -361,7 +300,7 @@ fn a_flooding_peer_is_throttled_and_counted() {
 #[test]
 fn malformed_oversized_and_foreign_topic_frames_are_counted() {
     let mut b = node(1, GossipConfig::default().with_max_body_len(4));
-    let send = |b: &mut State<u8>, frame: Bytes| b.handle(NOW, InEvent::Message { from: 0, frame });
+    let send = |b: &mut State<u8>, frame: Bytes| recv(b, NOW, 0, frame);
     send(&mut b, Bytes::from_static(b"\x01\x07junk"));
     send(&mut b, data_frame(9, NOW, b"too long"));
     let other = Topic::new("other").unwrap();
@@ -390,13 +329,7 @@ fn pending_grafts_are_bounded() {
         ids,
     }
     .encode();
-    b.handle(
-        NOW,
-        InEvent::Message {
-            from: 0,
-            frame: ihave,
-        },
-    );
+    recv(&mut b, NOW, 0, ihave);
     assert_eq!(b.pending_grafts(), 10);
     assert_eq!(b.counters().pending_full, 30);
 }
