@@ -170,6 +170,31 @@ mod tests {
         assert!(!Origin([0; 32]).verifies(&id, &sig));
     }
 
+    /// The figure behind choosing Ed25519 (docs/gossip.md):
+    /// `cargo test -p gladius-plugins --lib gossip::key -- --ignored --nocapture`.
+    #[test]
+    #[ignore = "prints verification timings"]
+    fn ed25519_and_secp256k1_verification_cost() {
+        use crate::signed_state::{recover_prehash, EthKey};
+        const N: u32 = 2000;
+        let id = MessageId([7; 32]);
+        let key = GossipKey::generate();
+        let sig = key.sign(&id);
+        let t = std::time::Instant::now();
+        for _ in 0..N {
+            assert!(key.origin().verifies(&id, &sig));
+        }
+        let ed = t.elapsed() / N;
+        let eth = EthKey::generate();
+        let esig = eth.sign_prehash(&id.0).unwrap();
+        let t = std::time::Instant::now();
+        for _ in 0..N {
+            assert_eq!(recover_prehash(&id.0, &esig).unwrap(), eth.address());
+        }
+        let k = t.elapsed() / N;
+        println!("per verification: ed25519 {ed:?}, secp256k1 ecrecover {k:?}");
+    }
+
     #[test]
     fn a_key_file_round_trips() {
         let dir = std::env::temp_dir().join(format!("gossip-key-{}", std::process::id()));
