@@ -1,7 +1,7 @@
 //! The gossip plugin on real nodes: UDP on loopback, encrypted sessions,
 //! discovery with a route table of 3 so that messages must cross several
-//! hops; and hostile frames (forged, replayed, oversized) sent by a raw
-//! node over a real session.
+//! hops; hostile frames (forged, replayed, oversized) sent by a raw node
+//! over a real session; and the plugin's timers on tokio's virtual clock.
 
 mod discovery_support;
 mod support;
@@ -11,8 +11,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
-use discovery_support::{close_all, discovery_node, node_config, wait_for};
-use gladius_p2p::{Message, Network};
+use discovery_support::{close_all, discovery_node, node_config, wait_for, Inbox};
+use gladius_p2p::{LinkFaults, MemoryNetwork, Message, Network};
 use gladius_plugins::discovery::{DiscoveryConfig, DiscoveryHandle};
 use gladius_plugins::gossip::wire::{Data, Frame, Topic, MESSAGE_TYPE};
 use gladius_plugins::gossip::{
@@ -187,4 +187,104 @@ async fn forged_replayed_and_oversized_gossip_is_rejected() {
     assert_eq!(victim.gossip.stats().protocol.delivered, 1);
     assert!(sub.try_recv().is_none(), "nothing else delivered");
     close_all([victim.net, raw]).await;
+}
+
+/// Unix milliseconds now.
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_announced_message_is_grafted_after_the_graft_timeout_in_virtual_time() {
+    const DELAY: Duration = Duration::from_millis(10);
+    let link = MemoryNetwork::new(7);
+    link.set_faults(LinkFaults {
+        delay: DELAY,
+        ..LinkFaults::default()
+    });
+    let config = GossipConfig::default();
+    let net = Network::new(node_config()).unwrap();
+    let (plugin, gossip) = Gossip::new(GossipKey::generate(), config.clone());
+    net.register_plugin(plugin).await.unwrap();
+    let addr = net
+        .listen_on(link.bind("10.0.0.1:9000".parse().unwrap()).unwrap())
+        .await
+        .unwrap();
+    let mut sub = gossip.subscribe("news").await.unwrap();
+    // A raw node that records what the gossip node sends it.
+    let raw = Network::new(node_config()).unwrap();
+    let inbox = Inbox::default();
+    raw.register_plugin(inbox.clone()).await.unwrap();
+    raw.listen_on(link.bind("10.0.0.2:9000".parse().unwrap()).unwrap())
+        .await
+        .unwrap();
+    raw.add(addr).await.unwrap();
+    let frames = |inbox: &Inbox| -> Vec<Frame> {
+        inbox
+            .of_type(MESSAGE_TYPE)
+            .into_iter()
+            .filter_map(|(_, body)| Frame::decode(&Bytes::from(body), 1 << 20, 255).ok())
+            .collect()
+    };
+    wait_for(
+        Duration::from_secs(10),
+        "the gossip node's subscription",
+        || {
+            let subscribed = frames(&inbox)
+                .iter()
+                .any(|f| matches!(f, Frame::Subscribe { .. }));
+            async move { subscribed }
+        },
+    )
+    .await;
+
+    let key = GossipKey::generate();
+    let topic = Topic::new("news").unwrap();
+    let data = Data::signed(
+        &key,
+        topic.clone(),
+        unix_ms(),
+        1,
+        Bytes::from_static(b"late"),
+    );
+    let id = data.id();
+    let ihave = Frame::IHave {
+        topic,
+        ids: vec![(id, 0)],
+    };
+    let send = |frame: Frame| {
+        let raw = raw.clone();
+        async move {
+            let msg = Message::new(MESSAGE_TYPE, frame.encode()).unwrap();
+            assert!(raw.broadcast_to(msg, &[addr]).await.unwrap().all_queued());
+        }
+    };
+    let t0 = tokio::time::Instant::now();
+    send(ihave).await;
+    wait_for(Duration::from_secs(10), "a graft for the id", || {
+        let grafted = frames(&inbox)
+            .iter()
+            .any(|f| matches!(f, Frame::Graft { ids, .. } if ids.contains(&id)));
+        async move { grafted }
+    })
+    .await;
+    // The announcement's trip, the graft timeout, the graft's trip; the
+    // transport's own ticks add a few virtual milliseconds at most.
+    let expected = DELAY + config.graft_timeout + DELAY;
+    let took = t0.elapsed();
+    assert!(
+        took >= expected && took <= expected + Duration::from_millis(40),
+        "graft after {took:?}, expected about {expected:?}"
+    );
+    send(Frame::Data(data)).await;
+    let m = tokio::time::timeout(Duration::from_secs(10), sub.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((m.id, m.hops, &m.body[..]), (id, 1, &b"late"[..]));
+    assert_eq!(gossip.stats().protocol.grafts_sent, 1);
+    close_all([net, raw]).await;
 }
