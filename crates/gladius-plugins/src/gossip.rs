@@ -31,7 +31,7 @@
 //! * [`proto`] — the protocol as a sans-IO state machine
 //!   ([`proto::State`]): `(now, event)` in, frames, timers and deliveries
 //!   out, randomness from a seed. Everything the protocol decides is
-//!   there, and it is what [`sim`] (and `gladius sim`) drives.
+//!   there, and it is what `sim` (feature `sim`) and `gladius sim` drive.
 //! * [`wire`] — the frames and their parser (fuzzed).
 //! * [`key`] — origin keys, ids and signatures.
 //! * this module — the plugin shell: it feeds the state machine the
@@ -204,6 +204,11 @@ impl Inner {
         let (result, transmits, net) = {
             let mut s = self.shared();
             let result = f(&mut s.state, self.now_ms());
+            // Deliveries first: one may leave a topic whose subscribers
+            // are all gone, and its frames go out with the rest.
+            while let Some(m) = s.state.poll_delivery() {
+                s.deliver(m);
+            }
             let mut transmits = Vec::new();
             while let Some(t) = s.state.poll_transmit() {
                 transmits.push(t);
@@ -215,9 +220,6 @@ impl Inner {
             }
             if new_timer {
                 self.timer_changed.notify_one();
-            }
-            while let Some(m) = s.state.poll_delivery() {
-                s.deliver(m);
             }
             (result, transmits, s.net.clone())
         };
@@ -327,14 +329,25 @@ impl GossipHandle {
     pub async fn subscribe(&self, topic: &str) -> Result<Subscription, GossipError> {
         let topic = Topic::new(topic)?;
         let (tx, rx) = mpsc::channel(self.inner.subscriber_queue);
-        let t = topic.clone();
-        self.inner.step(|s, now| s.subscribe(now, t)).await?;
+        // Listen before joining, so no message of the topic slips past.
         self.inner
             .shared()
             .subscribers
             .entry(topic.clone())
             .or_default()
             .push(tx);
+        let t = topic.clone();
+        if let Err(e) = self.inner.step(|s, now| s.subscribe(now, t)).await {
+            drop(rx);
+            let mut shared = self.inner.shared();
+            if let Some(subs) = shared.subscribers.get_mut(&topic) {
+                subs.retain(|tx| !tx.is_closed());
+                if subs.is_empty() {
+                    shared.subscribers.remove(&topic);
+                }
+            }
+            return Err(e.into());
+        }
         Ok(Subscription { topic, rx })
     }
 

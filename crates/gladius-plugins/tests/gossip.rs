@@ -286,5 +286,19 @@ async fn an_announced_message_is_grafted_after_the_graft_timeout_in_virtual_time
         .unwrap();
     assert_eq!((m.id, m.hops, &m.body[..]), (id, 1, &b"late"[..]));
     assert_eq!(gossip.stats().protocol.grafts_sent, 1);
+
+    // Dropping the last subscription leaves the topic at its next message.
+    drop(sub);
+    let topic = Topic::new("news").unwrap();
+    let next = Data::signed(&key, topic, unix_ms(), 2, Bytes::from_static(b"x"));
+    send(Frame::Data(next)).await;
+    wait_for(Duration::from_secs(10), "an unsubscribe", || {
+        let left = frames(&inbox)
+            .iter()
+            .any(|f| matches!(f, Frame::Unsubscribe { .. }));
+        async move { left }
+    })
+    .await;
+    assert!(gossip.topics().is_empty());
     close_all([net, raw]).await;
 }

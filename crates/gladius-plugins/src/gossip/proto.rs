@@ -3,7 +3,7 @@
 //!
 //! [`State`] never touches a socket, a clock or a global random generator.
 //! Its driver (the [`Gossip`](super::Gossip) plugin on a real network, or
-//! [`sim`](super::sim) in tests and simulations) feeds it
+//! `gossip::sim` (feature `sim`) in tests and simulations) feeds it
 //!
 //! * [`State::handle`] with `(now_ms, InEvent)`: a peer came up or went
 //!   down, a frame arrived from a peer, a timer fired;
