@@ -22,7 +22,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use axum::body::Bytes as BodyBytes;
-use axum::extract::{Path as UrlPath, State};
+use axum::extract::{FromRef, Path as UrlPath, State};
 use axum::response::Response;
 use axum::routing::{get, post};
 use axum::Router;
@@ -30,9 +30,9 @@ use gladius_p2p::Network;
 use gladius_plugins::gossip::{Gossip, GossipConfig, GossipHandle, GossipKey, GossipMessage};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
-use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use crate::events::EventSink;
 use crate::node::{bytes_arg, parse_cmd, put_bytes, Cmd, Ctx, OpError, OpResult};
 
 /// File name of the gossip key in the data directory.
@@ -78,7 +78,7 @@ pub(crate) fn parse(
 #[derive(Clone)]
 pub(crate) struct GossipCtx {
     handle: GossipHandle,
-    out: mpsc::Sender<Option<Value>>,
+    out: EventSink,
     forwarders: Arc<Mutex<HashMap<String, JoinHandle<()>>>>,
 }
 
@@ -86,7 +86,7 @@ pub(crate) struct GossipCtx {
 pub(crate) async fn register(
     net: &Network,
     dir: &Path,
-    out: mpsc::Sender<Option<Value>>,
+    out: EventSink,
 ) -> Result<GossipCtx, String> {
     let path = dir.join(GOSSIP_KEY_FILE);
     let key = GossipKey::load_or_generate(&path).map_err(|e| format!("gossip key: {e}"))?;
@@ -145,10 +145,9 @@ impl GossipCtx {
                 let mut sub = self.handle.subscribe(&topic).await.map_err(bad)?;
                 let out = self.out.clone();
                 let task = tokio::spawn(async move {
+                    // Ends when the topic is left or the node closes.
                     while let Some(m) = sub.recv().await {
-                        if out.send(Some(event(&m))).await.is_err() {
-                            return;
-                        }
+                        out.emit(event(&m)).await;
                     }
                 });
                 if let Some(old) = self.forwarders().insert(topic.clone(), task) {
@@ -179,8 +178,13 @@ impl GossipCtx {
     }
 }
 
-/// The HTTP routes, merged into the API's router.
-pub(crate) fn routes() -> Router<Ctx> {
+/// The HTTP routes, merged into the API's router (any state the
+/// operations can be taken from).
+pub(crate) fn routes<S>() -> Router<S>
+where
+    S: Clone + Send + Sync + 'static,
+    Ctx: FromRef<S>,
+{
     Router::new()
         .route("/api/topics", get(topics))
         .route("/api/topics/{topic}/subscribe", post(subscribe))

@@ -53,6 +53,24 @@ impl KcpPreset {
 
 /// Configuration of a node. Build with [`Config::default`] and the `with_*`
 /// setters; [`Network::new`](crate::Network::new) validates it.
+///
+/// ```
+/// use std::time::Duration;
+/// use gladius_p2p::{Config, ConfigError, Identity, Network};
+///
+/// # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let config = Config::default()
+///     .with_identity(Identity::generate()) // or Identity::load_or_generate(path)?
+///     .with_max_message_size(1 << 20)      // 1 MiB bodies
+///     .with_keepalive_interval(Duration::from_secs(2))
+///     .with_refuse_unknown_inbound(true);  // only peers we add
+/// let node = Network::new(config)?;
+/// node.listen("127.0.0.1:0").await?;
+/// // Invalid settings are refused once, by `Network::new`.
+/// let zero = Network::new(Config::default().with_max_message_size(0));
+/// assert!(matches!(zero, Err(ConfigError::MaxMessageSize(0))));
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone)]
 pub struct Config {
     pub(crate) max_message_size: usize,
@@ -73,6 +91,7 @@ pub struct Config {
     pub(crate) known_peers: HashMap<SocketAddr, PublicKey>,
     pub(crate) max_half_open: usize,
     pub(crate) handshake_payload: Bytes,
+    pub(crate) rng_seed: Option<u64>,
 }
 
 impl Default for Config {
@@ -96,6 +115,7 @@ impl Default for Config {
             known_peers: HashMap::new(),
             max_half_open: 1024,
             handshake_payload: Bytes::new(),
+            rng_seed: None,
         }
     }
 }
@@ -203,6 +223,16 @@ impl Config {
     /// in [`PeerInfo::handshake_payload`](crate::PeerInfo). Default empty.
     pub fn with_handshake_payload(mut self, payload: impl Into<Bytes>) -> Self {
         self.handshake_payload = payload.into();
+        self
+    }
+    /// Seed every random choice the node's protocol makes — conversation
+    /// ids, handshake indices, random broadcast targets, backoff jitter,
+    /// the hashing of its tables — so that a test or a simulation repeats
+    /// exactly. Secrets (identity and ephemeral keys, cookie secrets) never
+    /// come from it. Default: a fresh seed from the OS per node; leave it so
+    /// outside tests (a known seed makes handshake indices predictable).
+    pub fn with_rng_seed(mut self, seed: u64) -> Self {
+        self.rng_seed = Some(seed);
         self
     }
     /// Whether the node runs without encryption.

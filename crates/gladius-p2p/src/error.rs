@@ -89,6 +89,14 @@ pub enum NetworkError {
         /// The key it already has.
         existing: crate::PublicKey,
     },
+    /// [`add_key`](crate::Network::add_key) named a key the node has no
+    /// address for: give at least one address hint.
+    #[error("no address is known for peer {0}; give an address hint")]
+    NoPath(crate::PublicKey),
+    /// A typed (JSON) message could not be built.
+    #[cfg(feature = "json")]
+    #[error(transparent)]
+    Json(crate::JsonError),
 }
 
 /// Why a [`request`](crate::Network::request) produced no reply.
@@ -107,4 +115,9 @@ pub enum RequestError {
     /// The node itself failed the call.
     #[error(transparent)]
     Network(#[from] NetworkError),
+    /// A typed request could not be encoded, or its reply not decoded
+    /// ([`Network::request_json`](crate::Network::request_json)).
+    #[cfg(feature = "json")]
+    #[error(transparent)]
+    Json(#[from] crate::JsonError),
 }

@@ -1,46 +1,87 @@
 //! # gladius-p2p
 //!
 //! A peer-to-peer networking library: nodes exchange minimal messages
-//! (sender, type, body, checksum) over KCP on one UDP socket, and every
-//! message goes to user [`Plugin`]s.
+//! (sender, type, body, checksum) over KCP on one UDP socket, encrypted by
+//! default, through a cheap-to-clone [`Network`] handle.
 //!
-//! ```no_run
-//! use gladius_p2p::{Config, Message, Network};
+//! ## Receiving messages: a stream or a plugin
 //!
-//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
-//! let node = Network::new(Config::default())?;
-//! node.listen("127.0.0.1:7001").await?;
-//! node.add("127.0.0.1:7002").await?;
-//! let report = node.broadcast(Message::new("chat", "hello")?).await?;
-//! assert!(report.all_queued());
-//! node.close().await?;
+//! * An **application** reads a [`subscribe`](Network::subscribe) stream:
+//!   every message (or those whose type starts with a prefix), in order,
+//!   bounded, with what it had to drop counted. [`events`](Network::events)
+//!   is the same for peer events, and [`wait_connected`](Network::wait_connected)
+//!   / [`wait_peers`](Network::wait_peers) wait for peers without polling.
+//! * A **component** that reacts to the node's lifecycle (a protocol, like
+//!   the discovery, latency and signed-state plugins of `gladius-plugins`)
+//!   implements [`Plugin`]: hooks for startup, peers added, deleted,
+//!   connected, disconnected, messages and close, each on the plugin's own
+//!   task. [`register_plugin`](Network::register_plugin) returns the id
+//!   [`remove_plugin`](Network::remove_plugin) takes.
+//!
+//! Both see the same messages; a stream is in fact a small plugin.
+//! Requests ([`Received::is_request`]) are answered with
+//! [`reply`](Network::reply). With the `json` feature (on by default),
+//! [`Message::json`], [`Received::json`] and
+//! [`request_json`](Network::request_json) carry serde types.
+//!
+//! ```
+//! use std::time::Duration;
+//! use gladius_p2p::{Config, Filter, Message, Network};
+//!
+//! # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let alice = Network::new(Config::default())?;
+//! let bob = Network::new(Config::default())?;
+//! alice.listen("127.0.0.1:0").await?;
+//! let bob_addr = bob.listen("127.0.0.1:0").await?;
+//! let mut inbox = bob.subscribe(Filter::type_prefix("chat")).await?;
+//!
+//! alice.add(bob_addr).await?;
+//! alice.wait_connected(bob_addr, Duration::from_secs(5)).await?;
+//! alice.broadcast(Message::new("chat", "hi bob")?).await?;
+//!
+//! while let Some(msg) = inbox.next().await {
+//!     assert_eq!(msg.message().body(), "hi bob");
+//!     break;
+//! }
+//! alice.close().await?;
 //! # Ok(()) }
 //! ```
 //!
 //! Layers, bottom up: [`socket`] (the datagram seam), `gladius_kcp` (reliable
-//! ordered stream, sans-IO), `session` (frames over KCP, sans-IO), `driver`
-//! (the one task owning socket, sessions and timers), [`Network`] (the
+//! ordered stream, sans-IO), `session` (frames over KCP, sans-IO),
+//! `endpoint` (every protocol decision of a node: handshakes, sessions, the
+//! route table, requests; sans-IO), `driver` (the one task owning the
+//! socket, the clock and the plugins around the endpoint), [`Network`] (the
 //! handle). See `docs/wire-format.md` for the bytes.
 
+mod api;
 mod config;
 pub mod crypto;
-mod demux;
 mod driver;
+mod endpoint;
 mod error;
+#[cfg(feature = "json")]
+mod json;
 mod network;
 mod plugin;
 mod session;
 pub mod socket;
 mod state;
+mod streams;
+mod wait;
 pub mod wire;
 
+pub use api::{PeerInfo, Received, SendFailure, SendReport};
 pub use async_trait::async_trait;
 pub use config::{Config, KcpPreset, DEFAULT_MAX_MESSAGE_SIZE};
 pub use crypto::{Identity, IdentityError, PublicKey};
 pub use error::{ConfigError, NetworkError, RequestError};
 pub use gladius_kcp::KcpConfig;
-pub use network::{Network, PeerInfo, Received, SendFailure, SendReport, ToPeerAddr};
-pub use plugin::{Plugin, PLUGIN_QUEUE_LEN};
+#[cfg(feature = "json")]
+pub use json::JsonError;
+pub use network::{Network, ToPeerAddr};
+pub use plugin::{Plugin, PluginId, PLUGIN_QUEUE_LEN};
 pub use socket::{BatchUdpSocket, DatagramSocket, LinkFaults, MemoryNetwork, MemorySocket};
 pub use state::{ConnectionState, Counters, Direction, NetworkState, PeerState, PluginState};
+pub use streams::{Feed, Filter, PeerEvent, Subscription, SUBSCRIPTION_QUEUE_LEN};
 pub use wire::{Message, MessageError};

@@ -5,16 +5,16 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
 use bytes::Bytes;
 
+use crate::api::{Origin, Received, SendReport, Targets};
 use crate::crypto::PublicKey;
 use crate::driver::{Command, Driver};
 use crate::error::{NetworkError, RequestError};
+use crate::plugin::{PluginCounters, PluginId, Registration};
 use crate::socket::DatagramSocket;
-use crate::state::Direction;
 use crate::state::NetworkState;
 use crate::wire::Message;
 use crate::{Config, ConfigError, Plugin};
@@ -23,83 +23,6 @@ use crate::{Config, ConfigError, Plugin};
 /// as soon as the driver has queued them, so this only smooths bursts; a
 /// full channel makes callers wait (local work before remote work).
 const COMMAND_QUEUE_LEN: usize = 1024;
-
-/// A received message with what the node knows about where it came from.
-#[derive(Debug, Clone)]
-pub struct Received {
-    pub(crate) message: Message,
-    pub(crate) peer: SocketAddr,
-    pub(crate) writable: bool,
-    pub(crate) request_id: Option<u64>,
-}
-
-impl Received {
-    /// The message (its `sender` is the peer's authenticated advertised address).
-    pub fn message(&self) -> &Message {
-        &self.message
-    }
-    /// The UDP address of the session it came over.
-    pub fn peer(&self) -> SocketAddr {
-        self.peer
-    }
-    /// Whether the peer is writable (broadcasts reach it). Messages from
-    /// unknown inbound peers arrive with `false`.
-    pub fn is_writable(&self) -> bool {
-        self.writable
-    }
-    /// Whether the sender awaits an answer via [`Network::reply`].
-    pub fn is_request(&self) -> bool {
-        self.request_id.is_some()
-    }
-}
-
-/// Who a newly connected peer is, as [`Plugin::peer_connected`] sees it.
-#[derive(Debug, Clone)]
-pub struct PeerInfo {
-    /// The UDP address of the session.
-    pub addr: SocketAddr,
-    /// The address it announced (its messages' `sender`).
-    pub advertised: SocketAddr,
-    /// Its static key, proven in the handshake; `None` in plaintext mode.
-    pub public_key: Option<PublicKey>,
-    /// The application bytes it sent in its handshake (empty if none or in
-    /// plaintext mode).
-    pub handshake_payload: Bytes,
-    /// Whether broadcasts reach it.
-    pub writable: bool,
-    /// Who opened the session.
-    pub direction: Direction,
-}
-
-/// Why a message was not queued to one peer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
-#[serde(rename_all = "snake_case")]
-#[non_exhaustive]
-pub enum SendFailure {
-    /// The peer's queue (queued + unacknowledged bytes) is full.
-    #[error("the peer's send queue is full")]
-    QueueFull,
-    /// The peer has no session and is not in the route table.
-    #[error("the peer is not connected")]
-    NotConnected,
-}
-
-/// The outcome of a send: who got the message queued, who did not and why.
-/// Nothing is dropped without appearing here.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SendReport {
-    /// Peers the message was queued to.
-    pub queued: Vec<SocketAddr>,
-    /// Peers it was not queued to.
-    pub failed: Vec<(SocketAddr, SendFailure)>,
-}
-
-impl SendReport {
-    /// True when every target got the message queued.
-    pub fn all_queued(&self) -> bool {
-        self.failed.is_empty()
-    }
-}
 
 /// Closes the node when the last application handle is dropped.
 #[derive(Debug)]
@@ -113,12 +36,40 @@ struct LiveGuard {
 /// Handles the application holds keep the node alive; when the last one is
 /// dropped the node closes gracefully in the background. Handles given to
 /// plugins do not keep it alive.
+///
+/// Every method that names a peer takes a `SocketAddr` or a `"host:port"`
+/// string ([`ToPeerAddr`]).
+///
+/// ```
+/// use std::time::Duration;
+/// use gladius_p2p::{Config, Filter, Message, Network};
+///
+/// # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let a = Network::new(Config::default())?;
+/// let b = Network::new(Config::default())?;
+/// a.listen("127.0.0.1:0").await?;
+/// let b_addr = b.listen("127.0.0.1:0").await?;
+/// let mut inbox = b.subscribe(Filter::type_prefix("chat")).await?;
+///
+/// a.add(b_addr).await?; // writable peer; connects, reconnects with backoff
+/// a.wait_peers(1, Duration::from_secs(5)).await?;
+/// let report = a.broadcast(Message::new("chat", "hello")?).await?;
+/// assert_eq!(report.queued, [b_addr]);
+/// assert_eq!(inbox.next().await.unwrap().message().body(), "hello");
+///
+/// let state = a.network_state().await?; // peers, RTT, counters
+/// assert!(state.peer(b_addr).is_some_and(|p| p.writable));
+/// a.close().await?; // flush, tell peers, stop
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone)]
 pub struct Network {
     commands: mpsc::Sender<Command>,
     /// Present in application handles only; see [`Network::downgrade`].
     _live: Option<Arc<LiveGuard>>,
     config: Arc<Config>,
+    /// Whose handle this is (see [`Origin`]).
+    origin: Origin,
 }
 
 impl Network {
@@ -135,6 +86,7 @@ impl Network {
             commands: commands.clone(),
             _live: None,
             config: config.clone(),
+            origin: Origin::Plugin,
         };
         Driver::spawn(config.clone(), rx, shutdown_rx, plugin_handle);
         Ok(Self {
@@ -143,6 +95,7 @@ impl Network {
                 _shutdown: shutdown_tx,
             })),
             config,
+            origin: Origin::App,
         })
     }
 
@@ -152,6 +105,7 @@ impl Network {
             commands: self.commands.clone(),
             _live: None,
             config: self.config.clone(),
+            origin: self.origin,
         }
     }
 
@@ -199,9 +153,11 @@ impl Network {
     /// Idempotent; also promotes a known non-writable peer.
     pub async fn add(&self, addr: impl ToPeerAddr) -> Result<SocketAddr, NetworkError> {
         let addr = resolve(addr).await?;
+        let by = self.origin;
         self.call(|reply| Command::Add {
             addr,
             key: None,
+            by,
             reply,
         })
         .await??;
@@ -220,23 +176,58 @@ impl Network {
         key: PublicKey,
     ) -> Result<SocketAddr, NetworkError> {
         let addr = resolve(addr).await?;
+        let by = self.origin;
         self.call(|reply| Command::Add {
             addr,
             key: Some(key),
+            by,
             reply,
         })
         .await??;
         Ok(addr)
     }
 
+    /// Add the peer whose static key is `key` to the route table, as
+    /// [`add`](Self::add) does for an address: it is known by its key, and
+    /// `addrs_hint` are paths to try (it may also be reached at, or come
+    /// from, any other address, once it proves `key` there). A session
+    /// completes only with `key`. With no hint the peer must already be
+    /// known (it connected to us, or was added before); otherwise
+    /// [`NetworkError::NoPath`]. Returns the address dialled. Encrypted
+    /// mode only: in plaintext mode nothing proves a key.
+    pub async fn add_key(
+        &self,
+        key: PublicKey,
+        addrs_hint: impl IntoIterator<Item = SocketAddr>,
+    ) -> Result<SocketAddr, NetworkError> {
+        let hints: Vec<SocketAddr> = addrs_hint.into_iter().collect();
+        let by = self.origin;
+        self.call(|reply| Command::AddKey {
+            key,
+            hints,
+            by,
+            reply,
+        })
+        .await?
+    }
+
     /// Close the session to `addr` gracefully, remove it from the route
-    /// table and fire `node_deleted`. Idempotent.
-    pub async fn delete(&self, addr: SocketAddr) -> Result<(), NetworkError> {
-        self.call(|reply| Command::Delete { addr, reply }).await
+    /// table and fire `node_deleted`. Idempotent. Like every method naming
+    /// a peer, takes what [`add`](Self::add) takes: a `SocketAddr` or a
+    /// `"host:port"` string.
+    pub async fn delete(&self, addr: impl ToPeerAddr) -> Result<(), NetworkError> {
+        let addr = resolve(addr).await?;
+        let by = self.origin;
+        self.call(|reply| Command::Delete { addr, by, reply }).await
     }
 
     /// Make a known peer writable or not without changing the route table.
-    pub async fn set_writable(&self, addr: SocketAddr, writable: bool) -> Result<(), NetworkError> {
+    pub async fn set_writable(
+        &self,
+        addr: impl ToPeerAddr,
+        writable: bool,
+    ) -> Result<(), NetworkError> {
+        let addr = resolve(addr).await?;
         self.call(|reply| Command::SetWritable {
             addr,
             writable,
@@ -293,11 +284,12 @@ impl Network {
     /// [`NetworkError::MessageTooLarge`] as for sends.
     pub async fn wait_for_room(
         &self,
-        peer: SocketAddr,
+        peer: impl ToPeerAddr,
         msg: &Message,
         timeout: Duration,
     ) -> Result<(), NetworkError> {
         self.check_size(msg)?;
+        let peer = resolve(peer).await?;
         // An upper bound on the frame `msg` becomes (sender and framing
         // included), which the configured queue bound always admits.
         let need = crate::wire::Frame::max_len(msg.body().len());
@@ -328,10 +320,11 @@ impl Network {
     pub async fn request(
         &self,
         msg: Message,
-        peer: SocketAddr,
+        peer: impl ToPeerAddr,
         timeout: Duration,
     ) -> Result<Received, RequestError> {
         self.check_size(&msg)?;
+        let peer = resolve(peer).await?;
         let (answer, reply) = oneshot::channel();
         self.commands
             .send(Command::Request {
@@ -402,11 +395,53 @@ impl Network {
         self.call(|reply| Command::State { reply }).await
     }
 
-    /// Register a plugin; its `startup` fires once the node listens.
-    pub async fn register_plugin(&self, plugin: impl Plugin) -> Result<(), NetworkError> {
-        let plugin: Box<dyn Plugin> = Box::new(plugin);
-        self.call(|reply| Command::RegisterPlugin { plugin, reply })
+    /// Register a plugin; its `startup` fires once the node listens. The
+    /// id it returns is what [`remove_plugin`](Self::remove_plugin) takes.
+    pub async fn register_plugin(&self, plugin: impl Plugin) -> Result<PluginId, NetworkError> {
+        self.register_with_counters(Box::new(plugin), Arc::default())
             .await
+    }
+
+    /// Register `plugin` sharing `counters` with its slot (what the
+    /// receive streams use to report their drops in `network_state`).
+    pub(crate) async fn register_with_counters(
+        &self,
+        plugin: Box<dyn Plugin>,
+        counters: Arc<PluginCounters>,
+    ) -> Result<PluginId, NetworkError> {
+        let plugin = Registration::new(plugin, counters);
+        let id = plugin.id;
+        self.call(|reply| Command::RegisterPlugin { plugin, reply })
+            .await?;
+        Ok(id)
+    }
+
+    /// Take a plugin out of the node: once this returns it receives no
+    /// further event (events still queued for it are discarded), its
+    /// `close` hook runs on its own task, and it leaves
+    /// `network_state().plugins`. The other plugins are untouched.
+    ///
+    /// Does not wait for `close` to finish, so a plugin may remove itself
+    /// from inside one of its hooks. Returns whether `id` was registered
+    /// (removing twice is harmless).
+    pub async fn remove_plugin(&self, id: PluginId) -> Result<bool, NetworkError> {
+        self.call(|reply| Command::RemovePlugin { id, reply }).await
+    }
+
+    /// [`remove_plugin`](Self::remove_plugin) from synchronous code (a
+    /// `Drop`), without waiting for the answer.
+    pub(crate) fn remove_plugin_soon(&self, id: PluginId) {
+        let (reply, _) = oneshot::channel();
+        match self.commands.try_send(Command::RemovePlugin { id, reply }) {
+            Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                // A burst of commands: queue the removal behind it.
+                if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                    let net = self.clone();
+                    rt.spawn(async move { net.remove_plugin(id).await });
+                }
+            }
+        }
     }
 
     /// Graceful shutdown: flush queued messages, send close frames to every
@@ -420,31 +455,21 @@ impl Network {
     }
 }
 
-/// Whom a send goes to.
-#[derive(Debug)]
-pub(crate) enum Targets {
-    AllWritable,
-    These(Vec<SocketAddr>),
-    Random(usize),
-    /// One peer, only over a session it already has.
-    Connected(SocketAddr),
-}
-
 /// Anything that names one peer or bind address: a `SocketAddr`, or a
 /// `"host:port"` string resolved through DNS.
 pub trait ToPeerAddr: tokio::net::ToSocketAddrs + std::fmt::Debug {}
 impl<T: tokio::net::ToSocketAddrs + std::fmt::Debug> ToPeerAddr for T {}
 
-async fn resolve(addr: impl ToPeerAddr) -> Result<SocketAddr, NetworkError> {
-    let name = format!("{addr:?}");
-    let mut addrs = tokio::net::lookup_host(addr)
-        .await
-        .map_err(|e| NetworkError::Resolve {
-            addr: name.clone(),
-            reason: e.to_string(),
-        })?;
-    addrs.next().ok_or_else(|| NetworkError::Resolve {
-        addr: name,
-        reason: "no addresses".into(),
-    })
+/// The first address `addr` names. A `SocketAddr` costs no lookup and no
+/// allocation (requests take this path per call); the name is formatted
+/// only for an error.
+pub(crate) async fn resolve(addr: impl ToPeerAddr) -> Result<SocketAddr, NetworkError> {
+    let error = |reason: String| NetworkError::Resolve {
+        addr: format!("{addr:?}"),
+        reason,
+    };
+    match tokio::net::lookup_host(&addr).await {
+        Ok(mut addrs) => addrs.next().ok_or_else(|| error("no addresses".into())),
+        Err(e) => Err(error(e.to_string())),
+    }
 }

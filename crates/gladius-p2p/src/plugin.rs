@@ -9,7 +9,8 @@
 //! * then `node_added`, `node_deleted`, `peer_connected`,
 //!   `peer_disconnected` and `new_message` as they happen — per peer,
 //!   messages arrive in the order the peer sent them;
-//! * `close` last, during [`Network::close`].
+//! * `close` last, during [`Network::close`] or after
+//!   [`Network::remove_plugin`].
 //!
 //! The node hands every event to the plugins in registration order, but
 //! because each plugin has its own task, a slow plugin delays only itself.
@@ -18,18 +19,27 @@
 //! logged; the transport never waits for a plugin. A hook that panics is
 //! caught, counted in `panics`, and the plugin keeps receiving later events.
 //!
+//! # Removal
+//! [`Network::register_plugin`] returns a [`PluginId`];
+//! [`Network::remove_plugin`] takes the plugin out of the node: from the
+//! moment it returns the plugin gets no further event (those still queued
+//! for it are discarded), then its task calls `close` and ends. Removal
+//! does not wait for `close`, so a hook may remove its own plugin (the hook
+//! finishes, then `close` runs). Other plugins are untouched.
+//!
 //! The [`Network`] handle passed to hooks does not keep the node alive: when
 //! the application drops its last handle the node shuts down even though
 //! plugins still hold theirs (no reference cycle).
 
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use futures_util::FutureExt;
 use tokio::sync::mpsc;
 
+use crate::api::NodeEvent;
 use crate::{Network, PeerInfo, Received};
 
 /// Events one plugin may have waiting. Large enough to absorb bursts of
@@ -72,6 +82,11 @@ pub trait Plugin: Send + Sync + 'static {
     /// the peer refused us (other encryption mode, pinned key) or its key
     /// did not match the one pinned.
     async fn peer_rejected(&self, _net: &Network, _addr: SocketAddr, _reason: &str) {}
+    /// A connection attempt to `addr`, a route-table peer, got no answer
+    /// in time (nothing listens there, or the path drops our packets). The
+    /// node keeps retrying with backoff while the peer stays in the route
+    /// table; this tells why it is not connected yet.
+    async fn connect_failed(&self, _net: &Network, _addr: SocketAddr, _reason: &str) {}
     /// The session to `addr` ended.
     async fn peer_disconnected(&self, _net: &Network, _addr: SocketAddr) {}
     /// A message (or a request; see [`Received::is_request`]) arrived.
@@ -80,16 +95,57 @@ pub trait Plugin: Send + Sync + 'static {
     async fn close(&self, _net: &Network) {}
 }
 
+/// Names one registered plugin, for [`Network::remove_plugin`]. Unique
+/// within the process (never reused).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PluginId(u64);
+
+impl PluginId {
+    fn next() -> Self {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        PluginId(NEXT.fetch_add(1, Ordering::Relaxed))
+    }
+}
+
+impl std::fmt::Display for PluginId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "plugin#{}", self.0)
+    }
+}
+
+/// A plugin on its way to the driver, with the id and counters it will
+/// keep. Built by the handle so that the caller knows the id at once and
+/// crate-internal plugins (the receive streams) can share the counters.
+pub(crate) struct Registration {
+    pub(crate) id: PluginId,
+    pub(crate) plugin: Box<dyn Plugin>,
+    pub(crate) counters: Arc<PluginCounters>,
+}
+
+impl std::fmt::Debug for Registration {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registration")
+            .field("id", &self.id)
+            .field("name", &self.plugin.name())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Registration {
+    pub(crate) fn new(plugin: Box<dyn Plugin>, counters: Arc<PluginCounters>) -> Self {
+        Self {
+            id: PluginId::next(),
+            plugin,
+            counters,
+        }
+    }
+}
+
 /// What the node tells a plugin's task.
 #[derive(Debug)]
 pub(crate) enum PluginEvent {
     Startup,
-    NodeAdded(SocketAddr),
-    NodeDeleted(SocketAddr),
-    PeerConnected(Arc<PeerInfo>),
-    PeerRejected(SocketAddr, Arc<str>),
-    PeerDisconnected(SocketAddr),
-    Message(Arc<Received>),
+    Node(NodeEvent),
     Close,
 }
 
@@ -98,11 +154,15 @@ pub(crate) enum PluginEvent {
 pub(crate) struct PluginCounters {
     pub(crate) events_dropped: AtomicU64,
     pub(crate) panics: AtomicU64,
+    /// Set by [`PluginSlot::remove`]: the task skips what is still queued
+    /// and runs `close`.
+    removed: AtomicBool,
 }
 
 /// The driver's side of one registered plugin.
 #[derive(Debug)]
 pub(crate) struct PluginSlot {
+    pub(crate) id: PluginId,
     pub(crate) name: String,
     pub(crate) tx: mpsc::Sender<PluginEvent>,
     pub(crate) counters: Arc<PluginCounters>,
@@ -112,12 +172,17 @@ pub(crate) struct PluginSlot {
 
 impl PluginSlot {
     /// Start the plugin's task.
-    pub(crate) fn spawn(plugin: Box<dyn Plugin>, net: Network) -> Self {
+    pub(crate) fn spawn(registration: Registration, net: Network) -> Self {
+        let Registration {
+            id,
+            plugin,
+            counters,
+        } = registration;
         let (tx, rx) = mpsc::channel(PLUGIN_QUEUE_LEN);
-        let counters = Arc::new(PluginCounters::default());
         let name = plugin.name().to_owned();
         let task = tokio::spawn(run(plugin, net, rx, counters.clone()));
         Self {
+            id,
             name,
             tx,
             counters,
@@ -133,6 +198,13 @@ impl PluginSlot {
             tracing::warn!(plugin = %self.name, "plugin queue full; event dropped");
         }
     }
+
+    /// Take the plugin out of the node: it sees no further event, and its
+    /// task runs `close` (after any hook in progress) and ends. Dropping
+    /// the slot closes the queue, which wakes an idle task.
+    pub(crate) fn remove(self) {
+        self.counters.removed.store(true, Ordering::Release);
+    }
 }
 
 async fn run(
@@ -141,26 +213,48 @@ async fn run(
     mut rx: mpsc::Receiver<PluginEvent>,
     counters: Arc<PluginCounters>,
 ) {
+    let mut closed = false;
     while let Some(event) = rx.recv().await {
+        if counters.removed.load(Ordering::Acquire) {
+            break;
+        }
         let is_close = matches!(event, PluginEvent::Close);
+        closed |= is_close;
         let call = async {
             match event {
                 PluginEvent::Startup => plugin.startup(&net).await,
-                PluginEvent::NodeAdded(a) => plugin.node_added(&net, a).await,
-                PluginEvent::NodeDeleted(a) => plugin.node_deleted(&net, a).await,
-                PluginEvent::PeerConnected(p) => plugin.peer_connected(&net, &p).await,
-                PluginEvent::PeerRejected(a, r) => plugin.peer_rejected(&net, a, &r).await,
-                PluginEvent::PeerDisconnected(a) => plugin.peer_disconnected(&net, a).await,
-                PluginEvent::Message(m) => plugin.new_message(&net, &m).await,
+                PluginEvent::Node(event) => match event {
+                    NodeEvent::NodeAdded(a) => plugin.node_added(&net, a).await,
+                    NodeEvent::NodeDeleted(a) => plugin.node_deleted(&net, a).await,
+                    NodeEvent::PeerConnected(p) => plugin.peer_connected(&net, &p).await,
+                    NodeEvent::PeerRejected(a, r) => plugin.peer_rejected(&net, a, &r).await,
+                    NodeEvent::ConnectFailed(a, r) => plugin.connect_failed(&net, a, &r).await,
+                    NodeEvent::PeerDisconnected(a) => plugin.peer_disconnected(&net, a).await,
+                    NodeEvent::Message(m) => plugin.new_message(&net, &m).await,
+                },
                 PluginEvent::Close => plugin.close(&net).await,
             }
         };
-        if AssertUnwindSafe(call).catch_unwind().await.is_err() {
-            counters.panics.fetch_add(1, Ordering::Relaxed);
-            tracing::error!(plugin = plugin.name(), "plugin hook panicked");
-        }
+        guarded(plugin.as_ref(), &counters, call).await;
         if is_close {
             break;
         }
+    }
+    // Removed, or the node dropped the queue without a `Close` (it was
+    // full): `close` is still the last hook, and it always runs.
+    if !closed {
+        guarded(plugin.as_ref(), &counters, plugin.close(&net)).await;
+    }
+}
+
+/// Run one hook, catching and counting a panic.
+async fn guarded(
+    plugin: &dyn Plugin,
+    counters: &PluginCounters,
+    call: impl std::future::Future<Output = ()>,
+) {
+    if AssertUnwindSafe(call).catch_unwind().await.is_err() {
+        counters.panics.fetch_add(1, Ordering::Relaxed);
+        tracing::error!(plugin = plugin.name(), "plugin hook panicked");
     }
 }

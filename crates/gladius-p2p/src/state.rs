@@ -63,8 +63,18 @@ pub enum ConnectionState {
 /// One peer.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct PeerState {
-    /// The peer's UDP address (the key of the route table).
+    /// The address that names the peer: its active path, else the most
+    /// recent of its paths.
     pub addr: SocketAddr,
+    /// Every address the peer was reached at, most recent last (at most
+    /// four). In encrypted mode a peer is its key and these are paths to
+    /// it; in plaintext mode a peer is its one address.
+    #[serde(default)]
+    pub paths: Vec<SocketAddr>,
+    /// The path the current session or handshake runs over; `None` while
+    /// there is neither.
+    #[serde(default)]
+    pub active_path: Option<SocketAddr>,
     /// The address the peer announced in its hello.
     pub advertised: Option<SocketAddr>,
     /// The peer's static public key, as proven in the handshake.
@@ -158,6 +168,19 @@ pub struct Counters {
     pub rejected_by_peer: u64,
     /// Handshakes refused because the peer's key is not the pinned one.
     pub pin_mismatches: u64,
+    /// Handshakes that proved another key at the address of a peer whose
+    /// session is still live: refused (a key changes only once the old
+    /// session is gone).
+    #[serde(default)]
+    pub key_conflicts: u64,
+    /// Deletes by a plugin of a peer the application added, turned into a
+    /// demotion (not writable until it answers again).
+    #[serde(default)]
+    pub demotions: u64,
+    /// Peers added by address that came back under a new key once their
+    /// old session was gone (a restart with a fresh identity).
+    #[serde(default)]
+    pub key_changes: u64,
     /// Handshake messages that did not authenticate or did not fit a
     /// handshake in progress.
     pub bad_handshakes: u64,

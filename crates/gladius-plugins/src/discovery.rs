@@ -128,6 +128,36 @@ pub struct Discovery {
 
 /// A cheap, cloneable read-only view of a [`Discovery`] plugin's state,
 /// usable from any thread while the plugin runs (and after).
+///
+/// **Ready** once the plugin is registered and the node listens. A seed's
+/// peers are learned one round trip after the seed's session is up (it is
+/// asked at once), the rest of the network by the periodic exchange (every
+/// [`interval`](DiscoveryConfig::interval), 5 s by default). To wait for
+/// peers, use `Network::wait_peers` rather than polling this handle.
+///
+/// ```
+/// use std::time::Duration;
+/// use gladius_p2p::{Config, Network};
+/// use gladius_plugins::discovery::{Discovery, DiscoveryConfig};
+///
+/// # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let mut nodes = Vec::new();
+/// for _ in 0..3 {
+///     let net = Network::new(Config::default())?;
+///     let (discovery, handle) = Discovery::new(DiscoveryConfig::default());
+///     net.register_plugin(discovery).await?;
+///     let addr = net.listen("127.0.0.1:0").await?;
+///     nodes.push((net, addr, handle));
+/// }
+/// let seed = nodes[0].1;
+/// nodes[1].0.add(seed).await?;
+/// nodes[1].0.wait_connected(seed, Duration::from_secs(5)).await?;
+/// nodes[2].0.add(seed).await?; // only the seed; discovery finds node 1
+/// let peers = nodes[2].0.wait_peers(2, Duration::from_secs(10)).await?;
+/// assert!(peers.contains(&nodes[1].1));
+/// assert!(nodes[2].2.live_peers().contains(&nodes[1].1));
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone)]
 pub struct DiscoveryHandle {
     inner: Arc<Inner>,

@@ -33,7 +33,9 @@
 //!
 //! A ping sent while the peer's session is not up yet (a route-table peer
 //! still connecting) waits for the handshake; its pong proves the peer
-//! alive but its round trip is not recorded as a sample.
+//! alive but its round trip is not recorded as a sample. So that a new
+//! peer does not wait a whole `interval` for its first sample, the plugin
+//! also pings each peer as soon as its session comes up.
 //!
 //! A ping that times out, whose session closes, that cannot be queued, or
 //! whose pong does not decode or echo the nonce is a **miss**. Any valid
@@ -65,9 +67,11 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use gladius_p2p::{
-    async_trait, ConnectionState, Message, Network, NetworkError, Plugin, Received, RequestError,
+    async_trait, ConnectionState, Message, Network, NetworkError, PeerInfo, Plugin, Received,
+    RequestError,
 };
 use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
 use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::{Instant, MissedTickBehavior};
 
@@ -86,6 +90,32 @@ pub struct LatencyAudit {
 
 /// A cheap, cloneable view of the plugin's statistics. All methods are
 /// synchronous and only take a short mutex.
+///
+/// **Ready** once the plugin is registered and the node listens: each peer
+/// gets its first sample one round trip after its session is up (see
+/// [`closest`](Self::closest)); until then it is tracked without samples.
+///
+/// ```
+/// use std::time::Duration;
+/// use gladius_p2p::{Config, Network};
+/// use gladius_plugins::latency::{LatencyAudit, LatencyConfig};
+///
+/// # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let (a, b) = (Network::new(Config::default())?, Network::new(Config::default())?);
+/// let (audit, latency) = LatencyAudit::new(LatencyConfig::default())?;
+/// a.register_plugin(audit).await?;
+/// let (responder, _) = LatencyAudit::new(LatencyConfig::default().with_probe(false))?;
+/// b.register_plugin(responder).await?; // every node answers pings
+/// a.listen("127.0.0.1:0").await?;
+/// let b_addr = b.listen("127.0.0.1:0").await?;
+/// a.add(b_addr).await?;
+/// a.wait_connected(b_addr, Duration::from_secs(5)).await?;
+/// while latency.closest(1).is_empty() {
+///     tokio::time::sleep(Duration::from_millis(5)).await; // one round trip
+/// }
+/// assert_eq!(latency.closest(1)[0].0, b_addr);
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone)]
 pub struct LatencyHandle {
     shared: Arc<Shared>,
@@ -105,7 +135,13 @@ struct Inner {
     dead_order: VecDeque<SocketAddr>,
     counters: LatencyCounters,
     task: Option<JoinHandle<()>>,
+    /// Tells the ping loop to ping a newly connected peer at once.
+    kick: Option<mpsc::Sender<SocketAddr>>,
 }
+
+/// Newly connected peers waiting for their first ping. A burst beyond it
+/// (hundreds of peers connecting at once) waits for the next round.
+const KICK_QUEUE_LEN: usize = 256;
 
 /// Plugin-wide counters since it started.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -207,6 +243,11 @@ impl LatencyHandle {
     /// dead peers are left out. The median is used rather than the EWMA
     /// because a single delayed pong (a scheduling hiccup, a retransmit)
     /// shifts the EWMA but not the median.
+    ///
+    /// **When a peer appears:** one sample is enough, and the plugin pings
+    /// every peer the moment its session comes up, so a peer is listed one
+    /// round trip after it connects (not an `interval` later); its p50
+    /// then settles as the window fills, one sample per `interval`.
     pub fn closest(&self, k: usize) -> Vec<(SocketAddr, Duration)> {
         let cfg = &self.shared.config;
         let inner = self.shared.lock();
@@ -432,7 +473,7 @@ const MAX_IN_FLIGHT: usize = 2;
 
 /// The ping loop: one round per interval to every present peer (at most
 /// [`MAX_IN_FLIGHT`] pings each outstanding), until the node closes.
-async fn run(net: Network, shared: Arc<Shared>) {
+async fn run(net: Network, shared: Arc<Shared>, mut kicks: mpsc::Receiver<SocketAddr>) {
     let cfg = shared.config.clone();
     let mut ticker = tokio::time::interval(cfg.interval);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -486,6 +527,18 @@ async fn run(net: Network, shared: Arc<Shared>) {
                 }
                 shared.lock().counters.pings_sent += sent;
             }
+            // A peer just connected: its first sample now, not a round later.
+            Some(addr) = kicks.recv() => {
+                let pings = busy.entry(addr).or_default();
+                if pings.len() >= MAX_IN_FLIGHT {
+                    continue;
+                }
+                nonce = nonce.wrapping_add(1);
+                pings.push((nonce, Instant::now()));
+                let (net, n, t) = (net.clone(), nonce, cfg.timeout);
+                inflight.spawn(async move { (addr, n, ping(net, addr, n, t, true).await) });
+                shared.lock().counters.pings_sent += 1;
+            }
             Some(joined) = inflight.join_next(), if !inflight.is_empty() => {
                 let Ok((addr, n, outcome)) = joined else { continue };
                 if let Some(pings) = busy.get_mut(&addr) {
@@ -520,9 +573,24 @@ impl Plugin for LatencyAudit {
         if !self.shared.config.probe {
             return;
         }
-        let task = tokio::spawn(run(net.clone(), self.shared.clone()));
-        if let Some(old) = self.shared.lock().task.replace(task) {
+        let (kick, kicks) = mpsc::channel(KICK_QUEUE_LEN);
+        let task = tokio::spawn(run(net.clone(), self.shared.clone(), kicks));
+        let mut inner = self.shared.lock();
+        inner.kick = Some(kick);
+        if let Some(old) = inner.task.replace(task) {
             old.abort();
+        }
+    }
+
+    async fn peer_connected(&self, _net: &Network, peer: &PeerInfo) {
+        let mut inner = self.shared.lock();
+        inner
+            .peers
+            .entry(peer.addr)
+            .or_insert_with(|| self.shared.new_stats());
+        if let Some(kick) = &inner.kick {
+            // Full: the next round pings it anyway.
+            let _ = kick.try_send(peer.addr);
         }
     }
 

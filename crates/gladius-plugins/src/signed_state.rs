@@ -96,6 +96,7 @@ pub use eth::{
 };
 pub use plugin::{
     RoundBytes, SetError, SignedState, SignedStateConfig, SignedStateHandle, SyncStats,
+    CHANGES_QUEUE_LEN,
 };
 pub use store::{precheck, Accepted, DigestItem, Key, Policy, Rejection, Rejections, Store};
 pub use validator::{AcceptAll, AllowList, FieldRules, Validator};

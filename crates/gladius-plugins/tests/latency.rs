@@ -477,3 +477,27 @@ async fn malformed_pings_are_counted_and_ignored() {
     a.close().await.unwrap();
     b.close().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closest_lists_a_peer_one_round_trip_after_it_connects_not_a_round_later() {
+    let _serial = serial().await;
+    // A round every minute: only the ping on connection can explain a
+    // sample within the deadline.
+    let slow = LatencyConfig::default()
+        .with_interval(Duration::from_secs(60))
+        .with_timeout(Duration::from_secs(5));
+    let (a, _, latency) = latency_node(slow).await;
+    let (b, b_addr, _) = responder().await;
+    a.add(b_addr).await.unwrap();
+    a.wait_connected(b_addr, Duration::from_secs(10))
+        .await
+        .unwrap();
+    let took = wait_for(Duration::from_secs(10), "b among the closest", || async {
+        latency.closest(1).first().map(|p| p.0) == Some(b_addr)
+    })
+    .await;
+    println!("closest(1) listed b {took:?} after its session was up");
+    assert!(took < Duration::from_secs(10));
+    a.close().await.unwrap();
+    b.close().await.unwrap();
+}

@@ -394,3 +394,67 @@ fn addresses_parse_and_display_checksummed() {
         .unwrap();
     assert_eq!(a.to_string(), "0x2c7536E3605D9C16a7a3D7b1898e529396a65c23");
 }
+
+async fn next(changes: &mut gladius_p2p::Subscription<SignedEntry>) -> SignedEntry {
+    tokio::time::timeout(Duration::from_secs(10), changes.next())
+        .await
+        .expect("an entry in time")
+        .expect("stream open")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn change_stream_reports_own_and_remote_entries_once_each() {
+    let a = node(SignedStateConfig::default()).await;
+    let b = node(SignedStateConfig::default()).await;
+    let mut changes = b.state.changes();
+    a.net.add(b.addr).await.unwrap();
+    a.net
+        .wait_connected(b.addr, Duration::from_secs(10))
+        .await
+        .unwrap();
+
+    b.state.set("own", "1").await.unwrap();
+    let own = next(&mut changes).await;
+    assert_eq!((own.signer, own.field.as_str()), (b.state.address(), "own"));
+
+    a.state.set("serving", "a.mp4").await.unwrap();
+    let remote = next(&mut changes).await;
+    assert_eq!(remote.signer, a.state.address());
+    assert_eq!(remote.value, "a.mp4");
+    // A newer value comes again; the same entry arriving twice does not.
+    a.state.set("serving", "b.mp4").await.unwrap();
+    let newer = next(&mut changes).await;
+    assert_eq!(
+        (newer.field.as_str(), &newer.value[..]),
+        ("serving", &b"b.mp4"[..])
+    );
+    a.state.sync_now().await.unwrap();
+    b.state.set("marker", "end").await.unwrap();
+    assert_eq!(
+        next(&mut changes).await.field,
+        "marker",
+        "no duplicate before it"
+    );
+    assert_eq!(changes.dropped(), 0);
+    close_all([a.net, b.net]).await;
+}
+
+#[tokio::test]
+async fn a_lagging_change_reader_holds_its_bound_and_counts_drops() {
+    let (_plugin, state) = gladius_plugins::signed_state::SignedState::new(
+        EthKey::generate(),
+        SignedStateConfig::default(),
+    );
+    let mut changes = state.changes_bounded(4);
+    for i in 0..20 {
+        state.set(&format!("f{i:02}"), "v").await.unwrap();
+    }
+    assert_eq!(changes.dropped(), 16);
+    let mut fields = Vec::new();
+    while let Some(e) = changes.try_next() {
+        fields.push(e.field);
+    }
+    assert_eq!(fields, ["f00", "f01", "f02", "f03"], "the first, in order");
+    drop(changes);
+    state.set("after", "v").await.unwrap(); // a closed reader is pruned, not fed
+}

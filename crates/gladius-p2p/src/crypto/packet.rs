@@ -121,8 +121,13 @@ pub const fn is_valid_index(index: u32) -> bool {
 
 /// A uniformly random valid index.
 pub fn random_index() -> u32 {
+    index_from(&mut rand::thread_rng())
+}
+
+/// A uniformly random valid index drawn from `rng`.
+pub fn index_from(rng: &mut impl rand::Rng) -> u32 {
     loop {
-        let index = rand::random::<u32>();
+        let index = rng.gen::<u32>();
         if is_valid_index(index) {
             return index;
         }

@@ -1,24 +1,13 @@
-//! The driver: the one task that owns the socket, the sessions, the route
-//! table and the timers. The [`Network`](crate::Network) handle talks to it
-//! through [`Command`]s; sessions are sans-IO state machines it feeds.
+//! The driver: the one task that owns the socket, the clock, the reply
+//! channels and the plugins, around the sans-IO [`Endpoint`] that makes
+//! every protocol decision. The [`Network`](crate::Network) handle talks to
+//! it through [`Command`]s.
 //!
 //! One loop iteration handles one input (a command, a burst of datagrams or
-//! the due timers), then flushes every session it touched once, so many
-//! small messages and ACKs leave in few datagrams.
-//!
-//! In encrypted mode (the default) a session exists only after a Noise
-//! handshake; every datagram it sends is sealed and every datagram it gets
-//! is opened first. That path lives in [`encrypted`]; this file is the part
-//! common to both modes.
+//! the due timers), hands what the endpoint produced to plugins and
+//! callers, then sends every datagram the endpoint has batched, so many
+//! small messages and ACKs leave in few datagrams and few socket calls.
 
-mod batch;
-mod encrypted;
-mod peer;
-mod requests;
-mod sessions;
-
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -26,25 +15,20 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
+use rand::Rng;
 use tokio::io::ReadBuf;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tracing::Instrument;
 
-use crate::crypto::{self, Kind, PublicKey};
+use crate::api::{NodeEvent, Origin, Received, SendReport, Targets};
+use crate::endpoint::{Endpoint, Event, PeerId, Transmit};
 use crate::error::{NetworkError, RequestError};
-use crate::network::{Received, SendFailure, SendReport, Targets};
-use crate::plugin::{PluginEvent, PluginSlot};
-use crate::session::{encode_frame, Session, SessionConfig};
+use crate::plugin::{PluginEvent, PluginId, PluginSlot, Registration};
 use crate::socket::DatagramSocket;
-use crate::state::{ConnectionState, Counters, Direction, NetworkState, PeerState, PluginState};
-use crate::wire::{CloseReason, Frame, Message};
-use crate::{Config, Network, Plugin};
-use batch::SendBatch;
-use peer::Peer;
-use requests::{PendingRequest, Requests};
+use crate::state::{NetworkState, PluginState};
+use crate::wire::Message;
+use crate::{Config, Network};
 
 /// Largest UDP payload; receive buffers are this big so nothing is truncated.
 const MAX_DATAGRAM: usize = 65_536;
@@ -56,11 +40,16 @@ const RECV_BURST: usize = 64;
 const COMMAND_BURST: usize = 256;
 
 type Reply<T> = oneshot::Sender<T>;
-
-/// The driver's tables are looked up several times per message; SipHash
-/// showed up at 5% of all instructions in the profile. foldhash is keyed per
-/// process (random seed), so remote peers cannot aim collisions at it.
-pub(crate) type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+/// The driver's own tables are only looked up, never iterated.
+type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+/// A caller of `Network::wait_for_room`.
+struct RoomWaiter {
+    /// The address it named the peer by.
+    addr: SocketAddr,
+    /// Bytes its message needs.
+    need: usize,
+    reply: Reply<Result<(), NetworkError>>,
+}
 
 /// What a [`Network`] handle asks of the driver.
 pub(crate) enum Command {
@@ -70,11 +59,19 @@ pub(crate) enum Command {
     },
     Add {
         addr: SocketAddr,
-        key: Option<PublicKey>,
+        key: Option<crate::PublicKey>,
+        by: Origin,
         reply: Reply<Result<(), NetworkError>>,
+    },
+    AddKey {
+        key: crate::PublicKey,
+        hints: Vec<SocketAddr>,
+        by: Origin,
+        reply: Reply<Result<SocketAddr, NetworkError>>,
     },
     Delete {
         addr: SocketAddr,
+        by: Origin,
         reply: Reply<()>,
     },
     SetWritable {
@@ -108,8 +105,13 @@ pub(crate) enum Command {
         reply: Reply<Result<(), NetworkError>>,
     },
     RegisterPlugin {
-        plugin: Box<dyn Plugin>,
+        plugin: Registration,
         reply: Reply<()>,
+    },
+    /// Answers whether the plugin was registered.
+    RemovePlugin {
+        id: PluginId,
+        reply: Reply<bool>,
     },
     Close {
         reply: Reply<()>,
@@ -120,57 +122,33 @@ pub(crate) enum Command {
     },
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-enum TimerKey {
-    Session(SocketAddr),
-    Reconnect(SocketAddr),
-    /// Expiry of an inbound half-open handshake.
-    HalfOpen(SocketAddr),
-    /// The graceful-close deadline.
-    CloseDeadline,
-}
-
-/// Shutdown in progress: who waits for it and until when.
-struct Closing {
-    deadline: u64,
-    waiters: Vec<Reply<()>>,
+/// Counts only the driver sees: what the socket did with our datagrams.
+#[derive(Debug, Default)]
+struct SocketCounters {
+    datagrams_out: u64,
+    send_errors: u64,
 }
 
 pub(crate) struct Driver {
     config: Arc<Config>,
-    session_config: SessionConfig,
+    endpoint: Endpoint,
     socket: Option<Arc<dyn DatagramSocket>>,
-    local: Option<SocketAddr>,
-    advertised: Option<SocketAddr>,
     epoch: Instant,
     /// Milliseconds since `epoch`, read once per wake-up (see `tick`).
     now_ms: u64,
-    peers: HashMap<SocketAddr, Peer>,
-    timers: BinaryHeap<Reverse<(u64, TimerKey)>>,
-    requests: Requests,
     plugins: Vec<PluginSlot>,
     plugin_handle: Network,
-    counters: Counters,
-    dirty: Vec<SocketAddr>,
+    /// Callers of `Network::request` by request id.
+    answers: HashMap<u64, Reply<Result<Received, RequestError>>>,
+    /// Callers of `Network::wait_for_room` by peer: bytes needed, whom to tell.
+    room_waiters: HashMap<PeerId, Vec<RoomWaiter>>,
     /// A message or a reply went to a plugin or a caller since the last
     /// flush: its answer may be one yield away (see `take_more_commands`).
     handed_over: bool,
-    rng: StdRng,
-    closing: Option<Closing>,
+    /// Whoever waits for the graceful close to finish.
+    close_waiters: Vec<Reply<()>>,
+    socket_counters: SocketCounters,
     span: tracing::Span,
-    /// Encrypted mode only.
-    crypto: Option<encrypted::CryptoState>,
-    /// Datagrams to send that no session produced (handshake packets,
-    /// rejects), sent with the next flush.
-    outbox: Vec<(SocketAddr, Bytes)>,
-    /// Scratch buffers for sealing and opening, reused.
-    seal_buf: Vec<u8>,
-    /// Datagrams to one peer gathered for one socket call, reused.
-    batch: SendBatch,
-    open_buf: Vec<u8>,
-    /// The application bytes our handshakes carry (see
-    /// `Network::set_handshake_payload`).
-    handshake_payload: Bytes,
 }
 
 impl Driver {
@@ -180,38 +158,21 @@ impl Driver {
         shutdown: oneshot::Receiver<()>,
         plugin_handle: Network,
     ) {
-        let handshake_payload = config.handshake_payload.clone();
-        let mut rng = StdRng::from_entropy();
-        let crypto = config
-            .identity
-            .clone()
-            .filter(|_| !config.plaintext)
-            .map(encrypted::CryptoState::new);
+        let seed = config.rng_seed.unwrap_or_else(|| rand::thread_rng().gen());
         let driver = Driver {
-            session_config: SessionConfig::from_config(&config, rng.gen()),
+            endpoint: Endpoint::new(config.clone(), seed),
             config,
             socket: None,
-            local: None,
-            advertised: None,
             epoch: Instant::now(),
             now_ms: 0,
-            peers: HashMap::default(),
-            timers: BinaryHeap::new(),
-            requests: Requests::default(),
             plugins: Vec::new(),
             plugin_handle,
-            counters: Counters::default(),
-            dirty: Vec::new(),
+            answers: HashMap::default(),
+            room_waiters: HashMap::default(),
             handed_over: false,
-            rng,
-            closing: None,
+            close_waiters: Vec::new(),
+            socket_counters: SocketCounters::default(),
             span: tracing::info_span!("node", addr = tracing::field::Empty),
-            crypto,
-            outbox: Vec::new(),
-            seal_buf: Vec::new(),
-            batch: SendBatch::default(),
-            open_buf: Vec::new(),
-            handshake_payload,
         };
         let span = driver.span.clone();
         tokio::spawn(driver.run(commands, shutdown).instrument(span));
@@ -240,11 +201,9 @@ impl Driver {
         let mut commands_open = true;
         loop {
             let socket = self.socket.clone();
-            let first_timer = self.timers.peek().map(|Reverse((t, _))| *t);
-            let wake_at = [first_timer, self.requests.next_deadline()]
-                .into_iter()
-                .flatten()
-                .min()
+            let wake_at = self
+                .endpoint
+                .poll_timeout()
                 .map(|t| self.epoch + Duration::from_millis(t));
             tokio::select! {
                 biased;
@@ -277,12 +236,13 @@ impl Driver {
                 }
                 _ = sleep_until(wake_at) => {
                     self.tick();
-                    self.handle_timers();
+                    self.endpoint.handle_timeout(self.now_ms);
+                    self.dispatch_events();
                 }
             }
-            self.flush_dirty().await;
+            self.flush().await;
             self.tick();
-            if self.close_finished() {
+            if self.endpoint.is_closed(self.now()) {
                 break;
             }
         }
@@ -329,13 +289,12 @@ impl Driver {
     }
 
     fn handle_command(&mut self, cmd: Command) {
-        if self.closing.is_some() {
+        let now = self.now();
+        if self.endpoint.is_closing() {
             // Dropping the reply sender answers `NetworkError::Closed`;
             // a second close just waits for the first.
             if let Command::Close { reply } = cmd {
-                if let Some(c) = self.closing.as_mut() {
-                    c.waiters.push(reply);
-                }
+                self.close_waiters.push(reply);
             }
             return;
         }
@@ -343,11 +302,24 @@ impl Driver {
             Command::Listen { socket, reply } => {
                 let _ = reply.send(self.listen(socket));
             }
-            Command::Add { addr, key, reply } => {
-                let _ = reply.send(self.add(addr, key));
+            Command::Add {
+                addr,
+                key,
+                by,
+                reply,
+            } => {
+                let _ = reply.send(self.endpoint.add(now, addr, key, by));
             }
-            Command::Delete { addr, reply } => {
-                self.delete(addr);
+            Command::AddKey {
+                key,
+                hints,
+                by,
+                reply,
+            } => {
+                let _ = reply.send(self.endpoint.add_key(now, key, &hints, by));
+            }
+            Command::Delete { addr, by, reply } => {
+                self.endpoint.delete(now, addr, by);
                 let _ = reply.send(());
             }
             Command::SetWritable {
@@ -355,51 +327,40 @@ impl Driver {
                 writable,
                 reply,
             } => {
-                let result = match self.peers.get_mut(&addr) {
-                    Some(p) => {
-                        p.writable = writable;
-                        Ok(())
-                    }
-                    None => Err(NetworkError::UnknownPeer(addr)),
-                };
-                let _ = reply.send(result);
+                let _ = reply.send(self.endpoint.set_writable(addr, writable));
             }
             Command::Send {
                 msg,
                 targets,
                 reply,
             } => {
-                let _ = reply.send(self.send(msg, targets));
+                let _ = reply.send(self.endpoint.send(now, msg, targets));
             }
             Command::Request {
                 msg,
                 peer,
                 timeout,
                 answer,
-            } => self.request(msg, peer, timeout, answer),
+            } => match self.endpoint.request(now, msg, peer, timeout) {
+                Ok(id) => {
+                    self.answers.insert(id, answer);
+                }
+                Err(e) => {
+                    let _ = answer.send(Err(e));
+                }
+            },
             Command::Reply {
                 msg,
                 peer,
                 id,
                 reply,
             } => {
-                let result = self.with_sender(msg).map(|msg| {
-                    let frame = encode_frame(&Frame::Reply { id, message: msg });
-                    let mut report = SendReport::default();
-                    self.queue_into_report(peer, &frame, false, &mut report);
-                    report
-                });
-                let _ = reply.send(result);
+                let _ = reply.send(self.endpoint.reply(now, msg, peer, id));
             }
             Command::State { reply } => {
                 let _ = reply.send(self.state());
             }
-            Command::WaitForRoom { addr, need, reply } => match self.peers.get_mut(&addr) {
-                Some(peer) => peer.wait_for_room(need, self.config.peer_queue_bytes, reply),
-                None => {
-                    let _ = reply.send(Err(NetworkError::UnknownPeer(addr)));
-                }
-            },
+            Command::WaitForRoom { addr, need, reply } => self.wait_for_room(addr, need, reply),
             Command::RegisterPlugin { plugin, reply } => {
                 let mut slot = PluginSlot::spawn(plugin, self.plugin_handle.clone());
                 if self.socket.is_some() {
@@ -409,24 +370,31 @@ impl Driver {
                 self.plugins.push(slot);
                 let _ = reply.send(());
             }
+            Command::RemovePlugin { id, reply } => {
+                let at = self.plugins.iter().position(|s| s.id == id);
+                if let Some(at) = at {
+                    self.plugins.remove(at).remove();
+                }
+                let _ = reply.send(at.is_some());
+            }
             Command::Close { reply } => self.begin_close(Some(reply)),
             Command::SetHandshakePayload { payload, reply } => {
-                self.handshake_payload = payload;
+                self.endpoint.set_handshake_payload(payload);
                 let _ = reply.send(());
             }
         }
+        self.dispatch_events();
     }
 
     fn listen(&mut self, socket: Arc<dyn DatagramSocket>) -> Result<SocketAddr, NetworkError> {
-        if let Some(local) = self.local {
+        if let Some(local) = self.socket.as_ref().and_then(|s| s.local_addr().ok()) {
             return Err(NetworkError::AlreadyListening(local));
         }
         let local = socket.local_addr().map_err(|source| NetworkError::Bind {
             addr: "socket".into(),
             source,
         })?;
-        self.local = Some(local);
-        self.advertised = Some(self.config.advertise_addr.unwrap_or(local));
+        self.endpoint.listen(self.now(), local)?;
         self.socket = Some(socket);
         self.span.record("addr", tracing::field::display(local));
         tracing::info!(%local, "listening");
@@ -437,289 +405,90 @@ impl Driver {
         Ok(local)
     }
 
-    fn is_self(&self, addr: SocketAddr) -> bool {
-        Some(addr) == self.local || Some(addr) == self.advertised
-    }
-
-    fn add(&mut self, addr: SocketAddr, key: Option<PublicKey>) -> Result<(), NetworkError> {
-        if self.socket.is_none() {
-            return Err(NetworkError::NotListening);
-        }
-        if self.is_self(addr) {
-            return Err(NetworkError::SelfAddress(addr));
-        }
-        let min = self.config.reconnect_min;
-        let peer = self
-            .peers
-            .entry(addr)
-            .or_insert_with(|| Peer::new(false, Direction::Outbound, min));
-        if let Some(key) = key {
-            // Someone else's word must not re-pin a known peer: keys change
-            // only by deleting the peer first.
-            if let Some(existing) = peer.pinned.or(peer.public_key).filter(|k| *k != key) {
-                return Err(NetworkError::KeyConflict { addr, existing });
-            }
-            peer.pinned = Some(key);
-        }
-        if peer.added {
-            return Ok(());
-        }
-        peer.added = true;
-        peer.writable = true;
-        let needs_connect = !peer.has_link();
-        self.emit(PluginEvent::NodeAdded(addr));
-        if needs_connect {
-            self.connect(addr);
-        }
-        Ok(())
-    }
-
-    fn delete(&mut self, addr: SocketAddr) {
-        let now = self.now();
-        let Some(peer) = self.peers.get_mut(&addr) else {
+    /// Register a caller of `Network::wait_for_room`, or answer at once.
+    /// Callers that gave up (timed out) are dropped first, so the list
+    /// holds only live waiters.
+    fn wait_for_room(
+        &mut self,
+        addr: SocketAddr,
+        need: usize,
+        reply: Reply<Result<(), NetworkError>>,
+    ) {
+        let Some((peer, queued)) = self.endpoint.watch_room(addr) else {
+            let _ = reply.send(Err(NetworkError::UnknownPeer(addr)));
             return;
         };
-        let was_added = peer.added;
-        peer.added = false;
-        peer.writable = false;
-        peer.reconnect_at = None;
-        peer.handshake = None;
-        // A deleted peer may come back under another key.
-        peer.pinned = None;
-        peer.public_key = None;
-        match peer.session.as_mut() {
-            Some(s) => {
-                s.close(now, CloseReason::Deleted);
-                self.drain_events(addr);
-                self.touch(addr);
-            }
-            None => self.forget(addr),
-        }
-        if was_added {
-            self.emit(PluginEvent::NodeDeleted(addr));
-        }
+        let waiters = self.room_waiters.entry(peer).or_default();
+        waiters.retain(|w| !w.reply.is_closed());
+        waiters.push(RoomWaiter { addr, need, reply });
+        self.answer_room_waiters(peer, Some(queued));
     }
 
-    fn with_sender(&self, mut msg: Message) -> Result<Message, NetworkError> {
-        let advertised = self.advertised.ok_or(NetworkError::NotListening)?;
-        msg.set_sender(advertised);
-        Ok(msg)
-    }
-
-    fn send(&mut self, msg: Message, targets: Targets) -> Result<SendReport, NetworkError> {
-        let msg = self.with_sender(msg)?;
-        let frame = encode_frame(&Frame::Message(msg));
-        let mut report = SendReport::default();
-        match targets {
-            Targets::AllWritable => {
-                for addr in self.writable_peers() {
-                    self.queue_into_report(addr, &frame, false, &mut report);
-                }
-            }
-            Targets::Random(n) => {
-                let writable = self.writable_peers();
-                let k = n.min(writable.len());
-                for i in rand::seq::index::sample(&mut self.rng, writable.len(), k) {
-                    self.queue_into_report(writable[i], &frame, false, &mut report);
-                }
-            }
-            Targets::Connected(addr) => {
-                self.queue_into_report(addr, &frame, false, &mut report);
-            }
-            Targets::These(mut peers) => {
-                dedup_in_order(&mut peers);
-                for addr in peers {
-                    if self.is_self(addr) {
-                        report.failed.push((addr, SendFailure::NotConnected));
-                    } else {
-                        self.queue_into_report(addr, &frame, true, &mut report);
-                    }
-                }
-            }
-        }
-        Ok(report)
-    }
-
-    /// Writable peers in a stable order (so a seeded RNG picks reproducibly).
-    fn writable_peers(&self) -> Vec<SocketAddr> {
-        let mut v: Vec<_> = self
-            .peers
-            .iter()
-            .filter(|(_, p)| p.writable)
-            .map(|(a, _)| *a)
-            .collect();
-        v.sort_unstable();
-        v
-    }
-
-    fn queue_into_report(
-        &mut self,
-        addr: SocketAddr,
-        frame: &Bytes,
-        connect: bool,
-        report: &mut SendReport,
-    ) {
-        match self.queue_frame(addr, frame, connect) {
-            Ok(()) => report.queued.push(addr),
-            Err(f) => report.failed.push((addr, f)),
-        }
-    }
-
-    /// Queue one encoded frame to `addr`, within the peer's byte bound.
-    /// With `connect`, an unknown peer gets a session (outside the route
-    /// table) so the frame can go out.
-    fn queue_frame(
-        &mut self,
-        addr: SocketAddr,
-        frame: &Bytes,
-        connect: bool,
-    ) -> Result<(), SendFailure> {
-        if !self.peers.contains_key(&addr) {
-            if !connect || self.socket.is_none() {
-                return Err(SendFailure::NotConnected);
-            }
-            let min = self.config.reconnect_min;
-            self.peers
-                .insert(addr, Peer::new(false, Direction::Outbound, min));
-        }
+    /// Answer every waiter whose message now fits. Room is not reserved:
+    /// two waiters woken together may race for it, and the loser's send
+    /// reports `QueueFull` again.
+    fn answer_room_waiters(&mut self, peer: PeerId, queued: Option<usize>) {
         let limit = self.config.peer_queue_bytes;
-        let now = self.now();
-        let Some(peer) = self.peers.get_mut(&addr) else {
-            return Err(SendFailure::NotConnected);
-        };
-        if peer.queued_bytes().saturating_add(frame.len()) > limit {
-            self.counters.queue_full += 1;
-            return Err(SendFailure::QueueFull);
-        }
-        match peer.session.as_mut() {
-            Some(s) if s.is_established() => {
-                s.send_frame(now, frame);
-            }
-            Some(s) if s.is_closing() && !peer.added => return Err(SendFailure::NotConnected),
-            _ => {
-                peer.pending.push_back(frame.clone());
-                peer.pending_bytes += frame.len();
-            }
-        }
-        let needs_connect = !peer.has_link() && peer.reconnect_at.is_none();
-        if needs_connect {
-            self.connect(addr);
-        }
-        self.touch(addr);
-        Ok(())
-    }
-
-    fn request(
-        &mut self,
-        msg: Message,
-        peer: SocketAddr,
-        timeout: Duration,
-        answer: Reply<Result<Received, RequestError>>,
-    ) {
-        let msg = match self.with_sender(msg) {
-            Ok(m) => m,
-            Err(e) => {
-                let _ = answer.send(Err(e.into()));
-                return;
-            }
-        };
-        let id = self.requests.next_id();
-        let frame = encode_frame(&Frame::Request { id, message: msg });
-        if let Err(f) = self.queue_frame(peer, &frame, true) {
-            let _ = answer.send(Err(RequestError::NotSent(f)));
+        let Some(waiters) = self.room_waiters.get_mut(&peer) else {
             return;
+        };
+        for w in std::mem::take(waiters) {
+            match queued {
+                None => {
+                    let _ = w.reply.send(Err(NetworkError::UnknownPeer(w.addr)));
+                }
+                Some(q) if q.saturating_add(w.need) <= limit => {
+                    let _ = w.reply.send(Ok(()));
+                }
+                Some(_) if !w.reply.is_closed() => waiters.push(w),
+                Some(_) => {}
+            }
         }
-        let ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
-        let deadline = self.now().saturating_add(ms);
-        self.requests.insert(
-            id,
-            PendingRequest {
-                peer,
-                deadline,
-                timeout,
-                answer,
-            },
-        );
+        if waiters.is_empty() {
+            self.room_waiters.remove(&peer);
+            self.endpoint.unwatch_room(peer);
+        }
     }
 
     fn state(&self) -> NetworkState {
-        let now = self.now();
-        let mut peers: Vec<PeerState> = self
-            .peers
+        let mut state = self.endpoint.state(self.now());
+        state.counters.datagrams_out = self.socket_counters.datagrams_out;
+        state.counters.send_errors = self.socket_counters.send_errors;
+        state.plugins = self
+            .plugins
             .iter()
-            .map(|(addr, p)| {
-                let live = p.session.as_ref().map(Session::stats).unwrap_or_default();
-                let connection = match &p.session {
-                    None if p.handshake.is_some() => ConnectionState::Connecting,
-                    None => ConnectionState::Disconnected,
-                    Some(s) if s.is_established() => ConnectionState::Connected,
-                    Some(s) if s.is_connecting() => ConnectionState::Connecting,
-                    Some(_) => ConnectionState::Closing,
-                };
-                PeerState {
-                    addr: *addr,
-                    advertised: p.advertised,
-                    public_key: p.public_key,
-                    pinned_key: p.pinned,
-                    writable: p.writable,
-                    in_route_table: p.added,
-                    direction: p.direction,
-                    connection,
-                    rtt_ms: p.session.as_ref().and_then(Session::rtt_ms),
-                    bytes_in: p.past.bytes_in + live.bytes_in,
-                    bytes_out: p.past.bytes_out + live.bytes_out,
-                    messages_in: p.past.messages_in + live.messages_in,
-                    messages_out: p.past.messages_out + live.messages_out,
-                    retransmits: p.past.retransmits + live.retransmits,
-                    spurious_retransmits: p.past.spurious_retransmits + live.spurious_retransmits,
-                    last_seen_ms_ago: p
-                        .session
-                        .as_ref()
-                        .and_then(Session::last_recv)
-                        .or(p.last_seen)
-                        .map(|t| now.saturating_sub(t)),
-                    queued_bytes: p.queued_bytes(),
-                    last_error: p.last_error.clone(),
-                }
+            .map(|s| PluginState {
+                name: s.name.clone(),
+                events_dropped: s.counters.events_dropped.load(Ordering::Relaxed),
+                panics: s.counters.panics.load(Ordering::Relaxed),
             })
             .collect();
-        peers.sort_by_key(|p| p.addr);
-        NetworkState {
-            local_addr: self.local,
-            advertised_addr: self.advertised,
-            public_key: self.crypto.as_ref().map(|c| c.public_key()),
-            encrypted: self.crypto.is_some(),
-            half_open_handshakes: self.crypto.as_ref().map_or(0, |c| c.half_open_len()),
-            peers,
-            plugins: self
-                .plugins
-                .iter()
-                .map(|s| PluginState {
-                    name: s.name.clone(),
-                    events_dropped: s.counters.events_dropped.load(Ordering::Relaxed),
-                    panics: s.counters.panics.load(Ordering::Relaxed),
-                })
-                .collect(),
-            counters: self.counters.clone(),
-        }
+        state
     }
 
-    // ----- sessions -------------------------------------------------------
+    // ----- what the endpoint produced --------------------------------------
 
-    fn touch(&mut self, addr: SocketAddr) {
-        if let Some(peer) = self.peers.get_mut(&addr) {
-            if !peer.dirty {
-                peer.dirty = true;
-                self.dirty.push(addr);
+    /// Hand every endpoint event to whoever waits for it.
+    fn dispatch_events(&mut self) {
+        while let Some(event) = self.endpoint.poll_event() {
+            match event {
+                Event::Node(event) => {
+                    if matches!(event, NodeEvent::Message(_)) {
+                        self.handed_over = true;
+                    }
+                    // Events are cheap to clone (messages are behind an Arc).
+                    for slot in &self.plugins {
+                        slot.deliver(PluginEvent::Node(event.clone()));
+                    }
+                }
+                Event::RequestDone { id, result } => {
+                    if let Some(answer) = self.answers.remove(&id) {
+                        self.handed_over |= result.is_ok();
+                        let _ = answer.send(result);
+                    }
+                }
+                Event::Room { peer, queued } => self.answer_room_waiters(peer, queued),
             }
-        }
-    }
-
-    fn emit(&self, event_of: PluginEvent) {
-        // Events are cheap to rebuild per plugin except messages, which are
-        // shared behind an Arc.
-        for slot in &self.plugins {
-            slot.deliver(clone_event(&event_of));
         }
     }
 
@@ -732,6 +501,7 @@ impl Driver {
         first: std::io::Result<Arrived>,
         buf: &mut [u8],
     ) {
+        let now = self.now();
         let mut result = first;
         let mut handled = 0;
         loop {
@@ -741,9 +511,8 @@ impl Driver {
                     let datagrams = buf[..len].chunks(stride.max(1));
                     let empty = (len == 0).then_some(&[][..]);
                     for datagram in datagrams.chain(empty) {
-                        self.counters.datagrams_in += 1;
                         handled += 1;
-                        self.handle_datagram(from, datagram);
+                        self.endpoint.handle_datagram(now, from, datagram);
                     }
                 }
                 // ICMP errors surface here on Linux (port unreachable);
@@ -753,6 +522,7 @@ impl Driver {
                     tracing::debug!("recv error: {e}");
                 }
             }
+            self.dispatch_events();
             // Read again only below the burst bound; whatever is read is
             // handled before the loop ends, so nothing read is lost.
             if handled >= RECV_BURST {
@@ -767,195 +537,48 @@ impl Driver {
         }
     }
 
-    fn handle_datagram(&mut self, from: SocketAddr, datagram: &[u8]) {
-        match (crypto::classify(datagram), self.crypto.is_some()) {
-            (Kind::Encrypted(_), true) => self.handle_encrypted(from, datagram),
-            (Kind::Encrypted(_), false) => self.encrypted_at_plaintext_node(from, datagram),
-            (Kind::Plaintext, true) => self.plaintext_at_encrypted_node(from, datagram),
-            (Kind::Plaintext, false) => self.handle_plaintext(from, datagram),
-            (Kind::Garbage, _) => {
-                self.counters.malformed_datagrams += 1;
-                tracing::debug!(%from, len = datagram.len(), "malformed datagram");
-            }
-        }
-    }
-
-    fn handle_timers(&mut self) {
-        let now = self.now();
-        while let Some(Reverse((t, key))) = self.timers.peek().copied() {
-            if t > now {
-                break;
-            }
-            self.timers.pop();
-            match key {
-                TimerKey::Session(addr) => {
-                    let Some(peer) = self.peers.get_mut(&addr) else {
-                        continue;
-                    };
-                    if peer.timer_at != Some(t) {
-                        continue; // superseded by an earlier entry
-                    }
-                    peer.timer_at = None;
-                    if peer.handshake.is_some() || peer.finish.is_some() {
-                        self.handshake_timers(addr, now);
-                    }
-                    if let Some(s) = self.peers.get_mut(&addr).and_then(|p| p.session.as_mut()) {
-                        s.handle_timeout(now);
-                        self.drain_events(addr);
-                    }
-                    self.touch(addr);
-                }
-                TimerKey::HalfOpen(addr) => self.expire_half_open(addr, now),
-                TimerKey::Reconnect(addr) => {
-                    let due = self.peers.get(&addr).is_some_and(|p| {
-                        p.reconnect_at == Some(t) && p.added && p.session.is_none()
-                    });
-                    if due {
-                        self.connect(addr);
-                    }
-                }
-                // Nothing to do but wake up: the main loop checks it.
-                TimerKey::CloseDeadline => {}
-            }
-        }
-        for r in self.requests.take_expired(now) {
-            let _ = r.answer.send(Err(RequestError::Timeout(r.timeout)));
-        }
-    }
-
-    /// Flush every touched session once, send its datagrams, retire it if it
-    /// closed, and re-arm its timer.
-    async fn flush_dirty(&mut self) {
+    /// Send every batch the endpoint has ready. Send errors (EPERM from a
+    /// firewall, ENOBUFS, unreachable) are loss to KCP, which retransmits:
+    /// they are counted, never fatal.
+    async fn flush(&mut self) {
         self.handed_over = false;
         let socket = self.socket.clone();
-        let socket = socket.as_deref();
-        for (to, datagram) in std::mem::take(&mut self.outbox) {
-            self.batch.push(&datagram);
-            self.batch.send(socket, &mut self.counters, to).await;
-        }
-        if self.dirty.is_empty() {
-            return;
-        }
-        let now = self.now();
-        let dirty = std::mem::take(&mut self.dirty);
-        let max_segments = socket.map_or(1, |s| s.max_send_segments()).max(1);
-        for addr in &dirty {
-            let Some(peer) = self.peers.get_mut(addr) else {
-                continue;
-            };
-            peer.dirty = false;
-            if let Some(session) = peer.session.as_mut() {
-                session.flush(now);
-                while let Some(datagram) = session.poll_transmit() {
-                    let wire: &[u8] = match peer.channel.as_mut() {
-                        None => &datagram,
-                        Some(channel) => match channel.seal(&datagram, &mut self.seal_buf) {
-                            Ok(()) => &self.seal_buf,
-                            Err(e) => {
-                                // Only the nonce limit stops sealing: end the
-                                // session and handshake afresh.
-                                tracing::debug!(%addr, %e, "cannot seal; closing to re-key");
-                                self.counters.rekeys += 1;
-                                session.replace();
-                                break;
-                            }
-                        },
-                    };
-                    if !self.batch.accepts(wire.len(), max_segments) {
-                        self.batch.send(socket, &mut self.counters, *addr).await;
-                    }
-                    self.batch.push(wire);
-                }
-                self.batch.send(socket, &mut self.counters, *addr).await;
-                if session.is_closed() {
-                    self.drain_events(*addr);
-                    self.retire_session(*addr);
-                    self.answer_room_waiters(*addr);
-                    continue;
-                }
+        let max_segments = socket.as_ref().map_or(1, |s| s.max_send_segments()).max(1);
+        while let Some(transmit) = self.endpoint.poll_transmit(self.now_ms, max_segments) {
+            if let Some(socket) = socket.as_deref() {
+                self.send(socket, &transmit).await;
             }
-            self.answer_room_waiters(*addr);
-            if let Some(deadline) = self.peers.get(addr).and_then(|p| p.deadline(now)) {
-                self.schedule_session(*addr, deadline);
-            }
+            self.endpoint.recycle(transmit);
         }
-        // Recycle the buffer's allocation.
-        let mut dirty = dirty;
-        dirty.clear();
-        if self.dirty.is_empty() {
-            self.dirty = dirty;
-        }
+        // Flushing retires closed sessions, which plugins and callers hear.
+        self.dispatch_events();
     }
 
-    /// Tell the callers of `Network::wait_for_room` whose message now fits.
-    /// Room opens when ACKs empty the send buffer or a session ends, and
-    /// both make the peer dirty, so this runs after every flush of it.
-    fn answer_room_waiters(&mut self, addr: SocketAddr) {
-        let limit = self.config.peer_queue_bytes;
-        if let Some(peer) = self.peers.get_mut(&addr) {
-            peer.answer_room_waiters(limit);
-        }
-    }
-
-    fn schedule_session(&mut self, addr: SocketAddr, deadline: u64) {
-        let Some(peer) = self.peers.get_mut(&addr) else {
-            return;
-        };
-        if peer.timer_at.is_none_or(|t| deadline < t) {
-            peer.timer_at = Some(deadline);
-            self.timers
-                .push(Reverse((deadline, TimerKey::Session(addr))));
+    async fn send(&mut self, socket: &dyn DatagramSocket, t: &Transmit) {
+        let sent = std::future::poll_fn(|cx| {
+            socket.poll_send_segments(cx, &t.payload, t.segment_size, t.to)
+        })
+        .await;
+        match sent {
+            Ok(()) => self.socket_counters.datagrams_out += t.count as u64,
+            Err(e) => {
+                self.socket_counters.send_errors += t.count as u64;
+                tracing::debug!(to = %t.to, datagrams = t.count, "send error: {e}");
+            }
         }
     }
 
     // ----- shutdown -------------------------------------------------------
 
     fn begin_close(&mut self, waiter: Option<Reply<()>>) {
-        if let Some(c) = self.closing.as_mut() {
-            c.waiters.extend(waiter);
-            return;
-        }
-        let now = self.now();
-        let close_ms = u64::try_from(self.config.close_timeout.as_millis()).unwrap_or(u64::MAX);
-        let deadline = now.saturating_add(close_ms);
-        self.closing = Some(Closing {
-            deadline,
-            waiters: waiter.into_iter().collect(),
-        });
-        for peer in self.peers.values_mut() {
-            peer.handshake = None;
-        }
-        self.clear_half_open();
-        let addrs: Vec<SocketAddr> = self.peers.keys().copied().collect();
-        for addr in addrs {
-            if let Some(s) = self.peers.get_mut(&addr).and_then(|p| p.session.as_mut()) {
-                s.close(now, CloseReason::Shutdown);
-                self.drain_events(addr);
-                self.touch(addr);
-            }
-        }
-        // Wake up at the deadline even if no session has a timer left.
-        self.timers
-            .push(Reverse((deadline, TimerKey::CloseDeadline)));
-    }
-
-    fn close_finished(&self) -> bool {
-        match &self.closing {
-            None => false,
-            Some(c) => self.now() >= c.deadline || self.peers.values().all(|p| p.session.is_none()),
-        }
+        self.close_waiters.extend(waiter);
+        self.endpoint.begin_close(self.now());
+        self.dispatch_events();
     }
 
     async fn finish_close(mut self) {
-        let abandoned: u64 = self.peers.values().map(|p| p.pending.len() as u64).sum();
-        if abandoned > 0 {
-            tracing::debug!(frames = abandoned, "closing with frames never sent");
-        }
-        for r in self.requests.take_all() {
-            let _ = r
-                .answer
-                .send(Err(RequestError::Network(NetworkError::Closed)));
-        }
+        self.endpoint.finish_close();
+        self.dispatch_events();
         for slot in &self.plugins {
             slot.deliver(PluginEvent::Close);
         }
@@ -967,43 +590,10 @@ impl Driver {
                 tracing::warn!(plugin = %name, "plugin did not finish closing in time");
             }
         }
-        if let Some(c) = self.closing.take() {
-            for w in c.waiters {
-                let _ = w.send(());
-            }
+        for w in std::mem::take(&mut self.close_waiters) {
+            let _ = w.send(());
         }
         tracing::info!("closed");
-    }
-}
-
-/// Keep the first occurrence of each address, in order. Short lists (the
-/// common one-peer send) are checked without allocating a set.
-fn dedup_in_order(peers: &mut Vec<SocketAddr>) {
-    if peers.len() <= 16 {
-        let mut i = 0;
-        while i < peers.len() {
-            if peers[..i].contains(&peers[i]) {
-                peers.remove(i);
-            } else {
-                i += 1;
-            }
-        }
-    } else {
-        let mut seen = std::collections::HashSet::with_capacity(peers.len());
-        peers.retain(|a| seen.insert(*a));
-    }
-}
-
-fn clone_event(e: &PluginEvent) -> PluginEvent {
-    match e {
-        PluginEvent::Startup => PluginEvent::Startup,
-        PluginEvent::NodeAdded(a) => PluginEvent::NodeAdded(*a),
-        PluginEvent::NodeDeleted(a) => PluginEvent::NodeDeleted(*a),
-        PluginEvent::PeerConnected(p) => PluginEvent::PeerConnected(p.clone()),
-        PluginEvent::PeerRejected(a, r) => PluginEvent::PeerRejected(*a, r.clone()),
-        PluginEvent::PeerDisconnected(a) => PluginEvent::PeerDisconnected(*a),
-        PluginEvent::Message(m) => PluginEvent::Message(m.clone()),
-        PluginEvent::Close => PluginEvent::Close,
     }
 }
 
@@ -1041,21 +631,5 @@ async fn sleep_until(at: Option<Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::dedup_in_order;
-    use std::net::SocketAddr;
-
-    #[test]
-    fn dedup_keeps_first_occurrences_in_order() {
-        let a = |p: u16| SocketAddr::from(([127, 0, 0, 1], p));
-        for n in [3u16, 40] {
-            let mut v: Vec<_> = (0..n).chain(0..n).chain([1, 0]).map(a).collect();
-            dedup_in_order(&mut v);
-            assert_eq!(v, (0..n).map(a).collect::<Vec<_>>());
-        }
     }
 }

@@ -54,6 +54,20 @@ pub enum MessageError {
 }
 
 /// A message: who sent it, its type, its body and a checksum.
+///
+/// The body is bytes, any encoding; [`Message::json`] (feature `json`)
+/// builds one from a serde type. The node fills in the sender on send.
+///
+/// ```
+/// use gladius_p2p::{Message, MessageError};
+///
+/// let msg = Message::new("chat.room1", "hello")?;
+/// assert_eq!(msg.msg_type(), "chat.room1");
+/// assert_eq!(msg.body(), "hello");
+/// assert_eq!(msg.sender(), None); // set by the node when sent
+/// assert_eq!(Message::new("", "x"), Err(MessageError::EmptyType));
+/// # Ok::<(), MessageError>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Message {
     sender: Option<Sender>,

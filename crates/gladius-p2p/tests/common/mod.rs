@@ -152,14 +152,9 @@ where
 
 /// Wait until `net` reports `peer` connected.
 pub async fn wait_connected(net: &Network, peer: SocketAddr) {
-    wait_for(Duration::from_secs(10), "peer connected", || async {
-        net.network_state()
-            .await
-            .unwrap()
-            .peer(peer)
-            .is_some_and(|p| p.connection == gladius_p2p::ConnectionState::Connected)
-    })
-    .await;
+    net.wait_connected(peer, Duration::from_secs(10))
+        .await
+        .unwrap_or_else(|e| panic!("{peer} not connected: {e}"));
 }
 
 // ----- additions for swarm.rs, faults.rs and hostile.rs ----------------------

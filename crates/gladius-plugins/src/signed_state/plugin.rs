@@ -6,7 +6,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use gladius_p2p::{async_trait, Message, Network, NetworkError, PeerInfo, Plugin, Received};
+use gladius_p2p::{
+    async_trait, Feed, Message, Network, NetworkError, PeerInfo, Plugin, Received, Subscription,
+};
 use rand::Rng;
 use serde::Serialize;
 
@@ -201,6 +203,11 @@ pub enum SetError {
     Key(#[from] KeyError),
 }
 
+/// Accepted entries a [`SignedStateHandle::changes`] stream holds for a
+/// slow reader before it drops (and counts) newer ones. An entry is at most
+/// a field name, a value of `max_value_len` and a signature.
+pub const CHANGES_QUEUE_LEN: usize = 1024;
+
 struct Inner {
     store: Store,
     stats: SyncStats,
@@ -215,6 +222,9 @@ struct Shared {
     inner: Mutex<Inner>,
     net: Mutex<Option<Network>>,
     task: crate::background::Background,
+    /// Readers of [`SignedStateHandle::changes`]; closed ones are pruned
+    /// on the next accepted entry.
+    watchers: Mutex<Vec<Feed<SignedEntry>>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -241,12 +251,24 @@ enum Dest<'a> {
 
 impl Shared {
     fn ingest(&self, entry: SignedEntry, now: u64) -> Result<Accepted, Rejection> {
-        let mut inner = lock(&self.inner);
-        let r = inner.store.ingest(entry, &self.policy, now);
-        match r {
-            Ok(Accepted::Duplicate) => inner.stats.duplicates += 1,
-            Ok(_) => inner.stats.accepted += 1,
-            Err(rej) => inner.stats.rejections.count(rej),
+        let watched = !lock(&self.watchers).is_empty();
+        let copy = watched.then(|| entry.clone());
+        let r = {
+            let mut inner = lock(&self.inner);
+            let r = inner.store.ingest(entry, &self.policy, now);
+            match r {
+                Ok(Accepted::Duplicate) => inner.stats.duplicates += 1,
+                Ok(_) => inner.stats.accepted += 1,
+                Err(rej) => inner.stats.rejections.count(rej),
+            }
+            r
+        };
+        if let (Ok(Accepted::Inserted | Accepted::Replaced), Some(entry)) = (&r, copy) {
+            let mut watchers = lock(&self.watchers);
+            watchers.retain(|w| !w.is_closed());
+            for w in watchers.iter() {
+                w.send(entry.clone());
+            }
         }
         r
     }
@@ -417,6 +439,37 @@ impl std::fmt::Debug for SignedState {
 }
 
 /// Publishes and reads fields of a [`SignedState`]; cheap to clone.
+///
+/// **Ready** at once: [`set`](Self::set) signs and stores even before the
+/// plugin is registered, and entries spread once the node runs — pushed to
+/// random writable peers on `set`, exchanged with every writable peer as
+/// its session comes up, and reconciled every
+/// [`sync_interval`](SignedStateConfig::sync_interval). Watch arrivals
+/// with [`changes`](Self::changes) instead of polling.
+///
+/// ```
+/// use std::time::Duration;
+/// use gladius_p2p::{Config, Network};
+/// use gladius_plugins::signed_state::{EthKey, SignedState, SignedStateConfig};
+///
+/// # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let (a, b) = (Network::new(Config::default())?, Network::new(Config::default())?);
+/// let (plugin, a_state) = SignedState::new(EthKey::generate(), SignedStateConfig::default());
+/// a.register_plugin(plugin).await?;
+/// let (plugin, b_state) = SignedState::new(EthKey::generate(), SignedStateConfig::default());
+/// b.register_plugin(plugin).await?;
+/// a.listen("127.0.0.1:0").await?;
+/// let b_addr = b.listen("127.0.0.1:0").await?;
+/// let mut arrivals = b_state.changes();
+/// a.add(b_addr).await?;
+/// a.wait_connected(b_addr, Duration::from_secs(5)).await?;
+///
+/// a_state.set("serving", "a.mp4").await?; // signed with a's Ethereum key
+/// let entry = arrivals.next().await.expect("a's entry");
+/// assert_eq!(entry.signer, a_state.address());
+/// assert_eq!(b_state.get_value(&a_state.address(), "serving").unwrap(), "a.mp4");
+/// # Ok(()) }
+/// ```
 #[derive(Clone)]
 pub struct SignedStateHandle {
     shared: Arc<Shared>,
@@ -445,6 +498,7 @@ impl SignedState {
             config,
             net: Mutex::new(None),
             task: crate::background::Background::default(),
+            watchers: Mutex::new(Vec::new()),
         });
         (
             SignedState {
@@ -528,6 +582,36 @@ impl SignedStateHandle {
     /// Every entry held, as signed entries.
     pub fn signed_entries(&self) -> Vec<SignedEntry> {
         lock(&self.shared.inner).store.iter().cloned().collect()
+    }
+
+    /// A stream of the entries this node accepts from now on, its own
+    /// ([`set`](Self::set), [`insert`](Self::insert)) and remote ones, each
+    /// once, as it is stored (a newer entry for a (signer, field) comes
+    /// again; duplicates and refused entries do not). Holds up to
+    /// [`CHANGES_QUEUE_LEN`] entries for a slow reader, then drops newer
+    /// ones and counts them ([`Subscription::dropped`]): read
+    /// [`entries`](Self::entries) again after a drop. Ready at once, even
+    /// before the plugin is registered.
+    ///
+    /// ```
+    /// # use gladius_plugins::signed_state::*;
+    /// # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let (_plugin, state) = SignedState::new(EthKey::generate(), SignedStateConfig::default());
+    /// let mut changes = state.changes();
+    /// state.set("serving", "a.mp4,b.mp4").await?;
+    /// let entry = changes.next().await.expect("an accepted entry");
+    /// assert_eq!((entry.signer, entry.field.as_str()), (state.address(), "serving"));
+    /// # Ok(()) }
+    /// ```
+    pub fn changes(&self) -> Subscription<SignedEntry> {
+        self.changes_bounded(CHANGES_QUEUE_LEN)
+    }
+
+    /// [`changes`](Self::changes) holding up to `capacity` entries.
+    pub fn changes_bounded(&self, capacity: usize) -> Subscription<SignedEntry> {
+        let (feed, sub) = Subscription::channel(capacity);
+        lock(&self.shared.watchers).push(feed);
+        sub
     }
 
     /// Number of entries held.

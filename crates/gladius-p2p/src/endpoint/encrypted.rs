@@ -1,8 +1,8 @@
-//! The encrypted-mode half of the driver: Noise handshakes, the bounded
+//! The encrypted-mode half of the endpoint: Noise handshakes, the bounded
 //! table of inbound half-open handshakes, cookies under load, opening
 //! sealed datagrams, and the `Reject`s exchanged with nodes of the other
 //! mode. Sealing happens where every session's datagrams leave, in
-//! [`Driver::flush_dirty`].
+//! `Endpoint::flush`.
 //!
 //! Who retransmits: only the initiator. It resends `Init` until a `Response`
 //! arrives, then `Finish` until the first sealed datagram from the peer
@@ -15,14 +15,14 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use super::{Driver, HashMap, TimerKey};
-use crate::crypto::packet::{random_index, CookiePacket, RejectPacket};
+use super::peer::{Link, Peer, PeerId};
+use super::{demux, Endpoint, Event, HashMap, TimerKey};
+use crate::api::NodeEvent;
+use crate::crypto::packet::{index_from, CookiePacket, RejectPacket};
 use crate::crypto::{
     self, ChannelError, CookieJar, Established, HandshakeError, HandshakePayload, Identity,
     Initiator, Packet, PublicKey, RejectReason, Responder,
 };
-use crate::demux;
-use crate::plugin::PluginEvent;
 use crate::session::Session;
 use crate::state::Direction;
 
@@ -57,16 +57,16 @@ pub(crate) struct CryptoState {
 }
 
 #[derive(Debug)]
-struct HalfOpen {
+pub(super) struct HalfOpen {
     responder: Responder,
     created: u64,
 }
 
 impl CryptoState {
-    pub(crate) fn new(identity: Identity) -> Self {
+    pub(crate) fn new(identity: Identity, half_open: HashMap<SocketAddr, HalfOpen>) -> Self {
         Self {
             identity,
-            half_open: HashMap::default(),
+            half_open,
             cookies: CookieJar::new(),
             window_start: 0,
             window_exchanges: 0,
@@ -100,7 +100,7 @@ fn reason_text(reason: RejectReason) -> &'static str {
     }
 }
 
-impl Driver {
+impl Endpoint {
     fn our_payload(&self) -> Option<HandshakePayload> {
         let advertised = self.advertised?;
         Some(HandshakePayload::new(
@@ -109,34 +109,49 @@ impl Driver {
         ))
     }
 
+    /// The key a handshake over `addr` must prove, if any: the pin of the
+    /// peer that address leads to, or the configuration's.
     fn pin_for(&self, addr: SocketAddr) -> Option<PublicKey> {
         self.peers
-            .get(&addr)
+            .at(addr)
+            .and_then(|id| self.peers.get(id))
             .and_then(|p| p.pinned)
             .or_else(|| self.config.known_peers.get(&addr).copied())
     }
 
-    /// Start a handshake to `addr` (whose peer entry exists).
-    pub(super) fn initiate(&mut self, addr: SocketAddr) {
+    /// Start a handshake to `id` over its active path.
+    pub(super) fn initiate(&mut self, id: PeerId) {
         let now = self.now();
-        let pin = self.pin_for(addr);
-        let (Some(payload), Some(crypto)) = (self.our_payload(), self.crypto.as_ref()) else {
+        let Some(payload) = self.our_payload() else {
             return;
         };
-        let started = Initiator::new(&crypto.identity, random_index(), &payload, now);
-        let Some(peer) = self.peers.get_mut(&addr) else {
+        let Some(to) = self.peers.get(id).map(Peer::addr) else {
+            return;
+        };
+        let pin = self
+            .peers
+            .get(id)
+            .and_then(|p| p.pinned)
+            .or_else(|| self.pin_for(to));
+        let index = index_from(&mut self.rng);
+        let Some(crypto) = self.crypto.as_ref() else {
+            return;
+        };
+        let started = Initiator::new(&crypto.identity, index, &payload, now);
+        let Some(peer) = self.peers.get_mut(id) else {
             return;
         };
         match started {
             Ok((initiator, init)) => {
-                peer.handshake = Some(match pin {
+                peer.link = Link::Handshaking(Box::new(match pin {
                     Some(key) => initiator.expect_remote(key),
                     None => initiator,
-                });
+                }));
+                peer.active = Some(to);
                 peer.reconnect_at = None;
                 peer.direction = Direction::Outbound;
-                self.outbox.push((addr, init));
-                self.touch(addr);
+                self.outbox.push((to, init));
+                self.touch(id);
             }
             // Only an over-long handshake payload gets here, and the config
             // check rules that out.
@@ -158,6 +173,9 @@ impl Driver {
             Packet::Init(init) => self.on_init(from, &init, now),
             Packet::Response(response) => self.on_response(from, &response, datagram, now),
             Packet::Finish(finish) => self.on_finish(from, &finish, now),
+            Packet::Data(d) if self.held_by_takeover(from, Some(d.receiver_index)) => {
+                self.hold_datagram(from, datagram);
+            }
             Packet::Data(_) => self.on_data(from, datagram, now),
             Packet::Cookie(cookie) => self.on_cookie(from, cookie, now),
             Packet::Reject(r) => self.on_reject(from, r.reason),
@@ -180,15 +198,16 @@ impl Driver {
                 return;
             }
         }
-        let peer = self.peers.get_mut(&from);
+        let id = self.peers.at(from);
+        let peer = id.and_then(|id| self.peers.get_mut(id));
         let known = peer.as_ref().is_some_and(|p| p.added);
-        if let Some(peer) = peer {
-            let ours = peer.handshake.as_ref().map(Initiator::local_index);
+        if let (Some(id), Some(peer)) = (id, peer) {
+            let ours = peer.link.handshake().map(Initiator::local_index);
             // Simultaneous open: both sides keep the handshake with the
             // lower initiator index.
             match ours {
                 Some(index) if init.sender_index < index => {
-                    peer.handshake = None;
+                    peer.link = Link::Idle;
                     // Their handshake may never complete (lost, refused by
                     // cookie or pin, or an off-path forgery): a peer in the
                     // route table must not be left without a link, so ours
@@ -197,7 +216,7 @@ impl Driver {
                         let at = now.saturating_add(HALF_OPEN_MS + 1);
                         peer.reconnect_at = Some(at);
                         self.timers
-                            .push(std::cmp::Reverse((at, TimerKey::Reconnect(from))));
+                            .push(std::cmp::Reverse((at, TimerKey::Reconnect(id))));
                     }
                 }
                 Some(_) => {
@@ -212,6 +231,9 @@ impl Driver {
             self.outbox.push((from, reject(RejectReason::Refused)));
             return;
         }
+        let Some(crypto) = self.crypto.as_mut() else {
+            return;
+        };
         let replacing = crypto.half_open.contains_key(&from);
         if crypto.half_open.len() >= max_half_open / 2 || crypto.over_budget(now) {
             // Under load (a half-full table, or many key exchanges lately):
@@ -234,7 +256,7 @@ impl Driver {
                 let oldest = crypto
                     .half_open
                     .iter()
-                    .min_by_key(|(_, h)| h.created)
+                    .min_by_key(|(a, h)| (h.created, **a))
                     .map(|(a, _)| *a);
                 if let Some(oldest) = oldest {
                     crypto.half_open.remove(&oldest);
@@ -246,10 +268,11 @@ impl Driver {
         let Some(payload) = self.our_payload() else {
             return;
         };
+        let index = index_from(&mut self.rng);
         let Some(crypto) = self.crypto.as_mut() else {
             return;
         };
-        match Responder::new(&crypto.identity, random_index(), init, &payload, now) {
+        match Responder::new(&crypto.identity, index, init, &payload, now) {
             Ok((responder, response)) => {
                 let responder = match pin {
                     Some(key) => responder.expect_remote(key),
@@ -282,25 +305,31 @@ impl Driver {
         datagram: &[u8],
         now: u64,
     ) {
-        let Some(peer) = self.peers.get_mut(&from) else {
+        let Some(id) = self.peers.at(from) else {
             self.counters.bad_handshakes += 1;
             return;
         };
-        let Some(handshake) = peer.handshake.as_mut() else {
-            // Our Finish was lost and the responder asks again.
-            match peer
-                .channel
-                .as_ref()
-                .and_then(|c| c.answer_duplicate_response(datagram))
-            {
-                Some(finish) => self.outbox.push((from, finish)),
-                None => self.counters.bad_handshakes += 1,
-            }
+        let Some(peer) = self.peers.get_mut(id) else {
             return;
+        };
+        let handshake = match &mut peer.link {
+            Link::Handshaking(h) => h,
+            Link::Sealed { channel, .. } => {
+                // Our Finish was lost and the responder asks again.
+                match channel.answer_duplicate_response(datagram) {
+                    Some(finish) => self.outbox.push((from, finish)),
+                    None => self.counters.bad_handshakes += 1,
+                }
+                return;
+            }
+            Link::Idle | Link::Plaintext(_) => {
+                self.counters.bad_handshakes += 1;
+                return;
+            }
         };
         match handshake.handle_response(response, now) {
             Ok(established) => {
-                peer.handshake = None;
+                peer.link = Link::Idle;
                 self.establish(from, established, Direction::Outbound, now);
             }
             // Forged or corrupted: the handshake goes on.
@@ -312,19 +341,23 @@ impl Driver {
                 self.counters.bad_handshakes += 1;
             }
             Err(e) => {
-                peer.handshake = None;
+                peer.link = Link::Idle;
                 if matches!(e, HandshakeError::PinnedKeyMismatch { .. }) {
                     self.counters.pin_mismatches += 1;
                     self.outbox.push((from, reject(RejectReason::Refused)));
                 } else {
                     self.counters.bad_handshakes += 1;
                 }
-                self.handshake_failed(from, e.to_string());
+                self.handshake_failed(id, e.to_string());
             }
         }
     }
 
     fn on_finish(&mut self, from: SocketAddr, finish: &crypto::packet::FinishPacket<'_>, now: u64) {
+        if self.held_by_takeover(from, None) {
+            // The newcomer resends its Finish while we decide.
+            return;
+        }
         let Some(crypto) = self.crypto.as_mut() else {
             return;
         };
@@ -346,7 +379,7 @@ impl Driver {
                 if matches!(e, HandshakeError::PinnedKeyMismatch { .. }) {
                     self.counters.pin_mismatches += 1;
                     self.outbox.push((from, reject(RejectReason::Refused)));
-                    self.emit(PluginEvent::PeerRejected(from, Arc::from(e.to_string())));
+                    self.emit(NodeEvent::PeerRejected(from, Arc::from(e.to_string())));
                 } else {
                     self.counters.bad_handshakes += 1;
                 }
@@ -355,12 +388,61 @@ impl Driver {
         }
     }
 
-    /// A handshake completed: install the channel and a session over it.
+    /// A handshake over `from` completed: find the peer it proved (by key
+    /// first, then by address), and install the channel and a session over
+    /// it.
+    ///
+    /// The key decides who the peer is. A known key at a new address is
+    /// that peer on a new path (it restarted on another port, or its NAT
+    /// rebound). A new key at the address of a peer that has a live session
+    /// under another key is refused while that session lives: a key changes
+    /// only once the old session is gone, and never for a pinned peer (the
+    /// handshake's own pin check refused that already).
     fn establish(&mut self, from: SocketAddr, est: Established, direction: Direction, now: u64) {
+        let key = est.remote_static;
+        let at_addr = self.peers.at(from);
+        let with_key = self.peers.with_key(&key);
+        let displaced = at_addr.filter(|id| Some(*id) != with_key);
+        let live_other_key = displaced
+            .and_then(|id| self.peers.get(id))
+            .is_some_and(|p| {
+                p.public_key.is_some_and(|k| k != key)
+                    && p.session()
+                        .is_some_and(|s| !s.is_closing() && !s.is_closed())
+            });
+        if let Some(old) = displaced.filter(|_| live_other_key) {
+            self.start_takeover(from, est, direction, old);
+            return;
+        }
+        self.install(from, est, direction, now);
+    }
+
+    /// Refuse a handshake that proved a new key at a live session's
+    /// address.
+    pub(super) fn refuse_newcomer(&mut self, from: SocketAddr, why: &str) {
+        self.counters.key_conflicts += 1;
+        self.outbox.push((from, reject(RejectReason::Refused)));
+        tracing::debug!(%from, "new key refused: {why}");
+    }
+
+    /// Install the channel of a handshake over `from` and a session over
+    /// it, for the peer the key (else the address) leads to.
+    pub(super) fn install(
+        &mut self,
+        from: SocketAddr,
+        est: Established,
+        direction: Direction,
+        now: u64,
+    ) {
         let Some(advertised) = self.advertised else {
             return;
         };
-        if direction == Direction::Inbound && !self.admits_inbound(from) {
+        let key = est.remote_static;
+        let at_addr = self.peers.at(from);
+        let with_key = self.peers.with_key(&key);
+        let displaced = at_addr.filter(|id| Some(*id) != with_key);
+        let target = with_key.or(at_addr);
+        if direction == Direction::Inbound && !self.admits_inbound(target, from) {
             return;
         }
         // One handshake per peer wins: whatever else was under way with this
@@ -368,11 +450,32 @@ impl Driver {
         if let Some(crypto) = self.crypto.as_mut() {
             crypto.half_open.remove(&from);
         }
-        if let Some(peer) = self.peers.get_mut(&from) {
-            peer.handshake = None;
+        let id = match target {
+            Some(id) => id,
+            None => self.new_peer(from, direction),
+        };
+        if let Some(old) = displaced.filter(|d| *d != id) {
+            self.merge(old, id);
         }
-        // A completed handshake from an address we have a session with is
-        // that peer's new session (it restarted, or re-keyed).
+        if self
+            .peers
+            .get(id)
+            .and_then(|p| p.public_key)
+            .is_some_and(|k| k != key)
+        {
+            self.counters.key_changes += 1;
+            tracing::debug!(%from, %key, "peer came back under a new key");
+        }
+        if let Some(peer) = self.peers.get_mut(id) {
+            if matches!(peer.link, Link::Handshaking(_)) {
+                peer.link = Link::Idle;
+            }
+        }
+        // A completed handshake of a peer we have a session with is that
+        // peer's new session (it restarted, or re-keyed).
+        self.end_session(id);
+        self.peers.add_path(id, from);
+        self.peers.set_key(id, key);
         // Both ends name the KCP conversation after the initiator's index.
         let conv = match direction {
             Direction::Outbound => est.channel.local_index(),
@@ -382,42 +485,79 @@ impl Driver {
         if let Some(finish) = &est.finish {
             self.outbox.push((from, finish.clone()));
         }
-        let peer = self.make_way(from);
-        peer.session = Some(session);
-        peer.channel = Some(est.channel);
-        peer.public_key = Some(est.remote_static);
+        let Some(peer) = self.peers.get_mut(id) else {
+            return;
+        };
+        peer.link = Link::Sealed {
+            session,
+            channel: est.channel,
+            finish: est
+                .finish
+                .map(|finish| (finish, now.saturating_add(FINISH_RESEND_MS))),
+        };
+        peer.active = Some(from);
         peer.handshake_payload = est.remote_payload.app;
         peer.handshake_advertised = Some(est.remote_payload.advertised);
         peer.direction = direction;
         peer.reconnect_at = None;
-        peer.finish = est
-            .finish
-            .map(|finish| (finish, now.saturating_add(FINISH_RESEND_MS)));
-        tracing::debug!(%from, key = %est.remote_static, ?direction, "handshake complete");
-        self.touch(from);
+        tracing::debug!(%from, %key, ?direction, "handshake complete");
+        self.touch(id);
     }
 
-    fn on_data(&mut self, from: SocketAddr, datagram: &[u8], now: u64) {
+    /// `old` turned out to be `into` (an address we knew before its key):
+    /// `into` takes over its route-table entry, frames and requests.
+    fn merge(&mut self, old: PeerId, into: PeerId) {
+        self.end_session(old);
+        let Some(gone) = self.peers.remove(old) else {
+            return;
+        };
+        self.requests.retarget(old, into);
+        if gone.room_watched {
+            self.events.push_back(Event::Room {
+                peer: old,
+                queued: None,
+            });
+        }
+        let paths = gone.paths.clone();
+        for path in paths {
+            self.peers.add_path(into, path);
+        }
+        if let Some(peer) = self.peers.get_mut(into) {
+            peer.added |= gone.added;
+            peer.writable |= gone.writable;
+            peer.pinned = peer.pinned.or(gone.pinned);
+            peer.pending_bytes += gone.pending_bytes;
+            peer.pending.extend(gone.pending);
+            peer.past += gone.past;
+        }
+    }
+
+    pub(super) fn on_data(&mut self, from: SocketAddr, datagram: &[u8], now: u64) {
         let opened = &mut self.open_buf;
-        let Some(peer) = self.peers.get_mut(&from) else {
+        let Some(id) = self.peers.at(from) else {
             self.counters.unknown_session_datagrams += 1;
             return;
         };
-        let (Some(channel), Some(session)) = (peer.channel.as_mut(), peer.session.as_mut()) else {
+        let Some(Link::Sealed {
+            session,
+            channel,
+            finish,
+        }) = self.peers.get_mut(id).map(|p| &mut p.link)
+        else {
             self.counters.unknown_session_datagrams += 1;
             return;
         };
         match channel.open(datagram, opened) {
             Ok(()) => {
                 // The peer sealed this with its keys: it has our Finish.
-                peer.finish = None;
+                *finish = None;
                 if let Err(e) = session.handle_datagram(now, opened) {
                     self.counters.malformed_datagrams += 1;
                     tracing::debug!(%from, ?e, "sealed datagram is not KCP");
                     return;
                 }
-                self.drain_events(from);
-                self.touch(from);
+                self.drain_events(id);
+                self.touch(id);
             }
             Err(ChannelError::Replayed(_) | ChannelError::TooOld(_)) => {
                 self.counters.replayed_datagrams += 1;
@@ -432,9 +572,13 @@ impl Driver {
     }
 
     fn on_cookie(&mut self, from: SocketAddr, cookie: CookiePacket, now: u64) {
-        let handshake = self.peers.get_mut(&from).and_then(|p| p.handshake.as_mut());
-        match handshake {
-            Some(h) if h.local_index() == cookie.receiver_index => {
+        let link = self
+            .peers
+            .at(from)
+            .and_then(|id| self.peers.get_mut(id))
+            .map(|p| &mut p.link);
+        match link {
+            Some(Link::Handshaking(h)) if h.local_index() == cookie.receiver_index => {
                 let init = h.with_cookie(cookie.cookie, now);
                 self.outbox.push((from, init));
             }
@@ -445,38 +589,48 @@ impl Driver {
     /// A `Reject` counts only while we wait to hear from that address:
     /// it is unauthenticated, so it must not end a working session.
     fn on_reject(&mut self, from: SocketAddr, reason: RejectReason) {
-        let waiting = self.peers.get(&from).is_some_and(|p| {
-            p.handshake.is_some()
-                || (p.session.as_ref().is_some_and(|s| !s.heard())
-                    && p.channel
-                        .as_ref()
-                        .is_none_or(|c| c.highest_received().is_none()))
-        });
-        if !waiting {
+        let id = self.peers.at(from);
+        let waiting = id
+            .and_then(|id| self.peers.get(id))
+            .is_some_and(|p| match &p.link {
+                Link::Handshaking(_) => true,
+                Link::Sealed {
+                    session, channel, ..
+                } => !session.heard() && channel.highest_received().is_none(),
+                Link::Plaintext(session) => !session.heard(),
+                Link::Idle => false,
+            });
+        let Some(id) = id.filter(|_| waiting) else {
             self.counters.unknown_session_datagrams += 1;
             return;
-        }
+        };
         self.counters.rejected_by_peer += 1;
-        if let Some(peer) = self.peers.get_mut(&from) {
-            peer.handshake = None;
-            if let Some(s) = peer.session.as_mut() {
-                s.replace();
+        if let Some(peer) = self.peers.get_mut(id) {
+            match &mut peer.link {
+                Link::Handshaking(_) => peer.link = Link::Idle,
+                link => {
+                    if let Some(s) = link.session_mut() {
+                        s.replace();
+                    }
+                }
             }
         }
-        self.drain_events(from);
-        self.take_session(from);
+        self.drain_events(id);
+        self.take_session(id);
         let text = reason_text(reason);
         tracing::warn!(%from, "connection refused: {text}");
-        self.handshake_failed(from, text.to_owned());
+        self.handshake_failed(id, text.to_owned());
     }
 
-    /// Our connection attempt to `from` failed for a reason worth telling.
-    fn handshake_failed(&mut self, from: SocketAddr, reason: String) {
-        if let Some(peer) = self.peers.get_mut(&from) {
-            peer.last_error = Some(reason.clone());
-        }
-        self.emit(PluginEvent::PeerRejected(from, Arc::from(reason)));
-        self.link_down(from);
+    /// Our connection attempt to `id` failed for a reason worth telling.
+    fn handshake_failed(&mut self, id: PeerId, reason: String) {
+        let Some(peer) = self.peers.get_mut(id) else {
+            return;
+        };
+        peer.last_error = Some(reason.clone());
+        let addr = peer.addr();
+        self.emit(NodeEvent::PeerRejected(addr, Arc::from(reason)));
+        self.link_down(id);
     }
 
     /// A plaintext node's datagram reached us (we encrypt): refuse its
@@ -512,30 +666,37 @@ impl Driver {
 
     /// Retransmit our `Init` or `Finish` when due; give up an expired
     /// handshake.
-    pub(super) fn handshake_timers(&mut self, addr: SocketAddr, now: u64) {
-        let Some(peer) = self.peers.get_mut(&addr) else {
+    pub(super) fn handshake_timers(&mut self, id: PeerId, now: u64) {
+        let Some(peer) = self.peers.get_mut(id) else {
             return;
         };
-        if let Some(handshake) = peer.handshake.as_mut() {
-            if handshake.is_expired(now) {
-                peer.handshake = None;
+        let to = peer.addr();
+        match &mut peer.link {
+            Link::Handshaking(handshake) if handshake.is_expired(now) => {
+                peer.link = Link::Idle;
+                let reason = "no answer to the handshake (timed out)";
+                peer.last_error = Some(reason.into());
+                let added = peer.added;
                 self.counters.handshake_timeouts += 1;
-                tracing::debug!(%addr, "handshake timed out");
-                if let Some(peer) = self.peers.get_mut(&addr) {
-                    peer.last_error = Some("handshake timed out".into());
+                tracing::debug!(%to, "handshake timed out");
+                if added {
+                    self.emit(NodeEvent::ConnectFailed(to, Arc::from(reason)));
                 }
-                self.link_down(addr);
-                return;
+                self.link_down(id);
             }
-            if let Some(init) = handshake.handle_timeout(now) {
-                self.outbox.push((addr, init));
+            Link::Handshaking(handshake) => {
+                if let Some(init) = handshake.handle_timeout(now) {
+                    self.outbox.push((to, init));
+                }
             }
-        }
-        if let Some((finish, at)) = peer.finish.as_mut() {
-            if now >= *at {
-                self.outbox.push((addr, finish.clone()));
+            Link::Sealed {
+                finish: Some((finish, at)),
+                ..
+            } if now >= *at => {
+                self.outbox.push((to, finish.clone()));
                 *at = now.saturating_add(FINISH_RESEND_MS);
             }
+            _ => {}
         }
     }
 

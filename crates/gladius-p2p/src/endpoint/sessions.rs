@@ -8,31 +8,31 @@ use std::sync::Arc;
 
 use rand::Rng;
 
-use super::peer::Peer;
-use super::{Driver, TimerKey};
-use crate::demux;
-use crate::error::{NetworkError, RequestError};
-use crate::network::{PeerInfo, Received};
-use crate::plugin::PluginEvent;
+use super::peer::{Link, Peer, PeerId};
+use super::{demux, Endpoint, Event, TimerKey};
+use crate::api::{NodeEvent, PeerInfo, Received};
+use crate::error::RequestError;
 use crate::session::{CloseCause, Inbound, Session, SessionEvent};
 use crate::state::Direction;
 
-impl Driver {
-    pub(super) fn connect(&mut self, addr: SocketAddr) {
+impl Endpoint {
+    /// Open a link to `id` over its active path: a handshake in encrypted
+    /// mode, a session at once in plaintext mode.
+    pub(super) fn connect(&mut self, id: PeerId) {
         let Some(advertised) = self.advertised else {
             return;
         };
         if self.crypto.is_some() {
-            return self.initiate(addr);
+            return self.initiate(id);
         }
         let now = self.now();
         let conv = self.rng.gen_range(1..=u32::MAX);
         let session = Session::new(conv, advertised, &self.session_config, now);
-        if let Some(peer) = self.peers.get_mut(&addr) {
+        if let Some(peer) = self.peers.get_mut(id) {
             peer.reconnect_at = None;
             peer.direction = Direction::Outbound;
-            peer.session = Some(session);
-            self.touch(addr);
+            peer.link = Link::Plaintext(session);
+            self.touch(id);
         }
     }
 
@@ -43,7 +43,8 @@ impl Driver {
             tracing::debug!(%from, len = datagram.len(), "malformed datagram");
             return;
         };
-        let existing = self.peers.get(&from).and_then(|p| p.session.as_ref());
+        let id = self.peers.at(from);
+        let existing = id.and_then(|id| self.peers.get(id)).and_then(Peer::session);
         let decision = demux::decide(
             existing.map(|s| demux::Existing {
                 conv: s.conv(),
@@ -55,8 +56,10 @@ impl Driver {
         );
         match decision {
             demux::Decision::Deliver => {
-                let peer = self.peers.get_mut(&from);
-                let Some(session) = peer.and_then(|p| p.session.as_mut()) else {
+                let Some(id) = id else {
+                    return;
+                };
+                let Some(session) = self.peers.get_mut(id).and_then(Peer::session_mut) else {
                     return;
                 };
                 if let Err(e) = session.handle_datagram(now, datagram) {
@@ -64,8 +67,8 @@ impl Driver {
                     tracing::debug!(%from, ?e, "datagram rejected by KCP");
                     return;
                 }
-                self.drain_events(from);
-                self.touch(from);
+                self.drain_events(id);
+                self.touch(id);
             }
             demux::Decision::Malformed => {
                 self.counters.malformed_datagrams += 1;
@@ -83,11 +86,11 @@ impl Driver {
         }
     }
 
-    pub(super) fn open_inbound(&mut self, from: SocketAddr, conv: u32, datagram: &[u8], now: u64) {
+    fn open_inbound(&mut self, from: SocketAddr, conv: u32, datagram: &[u8], now: u64) {
         let Some(advertised) = self.advertised else {
             return;
         };
-        if !self.admits_inbound(from) {
+        if !self.admits_inbound(self.peers.at(from), from) {
             return;
         }
         let mut session = Session::new(conv, advertised, &self.session_config, now);
@@ -97,31 +100,36 @@ impl Driver {
             self.counters.malformed_datagrams += 1;
             return;
         }
-        let peer = self.make_way(from);
+        let id = self.make_way(from);
+        let Some(peer) = self.peers.get_mut(id) else {
+            return;
+        };
         peer.direction = if peer.added {
             Direction::Outbound
         } else {
             Direction::Inbound
         };
         peer.reconnect_at = None;
-        peer.session = Some(session);
-        self.drain_events(from);
-        self.touch(from);
+        peer.active = Some(from);
+        peer.link = Link::Plaintext(session);
+        self.drain_events(id);
+        self.touch(id);
     }
 
-    /// Whether a new inbound session from `from` may open: peers in the
-    /// route table always may; unknown ones unless the config refuses them
-    /// or the inbound limit is reached (counted and logged).
-    pub(super) fn admits_inbound(&mut self, from: SocketAddr) -> bool {
-        let peer = self.peers.get(&from);
+    /// Whether a new inbound session from `from` (for peer `id`, if known)
+    /// may open: peers in the route table always may; unknown ones unless
+    /// the config refuses them or the inbound limit is reached (counted and
+    /// logged).
+    pub(super) fn admits_inbound(&mut self, id: Option<PeerId>, from: SocketAddr) -> bool {
+        let peer = id.and_then(|id| self.peers.get(id));
         if peer.is_some_and(|p| p.added) {
             return true;
         }
-        let replacing = peer.is_some_and(|p| p.session.is_some());
+        let replacing = peer.is_some_and(|p| p.session().is_some());
         let inbound = || {
             self.peers
                 .values()
-                .filter(|p| !p.added && p.session.is_some())
+                .filter(|p| !p.added && p.session().is_some())
                 .count()
         };
         if self.config.refuse_unknown_inbound
@@ -134,29 +142,39 @@ impl Driver {
         true
     }
 
-    /// End the session `addr` has, if any (the peer restarted, or it lost a
-    /// simultaneous open), and return the entry for the new one, creating it
-    /// for a peer we did not know.
-    pub(super) fn make_way(&mut self, addr: SocketAddr) -> &mut Peer {
-        if let Some(old) = self.peers.get_mut(&addr).and_then(|p| p.session.as_mut()) {
-            old.replace();
-            self.drain_events(addr);
-            self.take_session(addr);
+    /// End the session of the peer `addr` leads to, if any (the peer
+    /// restarted, or it lost a simultaneous open), and return that peer,
+    /// creating one for an address we did not know.
+    pub(super) fn make_way(&mut self, addr: SocketAddr) -> PeerId {
+        match self.peers.at(addr) {
+            Some(id) => {
+                self.end_session(id);
+                id
+            }
+            None => self.new_peer(addr, Direction::Inbound),
         }
-        let min = self.config.reconnect_min;
-        self.peers
-            .entry(addr)
-            .or_insert_with(|| Peer::new(false, Direction::Inbound, min))
+    }
+
+    /// End `id`'s session, if it has one, for a new session that replaces
+    /// it.
+    pub(super) fn end_session(&mut self, id: PeerId) {
+        if let Some(old) = self.peers.get_mut(id).and_then(Peer::session_mut) {
+            old.replace();
+            self.drain_events(id);
+            self.take_session(id);
+        }
     }
 
     /// Act on everything a session reported.
-    pub(super) fn drain_events(&mut self, addr: SocketAddr) {
+    pub(super) fn drain_events(&mut self, id: PeerId) {
         let now = self.now();
         loop {
-            let Some(peer) = self.peers.get_mut(&addr) else {
+            let Some(peer) = self.peers.get_mut(id) else {
                 return;
             };
-            let Some(session) = peer.session.as_mut() else {
+            let addr = peer.addr();
+            let handshake_advertised = peer.handshake_advertised;
+            let Some(session) = peer.link.session_mut() else {
                 return;
             };
             let Some(event) = session.poll_event() else {
@@ -164,7 +182,7 @@ impl Driver {
             };
             match event {
                 SessionEvent::Connected { advertised } => {
-                    if peer.handshake_advertised.is_some_and(|h| h != advertised) {
+                    if handshake_advertised.is_some_and(|h| h != advertised) {
                         // The hello must name the address the handshake
                         // authenticated; anything else is a lie.
                         tracing::debug!(%addr, %advertised, "hello contradicts the handshake");
@@ -172,14 +190,18 @@ impl Driver {
                         self.counters.protocol_errors += 1;
                         continue;
                     }
-                    peer.advertised = Some(advertised);
-                    peer.last_error = None;
-                    peer.backoff = self.config.reconnect_min;
                     // Hand over what waited for the hello, in order.
                     while let Some(frame) = peer.pending.pop_front() {
                         peer.pending_bytes -= frame.len();
                         session.send_frame(now, &frame);
                     }
+                    peer.advertised = Some(advertised);
+                    peer.last_error = None;
+                    if peer.demoted {
+                        peer.demoted = false;
+                        peer.writable = true;
+                    }
+                    peer.backoff = self.config.reconnect_min;
                     let info = PeerInfo {
                         addr,
                         advertised,
@@ -189,11 +211,16 @@ impl Driver {
                         direction: peer.direction,
                     };
                     tracing::debug!(%addr, %advertised, "session established");
-                    self.emit(PluginEvent::PeerConnected(Arc::new(info)));
+                    self.emit(NodeEvent::PeerConnected(Arc::new(info)));
                 }
                 SessionEvent::Frame(inbound) => {
-                    let writable = peer.writable;
-                    self.deliver(addr, writable, inbound);
+                    if peer.demoted {
+                        // It answers: writable again.
+                        peer.demoted = false;
+                        peer.writable = true;
+                    }
+                    let (writable, key) = (peer.writable, peer.public_key);
+                    self.deliver(id, addr, writable, key, inbound);
                 }
                 SessionEvent::ChecksumFailure => {
                     self.counters.checksum_failures += 1;
@@ -222,31 +249,39 @@ impl Driver {
                     // A replacing session carries on with the same peer;
                     // requests still queued go out on it.
                     if cause != CloseCause::Replaced {
-                        self.fail_requests(addr);
+                        self.fail_requests(id);
                     }
                     if was_connected {
-                        self.emit(PluginEvent::PeerDisconnected(addr));
+                        self.emit(NodeEvent::PeerDisconnected(addr));
                     }
                 }
             }
         }
     }
 
-    pub(super) fn deliver(&mut self, addr: SocketAddr, writable: bool, inbound: Inbound) {
+    fn deliver(
+        &mut self,
+        id: PeerId,
+        addr: SocketAddr,
+        writable: bool,
+        public_key: Option<crate::PublicKey>,
+        inbound: Inbound,
+    ) {
         let (message, request_id) = match inbound {
             Inbound::Message(m) => (m, None),
-            Inbound::Request(id, m) => (m, Some(id)),
-            Inbound::Reply(id, message) => {
-                match self.requests.take_from(id, addr) {
-                    Some(r) => {
-                        self.handed_over = true;
-                        let _ = r.answer.send(Ok(Received {
+            Inbound::Request(request, m) => (m, Some(request)),
+            Inbound::Reply(request, message) => {
+                match self.requests.take_from(request, id) {
+                    Some(_) => self.events.push_back(Event::RequestDone {
+                        id: request,
+                        result: Ok(Received {
                             message,
                             peer: addr,
+                            public_key,
                             writable,
                             request_id: None,
-                        }));
-                    }
+                        }),
+                    }),
                     None => self.counters.unmatched_replies += 1,
                 }
                 return;
@@ -255,32 +290,35 @@ impl Driver {
         let received = Arc::new(Received {
             message,
             peer: addr,
+            public_key,
             writable,
             request_id,
         });
-        self.handed_over = true;
-        self.emit(PluginEvent::Message(received));
+        self.emit(NodeEvent::Message(received));
     }
 
-    pub(super) fn fail_requests(&mut self, addr: SocketAddr) {
-        for r in self.requests.take_for(addr) {
-            let _ = r.answer.send(Err(RequestError::SessionClosed));
+    pub(super) fn fail_requests(&mut self, id: PeerId) {
+        for (request, _) in self.requests.take_for(id) {
+            self.events.push_back(Event::RequestDone {
+                id: request,
+                result: Err(RequestError::SessionClosed),
+            });
         }
     }
 
     /// Remove a closed session, keep its counts, and decide what comes next
     /// for the peer: a reconnect (route table) or nothing (forget it).
-    pub(super) fn retire_session(&mut self, addr: SocketAddr) {
-        if self.take_session(addr) {
-            self.link_down(addr);
+    pub(super) fn retire_session(&mut self, id: PeerId) {
+        if self.take_session(id) {
+            self.link_down(id);
         }
     }
 
     /// The peer has neither session nor handshake any more: reconnect after
     /// a backoff if it is in the route table, forget it otherwise.
-    pub(super) fn link_down(&mut self, addr: SocketAddr) {
+    pub(super) fn link_down(&mut self, id: PeerId) {
         let now = self.now();
-        let Some(peer) = self.peers.get_mut(&addr) else {
+        let Some(peer) = self.peers.get_mut(id) else {
             return;
         };
         if peer.added && self.closing.is_none() {
@@ -289,41 +327,46 @@ impl Driver {
             peer.backoff = (peer.backoff * 2).min(self.config.reconnect_max);
             let at = now.saturating_add(u64::try_from(wait.as_millis()).unwrap_or(u64::MAX));
             peer.reconnect_at = Some(at);
-            self.timers.push(Reverse((at, TimerKey::Reconnect(addr))));
+            self.timers.push(Reverse((at, TimerKey::Reconnect(id))));
         } else {
-            self.forget(addr);
+            self.forget(id);
         }
     }
 
     /// Detach the peer's session, folding its counts into the peer's.
     /// Frames handed to it and never acknowledged are gone with it (the
     /// close cause was counted and logged).
-    pub(super) fn take_session(&mut self, addr: SocketAddr) -> bool {
-        let Some(peer) = self.peers.get_mut(&addr) else {
+    pub(super) fn take_session(&mut self, id: PeerId) -> bool {
+        let Some(peer) = self.peers.get_mut(id) else {
             return false;
         };
-        let Some(session) = peer.session.take() else {
+        let Some(session) = peer.link.session() else {
             return false;
         };
-        peer.channel = None;
-        peer.finish = None;
-        peer.past += session.stats();
-        peer.last_seen = session.last_recv().or(peer.last_seen);
+        let (stats, last_recv) = (session.stats(), session.last_recv());
+        peer.link = Link::Idle;
+        peer.past += stats;
+        peer.last_seen = last_recv.or(peer.last_seen);
         true
     }
 
-    pub(super) fn forget(&mut self, addr: SocketAddr) {
-        if let Some(peer) = self.peers.get(&addr) {
+    /// Drop a peer outside the route table, counting frames it never got.
+    pub(super) fn forget(&mut self, id: PeerId) {
+        if let Some(peer) = self.peers.get(id) {
             if peer.added {
                 return;
             }
             if !peer.pending.is_empty() {
+                let addr = peer.addr();
                 tracing::debug!(%addr, frames = peer.pending.len(), "peer forgotten with frames never sent");
                 self.counters.abandoned_frames += peer.pending.len() as u64;
             }
-            if let Some(peer) = self.peers.remove(&addr) {
-                for (_, reply) in peer.room_waiters {
-                    let _ = reply.send(Err(NetworkError::UnknownPeer(addr)));
+            if let Some(peer) = self.peers.remove(id) {
+                if peer.room_watched {
+                    self.events.push_back(Event::Room {
+                        peer: id,
+                        queued: None,
+                    });
                 }
             }
         }

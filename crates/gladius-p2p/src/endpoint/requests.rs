@@ -6,23 +6,20 @@
 //! growing with request rate × timeout).
 
 use std::collections::BTreeSet;
-use std::net::SocketAddr;
 use std::time::Duration;
 
-use super::{HashMap, Reply};
-use crate::error::RequestError;
-use crate::network::Received;
+use super::{HashMap, PeerId};
 
 /// One request in flight.
+#[derive(Debug)]
 pub(super) struct PendingRequest {
-    pub(super) peer: SocketAddr,
+    pub(super) peer: PeerId,
     pub(super) deadline: u64,
     pub(super) timeout: Duration,
-    pub(super) answer: Reply<Result<Received, RequestError>>,
 }
 
 /// Requests in flight by id, and their deadlines in order.
-#[derive(Default)]
+#[derive(Debug)]
 pub(super) struct Requests {
     pending: HashMap<u64, PendingRequest>,
     by_deadline: BTreeSet<(u64, u64)>,
@@ -30,6 +27,14 @@ pub(super) struct Requests {
 }
 
 impl Requests {
+    pub(super) fn new(pending: HashMap<u64, PendingRequest>) -> Self {
+        Self {
+            pending,
+            by_deadline: BTreeSet::new(),
+            last_id: 0,
+        }
+    }
+
     /// A fresh request id (never 0, never reused by this driver).
     pub(super) fn next_id(&mut self) -> u64 {
         self.last_id += 1;
@@ -45,7 +50,7 @@ impl Requests {
 
     /// Take request `id` if it went to `peer`; a reply from anyone else
     /// leaves it waiting.
-    pub(super) fn take_from(&mut self, id: u64, peer: SocketAddr) -> Option<PendingRequest> {
+    pub(super) fn take_from(&mut self, id: u64, peer: PeerId) -> Option<PendingRequest> {
         if self.pending.get(&id)?.peer != peer {
             return None;
         }
@@ -64,33 +69,47 @@ impl Requests {
     }
 
     /// Take every request whose deadline is `now` or earlier.
-    pub(super) fn take_expired(&mut self, now: u64) -> Vec<PendingRequest> {
+    pub(super) fn take_expired(&mut self, now: u64) -> Vec<(u64, PendingRequest)> {
         let mut expired = Vec::new();
         while let Some(&(deadline, id)) = self.by_deadline.first() {
             if deadline > now {
                 break;
             }
             self.by_deadline.pop_first();
-            expired.extend(self.pending.remove(&id));
+            expired.extend(self.pending.remove(&id).map(|r| (id, r)));
         }
         expired
     }
 
     /// Take every request that went to `peer`.
-    pub(super) fn take_for(&mut self, peer: SocketAddr) -> Vec<PendingRequest> {
-        let ids: Vec<u64> = self
+    pub(super) fn take_for(&mut self, peer: PeerId) -> Vec<(u64, PendingRequest)> {
+        let mut ids: Vec<u64> = self
             .pending
             .iter()
             .filter(|(_, r)| r.peer == peer)
             .map(|(id, _)| *id)
             .collect();
-        ids.into_iter().filter_map(|id| self.take(id)).collect()
+        // Oldest first, whatever the table's order.
+        ids.sort_unstable();
+        ids.into_iter()
+            .filter_map(|id| self.take(id).map(|r| (id, r)))
+            .collect()
+    }
+
+    /// Requests that went to `from` now wait for `to` (the same peer,
+    /// known under another entry until its handshake proved its key).
+    pub(super) fn retarget(&mut self, from: PeerId, to: PeerId) {
+        for r in self.pending.values_mut().filter(|r| r.peer == from) {
+            r.peer = to;
+        }
     }
 
     /// Take them all.
-    pub(super) fn take_all(&mut self) -> Vec<PendingRequest> {
+    pub(super) fn take_all(&mut self) -> Vec<(u64, PendingRequest)> {
         self.by_deadline.clear();
-        self.pending.drain().map(|(_, r)| r).collect()
+        let mut all: Vec<_> = self.pending.drain().collect();
+        all.sort_unstable_by_key(|(id, _)| *id);
+        all
     }
 
     #[cfg(test)]
@@ -102,24 +121,22 @@ impl Requests {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tokio::sync::oneshot;
 
-    fn request(peer: u16, deadline: u64) -> PendingRequest {
+    fn request(peer: u64, deadline: u64) -> PendingRequest {
         PendingRequest {
-            peer: SocketAddr::from(([127, 0, 0, 1], peer)),
+            peer: PeerId(peer),
             deadline,
             timeout: Duration::from_millis(deadline),
-            answer: oneshot::channel().0,
         }
     }
 
     #[test]
     fn a_reply_takes_its_deadline_with_it() {
-        let mut r = Requests::default();
+        let mut r = Requests::new(HashMap::default());
         for i in 0..1000 {
             let id = r.next_id();
             r.insert(id, request(1, 30_000 + i));
-            let peer = SocketAddr::from(([127, 0, 0, 1], 1));
+            let peer = PeerId(1);
             assert!(r.take_from(id, peer).is_some());
         }
         assert_eq!(r.len(), (0, 0), "answered requests leave nothing behind");
@@ -128,7 +145,7 @@ mod tests {
 
     #[test]
     fn only_the_peer_asked_can_answer_and_deadlines_expire_in_order() {
-        let mut r = Requests::default();
+        let mut r = Requests::new(HashMap::default());
         let ids: Vec<u64> = [300, 100, 200]
             .into_iter()
             .map(|d| {
@@ -137,14 +154,18 @@ mod tests {
                 id
             })
             .collect();
-        let stranger = SocketAddr::from(([127, 0, 0, 1], 2));
+        let stranger = PeerId(2);
         assert!(r.take_from(ids[0], stranger).is_none());
         assert_eq!(r.len(), (3, 3));
         assert_eq!(r.next_deadline(), Some(100));
-        let expired: Vec<u64> = r.take_expired(200).iter().map(|p| p.deadline).collect();
+        let expired: Vec<u64> = r
+            .take_expired(200)
+            .iter()
+            .map(|(_, p)| p.deadline)
+            .collect();
         assert_eq!(expired, vec![100, 200]);
         assert_eq!(r.next_deadline(), Some(300));
-        assert_eq!(r.take_for(SocketAddr::from(([127, 0, 0, 1], 1))).len(), 1);
+        assert_eq!(r.take_for(PeerId(1)).len(), 1);
         assert_eq!(r.len(), (0, 0));
     }
 }
