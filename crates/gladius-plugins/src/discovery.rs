@@ -111,7 +111,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use gladius_p2p::{async_trait, Message, Network, PeerInfo, Plugin, Received};
+use gladius_p2p::{async_trait, Message, Network, PeerInfo, PeerReason, Plugin, Received};
 use rand::Rng;
 
 use crate::background::Background;
@@ -358,7 +358,7 @@ impl Plugin for Discovery {
         self.inner.table().node_added(addr, Instant::now());
     }
 
-    async fn node_deleted(&self, net: &Network, addr: SocketAddr) {
+    async fn node_deleted(&self, net: &Network, addr: SocketAddr, _reason: &PeerReason) {
         // Dead or deleted on purpose? A peer still heard from recently was
         // alive: its deletion must stick. One already gone from the state
         // closed its session cleanly if it was connected (alive too), or
@@ -410,7 +410,7 @@ impl Plugin for Discovery {
         }
     }
 
-    async fn peer_disconnected(&self, _net: &Network, addr: SocketAddr) {
+    async fn peer_disconnected(&self, _net: &Network, addr: SocketAddr, _reason: &PeerReason) {
         self.inner.table().peer_disconnected(addr, Instant::now());
     }
 

@@ -23,6 +23,7 @@ use crate::crypto::{
     self, ChannelError, CookieJar, Established, HandshakeError, HandshakePayload, Identity,
     Initiator, Packet, PublicKey, RejectReason, Responder,
 };
+use crate::error::RequestError;
 use crate::session::Session;
 use crate::state::Direction;
 
@@ -464,6 +465,9 @@ impl Endpoint {
             .is_some_and(|k| k != key)
         {
             self.counters.key_changes += 1;
+            if let Some(peer) = self.peers.get_mut(id) {
+                peer.key_changed = true;
+            }
             tracing::debug!(%from, %key, "peer came back under a new key");
         }
         if let Some(peer) = self.peers.get_mut(id) {
@@ -629,6 +633,7 @@ impl Endpoint {
         };
         peer.last_error = Some(reason.clone());
         let addr = peer.addr();
+        self.fail_requests_with(id, || RequestError::ConnectFailed(reason.clone()));
         self.emit(NodeEvent::PeerRejected(addr, Arc::from(reason)));
         self.link_down(id);
     }
@@ -682,6 +687,7 @@ impl Endpoint {
                 if added {
                     self.emit(NodeEvent::ConnectFailed(to, Arc::from(reason)));
                 }
+                self.fail_requests_with(id, || RequestError::ConnectFailed(reason.to_owned()));
                 self.link_down(id);
             }
             Link::Handshaking(handshake) => {
