@@ -74,7 +74,9 @@ use std::task::{Context, Poll};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use gladius_p2p::{async_trait, ConnectionState, Message, Network, PeerInfo, Plugin, Received};
+use gladius_p2p::{
+    async_trait, ConnectionState, Message, Network, PeerInfo, PeerReason, Plugin, Received,
+};
 use serde::Serialize;
 use tokio::sync::{mpsc, Notify};
 use tokio::time::Instant;
@@ -460,7 +462,7 @@ impl Plugin for Gossip {
             .await;
     }
 
-    async fn peer_disconnected(&self, _net: &Network, addr: SocketAddr) {
+    async fn peer_disconnected(&self, _net: &Network, addr: SocketAddr, _why: &PeerReason) {
         self.inner
             .step(|s, now| s.handle(now, InEvent::PeerDown(addr)))
             .await;
