@@ -342,6 +342,13 @@ impl Kcp {
         self.send_queue.len().saturating_add(self.send_buf.bytes())
     }
 
+    /// Whether the peer has acknowledged any segment of ours: proof that it
+    /// receives at the address we send to (as far as a protocol without
+    /// authentication can tell).
+    pub fn peer_acknowledged(&self) -> bool {
+        self.send_buf.una() != 0
+    }
+
     /// Whether a segment exceeded the dead-link retransmission limit.
     pub fn is_dead(&self) -> bool {
         self.dead

@@ -367,6 +367,12 @@ impl Session {
         }
     }
 
+    /// Whether the peer acknowledged anything we sent (it receives at the
+    /// address we send to).
+    pub(crate) fn peer_acknowledged(&self) -> bool {
+        self.kcp.peer_acknowledged()
+    }
+
     /// Send a keepalive now, which the peer must acknowledge: whether it
     /// does tells a live session from a dead one.
     pub(crate) fn probe(&mut self, now: u64) {

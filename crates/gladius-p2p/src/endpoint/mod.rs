@@ -780,15 +780,18 @@ impl Endpoint {
                     // proven it receives (no ACK of ours yet): what it gets
                     // back stays within the amplification limit.
                     let unproven =
-                        peer.direction == Direction::Inbound && session.rtt_ms().is_none();
+                        peer.direction == Direction::Inbound && !session.peer_acknowledged();
+                    let limit = encrypted::AMPLIFICATION_FACTOR.saturating_mul(
+                        usize::try_from(session.stats().bytes_in).unwrap_or(usize::MAX),
+                    );
                     while let Some(datagram) = session.poll_transmit() {
-                        let stats = session.stats();
-                        let limit = encrypted::AMPLIFICATION_FACTOR
-                            .saturating_mul(usize::try_from(stats.bytes_in).unwrap_or(usize::MAX));
-                        let sent = usize::try_from(stats.bytes_out).unwrap_or(usize::MAX);
-                        if unproven && sent > limit {
-                            self.counters.amplification_drops += 1;
-                            continue;
+                        if unproven {
+                            let sent = peer.unproven_sent.saturating_add(datagram.len());
+                            if sent > limit {
+                                self.counters.amplification_drops += 1;
+                                continue;
+                            }
+                            peer.unproven_sent = sent;
                         }
                         self.transmits.push(to, &datagram, max_segments);
                     }

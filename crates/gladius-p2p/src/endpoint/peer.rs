@@ -123,6 +123,9 @@ pub(super) struct Peer {
     /// The session being replaced is replaced by one under a new key (the
     /// disconnect it causes says `key_changed`).
     pub(super) key_changed: bool,
+    /// Bytes sent on a plaintext session the peer opened, before it
+    /// acknowledged anything (the amplification limit's account).
+    pub(super) unproven_sent: usize,
     /// Someone waits for room in the queue: report it after every flush.
     pub(super) room_watched: bool,
 }
@@ -159,6 +162,7 @@ impl Peer {
             last_error: None,
             room_watched: false,
             key_changed: false,
+            unproven_sent: 0,
         }
     }
 

@@ -112,6 +112,7 @@ impl Endpoint {
         };
         peer.reconnect_at = None;
         peer.active = Some(from);
+        peer.unproven_sent = 0;
         peer.link = Link::Plaintext(session);
         self.drain_events(id);
         self.touch(id);

@@ -798,8 +798,8 @@ impl PeerTable {
     // ----- timers -----------------------------------------------------------
 
     /// Run the timers: learned peers (and retries) that never connected
-    /// within the deadline and peers disconnected for longer than the grace
-    /// period are deleted (and tombstoned, here, so gossip cannot bring them
+    /// within the deadline and peers discovery put in the table that stayed
+    /// disconnected for longer than the grace period are deleted (and tombstoned, here, so gossip cannot bring them
     /// back before the route table notices); dead peers whose retry backoff
     /// has passed are re-added (at most `max_retries_per_round`, while the
     /// table has room); expired tombstones, budgets and asks are forgotten.
@@ -809,7 +809,10 @@ impl PeerTable {
         let mut junk = Vec::new();
         let mut dead = Vec::new();
         for (addr, r) in &self.peers {
-            if !r.in_table || r.connected {
+            // Peers someone else added are theirs to remove: the node keeps
+            // reconnecting them (and a plugin cannot delete a peer the
+            // application added anyway).
+            if !r.in_table || r.connected || r.origin == Origin::Added {
                 continue;
             }
             if matches!(r.origin, Origin::Gossip | Origin::Retry) && !r.ever_connected {
