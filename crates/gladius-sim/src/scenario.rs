@@ -457,9 +457,10 @@ impl<'a> Sim<'a> {
         took.is_some()
     }
 
-    /// Crash a share of the nodes; until no live node keeps them in its
-    /// route table; restart them with new keys (each bootstrapping from a
-    /// random live node); until every restarted node has a full table.
+    /// Crash a share of the nodes; until no live node has them as live
+    /// route-table peers, then until every table is full again; restart
+    /// them with new keys (each bootstrapping from a random live node);
+    /// until every restarted node has a full table.
     async fn churn(&mut self, figures: &mut Map<String, Value>) -> Result<bool, SimError> {
         let n = self.nodes.len();
         let k = ((n as f64 * self.args.churn).round() as usize).clamp(1, n - 1);
@@ -474,25 +475,28 @@ impl<'a> Sim<'a> {
             self.nodes[i] = None;
         }
         self.say(&format!("crashed {k} nodes"));
+        // Discovery keeps retrying dead peers (pinned to their old keys)
+        // in case they come back, so "dropped" means: no live node counts
+        // a dead one among its connected route-table peers.
         let dropped = self
             .until("churn: drop the dead", |sim| {
                 let holding = sim
                     .live()
-                    .filter(|node| {
-                        node.discovery
-                            .known_peers()
-                            .iter()
-                            .any(|p| p.in_route_table && dead.contains(&p.addr))
-                    })
+                    .filter(|node| node.live_peers().iter().any(|p| dead.contains(p)))
                     .count();
                 (
                     holding == 0,
-                    format!("{holding} live nodes still route to the dead"),
+                    format!("{holding} live nodes still have a dead peer"),
                 )
             })
             .await;
         figures.insert("crashed".into(), json!(k));
         figures.insert("dropped_dead_ms".into(), ms_or_null(dropped));
+        let refilled = self.until_tables_full("churn: refill").await;
+        figures.insert(
+            "refilled_ms".into(),
+            ms_or_null(refilled.zip(dropped).map(|(r, d)| r + d)),
+        );
         for &i in &victims {
             let node = SimNode::start(&self.net, self.spec(i, 1))
                 .await
@@ -532,7 +536,7 @@ impl<'a> Sim<'a> {
         }
         figures.insert("refused_sessions".into(), json!(refused));
         self.graph_figures(figures);
-        Ok(dropped.is_some() && back.is_some())
+        Ok(dropped.is_some() && refilled.is_some() && back.is_some())
     }
 
     /// Cut the nodes into two random halves for `partition_secs`, heal;
