@@ -109,10 +109,13 @@ pub mod wire;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use gladius_p2p::{async_trait, Message, Network, PeerInfo, PeerReason, Plugin, Received};
-use rand::Rng;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+// Tokio's clock, so that `tokio::time::pause` and a simulator drive it.
+use tokio::time::Instant;
 
 use crate::background::Background;
 
@@ -170,6 +173,8 @@ pub struct DiscoveryHandle {
 struct Inner {
     table: Mutex<PeerTable>,
     ticker: Background,
+    /// Every random choice of the plugin ([`DiscoveryConfig::rng_seed`]).
+    rng: Mutex<StdRng>,
 }
 
 impl Inner {
@@ -181,14 +186,22 @@ impl Inner {
     fn config(&self) -> DiscoveryConfig {
         self.table().config().clone()
     }
+    fn rng(&self) -> MutexGuard<'_, StdRng> {
+        self.rng.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 impl Discovery {
     /// The plugin and a handle to read its state.
     pub fn new(config: DiscoveryConfig) -> (Discovery, DiscoveryHandle) {
+        let rng = match config.rng_seed {
+            Some(seed) => StdRng::seed_from_u64(seed),
+            None => StdRng::from_entropy(),
+        };
         let inner = Arc::new(Inner {
             table: Mutex::new(PeerTable::new(config)),
             ticker: Background::default(),
+            rng: Mutex::new(rng),
         });
         (
             Discovery {
@@ -278,7 +291,7 @@ async fn perform(inner: &Inner, net: &Network, actions: Vec<Action>) {
 fn list_message(inner: &Inner, msg_type: &str, exclude: Option<SocketAddr>) -> Option<Message> {
     let entries = inner
         .table()
-        .sample(exclude, Instant::now(), &mut rand::thread_rng());
+        .sample(exclude, Instant::now(), &mut *inner.rng());
     let body = wire::encode(&wire::PeerList { entries });
     Message::new(msg_type, body).ok()
 }
@@ -330,7 +343,7 @@ async fn run_rounds(inner: Arc<Inner>, net: Network) {
             tracing::debug!(%e, "discovery rounds stop");
             return;
         }
-        let jitter = rand::thread_rng().gen_range(0.9..1.1);
+        let jitter = inner.rng().gen_range(0.9..1.1);
         wait = interval.mul_f64(jitter);
     }
 }

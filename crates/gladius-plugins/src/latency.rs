@@ -70,6 +70,7 @@ use gladius_p2p::{
     async_trait, ConnectionState, Message, Network, NetworkError, PeerInfo, PeerReason, Plugin,
     Received, RequestError,
 };
+use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tokio::task::{JoinHandle, JoinSet};
@@ -480,12 +481,18 @@ async fn run(net: Network, shared: Arc<Shared>, mut kicks: mpsc::Receiver<Socket
     let mut inflight: JoinSet<(SocketAddr, u64, Outcome)> = JoinSet::new();
     // Peer -> (nonce, sent at) of its pings in flight.
     let mut busy: HashMap<SocketAddr, Vec<(u64, Instant)>> = HashMap::new();
-    let mut nonce: u64 = rand::random();
+    let mut nonce: u64 = match cfg.rng_seed {
+        Some(seed) => rand::rngs::StdRng::seed_from_u64(seed).gen(),
+        None => rand::random(),
+    };
     // A ping always ends by its timeout (the driver's timer); one that has
     // not after this long was lost (its task panicked) and is forgotten.
     let stale = cfg.timeout.saturating_mul(2) + Duration::from_secs(5);
     loop {
         tokio::select! {
+            // Biased: an unbiased select draws from the runtime's unseeded
+            // RNG, and a simulation must repeat exactly.
+            biased;
             _ = ticker.tick() => {
                 let state = match net.network_state().await {
                     Ok(s) => s,

@@ -8,13 +8,14 @@ mod support;
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use discovery_support::*;
 use gladius_p2p::{ConnectionState, Message, Network, PublicKey};
 use gladius_plugins::discovery::wire::{self, DecodeError, PeerEntry, PeerList};
 use gladius_plugins::discovery::{Action, DiscoveryConfig, Origin, PeerTable};
 use proptest::prelude::*;
+use tokio::time::Instant;
 
 // ----- pure logic ------------------------------------------------------------
 

@@ -22,6 +22,7 @@ use std::time::Duration;
 /// | `max_retries_per_round` | 4 |
 /// | `dead_silence` | 3 s |
 /// | `promote_inbound` | true |
+/// | `rng_seed` | none (from the OS) |
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct DiscoveryConfig {
@@ -90,6 +91,10 @@ pub struct DiscoveryConfig {
     /// to the route table, pinned to the key they proved, while below
     /// `table_size`. Default true.
     pub promote_inbound: bool,
+    /// Seed of the plugin's random choices (which peers a list samples,
+    /// round jitter), so a simulation repeats exactly. Default `None`: a
+    /// fresh seed from the OS.
+    pub rng_seed: Option<u64>,
 }
 
 impl Default for DiscoveryConfig {
@@ -110,6 +115,15 @@ impl Default for DiscoveryConfig {
             max_retries_per_round: 4,
             dead_silence: Duration::from_secs(3),
             promote_inbound: true,
+            rng_seed: None,
         }
+    }
+}
+
+impl DiscoveryConfig {
+    /// Set [`rng_seed`](Self::rng_seed).
+    pub fn with_rng_seed(mut self, seed: u64) -> Self {
+        self.rng_seed = Some(seed);
+        self
     }
 }

@@ -3,14 +3,16 @@
 //! method takes `now`, and returns the actions (adds, deletes) for the
 //! caller to perform on the [`Network`](gladius_p2p::Network).
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use gladius_p2p::PublicKey;
 use rand::seq::IteratorRandom;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
+// Tokio's clock, so that `tokio::time::pause` and a simulator drive it.
+use tokio::time::Instant;
 
 use super::config::DiscoveryConfig;
 use super::wire::PeerEntry;
@@ -145,15 +147,15 @@ impl Record {
 /// a value, oldest forgotten first when full.
 #[derive(Debug)]
 struct Expiring<K, V = ()> {
-    until: HashMap<K, (Instant, V)>,
+    until: BTreeMap<K, (Instant, V)>,
     order: VecDeque<(K, Instant)>,
     cap: usize,
 }
 
-impl<K: std::hash::Hash + Eq + Copy, V: Copy> Expiring<K, V> {
+impl<K: Ord + Copy, V: Copy> Expiring<K, V> {
     fn new(cap: usize) -> Self {
         Self {
-            until: HashMap::new(),
+            until: BTreeMap::new(),
             order: VecDeque::new(),
             cap,
         }
@@ -228,10 +230,10 @@ pub enum Action {
 #[derive(Debug)]
 pub struct PeerTable {
     config: DiscoveryConfig,
-    local: HashSet<SocketAddr>,
+    local: BTreeSet<SocketAddr>,
     local_key: Option<PublicKey>,
     encrypted: bool,
-    peers: HashMap<SocketAddr, Record>,
+    peers: BTreeMap<SocketAddr, Record>,
     /// Tombstoned addresses and the key we knew for each (if any).
     tombstones: Expiring<SocketAddr, Option<PublicKey>>,
     rejected: Expiring<(SocketAddr, PublicKey)>,
@@ -239,15 +241,15 @@ pub struct PeerTable {
     /// connect to us, until their tombstone expires.
     kept_out: Expiring<SocketAddr>,
     /// Peers we saw die after they had connected: retried with backoff.
-    graves: HashMap<SocketAddr, Grave>,
+    graves: BTreeMap<SocketAddr, Grave>,
     /// `graves` in the order they were dug, oldest first (for the bound).
     grave_order: VecDeque<SocketAddr>,
     /// Deletes we asked for that must not tombstone (key rejections).
-    untombstoned_deletes: HashSet<SocketAddr>,
+    untombstoned_deletes: BTreeSet<SocketAddr>,
     /// Per-peer answer budget: window start and answers given.
-    budgets: HashMap<SocketAddr, (Instant, u32)>,
+    budgets: BTreeMap<SocketAddr, (Instant, u32)>,
     /// Peers we asked, and until when their answer is welcome.
-    asked: HashMap<SocketAddr, Instant>,
+    asked: BTreeMap<SocketAddr, Instant>,
     counters: DiscoveryCounters,
 }
 
@@ -277,18 +279,18 @@ impl PeerTable {
         let config_cap = config.max_tombstones;
         Self {
             config,
-            local: HashSet::new(),
+            local: BTreeSet::new(),
             local_key: None,
             encrypted: true,
-            peers: HashMap::new(),
+            peers: BTreeMap::new(),
             tombstones,
             rejected,
             kept_out: Expiring::new(config_cap),
-            graves: HashMap::new(),
+            graves: BTreeMap::new(),
             grave_order: VecDeque::new(),
-            untombstoned_deletes: HashSet::new(),
-            budgets: HashMap::new(),
-            asked: HashMap::new(),
+            untombstoned_deletes: BTreeSet::new(),
+            budgets: BTreeMap::new(),
+            asked: BTreeMap::new(),
             counters: DiscoveryCounters::default(),
         }
     }
@@ -468,7 +470,7 @@ impl PeerTable {
             }
         }
         if self.grave_order.len() > 2 * cap {
-            let mut seen = HashSet::new();
+            let mut seen = BTreeSet::new();
             let graves = &self.graves;
             // Keep the newest entry of each live grave, in order.
             let mut v: Vec<SocketAddr> = self.grave_order.drain(..).rev().collect();
@@ -867,7 +869,7 @@ impl PeerTable {
         taken: Instant,
         now: Instant,
     ) {
-        let seen: HashSet<SocketAddr> = snapshot.iter().map(|s| s.0).collect();
+        let seen: BTreeSet<SocketAddr> = snapshot.iter().map(|s| s.0).collect();
         let in_flight = |r: &Record| r.add_pending || r.confirmed.is_some_and(|c| c >= taken);
         self.peers.retain(|addr, r| {
             seen.contains(addr) || in_flight(r) || now.saturating_duration_since(r.since) < settle

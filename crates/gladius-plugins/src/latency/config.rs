@@ -42,6 +42,10 @@ pub struct LatencyConfig {
     /// How many dead peers are remembered (status and statistics) after
     /// they left the node, oldest forgotten first. Default **256**.
     pub max_dead_remembered: usize,
+    /// Seed of the first ping nonce, so a simulation repeats exactly.
+    /// Default `None`: drawn from the OS.
+    #[serde(default)]
+    pub rng_seed: Option<u64>,
 }
 
 impl Default for LatencyConfig {
@@ -56,6 +60,7 @@ impl Default for LatencyConfig {
             window: 128,
             ewma_alpha: 0.125,
             max_dead_remembered: 256,
+            rng_seed: None,
         }
     }
 }
@@ -153,6 +158,12 @@ impl LatencyConfig {
     /// Set `ewma_alpha`.
     pub fn with_ewma_alpha(mut self, alpha: f64) -> Self {
         self.ewma_alpha = alpha;
+        self
+    }
+
+    /// Set `rng_seed`.
+    pub fn with_rng_seed(mut self, seed: u64) -> Self {
+        self.rng_seed = Some(seed);
         self
     }
 }

@@ -9,7 +9,8 @@ use bytes::Bytes;
 use gladius_p2p::{
     async_trait, Feed, Message, Network, NetworkError, PeerInfo, Plugin, Received, Subscription,
 };
-use rand::Rng;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 use serde::Serialize;
 
 use super::entry::{is_valid_field, EntryRecord, SignedEntry, MAX_FIELD_LEN};
@@ -42,6 +43,9 @@ pub struct SignedStateConfig {
     pub history_rounds: usize,
     /// Which signers and fields are accepted (default: all).
     pub validator: Arc<dyn Validator>,
+    /// Seed of the round jitter, so a simulation repeats exactly (default
+    /// `None`: from the OS).
+    pub rng_seed: Option<u64>,
 }
 
 impl std::fmt::Debug for SignedStateConfig {
@@ -56,6 +60,7 @@ impl std::fmt::Debug for SignedStateConfig {
             .field("max_field_len", &self.max_field_len)
             .field("max_value_len", &self.max_value_len)
             .field("history_rounds", &self.history_rounds)
+            .field("rng_seed", &self.rng_seed)
             .finish_non_exhaustive()
     }
 }
@@ -73,11 +78,17 @@ impl Default for SignedStateConfig {
             max_value_len: 4096,
             history_rounds: 64,
             validator: Arc::new(AcceptAll),
+            rng_seed: None,
         }
     }
 }
 
 impl SignedStateConfig {
+    /// Set [`rng_seed`](Self::rng_seed).
+    pub fn with_rng_seed(mut self, seed: u64) -> Self {
+        self.rng_seed = Some(seed);
+        self
+    }
     /// Set [`fanout`](Self::fanout) (at least 1).
     pub fn with_fanout(mut self, n: usize) -> Self {
         self.fanout = n.max(1);
@@ -663,8 +674,12 @@ impl Plugin for SignedState {
         let net = net.downgrade();
         let task = tokio::spawn(async move {
             let base = shared.config.sync_interval;
+            let mut rng = match shared.config.rng_seed {
+                Some(seed) => StdRng::seed_from_u64(seed),
+                None => StdRng::from_entropy(),
+            };
             loop {
-                let jitter = rand::thread_rng().gen_range(0.9..1.1);
+                let jitter = rng.gen_range(0.9..1.1);
                 tokio::time::sleep(base.mul_f64(jitter)).await;
                 let root = shared.next_round();
                 if let Err(NetworkError::Closed) = shared.send(&net, &root, Dest::Random).await {
