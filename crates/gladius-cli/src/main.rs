@@ -27,6 +27,11 @@
 //! * `eth.key` — the secp256k1 key signing the signed-state fields; its
 //!   address is `eth_address`.
 //!
+//! One node per identity: `gladius node` holds an OS lock on `lock` in the
+//! directory while it runs (released when the process ends, crash
+//! included); a second node on the same directory exits 1 with
+//! `data dir … is in use by pid N` on stderr.
+//!
 //! `gladius keygen` prints
 //! `{"event":"identity","data_dir":…,"public_key":…,"eth_address":…,"created":true|false}`.
 //!
@@ -141,6 +146,7 @@ mod b64;
 mod bench;
 mod config;
 mod counter_help;
+mod data_lock;
 mod demo;
 mod events;
 mod history;
@@ -279,12 +285,19 @@ pub(crate) struct Keys {
     pub(crate) created: bool,
 }
 
-pub(crate) fn load_keys(dir: Option<&Path>) -> Result<Keys, String> {
+/// The data directory (`--data-dir` or the default), created when missing.
+pub(crate) fn data_dir(dir: Option<&Path>) -> Result<PathBuf, String> {
     let dir = match dir {
         Some(d) => d.to_owned(),
         None => default_data_dir()?,
     };
     create_private_dir(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    Ok(dir)
+}
+
+/// The keys of the data directory `dir` (see [`data_dir`]), created when
+/// missing.
+pub(crate) fn load_keys(dir: PathBuf) -> Result<Keys, String> {
     let id_path = dir.join(IDENTITY_FILE);
     let eth_path = dir.join(ETH_KEY_FILE);
     let created = !id_path.exists() || !eth_path.exists();
@@ -309,16 +322,19 @@ fn create_private_dir(dir: &Path) -> std::io::Result<()> {
 }
 
 fn init_logging() {
+    use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // Colour codes only for a person at a terminal, never in a log file.
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
 }
 
 fn keygen(data_dir: Option<&Path>) -> Result<(), String> {
-    let keys = load_keys(data_dir)?;
+    let keys = load_keys(crate::data_dir(data_dir)?)?;
     let line = serde_json::json!({
         "event": "identity",
         "data_dir": keys.dir.display().to_string(),

@@ -21,6 +21,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::{mpsc, watch};
 
 use crate::config::NodeSettings;
+use crate::data_lock::DataDirLock;
 use crate::events::{EventSink, StdoutLine};
 use crate::replies::{PendingReplies, ReplyCounters};
 use crate::signers::{self, Signers};
@@ -771,7 +772,10 @@ async fn shutdown_signal() -> &'static str {
 /// Run `gladius node` until `close` or a signal.
 pub(crate) async fn run(args: NodeArgs) -> Result<(), String> {
     let args = NodeSettings::resolve(args)?;
-    let keys = crate::load_keys(args.data_dir.as_deref())?;
+    let dir = crate::data_dir(args.data_dir.as_deref())?;
+    // Held until the process ends: one node per identity.
+    let _lock = DataDirLock::acquire(&dir)?;
+    let keys = crate::load_keys(dir)?;
     let public_key = (!args.insecure).then(|| keys.identity.public_key().to_string());
     let mut config = Config::default().with_plaintext(args.insecure);
     if !args.insecure {
