@@ -4,7 +4,7 @@
 //! gladius demo [--nodes N] [--insecure] [--timeout SECS] [--json]
 //! gladius keygen [--data-dir DIR]
 //! gladius node [--config FILE] --listen HOST:PORT [--peer HOST:PORT]... [--data-dir DIR]
-//!              [--insecure] [--api HOST:PORT] [--table-size N]
+//!              [--insecure] [--api HOST:PORT] [--table-size N] [--admission open|known]
 //! gladius bench [--scenario NAME]... [--mode both|encrypted|plaintext] [--quick] [--json]
 //! gladius --version | gladius help [COMMAND]
 //! ```
@@ -142,12 +142,14 @@ use clap::{Args, Parser, Subcommand};
 use gladius_p2p::Identity;
 use gladius_plugins::signed_state::EthKey;
 
+mod addr;
 mod b64;
 mod bench;
 mod config;
 mod counter_help;
 mod data_lock;
 mod demo;
+mod durations;
 mod events;
 mod history;
 mod http;
@@ -259,6 +261,12 @@ pub(crate) struct NodeArgs {
     /// Route-table size discovery grows the table to [default: 64].
     #[arg(long, value_name = "N")]
     pub(crate) table_size: Option<usize>,
+    /// Which peers become writable (reached by broadcasts): `open`, every
+    /// peer that connects; `known`, only peers you add (--peer, `add`) and
+    /// peers your writable peers tell of; a peer that connects on its own
+    /// may still send (its messages carry "writable":false) [default: open].
+    #[arg(long, value_enum, value_name = "POLICY")]
+    pub(crate) admission: Option<crate::config::Admission>,
 }
 
 /// File name of the Noise static key in the data directory.

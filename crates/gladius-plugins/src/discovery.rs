@@ -445,12 +445,18 @@ impl Plugin for Discovery {
             if !welcome {
                 return;
             }
-            match wire::decode(msg.message().body(), t.config().max_entries) {
-                Ok(list) => t.merge(&list.entries, now),
-                Err(e) => {
-                    tracing::debug!(%from, %e, "discovery list dropped");
-                    t.dropped(e.is_oversized());
-                    return;
+            if is_ask && !msg.is_writable() && !t.config().promote_inbound {
+                // Not admitted, so not trusted to name peers either: it is
+                // answered, but what it lists is not learned.
+                Vec::new()
+            } else {
+                match wire::decode(msg.message().body(), t.config().max_entries) {
+                    Ok(list) => t.merge(&list.entries, now),
+                    Err(e) => {
+                        tracing::debug!(%from, %e, "discovery list dropped");
+                        t.dropped(e.is_oversized());
+                        return;
+                    }
                 }
             }
         };

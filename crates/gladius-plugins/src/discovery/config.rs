@@ -88,7 +88,10 @@ pub struct DiscoveryConfig {
     pub dead_silence: Duration,
     /// Add peers that connected to us on their own (inbound, non-writable)
     /// to the route table, pinned to the key they proved, while below
-    /// `table_size`. Default true.
+    /// `table_size`. Default true. When false, the peer lists such peers
+    /// send in their asks are not learned either (the asks are still
+    /// answered): the table holds only the application's peers and those
+    /// writable peers told of.
     pub promote_inbound: bool,
 }
 
