@@ -72,8 +72,13 @@ impl Node {
 
     /// As [`start`](Self::start) with a given data directory.
     pub fn start_in(name: &str, data_dir: &str, extra: &[&str]) -> Node {
+        Node::start_at(name, "127.0.0.1:0", data_dir, extra)
+    }
+
+    /// As [`start_in`](Self::start_in) listening on `listen`.
+    pub fn start_at(name: &str, listen: &str, data_dir: &str, extra: &[&str]) -> Node {
         let mut child = Command::new(BIN)
-            .args(["node", "--listen", "127.0.0.1:0", "--data-dir", data_dir])
+            .args(["node", "--listen", listen, "--data-dir", data_dir])
             .args(extra)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -272,6 +277,13 @@ impl Drop for Node {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A loopback UDP port nothing listens on (free when this returns; a
+/// test binds it soon after or uses it as a dead address).
+pub fn free_udp_port() -> u16 {
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind a UDP port");
+    socket.local_addr().expect("local address").port()
 }
 
 /// A finished `gladius` run: exit code and everything it printed.
