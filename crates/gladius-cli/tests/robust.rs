@@ -57,6 +57,12 @@ fn a_seed_that_starts_late_is_connected_and_writable() {
     let port = free_udp_port();
     let seed_addr = format!("127.0.0.1:{port}");
     let mut node = Node::start("N", &["--peer", &seed_addr]);
+    let added = node.wait_for("the --peer result", |v| v["cmd"] == "add");
+    assert_eq!(
+        (&added["ok"], &added["source"]),
+        (&json!(true), &json!("--peer")),
+        "{added}"
+    );
     std::thread::sleep(Duration::from_secs(5));
 
     let dir = TempDir::new();
