@@ -12,8 +12,10 @@
 //! `gladius node` runs one node with the three built-in plugins (discovery,
 //! latency audit, signed state) and a persistent identity. **stdout carries
 //! only JSON lines** (one object per line); logs go to **stderr**
-//! (`RUST_LOG`, default `warn`). **stdin takes JSON lines** of commands; a line
-//! that does not start with `{` is broadcast as a `chat` message.
+//! (`RUST_LOG`, default `warn`; colour only on a terminal). **stdin takes
+//! JSON lines** of commands; a line that looks like JSON (starts with `{`,
+//! `[` or `"`, or is a whole JSON value) but is not a valid command is an
+//! error, and any other line is broadcast as a `chat` message.
 //!
 //! ## Identity (`--data-dir`)
 //!
@@ -44,8 +46,8 @@
 //! | `node_added` / `node_deleted` | `addr` — route table changes, by you or by a plugin |
 //! | `peer_connected` | `addr`, `public_key`, `signer` (the Ethereum address the peer proved in its handshake, see `signers.rs`), `writable` — a session is up |
 //! | `peer_disconnected` | `addr` |
-//! | `connect_failed` | `addr`, `reason` — a peer in the route table did not answer (the node keeps retrying with backoff) |
-//! | `result` | answer to `broadcast*`, `add`, `delete`, `set`, `close` and to lines that are not valid commands |
+//! | `connect_failed` | `addr`, `reason` — a peer in the route table did not answer (the node keeps retrying with backoff), or a handshake was refused (`reason` starts `rejected:`) |
+//! | `result` | answer to `broadcast*`, `add`, `delete`, `set`, `close` and to lines that are not valid commands; `--peer` start-up answers carry `"source":"--peer"` |
 //! | `reply` | answer to `request` |
 //! | `state` / `signed_state` | answers to `state` / `signed_state` |
 //!
@@ -70,7 +72,7 @@
 //! | `{"cmd":"delete","addr":"HOST:PORT"}` | `result` |
 //! | `{"cmd":"request","to":"HOST:PORT","type":"echo","body":"ping","timeout_ms":1000}` | `reply` with `from`, `type`, `body`/`body_b64` |
 //! | `{"cmd":"reply","to":TOKEN,"type":…,"body":…}` | `result` with `to` (the requester) and `queued`/`failed`; answers the request whose `message` event carried `"token":TOKEN` (`type` defaults to the request's) |
-//! | `{"cmd":"state"}` | `state` with `network` (the full `network_state()`: peers with address, key, writable, RTT, counters) and `latency` (the latency audit's snapshot) |
+//! | `{"cmd":"state"}` | `state` with `network` (the full `network_state()`: peers with address, key, writable, RTT, counters) and `latency` (the latency audit's snapshot); durations in milliseconds (`*_ms` keys) |
 //! | `{"cmd":"set","field":"name","value":"alice"}` | `result` with the signed `entry` |
 //! | `{"cmd":"signed_state"}` | `signed_state` with `entries`: `signer`, `field`, `value` (or `value_b64`), `timestamp` (Unix ms), `message` (exactly the text that was `personal_sign`ed), `signature` |
 //! | `{"cmd":"close"}` | `result`, then a graceful shutdown and exit 0 (a few `peer_disconnected` lines may follow) |
@@ -91,7 +93,7 @@
 //!
 //! ## Configuration file (`--config FILE`)
 //!
-//! TOML with `listen`, `peers`, `data_dir`, `api`, `insecure` and the
+//! TOML with `listen`, `peers`, `data_dir`, `api`, `insecure`, `admission` and the
 //! sections `[discovery]`, `[latency]`, `[signed_state]`; flags override
 //! it; unknown keys are errors. `docs/gladius.example.toml` shows every key.
 //!
@@ -196,12 +198,15 @@ enum Command {
     /// on stdout is one JSON object, the first being
     /// {"event":"listening",...}. Lines on stdin are JSON commands
     /// ({"cmd":"broadcast"|"broadcast_to"|"broadcast_randomly"|"add"|"delete"|
-    /// "request"|"reply"|"state"|"set"|"signed_state"|"close",...}); any line
-    /// not starting with '{' is broadcast as a "chat" message. Requests of
+    /// "request"|"reply"|"state"|"set"|"signed_state"|"close",...}); a line
+    /// that looks like JSON but is not a valid command is an error, any other
+    /// line is broadcast as a "chat" message. Requests of
     /// type "echo" are answered with the same body; other requests arrive
     /// as "message" events with a "token" for {"cmd":"reply","to":TOKEN}.
     /// Settings may come from --config FILE (TOML), flags overriding it.
     /// Stops on {"cmd":"close"}, SIGINT or SIGTERM, not at the end of stdin.
+    /// One node per data directory: a second exits 1 ("data dir ... is in
+    /// use by pid N"). --admission decides which peers become writable.
     Node(NodeArgs),
     /// Start a local swarm in one process and show discovery, latency audit,
     /// signed state and a broadcast converging.
