@@ -163,19 +163,25 @@ fn failed_connects_are_events_with_a_reason() {
     let mut n = Node::start("N", &[]);
     let dead = format!("127.0.0.1:{}", free_udp_port());
     n.ok(json!({"cmd": "add", "addr": dead}));
+    let asked = Instant::now();
     let failed = n.wait_for("connect_failed for the dead address", |v| {
         v["event"] == "connect_failed" && v["addr"] == dead.as_str()
     });
+    let told_after = asked.elapsed();
     let reason = failed["reason"].as_str().unwrap_or("");
     assert!(!reason.is_empty(), "{failed}");
 
     // A plaintext node cannot talk to an encrypted one: the refusal is told.
     let plain = Node::start("P", &["--insecure"]);
     n.ok(json!({"cmd": "add", "addr": plain.addr}));
+    let asked = Instant::now();
     let refused = n.wait_for("connect_failed for the plaintext node", |v| {
         v["event"] == "connect_failed" && v["addr"] == plain.addr.as_str()
     });
-    eprintln!("dead address: {failed}\nplaintext peer: {refused}");
+    eprintln!(
+        "dead address: told after {told_after:?}: {failed}\nplaintext peer: told after {:?}: {refused}",
+        asked.elapsed()
+    );
     assert!(
         !refused["reason"].as_str().unwrap_or("").is_empty(),
         "{refused}"
