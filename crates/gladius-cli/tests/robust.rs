@@ -10,7 +10,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{free_udp_port, run_to_end, Node, TempDir};
+use common::{free_udp_port, run_to_end, run_with_input, Node, TempDir};
 use serde_json::{json, Value};
 
 /// What issue 16 promises for a late seed and a restarted node.
@@ -221,5 +221,32 @@ fn admission_known_keeps_unadded_peers_readable_only() {
             .as_array()
             .is_some_and(|q| q.iter().any(|a| a == x.addr.as_str())),
         "a broadcast skips X"
+    );
+}
+
+/// Logs on a stderr that is not a terminal carry no colour codes (before:
+/// ANSI escapes even when piped to a file).
+#[test]
+fn logs_to_a_pipe_have_no_colour_codes() {
+    let dir = TempDir::new();
+    let data = dir.join("d");
+    let run = run_with_input(
+        &[
+            "node",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            data.to_str().unwrap(),
+        ],
+        &[("RUST_LOG", "info")],
+        Some("{\"cmd\":\"close\"}\n"),
+        common::WAIT,
+    );
+    assert_eq!(run.code, Some(0), "stderr: {}", run.stderr);
+    assert!(run.stderr.contains("INFO"), "logged: {}", run.stderr);
+    assert!(
+        !run.stderr.contains('\x1b'),
+        "colour codes: {:?}",
+        run.stderr
     );
 }

@@ -297,14 +297,33 @@ pub struct Run {
 /// stderr on threads (so neither pipe can fill and stall it); kills it and
 /// panics if it runs longer than `limit`.
 pub fn run_to_end(args: &[&str], limit: Duration) -> Run {
+    run_with_input(args, &[], None, limit)
+}
+
+/// As [`run_to_end`] with extra environment variables and, when `input`
+/// is given, these lines on stdin (then stdin closed).
+pub fn run_with_input(
+    args: &[&str],
+    env: &[(&str, &str)],
+    input: Option<&str>,
+    limit: Duration,
+) -> Run {
     use std::io::Read;
     let mut child = Command::new(BIN)
         .args(args)
-        .stdin(Stdio::null())
+        .envs(env.iter().copied())
+        .stdin(if input.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn gladius");
+    if let (Some(text), Some(mut stdin)) = (input, child.stdin.take()) {
+        stdin.write_all(text.as_bytes()).expect("write stdin");
+    }
     let drain = |mut r: Box<dyn Read + Send>| {
         std::thread::spawn(move || {
             let mut s = String::new();
