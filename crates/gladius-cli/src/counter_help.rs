@@ -41,6 +41,7 @@ pub(crate) const NODE: &[CounterHelp] = &[
     c("rejected_by_peer", true, "Our connection attempts the peer answered with a Reject (it runs in the other mode)."),
     c("pin_mismatches", true, "Handshakes refused because the peer's key is not the pinned one: a different node at that address, or an impostor."),
     c("key_conflicts", true, "Handshakes that proved another key at the address of a peer whose session is still live: refused (an impostor, or a restart before the old session ended)."),
+    c("amplification_drops", true, "Datagrams not sent to an address that has not proven it receives (it opened a session or handshake and never answered): it would have got more than 3x the bytes it sent. Many of these: someone is spoofing source addresses at this node."),
     c("demotions", false, "Deletes by a plugin (e.g. the latency audit judging a peer dead) of a peer you added: it stays in the route table, not writable, retried with backoff, and is writable again once it answers."),
     c("key_changes", false, "Peers added by address that came back under a new key once their old session was gone (a restart with a fresh identity)."),
     c("bad_handshakes", true, "Handshake messages that did not authenticate or did not fit a handshake in progress."),

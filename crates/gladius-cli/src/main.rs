@@ -43,9 +43,10 @@
 //! |---|---|
 //! | `listening` | `addr`, `public_key` (hex; `null` with `--insecure`), `eth_address` — always the first line |
 //! | `message` | `from` (the sender's advertised `HOST:PORT`), `type`, `body` (UTF-8) or `body_b64` (standard base64, when not UTF-8), `writable`, `request`, and `token` for a request the program may answer with `reply` |
-//! | `node_added` / `node_deleted` | `addr` — route table changes, by you or by a plugin |
+//! | `node_added` / `node_deleted` | `addr` — route table changes, by you or by a plugin; `node_deleted` has `reason` (`deleted_by_user`, `deleted_by_plugin (discovery)`, …) |
 //! | `peer_connected` | `addr`, `public_key`, `signer` (the Ethereum address the peer proved in its handshake, see `signers.rs`), `writable` — a session is up |
-//! | `peer_disconnected` | `addr` |
+//! | `peer_disconnected` | `addr`, `reason` (`closed_by_peer`, `idle_timeout`, `key_changed`, …) |
+//! | `abandoned` | `addr`, `messages` — messages queued to a peer forgotten before a session came up |
 //! | `connect_failed` | `addr`, `reason` — a peer in the route table did not answer (the node keeps retrying with backoff), or a handshake was refused (`reason` starts `rejected:`) |
 //! | `result` | answer to `broadcast*`, `add`, `delete`, `set`, `close` and to lines that are not valid commands; `--peer` start-up answers carry `"source":"--peer"` |
 //! | `reply` | answer to `request` |

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use gladius_p2p::{
-    async_trait, Config, Message, Network, NetworkError, PeerInfo, Plugin, Received, RequestError,
-    SendFailure,
+    async_trait, Config, Message, Network, NetworkError, PeerInfo, PeerReason, Plugin, Received,
+    RequestError, SendFailure,
 };
 use gladius_plugins::discovery::Discovery;
 use gladius_plugins::latency::{LatencyAudit, LatencyHandle};
@@ -94,8 +94,8 @@ impl Plugin for Events {
             .await;
     }
 
-    async fn node_deleted(&self, _net: &Network, addr: SocketAddr) {
-        self.emit(json!({"event": "node_deleted", "addr": addr}))
+    async fn node_deleted(&self, _net: &Network, addr: SocketAddr, reason: &PeerReason) {
+        self.emit(json!({"event": "node_deleted", "addr": addr, "reason": reason.to_string()}))
             .await;
     }
 
@@ -127,8 +127,14 @@ impl Plugin for Events {
             .await;
     }
 
-    async fn peer_disconnected(&self, _net: &Network, addr: SocketAddr) {
-        self.emit(json!({"event": "peer_disconnected", "addr": addr}))
+    async fn peer_disconnected(&self, _net: &Network, addr: SocketAddr, reason: &PeerReason) {
+        let reason = reason.to_string();
+        self.emit(json!({"event": "peer_disconnected", "addr": addr, "reason": reason}))
+            .await;
+    }
+
+    async fn messages_abandoned(&self, _net: &Network, addr: SocketAddr, count: u64) {
+        self.emit(json!({"event": "abandoned", "addr": addr, "messages": count}))
             .await;
     }
 

@@ -86,7 +86,7 @@ impl Network {
             commands: commands.clone(),
             _live: None,
             config: config.clone(),
-            origin: Origin::Plugin,
+            origin: Origin::Plugin(Arc::from("")),
         };
         Driver::spawn(config.clone(), rx, shutdown_rx, plugin_handle);
         Ok(Self {
@@ -105,7 +105,17 @@ impl Network {
             commands: self.commands.clone(),
             _live: None,
             config: self.config.clone(),
-            origin: self.origin,
+            origin: self.origin.clone(),
+        }
+    }
+
+    /// The handle the hooks of the plugin called `name` get: like
+    /// [`downgrade`](Self::downgrade), and what it does to the route table
+    /// is the plugin's, not the application's.
+    pub(crate) fn for_plugin(&self, name: &str) -> Network {
+        Network {
+            origin: Origin::Plugin(Arc::from(name)),
+            ..self.downgrade()
         }
     }
 
@@ -153,7 +163,7 @@ impl Network {
     /// Idempotent; also promotes a known non-writable peer.
     pub async fn add(&self, addr: impl ToPeerAddr) -> Result<SocketAddr, NetworkError> {
         let addr = resolve(addr).await?;
-        let by = self.origin;
+        let by = self.origin.clone();
         self.call(|reply| Command::Add {
             addr,
             key: None,
@@ -176,7 +186,7 @@ impl Network {
         key: PublicKey,
     ) -> Result<SocketAddr, NetworkError> {
         let addr = resolve(addr).await?;
-        let by = self.origin;
+        let by = self.origin.clone();
         self.call(|reply| Command::Add {
             addr,
             key: Some(key),
@@ -201,7 +211,7 @@ impl Network {
         addrs_hint: impl IntoIterator<Item = SocketAddr>,
     ) -> Result<SocketAddr, NetworkError> {
         let hints: Vec<SocketAddr> = addrs_hint.into_iter().collect();
-        let by = self.origin;
+        let by = self.origin.clone();
         self.call(|reply| Command::AddKey {
             key,
             hints,
@@ -217,7 +227,7 @@ impl Network {
     /// `"host:port"` string.
     pub async fn delete(&self, addr: impl ToPeerAddr) -> Result<(), NetworkError> {
         let addr = resolve(addr).await?;
-        let by = self.origin;
+        let by = self.origin.clone();
         self.call(|reply| Command::Delete { addr, by, reply }).await
     }
 

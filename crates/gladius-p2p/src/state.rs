@@ -189,6 +189,11 @@ pub struct Counters {
     /// Initiations dropped: too soon after the previous one from the same
     /// address, or the half-open table full.
     pub throttled_handshakes: u64,
+    /// Datagrams not sent to an address that has not proven it receives
+    /// (a session or handshake it opened, unanswered), because it would
+    /// have got more than three times the bytes it sent.
+    #[serde(default)]
+    pub amplification_drops: u64,
     /// Cookie replies sent to initiators while under load.
     pub cookies_sent: u64,
     /// Sealed datagrams that failed authentication (forged or corrupted).

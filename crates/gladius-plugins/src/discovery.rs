@@ -114,7 +114,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use gladius_p2p::{async_trait, Message, Network, PeerInfo, Plugin, Received};
+use gladius_p2p::{async_trait, Message, Network, PeerInfo, PeerReason, Plugin, Received};
 use rand::Rng;
 use tokio::task::JoinHandle;
 
@@ -157,7 +157,10 @@ pub struct Discovery {
 /// nodes[2].0.add(seed).await?; // only the seed; discovery finds node 1
 /// let peers = nodes[2].0.wait_peers(2, Duration::from_secs(10)).await?;
 /// assert!(peers.contains(&nodes[1].1));
-/// assert!(nodes[2].2.live_peers().contains(&nodes[1].1));
+/// // The plugin hears of the session on its own task, a moment later.
+/// while !nodes[2].2.live_peers().contains(&nodes[1].1) {
+///     tokio::time::sleep(Duration::from_millis(10)).await;
+/// }
 /// # Ok(()) }
 /// ```
 #[derive(Debug, Clone)]
@@ -362,7 +365,7 @@ impl Plugin for Discovery {
         self.inner.table().node_added(addr, Instant::now());
     }
 
-    async fn node_deleted(&self, net: &Network, addr: SocketAddr) {
+    async fn node_deleted(&self, net: &Network, addr: SocketAddr, _reason: &PeerReason) {
         // Dead or deleted on purpose? A peer still heard from recently was
         // alive: its deletion must stick. One already gone from the state
         // closed its session cleanly if it was connected (alive too), or
@@ -414,7 +417,7 @@ impl Plugin for Discovery {
         }
     }
 
-    async fn peer_disconnected(&self, _net: &Network, addr: SocketAddr) {
+    async fn peer_disconnected(&self, _net: &Network, addr: SocketAddr, _reason: &PeerReason) {
         self.inner.table().peer_disconnected(addr, Instant::now());
     }
 

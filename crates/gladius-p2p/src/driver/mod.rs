@@ -362,7 +362,8 @@ impl Driver {
             }
             Command::WaitForRoom { addr, need, reply } => self.wait_for_room(addr, need, reply),
             Command::RegisterPlugin { plugin, reply } => {
-                let mut slot = PluginSlot::spawn(plugin, self.plugin_handle.clone());
+                let handle = self.plugin_handle.for_plugin(plugin.plugin.name());
+                let mut slot = PluginSlot::spawn(plugin, handle);
                 if self.socket.is_some() {
                     slot.deliver(PluginEvent::Startup);
                     slot.started = true;

@@ -46,7 +46,7 @@ use bytes::Bytes;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use crate::api::{NodeEvent, Origin, Received, SendFailure, SendReport, Targets};
+use crate::api::{NodeEvent, Origin, PeerReason, Received, SendFailure, SendReport, Targets};
 use crate::crypto::{self, Kind, PublicKey};
 use crate::error::{NetworkError, RequestError};
 use crate::session::{encode_frame, Session, SessionConfig};
@@ -358,7 +358,7 @@ impl Endpoint {
         let Some(id) = self.peers.at(addr) else {
             return;
         };
-        if by == Origin::Plugin {
+        if let Origin::Plugin(_) = by {
             if let Some(peer) = self.peers.get_mut(id).filter(|p| p.added_by_app) {
                 if !peer.demoted {
                     peer.demoted = true;
@@ -394,7 +394,11 @@ impl Endpoint {
             None => self.forget(id),
         }
         if was_added {
-            self.emit(NodeEvent::NodeDeleted(name));
+            let reason = match by {
+                Origin::App => PeerReason::DeletedByUser,
+                Origin::Plugin(plugin) => PeerReason::DeletedByPlugin(plugin.to_string()),
+            };
+            self.emit(NodeEvent::NodeDeleted(name, reason));
         }
     }
 
@@ -772,7 +776,20 @@ impl Endpoint {
             let closed = match &mut peer.link {
                 Link::Plaintext(session) => {
                     session.flush(now);
+                    // A session the peer opened, whose address has not
+                    // proven it receives (no ACK of ours yet): what it gets
+                    // back stays within the amplification limit.
+                    let unproven =
+                        peer.direction == Direction::Inbound && session.rtt_ms().is_none();
                     while let Some(datagram) = session.poll_transmit() {
+                        let stats = session.stats();
+                        let limit = encrypted::AMPLIFICATION_FACTOR
+                            .saturating_mul(usize::try_from(stats.bytes_in).unwrap_or(usize::MAX));
+                        let sent = usize::try_from(stats.bytes_out).unwrap_or(usize::MAX);
+                        if unproven && sent > limit {
+                            self.counters.amplification_drops += 1;
+                            continue;
+                        }
                         self.transmits.push(to, &datagram, max_segments);
                     }
                     session.is_closed()

@@ -120,6 +120,9 @@ pub(super) struct Peer {
     pub(super) handshake_payload: Bytes,
     pub(super) handshake_advertised: Option<SocketAddr>,
     pub(super) last_error: Option<String>,
+    /// The session being replaced is replaced by one under a new key (the
+    /// disconnect it causes says `key_changed`).
+    pub(super) key_changed: bool,
     /// Someone waits for room in the queue: report it after every flush.
     pub(super) room_watched: bool,
 }
@@ -155,6 +158,7 @@ impl Peer {
             handshake_advertised: None,
             last_error: None,
             room_watched: false,
+            key_changed: false,
         }
     }
 

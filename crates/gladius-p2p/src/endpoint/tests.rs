@@ -10,7 +10,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use super::{dedup_in_order, Endpoint, Event};
-use crate::api::{NodeEvent, Origin, Targets};
+use crate::api::{NodeEvent, Origin, PeerReason, Targets};
 use crate::crypto::Identity;
 use crate::state::ConnectionState;
 use crate::wire::Message;
@@ -30,6 +30,8 @@ struct Node {
     connected: usize,
     /// `connect_failed` events: the peer and the reason.
     failures: Vec<(SocketAddr, String)>,
+    /// `peer_disconnected` and `node_deleted` events with their reasons.
+    endings: Vec<(&'static str, SocketAddr, PeerReason)>,
 }
 
 /// Endpoints exchanging datagrams with a fixed one-way delay and seeded
@@ -93,6 +95,7 @@ impl World {
             messages: Vec::new(),
             connected: 0,
             failures: Vec::new(),
+            endings: Vec::new(),
         };
         self.nodes.insert(at, node);
     }
@@ -130,6 +133,12 @@ impl World {
                     Event::Node(NodeEvent::PeerConnected(_)) => node.connected += 1,
                     Event::Node(NodeEvent::ConnectFailed(a, why)) => {
                         node.failures.push((a, why.to_string()))
+                    }
+                    Event::Node(NodeEvent::PeerDisconnected(a, why)) => {
+                        node.endings.push(("disconnected", a, why))
+                    }
+                    Event::Node(NodeEvent::NodeDeleted(a, why)) => {
+                        node.endings.push(("deleted", a, why))
                     }
                     _ => {}
                 }
@@ -345,7 +354,73 @@ fn a_restarted_peer_with_a_new_key_takes_its_entry_over_within_a_probe() {
     assert_eq!(peer.public_key, Some(new_key));
     assert!(peer.in_route_table && peer.writable);
     assert_eq!(state.counters.key_changes, 1);
+    assert_eq!(
+        w.nodes[&addr(1)].endings,
+        vec![("disconnected", addr(2), PeerReason::KeyChanged)],
+        "the old session ends saying why"
+    );
     w.nodes[&addr(1)].endpoint.peers.check_indices();
+}
+
+#[test]
+fn deletes_and_disconnects_say_why_and_requests_to_the_unreachable_fail_fast() {
+    let mut w = World::new(14, 10, 0.0);
+    w.spawn(addr(1), 1);
+    w.spawn(addr(2), 2);
+    let now = w.now;
+    w.node(addr(1))
+        .add(now, addr(2), None, Origin::App)
+        .expect("add");
+    w.node(addr(2))
+        .add(now, addr(1), None, Origin::App)
+        .expect("add");
+    w.run_until(2_000);
+    // Node 2's application deletes node 1: node 2 says deleted_by_user and
+    // closed_locally, node 1 hears closed_by_peer.
+    let now = w.now;
+    w.node(addr(2)).delete(now, addr(1), Origin::App);
+    w.run_until(4_000);
+    let mut two = w.nodes[&addr(2)].endings.clone();
+    two.sort_by_key(|e| e.0);
+    assert_eq!(
+        two,
+        vec![
+            ("deleted", addr(1), PeerReason::DeletedByUser),
+            ("disconnected", addr(1), PeerReason::ClosedLocally),
+        ]
+    );
+    assert_eq!(
+        w.nodes[&addr(1)].endings.first(),
+        Some(&("disconnected", addr(2), PeerReason::ClosedByPeer))
+    );
+    // A request to an address where nothing answers ends with
+    // ConnectFailed when the handshake gives up, long before its timeout.
+    let now = w.now;
+    let msg = Message::new("ask", "?").expect("message");
+    let id = w
+        .node(addr(1))
+        .request(now, msg, addr(9), Duration::from_secs(3_600))
+        .expect("queued");
+    let mut answer = None;
+    let mut t = now;
+    while answer.is_none() && t < now + 120_000 {
+        t += 100;
+        w.node(addr(1)).handle_timeout(t);
+        while let Some(e) = w.node(addr(1)).poll_event() {
+            if let Event::RequestDone { id: done, result } = e {
+                assert_eq!(done, id);
+                answer = Some(result);
+            }
+        }
+        while let Some(tx) = w.node(addr(1)).poll_transmit(t, 8) {
+            w.node(addr(1)).recycle(tx);
+        }
+    }
+    let result = answer.expect("answered well before the hour");
+    assert!(
+        matches!(result, Err(crate::RequestError::ConnectFailed(_))),
+        "{result:?}"
+    );
 }
 
 #[test]
@@ -568,7 +643,8 @@ fn a_plugin_demotes_a_peer_the_application_added_and_it_returns_when_it_answers(
     }
     // A plugin judges it dead and deletes it: it stays, demoted.
     let now = w.now;
-    w.node(addr(1)).delete(now, addr(2), Origin::Plugin);
+    w.node(addr(1))
+        .delete(now, addr(2), Origin::Plugin("latency".into()));
     let state = w.nodes[&addr(1)].endpoint.state(w.now);
     let peer = state.peer(addr(2)).expect("still in the table");
     assert!(peer.in_route_table && !peer.writable);
@@ -592,12 +668,78 @@ fn a_plugin_demotes_a_peer_the_application_added_and_it_returns_when_it_answers(
     w.spawn(addr(3), 3);
     let now = w.now;
     w.node(addr(1))
-        .add(now, addr(3), None, Origin::Plugin)
+        .add(now, addr(3), None, Origin::Plugin("latency".into()))
         .expect("add");
-    w.node(addr(1)).delete(now, addr(3), Origin::Plugin);
+    w.node(addr(1))
+        .delete(now, addr(3), Origin::Plugin("latency".into()));
     assert!(!w.nodes[&addr(1)]
         .endpoint
         .state(w.now)
         .peer(addr(3))
         .is_some_and(|p| p.in_route_table));
+}
+
+/// Bytes each way between two addresses in a world's trace.
+fn bytes_between(w: &World, from: SocketAddr, to: SocketAddr) -> usize {
+    w.trace
+        .iter()
+        .filter(|(_, f, t, _)| *f == from && *t == to)
+        .map(|(_, _, _, len)| len)
+        .sum()
+}
+
+#[test]
+fn a_spoofed_opener_draws_at_most_three_times_its_bytes() {
+    // Plaintext: one session opener from an address that never answers
+    // (spoofed) must not earn a stream of retransmissions and keepalives.
+    let mut w = World::new(15, 10, 0.0);
+    let plaintext = |seed| Config::default().with_plaintext(true).with_rng_seed(seed);
+    w.spawn_with(addr(1), plaintext(1));
+    w.spawn_with(addr(66), plaintext(2));
+    let now = w.now;
+    w.node(addr(66))
+        .add(now, addr(1), None, Origin::App)
+        .expect("add");
+    w.collect();
+    w.nodes.remove(&addr(66)); // the victim never answers
+    w.run_until(60_000);
+    let (sent, got) = (
+        bytes_between(&w, addr(66), addr(1)),
+        bytes_between(&w, addr(1), addr(66)),
+    );
+    assert!(sent > 0);
+    assert!(got <= 3 * sent, "{got} bytes back for {sent}");
+    let c = w.nodes[&addr(1)].endpoint.state(w.now).counters;
+    assert!(c.amplification_drops > 0, "{c:?}");
+
+    // Encrypted: an Init replayed from a spoofed address draws Responses
+    // worth at most three times the Inits, and a flood of them far less.
+    let mut w = World::new(16, 10, 0.0);
+    w.spawn(addr(1), 1);
+    w.spawn(addr(66), 66);
+    let now = w.now;
+    w.node(addr(66))
+        .add(now, addr(1), None, Origin::App)
+        .expect("add");
+    let init = w
+        .node(addr(66))
+        .poll_transmit(now, 8)
+        .expect("init")
+        .payload;
+    w.nodes.remove(&addr(66));
+    // The same Init every 10 ms for a second.
+    for _ in 0..100 {
+        let now = w.now;
+        w.node(addr(1)).handle_datagram(now, addr(66), &init);
+        w.collect();
+        w.run_until(now + 10);
+    }
+    w.run_until(10_000);
+    let got = bytes_between(&w, addr(1), addr(66));
+    let sent = 100 * init.len();
+    assert!(got <= 3 * sent, "{got} bytes back for {sent}");
+    assert!(
+        got < sent,
+        "duplicates are throttled: {got} bytes for {sent}"
+    );
 }
