@@ -110,6 +110,7 @@ fn router(api: Api) -> Router {
         .route("/api/events", get(events))
         .route("/api/history", get(history))
         .route("/metrics", get(metrics))
+        .merge(crate::gossip_cmd::routes())
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such route") })
         .method_not_allowed_fallback(|| async {
             error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed here")
@@ -124,7 +125,7 @@ fn error(status: StatusCode, message: &str) -> Response {
 
 /// `{"ok":true,…fields}` with 200, or `{"ok":false,"error":…}` with the
 /// status code of the error's kind.
-fn respond(result: OpResult) -> Response {
+pub(crate) fn respond(result: OpResult) -> Response {
     match result {
         Ok(fields) => {
             let mut body = Map::new();

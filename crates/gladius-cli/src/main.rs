@@ -56,7 +56,7 @@
 //! command's `id` when it had one (any JSON value) and `cmd` (its name).
 //!
 //! Messages of the built-in plugins' own types (`discovery.*`, `latency.*`,
-//! `signed_state.*`) are **not** reported as `message` events: they are
+//! `signed_state.*`, `gossip.*`) are **not** reported as `message` events: they are
 //! protocol chatter, visible through `state` and `signed_state` instead.
 //!
 //! ## Commands (stdin)
@@ -85,6 +85,17 @@
 //! mistyped field, a bad address — gets an `ok:false` answer and the node
 //! carries on. End of stdin does not stop the node; `close`, SIGINT and
 //! SIGTERM shut it down gracefully.
+//!
+//! **Gossip** (publish/subscribe across the whole network, see
+//! `docs/gossip.md`): `{"cmd":"subscribe","topic":"t"}`,
+//! `{"cmd":"unsubscribe","topic":"t"}`, `{"cmd":"publish","topic":"t","body":"…"}`
+//! (or `body_b64`; the `result` carries the message's id as `message_id`,
+//! since `id` echoes the command's) and
+//! `{"cmd":"topics"}`; every message delivered on a subscribed topic is an
+//! event `{"event":"gossip","topic":"t","origin":"<key hex>","id":"<hex>","body":"…"|"body_b64":"…","hops":H}`.
+//! The gossip key is `gossip.key` (Ed25519, 0600) in the data directory.
+//! HTTP: `POST /api/topics/{t}/subscribe`, `…/unsubscribe`,
+//! `…/publish` (body `{"body":"…"}`), `GET /api/topics`.
 //!
 //! **Echo service:** a *request* of type `echo` is answered by the node
 //! with the same type and body, so `request` can be tried against any
@@ -154,6 +165,7 @@ mod data_lock;
 mod demo;
 mod durations;
 mod events;
+mod gossip_cmd;
 mod history;
 mod http;
 mod metrics;
@@ -264,8 +276,9 @@ pub(crate) struct NodeArgs {
     /// flags given override it. Unknown keys are an error.
     #[arg(long, value_name = "FILE")]
     pub(crate) config: Option<PathBuf>,
-    /// Route-table size discovery grows the table to [default: 64].
-    #[arg(long, value_name = "N")]
+    /// Route-table size discovery grows the table to [default: 64]; small
+    /// values build multi-hop topologies for gossip.
+    #[arg(long, value_name = "N", visible_alias = "max-peers")]
     pub(crate) table_size: Option<usize>,
     /// Which peers become writable (reached by broadcasts): `open`, every
     /// peer that connects; `known`, only peers you add (--peer, `add`) and

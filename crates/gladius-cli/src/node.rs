@@ -30,7 +30,7 @@ use crate::signers::{self, Signers};
 use crate::{addr, b64, NodeArgs};
 
 /// Message types of the built-in plugins, not reported as `message` events.
-const BUILTIN_PREFIXES: [&str; 3] = ["discovery.", "latency.", "signed_state."];
+const BUILTIN_PREFIXES: [&str; 4] = ["discovery.", "latency.", "signed_state.", "gossip."];
 /// Requests of this type are answered with the same body.
 const ECHO_TYPE: &str = "echo";
 /// `request` timeout when `timeout_ms` is not given.
@@ -49,7 +49,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 /// Put `bytes` into `obj` as `key` (UTF-8) or `key_b64` (anything else).
-fn put_bytes(obj: &mut Map<String, Value>, key: &str, bytes: &[u8]) {
+pub(crate) fn put_bytes(obj: &mut Map<String, Value>, key: &str, bytes: &[u8]) {
     match std::str::from_utf8(bytes) {
         Ok(text) => obj.insert(key.into(), text.into()),
         Err(_) => obj.insert(format!("{key}_b64"), b64::encode(bytes).into()),
@@ -230,6 +230,10 @@ pub(crate) enum Cmd {
     },
     SignedState {},
     Close {},
+    /// `subscribe`, `unsubscribe`, `publish`, `topics`: parsed by
+    /// `gossip_cmd::parse` (see [`parse_cmd`]).
+    #[serde(skip)]
+    Gossip(crate::gossip_cmd::GossipCmd),
 }
 
 /// The token of a request `message` event, as a number or a string of
@@ -259,7 +263,11 @@ fn chat_type() -> String {
 }
 
 /// The bytes given as `name` (text) or `name_b64` (base64): exactly one.
-fn bytes_arg(name: &str, text: Option<String>, b64: Option<String>) -> Result<Bytes, String> {
+pub(crate) fn bytes_arg(
+    name: &str,
+    text: Option<String>,
+    b64: Option<String>,
+) -> Result<Bytes, String> {
     match (text, b64) {
         (Some(t), None) => Ok(Bytes::from(t)),
         (None, Some(b)) => b64::decode(&b)
@@ -312,6 +320,7 @@ pub(crate) struct Ctx {
     signers: SharedSigners,
     /// `[signed_state] max_field_len`, for the error naming it.
     max_field_len: usize,
+    gossip: crate::gossip_cmd::GossipCtx,
 }
 
 /// What kind of failure an operation had (the HTTP API maps it to a status
@@ -385,6 +394,10 @@ pub(crate) type OpResult = Result<Map<String, Value>, OpError>;
 
 /// A command from its JSON object (`cmd` names it; `id` already taken out).
 pub(crate) fn parse_cmd(obj: Map<String, Value>) -> Result<Cmd, OpError> {
+    let obj = match crate::gossip_cmd::parse(obj) {
+        Ok(gossip) => return gossip.map(Cmd::Gossip),
+        Err(other) => other,
+    };
     serde_json::from_value::<Cmd>(Value::Object(obj))
         .map_err(|e| OpError::bad(format!("bad command: {e}")))
 }
@@ -644,6 +657,7 @@ impl Ctx {
                     "latency": self.latency.snapshot(),
                     "eth_address": self.signed.address().to_checksum(),
                     "replies": self.reply_counters(),
+                    "gossip": self.gossip.snapshot(),
                 });
                 crate::durations::to_ms(&mut fields);
                 Ok(object(fields))
@@ -670,6 +684,7 @@ impl Ctx {
                 Ok(object(json!({ "entries": entries })))
             }
             Cmd::Close {} => Ok(Map::new()),
+            Cmd::Gossip(cmd) => self.gossip.execute(cmd).await,
         }
     }
 
@@ -840,6 +855,7 @@ pub(crate) async fn run(args: NodeArgs) -> Result<(), String> {
     let max_field_len = args.signed_state.max_field_len;
     let (signed_plugin, signed) = SignedState::new(keys.eth, args.signed_state);
     net.register_plugin(signed_plugin).await.map_err(failed)?;
+    let gossip = crate::gossip_cmd::register(&net, &keys.dir, out.clone()).await?;
 
     let addr = net
         .listen(args.listen.as_str())
@@ -869,6 +885,7 @@ pub(crate) async fn run(args: NodeArgs) -> Result<(), String> {
         pending,
         signers,
         max_field_len,
+        gossip,
     };
     let server = api.map(|(listener, _)| tokio::spawn(crate::http::serve(listener, ctx.clone())));
     for peer in &args.peers {

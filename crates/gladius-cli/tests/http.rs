@@ -8,74 +8,8 @@ use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Node, TempDir, WAIT};
+use common::{api_node, http, http_raw, ok, Node, TempDir, WAIT};
 use serde_json::{json, Value};
-
-/// A node serving the API on a free port.
-fn api_node(name: &str, extra: &[&str]) -> Node {
-    let mut args = vec!["--api", "127.0.0.1:0"];
-    args.extend_from_slice(extra);
-    let node = Node::start(name, &args);
-    let api = node.api.as_deref().expect("`api` in the listening event");
-    assert!(api.starts_with("http://127.0.0.1:"), "{api}");
-    assert!(!api.ends_with(":0"), "port 0 not resolved: {api}");
-    node
-}
-
-/// One HTTP/1.1 request (`Connection: close`); the status and the body.
-fn http_raw(api: &str, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
-    let host = api.strip_prefix("http://").expect("http:// URL");
-    let mut stream = TcpStream::connect(host).expect("connect to the API");
-    stream.set_read_timeout(Some(WAIT)).unwrap();
-    let body = body.unwrap_or("");
-    write!(
-        stream,
-        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\
-         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).expect("read the response");
-    let raw = String::from_utf8(raw).expect("UTF-8 response");
-    let (head, body) = raw.split_once("\r\n\r\n").expect("HTTP head and body");
-    let status = head
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("bad status line: {head}"));
-    assert!(
-        !head
-            .to_ascii_lowercase()
-            .contains("transfer-encoding: chunked"),
-        "this client reads only Content-Length bodies: {head}"
-    );
-    (status, body.to_owned())
-}
-
-/// A JSON request; the status and the JSON answer (always an object with
-/// `ok`, matching the status).
-fn http(api: &str, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
-    let body = body.map(|b| b.to_string());
-    let (status, text) = http_raw(api, method, path, body.as_deref());
-    let v: Value = serde_json::from_str(&text)
-        .unwrap_or_else(|e| panic!("{method} {path}: not JSON ({e}): {text}"));
-    assert_eq!(v["ok"], status == 200, "{method} {path} -> {status} {v}");
-    if status != 200 {
-        assert!(
-            !v["error"].as_str().unwrap_or("").is_empty(),
-            "{method} {path} -> {v}"
-        );
-    }
-    (status, v)
-}
-
-/// As [`http`], asserting 200.
-fn ok(api: &str, method: &str, path: &str, body: Option<Value>) -> Value {
-    let (status, v) = http(api, method, path, body.clone());
-    assert_eq!(status, 200, "{method} {path} {body:?} -> {v}");
-    v
-}
 
 /// Poll `GET /api/peers` until every one of `peers` is connected and
 /// writable.

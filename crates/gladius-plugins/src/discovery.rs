@@ -116,7 +116,8 @@ use std::time::{Duration, Instant};
 
 use gladius_p2p::{async_trait, Message, Network, PeerInfo, PeerReason, Plugin, Received};
 use rand::Rng;
-use tokio::task::JoinHandle;
+
+use crate::background::Background;
 
 pub use config::DiscoveryConfig;
 pub use table::{Action, DiscoveryCounters, KnownPeer, Origin, PeerTable};
@@ -171,7 +172,7 @@ pub struct DiscoveryHandle {
 #[derive(Debug)]
 struct Inner {
     table: Mutex<PeerTable>,
-    ticker: Mutex<Option<JoinHandle<()>>>,
+    ticker: Background,
 }
 
 impl Inner {
@@ -190,7 +191,7 @@ impl Discovery {
     pub fn new(config: DiscoveryConfig) -> (Discovery, DiscoveryHandle) {
         let inner = Arc::new(Inner {
             table: Mutex::new(PeerTable::new(config)),
-            ticker: Mutex::new(None),
+            ticker: Background::default(),
         });
         (
             Discovery {
@@ -354,11 +355,9 @@ impl Plugin for Discovery {
                 .table()
                 .set_local(&addrs, state.public_key, state.encrypted);
         }
-        let task = tokio::spawn(run_rounds(self.inner.clone(), net.clone()));
-        let mut ticker = self.inner.ticker.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(old) = ticker.replace(task) {
-            old.abort();
-        }
+        self.inner
+            .ticker
+            .start(tokio::spawn(run_rounds(self.inner.clone(), net.clone())));
     }
 
     async fn node_added(&self, _net: &Network, addr: SocketAddr) {
@@ -482,14 +481,6 @@ impl Plugin for Discovery {
     }
 
     async fn close(&self, _net: &Network) {
-        let task = self
-            .inner
-            .ticker
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
-        if let Some(task) = task {
-            task.abort();
-        }
+        self.inner.ticker.stop();
     }
 }
