@@ -27,12 +27,25 @@ pub(crate) struct FileConfig {
     api: Option<String>,
     #[serde(default)]
     insecure: bool,
+    admission: Option<Admission>,
     #[serde(default)]
     discovery: DiscoverySection,
     #[serde(default)]
     latency: LatencySection,
     #[serde(default)]
     signed_state: SignedStateSection,
+}
+
+/// Which peers the daemon's discovery makes writable (`--admission`,
+/// `admission`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum Admission {
+    /// Every peer that connects is promoted to writable (the default).
+    Open,
+    /// Only peers the user added, and peers writable peers tell of; a peer
+    /// that connects on its own stays readable, not writable.
+    Known,
 }
 
 /// `[discovery]`: the fields of [`DiscoveryConfig`].
@@ -134,6 +147,13 @@ impl NodeSettings {
         set(&mut discovery.retry_min, d.retry_min_ms.map(ms));
         set(&mut discovery.retry_max, d.retry_max_ms.map(ms));
         set(&mut discovery.promote_inbound, d.promote_inbound);
+        // The policy, when given, decides over the [discovery] key.
+        set(
+            &mut discovery.promote_inbound,
+            args.admission
+                .or(file.admission)
+                .map(|a| a == Admission::Open),
+        );
 
         let mut latency = LatencyConfig::default();
         let l = file.latency;
@@ -195,6 +215,7 @@ mod tests {
             api: None,
             config: config.map(PathBuf::from),
             table_size: None,
+            admission: None,
         }
     }
 
@@ -204,6 +225,7 @@ mod tests {
     fn the_example_file_is_complete_and_shows_the_defaults() {
         let file = parse(EXAMPLE).expect("the example parses");
         assert!(file.listen.is_some() && !file.peers.is_empty() && file.api.is_some());
+        assert_eq!(file.admission, Some(Admission::Open), "the default policy");
         let d = &file.discovery;
         let all_set = [
             d.table_size.is_some(),
@@ -292,6 +314,12 @@ mod tests {
         assert_eq!(s.peers, vec!["127.0.0.1:8"]);
         assert_eq!(s.discovery.table_size, 7);
         assert_eq!(s.latency.interval, Duration::from_secs(2), "file kept");
+        assert!(s.discovery.promote_inbound, "open by default");
+        let mut a = args(None);
+        a.listen = Some("127.0.0.1:0".into());
+        a.admission = Some(Admission::Known);
+        let s = NodeSettings::resolve(a).unwrap();
+        assert!(!s.discovery.promote_inbound, "--admission known");
         assert!(
             NodeSettings::resolve(args(None)).is_err(),
             "no listen at all"

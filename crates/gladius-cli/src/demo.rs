@@ -303,7 +303,8 @@ impl Demo {
             "✓ latency     every node has {MIN_SAMPLES}+ RTT samples of every live peer in {} ms",
             ms(took)
         ));
-        // Node 0's view, closest first.
+        // Node 0's view, closest first by median RTT (p50: one slow sample
+        // moves it less than the EWMA), ties by address for a stable table.
         let node0 = &self.nodes[0];
         let index: BTreeMap<SocketAddr, usize> = self
             .nodes
@@ -312,9 +313,9 @@ impl Demo {
             .map(|(i, node)| (node.addr, i))
             .collect();
         let mut peers = node0.latency.peers();
-        peers.sort_by_key(|p| p.ewma.unwrap_or(Duration::MAX));
+        peers.sort_by_key(|p| (p.p50.unwrap_or(Duration::MAX), p.addr));
         self.say.line(format!(
-            "\n  RTT seen by node 0 ({}), closest first:",
+            "\n  RTT seen by node 0 ({}), closest first (by p50):",
             node0.addr
         ));
         self.say.line(format!(

@@ -4,7 +4,7 @@
 //! gladius demo [--nodes N] [--insecure] [--timeout SECS] [--json]
 //! gladius keygen [--data-dir DIR]
 //! gladius node [--config FILE] --listen HOST:PORT [--peer HOST:PORT]... [--data-dir DIR]
-//!              [--insecure] [--api HOST:PORT] [--table-size N]
+//!              [--insecure] [--api HOST:PORT] [--table-size N] [--admission open|known]
 //! gladius bench [--scenario NAME]... [--mode both|encrypted|plaintext] [--quick] [--json]
 //! gladius --version | gladius help [COMMAND]
 //! ```
@@ -12,8 +12,10 @@
 //! `gladius node` runs one node with the three built-in plugins (discovery,
 //! latency audit, signed state) and a persistent identity. **stdout carries
 //! only JSON lines** (one object per line); logs go to **stderr**
-//! (`RUST_LOG`, default `warn`). **stdin takes JSON lines** of commands; a line
-//! that does not start with `{` is broadcast as a `chat` message.
+//! (`RUST_LOG`, default `warn`; colour only on a terminal). **stdin takes
+//! JSON lines** of commands; a line that looks like JSON (starts with `{`,
+//! `[` or `"`, or is a whole JSON value) but is not a valid command is an
+//! error, and any other line is broadcast as a `chat` message.
 //!
 //! ## Identity (`--data-dir`)
 //!
@@ -26,6 +28,11 @@
 //!   is `public_key`;
 //! * `eth.key` — the secp256k1 key signing the signed-state fields; its
 //!   address is `eth_address`.
+//!
+//! One node per identity: `gladius node` holds an OS lock on `lock` in the
+//! directory while it runs (released when the process ends, crash
+//! included); a second node on the same directory exits 1 with
+//! `data dir … is in use by pid N` on stderr.
 //!
 //! `gladius keygen` prints
 //! `{"event":"identity","data_dir":…,"public_key":…,"eth_address":…,"created":true|false}`.
@@ -40,8 +47,8 @@
 //! | `peer_connected` | `addr`, `public_key`, `signer` (the Ethereum address the peer proved in its handshake, see `signers.rs`), `writable` — a session is up |
 //! | `peer_disconnected` | `addr`, `reason` (`closed_by_peer`, `idle_timeout`, `key_changed`, …) |
 //! | `abandoned` | `addr`, `messages` — messages queued to a peer forgotten before a session came up |
-//! | `connect_failed` | `addr`, `reason` — a peer in the route table did not answer (the node keeps retrying with backoff) |
-//! | `result` | answer to `broadcast*`, `add`, `delete`, `set`, `close` and to lines that are not valid commands |
+//! | `connect_failed` | `addr`, `reason` — a peer in the route table did not answer (the node keeps retrying with backoff), or a handshake was refused (`reason` starts `rejected:`) |
+//! | `result` | answer to `broadcast*`, `add`, `delete`, `set`, `close` and to lines that are not valid commands; `--peer` start-up answers carry `"source":"--peer"` |
 //! | `reply` | answer to `request` |
 //! | `state` / `signed_state` | answers to `state` / `signed_state` |
 //!
@@ -66,7 +73,7 @@
 //! | `{"cmd":"delete","addr":"HOST:PORT"}` | `result` |
 //! | `{"cmd":"request","to":"HOST:PORT","type":"echo","body":"ping","timeout_ms":1000}` | `reply` with `from`, `type`, `body`/`body_b64` |
 //! | `{"cmd":"reply","to":TOKEN,"type":…,"body":…}` | `result` with `to` (the requester) and `queued`/`failed`; answers the request whose `message` event carried `"token":TOKEN` (`type` defaults to the request's) |
-//! | `{"cmd":"state"}` | `state` with `network` (the full `network_state()`: peers with address, key, writable, RTT, counters) and `latency` (the latency audit's snapshot) |
+//! | `{"cmd":"state"}` | `state` with `network` (the full `network_state()`: peers with address, key, writable, RTT, counters) and `latency` (the latency audit's snapshot); durations in milliseconds (`*_ms` keys) |
 //! | `{"cmd":"set","field":"name","value":"alice"}` | `result` with the signed `entry` |
 //! | `{"cmd":"signed_state"}` | `signed_state` with `entries`: `signer`, `field`, `value` (or `value_b64`), `timestamp` (Unix ms), `message` (exactly the text that was `personal_sign`ed), `signature` |
 //! | `{"cmd":"close"}` | `result`, then a graceful shutdown and exit 0 (a few `peer_disconnected` lines may follow) |
@@ -98,7 +105,7 @@
 //!
 //! ## Configuration file (`--config FILE`)
 //!
-//! TOML with `listen`, `peers`, `data_dir`, `api`, `insecure` and the
+//! TOML with `listen`, `peers`, `data_dir`, `api`, `insecure`, `admission` and the
 //! sections `[discovery]`, `[latency]`, `[signed_state]`; flags override
 //! it; unknown keys are errors. `docs/gladius.example.toml` shows every key.
 //!
@@ -149,11 +156,14 @@ use clap::{Args, Parser, Subcommand};
 use gladius_p2p::Identity;
 use gladius_plugins::signed_state::EthKey;
 
+mod addr;
 mod b64;
 mod bench;
 mod config;
 mod counter_help;
+mod data_lock;
 mod demo;
+mod durations;
 mod events;
 mod gossip_cmd;
 mod history;
@@ -201,12 +211,15 @@ enum Command {
     /// on stdout is one JSON object, the first being
     /// {"event":"listening",...}. Lines on stdin are JSON commands
     /// ({"cmd":"broadcast"|"broadcast_to"|"broadcast_randomly"|"add"|"delete"|
-    /// "request"|"reply"|"state"|"set"|"signed_state"|"close",...}); any line
-    /// not starting with '{' is broadcast as a "chat" message. Requests of
+    /// "request"|"reply"|"state"|"set"|"signed_state"|"close",...}); a line
+    /// that looks like JSON but is not a valid command is an error, any other
+    /// line is broadcast as a "chat" message. Requests of
     /// type "echo" are answered with the same body; other requests arrive
     /// as "message" events with a "token" for {"cmd":"reply","to":TOKEN}.
     /// Settings may come from --config FILE (TOML), flags overriding it.
     /// Stops on {"cmd":"close"}, SIGINT or SIGTERM, not at the end of stdin.
+    /// One node per data directory: a second exits 1 ("data dir ... is in
+    /// use by pid N"). --admission decides which peers become writable.
     Node(NodeArgs),
     /// Start a local swarm in one process and show discovery, latency audit,
     /// signed state and a broadcast converging.
@@ -277,6 +290,12 @@ pub(crate) struct NodeArgs {
     /// values build multi-hop topologies for gossip.
     #[arg(long, value_name = "N", visible_alias = "max-peers")]
     pub(crate) table_size: Option<usize>,
+    /// Which peers become writable (reached by broadcasts): `open`, every
+    /// peer that connects; `known`, only peers you add (--peer, `add`) and
+    /// peers your writable peers tell of; a peer that connects on its own
+    /// may still send (its messages carry "writable":false) [default: open].
+    #[arg(long, value_enum, value_name = "POLICY")]
+    pub(crate) admission: Option<crate::config::Admission>,
 }
 
 /// File name of the Noise static key in the data directory.
@@ -303,12 +322,19 @@ pub(crate) struct Keys {
     pub(crate) created: bool,
 }
 
-pub(crate) fn load_keys(dir: Option<&Path>) -> Result<Keys, String> {
+/// The data directory (`--data-dir` or the default), created when missing.
+pub(crate) fn data_dir(dir: Option<&Path>) -> Result<PathBuf, String> {
     let dir = match dir {
         Some(d) => d.to_owned(),
         None => default_data_dir()?,
     };
     create_private_dir(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    Ok(dir)
+}
+
+/// The keys of the data directory `dir` (see [`data_dir`]), created when
+/// missing.
+pub(crate) fn load_keys(dir: PathBuf) -> Result<Keys, String> {
     let id_path = dir.join(IDENTITY_FILE);
     let eth_path = dir.join(ETH_KEY_FILE);
     let created = !id_path.exists() || !eth_path.exists();
@@ -333,16 +359,19 @@ fn create_private_dir(dir: &Path) -> std::io::Result<()> {
 }
 
 fn init_logging() {
+    use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // Colour codes only for a person at a terminal, never in a log file.
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
 }
 
 fn keygen(data_dir: Option<&Path>) -> Result<(), String> {
-    let keys = load_keys(data_dir)?;
+    let keys = load_keys(crate::data_dir(data_dir)?)?;
     let line = serde_json::json!({
         "event": "identity",
         "data_dir": keys.dir.display().to_string(),

@@ -14,17 +14,20 @@ use gladius_p2p::{
 };
 use gladius_plugins::discovery::Discovery;
 use gladius_plugins::latency::{LatencyAudit, LatencyHandle};
-use gladius_plugins::signed_state::{EntryRecord, SetError, SignedState, SignedStateHandle};
+use gladius_plugins::signed_state::{
+    EntryRecord, Rejection, SetError, SignedState, SignedStateHandle,
+};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::{mpsc, watch};
 
 use crate::config::NodeSettings;
+use crate::data_lock::DataDirLock;
 use crate::events::{EventSink, StdoutLine};
 use crate::replies::{PendingReplies, ReplyCounters};
 use crate::signers::{self, Signers};
-use crate::{b64, NodeArgs};
+use crate::{addr, b64, NodeArgs};
 
 /// Message types of the built-in plugins, not reported as `message` events.
 const BUILTIN_PREFIXES: [&str; 4] = ["discovery.", "latency.", "signed_state.", "gossip."];
@@ -116,6 +119,14 @@ impl Plugin for Events {
             .await;
     }
 
+    async fn peer_rejected(&self, _net: &Network, addr: SocketAddr, reason: &str) {
+        // A refusal (other encryption mode, pinned key) is a failed connect
+        // too, and the one a user most needs to see.
+        let reason = format!("rejected: {reason}");
+        self.emit(json!({"event": "connect_failed", "addr": addr, "reason": reason}))
+            .await;
+    }
+
     async fn peer_disconnected(&self, _net: &Network, addr: SocketAddr, reason: &PeerReason) {
         let reason = reason.to_string();
         self.emit(json!({"event": "peer_disconnected", "addr": addr, "reason": reason}))
@@ -196,7 +207,7 @@ pub(crate) enum Cmd {
     },
     Request {
         to: String,
-        #[serde(rename = "type")]
+        #[serde(rename = "type", default = "chat_type")]
         msg_type: String,
         body: Option<String>,
         body_b64: Option<String>,
@@ -276,19 +287,6 @@ fn message(
     Message::new(msg_type, body).map_err(|e| OpError::bad(format!("bad message: {e}")))
 }
 
-/// `HOST:PORT` to a socket address (DNS names resolved, first answer).
-async fn resolve(addr: &str) -> Result<SocketAddr, String> {
-    if let Ok(a) = addr.parse() {
-        return Ok(a);
-    }
-    let bad = |why: String| format!("bad address `{addr}` (want HOST:PORT): {why}");
-    tokio::net::lookup_host(addr)
-        .await
-        .map_err(|e| bad(e.to_string()))?
-        .next()
-        .ok_or_else(|| bad("no address found".into()))
-}
-
 fn entry_json(r: &EntryRecord) -> Value {
     let mut e = object(json!({
         "signer": r.signer.to_checksum(),
@@ -301,6 +299,15 @@ fn entry_json(r: &EntryRecord) -> Value {
     Value::Object(e)
 }
 
+/// Whether a stdin line was meant as JSON (and so is a command, or an
+/// error when it is not a valid one) rather than chat text: it opens an
+/// object, array or string, or it is a whole JSON value (`42`, `true`,
+/// `null`). "2 cats" is chat; `{"cmd":"broadcast"` (cut short) is an
+/// error, not a chat broadcast of half a command.
+fn looks_like_json(line: &str) -> bool {
+    line.starts_with(['{', '[', '"']) || serde_json::from_str::<Value>(line).is_ok()
+}
+
 /// What the command loop and the HTTP API work with: both run commands
 /// through [`Ctx::execute`].
 #[derive(Clone)]
@@ -311,6 +318,8 @@ pub(crate) struct Ctx {
     signed: SignedStateHandle,
     pending: Pending,
     signers: SharedSigners,
+    /// `[signed_state] max_field_len`, for the error naming it.
+    max_field_len: usize,
     gossip: crate::gossip_cmd::GossipCtx,
 }
 
@@ -480,7 +489,7 @@ impl Ctx {
         if line.is_empty() {
             return false;
         }
-        if !line.starts_with('{') {
+        if !looks_like_json(line) {
             let result = self
                 .send(Targets::All, message(chat_type(), Some(line.into()), None))
                 .await;
@@ -491,7 +500,10 @@ impl Ctx {
         let mut obj = match serde_json::from_str::<Value>(line) {
             Ok(Value::Object(obj)) => obj,
             Ok(_) => {
-                let err = Err(OpError::bad("a command must be a JSON object"));
+                let err = Err(OpError::bad(
+                    "a command must be a JSON object; to send this line as chat, use \
+                     {\"cmd\":\"broadcast\",\"body\":…}",
+                ));
                 self.emit(answer("result", None, None, err)).await;
                 return false;
             }
@@ -557,7 +569,7 @@ impl Ctx {
             } => {
                 let mut addrs = Vec::with_capacity(peers.len());
                 for p in &peers {
-                    addrs.push(resolve(p).await.map_err(OpError::bad)?);
+                    addrs.push(addr::resolve(p).await.map_err(OpError::bad)?);
                 }
                 self.send(Targets::These(addrs), message(msg_type, body, body_b64))
                     .await
@@ -571,12 +583,9 @@ impl Ctx {
                 self.send(Targets::Random(n), message(msg_type, body, body_b64))
                     .await
             }
-            Cmd::Add { addr } => match self.net.add(addr.as_str()).await {
-                Ok(a) => Ok(object(json!({ "addr": a }))),
-                Err(e) => Err(OpError::net(&e).context(&format!("cannot add `{addr}`"))),
-            },
+            Cmd::Add { addr } => self.add(&addr).await,
             Cmd::Delete { addr } => {
-                let a = resolve(&addr).await.map_err(OpError::bad)?;
+                let a = addr::resolve(&addr).await.map_err(OpError::bad)?;
                 // Whether there was anything to delete (delete itself is
                 // idempotent).
                 let known = self
@@ -597,7 +606,7 @@ impl Ctx {
                 timeout_ms,
             } => {
                 let msg = message(msg_type, body, body_b64)?;
-                let peer = resolve(&to).await.map_err(OpError::bad)?;
+                let peer = addr::resolve(&to).await.map_err(OpError::bad)?;
                 let timeout = timeout_ms.map_or(DEFAULT_REQUEST_TIMEOUT, Duration::from_millis);
                 let got = self
                     .net
@@ -643,13 +652,15 @@ impl Ctx {
                     .map_err(|e| OpError::net(&e))?;
                 let mut network = json!(state);
                 self.add_signers(&mut network);
-                Ok(object(json!({
+                let mut fields = json!({
                     "network": network,
                     "latency": self.latency.snapshot(),
                     "eth_address": self.signed.address().to_checksum(),
                     "replies": self.reply_counters(),
                     "gossip": self.gossip.snapshot(),
-                })))
+                });
+                crate::durations::to_ms(&mut fields);
+                Ok(object(fields))
             }
             Cmd::Set {
                 field,
@@ -659,6 +670,11 @@ impl Ctx {
                 let v = bytes_arg("value", value, value_b64).map_err(OpError::bad)?;
                 match self.signed.set(&field, v).await {
                     Ok(rec) => Ok(object(json!({ "entry": entry_json(&rec) }))),
+                    Err(SetError::Rejected(Rejection::InvalidField)) => Err(OpError::bad(format!(
+                        "invalid field name `{field}`: 1 to {} bytes of printable ASCII \
+                         (`!` to `~`: letters, digits, punctuation; no spaces)",
+                        self.max_field_len
+                    ))),
                     Err(e @ SetError::Rejected(_)) => Err(OpError::bad(e.to_string())),
                     Err(e) => Err(OpError::internal(e.to_string())),
                 }
@@ -669,6 +685,17 @@ impl Ctx {
             }
             Cmd::Close {} => Ok(Map::new()),
             Cmd::Gossip(cmd) => self.gossip.execute(cmd).await,
+        }
+    }
+
+    /// `add`, with a typo named before the core tries to resolve it.
+    async fn add(&self, peer: &str) -> OpResult {
+        if let Some(why) = addr::problem(peer) {
+            return Err(OpError::bad(addr::explain(peer, &why)));
+        }
+        match self.net.add(peer.trim()).await {
+            Ok(a) => Ok(object(json!({ "addr": a }))),
+            Err(e) => Err(OpError::net(&e).context(&format!("cannot add `{peer}`"))),
         }
     }
 
@@ -792,7 +819,10 @@ async fn shutdown_signal() -> &'static str {
 /// Run `gladius node` until `close` or a signal.
 pub(crate) async fn run(args: NodeArgs) -> Result<(), String> {
     let args = NodeSettings::resolve(args)?;
-    let keys = crate::load_keys(args.data_dir.as_deref())?;
+    let dir = crate::data_dir(args.data_dir.as_deref())?;
+    // Held until the process ends: one node per identity.
+    let _lock = DataDirLock::acquire(&dir)?;
+    let keys = crate::load_keys(dir)?;
     let public_key = (!args.insecure).then(|| keys.identity.public_key().to_string());
     let mut config = Config::default().with_plaintext(args.insecure);
     if !args.insecure {
@@ -822,6 +852,7 @@ pub(crate) async fn run(args: NodeArgs) -> Result<(), String> {
         LatencyAudit::new(args.latency).map_err(|e| format!("[latency]: {e}"))?;
     net.register_plugin(latency_plugin).await.map_err(failed)?;
     let eth_address = keys.eth.address().to_checksum();
+    let max_field_len = args.signed_state.max_field_len;
     let (signed_plugin, signed) = SignedState::new(keys.eth, args.signed_state);
     net.register_plugin(signed_plugin).await.map_err(failed)?;
     let gossip = crate::gossip_cmd::register(&net, &keys.dir, out.clone()).await?;
@@ -853,15 +884,15 @@ pub(crate) async fn run(args: NodeArgs) -> Result<(), String> {
         signed,
         pending,
         signers,
+        max_field_len,
         gossip,
     };
     let server = api.map(|(listener, _)| tokio::spawn(crate::http::serve(listener, ctx.clone())));
     for peer in &args.peers {
-        let r = match net.add(peer.as_str()).await {
-            Ok(a) => Ok(object(json!({ "addr": a }))),
-            Err(e) => Err(OpError::net(&e).context(&format!("cannot add --peer `{peer}`"))),
-        };
-        ctx.emit(answer("result", Some("add"), None, r)).await;
+        let mut a = answer("result", Some("add"), None, ctx.add(peer).await);
+        // Tells these answers from those to the program's own `add`s.
+        a["source"] = "--peer".into();
+        ctx.emit(a).await;
     }
 
     let why = tokio::select! {

@@ -230,6 +230,38 @@ fn bad_input_gets_errors_and_the_node_carries_on() {
             "{line} -> {answer}"
         );
     }
+    // Lines that look like JSON are commands, never chat; errors name the
+    // mistake.
+    for (line, says) in [
+        (r#"{"cmd":"broadcast","body":"cut sh"#, "invalid JSON"),
+        ("[1, 2]", "JSON object"),
+        (r#""quoted""#, "JSON object"),
+        ("42", "JSON object"),
+        ("null", "JSON object"),
+        (r#"{"cmd": "add", "addr": "127.0.0.1"}"#, "missing port"),
+        (
+            r#"{"cmd": "add", "addr": "127.0.0.300:7000"}"#,
+            "invalid IP address",
+        ),
+        (
+            r#"{"cmd": "add", "addr": "127.0.0.1:99999"}"#,
+            "invalid port",
+        ),
+        (
+            r#"{"cmd": "set", "field": "my name", "value": "x"}"#,
+            "printable ASCII",
+        ),
+    ] {
+        n.send_line(line);
+        let answer = n.wait_for(line, |v| v["event"] == "result");
+        assert_eq!(answer["ok"], false, "{line} -> {answer}");
+        let error = answer["error"].as_str().unwrap_or("");
+        assert!(error.contains(says), "{line} -> {answer}");
+    }
+    // `request`'s type defaults (to chat) as for every other body.
+    let r = n.cmd(json!({"cmd": "request", "to": "127.0.0.1:9", "body": "x", "timeout_ms": 200}));
+    assert!(!r["error"].as_str().unwrap_or("").contains("type"), "{r}");
+
     // Ids are echoed on errors too.
     let a = n.cmd(json!({"cmd": "nope"}));
     assert_eq!(a["ok"], false);
@@ -374,11 +406,8 @@ fn config_file_with_flags_over_it() {
     assert_ne!(n.addr, "127.0.0.1:1", "--listen overrides `listen`");
     assert_eq!(n.public_key, Value::Null, "`insecure` from the file");
     let s = n.ok(json!({"cmd": "state"}));
-    assert_eq!(s["latency"]["config"]["interval"]["secs"], 0, "{s}");
-    assert_eq!(
-        s["latency"]["config"]["interval"]["nanos"], 700_000_000,
-        "{s}"
-    );
+    // Durations are milliseconds, their keys say so.
+    assert_eq!(s["latency"]["config"]["interval_ms"], 700, "{s}");
 
     std::fs::write(
         &file,

@@ -33,7 +33,10 @@
 //!   peers stop spreading.
 //! * **Growth** stops at [`table_size`](DiscoveryConfig::table_size) route
 //!   table peers. Peers that connect to us on their own are promoted into
-//!   the table (pinned to the key they proved) while there is room.
+//!   the table while there is room, by address (not pinned: a restarted
+//!   peer with a fresh key is let in once its old session fails a probe).
+//!   With `promote_inbound` off they are not, and neither are the peers
+//!   they list in their asks.
 //! * **Forgetting.** A deletion by anyone (the latency audit's
 //!   `net.delete`, the application) is seen in `node_deleted`; a session
 //!   that ends (`peer_disconnected`) and does not come back within
@@ -460,12 +463,18 @@ impl Plugin for Discovery {
             if !welcome {
                 return;
             }
-            match wire::decode(msg.message().body(), t.config().max_entries) {
-                Ok(list) => t.merge(&list.entries, now),
-                Err(e) => {
-                    tracing::debug!(%from, %e, "discovery list dropped");
-                    t.dropped(e.is_oversized());
-                    return;
+            if is_ask && !msg.is_writable() && !t.config().promote_inbound {
+                // Not admitted, so not trusted to name peers either: it is
+                // answered, but what it lists is not learned.
+                Vec::new()
+            } else {
+                match wire::decode(msg.message().body(), t.config().max_entries) {
+                    Ok(list) => t.merge(&list.entries, now),
+                    Err(e) => {
+                        tracing::debug!(%from, %e, "discovery list dropped");
+                        t.dropped(e.is_oversized());
+                        return;
+                    }
                 }
             }
         };

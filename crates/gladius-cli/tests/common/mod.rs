@@ -73,8 +73,13 @@ impl Node {
 
     /// As [`start`](Self::start) with a given data directory.
     pub fn start_in(name: &str, data_dir: &str, extra: &[&str]) -> Node {
+        Node::start_at(name, "127.0.0.1:0", data_dir, extra)
+    }
+
+    /// As [`start_in`](Self::start_in) listening on `listen`.
+    pub fn start_at(name: &str, listen: &str, data_dir: &str, extra: &[&str]) -> Node {
         let mut child = Command::new(BIN)
-            .args(["node", "--listen", "127.0.0.1:0", "--data-dir", data_dir])
+            .args(["node", "--listen", listen, "--data-dir", data_dir])
             .args(extra)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -275,6 +280,13 @@ impl Drop for Node {
     }
 }
 
+/// A loopback UDP port nothing listens on (free when this returns; a
+/// test binds it soon after or uses it as a dead address).
+pub fn free_udp_port() -> u16 {
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind a UDP port");
+    socket.local_addr().expect("local address").port()
+}
+
 /// A finished `gladius` run: exit code and everything it printed.
 pub struct Run {
     pub code: Option<i32>,
@@ -286,13 +298,32 @@ pub struct Run {
 /// stderr on threads (so neither pipe can fill and stall it); kills it and
 /// panics if it runs longer than `limit`.
 pub fn run_to_end(args: &[&str], limit: Duration) -> Run {
+    run_with_input(args, &[], None, limit)
+}
+
+/// As [`run_to_end`] with extra environment variables and, when `input`
+/// is given, these lines on stdin (then stdin closed).
+pub fn run_with_input(
+    args: &[&str],
+    env: &[(&str, &str)],
+    input: Option<&str>,
+    limit: Duration,
+) -> Run {
     let mut child = Command::new(BIN)
         .args(args)
-        .stdin(Stdio::null())
+        .envs(env.iter().copied())
+        .stdin(if input.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn gladius");
+    if let (Some(text), Some(mut stdin)) = (input, child.stdin.take()) {
+        stdin.write_all(text.as_bytes()).expect("write stdin");
+    }
     let drain = |mut r: Box<dyn Read + Send>| {
         std::thread::spawn(move || {
             let mut s = String::new();

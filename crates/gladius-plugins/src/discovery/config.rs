@@ -88,8 +88,12 @@ pub struct DiscoveryConfig {
     /// that deliberate deletes of idle peers are retried. Default 3 s.
     pub dead_silence: Duration,
     /// Add peers that connected to us on their own (inbound, non-writable)
-    /// to the route table, pinned to the key they proved, while below
-    /// `table_size`. Default true.
+    /// to the route table (by address: a restart with a new key is let in
+    /// once the old session fails a probe), while below
+    /// `table_size`. Default true. When false, the peer lists such peers
+    /// send in their asks are not learned either (the asks are still
+    /// answered): the table holds only the application's peers and those
+    /// writable peers told of.
     pub promote_inbound: bool,
     /// Seed of the plugin's random choices (which peers a list samples,
     /// round jitter), so a simulation repeats exactly. Default `None`: a

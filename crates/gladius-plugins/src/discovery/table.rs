@@ -610,7 +610,11 @@ impl PeerTable {
             r.add_pending = true;
             r.origin = Origin::Inbound;
             self.counters.promoted += 1;
-            return Some(Action::Add(addr, key));
+            // Added by address, not pinned: it proved its key from this
+            // address already, and a pin would shut it out for good when it
+            // restarts with a fresh key (issue 16). The core accepts a new
+            // key there only once the old session fails a probe.
+            return Some(Action::Add(addr, None));
         }
         None
     }
