@@ -1,0 +1,157 @@
+//! Peers are keys with paths: new ports, new keys, pins, merges, peers added by key.
+
+use super::world::*;
+use crate::state::ConnectionState;
+
+#[test]
+fn a_peer_that_returns_on_a_new_port_with_its_key_keeps_its_entry() {
+    let mut w = World::new(11, 10, 0.0);
+    w.spawn(addr(1), 1);
+    w.spawn(addr(2), 2);
+    let now = w.now;
+    w.node(addr(1)).add(now, addr(2), None).expect("add");
+    w.run_until(2_000);
+    assert_eq!(w.nodes[&addr(1)].connected, 1);
+    // Node 2 restarts on another port with the same key, and dials node 1.
+    w.nodes.remove(&addr(2));
+    w.spawn(addr(3), 2);
+    let now = w.now;
+    w.node(addr(3)).add(now, addr(1), None).expect("add");
+    w.send(addr(3), addr(1), "back");
+    w.run_until(6_000);
+    assert_eq!(w.bodies(addr(1)), vec!["back".to_owned()]);
+    let state = w.nodes[&addr(1)].endpoint.state(w.now);
+    assert_eq!(
+        state.peers.len(),
+        1,
+        "one peer, two paths: {:?}",
+        state.peers
+    );
+    let peer = &state.peers[0];
+    assert!(peer.in_route_table && peer.writable, "{peer:?}");
+    assert_eq!(peer.paths, vec![addr(2), addr(3)]);
+    assert_eq!(peer.active_path, Some(addr(3)));
+    assert_eq!(peer.connection, ConnectionState::Connected);
+    w.nodes[&addr(1)].endpoint.peers.check_indices();
+}
+
+#[test]
+fn a_new_key_at_a_live_session_is_refused_and_accepted_once_the_session_is_gone() {
+    let mut w = World::new(5, 10, 0.0);
+    w.spawn(addr(1), 1);
+    w.spawn(addr(2), 2);
+    let now = w.now;
+    w.node(addr(1)).add(now, addr(2), None).expect("add");
+    w.run_until(2_000);
+    // An impostor with another key at node 2's address while node 2's
+    // session lives (an on-path attacker, or a twin): refused.
+    let live = w.nodes.remove(&addr(2)).expect("node 2");
+    w.spawn(addr(2), 9);
+    let now = w.now;
+    w.node(addr(2)).add(now, addr(1), None).expect("add");
+    w.send(addr(2), addr(1), "impostor");
+    w.run_until(2_500);
+    assert!(w.bodies(addr(1)).is_empty());
+    let c = w.nodes[&addr(1)].endpoint.state(w.now).counters;
+    assert!(c.key_conflicts >= 1, "{c:?}");
+    // Node 2 is really gone (it restarted with a fresh key): once the old
+    // session is found dead, the new key takes the entry over.
+    drop(live);
+    w.run_until(60_000);
+    assert_eq!(w.bodies(addr(1)), vec!["impostor".to_owned()]);
+    let state = w.nodes[&addr(1)].endpoint.state(w.now);
+    let peer = state.peer(addr(2)).expect("peer");
+    let new_key = key(9);
+    assert_eq!(peer.public_key, Some(new_key));
+    assert!(peer.in_route_table && peer.writable);
+    assert_eq!(state.counters.key_changes, 1);
+    w.nodes[&addr(1)].endpoint.peers.check_indices();
+}
+
+#[test]
+fn a_pinned_peer_never_changes_key() {
+    let mut w = World::new(6, 10, 0.0);
+    w.spawn(addr(1), 1);
+    w.spawn(addr(2), 9);
+    let key2 = key(2);
+    let now = w.now;
+    w.node(addr(1)).add(now, addr(2), Some(key2)).expect("add");
+    w.run_until(5_000);
+    let state = w.nodes[&addr(1)].endpoint.state(w.now);
+    let peer = state.peer(addr(2)).expect("peer");
+    assert_ne!(peer.connection, ConnectionState::Connected);
+    assert_eq!(peer.public_key, None);
+    assert!(state.counters.pin_mismatches >= 1);
+}
+
+#[test]
+fn an_address_added_before_its_key_merges_with_the_peer_that_proves_it() {
+    // Node 2 connects to node 1 first (node 1 knows it by key at port 2);
+    // then node 1's user adds node 2 under another address that leads to
+    // it (e.g. a second interface). The handshake there proves the same
+    // key: one peer with two paths, in the route table.
+    let mut w = World::new(8, 10, 0.0);
+    w.spawn(addr(1), 1);
+    w.spawn(addr(2), 2);
+    let now = w.now;
+    w.node(addr(2)).add(now, addr(1), None).expect("add");
+    w.send(addr(2), addr(1), "first");
+    w.run_until(2_000);
+    // The second address: node 2 again, moved (same key, new port).
+    let moved = w.nodes.remove(&addr(2)).expect("node 2");
+    w.insert(addr(4), moved.endpoint);
+    let now = w.now;
+    w.node(addr(1)).add(now, addr(4), None).expect("add");
+    w.run_until(4_000);
+    let state = w.nodes[&addr(1)].endpoint.state(w.now);
+    w.nodes[&addr(1)].endpoint.peers.check_indices();
+    let key2 = key(2);
+    let with_key: Vec<_> = state
+        .peers
+        .iter()
+        .filter(|p| p.public_key == Some(key2))
+        .collect();
+    assert_eq!(with_key.len(), 1, "{:?}", state.peers);
+    assert!(with_key[0].in_route_table);
+    assert_eq!(state.peers.len(), 1, "{:?}", state.peers);
+}
+
+#[test]
+fn a_peer_added_by_key_is_dialled_at_its_hint_and_must_prove_the_key() {
+    let mut w = World::new(12, 10, 0.0);
+    w.spawn(addr(1), 1);
+    w.spawn(addr(2), 2);
+    w.spawn(addr(3), 3);
+    let key2 = key(2);
+    let key3 = key(3);
+    let now = w.now;
+    let unknown = key(42);
+    assert!(matches!(
+        w.node(addr(1)).add_key(now, unknown, &[]),
+        Err(crate::NetworkError::NoPath(_))
+    ));
+    // Right key at the hint: connected, in the route table, pinned.
+    assert_eq!(
+        w.node(addr(1)).add_key(now, key2, &[addr(2)]).ok(),
+        Some(addr(2))
+    );
+    // Wrong key at the hint (node 3 lives there): never connected.
+    assert_eq!(
+        w.node(addr(1)).add_key(now, unknown, &[addr(3)]).ok(),
+        Some(addr(3))
+    );
+    w.run_until(5_000);
+    let state = w.nodes[&addr(1)].endpoint.state(w.now);
+    let p2 = state.peer(addr(2)).expect("peer 2");
+    assert_eq!(p2.connection, ConnectionState::Connected);
+    assert_eq!((p2.public_key, p2.pinned_key), (Some(key2), Some(key2)));
+    assert!(p2.in_route_table);
+    let p3 = state.peer(addr(3)).expect("peer 3");
+    assert_ne!(p3.connection, ConnectionState::Connected);
+    assert_ne!(p3.public_key, Some(key3));
+    assert!(state.counters.pin_mismatches >= 1);
+    // Known by key now: no hint needed, and it is the same peer.
+    let now = w.now;
+    assert_eq!(w.node(addr(1)).add_key(now, key2, &[]).ok(), Some(addr(2)));
+    assert_eq!(w.nodes[&addr(1)].endpoint.state(w.now).peers.len(), 2);
+}

@@ -1,0 +1,333 @@
+//! The test world: endpoints exchanging datagrams through an in-memory
+//! network in virtual milliseconds, every random choice from one seed.
+//!
+//! The network delays each datagram by a base delay plus a uniform jitter
+//! (so datagrams overtake each other), loses and duplicates them at seeded
+//! rates, and can drop whatever a filter picks (a partition, one packet
+//! kind). A node can be stalled for a while, like a driver starved of CPU
+//! on a loaded machine: it handles nothing until the stall ends, then
+//! everything that arrived meanwhile, in arrival order, with its timers
+//! late. Datagrams to an address where no endpoint listens are kept in
+//! that address's inbox, so a test can play a raw attacker there.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use crate::api::{NodeEvent, Targets};
+use crate::crypto::{Identity, PublicKey};
+use crate::endpoint::{Endpoint, Event};
+use crate::state::{ConnectionState, NetworkState, PeerState};
+use crate::wire::Message;
+use crate::Config;
+
+/// Address `10.0.0.1:port`.
+pub(super) fn addr(port: u16) -> SocketAddr {
+    SocketAddr::from(([10, 0, 0, 1], port))
+}
+
+/// The public key of [`World::spawn`]'s identity `key`.
+pub(super) fn key(key: u8) -> PublicKey {
+    Identity::from_private_bytes([key; 32]).public_key()
+}
+
+/// One datagram in flight.
+#[derive(Debug, Clone)]
+pub(super) struct Datagram {
+    pub(super) from: SocketAddr,
+    pub(super) to: SocketAddr,
+    pub(super) bytes: Vec<u8>,
+}
+
+/// Decides per datagram (at send time) whether the network delivers it.
+pub(super) type Filter = Box<dyn FnMut(u64, &Datagram) -> bool>;
+
+/// One endpoint of a [`World`] and what it told its driver.
+pub(super) struct Node {
+    pub(super) endpoint: Endpoint,
+    pub(super) addr: SocketAddr,
+    /// Every message received: (peer, its key, body).
+    pub(super) messages: Vec<(SocketAddr, Option<PublicKey>, String)>,
+    /// `PeerConnected` events so far.
+    pub(super) connected: usize,
+    /// Every event, with the virtual time it came out.
+    pub(super) events: Vec<(u64, Event)>,
+    /// Handles nothing before this time (see [`World::stall`]).
+    stalled_until: u64,
+    /// What arrived during a stall, in arrival order.
+    backlog: VecDeque<(SocketAddr, Vec<u8>)>,
+}
+
+impl Node {
+    /// When this node next needs the world's attention.
+    fn next_due(&self) -> Option<u64> {
+        let own = if self.backlog.is_empty() {
+            self.endpoint.poll_timeout()
+        } else {
+            Some(self.stalled_until)
+        };
+        own.map(|t| t.max(self.stalled_until))
+    }
+}
+
+/// Endpoints and the network between them. See the module docs.
+pub(super) struct World {
+    pub(super) now: u64,
+    pub(super) nodes: BTreeMap<SocketAddr, Node>,
+    /// (delivery time, sequence) -> datagram
+    in_flight: BTreeMap<(u64, u64), Datagram>,
+    seq: u64,
+    /// One-way delay every datagram takes, ms.
+    pub(super) delay: u64,
+    /// Extra delay, uniform in `0..=jitter` ms per datagram.
+    pub(super) jitter: u64,
+    pub(super) loss: f64,
+    pub(super) duplication: f64,
+    pub(super) filter: Option<Filter>,
+    pub(super) rng: StdRng,
+    /// Every datagram delivered: (time, from, to, length).
+    pub(super) trace: Vec<(u64, SocketAddr, SocketAddr, usize)>,
+    /// Datagrams to addresses where no endpoint listens: (time, datagram).
+    pub(super) inboxes: BTreeMap<SocketAddr, Vec<(u64, Datagram)>>,
+}
+
+impl World {
+    /// A world whose datagrams take `delay` ms and are lost with
+    /// probability `loss`.
+    pub(super) fn new(seed: u64, delay: u64, loss: f64) -> Self {
+        Self {
+            now: 0,
+            nodes: BTreeMap::new(),
+            in_flight: BTreeMap::new(),
+            seq: 0,
+            delay,
+            jitter: 0,
+            loss,
+            duplication: 0.0,
+            filter: None,
+            rng: StdRng::seed_from_u64(seed),
+            trace: Vec::new(),
+            inboxes: BTreeMap::new(),
+        }
+    }
+
+    /// Datagrams also take up to `jitter` ms more, so they reorder.
+    pub(super) fn with_jitter(mut self, jitter: u64) -> Self {
+        self.jitter = jitter;
+        self
+    }
+
+    /// The configuration of a node with identity `key`, its RNG seeded.
+    pub(super) fn config(key: u8, seed: u64) -> Config {
+        Config::default()
+            .with_identity(Identity::from_private_bytes([key; 32]))
+            .with_rng_seed(seed)
+    }
+
+    /// A listening endpoint at `at` with the identity `key`.
+    pub(super) fn spawn(&mut self, at: SocketAddr, key: u8) {
+        let seed = self.rng.gen();
+        self.spawn_with(at, Self::config(key, seed));
+    }
+
+    /// A listening endpoint at `at` with `config`.
+    pub(super) fn spawn_with(&mut self, at: SocketAddr, config: Config) {
+        let seed = self.rng.gen();
+        let mut endpoint = Endpoint::new(Arc::new(config), seed);
+        endpoint.listen(self.now, at).expect("listen");
+        self.insert(at, endpoint);
+    }
+
+    /// Put an endpoint at `at` (one taken from another address: the node
+    /// moved).
+    pub(super) fn insert(&mut self, at: SocketAddr, endpoint: Endpoint) {
+        let node = Node {
+            endpoint,
+            addr: at,
+            messages: Vec::new(),
+            connected: 0,
+            events: Vec::new(),
+            stalled_until: 0,
+            backlog: VecDeque::new(),
+        };
+        self.nodes.insert(at, node);
+    }
+
+    /// The endpoint at `at`.
+    pub(super) fn node(&mut self, at: SocketAddr) -> &mut Endpoint {
+        &mut self.nodes.get_mut(&at).expect("node").endpoint
+    }
+
+    /// The node at `at` handles nothing (datagrams, timers) for `ms`.
+    pub(super) fn stall(&mut self, at: SocketAddr, ms: u64) {
+        let until = self.now + ms;
+        let node = self.nodes.get_mut(&at).expect("node");
+        node.stalled_until = node.stalled_until.max(until);
+    }
+
+    /// Send `bytes` from `from` (any address) to `to`, through the network.
+    pub(super) fn inject(&mut self, from: SocketAddr, to: SocketAddr, bytes: Vec<u8>) {
+        let now = self.now;
+        self.transmit(now, Datagram { from, to, bytes });
+    }
+
+    fn transmit(&mut self, now: u64, datagram: Datagram) {
+        if let Some(filter) = self.filter.as_mut() {
+            if !filter(now, &datagram) {
+                return;
+            }
+        }
+        if self.loss > 0.0 && self.rng.gen_bool(self.loss) {
+            return;
+        }
+        let copies = if self.duplication > 0.0 && self.rng.gen_bool(self.duplication) {
+            2
+        } else {
+            1
+        };
+        for _ in 0..copies {
+            let at = now + self.delay + self.rng.gen_range(0..=self.jitter);
+            self.seq += 1;
+            self.in_flight.insert((at, self.seq), datagram.clone());
+        }
+    }
+
+    /// Drain every node's transmits and events into the network and the
+    /// nodes' records.
+    fn collect(&mut self) {
+        let now = self.now;
+        let mut sent = Vec::new();
+        for node in self.nodes.values_mut() {
+            if node.stalled_until > now {
+                continue;
+            }
+            while let Some(t) = node.endpoint.poll_transmit(now, 8) {
+                let size = t.segment_size.max(1);
+                for bytes in t.payload.chunks(size) {
+                    sent.push(Datagram {
+                        from: node.addr,
+                        to: t.to,
+                        bytes: bytes.to_vec(),
+                    });
+                }
+                node.endpoint.recycle(t);
+            }
+            while let Some(event) = node.endpoint.poll_event() {
+                match &event {
+                    Event::Node(NodeEvent::Message(m)) => node.messages.push((
+                        m.peer(),
+                        m.public_key(),
+                        String::from_utf8_lossy(m.message().body()).into_owned(),
+                    )),
+                    Event::Node(NodeEvent::PeerConnected(_)) => node.connected += 1,
+                    _ => {}
+                }
+                node.events.push((now, event));
+            }
+        }
+        for datagram in sent {
+            self.transmit(now, datagram);
+        }
+    }
+
+    /// Run the world until `until` (virtual ms).
+    pub(super) fn run_until(&mut self, until: u64) {
+        loop {
+            self.collect();
+            let next_datagram = self.in_flight.keys().next().map(|(t, _)| *t);
+            let next_node = self.nodes.values().filter_map(Node::next_due).min();
+            let Some(next) = [next_datagram, next_node].into_iter().flatten().min() else {
+                self.now = self.now.max(until);
+                return;
+            };
+            if next > until {
+                self.now = self.now.max(until);
+                return;
+            }
+            self.now = self.now.max(next);
+            self.step();
+        }
+    }
+
+    /// Run for `ms` more.
+    pub(super) fn run_for(&mut self, ms: u64) {
+        self.run_until(self.now + ms);
+    }
+
+    /// Deliver what is due and run due timers, at `self.now`.
+    fn step(&mut self) {
+        let now = self.now;
+        while let Some(entry) = self.in_flight.first_entry() {
+            if entry.key().0 > now {
+                break;
+            }
+            let d = entry.remove();
+            match self.nodes.get_mut(&d.to) {
+                Some(node) if node.stalled_until > now => node.backlog.push_back((d.from, d.bytes)),
+                Some(node) => {
+                    self.trace.push((now, d.from, d.to, d.bytes.len()));
+                    node.endpoint.handle_datagram(now, d.from, &d.bytes);
+                }
+                None => self.inboxes.entry(d.to).or_default().push((now, d)),
+            }
+        }
+        for node in self.nodes.values_mut() {
+            if node.stalled_until > now {
+                continue;
+            }
+            while let Some((from, bytes)) = node.backlog.pop_front() {
+                self.trace.push((now, from, node.addr, bytes.len()));
+                node.endpoint.handle_datagram(now, from, &bytes);
+            }
+            if node.endpoint.poll_timeout().is_some_and(|t| t <= now) {
+                node.endpoint.handle_timeout(now);
+            }
+        }
+    }
+
+    /// Queue a message with body `body` from `from` to `to`; it must be
+    /// accepted.
+    pub(super) fn send(&mut self, from: SocketAddr, to: SocketAddr, body: &str) {
+        let now = self.now;
+        let msg = Message::new("test", body.to_owned()).expect("message");
+        let report = self
+            .node(from)
+            .send(now, msg, Targets::These(vec![to]))
+            .expect("send");
+        assert!(report.all_queued(), "{report:?}");
+    }
+
+    /// `at` adds `to` to its route table.
+    pub(super) fn add(&mut self, at: SocketAddr, to: SocketAddr) {
+        let now = self.now;
+        self.node(at).add(now, to, None).expect("add");
+    }
+
+    /// The bodies `at` received, in order.
+    pub(super) fn bodies(&self, at: SocketAddr) -> Vec<String> {
+        self.nodes[&at]
+            .messages
+            .iter()
+            .map(|(_, _, b)| b.clone())
+            .collect()
+    }
+
+    /// `at`'s snapshot.
+    pub(super) fn state(&self, at: SocketAddr) -> NetworkState {
+        self.nodes[&at].endpoint.state(self.now)
+    }
+
+    /// What `at` knows about `peer`, if anything.
+    pub(super) fn peer(&self, at: SocketAddr, peer: SocketAddr) -> Option<PeerState> {
+        self.state(at).peer(peer).cloned()
+    }
+
+    /// Whether `at` has an established session with `peer`.
+    pub(super) fn connected(&self, at: SocketAddr, peer: SocketAddr) -> bool {
+        self.peer(at, peer)
+            .is_some_and(|p| p.connection == ConnectionState::Connected)
+    }
+}
