@@ -367,6 +367,17 @@ impl Session {
         }
     }
 
+    /// Send a keepalive now, which the peer must acknowledge: whether it
+    /// does tells a live session from a dead one.
+    pub(crate) fn probe(&mut self, now: u64) {
+        if self.phase == Phase::Established {
+            let ping = encode_frame(&Frame::Ping);
+            if self.kcp.send(&ping).is_ok() {
+                self.last_send = now;
+            }
+        }
+    }
+
     /// Run timers due at `now`.
     pub(crate) fn handle_timeout(&mut self, now: u64) {
         if self.phase == Phase::Closed {

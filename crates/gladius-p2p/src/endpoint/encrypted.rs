@@ -173,6 +173,9 @@ impl Endpoint {
             Packet::Init(init) => self.on_init(from, &init, now),
             Packet::Response(response) => self.on_response(from, &response, datagram, now),
             Packet::Finish(finish) => self.on_finish(from, &finish, now),
+            Packet::Data(d) if self.held_by_takeover(from, Some(d.receiver_index)) => {
+                self.hold_datagram(from, datagram);
+            }
             Packet::Data(_) => self.on_data(from, datagram, now),
             Packet::Cookie(cookie) => self.on_cookie(from, cookie, now),
             Packet::Reject(r) => self.on_reject(from, r.reason),
@@ -351,6 +354,10 @@ impl Endpoint {
     }
 
     fn on_finish(&mut self, from: SocketAddr, finish: &crypto::packet::FinishPacket<'_>, now: u64) {
+        if self.held_by_takeover(from, None) {
+            // The newcomer resends its Finish while we decide.
+            return;
+        }
         let Some(crypto) = self.crypto.as_mut() else {
             return;
         };
@@ -392,9 +399,6 @@ impl Endpoint {
     /// only once the old session is gone, and never for a pinned peer (the
     /// handshake's own pin check refused that already).
     fn establish(&mut self, from: SocketAddr, est: Established, direction: Direction, now: u64) {
-        let Some(advertised) = self.advertised else {
-            return;
-        };
         let key = est.remote_static;
         let at_addr = self.peers.at(from);
         let with_key = self.peers.with_key(&key);
@@ -406,12 +410,37 @@ impl Endpoint {
                     && p.session()
                         .is_some_and(|s| !s.is_closing() && !s.is_closed())
             });
-        if live_other_key {
-            self.counters.key_conflicts += 1;
-            self.outbox.push((from, reject(RejectReason::Refused)));
-            tracing::debug!(%from, %key, "another key at the address of a live session: refused");
+        if let Some(old) = displaced.filter(|_| live_other_key) {
+            self.start_takeover(from, est, direction, old);
             return;
         }
+        self.install(from, est, direction, now);
+    }
+
+    /// Refuse a handshake that proved a new key at a live session's
+    /// address.
+    pub(super) fn refuse_newcomer(&mut self, from: SocketAddr, why: &str) {
+        self.counters.key_conflicts += 1;
+        self.outbox.push((from, reject(RejectReason::Refused)));
+        tracing::debug!(%from, "new key refused: {why}");
+    }
+
+    /// Install the channel of a handshake over `from` and a session over
+    /// it, for the peer the key (else the address) leads to.
+    pub(super) fn install(
+        &mut self,
+        from: SocketAddr,
+        est: Established,
+        direction: Direction,
+        now: u64,
+    ) {
+        let Some(advertised) = self.advertised else {
+            return;
+        };
+        let key = est.remote_static;
+        let at_addr = self.peers.at(from);
+        let with_key = self.peers.with_key(&key);
+        let displaced = at_addr.filter(|id| Some(*id) != with_key);
         let target = with_key.or(at_addr);
         if direction == Direction::Inbound && !self.admits_inbound(target, from) {
             return;
@@ -503,7 +532,7 @@ impl Endpoint {
         }
     }
 
-    fn on_data(&mut self, from: SocketAddr, datagram: &[u8], now: u64) {
+    pub(super) fn on_data(&mut self, from: SocketAddr, datagram: &[u8], now: u64) {
         let opened = &mut self.open_buf;
         let Some(id) = self.peers.at(from) else {
             self.counters.unknown_session_datagrams += 1;

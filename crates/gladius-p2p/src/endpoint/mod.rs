@@ -34,6 +34,7 @@ mod peer;
 mod peers;
 mod requests;
 mod sessions;
+mod takeover;
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
@@ -95,6 +96,8 @@ enum TimerKey {
     Reconnect(PeerId),
     /// Expiry of an inbound half-open handshake.
     HalfOpen(SocketAddr),
+    /// The end of a probe deciding a new key at a live session's address.
+    Takeover(SocketAddr),
     /// The graceful-close deadline.
     CloseDeadline,
 }
@@ -119,6 +122,8 @@ pub(crate) struct Endpoint {
     closing: Option<u64>,
     /// Encrypted mode only.
     crypto: Option<encrypted::CryptoState>,
+    /// New keys at live sessions' addresses, held while those are probed.
+    takeovers: HashMap<SocketAddr, takeover::Takeover>,
     /// Datagrams to send that no session produced (handshake packets,
     /// rejects), sent with the next flush.
     outbox: Vec<(SocketAddr, Bytes)>,
@@ -143,6 +148,7 @@ impl Endpoint {
             .clone()
             .filter(|_| !config.plaintext)
             .map(|identity| encrypted::CryptoState::new(identity, table(&mut rng)));
+        let takeovers = table(&mut rng);
         Self {
             session_config: SessionConfig::from_config(&config, rng.gen()),
             handshake_payload: config.handshake_payload.clone(),
@@ -158,6 +164,7 @@ impl Endpoint {
             rng,
             closing: None,
             crypto,
+            takeovers,
             outbox: Vec::new(),
             open_buf: Vec::new(),
             transmits: TransmitQueue::default(),
@@ -683,6 +690,7 @@ impl Endpoint {
                     self.touch(id);
                 }
                 TimerKey::HalfOpen(addr) => self.expire_half_open(addr, now),
+                TimerKey::Takeover(addr) => self.finish_takeover(addr),
                 TimerKey::Reconnect(id) => {
                     let due = self.peers.get(id).is_some_and(|p| {
                         p.reconnect_at == Some(t) && p.added && p.session().is_none()
@@ -828,6 +836,7 @@ impl Endpoint {
             }
         }
         self.clear_half_open();
+        self.takeovers.clear();
         for id in self.peers.ids() {
             if let Some(s) = self.peers.get_mut(id).and_then(Peer::session_mut) {
                 s.close(now, CloseReason::Shutdown);

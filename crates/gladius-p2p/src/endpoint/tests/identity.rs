@@ -36,29 +36,57 @@ fn a_peer_that_returns_on_a_new_port_with_its_key_keeps_its_entry() {
 }
 
 #[test]
-fn a_new_key_at_a_live_session_is_refused_and_accepted_once_the_session_is_gone() {
+fn a_new_key_at_a_live_session_is_refused_while_the_session_answers() {
     let mut w = World::new(5, 10, 0.0);
     w.spawn(addr(1), 1);
     w.spawn(addr(2), 2);
     let now = w.now;
     w.node(addr(1)).add(now, addr(2), None).expect("add");
     w.run_until(2_000);
-    // An impostor with another key at node 2's address while node 2's
-    // session lives (an on-path attacker, or a twin): refused.
-    let live = w.nodes.remove(&addr(2)).expect("node 2");
-    w.spawn(addr(2), 9);
+    // An on-path attacker with another key at node 2's address, while
+    // node 2 is alive: node 1 probes node 2's session, node 2 answers, the
+    // attacker is refused every time it tries.
+    w.spawn_impostor(addr(200), addr(2), 9);
     let now = w.now;
-    w.node(addr(2)).add(now, addr(1), None).expect("add");
-    w.send(addr(2), addr(1), "impostor");
-    w.run_until(2_500);
-    assert!(w.bodies(addr(1)).is_empty());
-    let c = w.nodes[&addr(1)].endpoint.state(w.now).counters;
-    assert!(c.key_conflicts >= 1, "{c:?}");
-    // Node 2 is really gone (it restarted with a fresh key): once the old
-    // session is found dead, the new key takes the entry over.
-    drop(live);
-    w.run_until(60_000);
-    assert_eq!(w.bodies(addr(1)), vec!["impostor".to_owned()]);
+    w.node(addr(200)).add(now, addr(1), None).expect("add");
+    w.send(addr(200), addr(1), "impostor");
+    w.run_until(15_000);
+    assert!(w.bodies(addr(1)).is_empty(), "nothing from the impostor");
+    let state = w.nodes[&addr(1)].endpoint.state(w.now);
+    assert!(state.counters.key_conflicts >= 2, "{:?}", state.counters);
+    assert_eq!(state.counters.key_changes, 0);
+    let peer = state.peer(addr(2)).expect("peer");
+    let key2 = key(2);
+    assert_eq!(peer.public_key, Some(key2));
+    assert_eq!(peer.connection, ConnectionState::Connected);
+    w.send(addr(2), addr(1), "still me");
+    w.run_until(16_000);
+    assert_eq!(w.bodies(addr(1)), vec!["still me".to_owned()]);
+}
+
+#[test]
+fn a_restarted_peer_with_a_new_key_takes_its_entry_over_within_a_probe() {
+    let mut w = World::new(5, 10, 0.0);
+    w.spawn(addr(1), 1);
+    w.spawn(addr(2), 2);
+    let now = w.now;
+    w.node(addr(1)).add(now, addr(2), None).expect("add");
+    w.run_until(2_000);
+    // Node 2 restarts with a fresh key on the same address, long before
+    // its old session would time out (idle timeout 20 s).
+    w.nodes.remove(&addr(2));
+    w.spawn(addr(2), 9);
+    let restarted = w.now;
+    w.node(addr(2)).add(restarted, addr(1), None).expect("add");
+    w.send(addr(2), addr(1), "back");
+    let mut t = restarted;
+    while w.bodies(addr(1)).is_empty() && t < restarted + 10_000 {
+        t += 10;
+        w.run_until(t);
+    }
+    assert_eq!(w.bodies(addr(1)), vec!["back".to_owned()]);
+    // One probe (1 s) plus a few round trips of 20 ms.
+    assert!(t - restarted <= 1_200, "back after {} ms", t - restarted);
     let state = w.nodes[&addr(1)].endpoint.state(w.now);
     let peer = state.peer(addr(2)).expect("peer");
     let new_key = key(9);

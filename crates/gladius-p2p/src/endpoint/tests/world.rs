@@ -48,6 +48,8 @@ pub(super) type Filter = Box<dyn FnMut(u64, &Datagram) -> bool>;
 /// One endpoint of a [`World`] and what it told its driver.
 pub(super) struct Node {
     pub(super) endpoint: Endpoint,
+    /// The address it sends from and receives at (an on-path impostor
+    /// shares another node's).
     pub(super) addr: SocketAddr,
     /// Every message received: (peer, its key, body).
     pub(super) messages: Vec<(SocketAddr, Option<PublicKey>, String)>,
@@ -154,6 +156,16 @@ impl World {
             backlog: VecDeque::new(),
         };
         self.nodes.insert(at, node);
+    }
+
+    /// An on-path attacker with identity `key` that sends from and
+    /// receives at `claims`, another node's address (`slot` only names it
+    /// in the world).
+    pub(super) fn spawn_impostor(&mut self, slot: SocketAddr, claims: SocketAddr, key: u8) {
+        let seed = self.rng.gen();
+        self.spawn_with(slot, Self::config(key, seed));
+        let node = self.nodes.get_mut(&slot).expect("impostor");
+        node.addr = claims;
     }
 
     /// The endpoint at `at`.
@@ -265,13 +277,18 @@ impl World {
                 break;
             }
             let d = entry.remove();
-            match self.nodes.get_mut(&d.to) {
-                Some(node) if node.stalled_until > now => node.backlog.push_back((d.from, d.bytes)),
-                Some(node) => {
+            let mut listeners = self.nodes.values_mut().filter(|n| n.addr == d.to).peekable();
+            if listeners.peek().is_none() {
+                self.inboxes.entry(d.to).or_default().push((now, d));
+                continue;
+            }
+            for node in listeners {
+                if node.stalled_until > now {
+                    node.backlog.push_back((d.from, d.bytes.clone()));
+                } else {
                     self.trace.push((now, d.from, d.to, d.bytes.len()));
                     node.endpoint.handle_datagram(now, d.from, &d.bytes);
                 }
-                None => self.inboxes.entry(d.to).or_default().push((now, d)),
             }
         }
         for node in self.nodes.values_mut() {
