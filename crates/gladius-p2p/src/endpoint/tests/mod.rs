@@ -4,6 +4,7 @@
 
 mod delivery;
 mod handshake;
+mod hostile;
 mod identity;
 mod requests;
 mod world;

@@ -4,11 +4,14 @@
 //! The network delays each datagram by a base delay plus a uniform jitter
 //! (so datagrams overtake each other), loses and duplicates them at seeded
 //! rates, and can drop whatever a filter picks (a partition, one packet
-//! kind). A node can be stalled for a while, like a driver starved of CPU
-//! on a loaded machine: it handles nothing until the stall ends, then
-//! everything that arrived meanwhile, in arrival order, with its timers
-//! late. Datagrams to an address where no endpoint listens are kept in
-//! that address's inbox, so a test can play a raw attacker there.
+//! kind). Each node's driver works like the real one (see [`Node::wake`]):
+//! it reads its queue of arrived datagrams before it looks at its timers.
+//! Reading can cost virtual time (`read_cost`), so a node can fall behind
+//! a flood, and a node can be stalled for a while, like a driver starved
+//! of CPU on a loaded machine: it handles nothing until the stall ends,
+//! then everything that arrived meanwhile, in arrival order, with its
+//! timers late. Datagrams to an address where no endpoint listens are
+//! kept in that address's inbox, so a test can play a raw attacker there.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
@@ -57,21 +60,81 @@ pub(super) struct Node {
     pub(super) connected: usize,
     /// Every event, with the virtual time it came out.
     pub(super) events: Vec<(u64, Event)>,
-    /// Handles nothing before this time (see [`World::stall`]).
-    stalled_until: u64,
-    /// What arrived during a stall, in arrival order.
-    backlog: VecDeque<(SocketAddr, Vec<u8>)>,
+    /// Virtual CPU time one datagram costs this node's driver, ms: with
+    /// more arriving than it can read, its queue never empties (0: reading
+    /// is free, the queue empties at every wake-up).
+    pub(super) read_cost: u64,
+    /// Busy (reading, or stalled) until then: it handles nothing before.
+    busy_until: u64,
+    /// Datagrams that arrived and were not read yet, in arrival order (its
+    /// socket's receive queue).
+    queue: VecDeque<(SocketAddr, Vec<u8>)>,
 }
 
 impl Node {
     /// When this node next needs the world's attention.
     fn next_due(&self) -> Option<u64> {
-        let own = if self.backlog.is_empty() {
+        let own = if self.queue.is_empty() {
             self.endpoint.poll_timeout()
         } else {
-            Some(self.stalled_until)
+            Some(self.busy_until)
         };
-        own.map(|t| t.max(self.stalled_until))
+        own.map(|t| t.max(self.busy_until))
+    }
+
+    /// One wake-up of this node's driver at `now`, which works like the
+    /// real one: its `select!` is biased towards the socket, so the timers
+    /// run only in a wake-up that found no datagram waiting; then it
+    /// flushes. Returns what it sent.
+    fn wake(
+        &mut self,
+        now: u64,
+        trace: &mut Vec<(u64, SocketAddr, SocketAddr, usize)>,
+    ) -> Vec<Datagram> {
+        let read = if self.read_cost == 0 {
+            self.queue.len()
+        } else {
+            self.queue.len().min(1)
+        };
+        if read > 0 {
+            for (from, bytes) in self.queue.drain(..read) {
+                trace.push((now, from, self.addr, bytes.len()));
+                self.endpoint.handle_datagram(now, from, &bytes);
+            }
+            self.busy_until = now + self.read_cost * read as u64;
+        } else if self.endpoint.poll_timeout().is_some_and(|t| t <= now) {
+            self.endpoint.handle_timeout(now);
+        }
+        self.flush(now)
+    }
+
+    /// Drain the endpoint's transmits and events into the records.
+    fn flush(&mut self, now: u64) -> Vec<Datagram> {
+        let mut sent = Vec::new();
+        while let Some(t) = self.endpoint.poll_transmit(now, 8) {
+            let size = t.segment_size.max(1);
+            for bytes in t.payload.chunks(size) {
+                sent.push(Datagram {
+                    from: self.addr,
+                    to: t.to,
+                    bytes: bytes.to_vec(),
+                });
+            }
+            self.endpoint.recycle(t);
+        }
+        while let Some(event) = self.endpoint.poll_event() {
+            match &event {
+                Event::Node(NodeEvent::Message(m)) => self.messages.push((
+                    m.peer(),
+                    m.public_key(),
+                    String::from_utf8_lossy(m.message().body()).into_owned(),
+                )),
+                Event::Node(NodeEvent::PeerConnected(_)) => self.connected += 1,
+                _ => {}
+            }
+            self.events.push((now, event));
+        }
+        sent
     }
 }
 
@@ -152,8 +215,9 @@ impl World {
             messages: Vec::new(),
             connected: 0,
             events: Vec::new(),
-            stalled_until: 0,
-            backlog: VecDeque::new(),
+            read_cost: 0,
+            busy_until: 0,
+            queue: VecDeque::new(),
         };
         self.nodes.insert(at, node);
     }
@@ -177,7 +241,7 @@ impl World {
     pub(super) fn stall(&mut self, at: SocketAddr, ms: u64) {
         let until = self.now + ms;
         let node = self.nodes.get_mut(&at).expect("node");
-        node.stalled_until = node.stalled_until.max(until);
+        node.busy_until = node.busy_until.max(until);
     }
 
     /// Send `bytes` from `from` (any address) to `to`, through the network.
@@ -207,38 +271,13 @@ impl World {
         }
     }
 
-    /// Drain every node's transmits and events into the network and the
-    /// nodes' records.
+    /// Flush every node that is not busy (after commands the test gave
+    /// it) into the network.
     fn collect(&mut self) {
         let now = self.now;
         let mut sent = Vec::new();
-        for node in self.nodes.values_mut() {
-            if node.stalled_until > now {
-                continue;
-            }
-            while let Some(t) = node.endpoint.poll_transmit(now, 8) {
-                let size = t.segment_size.max(1);
-                for bytes in t.payload.chunks(size) {
-                    sent.push(Datagram {
-                        from: node.addr,
-                        to: t.to,
-                        bytes: bytes.to_vec(),
-                    });
-                }
-                node.endpoint.recycle(t);
-            }
-            while let Some(event) = node.endpoint.poll_event() {
-                match &event {
-                    Event::Node(NodeEvent::Message(m)) => node.messages.push((
-                        m.peer(),
-                        m.public_key(),
-                        String::from_utf8_lossy(m.message().body()).into_owned(),
-                    )),
-                    Event::Node(NodeEvent::PeerConnected(_)) => node.connected += 1,
-                    _ => {}
-                }
-                node.events.push((now, event));
-            }
+        for node in self.nodes.values_mut().filter(|n| n.busy_until <= now) {
+            sent.extend(node.flush(now));
         }
         for datagram in sent {
             self.transmit(now, datagram);
@@ -269,7 +308,8 @@ impl World {
         self.run_until(self.now + ms);
     }
 
-    /// Deliver what is due and run due timers, at `self.now`.
+    /// Deliver what arrives at `self.now` into the receivers' queues and
+    /// wake every node that is not busy.
     fn step(&mut self) {
         let now = self.now;
         while let Some(entry) = self.in_flight.first_entry() {
@@ -277,31 +317,25 @@ impl World {
                 break;
             }
             let d = entry.remove();
-            let mut listeners = self.nodes.values_mut().filter(|n| n.addr == d.to).peekable();
+            let mut listeners = self
+                .nodes
+                .values_mut()
+                .filter(|n| n.addr == d.to)
+                .peekable();
             if listeners.peek().is_none() {
                 self.inboxes.entry(d.to).or_default().push((now, d));
                 continue;
             }
             for node in listeners {
-                if node.stalled_until > now {
-                    node.backlog.push_back((d.from, d.bytes.clone()));
-                } else {
-                    self.trace.push((now, d.from, d.to, d.bytes.len()));
-                    node.endpoint.handle_datagram(now, d.from, &d.bytes);
-                }
+                node.queue.push_back((d.from, d.bytes.clone()));
             }
         }
-        for node in self.nodes.values_mut() {
-            if node.stalled_until > now {
-                continue;
-            }
-            while let Some((from, bytes)) = node.backlog.pop_front() {
-                self.trace.push((now, from, node.addr, bytes.len()));
-                node.endpoint.handle_datagram(now, from, &bytes);
-            }
-            if node.endpoint.poll_timeout().is_some_and(|t| t <= now) {
-                node.endpoint.handle_timeout(now);
-            }
+        let mut sent = Vec::new();
+        for node in self.nodes.values_mut().filter(|n| n.busy_until <= now) {
+            sent.extend(node.wake(now, &mut self.trace));
+        }
+        for datagram in sent {
+            self.transmit(now, datagram);
         }
     }
 
