@@ -2,10 +2,15 @@
 
 use std::time::Duration;
 
-use rand::Rng;
+use std::net::SocketAddr;
+
+use rand::rngs::StdRng;
+use rand::{Rng, RngCore, SeedableRng};
 
 use super::world::*;
 use crate::api::NodeEvent;
+use crate::crypto::packet::{index_from, InitPacket};
+use crate::crypto::COOKIE_LEN;
 use crate::endpoint::Event;
 use crate::error::RequestError;
 use crate::wire::Message;
@@ -75,4 +80,178 @@ fn a_flooded_endpoint_still_runs_its_timers() {
     assert!(w.connected(s, q) && w.connected(q, s), "keepalives kept Q");
     let c = w.state(s).counters;
     assert!(c.malformed_datagrams >= 9_000, "{c:?}");
+}
+
+/// A well-formed `Init` from nobody: a random ephemeral key and index.
+fn forged_init(rng: &mut StdRng) -> Vec<u8> {
+    let mut e = [0u8; 32];
+    rng.fill_bytes(&mut e);
+    InitPacket {
+        sender_index: index_from(rng),
+        noise: &e,
+        cookie: [0; COOKIE_LEN],
+    }
+    .encode()
+    .to_vec()
+}
+
+const RESPONSE: u8 = 0xE2;
+const COOKIE: u8 = 0xE5;
+
+/// The answers `at`'s inbox got of packet type `t`.
+fn answers(w: &World, at: SocketAddr, t: u8) -> usize {
+    w.inboxes
+        .get(&at)
+        .map_or(0, |v| v.iter().filter(|(_, d)| d.bytes[0] == t).count())
+}
+
+/// A legitimate node dials `b` and both exchange `n` messages in order.
+fn legit_exchange(w: &mut World, b: SocketAddr, c: SocketAddr, n: usize) {
+    w.spawn(c, 3);
+    w.add(c, b);
+    for i in 0..n {
+        w.send(c, b, &format!("c{i}"));
+    }
+    let want: Vec<String> = (0..n).map(|i| format!("c{i}")).collect();
+    let until = w.now + 5_000;
+    while w.bodies(b) != want && w.now < until {
+        let t = w.now + 10;
+        w.run_until(t);
+    }
+    assert_eq!(w.bodies(b), want);
+    for i in 0..n {
+        w.send(b, c, &format!("b{i}"));
+    }
+    let want: Vec<String> = (0..n).map(|i| format!("b{i}")).collect();
+    let until = w.now + 5_000;
+    while w.bodies(c) != want && w.now < until {
+        let t = w.now + 10;
+        w.run_until(t);
+    }
+    assert_eq!(w.bodies(c), want);
+}
+
+/// Was tests/encrypted.rs's wall-clock version: one address floods `Init`s
+/// (one per millisecond); it holds one half-open slot, renewed at most
+/// once per 100 ms throttle interval (exactly, now), never gets a cookie
+/// (the table is far from half full), and a legitimate peer connects and
+/// exchanges during the flood.
+#[test]
+fn an_init_flood_from_one_address_holds_one_slot() {
+    let (b, c, attacker) = (addr(1), addr(2), addr(666));
+    let mut w = World::new(2, 5, 0.0);
+    w.spawn(b, 1);
+    let mut rng = StdRng::seed_from_u64(6);
+    let mut max_half_open = 0;
+    let flood = |w: &mut World, rng: &mut StdRng, ms: u64, max: &mut usize| {
+        for _ in 0..ms {
+            w.inject(attacker, b, forged_init(rng));
+            let t = w.now + 1;
+            w.run_until(t);
+            *max = (*max).max(w.state(b).half_open_handshakes);
+        }
+    };
+    flood(&mut w, &mut rng, 1_000, &mut max_half_open);
+    assert_eq!(max_half_open, 1, "one flooding address, one slot");
+    let c0 = w.state(b).counters;
+    // 996 Inits arrived (at 5..=1000 ms): one key exchange per 100 ms.
+    assert_eq!(answers(&w, attacker, RESPONSE), 10);
+    assert_eq!(c0.throttled_handshakes, 986);
+    assert_eq!(c0.cookies_sent + c0.malformed_datagrams, 0);
+    // A legitimate peer, during the flood.
+    legit_exchange(&mut w, b, c, 100);
+    flood(&mut w, &mut rng, 500, &mut max_half_open);
+    assert!(max_half_open <= 2, "the attacker's slot and the peer's");
+    assert_eq!(w.state(b).counters.cookies_sent, 0);
+}
+
+/// Was tests/encrypted.rs's wall-clock version: twenty addresses flood
+/// `Init`s into a table of 8 half-open slots. The table stays bounded,
+/// fills past half (where cookies start), and a legitimate peer still
+/// connects and exchanges in both directions.
+#[test]
+fn inits_from_many_addresses_meet_cookies_and_a_bounded_table() {
+    const MAX: usize = 8;
+    let (b, c) = (addr(1), addr(2));
+    let mut w = World::new(3, 5, 0.0);
+    let seed = w.rng.gen();
+    w.spawn_with(b, World::config(1, seed).with_max_half_open(MAX));
+    let mut rng = StdRng::seed_from_u64(20);
+    let mut max = 0;
+    let mut flood = |w: &mut World, ms: u64| {
+        for _ in 0..ms / 2 {
+            for i in 0..20 {
+                w.inject(addr(1000 + i), b, forged_init(&mut rng));
+            }
+            let t = w.now + 2;
+            w.run_until(t);
+            max = max.max(w.state(b).half_open_handshakes);
+        }
+    };
+    flood(&mut w, 400);
+    legit_exchange(&mut w, b, c, 20);
+    flood(&mut w, 400);
+    assert!((MAX / 2..=MAX).contains(&max), "half-open table: {max}");
+    let counters = w.state(b).counters;
+    assert!(counters.cookies_sent > 0, "{counters:?}");
+    // The flooders are asked for cookies they never show.
+    let cookies: usize = (0..20).map(|i| answers(&w, addr(1000 + i), COOKIE)).sum();
+    assert!(cookies > 0 && cookies as u64 <= counters.cookies_sent);
+}
+
+/// Was tests/encrypted.rs's version over sockets: with the table at the
+/// cookie threshold, a slot holder's fresh `Init` past the throttle gets
+/// a cookie, not a second Diffie-Hellman.
+#[test]
+fn slot_holders_under_load_need_a_cookie_for_a_new_key_exchange() {
+    const MAX: usize = 8;
+    let b = addr(1);
+    let mut w = World::new(4, 5, 0.0);
+    let seed = w.rng.gen();
+    w.spawn_with(b, World::config(1, seed).with_max_half_open(MAX));
+    let mut rng = StdRng::seed_from_u64(21);
+    let holders: Vec<SocketAddr> = (0..MAX as u16 / 2).map(|i| addr(1000 + i)).collect();
+    for &h in &holders {
+        w.inject(h, b, forged_init(&mut rng));
+    }
+    w.run_for(20);
+    for &h in &holders {
+        assert_eq!(answers(&w, h, RESPONSE), 1, "below the threshold");
+    }
+    assert_eq!(w.state(b).half_open_handshakes, MAX / 2);
+    w.run_for(150);
+    for &h in &holders {
+        w.inject(h, b, forged_init(&mut rng));
+    }
+    w.run_for(20);
+    for &h in &holders {
+        assert_eq!(answers(&w, h, COOKIE), 1, "at the threshold: a cookie");
+        assert_eq!(answers(&w, h, RESPONSE), 1, "and no second exchange");
+    }
+    assert_eq!(w.state(b).counters.cookies_sent, (MAX / 2) as u64);
+}
+
+/// Was tests/encrypted.rs's version over sockets, which could only bound
+/// the count by the wall-clock windows it took: 200 `Init`s from 200
+/// addresses in one burst, far below half the half-open bound. The
+/// key-exchange budget answers exactly 50 (one window's worth) with a
+/// key exchange and the other 150 with a cookie; each gets one answer.
+#[test]
+fn many_inits_in_a_burst_meet_cookies_before_the_table_is_half_full() {
+    const N: u16 = 200;
+    let b = addr(1);
+    let mut w = World::new(5, 5, 0.0);
+    w.spawn(b, 1);
+    let mut rng = StdRng::seed_from_u64(22);
+    for i in 0..N {
+        w.inject(addr(1000 + i), b, forged_init(&mut rng));
+    }
+    w.run_for(20);
+    let count = |t| -> usize { (0..N).map(|i| answers(&w, addr(1000 + i), t)).sum() };
+    assert_eq!((count(RESPONSE), count(COOKIE)), (50, 150));
+    for i in 0..N {
+        let inbox = &w.inboxes[&addr(1000 + i)];
+        assert_eq!(inbox.len(), 1, "one answer per Init");
+    }
+    assert_eq!(w.state(b).counters.cookies_sent, 150);
 }
