@@ -421,20 +421,16 @@ async fn pinned_keys_connect_only_to_the_right_node() {
 async fn mode_mismatch(init_plaintext: bool) {
     let (i, i_addr, ri) = node_with(test_config().with_plaintext(init_plaintext)).await;
     let (r, r_addr, rr) = node_with(test_config().with_plaintext(!init_plaintext)).await;
-    let started = Instant::now();
     i.add(r_addr).await.unwrap();
     i.broadcast(text_msg("never", "z")).await.unwrap();
+    // How fast (one round trip, exactly) is checked in virtual time by
+    // the endpoint's tests (endpoint/tests/modes.rs); here, over real
+    // sockets, that it happens and says why.
     wait_for(DEADLINE, "peer_rejected at the initiator", || async {
         !rejected_of(&ri, r_addr).is_empty()
     })
     .await;
-    let took = started.elapsed();
-    assert!(
-        took < Duration::from_secs(3),
-        "refused promptly, not after a timeout: {took:?}"
-    );
     let reason = rejected_of(&ri, r_addr)[0].clone();
-    println!("plaintext initiator: {init_plaintext}; refused in {took:?}: {reason}");
     let want = if init_plaintext {
         "requires encryption"
     } else {
@@ -462,12 +458,12 @@ async fn mode_mismatch(init_plaintext: bool) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn encrypted_node_adding_a_plaintext_node_is_refused_promptly() {
+async fn encrypted_node_adding_a_plaintext_node_is_refused() {
     mode_mismatch(false).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn plaintext_node_adding_an_encrypted_node_is_refused_promptly() {
+async fn plaintext_node_adding_an_encrypted_node_is_refused() {
     mode_mismatch(true).await;
 }
 

@@ -6,5 +6,7 @@ mod delivery;
 mod handshake;
 mod hostile;
 mod identity;
+mod lifecycle;
+mod modes;
 mod requests;
 mod world;
