@@ -151,3 +151,46 @@ fn a_loaded_swarm_connects_every_pair_that_dialled() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }
+
+/// Was tests/encrypted.rs's socket test, which could only wait: an
+/// off-path `Init` in a peer's name with index 0 (lower than any we pick)
+/// makes us yield our handshake by the simultaneous-open rule. Nobody
+/// finishes the forged one; our own starts again exactly when its
+/// half-open slot would have expired (5 s and 1 ms later), and connects.
+#[test]
+fn a_forged_lower_index_init_does_not_stop_reconnecting() {
+    use crate::crypto::packet::InitPacket;
+    use crate::crypto::COOKIE_LEN;
+    let (a, x) = (addr(1), addr(2));
+    let mut w = World::new(9, 10, 0.0);
+    w.spawn(a, 1);
+    w.add(a, x);
+    w.run_until(50);
+    let forged = InitPacket {
+        sender_index: 0,
+        noise: &[7; 32],
+        cookie: [0; COOKIE_LEN],
+    }
+    .encode()
+    .to_vec();
+    w.inject(x, a, forged);
+    w.run_until(100);
+    assert_eq!(w.state(a).half_open_handshakes, 1, "a answered it");
+    let yielded = 60; // the forged Init arrived at 50 + 10
+                      // The real X comes up; it does not dial.
+    w.spawn(x, 2);
+    w.run_until(yielded + 5_000);
+    assert!(!w.connected(a, x), "a waits for the forged handshake");
+    w.run_until(yielded + 6_000);
+    let connected = w.nodes[&a].events.iter().find_map(|(t, e)| match e {
+        crate::endpoint::Event::Node(crate::api::NodeEvent::PeerConnected(p)) if p.addr == x => {
+            Some(*t)
+        }
+        _ => None,
+    });
+    // Init at +5001, Response back, Finish and hello out, X's hello back.
+    assert_eq!(connected, Some(yielded + 5_001 + 40));
+    w.send(a, x, "late");
+    w.run_for(100);
+    assert_eq!(w.bodies(x), vec!["late".to_owned()]);
+}
