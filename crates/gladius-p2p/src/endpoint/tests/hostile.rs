@@ -109,26 +109,22 @@ fn answers(w: &World, at: SocketAddr, t: u8) -> usize {
 fn legit_exchange(w: &mut World, b: SocketAddr, c: SocketAddr, n: usize) {
     w.spawn(c, 3);
     w.add(c, b);
-    for i in 0..n {
-        w.send(c, b, &format!("c{i}"));
+    send_in_order(w, c, b, n);
+    send_in_order(w, b, c, n);
+}
+
+/// `from` sends `n` numbered messages to `to`; within 5 s they arrive,
+/// once each and in order.
+fn send_in_order(w: &mut World, from: SocketAddr, to: SocketAddr, n: usize) {
+    let want: Vec<String> = (0..n).map(|i| format!("{from} {i}")).collect();
+    for body in &want {
+        w.send(from, to, body);
     }
-    let want: Vec<String> = (0..n).map(|i| format!("c{i}")).collect();
     let until = w.now + 5_000;
-    while w.bodies(b) != want && w.now < until {
-        let t = w.now + 10;
-        w.run_until(t);
+    while w.bodies(to) != want && w.now < until {
+        w.run_for(10);
     }
-    assert_eq!(w.bodies(b), want);
-    for i in 0..n {
-        w.send(b, c, &format!("b{i}"));
-    }
-    let want: Vec<String> = (0..n).map(|i| format!("b{i}")).collect();
-    let until = w.now + 5_000;
-    while w.bodies(c) != want && w.now < until {
-        let t = w.now + 10;
-        w.run_until(t);
-    }
-    assert_eq!(w.bodies(c), want);
+    assert_eq!(w.bodies(to), want);
 }
 
 /// Was tests/encrypted.rs's wall-clock version: one address floods `Init`s

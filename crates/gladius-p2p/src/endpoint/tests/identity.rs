@@ -5,12 +5,7 @@ use crate::state::ConnectionState;
 
 #[test]
 fn a_peer_that_returns_on_a_new_port_with_its_key_keeps_its_entry() {
-    let mut w = World::new(11, 10, 0.0);
-    w.spawn(addr(1), 1);
-    w.spawn(addr(2), 2);
-    let now = w.now;
-    w.node(addr(1)).add(now, addr(2), None).expect("add");
-    w.run_until(2_000);
+    let mut w = World::connected_pair(11);
     assert_eq!(w.nodes[&addr(1)].connected, 1);
     // Node 2 restarts on another port with the same key, and dials node 1.
     w.nodes.remove(&addr(2));
@@ -37,12 +32,7 @@ fn a_peer_that_returns_on_a_new_port_with_its_key_keeps_its_entry() {
 
 #[test]
 fn a_new_key_at_a_live_session_is_refused_while_the_session_answers() {
-    let mut w = World::new(5, 10, 0.0);
-    w.spawn(addr(1), 1);
-    w.spawn(addr(2), 2);
-    let now = w.now;
-    w.node(addr(1)).add(now, addr(2), None).expect("add");
-    w.run_until(2_000);
+    let mut w = World::connected_pair(5);
     // An on-path attacker with another key at node 2's address, while
     // node 2 is alive: node 1 probes node 2's session, node 2 answers, the
     // attacker is refused every time it tries.
@@ -66,12 +56,7 @@ fn a_new_key_at_a_live_session_is_refused_while_the_session_answers() {
 
 #[test]
 fn a_restarted_peer_with_a_new_key_takes_its_entry_over_within_a_probe() {
-    let mut w = World::new(5, 10, 0.0);
-    w.spawn(addr(1), 1);
-    w.spawn(addr(2), 2);
-    let now = w.now;
-    w.node(addr(1)).add(now, addr(2), None).expect("add");
-    w.run_until(2_000);
+    let mut w = World::connected_pair(5);
     // Node 2 restarts with a fresh key on the same address, long before
     // its old session would time out (idle timeout 20 s).
     w.nodes.remove(&addr(2));

@@ -185,6 +185,17 @@ impl World {
         self
     }
 
+    /// Endpoints with identities 1 and 2 at `addr(1)` and `addr(2)`, 10 ms
+    /// apart, no loss; 1 added 2, and at 2 s they are connected.
+    pub(super) fn connected_pair(seed: u64) -> Self {
+        let mut w = World::new(seed, 10, 0.0);
+        w.spawn(addr(1), 1);
+        w.spawn(addr(2), 2);
+        w.add(addr(1), addr(2));
+        w.run_until(2_000);
+        w
+    }
+
     /// The configuration of a node with identity `key`, its RNG seeded.
     pub(super) fn config(key: u8, seed: u64) -> Config {
         Config::default()
