@@ -3,8 +3,8 @@
 //! ```text
 //! gladius demo [--nodes N] [--insecure] [--timeout SECS] [--json]
 //! gladius keygen [--data-dir DIR]
-//! gladius node --listen HOST:PORT [--peer HOST:PORT]... [--data-dir DIR] [--insecure]
-//!              [--api HOST:PORT]
+//! gladius node [--config FILE] --listen HOST:PORT [--peer HOST:PORT]... [--data-dir DIR]
+//!              [--insecure] [--api HOST:PORT] [--table-size N]
 //! gladius bench [--scenario NAME]... [--mode both|encrypted|plaintext] [--quick] [--json]
 //! gladius --version | gladius help [COMMAND]
 //! ```
@@ -35,10 +35,12 @@
 //! | event | fields |
 //! |---|---|
 //! | `listening` | `addr`, `public_key` (hex; `null` with `--insecure`), `eth_address` — always the first line |
-//! | `message` | `from` (the sender's advertised `HOST:PORT`), `type`, `body` (UTF-8) or `body_b64` (standard base64, when not UTF-8), `writable`, `request` |
-//! | `node_added` / `node_deleted` | `addr` — route table changes, by you or by a plugin |
-//! | `peer_connected` | `addr`, `public_key`, `writable` — a session is up |
-//! | `peer_disconnected` | `addr` |
+//! | `message` | `from` (the sender's advertised `HOST:PORT`), `type`, `body` (UTF-8) or `body_b64` (standard base64, when not UTF-8), `writable`, `request`, and `token` for a request the program may answer with `reply` |
+//! | `node_added` / `node_deleted` | `addr` — route table changes, by you or by a plugin; `node_deleted` has `reason` (`deleted_by_user`, `deleted_by_plugin (discovery)`, …) |
+//! | `peer_connected` | `addr`, `public_key`, `signer` (the Ethereum address the peer proved in its handshake, see `signers.rs`), `writable` — a session is up |
+//! | `peer_disconnected` | `addr`, `reason` (`closed_by_peer`, `idle_timeout`, `key_changed`, …) |
+//! | `abandoned` | `addr`, `messages` — messages queued to a peer forgotten before a session came up |
+//! | `connect_failed` | `addr`, `reason` — a peer in the route table did not answer (the node keeps retrying with backoff) |
 //! | `result` | answer to `broadcast*`, `add`, `delete`, `set`, `close` and to lines that are not valid commands |
 //! | `reply` | answer to `request` |
 //! | `state` / `signed_state` | answers to `state` / `signed_state` |
@@ -47,7 +49,7 @@
 //! command's `id` when it had one (any JSON value) and `cmd` (its name).
 //!
 //! Messages of the built-in plugins' own types (`discovery.*`, `latency.*`,
-//! `signed_state.*`) are **not** reported as `message` events: they are
+//! `signed_state.*`, `gossip.*`) are **not** reported as `message` events: they are
 //! protocol chatter, visible through `state` and `signed_state` instead.
 //!
 //! ## Commands (stdin)
@@ -63,6 +65,7 @@
 //! | `{"cmd":"add","addr":"HOST:PORT"}` | `result` with the resolved `addr` |
 //! | `{"cmd":"delete","addr":"HOST:PORT"}` | `result` |
 //! | `{"cmd":"request","to":"HOST:PORT","type":"echo","body":"ping","timeout_ms":1000}` | `reply` with `from`, `type`, `body`/`body_b64` |
+//! | `{"cmd":"reply","to":TOKEN,"type":…,"body":…}` | `result` with `to` (the requester) and `queued`/`failed`; answers the request whose `message` event carried `"token":TOKEN` (`type` defaults to the request's) |
 //! | `{"cmd":"state"}` | `state` with `network` (the full `network_state()`: peers with address, key, writable, RTT, counters) and `latency` (the latency audit's snapshot) |
 //! | `{"cmd":"set","field":"name","value":"alice"}` | `result` with the signed `entry` |
 //! | `{"cmd":"signed_state"}` | `signed_state` with `entries`: `signer`, `field`, `value` (or `value_b64`), `timestamp` (Unix ms), `message` (exactly the text that was `personal_sign`ed), `signature` |
@@ -76,9 +79,36 @@
 //! carries on. End of stdin does not stop the node; `close`, SIGINT and
 //! SIGTERM shut it down gracefully.
 //!
+//! **Gossip** (publish/subscribe across the whole network, see
+//! `docs/gossip.md`): `{"cmd":"subscribe","topic":"t"}`,
+//! `{"cmd":"unsubscribe","topic":"t"}`, `{"cmd":"publish","topic":"t","body":"…"}`
+//! (or `body_b64`; the `result` carries the message's id as `message_id`,
+//! since `id` echoes the command's) and
+//! `{"cmd":"topics"}`; every message delivered on a subscribed topic is an
+//! event `{"event":"gossip","topic":"t","origin":"<key hex>","id":"<hex>","body":"…"|"body_b64":"…","hops":H}`.
+//! The gossip key is `gossip.key` (Ed25519, 0600) in the data directory.
+//! HTTP: `POST /api/topics/{t}/subscribe`, `…/unsubscribe`,
+//! `…/publish` (body `{"body":"…"}`), `GET /api/topics`.
+//!
 //! **Echo service:** a *request* of type `echo` is answered by the node
 //! with the same type and body, so `request` can be tried against any
-//! `gladius node`.
+//! `gladius node`. Requests of any other type wait for the program's
+//! `reply` (at most 60 s and 1024 of them; see `replies.rs`); unanswered,
+//! they time out on the requester.
+//!
+//! ## Configuration file (`--config FILE`)
+//!
+//! TOML with `listen`, `peers`, `data_dir`, `api`, `insecure` and the
+//! sections `[discovery]`, `[latency]`, `[signed_state]`; flags override
+//! it; unknown keys are errors. `docs/gladius.example.toml` shows every key.
+//!
+//! ## HTTP (`--api HOST:PORT`)
+//!
+//! The commands as JSON endpoints (`POST /api/reply` answers a request
+//! seen on the event stream), `GET /api/events` (Server-Sent Events
+//! of every stdout event, `?types=` to filter), `GET /api/history` (the
+//! last minutes' rates and RTTs), `GET /metrics` (Prometheus text format)
+//! and the status page at `/`. See the README.
 //!
 //! ## Run the demo
 //!
@@ -121,9 +151,17 @@ use gladius_plugins::signed_state::EthKey;
 
 mod b64;
 mod bench;
+mod config;
+mod counter_help;
 mod demo;
+mod events;
+mod gossip_cmd;
+mod history;
 mod http;
+mod metrics;
 mod node;
+mod replies;
+mod signers;
 
 /// A gladius-p2p node driven by JSON lines on stdin/stdout.
 #[derive(Debug, Parser)]
@@ -163,10 +201,12 @@ enum Command {
     /// on stdout is one JSON object, the first being
     /// {"event":"listening",...}. Lines on stdin are JSON commands
     /// ({"cmd":"broadcast"|"broadcast_to"|"broadcast_randomly"|"add"|"delete"|
-    /// "request"|"state"|"set"|"signed_state"|"close",...}); any line not
-    /// starting with '{' is broadcast as a "chat" message. Requests of type
-    /// "echo" are answered with the same body. Stops on {"cmd":"close"},
-    /// SIGINT or SIGTERM, not at the end of stdin.
+    /// "request"|"reply"|"state"|"set"|"signed_state"|"close",...}); any line
+    /// not starting with '{' is broadcast as a "chat" message. Requests of
+    /// type "echo" are answered with the same body; other requests arrive
+    /// as "message" events with a "token" for {"cmd":"reply","to":TOKEN}.
+    /// Settings may come from --config FILE (TOML), flags overriding it.
+    /// Stops on {"cmd":"close"}, SIGINT or SIGTERM, not at the end of stdin.
     Node(NodeArgs),
     /// Start a local swarm in one process and show discovery, latency audit,
     /// signed state and a broadcast converging.
@@ -195,14 +235,16 @@ enum Command {
     Bench(bench::BenchArgs),
 }
 
-/// Options of `gladius node`.
+/// Options of `gladius node`. Each overrides the `--config` file's key of
+/// the same name.
 #[derive(Debug, Args)]
 pub(crate) struct NodeArgs {
     /// UDP address to listen on (port 0 picks a free port; the `listening`
-    /// event tells which).
+    /// event tells which). Required here or as `listen` in --config.
     #[arg(long, value_name = "HOST:PORT")]
-    pub(crate) listen: String,
+    pub(crate) listen: Option<String>,
     /// A peer to add at start-up (repeatable); discovery learns the rest.
+    /// Replaces the --config file's `peers`.
     #[arg(long = "peer", value_name = "HOST:PORT")]
     pub(crate) peers: Vec<String>,
     /// Where the identity lives [default: $XDG_DATA_HOME/gladius or
@@ -217,6 +259,14 @@ pub(crate) struct NodeArgs {
     /// picks a free port; the `listening` event's `api` field tells which).
     #[arg(long, value_name = "HOST:PORT")]
     pub(crate) api: Option<String>,
+    /// Read settings from this TOML file (see docs/gladius.example.toml);
+    /// flags given override it. Unknown keys are an error.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) config: Option<PathBuf>,
+    /// Route-table size discovery grows the table to [default: 64]; small
+    /// values build multi-hop topologies for gossip.
+    #[arg(long, value_name = "N", visible_alias = "max-peers")]
+    pub(crate) table_size: Option<usize>,
 }
 
 /// File name of the Noise static key in the data directory.

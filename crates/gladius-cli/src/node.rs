@@ -4,31 +4,30 @@
 
 use std::io::BufRead;
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use gladius_p2p::{
-    async_trait, Config, Message, Network, NetworkError, PeerInfo, Plugin, Received, RequestError,
-    SendFailure,
+    async_trait, Config, Message, Network, NetworkError, PeerInfo, PeerReason, Plugin, Received,
+    RequestError, SendFailure,
 };
-use gladius_plugins::discovery::{Discovery, DiscoveryConfig};
-use gladius_plugins::latency::{LatencyAudit, LatencyConfig, LatencyHandle};
-use gladius_plugins::signed_state::{
-    EntryRecord, SetError, SignedState, SignedStateConfig, SignedStateHandle,
-};
+use gladius_plugins::discovery::Discovery;
+use gladius_plugins::latency::{LatencyAudit, LatencyHandle};
+use gladius_plugins::signed_state::{EntryRecord, SetError, SignedState, SignedStateHandle};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::{mpsc, watch};
 
+use crate::config::NodeSettings;
+use crate::events::{EventSink, StdoutLine};
+use crate::replies::{PendingReplies, ReplyCounters};
+use crate::signers::{self, Signers};
 use crate::{b64, NodeArgs};
 
-/// Lines waiting for stdout. When full, hooks wait (the `cli` plugin's own
-/// bounded queue then fills and the core counts what it drops), so a
-/// reader that stops reading never grows memory.
-const OUT_QUEUE: usize = 4096;
 /// Message types of the built-in plugins, not reported as `message` events.
-const BUILTIN_PREFIXES: [&str; 3] = ["discovery.", "latency.", "signed_state."];
+const BUILTIN_PREFIXES: [&str; 4] = ["discovery.", "latency.", "signed_state.", "gossip."];
 /// Requests of this type are answered with the same body.
 const ECHO_TYPE: &str = "echo";
 /// `request` timeout when `timeout_ms` is not given.
@@ -36,11 +35,18 @@ const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long shutdown waits for stdout to take the last lines.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// A line for the stdout writer; `None` tells it to flush and stop.
-type Out = mpsc::Sender<Option<Value>>;
+/// Requests waiting for the driving program's `reply`, shared by the
+/// `cli` plugin (which files them) and the commands (which answer them).
+type Pending = Arc<Mutex<PendingReplies<Received>>>;
+/// Peers' signers, learned by the `cli` plugin, shown by `state`.
+type SharedSigners = Arc<Mutex<Signers>>;
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
 
 /// Put `bytes` into `obj` as `key` (UTF-8) or `key_b64` (anything else).
-fn put_bytes(obj: &mut Map<String, Value>, key: &str, bytes: &[u8]) {
+pub(crate) fn put_bytes(obj: &mut Map<String, Value>, key: &str, bytes: &[u8]) {
     match std::str::from_utf8(bytes) {
         Ok(text) => obj.insert(key.into(), text.into()),
         Err(_) => obj.insert(format!("{key}_b64"), b64::encode(bytes).into()),
@@ -54,12 +60,14 @@ fn object(v: Value) -> Map<String, Value> {
     }
 }
 
-/// The `cli` plugin: node hooks become stdout events; `echo` requests are
-/// answered.
+/// The `cli` plugin: node hooks become events; `echo` requests are
+/// answered, other requests wait for the program's `reply`.
 struct Events {
-    out: Out,
+    out: EventSink,
     /// Becomes true once `listening` is written, so it is always first.
     ready: watch::Receiver<bool>,
+    pending: Pending,
+    signers: SharedSigners,
 }
 
 impl Events {
@@ -67,7 +75,7 @@ impl Events {
         let mut ready = self.ready.clone();
         // An error means the node is going away; emitting is moot then.
         if ready.wait_for(|r| *r).await.is_ok() {
-            let _ = self.out.send(Some(v)).await;
+            self.out.emit(v).await;
         }
     }
 }
@@ -83,23 +91,39 @@ impl Plugin for Events {
             .await;
     }
 
-    async fn node_deleted(&self, _net: &Network, addr: SocketAddr) {
-        self.emit(json!({"event": "node_deleted", "addr": addr}))
+    async fn node_deleted(&self, _net: &Network, addr: SocketAddr, reason: &PeerReason) {
+        self.emit(json!({"event": "node_deleted", "addr": addr, "reason": reason.to_string()}))
             .await;
     }
 
     async fn peer_connected(&self, _net: &Network, peer: &PeerInfo) {
+        let signer = signers::signer_of(peer);
+        if let (Some(key), Some(signer)) = (peer.public_key, &signer) {
+            lock(&self.signers).insert(key.to_string(), signer.clone());
+        }
         self.emit(json!({
             "event": "peer_connected",
             "addr": peer.addr,
             "public_key": peer.public_key.map(|k| k.to_string()),
+            "signer": signer,
             "writable": peer.writable,
         }))
         .await;
     }
 
-    async fn peer_disconnected(&self, _net: &Network, addr: SocketAddr) {
-        self.emit(json!({"event": "peer_disconnected", "addr": addr}))
+    async fn connect_failed(&self, _net: &Network, addr: SocketAddr, reason: &str) {
+        self.emit(json!({"event": "connect_failed", "addr": addr, "reason": reason}))
+            .await;
+    }
+
+    async fn peer_disconnected(&self, _net: &Network, addr: SocketAddr, reason: &PeerReason) {
+        let reason = reason.to_string();
+        self.emit(json!({"event": "peer_disconnected", "addr": addr, "reason": reason}))
+            .await;
+    }
+
+    async fn messages_abandoned(&self, _net: &Network, addr: SocketAddr, count: u64) {
+        self.emit(json!({"event": "abandoned", "addr": addr, "messages": count}))
             .await;
     }
 
@@ -108,12 +132,16 @@ impl Plugin for Events {
         if BUILTIN_PREFIXES.iter().any(|p| m.msg_type().starts_with(p)) {
             return;
         }
+        let mut token = None;
         if m.msg_type() == ECHO_TYPE && msg.is_request() {
             if let Ok(answer) = Message::new(ECHO_TYPE, m.body().clone()) {
                 if let Err(e) = net.reply(msg, answer).await {
                     tracing::debug!("echo reply to {} failed: {e}", msg.peer());
                 }
             }
+        } else if msg.is_request() {
+            let now = Instant::now();
+            token = Some(lock(&self.pending).insert(msg.clone(), m.body().len(), now));
         }
         let mut ev = object(json!({
             "event": "message",
@@ -122,12 +150,21 @@ impl Plugin for Events {
             "writable": msg.is_writable(),
             "request": msg.is_request(),
         }));
+        if let Some(token) = token {
+            ev.insert("token".into(), token.into());
+        }
         put_bytes(&mut ev, "body", m.body());
         self.emit(Value::Object(ev)).await;
     }
 }
 
 /// Commands, as read from stdin (after `id` is taken out).
+///
+/// A new command is a variant here (its fields are the JSON fields;
+/// unknown ones are refused), its arm in [`Ctx::execute`] (the one place
+/// commands are carried out, for stdin and HTTP alike) and, when its
+/// answer is not a `result` event, a line in [`Cmd::event`]. An HTTP
+/// endpoint for it is one route in `http.rs` calling `body_cmd`.
 #[derive(Debug, Deserialize)]
 #[serde(tag = "cmd", rename_all = "snake_case", deny_unknown_fields)]
 pub(crate) enum Cmd {
@@ -165,6 +202,15 @@ pub(crate) enum Cmd {
         body_b64: Option<String>,
         timeout_ms: Option<u64>,
     },
+    /// Answer a request shown with a `token`.
+    Reply {
+        to: ReplyTo,
+        /// Defaults to the request's type.
+        #[serde(rename = "type")]
+        msg_type: Option<String>,
+        body: Option<String>,
+        body_b64: Option<String>,
+    },
     State {},
     Set {
         field: String,
@@ -173,6 +219,32 @@ pub(crate) enum Cmd {
     },
     SignedState {},
     Close {},
+    /// `subscribe`, `unsubscribe`, `publish`, `topics`: parsed by
+    /// `gossip_cmd::parse` (see [`parse_cmd`]).
+    #[serde(skip)]
+    Gossip(crate::gossip_cmd::GossipCmd),
+}
+
+/// The token of a request `message` event, as a number or a string of
+/// digits.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub(crate) enum ReplyTo {
+    Number(u64),
+    Text(String),
+}
+
+impl ReplyTo {
+    fn token(&self) -> Result<u64, OpError> {
+        match self {
+            ReplyTo::Number(n) => Ok(*n),
+            ReplyTo::Text(t) => t.trim().parse().map_err(|_| {
+                OpError::bad(format!(
+                    "`to` must be the `token` of a request message event, not `{t}`"
+                ))
+            }),
+        }
+    }
 }
 
 fn chat_type() -> String {
@@ -180,7 +252,11 @@ fn chat_type() -> String {
 }
 
 /// The bytes given as `name` (text) or `name_b64` (base64): exactly one.
-fn bytes_arg(name: &str, text: Option<String>, b64: Option<String>) -> Result<Bytes, String> {
+pub(crate) fn bytes_arg(
+    name: &str,
+    text: Option<String>,
+    b64: Option<String>,
+) -> Result<Bytes, String> {
     match (text, b64) {
         (Some(t), None) => Ok(Bytes::from(t)),
         (None, Some(b)) => b64::decode(&b)
@@ -230,9 +306,12 @@ fn entry_json(r: &EntryRecord) -> Value {
 #[derive(Clone)]
 pub(crate) struct Ctx {
     net: Network,
-    out: Out,
+    out: EventSink,
     latency: LatencyHandle,
     signed: SignedStateHandle,
+    pending: Pending,
+    signers: SharedSigners,
+    gossip: crate::gossip_cmd::GossipCtx,
 }
 
 /// What kind of failure an operation had (the HTTP API maps it to a status
@@ -306,6 +385,10 @@ pub(crate) type OpResult = Result<Map<String, Value>, OpError>;
 
 /// A command from its JSON object (`cmd` names it; `id` already taken out).
 pub(crate) fn parse_cmd(obj: Map<String, Value>) -> Result<Cmd, OpError> {
+    let obj = match crate::gossip_cmd::parse(obj) {
+        Ok(gossip) => return gossip.map(Cmd::Gossip),
+        Err(other) => other,
+    };
     serde_json::from_value::<Cmd>(Value::Object(obj))
         .map_err(|e| OpError::bad(format!("bad command: {e}")))
 }
@@ -347,7 +430,48 @@ impl Cmd {
 
 impl Ctx {
     async fn emit(&self, v: Value) {
-        let _ = self.out.send(Some(v)).await;
+        self.out.emit(v).await;
+    }
+
+    /// The event sink (for the HTTP event stream).
+    pub(crate) fn events(&self) -> &EventSink {
+        &self.out
+    }
+
+    /// The network handle.
+    pub(crate) fn net(&self) -> &Network {
+        &self.net
+    }
+
+    /// The latency audit's handle.
+    pub(crate) fn latency(&self) -> &LatencyHandle {
+        &self.latency
+    }
+
+    /// The signed-state handle.
+    pub(crate) fn signed(&self) -> &SignedStateHandle {
+        &self.signed
+    }
+
+    /// Give each peer of a `network_state()` JSON its `signer` (`null`
+    /// when it proved none).
+    fn add_signers(&self, network: &mut Value) {
+        let signers = lock(&self.signers);
+        let peers = network.get_mut("peers").and_then(Value::as_array_mut);
+        for peer in peers.into_iter().flatten() {
+            let signer = peer
+                .get("public_key")
+                .and_then(Value::as_str)
+                .and_then(|k| signers.get(k).cloned());
+            if let Value::Object(p) = peer {
+                p.insert("signer".into(), signer.into());
+            }
+        }
+    }
+
+    /// What happened to requests waiting for `reply`.
+    pub(crate) fn reply_counters(&self) -> ReplyCounters {
+        lock(&self.pending).counters(Instant::now())
     }
 
     /// Handle one stdin line; true when the node should stop.
@@ -488,16 +612,43 @@ impl Ctx {
                 put_bytes(&mut fields, "body", m.body());
                 Ok(fields)
             }
+            Cmd::Reply {
+                to,
+                msg_type,
+                body,
+                body_b64,
+            } => {
+                let token = to.token()?;
+                let body = bytes_arg("body", body, body_b64).map_err(OpError::bad)?;
+                let request = lock(&self.pending)
+                    .take(token, Instant::now())
+                    .map_err(|e| OpError::not_found(e.to_string()))?;
+                let msg_type = msg_type.unwrap_or_else(|| request.message().msg_type().into());
+                let msg = Message::new(msg_type, body)
+                    .map_err(|e| OpError::bad(format!("bad message: {e}")))?;
+                let report = self
+                    .net
+                    .reply(&request, msg)
+                    .await
+                    .map_err(|e| OpError::net(&e))?;
+                let mut fields = object(json!(report));
+                fields.insert("to".into(), request.peer().to_string().into());
+                Ok(fields)
+            }
             Cmd::State {} => {
                 let state = self
                     .net
                     .network_state()
                     .await
                     .map_err(|e| OpError::net(&e))?;
+                let mut network = json!(state);
+                self.add_signers(&mut network);
                 Ok(object(json!({
-                    "network": state,
+                    "network": network,
                     "latency": self.latency.snapshot(),
                     "eth_address": self.signed.address().to_checksum(),
+                    "replies": self.reply_counters(),
+                    "gossip": self.gossip.snapshot(),
                 })))
             }
             Cmd::Set {
@@ -517,6 +668,7 @@ impl Ctx {
                 Ok(object(json!({ "entries": entries })))
             }
             Cmd::Close {} => Ok(Map::new()),
+            Cmd::Gossip(cmd) => self.gossip.execute(cmd).await,
         }
     }
 
@@ -555,12 +707,12 @@ enum Targets {
 }
 
 /// Write events to stdout, one JSON object per line, until told to stop.
-async fn write_stdout(mut rx: mpsc::Receiver<Option<Value>>) {
+async fn write_stdout(mut rx: mpsc::Receiver<StdoutLine>) {
     let mut out = tokio::io::stdout();
-    while let Some(Some(v)) = rx.recv().await {
-        let mut line = v.to_string();
-        line.push('\n');
-        if out.write_all(line.as_bytes()).await.is_err() {
+    while let Some(Some(ev)) = rx.recv().await {
+        let ok =
+            out.write_all(ev.json.as_bytes()).await.is_ok() && out.write_all(b"\n").await.is_ok();
+        if !ok {
             break; // stdout is gone; nothing more can be said
         }
         if rx.is_empty() && out.flush().await.is_err() {
@@ -639,31 +791,40 @@ async fn shutdown_signal() -> &'static str {
 
 /// Run `gladius node` until `close` or a signal.
 pub(crate) async fn run(args: NodeArgs) -> Result<(), String> {
+    let args = NodeSettings::resolve(args)?;
     let keys = crate::load_keys(args.data_dir.as_deref())?;
     let public_key = (!args.insecure).then(|| keys.identity.public_key().to_string());
-    let config = Config::default()
-        .with_identity(keys.identity)
-        .with_plaintext(args.insecure);
+    let mut config = Config::default().with_plaintext(args.insecure);
+    if !args.insecure {
+        let proof = signers::handshake_payload(&keys.eth, &keys.identity.public_key())?;
+        config = config.with_handshake_payload(proof);
+    }
+    let config = config.with_identity(keys.identity);
     let net = Network::new(config).map_err(|e| format!("bad configuration: {e}"))?;
 
-    let (out, out_rx) = mpsc::channel(OUT_QUEUE);
+    let (out, out_rx) = EventSink::new();
     let writer = tokio::spawn(write_stdout(out_rx));
     let (ready_tx, ready) = watch::channel(false);
+    let pending = Pending::default();
+    let signers = SharedSigners::default();
     let failed = |e: gladius_p2p::NetworkError| format!("cannot register a plugin: {e}");
     net.register_plugin(Events {
         out: out.clone(),
         ready,
+        pending: pending.clone(),
+        signers: signers.clone(),
     })
     .await
     .map_err(failed)?;
-    let (discovery, _) = Discovery::new(DiscoveryConfig::default());
+    let (discovery, _) = Discovery::new(args.discovery);
     net.register_plugin(discovery).await.map_err(failed)?;
     let (latency_plugin, latency) =
-        LatencyAudit::new(LatencyConfig::default()).map_err(|e| e.to_string())?;
+        LatencyAudit::new(args.latency).map_err(|e| format!("[latency]: {e}"))?;
     net.register_plugin(latency_plugin).await.map_err(failed)?;
     let eth_address = keys.eth.address().to_checksum();
-    let (signed_plugin, signed) = SignedState::new(keys.eth, SignedStateConfig::default());
+    let (signed_plugin, signed) = SignedState::new(keys.eth, args.signed_state);
     net.register_plugin(signed_plugin).await.map_err(failed)?;
+    let gossip = crate::gossip_cmd::register(&net, &keys.dir, out.clone()).await?;
 
     let addr = net
         .listen(args.listen.as_str())
@@ -682,7 +843,7 @@ pub(crate) async fn run(args: NodeArgs) -> Result<(), String> {
     if let Some((_, url)) = &api {
         listening.insert("api".into(), url.as_str().into());
     }
-    let _ = out.send(Some(Value::Object(listening))).await;
+    out.emit(Value::Object(listening)).await;
     let _ = ready_tx.send(true);
 
     let ctx = Ctx {
@@ -690,6 +851,9 @@ pub(crate) async fn run(args: NodeArgs) -> Result<(), String> {
         out: out.clone(),
         latency,
         signed,
+        pending,
+        signers,
+        gossip,
     };
     let server = api.map(|(listener, _)| tokio::spawn(crate::http::serve(listener, ctx.clone())));
     for peer in &args.peers {
@@ -711,7 +875,7 @@ pub(crate) async fn run(args: NodeArgs) -> Result<(), String> {
     let closed = net.close().await;
     drop(ctx);
     let _ = tokio::time::timeout(FLUSH_TIMEOUT, async {
-        let _ = out.send(None).await;
+        out.finish().await;
         let _ = writer.await;
     })
     .await;

@@ -13,6 +13,17 @@ use serde_json::Value;
 /// No run may take longer than this, whatever the benchmark does.
 const HARD_TIMEOUT: Duration = Duration::from_secs(120);
 
+/// A run of a few seconds: 50 plaintext round trips of each size.
+const QUICK_RTT_PLAINTEXT: [&str; 7] = [
+    "--quick",
+    "--scenario",
+    "rtt",
+    "--mode",
+    "plaintext",
+    "--rounds",
+    "50",
+];
+
 /// Run `gladius bench` with `args`; returns (exit code, stdout, stderr).
 fn bench(args: &[&str]) -> (Option<i32>, String, String) {
     let all: Vec<&str> = std::iter::once("bench")
@@ -151,20 +162,49 @@ fn quick_json_run_is_complete_and_well_formed() {
             "no raw-udp {scenario} line"
         );
     }
+    // The human side goes to stderr: a legend per scenario, what is being
+    // measured, and one verdict per scenario.
+    for scenario in ["rtt", "throughput", "fanout", "scale", "loss"] {
+        let verdicts = stderr
+            .lines()
+            .filter(|l| l.starts_with(&format!("verdict: {scenario}: ")))
+            .count();
+        assert_eq!(verdicts, 1, "{scenario} verdict in stderr:\n{stderr}");
+    }
+    for legend in ["ratio_p50 = ", "ratio_mb_gso = ", "ratio = "] {
+        assert!(
+            stderr.contains(legend),
+            "legend {legend:?} in stderr:\n{stderr}"
+        );
+    }
+    assert!(stderr.contains("bench: [5/5] loss"), "{stderr}");
+}
+
+#[test]
+fn tables_come_with_a_legend_and_a_verdict() {
+    let (code, stdout, stderr) = bench(&QUICK_RTT_PLAINTEXT);
+    assert_eq!(code, Some(0), "stderr:\n{stderr}");
+    let legend = stdout
+        .find("ratio_p50 = gladius p50 / raw UDP p50")
+        .expect("legend");
+    let table = stdout.find("rtt / gladius").expect("table");
+    let verdict = stdout
+        .find("verdict: rtt: a gladius round trip takes plaintext ")
+        .expect("verdict");
+    assert!(legend < table && table < verdict, "{stdout}");
+    assert!(stdout[verdict..].contains("(lower is better)"), "{stdout}");
+    assert!(
+        stderr.contains("bench:   rtt 64 B gladius plaintext ..."),
+        "{stderr}"
+    );
+    assert!(stderr.contains("round trips/s"), "{stderr}");
 }
 
 #[test]
 fn selected_scenario_and_mode_only() {
-    let (code, stdout, stderr) = bench(&[
-        "--quick",
-        "--json",
-        "--scenario",
-        "rtt",
-        "--mode",
-        "plaintext",
-        "--rounds",
-        "50",
-    ]);
+    let mut args = vec!["--json"];
+    args.extend(QUICK_RTT_PLAINTEXT);
+    let (code, stdout, stderr) = bench(&args);
     assert_eq!(code, Some(0), "stderr:\n{stderr}");
     let lines: Vec<Value> = stdout
         .lines()

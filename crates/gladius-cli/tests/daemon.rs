@@ -273,3 +273,187 @@ fn insecure_nodes_talk_and_binary_bodies_survive() {
     a.ok(json!({"cmd": "close"}));
     assert!(a.wait_exit().success());
 }
+
+/// B's driving program (this test, on B's stdin) answers A's requests of a
+/// type the daemon does not know; tokens are single-use, unknown ones are
+/// refused, and an unanswered request times out on the requester.
+#[test]
+fn the_driving_program_answers_requests() {
+    let mut b = Node::start("B", &[]);
+    let mut a = Node::start("A", &["--peer", &b.addr]);
+    a.wait_writable(&[&b.addr]);
+    // B proved its signer in its handshake.
+    let s = a.ok(json!({"cmd": "state"}));
+    assert_eq!(
+        s["network"]["peers"][0]["signer"],
+        b.eth_address.as_str(),
+        "{s}"
+    );
+
+    // A asks; B's program sees the request with a token and replies.
+    a.send_line(
+        &json!({"cmd": "request", "id": "q1", "to": b.addr, "type": "lookup",
+                "body": "who has x?", "timeout_ms": 10000})
+        .to_string(),
+    );
+    let req = b.wait_message("lookup");
+    assert_eq!(req["request"], true, "{req}");
+    assert_eq!(req["body"], "who has x?");
+    let token = req["token"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no token: {req}"));
+    let r = b.ok(json!({"cmd": "reply", "to": token, "body_b64": "AP8="}));
+    assert_eq!(r["to"], a.addr.as_str(), "{r}");
+    let reply = a.wait_for("the reply", |v| v["id"] == "q1");
+    assert_eq!(reply["event"], "reply");
+    assert_eq!(reply["ok"], true, "{reply}");
+    assert_eq!(reply["from"], b.addr.as_str());
+    assert_eq!(
+        reply["type"], "lookup",
+        "the type defaults to the request's"
+    );
+    assert_eq!(reply["body_b64"], "AP8=");
+
+    // A token answers once; made-up and malformed ones are refused.
+    for to in [json!(token), json!(token + 1000), json!("nope")] {
+        let r = b.cmd(json!({"cmd": "reply", "to": to, "body": "again"}));
+        assert_eq!(r["ok"], false, "{to}: {r}");
+        assert!(r["error"].as_str().unwrap().contains("token"), "{r}");
+    }
+
+    // Unanswered: the requester times out as for any silent peer; a late
+    // reply still goes out (the token is valid) and changes nothing for A.
+    let r = a.cmd(json!({"cmd": "request", "to": b.addr, "type": "slow",
+                         "body": "?", "timeout_ms": 300}));
+    assert_eq!(r["ok"], false, "{r}");
+    let req = b.wait_message("slow");
+    let token = req["token"].to_string();
+    b.ok(json!({"cmd": "reply", "to": token, "type": "slow", "body": "late"}));
+
+    // The echo service still answers by itself, without a token.
+    let r = a.ok(json!({"cmd": "request", "to": b.addr, "type": "echo", "body": "e"}));
+    assert_eq!(r["body"], "e");
+    let echo = b.wait_message("echo");
+    assert!(echo.get("token").is_none(), "{echo}");
+
+    let s = b.ok(json!({"cmd": "state"}));
+    assert_eq!(s["replies"]["issued"], 2, "{s}");
+    assert_eq!(s["replies"]["answered"], 2, "{s}");
+    assert_eq!(s["replies"]["pending"], 0, "{s}");
+}
+
+/// `--config`: the documented example loads, flags override it, and a
+/// misspelt key stops the node with an error naming it.
+#[test]
+fn config_file_with_flags_over_it() {
+    let example = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../docs/gladius.example.toml"
+    );
+    // The example's listen, api and data_dir are overridden, its peers kept.
+    let mut n = Node::start("N", &["--config", example, "--api", "127.0.0.1:0"]);
+    let s = n.ok(json!({"cmd": "state"}));
+    let peers: Vec<&str> = s["network"]["peers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["addr"].as_str().unwrap())
+        .collect();
+    assert!(peers.contains(&"127.0.0.1:7002"), "example peers: {s}");
+    let api = n.api.clone().expect("`api` from the file");
+    assert!(!api.ends_with(":8080"), "--api overrides `api`: {api}");
+
+    let dir = TempDir::new();
+    let file = dir.join("node.toml");
+    std::fs::write(
+        &file,
+        "listen = \"127.0.0.1:1\"\ninsecure = true\n[latency]\ninterval_ms = 700\ntimeout_ms = 700\n",
+    )
+    .unwrap();
+    let mut n = Node::start("M", &["--config", file.to_str().unwrap()]);
+    assert_ne!(n.addr, "127.0.0.1:1", "--listen overrides `listen`");
+    assert_eq!(n.public_key, Value::Null, "`insecure` from the file");
+    let s = n.ok(json!({"cmd": "state"}));
+    assert_eq!(s["latency"]["config"]["interval"]["secs"], 0, "{s}");
+    assert_eq!(
+        s["latency"]["config"]["interval"]["nanos"], 700_000_000,
+        "{s}"
+    );
+
+    std::fs::write(
+        &file,
+        "listen = \"127.0.0.1:0\"\n[discovery]\ntable_sise = 3\n",
+    )
+    .unwrap();
+    let run = common::run_to_end(&["node", "--config", file.to_str().unwrap()], common::WAIT);
+    assert_eq!(run.code, Some(1), "{}", run.stderr);
+    assert!(run.stderr.contains("`table_sise`"), "{}", run.stderr);
+    assert!(run.stdout.is_empty(), "{}", run.stdout);
+}
+
+/// The README's `answer.py`, run as written: a Python program drives its
+/// own `gladius node` and answers another node's `lookup` requests.
+#[cfg(unix)]
+#[test]
+fn the_readme_script_answers_requests() {
+    use std::os::unix::process::CommandExt;
+    let python_ok = Command::new("python3")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !python_ok {
+        assert!(std::env::var_os("CI").is_none(), "python3 is needed on CI");
+        eprintln!("\n*** SKIPPED the_readme_script_answers_requests: no python3 ***\n");
+        return;
+    }
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md")).unwrap();
+    let start = readme
+        .find("```python\n# answer.py")
+        .expect("answer.py in the README")
+        + 10;
+    let script = &readme[start..start + readme[start..].find("```").unwrap()];
+    let dir = TempDir::new();
+    let path = dir.join("answer.py");
+    std::fs::write(&path, script).unwrap();
+
+    let mut a = Node::start("A", &[]);
+    // `gladius` on PATH, as the README assumes.
+    let bin_dir = std::path::Path::new(BIN).parent().unwrap();
+    let path_var = format!(
+        "{}:{}",
+        bin_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let data = dir.join("data");
+    /// Kills the script and its node (its process group) however the
+    /// test ends.
+    struct Group(std::process::Child);
+    impl Drop for Group {
+        fn drop(&mut self) {
+            let _ = Command::new("kill")
+                .args(["-KILL", "--", &format!("-{}", self.0.id())])
+                .status();
+            let _ = self.0.wait();
+        }
+    }
+    let script = Command::new("python3")
+        .arg(&path)
+        .args(["--listen", "127.0.0.1:0", "--peer", &a.addr])
+        .arg("--data-dir")
+        .arg(&data)
+        .env("PATH", path_var)
+        .stdin(std::process::Stdio::null())
+        .process_group(0) // so that its node goes with it
+        .spawn()
+        .unwrap();
+    let script = Group(script);
+    let connected = a.wait_for("the script's node", |v| v["event"] == "peer_connected");
+    let peer = connected["addr"].as_str().unwrap().to_owned();
+    let r = a.cmd(json!({"cmd": "request", "to": peer, "type": "lookup", "body": "alice"}));
+    let r2 = a.cmd(json!({"cmd": "request", "to": peer, "type": "lookup", "body": "carol"}));
+    drop(script);
+    assert_eq!(r["ok"], true, "{r}");
+    assert_eq!(r["body"], "127.0.0.1:7001", "{r}");
+    assert_eq!(r2["body"], "", "{r2}");
+}

@@ -8,74 +8,8 @@ use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Node, TempDir, WAIT};
+use common::{api_node, http, http_raw, ok, Node, TempDir, WAIT};
 use serde_json::{json, Value};
-
-/// A node serving the API on a free port.
-fn api_node(name: &str, extra: &[&str]) -> Node {
-    let mut args = vec!["--api", "127.0.0.1:0"];
-    args.extend_from_slice(extra);
-    let node = Node::start(name, &args);
-    let api = node.api.as_deref().expect("`api` in the listening event");
-    assert!(api.starts_with("http://127.0.0.1:"), "{api}");
-    assert!(!api.ends_with(":0"), "port 0 not resolved: {api}");
-    node
-}
-
-/// One HTTP/1.1 request (`Connection: close`); the status and the body.
-fn http_raw(api: &str, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
-    let host = api.strip_prefix("http://").expect("http:// URL");
-    let mut stream = TcpStream::connect(host).expect("connect to the API");
-    stream.set_read_timeout(Some(WAIT)).unwrap();
-    let body = body.unwrap_or("");
-    write!(
-        stream,
-        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\
-         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).expect("read the response");
-    let raw = String::from_utf8(raw).expect("UTF-8 response");
-    let (head, body) = raw.split_once("\r\n\r\n").expect("HTTP head and body");
-    let status = head
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("bad status line: {head}"));
-    assert!(
-        !head
-            .to_ascii_lowercase()
-            .contains("transfer-encoding: chunked"),
-        "this client reads only Content-Length bodies: {head}"
-    );
-    (status, body.to_owned())
-}
-
-/// A JSON request; the status and the JSON answer (always an object with
-/// `ok`, matching the status).
-fn http(api: &str, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
-    let body = body.map(|b| b.to_string());
-    let (status, text) = http_raw(api, method, path, body.as_deref());
-    let v: Value = serde_json::from_str(&text)
-        .unwrap_or_else(|e| panic!("{method} {path}: not JSON ({e}): {text}"));
-    assert_eq!(v["ok"], status == 200, "{method} {path} -> {status} {v}");
-    if status != 200 {
-        assert!(
-            !v["error"].as_str().unwrap_or("").is_empty(),
-            "{method} {path} -> {v}"
-        );
-    }
-    (status, v)
-}
-
-/// As [`http`], asserting 200.
-fn ok(api: &str, method: &str, path: &str, body: Option<Value>) -> Value {
-    let (status, v) = http(api, method, path, body.clone());
-    assert_eq!(status, 200, "{method} {path} {body:?} -> {v}");
-    v
-}
 
 /// Poll `GET /api/peers` until every one of `peers` is connected and
 /// writable.
@@ -324,11 +258,24 @@ fn status_page_is_self_contained() {
         "id=\"counters\"",
         "/api/state",
         "/api/signed-state",
+        "/api/history",
+        "id=\"chart-messages\"",
+        "id=\"chart-bytes\"",
     ] {
         assert!(page.contains(id), "page lacks {id}");
     }
-    // Works offline: nothing is loaded from elsewhere.
-    for external in ["http://", "https://", "src=", "<link", "@import"] {
+    // The counters' explanations are filled in.
+    assert!(!page.contains("/*COUNTER_HELP*/"), "help not filled in");
+    for help in [
+        "\"decrypt_failures\":{\"error\":true",
+        "\"pings_missed\":{\"error\":true",
+    ] {
+        assert!(page.contains(help), "page lacks {help}");
+    }
+    // Works offline: nothing is loaded from elsewhere (the SVG namespace
+    // is a name, not a resource).
+    let page = page.replace("\"http://www.w3.org/2000/svg\"", "\"svg\"");
+    for external in ["http://", "https://", "src=", "<link", "@import", "url("] {
         assert!(!page.contains(external), "page refers to {external}");
     }
 }
@@ -431,18 +378,89 @@ fn dom_until(bin: &str, url: &str, pred: impl Fn(&str) -> bool) -> String {
     }
 }
 
+/// The `<tr class="peer" data-addr="addr" …>…</tr>` of a DOM.
+fn peer_row<'a>(dom: &'a str, addr: &str) -> Option<&'a str> {
+    let start = dom.find(&format!("<tr class=\"peer\" data-addr=\"{addr}\""))?;
+    let len = dom[start..].find("</tr>")?;
+    Some(&dom[start..start + len])
+}
+
+/// The polylines' `data-points` inside `html` (each a run of points drawn).
+fn drawn_points(html: &str, class: &str) -> usize {
+    let open = format!("<polyline class=\"{class}\"");
+    html.match_indices(&open)
+        .filter_map(|(i, _)| {
+            let tag = &html[i..i + html[i..].find('>')?];
+            let start = tag.find("data-points=\"")? + "data-points=\"".len();
+            tag[start..start + tag[start..].find('"')?]
+                .parse::<usize>()
+                .ok()
+        })
+        .sum()
+}
+
+/// The `<svg … id="id" …>…</svg>` of a DOM.
+fn svg_by_id<'a>(dom: &'a str, id: &str) -> &'a str {
+    let at = dom
+        .find(&format!("id=\"{id}\""))
+        .unwrap_or_else(|| panic!("no #{id}"));
+    let start = dom[..at].rfind("<svg").unwrap();
+    let len = dom[start..].find("</svg>").unwrap();
+    &dom[start..start + len]
+}
+
 #[test]
 fn status_page_in_headless_chromium() {
     let Some(bin) = chromium() else { return };
+    let dir = TempDir::new();
+    // Keep a peer that stops answering in the table, to see its stale RTT.
+    let config = dir.join("a.toml");
+    std::fs::write(&config, "[latency]\ndelete_on_dead = false\n").unwrap();
     let b = Node::start("B", &[]);
-    let c = Node::start("C", &[]);
-    let mut a = api_node("A", &["--peer", &b.addr, "--peer", &c.addr]);
+    let mut c = Node::start("C", &[]);
+    let mut a = api_node(
+        "A",
+        &[
+            "--config",
+            config.to_str().unwrap(),
+            "--peer",
+            &b.addr,
+            "--peer",
+            &c.addr,
+        ],
+    );
     a.wait_writable(&[&b.addr, &c.addr]);
-    let url = format!("{}/", a.api.as_deref().unwrap());
+    let api = a.api.clone().unwrap();
+    let url = format!("{api}/");
+    // Traffic for the charts, and a garbage datagram for an error counter.
+    for i in 0..20 {
+        a.ok(json!({"cmd": "broadcast", "type": "t", "body": format!("m{i}")}));
+    }
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .send_to(b"\x01garbage", &a.addr)
+        .unwrap();
+    // A few points of history with both peers' RTT.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let h = ok(&api, "GET", "/api/history", None);
+        let rtt = &h["rtt_ms"];
+        if h["t"].as_array().unwrap().len() >= 3
+            && rtt.get(&b.addr).is_some()
+            && rtt.get(&c.addr).is_some()
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "history: {h}");
+        std::thread::sleep(Duration::from_millis(300));
+    }
 
+    let signer_known = |dom: &str, n: &Node| {
+        peer_row(dom, &n.addr)
+            .is_some_and(|r| r.contains(&format!("data-signer=\"{}\"", n.eth_address)))
+    };
     let dom = dom_until(bin, &url, |dom| {
-        let peers = rows(dom, "peer", "addr");
-        peers.contains(&b.addr) && peers.contains(&c.addr)
+        signer_known(dom, &b) && signer_known(dom, &c)
     });
     let peers = rows(&dom, "peer", "addr");
     assert!(
@@ -452,30 +470,517 @@ fn status_page_in_headless_chromium() {
     assert!(dom.contains("id=\"status\" class=\"ok\""), "{dom}");
     assert!(dom.contains(&a.addr), "own address missing: {dom}");
     assert!(dom.contains(&a.eth_address), "eth address missing: {dom}");
-    assert!(dom.contains("data-connection=\"connected\""), "{dom}");
+    assert!(rows(&dom, "entry", "field").is_empty(), "{dom}");
+    // Each peer: its key, its signer address, an RTT and an RTT chart.
+    for n in [&b, &c] {
+        let row = peer_row(&dom, &n.addr).unwrap();
+        let key = n.public_key.as_str().unwrap();
+        assert!(row.contains(&format!("data-key=\"{key}\"")), "{row}");
+        assert!(signer_known(&dom, n), "{row}");
+        assert!(row.contains("data-connection=\"connected\""), "{row}");
+        assert!(row.contains("<td class=\"rtt num\">"), "fresh RTT: {row}");
+        assert!(row.contains(" ms</td>"), "an RTT value: {row}");
+        assert!(drawn_points(row, "in") >= 2, "RTT chart: {row}");
+    }
+    // The rate charts are drawn with the history's points, in and out.
+    let points = ok(&api, "GET", "/api/history", None)["t"]
+        .as_array()
+        .unwrap()
+        .len();
+    for id in ["chart-messages", "chart-bytes"] {
+        let svg = svg_by_id(&dom, id);
+        for class in ["in", "out"] {
+            let drawn = drawn_points(svg, class);
+            assert!(
+                drawn >= 3 && drawn <= points + 5,
+                "{id} {class}: {drawn} of {points}: {svg}"
+            );
+        }
+    }
+    // One time format: every absolute time is `YYYY-MM-DD HH:MM:SS`.
+    let updated = dom.split("id=\"updated\">").nth(1).unwrap();
+    let updated = &updated[..updated.find('<').unwrap()];
+    assert!(
+        updated.len() == 19 && updated.as_bytes()[4] == b'-' && updated.as_bytes()[10] == b' ',
+        "{updated}"
+    );
+    // The non-zero error counter explains itself, in a tooltip and a line.
     assert!(
         dom.contains("tr class=\"counter\""),
         "counters missing: {dom}"
     );
-    assert!(rows(&dom, "entry", "field").is_empty(), "{dom}");
+    let garbage = ["malformed_datagrams", "unknown_session_datagrams"]
+        .iter()
+        .find_map(|name| {
+            let at = dom.find(&format!("data-name=\"{name}\""))?;
+            let row = &dom[at..at + dom[at..].find("</tr>")?];
+            row.contains("data-problem=\"true\"").then_some(row)
+        })
+        .unwrap_or_else(|| panic!("the garbage datagram is not shown as a problem: {dom}"));
+    assert!(garbage.contains("class=\"explain\""), "{garbage}");
+    assert!(garbage.contains("title=\""), "{garbage}");
+    // Zero counters are not flagged.
+    let at = dom.find("data-name=\"checksum_failures\"").unwrap();
+    assert!(!dom[at..at + dom[at..].find("</tr>").unwrap()].contains("data-problem"));
 
     // Changes show up in a later render: a new peer (over HTTP) and a new
-    // signed field (over stdin).
+    // signed field (over stdin); a peer that left shows its RTT greyed.
     let d = Node::start("D", &[]);
-    ok(
-        a.api.as_deref().unwrap(),
-        "POST",
-        "/api/peers",
-        Some(json!({"addr": d.addr})),
-    );
+    ok(&api, "POST", "/api/peers", Some(json!({"addr": d.addr})));
     a.ok(json!({"cmd": "set", "field": "motto", "value": "<b>hello</b> & bye"}));
+    c.ok(json!({"cmd": "close"}));
     let dom = dom_until(bin, &url, |dom| {
         rows(dom, "peer", "addr").contains(&d.addr)
             && rows(dom, "entry", "field").contains(&"motto".to_owned())
+            && peer_row(dom, &c.addr).is_some_and(|r| !r.contains("data-connection=\"connected\""))
     });
     assert!(rows(&dom, "peer", "addr").contains(&d.addr), "{dom}");
     assert_eq!(rows(&dom, "entry", "field"), vec!["motto"], "{dom}");
     assert_eq!(rows(&dom, "entry", "signer"), vec![a.eth_address.clone()]);
     // Values are shown as text, not markup.
     assert!(dom.contains("&lt;b&gt;hello&lt;/b&gt; &amp; bye"), "{dom}");
+    let gone = peer_row(&dom, &c.addr).expect("C stays listed");
+    assert!(
+        gone.contains("class=\"rtt num stale\""),
+        "stale RTT not greyed: {gone}"
+    );
+    assert!(
+        gone.contains(" ms</td>"),
+        "the last RTT still shown: {gone}"
+    );
+}
+
+/// A Server-Sent Events client on a raw socket: an HTTP/1.0 request (so
+/// the body is the stream itself, not chunked), then one event per blank
+/// line, `event:` and `data:` fields per the SSE specification.
+struct Sse {
+    reader: std::io::BufReader<TcpStream>,
+}
+
+impl Sse {
+    /// `GET path`; panics unless the answer is a 200 `text/event-stream`.
+    fn open(api: &str, path: &str, recv_buffer: Option<usize>) -> Sse {
+        use std::io::BufRead;
+        let host = api.strip_prefix("http://").expect("http:// URL");
+        let addr: std::net::SocketAddr = host.parse().unwrap();
+        let socket =
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        if let Some(size) = recv_buffer {
+            socket.set_recv_buffer_size(size).unwrap();
+        }
+        socket.connect(&addr.into()).unwrap();
+        let mut stream: TcpStream = socket.into();
+        stream.set_read_timeout(Some(WAIT)).unwrap();
+        write!(stream, "GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n").unwrap();
+        let mut reader = std::io::BufReader::new(stream);
+        let mut head = String::new();
+        loop {
+            let mut line = String::new();
+            reader.read_line(&mut line).unwrap();
+            if line == "\r\n" || line.is_empty() {
+                break;
+            }
+            head.push_str(&line);
+        }
+        assert!(
+            head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200"),
+            "{head}"
+        );
+        assert!(
+            head.to_ascii_lowercase()
+                .contains("content-type: text/event-stream"),
+            "{head}"
+        );
+        Sse { reader }
+    }
+
+    /// The next event as (`event` field or "message", JSON of `data`);
+    /// `None` when the server closed the stream. Comments (keep-alives)
+    /// are skipped.
+    fn next(&mut self) -> Option<(String, Value)> {
+        use std::io::BufRead;
+        let (mut name, mut data) = (String::from("message"), String::new());
+        loop {
+            let mut line = String::new();
+            if self.reader.read_line(&mut line).expect("read the stream") == 0 {
+                return None;
+            }
+            let line = line.trim_end_matches(['\r', '\n']);
+            if line.is_empty() {
+                if data.is_empty() {
+                    continue;
+                }
+                let v = serde_json::from_str(&data)
+                    .unwrap_or_else(|e| panic!("data is not JSON ({e}): {data}"));
+                return Some((name, v));
+            }
+            if let Some(v) = line.strip_prefix("event:") {
+                name = v.trim_start().to_owned();
+            } else if let Some(v) = line.strip_prefix("data:") {
+                if !data.is_empty() {
+                    data.push('\n');
+                }
+                data.push_str(v.strip_prefix(' ').unwrap_or(v));
+            }
+        }
+    }
+}
+
+#[test]
+fn event_stream_carries_stdout_events_filtered_and_ends_slow_clients() {
+    let mut a = api_node("A", &[]);
+    let api = a.api.clone().unwrap();
+    let mut all = Sse::open(&api, "/api/events", None);
+    let mut only = Sse::open(&api, "/api/events?types=message,peer_connected", None);
+    let mut slow = Sse::open(&api, "/api/events", Some(4096));
+    for bad in ["/api/events?types=", "/api/events?typo=message"] {
+        let (status, v) = http(&api, "GET", bad, None);
+        assert_eq!(status, 400, "{bad}: {v}");
+    }
+
+    // B connects to A and talks to it: A's stdout events, in order, on
+    // the unfiltered stream; only messages and connections on the other.
+    let mut b = Node::start("B", &["--peer", &a.addr]);
+    b.wait_writable(&[&a.addr]);
+    for i in 0..3 {
+        b.ok(
+            json!({"cmd": "broadcast_to", "peers": [a.addr], "type": "t", "body": format!("m{i}")}),
+        );
+    }
+    let mut stdout = Vec::new();
+    while stdout.len() < 3 {
+        let v = a.wait_for("a `t` message", |v| {
+            v["event"] == "message" || v["event"] == "node_added" || v["event"] == "peer_connected"
+        });
+        if v["event"] == "message" {
+            stdout.push(v["body"].clone());
+        }
+    }
+    let mut streamed = Vec::new();
+    let mut names = Vec::new();
+    while streamed.len() < 3 {
+        let (name, v) = all.next().expect("stream open");
+        assert_eq!(name, "message", "{v}");
+        names.push(v["event"].as_str().unwrap().to_owned());
+        if v["event"] == "message" {
+            assert_eq!(v["from"], b.addr.as_str());
+            streamed.push(v["body"].clone());
+        }
+    }
+    assert_eq!(streamed, stdout, "same messages, same order as stdout");
+    assert!(names.contains(&"peer_connected".to_owned()), "{names:?}");
+    // A request from B, answered over HTTP with the token from the stream.
+    b.send_line(
+        &json!({"cmd": "request", "id": "q", "to": a.addr, "type": "lookup", "body": "k"})
+            .to_string(),
+    );
+    let request = loop {
+        let (_, v) = all.next().expect("stream open");
+        if v["event"] == "message" && v["type"] == "lookup" {
+            break v;
+        }
+    };
+    assert_eq!(request["request"], true, "{request}");
+    let r = ok(
+        &api,
+        "POST",
+        "/api/reply",
+        Some(json!({"to": request["token"], "body": "v"})),
+    );
+    assert_eq!(r["to"], b.addr.as_str(), "{r}");
+    let answer = b.wait_for("the reply", |v| v["id"] == "q");
+    assert_eq!(
+        (&answer["ok"], &answer["body"]),
+        (&json!(true), &json!("v")),
+        "{answer}"
+    );
+    let (status, v) = http(
+        &api,
+        "POST",
+        "/api/reply",
+        Some(json!({"to": request["token"], "body": "v"})),
+    );
+    assert_eq!(status, 404, "a token answers once: {v}");
+    let mut filtered = Vec::new();
+    while filtered.iter().filter(|e| *e == "message").count() < 4 {
+        let (_, v) = only.next().expect("stream open");
+        filtered.push(v["event"].as_str().unwrap().to_owned());
+    }
+    assert!(
+        filtered
+            .iter()
+            .all(|e| e == "message" || e == "peer_connected"),
+        "{filtered:?}"
+    );
+
+    // The slow client has not read a byte. Big events fill its socket,
+    // then its queue: it gets a clear end and the stream closes; a client
+    // that keeps up (here: one whose filter passes none of them) carries on.
+    let mut quiet = Sse::open(&api, "/api/events?types=result", None);
+    // Enough to fill the node's socket send buffer (up to the kernel's
+    // TCP autotuning limit), the server's write buffer and the client's
+    // 256-event queue, with room to spare.
+    let wmem_max: usize = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_wmem")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(2)?.parse().ok())
+        .unwrap_or(32 << 20);
+    let body = "x".repeat(64 * 1024);
+    let flood = (256 + (wmem_max + (8 << 20)) / body.len()).max(600);
+    for i in 0..flood {
+        let r =
+            b.cmd(json!({"cmd": "broadcast_to", "peers": [a.addr], "type": "big", "body": body}));
+        if r["failed"].as_array().is_some_and(|f| !f.is_empty()) || i % 50 == 49 {
+            a.wait_for("big messages", |v| {
+                v["event"] == "message" && v["type"] == "big"
+            });
+        }
+    }
+    let mut seen = 0;
+    let end = loop {
+        match slow.next() {
+            Some((name, v)) if name == "end" => break v,
+            Some(_) => seen += 1,
+            None => panic!("closed without an end event after {seen} events"),
+        }
+    };
+    assert_eq!(end["event"], "end");
+    assert_eq!(end["reason"], "too_slow", "{end}");
+    assert!(end["missed"].as_u64().unwrap() > 0, "{end}");
+    assert!(slow.next().is_none(), "the stream closes after the end");
+    // A still streams to the clients that keep up.
+    a.ok(json!({"cmd": "set", "field": "f", "value": "after"}));
+    let (name, v) = quiet.next().expect("stream open");
+    assert_eq!(
+        (name.as_str(), &v["event"]),
+        ("message", &json!("result")),
+        "{v}"
+    );
+    assert_eq!(v["entry"]["value"], "after", "{v}");
+}
+
+/// One sample of the Prometheus text format.
+#[derive(Debug)]
+struct Sample {
+    name: String,
+    labels: Vec<(String, String)>,
+    value: f64,
+}
+
+/// A strict parser of the text exposition format (0.0.4): `# HELP` and
+/// `# TYPE` before a family's samples, each family once and contiguous,
+/// metric and label names `[a-zA-Z_:][a-zA-Z0-9_:]*`, label values quoted
+/// with `\\`, `\"` and `\n` escapes, values Go floats. Returns the samples
+/// and each family's type.
+fn parse_exposition(text: &str) -> (Vec<Sample>, std::collections::HashMap<String, String>) {
+    use std::collections::HashMap;
+    fn valid_name(n: &str) -> bool {
+        let mut chars = n.chars();
+        chars
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_' || c == ':')
+            && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+    }
+    let mut types: HashMap<String, String> = HashMap::new();
+    let mut helps: HashMap<String, String> = HashMap::new();
+    let mut samples = Vec::new();
+    let mut current: Option<String> = None;
+    let mut finished: Vec<String> = Vec::new();
+    assert!(text.ends_with('\n'), "the text ends with a newline");
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            let (name, help) = rest.split_once(' ').expect("HELP name text");
+            assert!(valid_name(name), "{line}");
+            assert!(!help.trim().is_empty(), "empty help: {line}");
+            assert!(
+                helps.insert(name.into(), help.into()).is_none(),
+                "HELP twice: {line}"
+            );
+            if let Some(c) = current.replace(name.into()) {
+                finished.push(c);
+            }
+            assert!(
+                !finished.contains(&name.to_owned()),
+                "family not contiguous: {name}"
+            );
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').expect("TYPE name type");
+            assert_eq!(
+                current.as_deref(),
+                Some(name),
+                "TYPE after its HELP: {line}"
+            );
+            assert!(
+                ["counter", "gauge", "histogram", "summary", "untyped"].contains(&kind),
+                "{line}"
+            );
+            assert!(
+                types.insert(name.into(), kind.into()).is_none(),
+                "TYPE twice: {line}"
+            );
+            continue;
+        }
+        assert!(
+            !line.starts_with('#') && !line.is_empty(),
+            "stray line: {line:?}"
+        );
+        // name{labels} value
+        let name_end = line.find(['{', ' ']).expect("a sample");
+        let name = &line[..name_end];
+        assert!(valid_name(name), "{line}");
+        assert_eq!(
+            current.as_deref(),
+            Some(name),
+            "sample outside its family: {line}"
+        );
+        assert!(types.contains_key(name), "no TYPE for {name}");
+        let mut rest = &line[name_end..];
+        let mut labels = Vec::new();
+        if let Some(r) = rest.strip_prefix('{') {
+            rest = r;
+            loop {
+                if let Some(r) = rest.strip_prefix('}') {
+                    rest = r;
+                    break;
+                }
+                let (key, r) = rest.split_once("=\"").expect("label=\"value\"");
+                assert!(valid_name(key) && !key.starts_with("__"), "{line}");
+                let mut value = String::new();
+                let mut chars = r.char_indices();
+                let end = loop {
+                    match chars.next().expect("closing quote") {
+                        (_, '\\') => match chars.next().expect("escape").1 {
+                            '\\' => value.push('\\'),
+                            '"' => value.push('"'),
+                            'n' => value.push('\n'),
+                            c => panic!("bad escape \\{c}: {line}"),
+                        },
+                        (i, '"') => break i,
+                        (_, c) => value.push(c),
+                    }
+                };
+                labels.push((key.to_owned(), value));
+                rest = &r[end + 1..];
+                rest = rest.strip_prefix(',').unwrap_or(rest);
+            }
+        }
+        let value = rest.strip_prefix(' ').expect("space before the value");
+        let value: f64 = match value {
+            "+Inf" => f64::INFINITY,
+            "-Inf" => f64::NEG_INFINITY,
+            "NaN" => f64::NAN,
+            v => v.parse().unwrap_or_else(|_| panic!("bad value: {line}")),
+        };
+        samples.push(Sample {
+            name: name.to_owned(),
+            labels,
+            value,
+        });
+    }
+    (samples, types)
+}
+
+#[test]
+fn metrics_are_prometheus_text_matching_the_state() {
+    let b = Node::start("B", &[]);
+    let mut a = api_node("A", &["--peer", &b.addr]);
+    let api = a.api.clone().unwrap();
+    a.wait_writable(&[&b.addr]);
+    a.ok(json!({"cmd": "broadcast", "type": "t", "body": "hello"}));
+    a.ok(json!({"cmd": "set", "field": "name", "value": "a"}));
+    // Wait for a latency sample of B.
+    let deadline = Instant::now() + WAIT;
+    while ok(&api, "GET", "/api/state", None)["latency"]["peers"][0]["p50_ms"].is_null() {
+        assert!(Instant::now() < deadline, "no RTT sample");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    let before = ok(&api, "GET", "/api/state", None);
+    let (status, text) = http_raw(&api, "GET", "/metrics", None);
+    let after = ok(&api, "GET", "/api/state", None);
+    assert_eq!(status, 200, "{text}");
+    let (samples, types) = parse_exposition(&text);
+    let one = |name: &str, labels: &[(&str, &str)]| -> f64 {
+        let found: Vec<&Sample> = samples
+            .iter()
+            .filter(|s| {
+                s.name == name
+                    && labels
+                        .iter()
+                        .all(|(k, v)| s.labels.iter().any(|(lk, lv)| lk == k && lv == v))
+            })
+            .collect();
+        assert_eq!(found.len(), 1, "{name} {labels:?}: {found:?}\n{text}");
+        found[0].value
+    };
+    let between = |v: f64, path: &dyn Fn(&Value) -> &Value, what: &str| {
+        let (lo, hi) = (path(&before).as_f64(), path(&after).as_f64());
+        let (lo, hi) = (lo.unwrap_or_else(|| panic!("{what} in state")), hi.unwrap());
+        assert!(lo <= v && v <= hi, "{what}: {lo} <= {v} <= {hi}");
+    };
+    assert!(
+        samples.iter().all(|s| s.name.starts_with("gladius_")),
+        "{text}"
+    );
+    for (name, kind) in &types {
+        assert_eq!(
+            kind == "counter",
+            name.ends_with("_total"),
+            "{name} is a {kind}"
+        );
+    }
+
+    // Every counter of network_state().
+    let counters = before["network"]["counters"].as_object().unwrap();
+    assert!(counters.len() >= 20, "{counters:?}");
+    for name in counters.keys() {
+        let v = one(&format!("gladius_{name}_total"), &[]);
+        between(v, &|s| &s["network"]["counters"][name], name);
+    }
+    assert!(one("gladius_datagrams_in_total", &[]) > 0.0);
+
+    // Per peer: labelled with address and key, values from the state.
+    let key = b.public_key.as_str().unwrap();
+    let peer = [("peer", b.addr.as_str()), ("key", key)];
+    let idx = before["network"]["peers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .position(|p| p["addr"] == b.addr.as_str())
+        .unwrap();
+    for (metric, field) in [
+        ("gladius_peer_received_bytes_total", "bytes_in"),
+        ("gladius_peer_sent_bytes_total", "bytes_out"),
+        ("gladius_peer_received_messages_total", "messages_in"),
+        ("gladius_peer_sent_messages_total", "messages_out"),
+    ] {
+        between(
+            one(metric, &peer),
+            &|s| &s["network"]["peers"][idx][field],
+            field,
+        );
+    }
+    assert!(one("gladius_peer_sent_messages_total", &peer) >= 1.0);
+    assert_eq!(one("gladius_peer_connected", &peer), 1.0);
+    let rtt = one("gladius_peer_rtt_seconds", &peer);
+    assert!((0.0..5.0).contains(&rtt), "{rtt}");
+    let p50 = one("gladius_latency_rtt_p50_seconds", &peer);
+    assert!(p50 > 0.0 && p50 < 5.0, "{p50}");
+
+    // Plugin queue drops, one series per plugin.
+    for p in before["network"]["plugins"].as_array().unwrap() {
+        let name = p["name"].as_str().unwrap();
+        let v = one("gladius_plugin_events_dropped_total", &[("plugin", name)]);
+        assert!(v >= p["events_dropped"].as_f64().unwrap(), "{name}");
+    }
+    assert!(one("gladius_signed_state_entries", &[]) >= 1.0);
+    let pings = one("gladius_latency_pings_sent_total", &[]);
+    between(
+        pings,
+        &|s| &s["latency"]["counters"]["pings_sent"],
+        "pings_sent",
+    );
+    let rss = one("gladius_process_resident_memory_bytes", &[]);
+    assert!(rss > 1e6 && rss < 4e9, "{rss}");
 }

@@ -37,7 +37,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                     None => println!("* connected to {} (plaintext)", peer.addr),
                 },
                 PeerEvent::Rejected { addr, reason } => println!("* {addr} refused: {reason}"),
-                PeerEvent::Disconnected(addr) => println!("* {addr} left"),
+                PeerEvent::Disconnected(addr, why) => println!("* {addr} left ({why})"),
                 _ => {}
             },
             line = lines.next_line() => {

@@ -136,9 +136,68 @@ pub(crate) enum Targets {
 #[derive(Debug, Clone)]
 pub(crate) enum NodeEvent {
     NodeAdded(SocketAddr),
-    NodeDeleted(SocketAddr),
+    NodeDeleted(SocketAddr, PeerReason),
     PeerConnected(Arc<PeerInfo>),
     PeerRejected(SocketAddr, Arc<str>),
-    PeerDisconnected(SocketAddr),
+    /// A connection attempt to a route-table peer got no answer in time.
+    ConnectFailed(SocketAddr, Arc<str>),
+    PeerDisconnected(SocketAddr, PeerReason),
+    /// Frames queued to a peer were dropped unsent: the peer was forgotten
+    /// before a session to it came up.
+    Abandoned(SocketAddr, u64),
     Message(Arc<Received>),
+}
+
+/// Who asked for a change to the route table: the application (any handle
+/// it holds) or a plugin (the handle its hooks get). Plugins may demote a
+/// peer the application added, never remove it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Origin {
+    App,
+    /// A plugin, by name.
+    Plugin(Arc<str>),
+}
+
+/// Why a peer left the route table, or why its session ended: the reason
+/// `node_deleted` and `peer_disconnected` carry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum PeerReason {
+    /// The application deleted it.
+    DeletedByUser,
+    /// A plugin deleted it (one the plugins had added: discovery forgetting
+    /// a dead peer, the latency audit judging it dead).
+    DeletedByPlugin(String),
+    /// This node closed the session (a delete, or its shutdown).
+    ClosedLocally,
+    /// The peer closed the session (it deleted us, or shut down).
+    ClosedByPeer,
+    /// The peer never answered our hello.
+    ConnectTimeout,
+    /// Nothing was heard for the idle timeout, or KCP gave up resending.
+    IdleTimeout,
+    /// The peer broke the protocol.
+    ProtocolError,
+    /// A new session with the same peer replaced this one (it restarted,
+    /// or re-keyed).
+    Replaced,
+    /// The peer came back under a new key and took this entry over.
+    KeyChanged,
+}
+
+impl std::fmt::Display for PeerReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PeerReason::DeletedByUser => f.write_str("deleted_by_user"),
+            PeerReason::DeletedByPlugin(p) => write!(f, "deleted_by_plugin ({p})"),
+            PeerReason::ClosedLocally => f.write_str("closed_locally"),
+            PeerReason::ClosedByPeer => f.write_str("closed_by_peer"),
+            PeerReason::ConnectTimeout => f.write_str("connect_timeout"),
+            PeerReason::IdleTimeout => f.write_str("idle_timeout"),
+            PeerReason::ProtocolError => f.write_str("protocol_error"),
+            PeerReason::Replaced => f.write_str("replaced"),
+            PeerReason::KeyChanged => f.write_str("key_changed"),
+        }
+    }
 }

@@ -112,6 +112,10 @@ pub enum RequestError {
     /// The session to the peer closed before the reply arrived.
     #[error("the session to the peer closed before a reply arrived")]
     SessionClosed,
+    /// No session to the peer could be made (no answer, or it refused us);
+    /// the request was never delivered.
+    #[error("no session to the peer could be made: {0}")]
+    ConnectFailed(String),
     /// The node itself failed the call.
     #[error(transparent)]
     Network(#[from] NetworkError),

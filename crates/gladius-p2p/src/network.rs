@@ -9,7 +9,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use bytes::Bytes;
 
-use crate::api::{Received, SendReport, Targets};
+use crate::api::{Origin, Received, SendReport, Targets};
 use crate::crypto::PublicKey;
 use crate::driver::{Command, Driver};
 use crate::error::{NetworkError, RequestError};
@@ -68,6 +68,8 @@ pub struct Network {
     /// Present in application handles only; see [`Network::downgrade`].
     _live: Option<Arc<LiveGuard>>,
     config: Arc<Config>,
+    /// Whose handle this is (see [`Origin`]).
+    origin: Origin,
 }
 
 impl Network {
@@ -84,6 +86,7 @@ impl Network {
             commands: commands.clone(),
             _live: None,
             config: config.clone(),
+            origin: Origin::Plugin(Arc::from("")),
         };
         Driver::spawn(config.clone(), rx, shutdown_rx, plugin_handle);
         Ok(Self {
@@ -92,6 +95,7 @@ impl Network {
                 _shutdown: shutdown_tx,
             })),
             config,
+            origin: Origin::App,
         })
     }
 
@@ -101,6 +105,17 @@ impl Network {
             commands: self.commands.clone(),
             _live: None,
             config: self.config.clone(),
+            origin: self.origin.clone(),
+        }
+    }
+
+    /// The handle the hooks of the plugin called `name` get: like
+    /// [`downgrade`](Self::downgrade), and what it does to the route table
+    /// is the plugin's, not the application's.
+    pub(crate) fn for_plugin(&self, name: &str) -> Network {
+        Network {
+            origin: Origin::Plugin(Arc::from(name)),
+            ..self.downgrade()
         }
     }
 
@@ -148,9 +163,11 @@ impl Network {
     /// Idempotent; also promotes a known non-writable peer.
     pub async fn add(&self, addr: impl ToPeerAddr) -> Result<SocketAddr, NetworkError> {
         let addr = resolve(addr).await?;
+        let by = self.origin.clone();
         self.call(|reply| Command::Add {
             addr,
             key: None,
+            by,
             reply,
         })
         .await??;
@@ -169,9 +186,11 @@ impl Network {
         key: PublicKey,
     ) -> Result<SocketAddr, NetworkError> {
         let addr = resolve(addr).await?;
+        let by = self.origin.clone();
         self.call(|reply| Command::Add {
             addr,
             key: Some(key),
+            by,
             reply,
         })
         .await??;
@@ -192,8 +211,14 @@ impl Network {
         addrs_hint: impl IntoIterator<Item = SocketAddr>,
     ) -> Result<SocketAddr, NetworkError> {
         let hints: Vec<SocketAddr> = addrs_hint.into_iter().collect();
-        self.call(|reply| Command::AddKey { key, hints, reply })
-            .await?
+        let by = self.origin.clone();
+        self.call(|reply| Command::AddKey {
+            key,
+            hints,
+            by,
+            reply,
+        })
+        .await?
     }
 
     /// Close the session to `addr` gracefully, remove it from the route
@@ -202,7 +227,8 @@ impl Network {
     /// `"host:port"` string.
     pub async fn delete(&self, addr: impl ToPeerAddr) -> Result<(), NetworkError> {
         let addr = resolve(addr).await?;
-        self.call(|reply| Command::Delete { addr, reply }).await
+        let by = self.origin.clone();
+        self.call(|reply| Command::Delete { addr, by, reply }).await
     }
 
     /// Make a known peer writable or not without changing the route table.

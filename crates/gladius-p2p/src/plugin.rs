@@ -39,7 +39,7 @@ use std::sync::Arc;
 use futures_util::FutureExt;
 use tokio::sync::mpsc;
 
-use crate::api::NodeEvent;
+use crate::api::{NodeEvent, PeerReason};
 use crate::{Network, PeerInfo, Received};
 
 /// Events one plugin may have waiting. Large enough to absorb bursts of
@@ -72,7 +72,7 @@ pub trait Plugin: Send + Sync + 'static {
     /// A peer entered the route table (as writable).
     async fn node_added(&self, _net: &Network, _addr: SocketAddr) {}
     /// A peer left the route table.
-    async fn node_deleted(&self, _net: &Network, _addr: SocketAddr) {}
+    async fn node_deleted(&self, _net: &Network, _addr: SocketAddr, _reason: &PeerReason) {}
     /// A session completed (handshake and hello): who the peer is, whether
     /// broadcasts will reach it, and what it put in its handshake. A plugin
     /// that vets peers (e.g. checks a signature in the handshake payload)
@@ -82,8 +82,17 @@ pub trait Plugin: Send + Sync + 'static {
     /// the peer refused us (other encryption mode, pinned key) or its key
     /// did not match the one pinned.
     async fn peer_rejected(&self, _net: &Network, _addr: SocketAddr, _reason: &str) {}
+    /// A connection attempt to `addr`, a route-table peer, got no answer
+    /// in time (nothing listens there, or the path drops our packets). The
+    /// node keeps retrying with backoff while the peer stays in the route
+    /// table; this tells why it is not connected yet.
+    async fn connect_failed(&self, _net: &Network, _addr: SocketAddr, _reason: &str) {}
     /// The session to `addr` ended.
-    async fn peer_disconnected(&self, _net: &Network, _addr: SocketAddr) {}
+    async fn peer_disconnected(&self, _net: &Network, _addr: SocketAddr, _reason: &PeerReason) {}
+    /// `count` messages queued to `addr` were dropped unsent: the peer was
+    /// forgotten (deleted, or never reachable) before a session to it came
+    /// up. What was queued and what was delivered are told apart here.
+    async fn messages_abandoned(&self, _net: &Network, _addr: SocketAddr, _count: u64) {}
     /// A message (or a request; see [`Received::is_request`]) arrived.
     async fn new_message(&self, _net: &Network, _msg: &Received) {}
     /// The node is closing; the last hook called.
@@ -220,10 +229,14 @@ async fn run(
                 PluginEvent::Startup => plugin.startup(&net).await,
                 PluginEvent::Node(event) => match event {
                     NodeEvent::NodeAdded(a) => plugin.node_added(&net, a).await,
-                    NodeEvent::NodeDeleted(a) => plugin.node_deleted(&net, a).await,
+                    NodeEvent::NodeDeleted(a, why) => plugin.node_deleted(&net, a, &why).await,
                     NodeEvent::PeerConnected(p) => plugin.peer_connected(&net, &p).await,
                     NodeEvent::PeerRejected(a, r) => plugin.peer_rejected(&net, a, &r).await,
-                    NodeEvent::PeerDisconnected(a) => plugin.peer_disconnected(&net, a).await,
+                    NodeEvent::ConnectFailed(a, r) => plugin.connect_failed(&net, a, &r).await,
+                    NodeEvent::PeerDisconnected(a, why) => {
+                        plugin.peer_disconnected(&net, a, &why).await
+                    }
+                    NodeEvent::Abandoned(a, n) => plugin.messages_abandoned(&net, a, n).await,
                     NodeEvent::Message(m) => plugin.new_message(&net, &m).await,
                 },
                 PluginEvent::Close => plugin.close(&net).await,

@@ -173,6 +173,10 @@ pub struct Counters {
     /// session is gone).
     #[serde(default)]
     pub key_conflicts: u64,
+    /// Deletes by a plugin of a peer the application added, turned into a
+    /// demotion (not writable until it answers again).
+    #[serde(default)]
+    pub demotions: u64,
     /// Peers added by address that came back under a new key once their
     /// old session was gone (a restart with a fresh identity).
     #[serde(default)]
@@ -185,6 +189,11 @@ pub struct Counters {
     /// Initiations dropped: too soon after the previous one from the same
     /// address, or the half-open table full.
     pub throttled_handshakes: u64,
+    /// Datagrams not sent to an address that has not proven it receives
+    /// (a session or handshake it opened, unanswered), because it would
+    /// have got more than three times the bytes it sent.
+    #[serde(default)]
+    pub amplification_drops: u64,
     /// Cookie replies sent to initiators while under load.
     pub cookies_sent: u64,
     /// Sealed datagrams that failed authentication (forged or corrupted).

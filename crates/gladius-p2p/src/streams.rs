@@ -24,7 +24,7 @@ use futures_util::Stream;
 use tokio::sync::mpsc;
 
 use crate::plugin::{PluginCounters, PluginId};
-use crate::{async_trait, Network, NetworkError, PeerInfo, Plugin, Received};
+use crate::{async_trait, Network, NetworkError, PeerInfo, PeerReason, Plugin, Received};
 
 /// Items a [`Subscription`] holds for its reader by default. A reader that
 /// keeps up never sees it; one that stalls loses what comes after (counted)
@@ -65,12 +65,28 @@ impl Filter {
 pub enum PeerEvent {
     /// A peer entered the route table (writable).
     Added(SocketAddr),
-    /// A peer left the route table.
-    Deleted(SocketAddr),
+    /// A peer left the route table, and why.
+    Deleted(SocketAddr, PeerReason),
     /// A session completed: who the peer is and whether it is writable.
     Connected(PeerInfo),
-    /// The session to this peer ended.
-    Disconnected(SocketAddr),
+    /// The session to this peer ended, and why.
+    Disconnected(SocketAddr, PeerReason),
+    /// A route-table peer did not answer a connection attempt (the node
+    /// keeps retrying with backoff).
+    ConnectFailed {
+        /// The peer.
+        addr: SocketAddr,
+        /// Why.
+        reason: String,
+    },
+    /// Messages queued to a peer were dropped unsent: it was forgotten
+    /// before a session to it came up.
+    Abandoned {
+        /// The peer.
+        addr: SocketAddr,
+        /// How many messages.
+        count: u64,
+    },
     /// A connection attempt failed for a reason worth telling (the peer
     /// refused us, or its key was not the pinned one).
     Rejected {
@@ -85,9 +101,11 @@ impl PeerEvent {
     /// The peer the event is about.
     pub fn addr(&self) -> SocketAddr {
         match self {
-            PeerEvent::Added(a) | PeerEvent::Deleted(a) | PeerEvent::Disconnected(a) => *a,
+            PeerEvent::Added(a) | PeerEvent::Deleted(a, _) | PeerEvent::Disconnected(a, _) => *a,
             PeerEvent::Connected(info) => info.addr,
-            PeerEvent::Rejected { addr, .. } => *addr,
+            PeerEvent::Rejected { addr, .. }
+            | PeerEvent::ConnectFailed { addr, .. }
+            | PeerEvent::Abandoned { addr, .. } => *addr,
         }
     }
 }
@@ -239,8 +257,8 @@ impl Plugin for EventForwarder {
         self.feed.send(PeerEvent::Added(addr));
     }
 
-    async fn node_deleted(&self, _net: &Network, addr: SocketAddr) {
-        self.feed.send(PeerEvent::Deleted(addr));
+    async fn node_deleted(&self, _net: &Network, addr: SocketAddr, reason: &PeerReason) {
+        self.feed.send(PeerEvent::Deleted(addr, reason.clone()));
     }
 
     async fn peer_connected(&self, _net: &Network, peer: &PeerInfo) {
@@ -252,8 +270,18 @@ impl Plugin for EventForwarder {
         self.feed.send(PeerEvent::Rejected { addr, reason });
     }
 
-    async fn peer_disconnected(&self, _net: &Network, addr: SocketAddr) {
-        self.feed.send(PeerEvent::Disconnected(addr));
+    async fn peer_disconnected(&self, _net: &Network, addr: SocketAddr, reason: &PeerReason) {
+        self.feed
+            .send(PeerEvent::Disconnected(addr, reason.clone()));
+    }
+
+    async fn connect_failed(&self, _net: &Network, addr: SocketAddr, reason: &str) {
+        let reason = reason.to_owned();
+        self.feed.send(PeerEvent::ConnectFailed { addr, reason });
+    }
+
+    async fn messages_abandoned(&self, _net: &Network, addr: SocketAddr, count: u64) {
+        self.feed.send(PeerEvent::Abandoned { addr, count });
     }
 }
 

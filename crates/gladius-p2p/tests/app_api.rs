@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use common::*;
 use gladius_p2p::{
-    async_trait, Filter, Network, NetworkError, PeerEvent, Plugin, PluginId, Received, Subscription,
+    async_trait, Filter, Network, NetworkError, PeerEvent, PeerReason, Plugin, PluginId, Received,
+    Subscription,
 };
 
 const LONG: Duration = Duration::from_secs(10);
@@ -295,9 +296,15 @@ async fn events_stream_reports_added_connected_deleted_disconnected_rejected() {
     }
     a.delete(b_addr).await.unwrap();
     let mut after_delete = [next(&mut events).await, next(&mut events).await];
-    after_delete.sort_by_key(|e| matches!(e, PeerEvent::Disconnected(_)));
-    assert!(matches!(after_delete[0], PeerEvent::Deleted(x) if x == b_addr));
-    assert!(matches!(after_delete[1], PeerEvent::Disconnected(x) if x == b_addr));
+    after_delete.sort_by_key(|e| matches!(e, PeerEvent::Disconnected(..)));
+    assert!(matches!(
+        &after_delete[0],
+        PeerEvent::Deleted(x, PeerReason::DeletedByUser) if *x == b_addr
+    ));
+    assert!(matches!(
+        &after_delete[1],
+        PeerEvent::Disconnected(x, PeerReason::ClosedLocally) if *x == b_addr
+    ));
 
     // A plaintext node refuses an encrypted one: a typed rejection.
     let (p, p_addr, _) = node_with(test_config().with_plaintext(true)).await;
@@ -309,7 +316,7 @@ async fn events_stream_reports_added_connected_deleted_disconnected_rejected() {
                 assert!(!reason.is_empty());
                 break;
             }
-            PeerEvent::Added(x) | PeerEvent::Disconnected(x) => assert_eq!(x, p_addr),
+            PeerEvent::Added(x) | PeerEvent::Disconnected(x, _) => assert_eq!(x, p_addr),
             other => panic!("unexpected {other:?}"),
         }
     }

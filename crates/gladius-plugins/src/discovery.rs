@@ -111,9 +111,10 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use gladius_p2p::{async_trait, Message, Network, PeerInfo, Plugin, Received};
+use gladius_p2p::{async_trait, Message, Network, PeerInfo, PeerReason, Plugin, Received};
 use rand::Rng;
-use tokio::task::JoinHandle;
+
+use crate::background::Background;
 
 pub use config::DiscoveryConfig;
 pub use table::{Action, DiscoveryCounters, KnownPeer, Origin, PeerTable};
@@ -154,7 +155,10 @@ pub struct Discovery {
 /// nodes[2].0.add(seed).await?; // only the seed; discovery finds node 1
 /// let peers = nodes[2].0.wait_peers(2, Duration::from_secs(10)).await?;
 /// assert!(peers.contains(&nodes[1].1));
-/// assert!(nodes[2].2.live_peers().contains(&nodes[1].1));
+/// // The plugin hears of the session on its own task, a moment later.
+/// while !nodes[2].2.live_peers().contains(&nodes[1].1) {
+///     tokio::time::sleep(Duration::from_millis(10)).await;
+/// }
 /// # Ok(()) }
 /// ```
 #[derive(Debug, Clone)]
@@ -165,7 +169,7 @@ pub struct DiscoveryHandle {
 #[derive(Debug)]
 struct Inner {
     table: Mutex<PeerTable>,
-    ticker: Mutex<Option<JoinHandle<()>>>,
+    ticker: Background,
 }
 
 impl Inner {
@@ -184,7 +188,7 @@ impl Discovery {
     pub fn new(config: DiscoveryConfig) -> (Discovery, DiscoveryHandle) {
         let inner = Arc::new(Inner {
             table: Mutex::new(PeerTable::new(config)),
-            ticker: Mutex::new(None),
+            ticker: Background::default(),
         });
         (
             Discovery {
@@ -348,18 +352,16 @@ impl Plugin for Discovery {
                 .table()
                 .set_local(&addrs, state.public_key, state.encrypted);
         }
-        let task = tokio::spawn(run_rounds(self.inner.clone(), net.clone()));
-        let mut ticker = self.inner.ticker.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(old) = ticker.replace(task) {
-            old.abort();
-        }
+        self.inner
+            .ticker
+            .start(tokio::spawn(run_rounds(self.inner.clone(), net.clone())));
     }
 
     async fn node_added(&self, _net: &Network, addr: SocketAddr) {
         self.inner.table().node_added(addr, Instant::now());
     }
 
-    async fn node_deleted(&self, net: &Network, addr: SocketAddr) {
+    async fn node_deleted(&self, net: &Network, addr: SocketAddr, _reason: &PeerReason) {
         // Dead or deleted on purpose? A peer still heard from recently was
         // alive: its deletion must stick. One already gone from the state
         // closed its session cleanly if it was connected (alive too), or
@@ -411,7 +413,7 @@ impl Plugin for Discovery {
         }
     }
 
-    async fn peer_disconnected(&self, _net: &Network, addr: SocketAddr) {
+    async fn peer_disconnected(&self, _net: &Network, addr: SocketAddr, _reason: &PeerReason) {
         self.inner.table().peer_disconnected(addr, Instant::now());
     }
 
@@ -470,14 +472,6 @@ impl Plugin for Discovery {
     }
 
     async fn close(&self, _net: &Network) {
-        let task = self
-            .inner
-            .ticker
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
-        if let Some(task) = task {
-            task.abort();
-        }
+        self.inner.ticker.stop();
     }
 }

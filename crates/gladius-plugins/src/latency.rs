@@ -67,8 +67,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use gladius_p2p::{
-    async_trait, ConnectionState, Message, Network, NetworkError, PeerInfo, Plugin, Received,
-    RequestError,
+    async_trait, ConnectionState, Message, Network, NetworkError, PeerInfo, PeerReason, Plugin,
+    Received, RequestError,
 };
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
@@ -608,7 +608,7 @@ impl Plugin for LatencyAudit {
         }
     }
 
-    async fn node_deleted(&self, _net: &Network, addr: SocketAddr) {
+    async fn node_deleted(&self, _net: &Network, addr: SocketAddr, _reason: &PeerReason) {
         // Dead peers are remembered (bounded); others are forgotten unless
         // a live session keeps them (the next round re-tracks them).
         let mut inner = self.shared.lock();

@@ -7,6 +7,8 @@
 //!   a table size, and forget dead peers;
 //! * [`latency`] — ping every peer, keep RTT statistics (EWMA, min, p50,
 //!   p99), mark silent peers suspect then dead and delete them;
+//! * [`gossip`] — publish/subscribe over the whole network: topics carried
+//!   by epidemic broadcast trees, every message signed by its origin;
 //! * [`signed_state`] — fields signed with Ethereum keys (EIP-191
 //!   `personal_sign`), kept newest per (signer, field) and spread by
 //!   anti-entropy.
@@ -35,6 +37,9 @@
 //! # Ok(()) }
 //! ```
 
+mod background;
 pub mod discovery;
+pub mod gossip;
+mod keyfile;
 pub mod latency;
 pub mod signed_state;

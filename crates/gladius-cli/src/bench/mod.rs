@@ -10,8 +10,9 @@
 //! * `loss` — a stream over an in-process lossy link ([`loss`]).
 //!
 //! With `--json` every result is one JSON object per line on stdout
-//! (progress goes to stderr); otherwise a table per scenario. Every line
-//! has `scenario` and `library` (`gladius` or `raw-udp`).
+//! (progress, the legend and the verdicts go to stderr); otherwise a
+//! legend, a table and a one-line verdict per scenario. Every line has
+//! `scenario` and `library` (`gladius` or `raw-udp`).
 
 mod fanout;
 mod loss;
@@ -21,6 +22,7 @@ mod scale;
 mod stats;
 mod throughput;
 mod udp;
+mod verdict;
 
 use std::io::Write;
 
@@ -162,11 +164,17 @@ pub(crate) struct Out {
     json: bool,
     header: Option<(String, String)>,
     failures: Vec<String>,
+    /// The current scenario's lines, for its verdict.
+    lines: Vec<Value>,
 }
 
 impl Out {
-    /// Print one result.
+    /// Print one result (and a human line about it on stderr).
     fn emit(&mut self, v: Value) {
+        if let Some(line) = verdict::summary(&v) {
+            eprintln!("bench:     -> {line}");
+        }
+        self.lines.push(v.clone());
         let mut stdout = std::io::stdout().lock();
         if self.json {
             let _ = writeln!(stdout, "{v}");
@@ -190,6 +198,18 @@ impl Out {
             let _ = writeln!(stdout, "{}", row.join(" "));
         }
         let _ = stdout.flush();
+    }
+
+    /// A human line: on stdout with the tables, on stderr with `--json`
+    /// (stdout then carries JSON lines only).
+    fn say(&self, line: &str) {
+        if self.json {
+            eprintln!("{line}");
+        } else {
+            let mut stdout = std::io::stdout().lock();
+            let _ = writeln!(stdout, "{line}");
+            let _ = stdout.flush();
+        }
     }
 
     /// Note a failed check (the run goes on but exits 1).
@@ -334,11 +354,25 @@ pub(crate) fn run(args: BenchArgs) -> Result<(), String> {
         json: args.json,
         header: None,
         failures: Vec::new(),
+        lines: Vec::new(),
     };
     eprintln!("bench: {}", machine());
     let start = std::time::Instant::now();
-    for s in scenarios {
+    let mut verdicts = Vec::new();
+    let total = scenarios.len();
+    for (i, s) in scenarios.into_iter().enumerate() {
         let t = std::time::Instant::now();
+        eprintln!(
+            "bench: [{}/{total}] {}, {:.0} s into the run",
+            i + 1,
+            verdict::name(s),
+            start.elapsed().as_secs_f64()
+        );
+        out.say("");
+        for line in verdict::legend(s) {
+            out.say(line);
+        }
+        out.header = None;
         let result = match s {
             Scenario::Rtt => rtt::run(&plan, &mut out),
             Scenario::Throughput => throughput::run(&plan, &mut out),
@@ -349,9 +383,23 @@ pub(crate) fn run(args: BenchArgs) -> Result<(), String> {
         if let Err(e) = result {
             out.fail(format!("{s:?}: {e}"));
         }
-        eprintln!("bench: {s:?} took {:.1} s", t.elapsed().as_secs_f64());
+        let v = verdict::verdict(s, &out.lines);
+        out.lines.clear();
+        out.say(&format!("\nverdict: {v}"));
+        eprintln!(
+            "bench: {} took {:.1} s",
+            verdict::name(s),
+            t.elapsed().as_secs_f64()
+        );
+        verdicts.push(v);
     }
     eprintln!("bench: done in {:.1} s", start.elapsed().as_secs_f64());
+    if verdicts.len() > 1 {
+        out.say("\nverdicts:");
+        for v in &verdicts {
+            out.say(&format!("  {v}"));
+        }
+    }
     if out.failures.is_empty() {
         Ok(())
     } else {
@@ -363,9 +411,9 @@ pub(crate) fn run(args: BenchArgs) -> Result<(), String> {
     }
 }
 
-/// Progress on stderr.
+/// Progress on stderr: what is being measured now.
 fn progress(what: std::fmt::Arguments<'_>) {
-    eprintln!("bench: {what}");
+    eprintln!("bench:   {what} ...");
 }
 
 /// One line about the machine: cores, CPU model, load.

@@ -133,15 +133,7 @@ async fn census(nets: &[Network]) -> Result<(usize, u64), String> {
 
 /// The process's resident memory (VmRSS) in bytes.
 fn rss_bytes() -> Result<u64, String> {
-    let status = std::fs::read_to_string("/proc/self/status")
-        .map_err(|e| format!("/proc/self/status: {e}"))?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|kb| kb.parse::<u64>().ok())
-        .map(|kb| kb * 1024)
-        .ok_or_else(|| "no VmRSS in /proc/self/status".into())
+    crate::metrics::rss_bytes().ok_or_else(|| "no VmRSS in /proc/self/status".into())
 }
 
 /// CPU seconds the process has used: the sum of its threads' run times

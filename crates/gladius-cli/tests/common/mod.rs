@@ -5,7 +5,8 @@
 #![allow(dead_code, unreachable_pub, missing_docs)]
 
 use std::collections::VecDeque;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -285,7 +286,6 @@ pub struct Run {
 /// stderr on threads (so neither pipe can fill and stall it); kills it and
 /// panics if it runs longer than `limit`.
 pub fn run_to_end(args: &[&str], limit: Duration) -> Run {
-    use std::io::Read;
     let mut child = Command::new(BIN)
         .args(args)
         .stdin(Stdio::null())
@@ -319,4 +319,70 @@ pub fn run_to_end(args: &[&str], limit: Duration) -> Run {
         stdout: out.join().expect("stdout reader"),
         stderr: err.join().expect("stderr reader"),
     }
+}
+
+/// A node serving the API on a free port.
+pub fn api_node(name: &str, extra: &[&str]) -> Node {
+    let mut args = vec!["--api", "127.0.0.1:0"];
+    args.extend_from_slice(extra);
+    let node = Node::start(name, &args);
+    let api = node.api.as_deref().expect("`api` in the listening event");
+    assert!(api.starts_with("http://127.0.0.1:"), "{api}");
+    assert!(!api.ends_with(":0"), "port 0 not resolved: {api}");
+    node
+}
+
+/// One HTTP/1.1 request (`Connection: close`); the status and the body.
+pub fn http_raw(api: &str, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
+    let host = api.strip_prefix("http://").expect("http:// URL");
+    let mut stream = TcpStream::connect(host).expect("connect to the API");
+    stream.set_read_timeout(Some(WAIT)).unwrap();
+    let body = body.unwrap_or("");
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).expect("read the response");
+    let raw = String::from_utf8(raw).expect("UTF-8 response");
+    let (head, body) = raw.split_once("\r\n\r\n").expect("HTTP head and body");
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("bad status line: {head}"));
+    assert!(
+        !head
+            .to_ascii_lowercase()
+            .contains("transfer-encoding: chunked"),
+        "this client reads only Content-Length bodies: {head}"
+    );
+    (status, body.to_owned())
+}
+
+/// A JSON request; the status and the JSON answer (always an object with
+/// `ok`, matching the status).
+pub fn http(api: &str, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+    let body = body.map(|b| b.to_string());
+    let (status, text) = http_raw(api, method, path, body.as_deref());
+    let v: Value = serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("{method} {path}: not JSON ({e}): {text}"));
+    assert_eq!(v["ok"], status == 200, "{method} {path} -> {status} {v}");
+    if status != 200 {
+        assert!(
+            !v["error"].as_str().unwrap_or("").is_empty(),
+            "{method} {path} -> {v}"
+        );
+    }
+    (status, v)
+}
+
+/// As [`http`], asserting 200.
+pub fn ok(api: &str, method: &str, path: &str, body: Option<Value>) -> Value {
+    let (status, v) = http(api, method, path, body.clone());
+    assert_eq!(status, 200, "{method} {path} {body:?} -> {v}");
+    v
 }

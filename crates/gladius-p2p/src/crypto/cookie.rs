@@ -44,6 +44,16 @@ pub struct CookieJar {
     bucket: Option<u64>,
 }
 
+/// Cookie secrets are wiped from memory when the jar is dropped.
+impl Drop for CookieJar {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.current);
+        if let Some(previous) = self.previous.as_mut() {
+            zeroize::Zeroize::zeroize(previous);
+        }
+    }
+}
+
 impl fmt::Debug for CookieJar {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CookieJar")

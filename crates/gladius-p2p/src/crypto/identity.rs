@@ -142,6 +142,13 @@ pub struct Identity {
     public: PublicKey,
 }
 
+/// The private key is wiped from memory when the identity is dropped.
+impl Drop for Identity {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.private);
+    }
+}
+
 impl fmt::Debug for Identity {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Identity")

@@ -21,7 +21,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tracing::Instrument;
 
-use crate::api::{NodeEvent, Received, SendReport, Targets};
+use crate::api::{NodeEvent, Origin, Received, SendReport, Targets};
 use crate::endpoint::{Endpoint, Event, PeerId, Transmit};
 use crate::error::{NetworkError, RequestError};
 use crate::plugin::{PluginEvent, PluginId, PluginSlot, Registration};
@@ -60,15 +60,18 @@ pub(crate) enum Command {
     Add {
         addr: SocketAddr,
         key: Option<crate::PublicKey>,
+        by: Origin,
         reply: Reply<Result<(), NetworkError>>,
     },
     AddKey {
         key: crate::PublicKey,
         hints: Vec<SocketAddr>,
+        by: Origin,
         reply: Reply<Result<SocketAddr, NetworkError>>,
     },
     Delete {
         addr: SocketAddr,
+        by: Origin,
         reply: Reply<()>,
     },
     SetWritable {
@@ -299,14 +302,24 @@ impl Driver {
             Command::Listen { socket, reply } => {
                 let _ = reply.send(self.listen(socket));
             }
-            Command::Add { addr, key, reply } => {
-                let _ = reply.send(self.endpoint.add(now, addr, key));
+            Command::Add {
+                addr,
+                key,
+                by,
+                reply,
+            } => {
+                let _ = reply.send(self.endpoint.add(now, addr, key, by));
             }
-            Command::AddKey { key, hints, reply } => {
-                let _ = reply.send(self.endpoint.add_key(now, key, &hints));
+            Command::AddKey {
+                key,
+                hints,
+                by,
+                reply,
+            } => {
+                let _ = reply.send(self.endpoint.add_key(now, key, &hints, by));
             }
-            Command::Delete { addr, reply } => {
-                self.endpoint.delete(now, addr);
+            Command::Delete { addr, by, reply } => {
+                self.endpoint.delete(now, addr, by);
                 let _ = reply.send(());
             }
             Command::SetWritable {
@@ -349,7 +362,8 @@ impl Driver {
             }
             Command::WaitForRoom { addr, need, reply } => self.wait_for_room(addr, need, reply),
             Command::RegisterPlugin { plugin, reply } => {
-                let mut slot = PluginSlot::spawn(plugin, self.plugin_handle.clone());
+                let handle = self.plugin_handle.for_plugin(plugin.plugin.name());
+                let mut slot = PluginSlot::spawn(plugin, handle);
                 if self.socket.is_some() {
                     slot.deliver(PluginEvent::Startup);
                     slot.started = true;

@@ -18,11 +18,12 @@ use bytes::Bytes;
 use super::peer::{Link, Peer, PeerId};
 use super::{demux, Endpoint, Event, HashMap, TimerKey};
 use crate::api::NodeEvent;
-use crate::crypto::packet::{index_from, CookiePacket, RejectPacket};
+use crate::crypto::packet::{index_from, CookiePacket, RejectPacket, INIT_LEN};
 use crate::crypto::{
     self, ChannelError, CookieJar, Established, HandshakeError, HandshakePayload, Identity,
     Initiator, Packet, PublicKey, RejectReason, Responder,
 };
+use crate::error::RequestError;
 use crate::session::Session;
 use crate::state::Direction;
 
@@ -60,7 +61,21 @@ pub(crate) struct CryptoState {
 pub(super) struct HalfOpen {
     responder: Responder,
     created: u64,
+    /// Bytes received from and sent to the initiator's address: until its
+    /// `Finish` proves it receives there, we send at most
+    /// [`AMPLIFICATION_FACTOR`] times what it sent (QUIC's rule), so a
+    /// spoofed `Init` cannot turn us into an amplifier.
+    bytes_in: usize,
+    bytes_out: usize,
+    /// When we last sent it our `Response`: duplicates are answered at
+    /// most every [`INIT_INTERVAL_MS`] (honest initiators resend no faster
+    /// than every 200 ms).
+    answered_at: u64,
 }
+
+/// How much more an address that has not proven it receives may get back
+/// than it sent (QUIC allows 3×).
+pub(super) const AMPLIFICATION_FACTOR: usize = 3;
 
 impl CryptoState {
     pub(crate) fn new(identity: Identity, half_open: HashMap<SocketAddr, HalfOpen>) -> Self {
@@ -187,10 +202,21 @@ impl Endpoint {
         let Some(crypto) = self.crypto.as_mut() else {
             return;
         };
-        if let Some(h) = crypto.half_open.get(&from) {
-            // Our Response was lost: answer the retransmission again.
+        if let Some(h) = crypto.half_open.get_mut(&from) {
+            // Our Response was lost: answer the retransmission again, within
+            // the amplification limit.
             if let Some(response) = h.responder.answer_duplicate_init(init) {
-                self.outbox.push((from, response));
+                h.bytes_in = h.bytes_in.saturating_add(INIT_LEN);
+                let out = h.bytes_out.saturating_add(response.len());
+                if now < h.answered_at.saturating_add(INIT_INTERVAL_MS) {
+                    self.counters.throttled_handshakes += 1;
+                } else if out > AMPLIFICATION_FACTOR.saturating_mul(h.bytes_in) {
+                    self.counters.amplification_drops += 1;
+                } else {
+                    h.bytes_out = out;
+                    h.answered_at = now;
+                    self.outbox.push((from, response));
+                }
                 return;
             }
             if now < h.created.saturating_add(INIT_INTERVAL_MS) {
@@ -284,6 +310,9 @@ impl Endpoint {
                     HalfOpen {
                         responder,
                         created: now,
+                        bytes_in: INIT_LEN,
+                        bytes_out: response.len(),
+                        answered_at: now,
                     },
                 );
                 self.outbox.push((from, response));
@@ -464,6 +493,9 @@ impl Endpoint {
             .is_some_and(|k| k != key)
         {
             self.counters.key_changes += 1;
+            if let Some(peer) = self.peers.get_mut(id) {
+                peer.key_changed = true;
+            }
             tracing::debug!(%from, %key, "peer came back under a new key");
         }
         if let Some(peer) = self.peers.get_mut(id) {
@@ -556,6 +588,7 @@ impl Endpoint {
                     tracing::debug!(%from, ?e, "sealed datagram is not KCP");
                     return;
                 }
+                self.answered(id);
                 self.drain_events(id);
                 self.touch(id);
             }
@@ -629,6 +662,7 @@ impl Endpoint {
         };
         peer.last_error = Some(reason.clone());
         let addr = peer.addr();
+        self.fail_requests_with(id, || RequestError::ConnectFailed(reason.clone()));
         self.emit(NodeEvent::PeerRejected(addr, Arc::from(reason)));
         self.link_down(id);
     }
@@ -674,9 +708,15 @@ impl Endpoint {
         match &mut peer.link {
             Link::Handshaking(handshake) if handshake.is_expired(now) => {
                 peer.link = Link::Idle;
-                peer.last_error = Some("handshake timed out".into());
+                let reason = "no answer to the handshake (timed out)";
+                peer.last_error = Some(reason.into());
+                let added = peer.added;
                 self.counters.handshake_timeouts += 1;
                 tracing::debug!(%to, "handshake timed out");
+                if added {
+                    self.emit(NodeEvent::ConnectFailed(to, Arc::from(reason)));
+                }
+                self.fail_requests_with(id, || RequestError::ConnectFailed(reason.to_owned()));
                 self.link_down(id);
             }
             Link::Handshaking(handshake) => {

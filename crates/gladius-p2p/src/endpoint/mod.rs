@@ -48,7 +48,7 @@ use bytes::Bytes;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use crate::api::{NodeEvent, Received, SendFailure, SendReport, Targets};
+use crate::api::{NodeEvent, Origin, PeerReason, Received, SendFailure, SendReport, Targets};
 use crate::crypto::{self, Kind, PublicKey};
 use crate::error::{NetworkError, RequestError};
 use crate::session::{encode_frame, Session, SessionConfig};
@@ -259,6 +259,7 @@ impl Endpoint {
         now: u64,
         addr: SocketAddr,
         key: Option<PublicKey>,
+        by: Origin,
     ) -> Result<(), NetworkError> {
         self.tick(now);
         if self.closing.is_some() {
@@ -296,6 +297,14 @@ impl Endpoint {
             }
             peer.pinned = Some(key);
         }
+        if by == Origin::App {
+            peer.added_by_app = true;
+            if peer.demoted {
+                // The application's word restores what a plugin demoted.
+                peer.demoted = false;
+                peer.writable = true;
+            }
+        }
         if peer.added {
             return Ok(());
         }
@@ -322,6 +331,7 @@ impl Endpoint {
         now: u64,
         key: PublicKey,
         hints: &[SocketAddr],
+        by: Origin,
     ) -> Result<SocketAddr, NetworkError> {
         self.tick(now);
         if self.crypto.is_none() {
@@ -338,7 +348,7 @@ impl Endpoint {
             (None, Some(first)) => *first,
             (None, None) => return Err(NetworkError::NoPath(key)),
         };
-        self.add(now, dial, Some(key))?;
+        self.add(now, dial, Some(key), by)?;
         let Some(id) = self.peers.at(dial) else {
             return Err(NetworkError::UnknownPeer(dial));
         };
@@ -353,12 +363,25 @@ impl Endpoint {
     }
 
     /// Close the session to `addr` gracefully and take it out of the route
-    /// table. Idempotent.
-    pub(crate) fn delete(&mut self, now: u64, addr: SocketAddr) {
+    /// table. Idempotent. A plugin cannot remove a peer the application
+    /// added: its delete demotes the peer (not writable, still in the route
+    /// table and reconnected with backoff) until the peer answers again.
+    pub(crate) fn delete(&mut self, now: u64, addr: SocketAddr, by: Origin) {
         self.tick(now);
         let Some(id) = self.peers.at(addr) else {
             return;
         };
+        if let Origin::Plugin(_) = by {
+            if let Some(peer) = self.peers.get_mut(id).filter(|p| p.added_by_app) {
+                if !peer.demoted {
+                    peer.demoted = true;
+                    peer.writable = false;
+                    self.counters.demotions += 1;
+                    tracing::debug!(%addr, "a plugin's delete of a peer the application added: demoted");
+                }
+                return;
+            }
+        }
         // A deleted peer may come back under another key.
         self.peers.clear_key(id);
         let Some(peer) = self.peers.get_mut(id) else {
@@ -366,6 +389,8 @@ impl Endpoint {
         };
         let was_added = peer.added;
         peer.added = false;
+        peer.added_by_app = false;
+        peer.demoted = false;
         peer.writable = false;
         peer.reconnect_at = None;
         peer.pinned = None;
@@ -382,7 +407,11 @@ impl Endpoint {
             None => self.forget(id),
         }
         if was_added {
-            self.emit(NodeEvent::NodeDeleted(name));
+            let reason = match by {
+                Origin::App => PeerReason::DeletedByUser,
+                Origin::Plugin(plugin) => PeerReason::DeletedByPlugin(plugin.to_string()),
+            };
+            self.emit(NodeEvent::NodeDeleted(name, reason));
         }
     }
 
@@ -760,7 +789,20 @@ impl Endpoint {
             let closed = match &mut peer.link {
                 Link::Plaintext(session) => {
                     session.flush(now);
+                    // A session the peer opened, whose address has not
+                    // proven it receives (no ACK of ours yet): what it gets
+                    // back stays within the amplification limit.
+                    let unproven =
+                        peer.direction == Direction::Inbound && session.rtt_ms().is_none();
                     while let Some(datagram) = session.poll_transmit() {
+                        let stats = session.stats();
+                        let limit = encrypted::AMPLIFICATION_FACTOR
+                            .saturating_mul(usize::try_from(stats.bytes_in).unwrap_or(usize::MAX));
+                        let sent = usize::try_from(stats.bytes_out).unwrap_or(usize::MAX);
+                        if unproven && sent > limit {
+                            self.counters.amplification_drops += 1;
+                            continue;
+                        }
                         self.transmits.push(to, &datagram, max_segments);
                     }
                     session.is_closed()

@@ -96,6 +96,11 @@ pub(super) struct Peer {
     pub(super) pending_bytes: usize,
     /// In the route table (added by the user or a plugin).
     pub(super) added: bool,
+    /// The application added it: plugins may demote it, never remove it.
+    pub(super) added_by_app: bool,
+    /// A plugin judged it dead and demoted it: not writable until it
+    /// answers again.
+    pub(super) demoted: bool,
     pub(super) writable: bool,
     pub(super) backoff: Duration,
     pub(super) reconnect_at: Option<u64>,
@@ -115,6 +120,9 @@ pub(super) struct Peer {
     pub(super) handshake_payload: Bytes,
     pub(super) handshake_advertised: Option<SocketAddr>,
     pub(super) last_error: Option<String>,
+    /// The session being replaced is replaced by one under a new key (the
+    /// disconnect it causes says `key_changed`).
+    pub(super) key_changed: bool,
     /// Someone waits for room in the queue: report it after every flush.
     pub(super) room_watched: bool,
 }
@@ -133,6 +141,8 @@ impl Peer {
             pending: VecDeque::new(),
             pending_bytes: 0,
             added,
+            added_by_app: false,
+            demoted: false,
             writable: added,
             backoff,
             reconnect_at: None,
@@ -148,6 +158,7 @@ impl Peer {
             handshake_advertised: None,
             last_error: None,
             room_watched: false,
+            key_changed: false,
         }
     }
 

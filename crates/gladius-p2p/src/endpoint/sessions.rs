@@ -10,7 +10,7 @@ use rand::Rng;
 
 use super::peer::{Link, Peer, PeerId};
 use super::{demux, Endpoint, Event, TimerKey};
-use crate::api::{NodeEvent, PeerInfo, Received};
+use crate::api::{NodeEvent, PeerInfo, PeerReason, Received};
 use crate::error::RequestError;
 use crate::session::{CloseCause, Inbound, Session, SessionEvent};
 use crate::state::Direction;
@@ -67,6 +67,7 @@ impl Endpoint {
                     tracing::debug!(%from, ?e, "datagram rejected by KCP");
                     return;
                 }
+                self.answered(id);
                 self.drain_events(id);
                 self.touch(id);
             }
@@ -114,6 +115,16 @@ impl Endpoint {
         peer.link = Link::Plaintext(session);
         self.drain_events(id);
         self.touch(id);
+    }
+
+    /// The peer sent something valid on its session: one a plugin demoted
+    /// (judged dead) is writable again.
+    pub(super) fn answered(&mut self, id: PeerId) {
+        if let Some(peer) = self.peers.get_mut(id).filter(|p| p.demoted) {
+            peer.demoted = false;
+            peer.writable = true;
+            tracing::debug!(addr = %peer.addr(), "a demoted peer answers: writable again");
+        }
     }
 
     /// Whether a new inbound session from `from` (for peer `id`, if known)
@@ -197,6 +208,10 @@ impl Endpoint {
                     }
                     peer.advertised = Some(advertised);
                     peer.last_error = None;
+                    if peer.demoted {
+                        peer.demoted = false;
+                        peer.writable = true;
+                    }
                     peer.backoff = self.config.reconnect_min;
                     let info = PeerInfo {
                         addr,
@@ -237,13 +252,22 @@ impl Endpoint {
                     if !matches!(cause, CloseCause::Local | CloseCause::Replaced) {
                         peer.last_error = Some(format!("{cause:?}"));
                     }
+                    let reason = match (&cause, std::mem::take(&mut peer.key_changed)) {
+                        (CloseCause::Replaced, true) => PeerReason::KeyChanged,
+                        (CloseCause::Replaced, false) => PeerReason::Replaced,
+                        (CloseCause::Local, _) => PeerReason::ClosedLocally,
+                        (CloseCause::Peer(_), _) => PeerReason::ClosedByPeer,
+                        (CloseCause::ConnectTimeout, _) => PeerReason::ConnectTimeout,
+                        (CloseCause::Dead, _) => PeerReason::IdleTimeout,
+                        (CloseCause::Protocol(_), _) => PeerReason::ProtocolError,
+                    };
                     // A replacing session carries on with the same peer;
                     // requests still queued go out on it.
                     if cause != CloseCause::Replaced {
                         self.fail_requests(id);
                     }
                     if was_connected {
-                        self.emit(NodeEvent::PeerDisconnected(addr));
+                        self.emit(NodeEvent::PeerDisconnected(addr, reason));
                     }
                 }
             }
@@ -289,10 +313,15 @@ impl Endpoint {
     }
 
     pub(super) fn fail_requests(&mut self, id: PeerId) {
+        self.fail_requests_with(id, || RequestError::SessionClosed);
+    }
+
+    /// End every request waiting for `id` with the error `error` makes.
+    pub(super) fn fail_requests_with(&mut self, id: PeerId, error: impl Fn() -> RequestError) {
         for (request, _) in self.requests.take_for(id) {
             self.events.push_back(Event::RequestDone {
                 id: request,
-                result: Err(RequestError::SessionClosed),
+                result: Err(error()),
             });
         }
     }
@@ -349,9 +378,16 @@ impl Endpoint {
             }
             if !peer.pending.is_empty() {
                 let addr = peer.addr();
-                tracing::debug!(%addr, frames = peer.pending.len(), "peer forgotten with frames never sent");
-                self.counters.abandoned_frames += peer.pending.len() as u64;
+                let frames = peer.pending.len() as u64;
+                tracing::debug!(%addr, frames, "peer forgotten with frames never sent");
+                self.counters.abandoned_frames += frames;
+                self.emit(NodeEvent::Abandoned(addr, frames));
             }
+            // Requests to it can get no reply now: say so rather than
+            // letting them run into their timeout.
+            self.fail_requests_with(id, || {
+                RequestError::NotSent(crate::SendFailure::NotConnected)
+            });
             if let Some(peer) = self.peers.remove(id) {
                 if peer.room_watched {
                     self.events.push_back(Event::Room {

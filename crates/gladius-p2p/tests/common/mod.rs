@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use gladius_p2p::{async_trait, Config, Network, PeerInfo, Plugin, Received};
+use gladius_p2p::{async_trait, Config, Network, PeerInfo, PeerReason, Plugin, Received};
 
 /// One hook call as a plugin saw it.
 #[derive(Debug, Clone, PartialEq)]
@@ -78,7 +78,7 @@ impl Plugin for Recorder {
     async fn node_added(&self, _net: &Network, addr: SocketAddr) {
         self.push(Event::NodeAdded(addr));
     }
-    async fn node_deleted(&self, _net: &Network, addr: SocketAddr) {
+    async fn node_deleted(&self, _net: &Network, addr: SocketAddr, _reason: &PeerReason) {
         self.push(Event::NodeDeleted(addr));
     }
     async fn peer_connected(&self, _net: &Network, peer: &PeerInfo) {
@@ -87,7 +87,7 @@ impl Plugin for Recorder {
     async fn peer_rejected(&self, _net: &Network, addr: SocketAddr, reason: &str) {
         self.push(Event::Rejected(addr, reason.to_owned()));
     }
-    async fn peer_disconnected(&self, _net: &Network, addr: SocketAddr) {
+    async fn peer_disconnected(&self, _net: &Network, addr: SocketAddr, _reason: &PeerReason) {
         self.push(Event::Disconnected(addr));
     }
     async fn new_message(&self, net: &Network, msg: &Received) {

@@ -5,7 +5,6 @@
 //! Ethereum library (ethers.js, web3.py, viem, go-ethereum).
 
 use std::fmt;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
@@ -317,19 +316,10 @@ impl EthKey {
     /// surrounding whitespace ignored). Warns if others may read it.
     pub fn load(path: impl AsRef<Path>) -> Result<Self, KeyError> {
         let path = path.as_ref();
-        let text = std::fs::read_to_string(path).map_err(|source| KeyError::Io {
+        let text = crate::keyfile::read(path).map_err(|source| KeyError::Io {
             path: path.to_owned(),
             source,
         })?;
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            if let Ok(meta) = std::fs::metadata(path) {
-                if meta.permissions().mode() & 0o077 != 0 {
-                    tracing::warn!(path = %path.display(), "key file is readable by others; chmod 600 it");
-                }
-            }
-        }
         Self::parse(&text, &path.display().to_string())
     }
 
@@ -337,20 +327,10 @@ impl EthKey {
     /// overwrite an existing one.
     pub fn save(&self, path: impl AsRef<Path>) -> Result<(), KeyError> {
         let path = path.as_ref();
-        let io = |source| KeyError::Io {
+        crate::keyfile::create(path, &self.secret_hex()).map_err(|source| KeyError::Io {
             path: path.to_owned(),
             source,
-        };
-        let mut opts = std::fs::OpenOptions::new();
-        opts.write(true).create_new(true);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            opts.mode(0o600);
-        }
-        let mut f = opts.open(path).map_err(io)?;
-        writeln!(f, "{}", self.secret_hex()).map_err(io)?;
-        f.sync_all().map_err(io)
+        })
     }
 
     /// Load the key at `path`, or generate one and save it there (0600)

@@ -221,7 +221,7 @@ struct Shared {
     bounds: Bounds,
     inner: Mutex<Inner>,
     net: Mutex<Option<Network>>,
-    task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    task: crate::background::Background,
     /// Readers of [`SignedStateHandle::changes`]; closed ones are pruned
     /// on the next accepted entry.
     watchers: Mutex<Vec<Feed<SignedEntry>>>,
@@ -497,7 +497,7 @@ impl SignedState {
             key,
             config,
             net: Mutex::new(None),
-            task: Mutex::new(None),
+            task: crate::background::Background::default(),
             watchers: Mutex::new(Vec::new()),
         });
         (
@@ -672,9 +672,7 @@ impl Plugin for SignedState {
                 }
             }
         });
-        if let Some(old) = lock(&self.shared.task).replace(task) {
-            old.abort();
-        }
+        self.shared.task.start(task);
     }
 
     async fn peer_connected(&self, net: &Network, peer: &PeerInfo) {
@@ -696,9 +694,7 @@ impl Plugin for SignedState {
     }
 
     async fn close(&self, _net: &Network) {
-        if let Some(task) = lock(&self.shared.task).take() {
-            task.abort();
-        }
+        self.shared.task.stop();
         *lock(&self.shared.net) = None;
     }
 }

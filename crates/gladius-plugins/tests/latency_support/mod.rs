@@ -139,6 +139,16 @@ pub async fn in_route_table(net: &Network, peer: SocketAddr) -> bool {
         .is_some_and(|p| p.in_route_table)
 }
 
+/// Whether `peer` is writable at `net` (a dead peer the application added
+/// is demoted: not writable, still in the route table).
+pub async fn is_writable(net: &Network, peer: SocketAddr) -> bool {
+    net.network_state()
+        .await
+        .unwrap()
+        .peer(peer)
+        .is_some_and(|p| p.writable)
+}
+
 /// Socket tests run one at a time so that timing assertions do not compete
 /// with each other for the two cores.
 pub async fn serial() -> tokio::sync::MutexGuard<'static, ()> {

@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 
 use super::world::*;
+use crate::api::Origin;
 use crate::endpoint::dedup_in_order;
 use crate::state::ConnectionState;
 
@@ -12,7 +13,9 @@ fn two_endpoints_handshake_and_deliver_everything_in_order_over_a_lossy_link() {
     w.spawn(addr(1), 1);
     w.spawn(addr(2), 2);
     let now = w.now;
-    w.node(addr(1)).add(now, addr(2), None).expect("add");
+    w.node(addr(1))
+        .add(now, addr(2), None, Origin::App)
+        .expect("add");
     for i in 0..200 {
         w.send(addr(1), addr(2), &format!("m{i}"));
     }
@@ -40,7 +43,9 @@ fn the_same_seed_gives_the_same_run_and_another_seed_another() {
         }
         for i in 2..=4u16 {
             let now = w.now;
-            w.node(addr(i)).add(now, addr(1), None).expect("add");
+            w.node(addr(i))
+                .add(now, addr(1), None, Origin::App)
+                .expect("add");
             w.send(addr(i), addr(1), "hello");
         }
         w.run_until(10_000);

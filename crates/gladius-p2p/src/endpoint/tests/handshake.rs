@@ -3,6 +3,7 @@
 use rand::Rng;
 
 use super::world::*;
+use crate::api::Origin;
 use crate::state::ConnectionState;
 
 #[test]
@@ -19,7 +20,9 @@ fn a_swarm_that_dials_in_every_direction_at_once_connects_every_pair() {
         }
         for i in 2..=n {
             let now = w.now;
-            w.node(addr(i)).add(now, addr(1), None).expect("add");
+            w.node(addr(i))
+                .add(now, addr(1), None, Origin::App)
+                .expect("add");
         }
         let mut pairs = Vec::new();
         for i in 2..=n {
@@ -35,7 +38,9 @@ fn a_swarm_that_dials_in_every_direction_at_once_connects_every_pair() {
             t += w.rng.gen_range(0..20);
             w.run_until(t);
             let now = w.now;
-            w.node(addr(i)).add(now, addr(j), None).expect("add");
+            w.node(addr(i))
+                .add(now, addr(j), None, Origin::App)
+                .expect("add");
         }
         w.run_until(t + 30_000);
         for i in 2..=n {

@@ -9,11 +9,13 @@ use rand::{Rng, RngCore, SeedableRng};
 
 use super::world::*;
 use crate::api::NodeEvent;
+use crate::api::Origin;
 use crate::crypto::packet::{index_from, InitPacket};
 use crate::crypto::COOKIE_LEN;
 use crate::endpoint::Event;
 use crate::error::RequestError;
 use crate::wire::Message;
+use crate::Config;
 
 /// Quick keepalives and a short idle timeout, so deaths show in seconds.
 fn quick(key: u8, seed: u64) -> crate::Config {
@@ -68,7 +70,7 @@ fn a_flooded_endpoint_still_runs_its_timers() {
         "the request times out at its deadline"
     );
     let dead = events.iter().find_map(|(t, e)| match e {
-        Event::Node(NodeEvent::PeerDisconnected(p)) if *p == d => Some(*t),
+        Event::Node(NodeEvent::PeerDisconnected(p, _)) if *p == d => Some(*t),
         _ => None,
     });
     // D was last heard at most one keepalive interval before it vanished.
@@ -250,4 +252,69 @@ fn many_inits_in_a_burst_meet_cookies_before_the_table_is_half_full() {
         assert_eq!(inbox.len(), 1, "one answer per Init");
     }
     assert_eq!(w.state(b).counters.cookies_sent, 150);
+}
+
+/// Bytes each way between two addresses in a world's trace.
+fn bytes_between(w: &World, from: SocketAddr, to: SocketAddr) -> usize {
+    w.trace
+        .iter()
+        .filter(|(_, f, t, _)| *f == from && *t == to)
+        .map(|(_, _, _, len)| len)
+        .sum()
+}
+
+#[test]
+fn a_spoofed_opener_draws_at_most_three_times_its_bytes() {
+    // Plaintext: one session opener from an address that never answers
+    // (spoofed) must not earn a stream of retransmissions and keepalives.
+    let mut w = World::new(15, 10, 0.0);
+    let plaintext = |seed| Config::default().with_plaintext(true).with_rng_seed(seed);
+    w.spawn_with(addr(1), plaintext(1));
+    w.spawn_with(addr(66), plaintext(2));
+    let now = w.now;
+    w.node(addr(66))
+        .add(now, addr(1), None, Origin::App)
+        .expect("add");
+    w.collect();
+    w.nodes.remove(&addr(66)); // the victim never answers
+    w.run_until(60_000);
+    let (sent, got) = (
+        bytes_between(&w, addr(66), addr(1)),
+        bytes_between(&w, addr(1), addr(66)),
+    );
+    assert!(sent > 0);
+    assert!(got <= 3 * sent, "{got} bytes back for {sent}");
+    let c = w.nodes[&addr(1)].endpoint.state(w.now).counters;
+    assert!(c.amplification_drops > 0, "{c:?}");
+
+    // Encrypted: an Init replayed from a spoofed address draws Responses
+    // worth at most three times the Inits, and a flood of them far less.
+    let mut w = World::new(16, 10, 0.0);
+    w.spawn(addr(1), 1);
+    w.spawn(addr(66), 66);
+    let now = w.now;
+    w.node(addr(66))
+        .add(now, addr(1), None, Origin::App)
+        .expect("add");
+    let init = w
+        .node(addr(66))
+        .poll_transmit(now, 8)
+        .expect("init")
+        .payload;
+    w.nodes.remove(&addr(66));
+    // The same Init every 10 ms for a second.
+    for _ in 0..100 {
+        let now = w.now;
+        w.node(addr(1)).handle_datagram(now, addr(66), &init);
+        w.collect();
+        w.run_until(now + 10);
+    }
+    w.run_until(10_000);
+    let got = bytes_between(&w, addr(1), addr(66));
+    let sent = 100 * init.len();
+    assert!(got <= 3 * sent, "{got} bytes back for {sent}");
+    assert!(
+        got < sent,
+        "duplicates are throttled: {got} bytes for {sent}"
+    );
 }

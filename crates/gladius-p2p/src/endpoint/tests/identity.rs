@@ -1,6 +1,7 @@
 //! Peers are keys with paths: new ports, new keys, pins, merges, peers added by key.
 
 use super::world::*;
+use crate::api::{Origin, PeerReason};
 use crate::state::ConnectionState;
 
 #[test]
@@ -11,7 +12,9 @@ fn a_peer_that_returns_on_a_new_port_with_its_key_keeps_its_entry() {
     w.nodes.remove(&addr(2));
     w.spawn(addr(3), 2);
     let now = w.now;
-    w.node(addr(3)).add(now, addr(1), None).expect("add");
+    w.node(addr(3))
+        .add(now, addr(1), None, Origin::App)
+        .expect("add");
     w.send(addr(3), addr(1), "back");
     w.run_until(6_000);
     assert_eq!(w.bodies(addr(1)), vec!["back".to_owned()]);
@@ -38,7 +41,9 @@ fn a_new_key_at_a_live_session_is_refused_while_the_session_answers() {
     // attacker is refused every time it tries.
     w.spawn_impostor(addr(200), addr(2), 9);
     let now = w.now;
-    w.node(addr(200)).add(now, addr(1), None).expect("add");
+    w.node(addr(200))
+        .add(now, addr(1), None, Origin::App)
+        .expect("add");
     w.send(addr(200), addr(1), "impostor");
     w.run_until(15_000);
     assert!(w.bodies(addr(1)).is_empty(), "nothing from the impostor");
@@ -62,7 +67,9 @@ fn a_restarted_peer_with_a_new_key_takes_its_entry_over_within_a_probe() {
     w.nodes.remove(&addr(2));
     w.spawn(addr(2), 9);
     let restarted = w.now;
-    w.node(addr(2)).add(restarted, addr(1), None).expect("add");
+    w.node(addr(2))
+        .add(restarted, addr(1), None, Origin::App)
+        .expect("add");
     w.send(addr(2), addr(1), "back");
     let mut t = restarted;
     while w.bodies(addr(1)).is_empty() && t < restarted + 10_000 {
@@ -78,6 +85,11 @@ fn a_restarted_peer_with_a_new_key_takes_its_entry_over_within_a_probe() {
     assert_eq!(peer.public_key, Some(new_key));
     assert!(peer.in_route_table && peer.writable);
     assert_eq!(state.counters.key_changes, 1);
+    assert_eq!(
+        w.nodes[&addr(1)].endings,
+        vec![("disconnected", addr(2), PeerReason::KeyChanged)],
+        "the old session ends saying why"
+    );
     w.nodes[&addr(1)].endpoint.peers.check_indices();
 }
 
@@ -88,7 +100,9 @@ fn a_pinned_peer_never_changes_key() {
     w.spawn(addr(2), 9);
     let key2 = key(2);
     let now = w.now;
-    w.node(addr(1)).add(now, addr(2), Some(key2)).expect("add");
+    w.node(addr(1))
+        .add(now, addr(2), Some(key2), Origin::App)
+        .expect("add");
     w.run_until(5_000);
     let state = w.nodes[&addr(1)].endpoint.state(w.now);
     let peer = state.peer(addr(2)).expect("peer");
@@ -107,14 +121,18 @@ fn an_address_added_before_its_key_merges_with_the_peer_that_proves_it() {
     w.spawn(addr(1), 1);
     w.spawn(addr(2), 2);
     let now = w.now;
-    w.node(addr(2)).add(now, addr(1), None).expect("add");
+    w.node(addr(2))
+        .add(now, addr(1), None, Origin::App)
+        .expect("add");
     w.send(addr(2), addr(1), "first");
     w.run_until(2_000);
     // The second address: node 2 again, moved (same key, new port).
     let moved = w.nodes.remove(&addr(2)).expect("node 2");
     w.insert(addr(4), moved.endpoint);
     let now = w.now;
-    w.node(addr(1)).add(now, addr(4), None).expect("add");
+    w.node(addr(1))
+        .add(now, addr(4), None, Origin::App)
+        .expect("add");
     w.run_until(4_000);
     let state = w.nodes[&addr(1)].endpoint.state(w.now);
     w.nodes[&addr(1)].endpoint.peers.check_indices();
@@ -140,17 +158,21 @@ fn a_peer_added_by_key_is_dialled_at_its_hint_and_must_prove_the_key() {
     let now = w.now;
     let unknown = key(42);
     assert!(matches!(
-        w.node(addr(1)).add_key(now, unknown, &[]),
+        w.node(addr(1)).add_key(now, unknown, &[], Origin::App),
         Err(crate::NetworkError::NoPath(_))
     ));
     // Right key at the hint: connected, in the route table, pinned.
     assert_eq!(
-        w.node(addr(1)).add_key(now, key2, &[addr(2)]).ok(),
+        w.node(addr(1))
+            .add_key(now, key2, &[addr(2)], Origin::App)
+            .ok(),
         Some(addr(2))
     );
     // Wrong key at the hint (node 3 lives there): never connected.
     assert_eq!(
-        w.node(addr(1)).add_key(now, unknown, &[addr(3)]).ok(),
+        w.node(addr(1))
+            .add_key(now, unknown, &[addr(3)], Origin::App)
+            .ok(),
         Some(addr(3))
     );
     w.run_until(5_000);
@@ -165,6 +187,9 @@ fn a_peer_added_by_key_is_dialled_at_its_hint_and_must_prove_the_key() {
     assert!(state.counters.pin_mismatches >= 1);
     // Known by key now: no hint needed, and it is the same peer.
     let now = w.now;
-    assert_eq!(w.node(addr(1)).add_key(now, key2, &[]).ok(), Some(addr(2)));
+    assert_eq!(
+        w.node(addr(1)).add_key(now, key2, &[], Origin::App).ok(),
+        Some(addr(2))
+    );
     assert_eq!(w.nodes[&addr(1)].endpoint.state(w.now).peers.len(), 2);
 }

@@ -20,7 +20,7 @@ use std::sync::Arc;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use crate::api::{NodeEvent, Targets};
+use crate::api::{NodeEvent, Origin, PeerReason, Targets};
 use crate::crypto::{Identity, PublicKey};
 use crate::endpoint::{Endpoint, Event};
 use crate::state::{ConnectionState, NetworkState, PeerState};
@@ -58,6 +58,10 @@ pub(super) struct Node {
     pub(super) messages: Vec<(SocketAddr, Option<PublicKey>, String)>,
     /// `PeerConnected` events so far.
     pub(super) connected: usize,
+    /// `connect_failed` events: the peer and the reason.
+    pub(super) failures: Vec<(SocketAddr, String)>,
+    /// `peer_disconnected` and `node_deleted` events with their reasons.
+    pub(super) endings: Vec<(&'static str, SocketAddr, PeerReason)>,
     /// Every event, with the virtual time it came out.
     pub(super) events: Vec<(u64, Event)>,
     /// Virtual CPU time one datagram costs this node's driver, ms: with
@@ -130,6 +134,15 @@ impl Node {
                     String::from_utf8_lossy(m.message().body()).into_owned(),
                 )),
                 Event::Node(NodeEvent::PeerConnected(_)) => self.connected += 1,
+                Event::Node(NodeEvent::ConnectFailed(a, why)) => {
+                    self.failures.push((*a, why.to_string()))
+                }
+                Event::Node(NodeEvent::PeerDisconnected(a, why)) => {
+                    self.endings.push(("disconnected", *a, why.clone()))
+                }
+                Event::Node(NodeEvent::NodeDeleted(a, why)) => {
+                    self.endings.push(("deleted", *a, why.clone()))
+                }
                 _ => {}
             }
             self.events.push((now, event));
@@ -225,6 +238,8 @@ impl World {
             addr: at,
             messages: Vec::new(),
             connected: 0,
+            failures: Vec::new(),
+            endings: Vec::new(),
             events: Vec::new(),
             read_cost: 0,
             busy_until: 0,
@@ -284,7 +299,7 @@ impl World {
 
     /// Flush every node that is not busy (after commands the test gave
     /// it) into the network.
-    fn collect(&mut self) {
+    pub(super) fn collect(&mut self) {
         let now = self.now;
         let mut sent = Vec::new();
         for node in self.nodes.values_mut().filter(|n| n.busy_until <= now) {
@@ -334,6 +349,7 @@ impl World {
                 .filter(|n| n.addr == d.to)
                 .peekable();
             if listeners.peek().is_none() {
+                self.trace.push((now, d.from, d.to, d.bytes.len()));
                 self.inboxes.entry(d.to).or_default().push((now, d));
                 continue;
             }
@@ -365,7 +381,7 @@ impl World {
     /// `at` adds `to` to its route table.
     pub(super) fn add(&mut self, at: SocketAddr, to: SocketAddr) {
         let now = self.now;
-        self.node(at).add(now, to, None).expect("add");
+        self.node(at).add(now, to, None, Origin::App).expect("add");
     }
 
     /// The bodies `at` received, in order.

@@ -1,0 +1,300 @@
+//! `gladius node --config FILE`: the node's settings in TOML, merged with
+//! the command line (a flag given overrides the file's value).
+//!
+//! Every key is optional and documented in `docs/gladius.example.toml`,
+//! which shows every key with its default; a key this version does not know
+//! is an error naming it (a misspelt setting must not be silently ignored).
+//! Durations are integers with their unit in the name (`interval_ms`).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use gladius_plugins::discovery::DiscoveryConfig;
+use gladius_plugins::latency::LatencyConfig;
+use gladius_plugins::signed_state::SignedStateConfig;
+use serde::Deserialize;
+
+use crate::NodeArgs;
+
+/// The file, as written. Absent keys keep their defaults.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FileConfig {
+    listen: Option<String>,
+    #[serde(default)]
+    peers: Vec<String>,
+    data_dir: Option<PathBuf>,
+    api: Option<String>,
+    #[serde(default)]
+    insecure: bool,
+    #[serde(default)]
+    discovery: DiscoverySection,
+    #[serde(default)]
+    latency: LatencySection,
+    #[serde(default)]
+    signed_state: SignedStateSection,
+}
+
+/// `[discovery]`: the fields of [`DiscoveryConfig`].
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DiscoverySection {
+    table_size: Option<usize>,
+    interval_ms: Option<u64>,
+    fanout: Option<usize>,
+    max_entries: Option<usize>,
+    max_pending: Option<usize>,
+    connect_deadline_ms: Option<u64>,
+    disconnect_grace_ms: Option<u64>,
+    tombstone_ttl_ms: Option<u64>,
+    retry_min_ms: Option<u64>,
+    retry_max_ms: Option<u64>,
+    promote_inbound: Option<bool>,
+}
+
+/// `[latency]`: the fields of [`LatencyConfig`].
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LatencySection {
+    interval_ms: Option<u64>,
+    timeout_ms: Option<u64>,
+    suspect_after: Option<u32>,
+    dead_after: Option<u32>,
+    delete_on_dead: Option<bool>,
+    probe: Option<bool>,
+    window: Option<usize>,
+}
+
+/// `[signed_state]`: the fields of [`SignedStateConfig`].
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SignedStateSection {
+    fanout: Option<usize>,
+    sync_interval_ms: Option<u64>,
+    max_clock_skew_ms: Option<u64>,
+    max_entries: Option<usize>,
+    max_field_len: Option<usize>,
+    max_value_len: Option<usize>,
+}
+
+/// What `gladius node` runs with: the file, then the flags over it.
+#[derive(Debug)]
+pub(crate) struct NodeSettings {
+    pub(crate) listen: String,
+    pub(crate) peers: Vec<String>,
+    pub(crate) data_dir: Option<PathBuf>,
+    pub(crate) api: Option<String>,
+    pub(crate) insecure: bool,
+    pub(crate) discovery: DiscoveryConfig,
+    pub(crate) latency: LatencyConfig,
+    pub(crate) signed_state: SignedStateConfig,
+}
+
+/// Read and parse a configuration file.
+pub(crate) fn load(path: &Path) -> Result<FileConfig, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read --config {}: {e}", path.display()))?;
+    parse(&text).map_err(|e| format!("--config {}: {e}", path.display()))
+}
+
+/// Parse a configuration file's text (unknown keys are errors).
+pub(crate) fn parse(text: &str) -> Result<FileConfig, String> {
+    toml::from_str(text).map_err(|e| e.to_string())
+}
+
+impl NodeSettings {
+    /// The settings from the file (if any) with the flags over it.
+    pub(crate) fn resolve(args: NodeArgs) -> Result<Self, String> {
+        let file = match &args.config {
+            Some(path) => load(path)?,
+            None => FileConfig::default(),
+        };
+        let ms = Duration::from_millis;
+        let listen = args
+            .listen
+            .or(file.listen)
+            .ok_or("no address to listen on: give --listen HOST:PORT or `listen` in --config")?;
+
+        let mut discovery = DiscoveryConfig::default();
+        let d = file.discovery;
+        set(&mut discovery.table_size, args.table_size.or(d.table_size));
+        set(&mut discovery.interval, d.interval_ms.map(ms));
+        set(&mut discovery.fanout, d.fanout);
+        set(&mut discovery.max_entries, d.max_entries);
+        set(&mut discovery.max_pending, d.max_pending);
+        set(
+            &mut discovery.connect_deadline,
+            d.connect_deadline_ms.map(ms),
+        );
+        set(
+            &mut discovery.disconnect_grace,
+            d.disconnect_grace_ms.map(ms),
+        );
+        set(&mut discovery.tombstone_ttl, d.tombstone_ttl_ms.map(ms));
+        set(&mut discovery.retry_min, d.retry_min_ms.map(ms));
+        set(&mut discovery.retry_max, d.retry_max_ms.map(ms));
+        set(&mut discovery.promote_inbound, d.promote_inbound);
+
+        let mut latency = LatencyConfig::default();
+        let l = file.latency;
+        set(&mut latency.interval, l.interval_ms.map(ms));
+        set(&mut latency.timeout, l.timeout_ms.map(ms));
+        set(&mut latency.suspect_after, l.suspect_after);
+        set(&mut latency.dead_after, l.dead_after);
+        set(&mut latency.delete_on_dead, l.delete_on_dead);
+        set(&mut latency.probe, l.probe);
+        set(&mut latency.window, l.window);
+
+        let mut signed_state = SignedStateConfig::default();
+        let s = file.signed_state;
+        set(&mut signed_state.fanout, s.fanout);
+        set(&mut signed_state.sync_interval, s.sync_interval_ms.map(ms));
+        set(
+            &mut signed_state.max_clock_skew,
+            s.max_clock_skew_ms.map(ms),
+        );
+        set(&mut signed_state.max_entries, s.max_entries);
+        set(&mut signed_state.max_field_len, s.max_field_len);
+        set(&mut signed_state.max_value_len, s.max_value_len);
+
+        Ok(NodeSettings {
+            listen,
+            peers: if args.peers.is_empty() {
+                file.peers
+            } else {
+                args.peers
+            },
+            data_dir: args.data_dir.or(file.data_dir),
+            api: args.api.or(file.api),
+            insecure: args.insecure || file.insecure,
+            discovery,
+            latency,
+            signed_state,
+        })
+    }
+}
+
+fn set<T>(field: &mut T, value: Option<T>) {
+    if let Some(v) = value {
+        *field = v;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXAMPLE: &str = include_str!("../../../docs/gladius.example.toml");
+
+    fn args(config: Option<&str>) -> NodeArgs {
+        NodeArgs {
+            listen: None,
+            peers: Vec::new(),
+            data_dir: None,
+            insecure: false,
+            api: None,
+            config: config.map(PathBuf::from),
+            table_size: None,
+        }
+    }
+
+    /// The example sets every key to its default: it parses, and running
+    /// with it is running with the defaults.
+    #[test]
+    fn the_example_file_is_complete_and_shows_the_defaults() {
+        let file = parse(EXAMPLE).expect("the example parses");
+        assert!(file.listen.is_some() && !file.peers.is_empty() && file.api.is_some());
+        let d = &file.discovery;
+        let all_set = [
+            d.table_size.is_some(),
+            d.interval_ms.is_some(),
+            d.fanout.is_some(),
+            d.max_entries.is_some(),
+            d.max_pending.is_some(),
+            d.connect_deadline_ms.is_some(),
+            d.disconnect_grace_ms.is_some(),
+            d.tombstone_ttl_ms.is_some(),
+            d.retry_min_ms.is_some(),
+            d.retry_max_ms.is_some(),
+            d.promote_inbound.is_some(),
+        ];
+        assert!(all_set.iter().all(|s| *s), "[discovery] lacks a key");
+        let dir = std::env::temp_dir().join(format!("gladius-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("example.toml");
+        std::fs::write(&path, EXAMPLE).unwrap();
+        let s = NodeSettings::resolve(args(path.to_str())).unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(s.discovery, DiscoveryConfig::default());
+        assert_eq!(s.latency, LatencyConfig::default());
+        let (got, want) = (&s.signed_state, SignedStateConfig::default());
+        assert_eq!(
+            (
+                got.fanout,
+                got.sync_interval,
+                got.max_clock_skew,
+                got.max_entries
+            ),
+            (
+                want.fanout,
+                want.sync_interval,
+                want.max_clock_skew,
+                want.max_entries
+            )
+        );
+        assert_eq!(
+            (got.max_field_len, got.max_value_len),
+            (want.max_field_len, want.max_value_len)
+        );
+    }
+
+    #[test]
+    fn unknown_keys_are_errors_naming_the_key() {
+        for (text, key) in [
+            ("lisen = \"127.0.0.1:1\"", "lisen"),
+            ("[discovery]\ntable_sise = 3", "table_sise"),
+            ("[latency]\ninterval = 3", "interval"),
+            ("[gossip]\nx = 1", "gossip"),
+        ] {
+            let e = parse(text).unwrap_err();
+            assert!(e.contains(&format!("`{key}`")), "{text}: {e}");
+        }
+        let e = parse("listen = 7").unwrap_err();
+        assert!(e.contains("listen"), "{e}");
+    }
+
+    #[test]
+    fn flags_override_the_file() {
+        let dir = std::env::temp_dir().join(format!("gladius-config-o-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("c.toml");
+        std::fs::write(
+            &path,
+            "listen = \"127.0.0.1:1\"\npeers = [\"127.0.0.1:2\"]\napi = \"127.0.0.1:3\"\n\
+             [discovery]\ntable_size = 5\n[latency]\ninterval_ms = 2000\ntimeout_ms = 500\n",
+        )
+        .unwrap();
+        let mut a = args(path.to_str());
+        let s = NodeSettings::resolve(args(path.to_str())).unwrap();
+        assert_eq!(
+            (s.listen.as_str(), s.api.as_deref()),
+            ("127.0.0.1:1", Some("127.0.0.1:3"))
+        );
+        assert_eq!(s.peers, vec!["127.0.0.1:2"]);
+        assert_eq!(s.discovery.table_size, 5);
+        assert_eq!(s.latency.interval, Duration::from_secs(2));
+        a.listen = Some("127.0.0.1:9".into());
+        a.peers = vec!["127.0.0.1:8".into()];
+        a.table_size = Some(7);
+        let s = NodeSettings::resolve(a).unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(s.listen, "127.0.0.1:9");
+        assert_eq!(s.peers, vec!["127.0.0.1:8"]);
+        assert_eq!(s.discovery.table_size, 7);
+        assert_eq!(s.latency.interval, Duration::from_secs(2), "file kept");
+        assert!(
+            NodeSettings::resolve(args(None)).is_err(),
+            "no listen at all"
+        );
+    }
+}

@@ -1,0 +1,117 @@
+//! What each counter of `network_state()` and of the latency audit means:
+//! the `# HELP` of `/metrics` and the explanation the status page shows
+//! next to a counter. One table, so both say the same.
+
+use serde_json::{json, Value};
+
+/// A counter: its name in the JSON snapshot, whether a non-zero value
+/// means something went wrong, and what it counts.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct CounterHelp {
+    pub(crate) name: &'static str,
+    pub(crate) is_error: bool,
+    pub(crate) help: &'static str,
+}
+
+const fn c(name: &'static str, is_error: bool, help: &'static str) -> CounterHelp {
+    CounterHelp {
+        name,
+        is_error,
+        help,
+    }
+}
+
+/// `network_state().counters` (gladius_p2p::Counters).
+pub(crate) const NODE: &[CounterHelp] = &[
+    c("datagrams_in", false, "UDP datagrams received."),
+    c("datagrams_out", false, "UDP datagrams sent."),
+    c("malformed_datagrams", true, "Datagrams that were not valid KCP (truncated, bad header, wrong conversation); dropped. Garbage on the port, or a peer of another version."),
+    c("unknown_session_datagrams", true, "Valid-looking datagrams for no session that could not open one; dropped. Usually late packets of a session that just closed."),
+    c("refused_sessions", true, "Inbound sessions refused: unknown peers refused by the configuration, or the inbound session limit reached."),
+    c("simultaneous_open_drops", false, "Session openers dropped as stale: the losing side of a simultaneous open, or a late copy of an opener. Normal when two nodes add each other."),
+    c("checksum_failures", true, "Messages dropped for a bad CRC-32C: corrupted above KCP (a bug or a hostile peer)."),
+    c("wrong_sender", true, "Messages dropped because their sender differed from the address the peer authenticated with."),
+    c("protocol_errors", true, "Sessions closed for a protocol violation (a bad or oversized frame)."),
+    c("unmatched_replies", true, "Replies matching no outstanding request, usually replies that came after the request timed out."),
+    c("send_errors", true, "Socket send errors (the kernel refused a datagram: no route, buffer full)."),
+    c("queue_full", true, "Sends refused because a peer's queue was full: the peer (or the path) is slower than the sender. The sender was told (SendReport)."),
+    c("dead_sessions", true, "Sessions closed because the peer went silent or KCP gave up retransmitting."),
+    c("abandoned_frames", true, "Frames queued to a peer that was forgotten before a session to it was established (it never answered, or was deleted)."),
+    c("encryption_mismatches", true, "Session openers from a node of the other mode (plaintext vs encrypted), answered with a Reject."),
+    c("rejected_by_peer", true, "Our connection attempts the peer answered with a Reject (it runs in the other mode)."),
+    c("pin_mismatches", true, "Handshakes refused because the peer's key is not the pinned one: a different node at that address, or an impostor."),
+    c("key_conflicts", true, "Handshakes that proved another key at the address of a peer whose session is still live: refused (an impostor, or a restart before the old session ended)."),
+    c("amplification_drops", true, "Datagrams not sent to an address that has not proven it receives (it opened a session or handshake and never answered): it would have got more than 3x the bytes it sent. Many of these: someone is spoofing source addresses at this node."),
+    c("demotions", false, "Deletes by a plugin (e.g. the latency audit judging a peer dead) of a peer you added: it stays in the route table, not writable, retried with backoff, and is writable again once it answers."),
+    c("key_changes", false, "Peers added by address that came back under a new key once their old session was gone (a restart with a fresh identity)."),
+    c("bad_handshakes", true, "Handshake messages that did not authenticate or did not fit a handshake in progress."),
+    c("handshake_timeouts", true, "Our handshakes that got no answer in time (peer down, or UDP blocked)."),
+    c("throttled_handshakes", true, "Handshake initiations dropped: too soon after the previous one from the same address, or the half-open table full (a flood)."),
+    c("cookies_sent", false, "Cookie replies sent to initiators while under handshake load (DoS protection at work)."),
+    c("decrypt_failures", true, "Sealed datagrams that failed authentication: forged or corrupted on the way."),
+    c("replayed_datagrams", true, "Sealed datagrams rejected by the replay window: replayed, duplicated by the network, or too old."),
+    c("rekeys", false, "Sessions closed to re-key before the nonce limit (normal on long, busy sessions)."),
+];
+
+/// The latency audit's counters (gladius_plugins::latency::LatencyCounters).
+pub(crate) const LATENCY: &[CounterHelp] = &[
+    c("pings_sent", false, "Latency audit: pings sent."),
+    c("pongs_received", false, "Latency audit: pongs received in time."),
+    c("pings_missed", true, "Latency audit: pings that got no valid pong in time (lost, late or peer down); enough in a row make a peer suspect, then dead."),
+    c("bad_pongs", true, "Latency audit: pongs that did not decode or did not echo the nonce (also counted as missed)."),
+    c("pings_answered", false, "Latency audit: peers' pings this node answered."),
+    c("bad_pings", true, "Latency audit: latency.ping messages that were not requests or did not decode (not answered)."),
+    c("peers_deleted", true, "Latency audit: peers deleted because they were dead (missed too many pings in a row)."),
+];
+
+/// The explanation of `name` in `table`, or a generic line for a counter
+/// this table does not know yet (a newer core).
+pub(crate) fn help(table: &[CounterHelp], name: &str) -> String {
+    table.iter().find(|c| c.name == name).map_or_else(
+        || format!("Counter `{name}` of the node."),
+        |c| c.help.to_owned(),
+    )
+}
+
+/// Both tables as JSON (`{"node":{name:{error,help}},"latency":{…}}`),
+/// for the status page.
+pub(crate) fn as_json() -> Value {
+    let table = |t: &[CounterHelp]| -> Value {
+        t.iter()
+            .map(|c| {
+                (
+                    c.name.to_owned(),
+                    json!({"error": c.is_error, "help": c.help}),
+                )
+            })
+            .collect::<serde_json::Map<_, _>>()
+            .into()
+    };
+    json!({"node": table(NODE), "latency": table(LATENCY)})
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every counter the snapshot has is explained, and nothing else: a
+    /// counter added to the core must be added here.
+    #[test]
+    fn the_tables_name_exactly_the_counters_of_the_snapshots() {
+        let names = |v: Value| -> Vec<String> {
+            let mut n: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
+            n.sort();
+            n
+        };
+        let sorted = |t: &[CounterHelp]| -> Vec<String> {
+            let mut n: Vec<String> = t.iter().map(|c| c.name.to_owned()).collect();
+            n.sort();
+            n
+        };
+        let node = serde_json::to_value(gladius_p2p::Counters::default()).unwrap();
+        assert_eq!(sorted(NODE), names(node));
+        let latency =
+            serde_json::to_value(gladius_plugins::latency::LatencyCounters::default()).unwrap();
+        assert_eq!(sorted(LATENCY), names(latency));
+    }
+}

@@ -1,0 +1,358 @@
+//! Unit tests of the tree logic: a handful of states wired by hand, frames
+//! delivered at once in FIFO order, timers fired explicitly.
+
+use super::*;
+use crate::gossip::sim::EPOCH_MS;
+
+const NOW: u64 = EPOCH_MS;
+
+fn topic() -> Topic {
+    Topic::new("t").unwrap()
+}
+
+fn node(i: u8, config: GossipConfig) -> State<u8> {
+    let mut s = State::new(GossipKey::from_bytes(&[i + 1; 32]), config, u64::from(i));
+    s.subscribe(NOW, topic()).unwrap();
+    s
+}
+
+/// Nodes with links between them; `cut` drops frames on a link.
+struct Net {
+    nodes: Vec<State<u8>>,
+    delivered: Vec<Vec<GossipMessage>>,
+    timers: Vec<(u64, u8, Timer)>,
+    cut: Vec<(u8, u8)>,
+}
+
+impl Net {
+    fn new(n: u8, links: &[(u8, u8)], config: GossipConfig) -> Self {
+        let mut net = Net {
+            nodes: (0..n).map(|i| node(i, config.clone())).collect(),
+            delivered: vec![Vec::new(); usize::from(n)],
+            timers: Vec::new(),
+            cut: Vec::new(),
+        };
+        for &(a, b) in links {
+            net.nodes[usize::from(a)].handle(NOW, InEvent::PeerUp(b));
+            net.nodes[usize::from(b)].handle(NOW, InEvent::PeerUp(a));
+        }
+        net.pump(NOW);
+        net
+    }
+
+    /// Deliver every frame (FIFO) until quiet.
+    fn pump(&mut self, now: u64) {
+        let mut queue = VecDeque::new();
+        loop {
+            for (i, s) in self.nodes.iter_mut().enumerate() {
+                let i = i as u8;
+                while let Some(t) = s.poll_transmit() {
+                    queue.push_back((i, t.to, t.frame));
+                }
+                while let Some((at, timer)) = s.poll_timer() {
+                    self.timers.push((at, i, timer));
+                }
+                while let Some(m) = s.poll_delivery() {
+                    self.delivered[usize::from(i)].push(m);
+                }
+            }
+            let Some((from, to, frame)) = queue.pop_front() else {
+                return;
+            };
+            if self.cut.contains(&(from, to)) {
+                continue;
+            }
+            self.nodes[usize::from(to)].handle(now, InEvent::Message { from, frame });
+        }
+    }
+
+    fn fire_timers(&mut self, until: u64) {
+        let due: Vec<_> = self
+            .timers
+            .iter()
+            .filter(|t| t.0 <= until)
+            .copied()
+            .collect();
+        self.timers.retain(|t| t.0 > until);
+        for (at, i, timer) in due {
+            self.nodes[usize::from(i)].handle(at, InEvent::Timer(timer));
+            self.pump(at);
+        }
+    }
+
+    fn publish(&mut self, i: u8, body: &'static [u8]) -> MessageId {
+        let id = self.nodes[usize::from(i)]
+            .publish(NOW, topic(), Bytes::from_static(body))
+            .unwrap();
+        self.pump(NOW);
+        id
+    }
+
+    fn got(&self, i: u8, id: MessageId) -> usize {
+        self.delivered[usize::from(i)]
+            .iter()
+            .filter(|m| m.id == id)
+            .count()
+    }
+}
+
+fn triangle() -> Net {
+    Net::new(3, &[(0, 1), (0, 2), (1, 2)], GossipConfig::default())
+}
+
+#[test]
+fn neighbours_start_eager_and_a_duplicate_prunes_the_cycle() {
+    let mut net = triangle();
+    assert_eq!(net.nodes[1].eager_peers(&topic()), vec![0, 2]);
+    let id = net.publish(0, b"one");
+    assert_eq!((net.got(1, id), net.got(2, id)), (1, 1));
+    // 1 and 2 each got a second copy from the other: that link is pruned
+    // on both sides, the links to the origin stay eager.
+    assert_eq!(net.nodes[1].eager_peers(&topic()), vec![0]);
+    assert_eq!(net.nodes[1].lazy_peers(&topic()), vec![2]);
+    assert_eq!(net.nodes[2].eager_peers(&topic()), vec![0]);
+    assert_eq!(net.nodes[2].lazy_peers(&topic()), vec![1]);
+    let dups: u64 = net.nodes.iter().map(|n| n.counters().duplicates).sum();
+
+    // On the tree, the next message arrives once per node: no duplicate,
+    // and the lazy link carries an announcement instead.
+    let id2 = net.publish(0, b"two");
+    assert_eq!((net.got(1, id2), net.got(2, id2)), (1, 1));
+    let dups2: u64 = net.nodes.iter().map(|n| n.counters().duplicates).sum();
+    assert_eq!(dups2, dups);
+    assert_eq!(net.nodes[1].counters().ihave_sent, 1);
+    let m = &net.delivered[1][1];
+    assert_eq!(
+        (m.hops, m.origin, &m.body[..]),
+        (1, net.nodes[0].origin(), &b"two"[..])
+    );
+}
+
+#[test]
+fn a_missing_announced_message_is_grafted_and_the_link_becomes_eager() {
+    let mut net = triangle();
+    net.publish(0, b"form the tree");
+    // The tree link 0 -> 2 breaks silently; 1 still announces to 2.
+    net.cut.push((0, 2));
+    let id = net.publish(0, b"repair me");
+    assert_eq!(net.got(2, id), 0);
+    assert_eq!(net.nodes[2].pending_grafts(), 1);
+    // Not before the graft timeout...
+    net.fire_timers(NOW + 249);
+    assert_eq!(net.got(2, id), 0);
+    // ...then 2 grafts 1, which sends the message and is eager again.
+    net.fire_timers(NOW + 250);
+    assert_eq!(net.got(2, id), 1);
+    assert_eq!(net.delivered[2].last().unwrap().hops, 2);
+    assert_eq!(net.nodes[2].counters().grafts_sent, 1);
+    assert_eq!(net.nodes[1].counters().grafts_received, 1);
+    assert!(net.nodes[2].eager_peers(&topic()).contains(&1));
+    assert!(net.nodes[1].eager_peers(&topic()).contains(&2));
+    assert_eq!(net.nodes[2].pending_grafts(), 0);
+}
+
+#[test]
+fn a_graft_tries_the_next_announcer_when_the_first_does_not_answer() {
+    // 3 hears of the message from 1 and 2, but 1's answer is lost.
+    let links = [(0, 1), (0, 2), (1, 3), (2, 3)];
+    let mut net = Net::new(4, &links, GossipConfig::default());
+    net.publish(0, b"tree");
+    net.publish(0, b"tree again");
+    assert_eq!(net.nodes[3].eager_peers(&topic()).len(), 1);
+    let parent = net.nodes[3].eager_peers(&topic())[0];
+    net.cut.push((parent, 3));
+    let id = net.publish(0, b"x");
+    assert_eq!(net.got(3, id), 0);
+    // The only announcer is the lazy one; cut it too for the first graft.
+    let other = 3 - parent; // 1 <-> 2
+    net.cut.push((other, 3));
+    let ihave = Frame::IHave {
+        topic: topic(),
+        ids: vec![(id, 1)],
+    };
+    recv(&mut net.nodes[3], NOW, parent, ihave.encode());
+    net.fire_timers(NOW + 250); // the first announcer is grafted, no answer
+    assert_eq!(net.got(3, id), 0);
+    net.cut.clear();
+    net.fire_timers(NOW + 250 + 75); // the second one answers
+    assert_eq!(net.got(3, id), 1);
+    assert_eq!(net.nodes[3].counters().grafts_sent, 2);
+}
+
+/// `frame` arrives at `s` from peer `from` at `at`.
+fn recv(s: &mut State<u8>, at: u64, from: u8, frame: Bytes) {
+    s.handle(at, InEvent::Message { from, frame });
+}
+
+fn data_frame(key: u8, ts: u64, body: &'static [u8]) -> Bytes {
+    let key = GossipKey::from_bytes(&[key; 32]);
+    Frame::Data(Data::signed(&key, topic(), ts, 7, Bytes::from_static(body))).encode()
+}
+
+#[test]
+fn a_replayed_message_is_delivered_once() {
+    let mut b = node(1, GossipConfig::default());
+    let frame = data_frame(9, NOW, b"m");
+    for _ in 0..3 {
+        recv(&mut b, NOW + 10, 0, frame.clone());
+    }
+    assert_eq!(std::iter::from_fn(|| b.poll_delivery()).count(), 1);
+    assert_eq!(b.counters().duplicates, 2);
+}
+
+#[test]
+fn messages_older_than_the_ttl_or_from_the_future_are_dropped() {
+    let mut b = node(1, GossipConfig::default());
+    let ttl = 120_000;
+    let msg = |ts| InEvent::Message {
+        from: 0,
+        frame: data_frame(9, ts, b"m"),
+    };
+    b.handle(NOW, msg(NOW - ttl - 1));
+    b.handle(NOW, msg(NOW + 30_001));
+    assert_eq!((b.counters().too_old, b.counters().from_future), (1, 1));
+    b.handle(NOW, msg(NOW - ttl + 1));
+    b.handle(NOW, msg(NOW + 29_000));
+    assert_eq!(b.counters().delivered, 2);
+}
+
+#[test]
+fn a_full_id_cache_refuses_what_it_forgot_instead_of_redelivering_it() {
+    let mut b = node(1, GossipConfig::default().with_max_seen(16));
+    let frames: Vec<Bytes> = (0..20u8)
+        .map(|i| {
+            let key = GossipKey::from_bytes(&[9; 32]);
+            let body = Bytes::from(vec![i]);
+            Frame::Data(Data::signed(&key, topic(), NOW + u64::from(i), 0, body)).encode()
+        })
+        .collect();
+    for f in &frames {
+        recv(&mut b, NOW + 100, 0, f.clone());
+    }
+    assert_eq!(b.counters().delivered, 20);
+    assert_eq!(b.seen_len(), 16);
+    // The oldest were forgotten; a replay is refused, never redelivered.
+    recv(&mut b, NOW + 100, 0, frames[0].clone());
+    assert_eq!(b.counters().delivered, 20);
+    assert_eq!(b.counters().too_old, 1);
+}
+
+#[test]
+fn a_forged_copy_is_dropped_and_its_forwarder_not_trusted_for_that_id() {
+    let mut b = node(1, GossipConfig::default());
+    for p in [0, 2] {
+        b.handle(NOW, InEvent::PeerUp(p));
+    }
+    let good = data_frame(9, NOW, b"pay alice");
+    let mut evil = good.to_vec();
+    let at = evil.len() - 64 - 5;
+    evil[at..at + 5].copy_from_slice(b"mallo"); // same length, other bytes
+    let evil = Bytes::from(evil);
+    let Ok(Frame::Data(forged)) = Frame::decode(&evil, 1 << 20, 64) else {
+        panic!("still parses");
+    };
+    let forged_id = forged.id();
+    while b.poll_transmit().is_some() {}
+    recv(&mut b, NOW, 0, evil.clone());
+    assert_eq!(b.counters().forged, 1);
+    assert_eq!(b.poll_delivery(), None);
+    assert_eq!(b.poll_transmit(), None, "nothing forwarded");
+    // The same forwarder is not believed about that id again...
+    recv(&mut b, NOW, 0, evil);
+    let ihave = Frame::IHave {
+        topic: topic(),
+        ids: vec![(forged_id, 0)],
+    }
+    .encode();
+    recv(&mut b, NOW, 0, ihave);
+    assert_eq!(b.counters().distrusted, 2);
+    assert_eq!(b.pending_grafts(), 0);
+    // ...and the genuine message still arrives from an honest peer.
+    recv(&mut b, NOW, 2, good);
+    assert_eq!(
+        b.poll_delivery().map(|m| m.body),
+        Some(Bytes::from_static(b"pay alice"))
+    );
+    // A signature by another key than the claimed origin is a forgery too.
+    let key = GossipKey::from_bytes(&[3; 32]);
+    let mut other = Data::signed(&key, topic(), NOW, 1, Bytes::new());
+    other.origin = GossipKey::from_bytes(&[9; 32]).origin();
+    recv(&mut b, NOW, 2, Frame::Data(other).encode());
+    assert_eq!(b.counters().forged, 2);
+}
+
+#[test]
+fn a_flooding_peer_is_throttled_and_counted() {
+    let mut b = node(1, GossipConfig::default().with_peer_rate(100, 10));
+    let frame = Frame::Prune { topic: topic() }.encode();
+    for _ in 0..50 {
+        recv(&mut b, NOW, 0, frame.clone());
+    }
+    assert_eq!(b.counters().throttled, 40);
+    assert_eq!(b.counters().prunes_received, 10);
+    // The bucket refills at the rate: 100/s is one frame per 10 ms.
+    for _ in 0..10 {
+        recv(&mut b, NOW + 50, 0, frame.clone());
+    }
+    assert_eq!(b.counters().prunes_received, 15);
+}
+
+#[test]
+fn malformed_oversized_and_foreign_topic_frames_are_counted() {
+    let mut b = node(1, GossipConfig::default().with_max_body_len(4));
+    let send = |b: &mut State<u8>, frame: Bytes| recv(b, NOW, 0, frame);
+    send(&mut b, Bytes::from_static(b"\x01\x07junk"));
+    send(&mut b, data_frame(9, NOW, b"too long"));
+    let other = Topic::new("other").unwrap();
+    let key = GossipKey::from_bytes(&[9; 32]);
+    send(
+        &mut b,
+        Frame::Data(Data::signed(&key, other, NOW, 0, Bytes::new())).encode(),
+    );
+    let c = b.counters();
+    assert_eq!(
+        (c.malformed, c.oversized, c.not_subscribed, c.delivered),
+        (1, 1, 1, 0)
+    );
+    assert!(matches!(
+        b.publish(NOW, topic(), Bytes::from_static(b"12345")),
+        Err(PublishError::TooLarge { len: 5, max: 4 })
+    ));
+}
+
+#[test]
+fn pending_grafts_are_bounded() {
+    let mut b = node(1, GossipConfig::default().with_max_pending_grafts(10));
+    let ids: Vec<(MessageId, u16)> = (0..40u8).map(|i| (MessageId([i; 32]), 1)).collect();
+    let ihave = Frame::IHave {
+        topic: topic(),
+        ids,
+    }
+    .encode();
+    recv(&mut b, NOW, 0, ihave);
+    assert_eq!(b.pending_grafts(), 10);
+    assert_eq!(b.counters().pending_full, 30);
+}
+
+#[test]
+fn an_unsubscribed_node_neither_delivers_nor_forwards_and_peers_drop_it() {
+    let mut net = Net::new(3, &[(0, 1), (1, 2)], GossipConfig::default());
+    net.nodes[1].unsubscribe(NOW, &topic());
+    net.pump(NOW);
+    assert!(net.nodes[0].eager_peers(&topic()).is_empty());
+    let id = net.publish(0, b"m");
+    assert_eq!((net.got(1, id), net.got(2, id)), (0, 0));
+    assert_eq!(net.nodes[2].eager_peers(&topic()), Vec::<u8>::new());
+}
+
+#[test]
+fn flood_mode_never_prunes() {
+    let links = [(0, 1), (0, 2), (1, 2)];
+    let mut net = Net::new(3, &links, GossipConfig::default().with_flood(true));
+    for _ in 0..3 {
+        net.publish(0, b"m");
+    }
+    assert_eq!(net.nodes[1].eager_peers(&topic()), vec![0, 2]);
+    assert_eq!(net.nodes[1].counters().prunes_sent, 0);
+    assert_eq!(net.nodes[1].counters().duplicates, 3);
+}
