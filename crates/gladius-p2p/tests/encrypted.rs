@@ -421,20 +421,16 @@ async fn pinned_keys_connect_only_to_the_right_node() {
 async fn mode_mismatch(init_plaintext: bool) {
     let (i, i_addr, ri) = node_with(test_config().with_plaintext(init_plaintext)).await;
     let (r, r_addr, rr) = node_with(test_config().with_plaintext(!init_plaintext)).await;
-    let started = Instant::now();
     i.add(r_addr).await.unwrap();
     i.broadcast(text_msg("never", "z")).await.unwrap();
+    // How fast (one round trip, exactly) is checked in virtual time by
+    // the endpoint's tests (endpoint/tests/modes.rs); here, over real
+    // sockets, that it happens and says why.
     wait_for(DEADLINE, "peer_rejected at the initiator", || async {
         !rejected_of(&ri, r_addr).is_empty()
     })
     .await;
-    let took = started.elapsed();
-    assert!(
-        took < Duration::from_secs(3),
-        "refused promptly, not after a timeout: {took:?}"
-    );
     let reason = rejected_of(&ri, r_addr)[0].clone();
-    println!("plaintext initiator: {init_plaintext}; refused in {took:?}: {reason}");
     let want = if init_plaintext {
         "requires encryption"
     } else {
@@ -462,12 +458,12 @@ async fn mode_mismatch(init_plaintext: bool) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn encrypted_node_adding_a_plaintext_node_is_refused_promptly() {
+async fn encrypted_node_adding_a_plaintext_node_is_refused() {
     mode_mismatch(false).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn plaintext_node_adding_an_encrypted_node_is_refused_promptly() {
+async fn plaintext_node_adding_an_encrypted_node_is_refused() {
     mode_mismatch(true).await;
 }
 
@@ -942,6 +938,10 @@ async fn legit_exchange(
     (c, rc)
 }
 
+/// The driver under a real flood over a socket. The exact counts (one key
+/// exchange per 100 ms interval, no cookie) are checked in virtual time in
+/// endpoint/tests/hostile.rs; here the bounds follow the wall clock, and
+/// only loosen on a slow machine.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_init_flood_from_one_address_holds_one_slot() {
     const FLOOD: u64 = 10_000;
@@ -1040,6 +1040,9 @@ async fn an_init_flood_from_one_address_holds_one_slot() {
     b.close().await.unwrap();
 }
 
+/// The driver under a real flood from 20 sockets (also in virtual time in
+/// endpoint/tests/hostile.rs, with the slot holders' cookies and the
+/// key-exchange budget's exact split of a burst).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn inits_from_many_addresses_meet_cookies_and_a_bounded_table() {
     const MAX: usize = 8;
@@ -1094,94 +1097,6 @@ async fn inits_from_many_addresses_meet_cookies_and_a_bounded_table() {
     assert!(max >= MAX / 2, "the table got past half: {max}");
     assert!(s.counters.cookies_sent > 0);
     c.close().await.unwrap();
-    b.close().await.unwrap();
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn slot_holders_under_load_need_a_cookie_for_a_new_key_exchange() {
-    // Half of MAX addresses take slots (each gets a Response); the table is
-    // then at the cookie threshold. A fresh Init from one of those same
-    // addresses, past the 100 ms throttle, must get a Cookie, not another
-    // Diffie-Hellman: replacing a slot is no way around the cookie.
-    const MAX: usize = 8;
-    let (b, b_addr, _rb) = node_with(test_config().with_max_half_open(MAX)).await;
-    let mut rng = rand::rngs::StdRng::seed_from_u64(21);
-    let mut socks = Vec::new();
-    for _ in 0..MAX / 2 {
-        socks.push(UdpSocket::bind("127.0.0.1:0").await.unwrap());
-    }
-    let mut buf = vec![0u8; 2048];
-    for s in &socks {
-        s.send_to(&forged_init(&mut rng), b_addr).await.unwrap();
-        tokio::time::timeout(DEADLINE, s.recv(&mut buf))
-            .await
-            .expect("an answer to the first Init")
-            .unwrap();
-        assert_eq!(buf[0], 0xE2, "below the threshold: a Response");
-    }
-    assert_eq!(
-        b.network_state().await.unwrap().half_open_handshakes,
-        MAX / 2
-    );
-    tokio::time::sleep(Duration::from_millis(150)).await;
-    for s in &socks {
-        s.send_to(&forged_init(&mut rng), b_addr).await.unwrap();
-        tokio::time::timeout(DEADLINE, s.recv(&mut buf))
-            .await
-            .expect("an answer to the second Init")
-            .unwrap();
-        assert_eq!(
-            buf[0], 0xE5,
-            "at the threshold, a slot holder's new Init gets a Cookie"
-        );
-    }
-    let c = b.network_state().await.unwrap().counters;
-    assert_eq!(c.cookies_sent, (MAX / 2) as u64);
-    b.close().await.unwrap();
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn many_inits_in_a_burst_meet_cookies_before_the_table_is_half_full() {
-    // 200 addresses, far below half of the default half-open bound (1024):
-    // the table alone would answer every one with a key exchange. The
-    // key-exchange budget (50 per 100 ms) must answer the excess with
-    // Cookies instead, and every Init gets exactly one answer.
-    const N: usize = 200;
-    let (b, b_addr, _rb) = node().await;
-    let mut rng = rand::rngs::StdRng::seed_from_u64(22);
-    let mut socks = Vec::new();
-    for _ in 0..N {
-        socks.push(UdpSocket::bind("127.0.0.1:0").await.unwrap());
-    }
-    let start = Instant::now();
-    for s in &socks {
-        s.send_to(&forged_init(&mut rng), b_addr).await.unwrap();
-    }
-    let (mut responses, mut cookies) = (0u64, 0u64);
-    let mut buf = vec![0u8; 2048];
-    for s in &socks {
-        tokio::time::timeout(DEADLINE, s.recv(&mut buf))
-            .await
-            .expect("every Init is answered")
-            .unwrap();
-        match buf[0] {
-            0xE2 => responses += 1,
-            0xE5 => cookies += 1,
-            other => panic!("unexpected answer type {other:#x}"),
-        }
-    }
-    let windows = start.elapsed().as_millis() as u64 / 100 + 1;
-    println!(
-        "{N} Inits: {responses} key exchanges, {cookies} cookies, {windows} windows of 100 ms"
-    );
-    assert_eq!(responses + cookies, N as u64);
-    assert!(
-        responses <= 50 * windows,
-        "{responses} key exchanges in {windows} windows"
-    );
-    assert!(cookies > 0, "the budget was never reached");
-    let c = b.network_state().await.unwrap().counters;
-    assert_eq!(c.cookies_sent, cookies);
     b.close().await.unwrap();
 }
 
@@ -1242,54 +1157,8 @@ async fn a_restarted_node_with_the_same_identity_is_reconnected() {
 }
 
 // ----- 8. a forged simultaneous open does not strand a route-table peer ------
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_forged_lower_index_init_does_not_stop_reconnecting() {
-    // X's address is held by a silent socket while A tries to connect.
-    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-    let x_addr = silent.local_addr().unwrap();
-    let (a, a_addr, ra, a_tap) = tapped_node(test_config()).await;
-    a.add(x_addr).await.unwrap();
-    wait_for(DEADLINE, "a sends its Init", || async {
-        !of_type(&a_tap.sent_to(x_addr), INIT).is_empty()
-    })
-    .await;
-    // An off-path Init in X's name with index 0: lower than any index A
-    // picks, so A yields its own handshake to it (simultaneous-open rule).
-    let mut e = [0u8; 32];
-    rand::thread_rng().fill_bytes(&mut e);
-    let forged = InitPacket {
-        sender_index: 0,
-        noise: &e,
-        cookie: [0; COOKIE_LEN],
-    }
-    .encode()
-    .to_vec();
-    a_tap.inject(forged, x_addr);
-    wait_for(DEADLINE, "a answers the forged Init", || async {
-        a.network_state().await.unwrap().half_open_handshakes == 1
-    })
-    .await;
-    // The real X comes up; nobody ever finishes the forged handshake.
-    drop(silent);
-    let x = Network::new(test_config()).unwrap();
-    let rx = Recorder::default();
-    x.register_plugin(rx.clone()).await.unwrap();
-    wait_for(DEADLINE, "x's address bound", || {
-        let x = x.clone();
-        async move { x.listen(x_addr).await.is_ok() }
-    })
-    .await;
-    // A keeps connecting to a peer in its route table.
-    wait_for(DEADLINE, "a connects to x after all", || async {
-        connected_count(&ra, x_addr) >= 1
-    })
-    .await;
-    send_numbered(&a, x_addr, "late", 5).await;
-    expect_numbered(&rx, a_addr, "late", 5).await;
-    a.close().await.unwrap();
-    x.close().await.unwrap();
-}
+// In virtual time, with the exact moment the handshake starts again:
+// endpoint/tests/handshake.rs.
 
 /// A known peer's key is not replaced by a second `add_pinned` (someone
 /// else's word must not re-pin it); deleting the peer first allows it.

@@ -1,0 +1,320 @@
+//! What the network throws at an endpoint: floods, garbage, forgeries.
+
+use std::time::Duration;
+
+use std::net::SocketAddr;
+
+use rand::rngs::StdRng;
+use rand::{Rng, RngCore, SeedableRng};
+
+use super::world::*;
+use crate::api::NodeEvent;
+use crate::api::Origin;
+use crate::crypto::packet::{index_from, InitPacket};
+use crate::crypto::COOKIE_LEN;
+use crate::endpoint::Event;
+use crate::error::RequestError;
+use crate::wire::Message;
+use crate::Config;
+
+/// Quick keepalives and a short idle timeout, so deaths show in seconds.
+fn quick(key: u8, seed: u64) -> crate::Config {
+    World::config(key, seed)
+        .with_keepalive_interval(Duration::from_millis(1000))
+        .with_idle_timeout(Duration::from_secs(4))
+}
+
+/// The regression test of the discovery swarm's isolated nodes: the seed
+/// of a busy swarm always had datagrams waiting, and its driver reads the
+/// socket before it looks at the clock, so its timers did not run for 16 s
+/// (no keepalive, no retransmission, no timeout). Here a datagram reaches
+/// the endpoint every millisecond for ten seconds, and everything its
+/// timers do must still happen on time.
+#[test]
+fn a_flooded_endpoint_still_runs_its_timers() {
+    let (s, q, d, attacker) = (addr(1), addr(2), addr(3), addr(666));
+    let mut w = World::new(1, 10, 0.0);
+    for (at, key) in [(s, 1), (q, 2), (d, 3)] {
+        let seed = w.rng.gen();
+        w.spawn_with(at, quick(key, seed));
+    }
+    // S reads one datagram per millisecond: the flood keeps it saturated.
+    w.nodes.get_mut(&s).expect("S").read_cost = 1;
+    w.add(s, q);
+    w.add(s, d);
+    w.run_until(2_000);
+    assert!(w.connected(s, q) && w.connected(s, d));
+    // D vanishes; S asks Q something Q never answers.
+    w.nodes.remove(&d);
+    let asked = w.now;
+    let msg = Message::new("ask", "?").expect("message");
+    let id = w
+        .node(s)
+        .request(asked, msg, q, Duration::from_millis(1_500))
+        .expect("request");
+    for t in asked..asked + 10_000 {
+        w.inject(attacker, s, vec![0xff; 8]);
+        w.run_until(t + 1);
+    }
+    let events = &w.nodes[&s].events;
+    let timed_out = events.iter().find_map(|(t, e)| match e {
+        Event::RequestDone {
+            id: done,
+            result: Err(RequestError::Timeout(_)),
+        } if *done == id => Some(*t),
+        _ => None,
+    });
+    assert_eq!(
+        timed_out,
+        Some(asked + 1_500),
+        "the request times out at its deadline"
+    );
+    let dead = events.iter().find_map(|(t, e)| match e {
+        Event::Node(NodeEvent::PeerDisconnected(p, _)) if *p == d => Some(*t),
+        _ => None,
+    });
+    // D was last heard at most one keepalive interval before it vanished.
+    let dead = dead.expect("the silent peer is found dead");
+    assert!(
+        (asked + 3_000..=asked + 4_000).contains(&dead),
+        "dead at {dead}"
+    );
+    assert!(w.connected(s, q) && w.connected(q, s), "keepalives kept Q");
+    let c = w.state(s).counters;
+    assert!(c.malformed_datagrams >= 9_000, "{c:?}");
+}
+
+/// A well-formed `Init` from nobody: a random ephemeral key and index.
+fn forged_init(rng: &mut StdRng) -> Vec<u8> {
+    let mut e = [0u8; 32];
+    rng.fill_bytes(&mut e);
+    InitPacket {
+        sender_index: index_from(rng),
+        noise: &e,
+        cookie: [0; COOKIE_LEN],
+    }
+    .encode()
+    .to_vec()
+}
+
+const RESPONSE: u8 = 0xE2;
+const COOKIE: u8 = 0xE5;
+
+/// The answers `at`'s inbox got of packet type `t`.
+fn answers(w: &World, at: SocketAddr, t: u8) -> usize {
+    w.inboxes
+        .get(&at)
+        .map_or(0, |v| v.iter().filter(|(_, d)| d.bytes[0] == t).count())
+}
+
+/// A legitimate node dials `b` and both exchange `n` messages in order.
+fn legit_exchange(w: &mut World, b: SocketAddr, c: SocketAddr, n: usize) {
+    w.spawn(c, 3);
+    w.add(c, b);
+    send_in_order(w, c, b, n);
+    send_in_order(w, b, c, n);
+}
+
+/// `from` sends `n` numbered messages to `to`; within 5 s they arrive,
+/// once each and in order.
+fn send_in_order(w: &mut World, from: SocketAddr, to: SocketAddr, n: usize) {
+    let want: Vec<String> = (0..n).map(|i| format!("{from} {i}")).collect();
+    for body in &want {
+        w.send(from, to, body);
+    }
+    let until = w.now + 5_000;
+    while w.bodies(to) != want && w.now < until {
+        w.run_for(10);
+    }
+    assert_eq!(w.bodies(to), want);
+}
+
+/// Was tests/encrypted.rs's wall-clock version: one address floods `Init`s
+/// (one per millisecond); it holds one half-open slot, renewed at most
+/// once per 100 ms throttle interval (exactly, now), never gets a cookie
+/// (the table is far from half full), and a legitimate peer connects and
+/// exchanges during the flood.
+#[test]
+fn an_init_flood_from_one_address_holds_one_slot() {
+    let (b, c, attacker) = (addr(1), addr(2), addr(666));
+    let mut w = World::new(2, 5, 0.0);
+    w.spawn(b, 1);
+    let mut rng = StdRng::seed_from_u64(6);
+    let mut max_half_open = 0;
+    let flood = |w: &mut World, rng: &mut StdRng, ms: u64, max: &mut usize| {
+        for _ in 0..ms {
+            w.inject(attacker, b, forged_init(rng));
+            let t = w.now + 1;
+            w.run_until(t);
+            *max = (*max).max(w.state(b).half_open_handshakes);
+        }
+    };
+    flood(&mut w, &mut rng, 1_000, &mut max_half_open);
+    assert_eq!(max_half_open, 1, "one flooding address, one slot");
+    let c0 = w.state(b).counters;
+    // 996 Inits arrived (at 5..=1000 ms): one key exchange per 100 ms.
+    assert_eq!(answers(&w, attacker, RESPONSE), 10);
+    assert_eq!(c0.throttled_handshakes, 986);
+    assert_eq!(c0.cookies_sent + c0.malformed_datagrams, 0);
+    // A legitimate peer, during the flood.
+    legit_exchange(&mut w, b, c, 100);
+    flood(&mut w, &mut rng, 500, &mut max_half_open);
+    assert!(max_half_open <= 2, "the attacker's slot and the peer's");
+    assert_eq!(w.state(b).counters.cookies_sent, 0);
+}
+
+/// Was tests/encrypted.rs's wall-clock version: twenty addresses flood
+/// `Init`s into a table of 8 half-open slots. The table stays bounded,
+/// fills past half (where cookies start), and a legitimate peer still
+/// connects and exchanges in both directions.
+#[test]
+fn inits_from_many_addresses_meet_cookies_and_a_bounded_table() {
+    const MAX: usize = 8;
+    let (b, c) = (addr(1), addr(2));
+    let mut w = World::new(3, 5, 0.0);
+    let seed = w.rng.gen();
+    w.spawn_with(b, World::config(1, seed).with_max_half_open(MAX));
+    let mut rng = StdRng::seed_from_u64(20);
+    let mut max = 0;
+    let mut flood = |w: &mut World, ms: u64| {
+        for _ in 0..ms / 2 {
+            for i in 0..20 {
+                w.inject(addr(1000 + i), b, forged_init(&mut rng));
+            }
+            let t = w.now + 2;
+            w.run_until(t);
+            max = max.max(w.state(b).half_open_handshakes);
+        }
+    };
+    flood(&mut w, 400);
+    legit_exchange(&mut w, b, c, 20);
+    flood(&mut w, 400);
+    assert!((MAX / 2..=MAX).contains(&max), "half-open table: {max}");
+    let counters = w.state(b).counters;
+    assert!(counters.cookies_sent > 0, "{counters:?}");
+    // The flooders are asked for cookies they never show.
+    let cookies: usize = (0..20).map(|i| answers(&w, addr(1000 + i), COOKIE)).sum();
+    assert!(cookies > 0 && cookies as u64 <= counters.cookies_sent);
+}
+
+/// Was tests/encrypted.rs's version over sockets: with the table at the
+/// cookie threshold, a slot holder's fresh `Init` past the throttle gets
+/// a cookie, not a second Diffie-Hellman.
+#[test]
+fn slot_holders_under_load_need_a_cookie_for_a_new_key_exchange() {
+    const MAX: usize = 8;
+    let b = addr(1);
+    let mut w = World::new(4, 5, 0.0);
+    let seed = w.rng.gen();
+    w.spawn_with(b, World::config(1, seed).with_max_half_open(MAX));
+    let mut rng = StdRng::seed_from_u64(21);
+    let holders: Vec<SocketAddr> = (0..MAX as u16 / 2).map(|i| addr(1000 + i)).collect();
+    for &h in &holders {
+        w.inject(h, b, forged_init(&mut rng));
+    }
+    w.run_for(20);
+    for &h in &holders {
+        assert_eq!(answers(&w, h, RESPONSE), 1, "below the threshold");
+    }
+    assert_eq!(w.state(b).half_open_handshakes, MAX / 2);
+    w.run_for(150);
+    for &h in &holders {
+        w.inject(h, b, forged_init(&mut rng));
+    }
+    w.run_for(20);
+    for &h in &holders {
+        assert_eq!(answers(&w, h, COOKIE), 1, "at the threshold: a cookie");
+        assert_eq!(answers(&w, h, RESPONSE), 1, "and no second exchange");
+    }
+    assert_eq!(w.state(b).counters.cookies_sent, (MAX / 2) as u64);
+}
+
+/// Was tests/encrypted.rs's version over sockets, which could only bound
+/// the count by the wall-clock windows it took: 200 `Init`s from 200
+/// addresses in one burst, far below half the half-open bound. The
+/// key-exchange budget answers exactly 50 (one window's worth) with a
+/// key exchange and the other 150 with a cookie; each gets one answer.
+#[test]
+fn many_inits_in_a_burst_meet_cookies_before_the_table_is_half_full() {
+    const N: u16 = 200;
+    let b = addr(1);
+    let mut w = World::new(5, 5, 0.0);
+    w.spawn(b, 1);
+    let mut rng = StdRng::seed_from_u64(22);
+    for i in 0..N {
+        w.inject(addr(1000 + i), b, forged_init(&mut rng));
+    }
+    w.run_for(20);
+    let count = |t| -> usize { (0..N).map(|i| answers(&w, addr(1000 + i), t)).sum() };
+    assert_eq!((count(RESPONSE), count(COOKIE)), (50, 150));
+    for i in 0..N {
+        let inbox = &w.inboxes[&addr(1000 + i)];
+        assert_eq!(inbox.len(), 1, "one answer per Init");
+    }
+    assert_eq!(w.state(b).counters.cookies_sent, 150);
+}
+
+/// Bytes each way between two addresses in a world's trace.
+fn bytes_between(w: &World, from: SocketAddr, to: SocketAddr) -> usize {
+    w.trace
+        .iter()
+        .filter(|(_, f, t, _)| *f == from && *t == to)
+        .map(|(_, _, _, len)| len)
+        .sum()
+}
+
+#[test]
+fn a_spoofed_opener_draws_at_most_three_times_its_bytes() {
+    // Plaintext: one session opener from an address that never answers
+    // (spoofed) must not earn a stream of retransmissions and keepalives.
+    let mut w = World::new(15, 10, 0.0);
+    let plaintext = |seed| Config::default().with_plaintext(true).with_rng_seed(seed);
+    w.spawn_with(addr(1), plaintext(1));
+    w.spawn_with(addr(66), plaintext(2));
+    let now = w.now;
+    w.node(addr(66))
+        .add(now, addr(1), None, Origin::App)
+        .expect("add");
+    w.collect();
+    w.nodes.remove(&addr(66)); // the victim never answers
+    w.run_until(60_000);
+    let (sent, got) = (
+        bytes_between(&w, addr(66), addr(1)),
+        bytes_between(&w, addr(1), addr(66)),
+    );
+    assert!(sent > 0);
+    assert!(got <= 3 * sent, "{got} bytes back for {sent}");
+    let c = w.nodes[&addr(1)].endpoint.state(w.now).counters;
+    assert!(c.amplification_drops > 0, "{c:?}");
+
+    // Encrypted: an Init replayed from a spoofed address draws Responses
+    // worth at most three times the Inits, and a flood of them far less.
+    let mut w = World::new(16, 10, 0.0);
+    w.spawn(addr(1), 1);
+    w.spawn(addr(66), 66);
+    let now = w.now;
+    w.node(addr(66))
+        .add(now, addr(1), None, Origin::App)
+        .expect("add");
+    let init = w
+        .node(addr(66))
+        .poll_transmit(now, 8)
+        .expect("init")
+        .payload;
+    w.nodes.remove(&addr(66));
+    // The same Init every 10 ms for a second.
+    for _ in 0..100 {
+        let now = w.now;
+        w.node(addr(1)).handle_datagram(now, addr(66), &init);
+        w.collect();
+        w.run_until(now + 10);
+    }
+    w.run_until(10_000);
+    let got = bytes_between(&w, addr(1), addr(66));
+    let sent = 100 * init.len();
+    assert!(got <= 3 * sent, "{got} bytes back for {sent}");
+    assert!(
+        got < sent,
+        "duplicates are throttled: {got} bytes for {sent}"
+    );
+}

@@ -1,0 +1,12 @@
+//! Unit tests of the endpoint: endpoints wired together through an
+//! in-memory network in virtual time (see [`world`]) — no sockets, no
+//! clock, one seed. One file per concern.
+
+mod delivery;
+mod handshake;
+mod hostile;
+mod identity;
+mod lifecycle;
+mod modes;
+mod requests;
+mod world;
