@@ -84,6 +84,8 @@ pub(crate) struct NodeSettings {
     pub(crate) peers: Vec<String>,
     pub(crate) data_dir: Option<PathBuf>,
     pub(crate) api: Option<String>,
+    /// `--api-no-auth` (command line only: too dangerous for a file).
+    pub(crate) api_no_auth: bool,
     pub(crate) insecure: bool,
     pub(crate) discovery: DiscoveryConfig,
     pub(crate) latency: LatencyConfig,
@@ -166,6 +168,7 @@ impl NodeSettings {
             },
             data_dir: args.data_dir.or(file.data_dir),
             api: args.api.or(file.api),
+            api_no_auth: args.api_no_auth,
             insecure: args.insecure || file.insecure,
             discovery,
             latency,
@@ -193,6 +196,7 @@ mod tests {
             data_dir: None,
             insecure: false,
             api: None,
+            api_no_auth: false,
             config: config.map(PathBuf::from),
             table_size: None,
         }

@@ -138,6 +138,7 @@ use clap::{Args, Parser, Subcommand};
 use gladius_p2p::Identity;
 use gladius_plugins::signed_state::EthKey;
 
+mod api_guard;
 mod b64;
 mod bench;
 mod config;
@@ -247,6 +248,11 @@ pub(crate) struct NodeArgs {
     /// picks a free port; the `listening` event's `api` field tells which).
     #[arg(long, value_name = "HOST:PORT")]
     pub(crate) api: Option<String>,
+    /// UNSAFE: serve the API without its bearer token, so any local
+    /// program (and any web page that gets past the Host/Origin checks)
+    /// may drive the node. Only allowed when --api is a loopback address.
+    #[arg(long)]
+    pub(crate) api_no_auth: bool,
     /// Read settings from this TOML file (see docs/gladius.example.toml);
     /// flags given override it. Unknown keys are an error.
     #[arg(long, value_name = "FILE")]

@@ -778,6 +778,7 @@ async fn shutdown_signal() -> &'static str {
 pub(crate) async fn run(args: NodeArgs) -> Result<(), String> {
     let args = NodeSettings::resolve(args)?;
     let keys = crate::load_keys(args.data_dir.as_deref())?;
+    let keys_dir = keys.dir.clone();
     let public_key = (!args.insecure).then(|| keys.identity.public_key().to_string());
     let mut config = Config::default().with_plaintext(args.insecure);
     if !args.insecure {
@@ -815,7 +816,7 @@ pub(crate) async fn run(args: NodeArgs) -> Result<(), String> {
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
     let api = match &args.api {
-        Some(api) => Some(crate::http::bind(api).await?),
+        Some(api) => Some(crate::http::bind(api, &keys_dir, args.api_no_auth).await?),
         None => None,
     };
     let mut listening = object(json!({
@@ -824,8 +825,8 @@ pub(crate) async fn run(args: NodeArgs) -> Result<(), String> {
         "public_key": public_key,
         "eth_address": eth_address,
     }));
-    if let Some((_, url)) = &api {
-        listening.insert("api".into(), url.as_str().into());
+    if let Some(bound) = &api {
+        listening.extend(bound.listening_fields());
     }
     out.emit(Value::Object(listening)).await;
     let _ = ready_tx.send(true);
@@ -838,7 +839,7 @@ pub(crate) async fn run(args: NodeArgs) -> Result<(), String> {
         pending,
         signers,
     };
-    let server = api.map(|(listener, _)| tokio::spawn(crate::http::serve(listener, ctx.clone())));
+    let server = api.map(|bound| tokio::spawn(crate::http::serve(bound, ctx.clone())));
     for peer in &args.peers {
         let r = match net.add(peer.as_str()).await {
             Ok(a) => Ok(object(json!({ "addr": a }))),

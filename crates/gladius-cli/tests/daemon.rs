@@ -361,7 +361,11 @@ fn config_file_with_flags_over_it() {
         .collect();
     assert!(peers.contains(&"127.0.0.1:7002"), "example peers: {s}");
     let api = n.api.clone().expect("`api` from the file");
-    assert!(!api.ends_with(":8080"), "--api overrides `api`: {api}");
+    assert!(
+        !api.ends_with(":8080"),
+        "--api overrides `api`: {}",
+        api.url
+    );
 
     let dir = TempDir::new();
     let file = dir.join("node.toml");

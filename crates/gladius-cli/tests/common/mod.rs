@@ -43,6 +43,30 @@ impl Drop for TempDir {
     }
 }
 
+/// A node's HTTP API, from its `listening` event. Derefs to its
+/// `http://HOST:PORT` URL.
+#[derive(Debug, Clone)]
+pub struct Api {
+    pub url: String,
+    /// `api_token` (absent with `--api-no-auth`).
+    pub token: Option<String>,
+    /// `status_url`: the status page with the token in its fragment.
+    pub status_url: Option<String>,
+}
+
+impl std::ops::Deref for Api {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.url
+    }
+}
+
+impl std::fmt::Display for Api {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.url)
+    }
+}
+
 /// One running `gladius node`.
 pub struct Node {
     child: Child,
@@ -54,8 +78,8 @@ pub struct Node {
     pub addr: String,
     pub public_key: Value,
     pub eth_address: String,
-    /// `http://HOST:PORT` of the HTTP API, when started with `--api`.
-    pub api: Option<String>,
+    /// The HTTP API, when started with `--api`.
+    pub api: Option<Api>,
     pub name: String,
     _dir: Option<TempDir>,
 }
@@ -118,7 +142,11 @@ impl Node {
         node.addr = first["addr"].as_str().unwrap().to_owned();
         node.public_key = first["public_key"].clone();
         node.eth_address = first["eth_address"].as_str().unwrap().to_owned();
-        node.api = first["api"].as_str().map(str::to_owned);
+        node.api = first["api"].as_str().map(|url| Api {
+            url: url.to_owned(),
+            token: first["api_token"].as_str().map(str::to_owned),
+            status_url: first["status_url"].as_str().map(str::to_owned),
+        });
         node
     }
 
@@ -250,6 +278,11 @@ impl Node {
         self.child.try_wait().unwrap().is_none()
     }
 
+    /// The process's resident set size (`VmRSS` of `/proc/PID/status`).
+    pub fn rss_bytes(&self) -> u64 {
+        rss_bytes(self.pid())
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
@@ -319,4 +352,15 @@ pub fn run_to_end(args: &[&str], limit: Duration) -> Run {
         stdout: out.join().expect("stdout reader"),
         stderr: err.join().expect("stderr reader"),
     }
+}
+
+/// The resident set size of process `pid` (`VmRSS` of `/proc/PID/status`).
+pub fn rss_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc status");
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS");
+    kib * 1024
 }
