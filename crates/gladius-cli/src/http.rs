@@ -467,3 +467,41 @@ async fn history(State(api): State<Api>) -> Response {
     )
         .into_response()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Any body, for any endpoint's command, is a command or an
+        /// error: never a panic, and never a list past the limit.
+        #[test]
+        fn arbitrary_bodies_never_panic(
+            body in proptest::collection::vec(any::<u8>(), 0..256),
+            which in 0..7usize,
+        ) {
+            let cmd = ["add", "set", "broadcast", "broadcast_to", "broadcast_randomly", "request", "reply"][which];
+            let _ = body_cmd(&body, cmd);
+        }
+
+        /// JSON objects with fields of any type and lists of any length.
+        #[test]
+        fn arbitrary_json_commands_never_panic(
+            peers in 0..2000usize,
+            n in any::<i64>(),
+            text in ".{0,32}",
+            which in 0..7usize,
+        ) {
+            let cmd = ["add", "set", "broadcast", "broadcast_to", "broadcast_randomly", "request", "reply"][which];
+            let body = serde_json::json!({
+                "peers": vec![text.clone(); peers],
+                "n": n, "addr": text, "to": n, "field": "f", "body": "b", "type": "t",
+            });
+            let r = body_cmd(body.to_string().as_bytes(), cmd);
+            if peers > api_guard::MAX_LIST {
+                prop_assert!(matches!(r, Err(BodyError::Refused(_))));
+            }
+        }
+    }
+}

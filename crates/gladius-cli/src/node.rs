@@ -17,11 +17,10 @@ use gladius_plugins::latency::{LatencyAudit, LatencyHandle};
 use gladius_plugins::signed_state::{EntryRecord, SetError, SignedState, SignedStateHandle};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
-use tokio::io::AsyncWriteExt;
 use tokio::sync::{mpsc, watch};
 
 use crate::config::NodeSettings;
-use crate::events::{EventSink, StdoutLine};
+use crate::events::{EventSink, StdoutQueue};
 use crate::replies::{PendingReplies, ReplyCounters};
 use crate::signers::{self, Signers};
 use crate::{b64, NodeArgs};
@@ -692,19 +691,8 @@ enum Targets {
 }
 
 /// Write events to stdout, one JSON object per line, until told to stop.
-async fn write_stdout(mut rx: mpsc::Receiver<StdoutLine>) {
-    let mut out = tokio::io::stdout();
-    while let Some(Some(ev)) = rx.recv().await {
-        let ok =
-            out.write_all(ev.json.as_bytes()).await.is_ok() && out.write_all(b"\n").await.is_ok();
-        if !ok {
-            break; // stdout is gone; nothing more can be said
-        }
-        if rx.is_empty() && out.flush().await.is_err() {
-            break;
-        }
-    }
-    let _ = out.flush().await;
+async fn write_stdout(queue: StdoutQueue) {
+    crate::events::write_lines(queue, tokio::io::stdout()).await;
 }
 
 /// Read stdin lines on a plain thread (a blocking read must not hold the
