@@ -97,7 +97,10 @@
 //! seen on the event stream), `GET /api/events` (Server-Sent Events
 //! of every stdout event, `?types=` to filter), `GET /api/history` (the
 //! last minutes' rates and RTTs), `GET /metrics` (Prometheus text format)
-//! and the status page at `/`. See the README.
+//! and the status page at `/`. Requests need the bearer token the
+//! `listening` event prints (`api_token`; `status_url` opens the status
+//! page with it); Host, Origin and content type are checked and sizes,
+//! connections and read times limited (docs/security.md). See the README.
 //!
 //! ## Run the demo
 //!
