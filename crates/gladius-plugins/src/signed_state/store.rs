@@ -566,6 +566,84 @@ mod tests {
         s.iter().cloned().collect()
     }
 
+    fn key(i: u32) -> EthKey {
+        let mut b = [7u8; 32];
+        b[..4].copy_from_slice(&i.to_be_bytes());
+        EthKey::from_bytes(&b).unwrap()
+    }
+
+    fn entry(k: &EthKey, field: &str) -> SignedEntry {
+        SignedEntry::sign(k, field, b"v".to_vec(), NOW).unwrap()
+    }
+
+    #[test]
+    fn quotas_ranked_eviction_and_own_fields() -> TestResult {
+        let own = key(0);
+        let limits = Limits {
+            max_entries: 20,
+            max_signers: 4,
+            max_entries_per_signer: 5,
+            max_bytes_per_signer: 10 * entry_bytes(&entry(&own, "f0")),
+        };
+        let mut s = Store::with_limits(limits, Some(own.address()));
+        let p = policy();
+        // A signer past its quota of entries is refused; updates pass.
+        let old = key(1);
+        for i in 0..5 {
+            s.ingest(entry(&old, &format!("f{i}")), &p, NOW)?;
+        }
+        assert_eq!(
+            s.ingest(entry(&old, "f5"), &p, NOW),
+            Err(Rejection::SignerQuota)
+        );
+        let newer = SignedEntry::sign(&old, "f0", b"w".to_vec(), NOW + 1)?;
+        assert_eq!(s.ingest(newer, &p, NOW), Ok(Accepted::Replaced));
+        // Two more established signers; then a flood of new ones only
+        // churns the newest slot.
+        for i in 2..4 {
+            s.ingest(entry(&key(i), "f"), &p, NOW)?;
+        }
+        for i in 100..130 {
+            s.ingest(entry(&key(i), "f"), &p, NOW)?;
+        }
+        assert_eq!(s.signers(), 4);
+        for i in 1..4 {
+            assert!(
+                s.get(&key(i).address(), "f0").is_some() || s.get(&key(i).address(), "f").is_some()
+            );
+        }
+        assert!(
+            s.get(&key(129).address(), "f").is_some(),
+            "the newest holds the last slot"
+        );
+        assert_eq!(s.evicted_signers(), 29);
+        // The own signer: no quota, never refused, even past the cap.
+        for i in 0..40 {
+            s.ingest(entry(&own, &format!("own{i}")), &p, NOW)?;
+        }
+        assert!(s.len() >= 40, "{}", s.len());
+        assert!(s.get(&old.address(), "f1").is_none(), "others gave way");
+        Ok(())
+    }
+
+    #[test]
+    fn digest_pages_stop_at_their_byte_budget() -> TestResult {
+        let mut s = Store::new(100);
+        for i in 0..50 {
+            s.ingest(entry(&key(1), &format!("field{i:02}")), &policy(), NOW)?;
+        }
+        let (items, next) = s.digest_page_within(None, 1000, 200);
+        assert!(
+            !items.is_empty() && items.len() * 44 <= 200,
+            "{}",
+            items.len()
+        );
+        assert!(next.is_some());
+        let (one, _) = s.digest_page_within(None, 1000, 1);
+        assert_eq!(one.len(), 1, "at least one item");
+        Ok(())
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(64))]
         /// Any order and any repetition of the same entries gives the same
