@@ -441,6 +441,7 @@ async fn metrics(State(ctx): State<Ctx>) -> Response {
         signed_stats: ctx.signed().stats(),
         replies: ctx.reply_counters(),
         stream_clients: ctx.events().stream_clients(),
+        api_connections_refused: REFUSED_CONNECTIONS.load(Ordering::Relaxed),
         rss_bytes: metrics::rss_bytes(),
     };
     (

@@ -1373,4 +1373,14 @@ fn slow_and_excess_connections_are_closed_and_the_api_keeps_answering() {
     eprintln!("idle connections closed after {took:?}");
     drop(idle);
     ok(&api, "GET", "/api/state", None);
+    // Every refusal is counted.
+    let (status, text) = http_raw(&api, "GET", "/metrics", None);
+    assert_eq!(status, 200);
+    let (samples, _) = parse_exposition(&text);
+    let refused = samples
+        .iter()
+        .find(|s| s.name == "gladius_api_connections_refused_total")
+        .map(|s| s.value)
+        .expect("refused connections in /metrics");
+    assert!(refused >= 100.0, "{refused}");
 }
