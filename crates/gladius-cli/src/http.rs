@@ -5,20 +5,28 @@
 
 use std::collections::HashMap;
 use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use axum::body::Bytes;
-use axum::extract::{FromRef, Path, Query, State};
+use axum::body::{Body, Bytes};
+use axum::extract::{self, FromRef, Query, Request, State};
 use axum::http::{header, StatusCode};
+use axum::middleware::Next;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get};
 use axum::{Json, Router};
 use futures_util::StreamExt;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
 use serde_json::{Map, Value};
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 
+use crate::api_guard::{self, Guard, Refusal};
 use crate::events::Item;
 use crate::history::{self, History};
 use crate::node::{parse_cmd, Cmd, Ctx, ErrorKind, OpError, OpResult};
@@ -35,16 +43,62 @@ static STATUS_PAGE: LazyLock<String> = LazyLock::new(|| {
 /// clients can tell a quiet node from a dead connection.
 const STREAM_KEEPALIVE: Duration = Duration::from_secs(15);
 
-/// Bind the API's TCP listener; also returns its `http://HOST:PORT` URL
-/// (with port 0 resolved to the bound port).
-pub(crate) async fn bind(addr: &str) -> Result<(TcpListener, String), String> {
+/// The API's listener, bound, with the checks its requests pass.
+pub(crate) struct Bound {
+    listener: TcpListener,
+    guard: Guard,
+    url: String,
+}
+
+impl std::fmt::Debug for Bound {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Bound").field("url", &self.url).finish()
+    }
+}
+
+impl Bound {
+    /// The `listening` event's fields: `api` (`http://HOST:PORT`, port 0
+    /// resolved), and unless `--api-no-auth`, `api_token` and
+    /// `status_url` (the status page with the token in its fragment).
+    pub(crate) fn listening_fields(&self) -> Map<String, Value> {
+        let mut fields = Map::new();
+        fields.insert("api".into(), self.url.as_str().into());
+        if let Some(token) = self.guard.token() {
+            fields.insert("api_token".into(), token.into());
+            fields.insert(
+                "status_url".into(),
+                format!("{}/#token={token}", self.url).into(),
+            );
+        }
+        fields
+    }
+}
+
+/// Bind the API's TCP listener on `addr`, with the token of data
+/// directory `data_dir` (`no_auth`: none, allowed on loopback only).
+pub(crate) async fn bind(addr: &str, data_dir: &Path, no_auth: bool) -> Result<Bound, String> {
     let listener = TcpListener::bind(addr)
         .await
         .map_err(|e| format!("cannot listen on --api {addr}: {e}"))?;
-    let local = listener
+    let local: SocketAddr = listener
         .local_addr()
         .map_err(|e| format!("--api {addr}: {e}"))?;
-    Ok((listener, format!("http://{local}")))
+    let token = if no_auth {
+        if !local.ip().is_loopback() {
+            return Err(format!(
+                "--api-no-auth is only allowed on a loopback --api address, not {local}"
+            ));
+        }
+        tracing::warn!("--api-no-auth: any local program or web page may drive this node");
+        None
+    } else {
+        Some(api_guard::load_or_create_token(data_dir)?)
+    };
+    Ok(Bound {
+        listener,
+        guard: Guard::new(local, token),
+        url: format!("http://{local}"),
+    })
 }
 
 /// What the handlers share: the operations, and the charts' history.
@@ -60,19 +114,58 @@ impl FromRef<Api> for Ctx {
     }
 }
 
+/// Connections refused because [`api_guard::MAX_CONNECTIONS`] were open.
+static REFUSED_CONNECTIONS: AtomicU64 = AtomicU64::new(0);
+
 /// Serve the API (and sample the history) until the task is aborted.
-pub(crate) async fn serve(listener: TcpListener, ctx: Ctx) {
+pub(crate) async fn serve(bound: Bound, ctx: Ctx) {
     let api = Api {
         ctx,
         history: Arc::default(),
     };
+    let app = router(api.clone(), Arc::new(bound.guard));
     tokio::select! {
-        r = axum::serve(listener, router(api.clone())) => {
-            if let Err(e) = r {
-                tracing::warn!("HTTP API stopped: {e}");
-            }
-        }
+        () = accept_loop(bound.listener, app) => {}
         () = sample_history(api) => {}
+    }
+}
+
+/// Accept connections, at most [`api_guard::MAX_CONNECTIONS`] at once
+/// (more are closed at once and counted), each given
+/// [`api_guard::HEADER_TIMEOUT`] to send each request's head.
+async fn accept_loop(listener: TcpListener, app: Router) {
+    let slots = Arc::new(Semaphore::new(api_guard::MAX_CONNECTIONS));
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                // Out of descriptors, most likely: wait for some to close.
+                tracing::warn!("HTTP API accept: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            let n = REFUSED_CONNECTIONS.fetch_add(1, Ordering::Relaxed) + 1;
+            if n.is_power_of_two() {
+                tracing::warn!(
+                    "HTTP API: {n} connections refused (limit {})",
+                    api_guard::MAX_CONNECTIONS
+                );
+            }
+            continue; // dropping `stream` closes it
+        };
+        let service = TowerToHyperService::new(app.clone());
+        tokio::spawn(async move {
+            let _slot = slot;
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(api_guard::HEADER_TIMEOUT)
+                .serve_connection(TokioIo::new(stream), service);
+            if let Err(e) = conn.await {
+                tracing::debug!("HTTP API connection: {e}");
+            }
+        });
     }
 }
 
@@ -97,7 +190,39 @@ fn lock(h: &Mutex<History>) -> std::sync::MutexGuard<'_, History> {
     h.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-fn router(api: Api) -> Router {
+/// Every request passes the [`Guard`], then its body is read within
+/// [`api_guard::BODY_TIMEOUT`] and [`api_guard::MAX_BODY`] bytes.
+async fn guarded(State(guard): State<Arc<Guard>>, req: Request, next: Next) -> Response {
+    if let Err(r) = guard.check(req.method(), req.uri().path(), req.headers()) {
+        return refuse(&r);
+    }
+    let (parts, body) = req.into_parts();
+    let read = axum::body::to_bytes(body, api_guard::MAX_BODY);
+    let body = match tokio::time::timeout(api_guard::BODY_TIMEOUT, read).await {
+        Ok(Ok(b)) => b,
+        Ok(Err(_)) => {
+            return error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                &format!("the body is over {} bytes", api_guard::MAX_BODY),
+            )
+        }
+        Err(_) => return error(StatusCode::REQUEST_TIMEOUT, "the body took too long"),
+    };
+    next.run(Request::from_parts(parts, Body::from(body))).await
+}
+
+fn refuse(r: &Refusal) -> Response {
+    let mut resp = error(r.status, &r.message);
+    if r.status == StatusCode::UNAUTHORIZED {
+        resp.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            header::HeaderValue::from_static("Bearer"),
+        );
+    }
+    resp
+}
+
+fn router(api: Api, guard: Arc<Guard>) -> Router {
     Router::new()
         .route("/", get(status_page))
         .route("/api/state", get(state))
@@ -115,6 +240,7 @@ fn router(api: Api) -> Router {
         .method_not_allowed_fallback(|| async {
             error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed here")
         })
+        .layer(axum::middleware::from_fn_with_state(guard, guarded))
         .with_state(api)
 }
 
@@ -145,24 +271,38 @@ pub(crate) fn respond(result: OpResult) -> Response {
     }
 }
 
-/// A JSON object body, as the command `cmd` (its fields as on stdin).
-fn body_cmd(body: &[u8], cmd: &str) -> Result<Cmd, OpError> {
-    let mut obj = match serde_json::from_slice::<Value>(body) {
-        Ok(Value::Object(obj)) => obj,
-        Ok(_) => return Err(OpError::bad("the body must be a JSON object")),
-        Err(e) => return Err(OpError::bad(format!("invalid JSON: {e}"))),
-    };
-    if obj.contains_key("cmd") {
-        return Err(OpError::bad("`cmd` is given by the endpoint, not the body"));
-    }
-    obj.insert("cmd".into(), cmd.into());
-    parse_cmd(obj)
+/// Why a body is not a command: a bad command, or a refused size.
+enum BodyError {
+    Op(OpError),
+    Refused(Refusal),
 }
 
-async fn run(ctx: &Ctx, cmd: Result<Cmd, OpError>) -> Response {
+/// A JSON object body, as the command `cmd` (its fields as on stdin).
+fn body_cmd(body: &[u8], cmd: &str) -> Result<Cmd, BodyError> {
+    let mut obj = match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(obj)) => obj,
+        Ok(_) => {
+            return Err(BodyError::Op(OpError::bad(
+                "the body must be a JSON object",
+            )))
+        }
+        Err(e) => return Err(BodyError::Op(OpError::bad(format!("invalid JSON: {e}")))),
+    };
+    api_guard::check_lists(&obj).map_err(BodyError::Refused)?;
+    if obj.contains_key("cmd") {
+        return Err(BodyError::Op(OpError::bad(
+            "`cmd` is given by the endpoint, not the body",
+        )));
+    }
+    obj.insert("cmd".into(), cmd.into());
+    parse_cmd(obj).map_err(BodyError::Op)
+}
+
+async fn run(ctx: &Ctx, cmd: Result<Cmd, BodyError>) -> Response {
     match cmd {
         Ok(cmd) => respond(ctx.execute(cmd).await),
-        Err(e) => respond(Err(e)),
+        Err(BodyError::Op(e)) => respond(Err(e)),
+        Err(BodyError::Refused(r)) => refuse(&r),
     }
 }
 
@@ -205,7 +345,10 @@ async fn add_peer(State(ctx): State<Ctx>, body: Bytes) -> Response {
 
 /// Deleting a peer the node does not know is a 404 (nothing was there;
 /// the stdin `delete` answers `ok` with `"known":false` instead).
-async fn delete_peer(State(ctx): State<Ctx>, Path(addr): Path<String>) -> Response {
+async fn delete_peer(
+    State(ctx): State<Ctx>,
+    extract::Path(addr): extract::Path<String>,
+) -> Response {
     respond(
         ctx.execute(Cmd::Delete { addr })
             .await
@@ -299,6 +442,7 @@ async fn metrics(State(ctx): State<Ctx>) -> Response {
         signed_stats: ctx.signed().stats(),
         replies: ctx.reply_counters(),
         stream_clients: ctx.events().stream_clients(),
+        api_connections_refused: REFUSED_CONNECTIONS.load(Ordering::Relaxed),
         rss_bytes: metrics::rss_bytes(),
     };
     (
@@ -324,4 +468,42 @@ async fn history(State(api): State<Api>) -> Response {
         Json(Value::Object(body)),
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Any body, for any endpoint's command, is a command or an
+        /// error: never a panic, and never a list past the limit.
+        #[test]
+        fn arbitrary_bodies_never_panic(
+            body in proptest::collection::vec(any::<u8>(), 0..256),
+            which in 0..7usize,
+        ) {
+            let cmd = ["add", "set", "broadcast", "broadcast_to", "broadcast_randomly", "request", "reply"][which];
+            let _ = body_cmd(&body, cmd);
+        }
+
+        /// JSON objects with fields of any type and lists of any length.
+        #[test]
+        fn arbitrary_json_commands_never_panic(
+            peers in 0..2000usize,
+            n in any::<i64>(),
+            text in ".{0,32}",
+            which in 0..7usize,
+        ) {
+            let cmd = ["add", "set", "broadcast", "broadcast_to", "broadcast_randomly", "request", "reply"][which];
+            let body = serde_json::json!({
+                "peers": vec![text.clone(); peers],
+                "n": n, "addr": text, "to": n, "field": "f", "body": "b", "type": "t",
+            });
+            let r = body_cmd(body.to_string().as_bytes(), cmd);
+            if peers > api_guard::MAX_LIST {
+                prop_assert!(matches!(r, Err(BodyError::Refused(_))));
+            }
+        }
+    }
 }

@@ -115,7 +115,10 @@
 //! seen on the event stream), `GET /api/events` (Server-Sent Events
 //! of every stdout event, `?types=` to filter), `GET /api/history` (the
 //! last minutes' rates and RTTs), `GET /metrics` (Prometheus text format)
-//! and the status page at `/`. See the README.
+//! and the status page at `/`. Requests need the bearer token the
+//! `listening` event prints (`api_token`; `status_url` opens the status
+//! page with it); Host, Origin and content type are checked and sizes,
+//! connections and read times limited (docs/security.md). See the README.
 //!
 //! ## Run the demo
 //!
@@ -157,6 +160,7 @@ use gladius_p2p::Identity;
 use gladius_plugins::signed_state::EthKey;
 
 mod addr;
+mod api_guard;
 mod b64;
 mod bench;
 mod config;
@@ -282,6 +286,11 @@ pub(crate) struct NodeArgs {
     /// picks a free port; the `listening` event's `api` field tells which).
     #[arg(long, value_name = "HOST:PORT")]
     pub(crate) api: Option<String>,
+    /// UNSAFE: serve the API without its bearer token, so any local
+    /// program (and any web page that gets past the Host/Origin checks)
+    /// may drive the node. Only allowed when --api is a loopback address.
+    #[arg(long)]
+    pub(crate) api_no_auth: bool,
     /// Read settings from this TOML file (see docs/gladius.example.toml);
     /// flags given override it. Unknown keys are an error.
     #[arg(long, value_name = "FILE")]

@@ -33,6 +33,8 @@ pub(crate) struct Snapshot {
     pub(crate) signed_stats: SyncStats,
     pub(crate) replies: ReplyCounters,
     pub(crate) stream_clients: usize,
+    /// API connections closed on accept: the connection cap was reached.
+    pub(crate) api_connections_refused: u64,
     /// Resident set size, when the platform tells.
     pub(crate) rss_bytes: Option<u64>,
 }
@@ -349,6 +351,11 @@ pub(crate) fn render(s: &Snapshot) -> String {
     ] {
         m.counter(name, help, v);
     }
+    m.counter(
+        "gladius_api_connections_refused_total",
+        "HTTP API connections closed on accept because the connection cap was reached.",
+        s.api_connections_refused,
+    );
     m.gauge(
         "gladius_event_stream_clients",
         "Clients of GET /api/events.",

@@ -19,12 +19,11 @@ use gladius_plugins::signed_state::{
 };
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
-use tokio::io::AsyncWriteExt;
 use tokio::sync::{mpsc, watch};
 
 use crate::config::NodeSettings;
 use crate::data_lock::DataDirLock;
-use crate::events::{EventSink, StdoutLine};
+use crate::events::{EventSink, StdoutQueue};
 use crate::replies::{PendingReplies, ReplyCounters};
 use crate::signers::{self, Signers};
 use crate::{addr, b64, NodeArgs};
@@ -734,19 +733,8 @@ enum Targets {
 }
 
 /// Write events to stdout, one JSON object per line, until told to stop.
-async fn write_stdout(mut rx: mpsc::Receiver<StdoutLine>) {
-    let mut out = tokio::io::stdout();
-    while let Some(Some(ev)) = rx.recv().await {
-        let ok =
-            out.write_all(ev.json.as_bytes()).await.is_ok() && out.write_all(b"\n").await.is_ok();
-        if !ok {
-            break; // stdout is gone; nothing more can be said
-        }
-        if rx.is_empty() && out.flush().await.is_err() {
-            break;
-        }
-    }
-    let _ = out.flush().await;
+async fn write_stdout(queue: StdoutQueue) {
+    crate::events::write_lines(queue, tokio::io::stdout()).await;
 }
 
 /// Read stdin lines on a plain thread (a blocking read must not hold the
@@ -823,6 +811,7 @@ pub(crate) async fn run(args: NodeArgs) -> Result<(), String> {
     // Held until the process ends: one node per identity.
     let _lock = DataDirLock::acquire(&dir)?;
     let keys = crate::load_keys(dir)?;
+    let keys_dir = keys.dir.clone();
     let public_key = (!args.insecure).then(|| keys.identity.public_key().to_string());
     let mut config = Config::default().with_plaintext(args.insecure);
     if !args.insecure {
@@ -862,7 +851,7 @@ pub(crate) async fn run(args: NodeArgs) -> Result<(), String> {
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
     let api = match &args.api {
-        Some(api) => Some(crate::http::bind(api).await?),
+        Some(api) => Some(crate::http::bind(api, &keys_dir, args.api_no_auth).await?),
         None => None,
     };
     let mut listening = object(json!({
@@ -871,8 +860,8 @@ pub(crate) async fn run(args: NodeArgs) -> Result<(), String> {
         "public_key": public_key,
         "eth_address": eth_address,
     }));
-    if let Some((_, url)) = &api {
-        listening.insert("api".into(), url.as_str().into());
+    if let Some(bound) = &api {
+        listening.extend(bound.listening_fields());
     }
     out.emit(Value::Object(listening)).await;
     let _ = ready_tx.send(true);
@@ -887,7 +876,7 @@ pub(crate) async fn run(args: NodeArgs) -> Result<(), String> {
         max_field_len,
         gossip,
     };
-    let server = api.map(|(listener, _)| tokio::spawn(crate::http::serve(listener, ctx.clone())));
+    let server = api.map(|bound| tokio::spawn(crate::http::serve(bound, ctx.clone())));
     for peer in &args.peers {
         let mut a = answer("result", Some("add"), None, ctx.add(peer).await);
         // Tells these answers from those to the program's own `add`s.

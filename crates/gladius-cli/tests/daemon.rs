@@ -5,9 +5,9 @@ mod common;
 
 use std::process::Command;
 use std::str::FromStr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use common::{Node, TempDir, BIN};
+use common::{Node, TempDir, BIN, WAIT};
 use gladius_plugins::signed_state::{recover_personal, EthAddress, EthSignature};
 use serde_json::{json, Value};
 
@@ -393,7 +393,11 @@ fn config_file_with_flags_over_it() {
         .collect();
     assert!(peers.contains(&"127.0.0.1:7002"), "example peers: {s}");
     let api = n.api.clone().expect("`api` from the file");
-    assert!(!api.ends_with(":8080"), "--api overrides `api`: {api}");
+    assert!(
+        !api.ends_with(":8080"),
+        "--api overrides `api`: {}",
+        api.url
+    );
 
     let dir = TempDir::new();
     let file = dir.join("node.toml");
@@ -485,4 +489,75 @@ fn the_readme_script_answers_requests() {
     assert_eq!(r["ok"], true, "{r}");
     assert_eq!(r["body"], "127.0.0.1:7001", "{r}");
     assert_eq!(r2["body"], "", "{r2}");
+}
+
+/// A driving program that stops reading stdout while 1 MiB messages
+/// arrive: the daemon drops (and counts) what it cannot queue within its
+/// byte budgets instead of growing, and says so once stdout is read again.
+#[test]
+fn an_unread_stdout_keeps_memory_bounded_and_reports_drops() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let dir = TempDir::new();
+    let mut child = Command::new(common::BIN)
+        .args(["node", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.join("a"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn gladius");
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    let listening: Value = serde_json::from_str(&line).unwrap();
+    let a_addr = listening["addr"].as_str().unwrap().to_owned();
+
+    let mut b = Node::start("B", &["--peer", &a_addr]);
+    b.wait_writable(&[&a_addr]);
+    // From here on, nobody reads A's stdout.
+    let body = "x".repeat(1 << 20);
+    let sent = 150;
+    let mut max_rss = 0;
+    for _ in 0..sent {
+        b.ok(json!({"cmd": "broadcast_to", "peers": [a_addr], "type": "big", "body": body}));
+        max_rss = max_rss.max(common::rss_bytes(child.id()));
+    }
+    // Let A take in what is still in flight.
+    let until = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < until {
+        max_rss = max_rss.max(common::rss_bytes(child.id()));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    eprintln!(
+        "{sent} MiB sent to an unread daemon: max RSS {} MiB",
+        max_rss >> 20
+    );
+    assert!(max_rss < 128 << 20, "RSS {} MiB", max_rss >> 20);
+
+    // Read again: the messages that fitted, then the drop is told.
+    let (mut messages, mut dropped) = (0u64, None);
+    let deadline = Instant::now() + WAIT;
+    while dropped.is_none() && Instant::now() < deadline {
+        line.clear();
+        if stdout.read_line(&mut line).unwrap() == 0 {
+            break;
+        }
+        let v: Value = serde_json::from_str(&line).unwrap();
+        match v["event"].as_str() {
+            Some("message") => messages += 1,
+            Some("dropped") => dropped = Some(v),
+            _ => {}
+        }
+    }
+    let dropped = dropped.expect("a `dropped` event once stdout is read");
+    let events = dropped["events"].as_u64().unwrap();
+    eprintln!("read {messages} messages, then {dropped}");
+    assert!(
+        events >= 1 && dropped["bytes"].as_u64().unwrap() >= events << 20,
+        "{dropped}"
+    );
+    assert!(messages + events <= sent, "{messages} + {events}");
+    let _ = child.kill();
+    let _ = child.wait();
 }

@@ -8,12 +8,12 @@ use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{api_node, http, http_raw, ok, Node, TempDir, WAIT};
+use common::{api_node, http, http_raw, http_with, ok, Api, Node, TempDir, WAIT};
 use serde_json::{json, Value};
 
 /// Poll `GET /api/peers` until every one of `peers` is connected and
 /// writable.
-fn wait_writable_http(api: &str, peers: &[&str]) {
+fn wait_writable_http(api: &Api, peers: &[&str]) {
     let deadline = Instant::now() + WAIT;
     loop {
         let v = ok(api, "GET", "/api/peers", None);
@@ -249,7 +249,7 @@ fn bad_requests_get_json_errors_with_status_codes() {
 #[test]
 fn status_page_is_self_contained() {
     let a = api_node("A", &[]);
-    let (status, page) = http_raw(a.api.as_deref().unwrap(), "GET", "/", None);
+    let (status, page) = http_raw(a.api.as_ref().unwrap(), "GET", "/", None);
     assert_eq!(status, 200);
     assert!(page.starts_with("<!DOCTYPE html>"), "{page}");
     for id in [
@@ -431,7 +431,10 @@ fn status_page_in_headless_chromium() {
     );
     a.wait_writable(&[&b.addr, &c.addr]);
     let api = a.api.clone().unwrap();
-    let url = format!("{api}/");
+    let url = api
+        .status_url
+        .clone()
+        .expect("`status_url` in the listening event");
     // Traffic for the charts, and a garbage datagram for an error counter.
     for i in 0..20 {
         a.ok(json!({"cmd": "broadcast", "type": "t", "body": format!("m{i}")}));
@@ -559,7 +562,7 @@ struct Sse {
 
 impl Sse {
     /// `GET path`; panics unless the answer is a 200 `text/event-stream`.
-    fn open(api: &str, path: &str, recv_buffer: Option<usize>) -> Sse {
+    fn open(api: &Api, path: &str, recv_buffer: Option<usize>) -> Sse {
         use std::io::BufRead;
         let host = api.strip_prefix("http://").expect("http:// URL");
         let addr: std::net::SocketAddr = host.parse().unwrap();
@@ -571,7 +574,12 @@ impl Sse {
         socket.connect(&addr.into()).unwrap();
         let mut stream: TcpStream = socket.into();
         stream.set_read_timeout(Some(WAIT)).unwrap();
-        write!(stream, "GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n").unwrap();
+        let token = api.token.as_deref().unwrap_or_default();
+        write!(
+            stream,
+            "GET {path} HTTP/1.0\r\nHost: {host}\r\nAuthorization: Bearer {token}\r\n\r\n"
+        )
+        .unwrap();
         let mut reader = std::io::BufReader::new(stream);
         let mut head = String::new();
         loop {
@@ -983,4 +991,309 @@ fn metrics_are_prometheus_text_matching_the_state() {
     );
     let rss = one("gladius_process_resident_memory_bytes", &[]);
     assert!(rss > 1e6 && rss < 4e9, "{rss}");
+}
+
+/// The same node started twice in one data directory: the same token,
+/// kept in a file only its owner may read.
+#[test]
+fn the_api_token_is_private_and_survives_restarts() {
+    let dir = TempDir::new();
+    let data = dir.join("data");
+    let data = data.to_str().unwrap();
+    let first = Node::start_in("A", data, &["--api", "127.0.0.1:0"]);
+    let token = first.api.clone().unwrap().token.expect("api_token");
+    assert_eq!(token.len(), 64, "{token}");
+    let status_url = first.api.clone().unwrap().status_url.unwrap();
+    assert!(
+        status_url.ends_with(&format!("/#token={token}")),
+        "{status_url}"
+    );
+    drop(first);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.join("data/api_token"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "{mode:o}");
+    }
+    let again = Node::start_in("A", data, &["--api", "127.0.0.1:0"]);
+    assert_eq!(
+        again.api.clone().unwrap().token.as_deref(),
+        Some(token.as_str())
+    );
+
+    // No token only on loopback, and then no token is printed.
+    let open = api_node_no_auth();
+    assert!(open.api.as_ref().unwrap().token.is_none());
+    ok(open.api.as_ref().unwrap(), "GET", "/api/state", None);
+    let run = common::run_to_end(
+        &[
+            "node",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            dir.join("other").to_str().unwrap(),
+            "--api",
+            "0.0.0.0:0",
+            "--api-no-auth",
+        ],
+        WAIT,
+    );
+    assert_ne!(run.code, Some(0));
+    assert!(run.stderr.contains("--api-no-auth"), "{}", run.stderr);
+}
+
+fn api_node_no_auth() -> Node {
+    Node::start("open", &["--api", "127.0.0.1:0", "--api-no-auth"])
+}
+
+/// What a web page (or a DNS-rebound name) can send is refused before
+/// anything runs: no token 401, foreign Host or Origin 403, a non-JSON
+/// POST 415, and the node does not act on any of them.
+#[test]
+fn requests_without_token_from_foreign_origins_or_not_json_are_refused() {
+    let mut b = Node::start("B", &[]);
+    let mut a = api_node("A", &["--peer", &b.addr]);
+    a.wait_writable(&[&b.addr]);
+    let api = a.api.clone().unwrap();
+    let host = api.strip_prefix("http://").unwrap().to_owned();
+    let token = api.token.clone().unwrap();
+    let auth = format!("Authorization: Bearer {token}\r\n");
+    let json = "Content-Type: application/json\r\n";
+    let news = r#"{"type":"news","body":"forged"}"#;
+
+    let refused = |headers: String, method: &str, path: &str, want: u16| {
+        let body = (method == "POST").then_some(news);
+        let (status, text) = http_with(&api, method, path, &headers, body);
+        assert_eq!(status, want, "{method} {path} with {headers:?}: {text}");
+        let v: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(v["ok"], false, "{v}");
+    };
+    // No token, a wrong one, or a cookie instead.
+    for path in ["/api/state", "/api/peers", "/api/events", "/metrics"] {
+        refused(format!("Host: {host}\r\n"), "GET", path, 401);
+    }
+    refused(
+        format!(
+            "Host: {host}\r\nAuthorization: Bearer {}\r\n",
+            "0".repeat(64)
+        ),
+        "GET",
+        "/api/state",
+        401,
+    );
+    refused(
+        format!("Host: {host}\r\nCookie: token={token}\r\n"),
+        "GET",
+        "/api/state",
+        401,
+    );
+    refused(
+        format!("Host: {host}\r\n{json}"),
+        "POST",
+        "/api/broadcast",
+        401,
+    );
+    // DNS rebinding: the right token cannot even be tried from a page
+    // whose Host is another name; a foreign Origin is refused as well.
+    refused(
+        format!("Host: evil.example\r\n{auth}"),
+        "GET",
+        "/api/state",
+        403,
+    );
+    refused(
+        format!(
+            "Host: evil.example:{}\r\n",
+            &host[host.rfind(':').unwrap() + 1..]
+        ),
+        "GET",
+        "/",
+        403,
+    );
+    refused(
+        format!("Host: {host}\r\n{auth}Origin: http://evil.example\r\n{json}"),
+        "POST",
+        "/api/broadcast",
+        403,
+    );
+    refused(
+        format!("Host: {host}\r\n{auth}Origin: null\r\n{json}"),
+        "POST",
+        "/api/broadcast",
+        403,
+    );
+    // Cross-origin "simple" bodies: text/plain, forms, none.
+    for ct in [
+        "text/plain",
+        "application/x-www-form-urlencoded",
+        "multipart/form-data; boundary=x",
+    ] {
+        refused(
+            format!("Host: {host}\r\n{auth}Content-Type: {ct}\r\n"),
+            "POST",
+            "/api/broadcast",
+            415,
+        );
+        refused(
+            format!("Host: {host}\r\n{auth}Content-Type: {ct}\r\n"),
+            "POST",
+            "/api/signed-state",
+            415,
+        );
+    }
+    refused(
+        format!("Host: {host}\r\n{auth}"),
+        "POST",
+        "/api/broadcast",
+        415,
+    );
+
+    // Nothing was broadcast nor signed: B's first `news` is the one sent
+    // now, properly, and A has no signed field.
+    let (status, _) = http_with(
+        &api,
+        "POST",
+        "/api/broadcast",
+        &format!("Host: {host}\r\n{auth}{json}"),
+        Some(r#"{"type":"news","body":"real"}"#),
+    );
+    assert_eq!(status, 200);
+    assert_eq!(b.wait_message("news")["body"], "real");
+    let s = ok(&api, "GET", "/api/signed-state", None);
+    assert!(s["entries"].as_array().unwrap().is_empty(), "{s}");
+    // The same origin (the status page) and `localhost` are fine.
+    let port = &host[host.rfind(':').unwrap() + 1..];
+    let (status, _) = http_with(
+        &api,
+        "GET",
+        "/api/state",
+        &format!("Host: localhost:{port}\r\n{auth}Origin: http://{host}\r\n"),
+        None,
+    );
+    assert_eq!(status, 200);
+}
+
+/// One POST listing 100,000 addresses is refused whole: no entries, no
+/// handshakes, no memory.
+#[test]
+fn an_oversized_list_is_refused_not_executed() {
+    let a = api_node("A", &[]);
+    let api = a.api.clone().unwrap();
+    let rss_before = a.rss_bytes();
+    let peers: Vec<String> = (0..100_000)
+        .map(|i| format!("127.{}.{}.{}:9", i >> 16 & 255, i >> 8 & 255, i & 255))
+        .collect();
+    let body = json!({"peers": peers, "type": "t", "body": "x"});
+    let (status, v) = http(&api, "POST", "/api/broadcast", Some(body));
+    assert!(status == 413 || status == 400, "{status} {v}");
+    // Just over the limit is refused too; just under is carried out.
+    let (status, v) = http(
+        &api,
+        "POST",
+        "/api/broadcast",
+        Some(json!({"peers": peers[..1025], "type": "t", "body": "x"})),
+    );
+    assert_eq!(status, 413, "{v}");
+    let s = ok(&api, "GET", "/api/peers", None);
+    assert!(s["peers"].as_array().unwrap().is_empty(), "{s}");
+    let rss_after = a.rss_bytes();
+    assert!(
+        rss_after < rss_before + (32 << 20),
+        "RSS {rss_before} -> {rss_after}"
+    );
+}
+
+/// Open `n` TCP connections to the API that send `prefix` and then hold.
+fn hold(api: &str, n: usize, prefix: &[u8]) -> Vec<TcpStream> {
+    let host = api.strip_prefix("http://").unwrap();
+    (0..n)
+        .map(|_| {
+            let mut s = TcpStream::connect(host).expect("connect");
+            s.write_all(prefix).unwrap();
+            s
+        })
+        .collect()
+}
+
+/// When every connection of `conns` has been closed by the server (a read
+/// gives EOF or an error); panics after `limit`.
+fn all_closed_within(conns: &mut [TcpStream], limit: Duration) -> Duration {
+    let start = Instant::now();
+    for s in conns.iter_mut() {
+        let left = limit
+            .saturating_sub(start.elapsed())
+            .max(Duration::from_millis(1));
+        s.set_read_timeout(Some(left)).unwrap();
+        let mut buf = [0u8; 4096];
+        loop {
+            match s.read(&mut buf) {
+                Ok(0) | Err(_) if start.elapsed() < limit => break,
+                Ok(0) | Err(_) => panic!("a connection was still open after {limit:?}"),
+                Ok(_) => {} // a 408 answer, then the close
+            }
+        }
+    }
+    start.elapsed()
+}
+
+/// Slowloris: connections that never finish their head (or body) are
+/// closed within the read timeouts, while a legitimate request goes
+/// through; past the connection cap, extra connections are closed at
+/// once and the API answers again once the idle ones are gone.
+#[test]
+fn slow_and_excess_connections_are_closed_and_the_api_keeps_answering() {
+    let a = api_node("A", &[]);
+    let api = a.api.clone().unwrap();
+    let host = api.strip_prefix("http://").unwrap().to_owned();
+
+    // 100 slow heads and 5 slow bodies: a request still goes through.
+    let head = format!("GET /api/state HTTP/1.1\r\nHost: {host}\r\nX-Slow: ");
+    let mut slow = hold(&api, 100, head.as_bytes());
+    let token = api.token.clone().unwrap();
+    let body = format!(
+        "POST /api/broadcast HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {token}\r\n\
+         Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{{"
+    );
+    slow.extend(hold(&api, 5, body.as_bytes()));
+    std::thread::sleep(Duration::from_millis(500));
+    ok(&api, "GET", "/api/state", None);
+    // Header timeout 5 s, body timeout 10 s: all gone well within 20 s.
+    let took = all_closed_within(&mut slow, Duration::from_secs(20));
+    eprintln!("slow connections closed after {took:?}");
+
+    // Cap + 100 idle connections: the extra ones are closed at once.
+    let cap = 128;
+    let mut idle = hold(&api, cap + 100, b"");
+    std::thread::sleep(Duration::from_millis(500));
+    let mut closed_at_once = 0;
+    for s in &mut idle {
+        s.set_read_timeout(Some(Duration::from_millis(20))).unwrap();
+        let mut buf = [0u8; 16];
+        let open = matches!(s.read(&mut buf), Err(e)
+            if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut));
+        if !open {
+            closed_at_once += 1;
+        }
+    }
+    assert!(
+        closed_at_once >= 100,
+        "only {closed_at_once} of the extra connections closed at once"
+    );
+    let took = all_closed_within(&mut idle, Duration::from_secs(20));
+    eprintln!("idle connections closed after {took:?}");
+    drop(idle);
+    ok(&api, "GET", "/api/state", None);
+    // Every refusal is counted.
+    let (status, text) = http_raw(&api, "GET", "/metrics", None);
+    assert_eq!(status, 200);
+    let (samples, _) = parse_exposition(&text);
+    let refused = samples
+        .iter()
+        .find(|s| s.name == "gladius_api_connections_refused_total")
+        .map(|s| s.value)
+        .expect("refused connections in /metrics");
+    assert!(refused >= 100.0, "{refused}");
 }

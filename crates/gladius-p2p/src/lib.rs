@@ -80,7 +80,7 @@ pub use gladius_kcp::KcpConfig;
 #[cfg(feature = "json")]
 pub use json::JsonError;
 pub use network::{Network, ToPeerAddr};
-pub use plugin::{Plugin, PluginId, PLUGIN_QUEUE_LEN};
+pub use plugin::{Plugin, PluginId, PLUGIN_QUEUE_BYTES, PLUGIN_QUEUE_LEN};
 pub use socket::{BatchUdpSocket, DatagramSocket, LinkFaults, MemoryNetwork, MemorySocket};
 pub use state::{ConnectionState, Counters, Direction, NetworkState, PeerState, PluginState};
 pub use streams::{Feed, Filter, PeerEvent, Subscription, SUBSCRIPTION_QUEUE_LEN};

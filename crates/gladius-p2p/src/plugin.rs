@@ -2,7 +2,8 @@
 //!
 //! # Order and threading
 //! Each registered plugin runs on **its own tokio task** and receives events
-//! through its own bounded queue ([`PLUGIN_QUEUE_LEN`] events), one hook call
+//! through its own bounded queue ([`PLUGIN_QUEUE_LEN`] events and
+//! [`PLUGIN_QUEUE_BYTES`] of message bodies), one hook call
 //! at a time, in the order the node produced them:
 //!
 //! * `startup` first, once the plugin is registered *and* the node listens;
@@ -33,7 +34,7 @@
 
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use futures_util::FutureExt;
@@ -46,6 +47,20 @@ use crate::{Network, PeerInfo, Received};
 /// thousands of small messages; small enough that a stuck plugin holds at
 /// most a few MiB of references.
 pub const PLUGIN_QUEUE_LEN: usize = 8192;
+
+/// Message body bytes one plugin may have waiting (64 MiB): past it, a
+/// message is dropped for that plugin and counted in `events_dropped`, as
+/// when the queue is full, so that large messages to a slow plugin cannot
+/// grow memory by [`PLUGIN_QUEUE_LEN`] times their size.
+pub const PLUGIN_QUEUE_BYTES: usize = 64 << 20;
+
+/// The bytes an event holds for [`PLUGIN_QUEUE_BYTES`]: a message's body.
+fn event_bytes(event: &PluginEvent) -> usize {
+    match event {
+        PluginEvent::Node(NodeEvent::Message(m)) => m.message().body().len(),
+        _ => 0,
+    }
+}
 
 /// A plugin. Every hook has a no-op default; implement the ones you need
 /// with `#[async_trait]`.
@@ -158,6 +173,8 @@ pub(crate) enum PluginEvent {
 pub(crate) struct PluginCounters {
     pub(crate) events_dropped: AtomicU64,
     pub(crate) panics: AtomicU64,
+    /// Message body bytes queued (see [`PLUGIN_QUEUE_BYTES`]).
+    queued_bytes: AtomicUsize,
     /// Set by [`PluginSlot::remove`]: the task skips what is still queued
     /// and runs `close`.
     removed: AtomicBool,
@@ -196,8 +213,16 @@ impl PluginSlot {
     }
 
     /// Queue an event without waiting; a full queue drops it and counts.
+    /// Past [`PLUGIN_QUEUE_BYTES`] of queued bodies, likewise.
     pub(crate) fn deliver(&self, event: PluginEvent) {
-        if self.tx.try_send(event).is_err() {
+        let bytes = event_bytes(&event);
+        let queued = &self.counters.queued_bytes;
+        // Counted before it is sent, so the task's subtraction never
+        // comes first.
+        let before = queued.fetch_add(bytes, Ordering::AcqRel);
+        let over = bytes > 0 && before + bytes > PLUGIN_QUEUE_BYTES;
+        if over || self.tx.try_send(event).is_err() {
+            queued.fetch_sub(bytes, Ordering::AcqRel);
             self.counters.events_dropped.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(plugin = %self.name, "plugin queue full; event dropped");
         }
@@ -219,6 +244,9 @@ async fn run(
 ) {
     let mut closed = false;
     while let Some(event) = rx.recv().await {
+        counters
+            .queued_bytes
+            .fetch_sub(event_bytes(&event), Ordering::AcqRel);
         if counters.removed.load(Ordering::Acquire) {
             break;
         }

@@ -191,6 +191,51 @@ async fn removal_does_not_wait_for_a_busy_hook_and_discards_what_was_queued() {
     b.close().await.unwrap();
 }
 
+/// A stalled plugin holds at most `PLUGIN_QUEUE_BYTES` of queued bodies:
+/// 1 MiB messages past it are dropped for it and counted, not queued by
+/// the thousand.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_plugin_queues_at_most_its_byte_budget() {
+    let ((a, _, _), (b, _, rb)) = connected_pair().await;
+    let gated = Gated {
+        gate: Arc::new(tokio::sync::Semaphore::new(0)),
+        seen: Arc::default(),
+    };
+    b.register_plugin(gated.clone()).await.unwrap();
+    const MIB: usize = 1 << 20;
+    let fit = gladius_p2p::PLUGIN_QUEUE_BYTES / MIB;
+    let n = fit + 16;
+    for _ in 0..n {
+        // The sender's own queue is bounded too: retry until queued.
+        let m = gladius_p2p::Message::new("big", vec![b'x'; MIB]).unwrap();
+        while !a.broadcast(m.clone()).await.unwrap().all_queued() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    wait_for(
+        Duration::from_secs(60),
+        "every message handed over",
+        || async { rb.count_type("big") == n },
+    )
+    .await;
+    let state = b.network_state().await.unwrap();
+    let dropped = state
+        .plugins
+        .iter()
+        .find(|p| p.name == "gated")
+        .unwrap()
+        .events_dropped;
+    // One in the hook, `fit` queued, the rest dropped.
+    assert_eq!(dropped as usize, n - 1 - fit);
+    gated.gate.add_permits(n);
+    wait_for(LONG, "the queued ones delivered", || async {
+        gated.seen.lock().unwrap().len() == 1 + fit
+    })
+    .await;
+    a.close().await.unwrap();
+    b.close().await.unwrap();
+}
+
 #[tokio::test]
 async fn subscribe_delivers_every_matching_message_once_in_order() {
     let ((a, a_addr, _), (b, _, _)) = connected_pair().await;

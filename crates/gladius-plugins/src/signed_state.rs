@@ -98,5 +98,7 @@ pub use plugin::{
     RoundBytes, SetError, SignedState, SignedStateConfig, SignedStateHandle, SyncStats,
     CHANGES_QUEUE_LEN,
 };
-pub use store::{precheck, Accepted, DigestItem, Key, Policy, Rejection, Rejections, Store};
+pub use store::{
+    entry_bytes, precheck, Accepted, DigestItem, Key, Limits, Policy, Rejection, Rejections, Store,
+};
 pub use validator::{AcceptAll, AllowList, FieldRules, Validator};

@@ -458,3 +458,108 @@ async fn a_lagging_change_reader_holds_its_bound_and_counts_drops() {
     drop(changes);
     state.set("after", "v").await.unwrap(); // a closed reader is pruned, not fed
 }
+
+/// Entries from `signer` for fields `prefix0..prefixN`, sent to `to` in
+/// messages of 256.
+async fn flood(from: &Network, to: std::net::SocketAddr, signer: &EthKey, prefix: &str, n: usize) {
+    let t = now_ms();
+    let entries: Vec<SignedEntry> = (0..n)
+        .map(|i| SignedEntry::sign(signer, &format!("{prefix}{i}"), vec![7u8; 64], t).unwrap())
+        .collect();
+    for c in entries.chunks(256) {
+        inject(
+            from,
+            to,
+            SyncMessage::Entries {
+                entries: c.to_vec(),
+            },
+        )
+        .await;
+    }
+}
+
+/// One peer floods fields and signers: its signers hold their quota,
+/// established signers keep their entries, the node's own `set` is
+/// always accepted, and 200 bogus roots draw a bounded answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn squatting_peers_are_held_to_quotas_and_answers_are_bounded() {
+    let config = SignedStateConfig::default();
+    let (max_signers, per_signer) = (config.max_signers, config.max_entries_per_signer);
+    let max_answer = config.max_answer_bytes;
+    let victim = node(config).await;
+    let bare = Network::new(net_config()).unwrap();
+    bare.listen("127.0.0.1:0").await.unwrap();
+    bare.add(victim.addr).await.unwrap();
+    let s = &victim.state;
+
+    // Established signers first.
+    let established: Vec<EthKey> = (0..5).map(|_| EthKey::generate()).collect();
+    for k in &established {
+        flood(&bare, victim.addr, k, "status", 4).await;
+    }
+    // One signer floods 5,000 fields; 1,500 new signers 8 fields each.
+    let squatter = EthKey::generate();
+    flood(&bare, victim.addr, &squatter, "f", 5_000).await;
+    for _ in 0..1_500 {
+        flood(&bare, victim.addr, &EthKey::generate(), "g", 8).await;
+    }
+    let sent = 5 * 4 + 5_000 + 1_500 * 8;
+    wait_for(Duration::from_secs(60), "the flood processed", || async {
+        let st = s.stats();
+        st.accepted + st.duplicates + st.rejections.total() >= sent as u64
+    })
+    .await;
+    let st = s.stats();
+    eprintln!("after the flood: {} entries, {:?}", s.len(), st.rejections);
+    let squatted = s
+        .entries()
+        .iter()
+        .filter(|e| e.signer == squatter.address())
+        .count();
+    assert_eq!(squatted, per_signer, "the squatter holds its quota");
+    assert!(st.rejections.signer_quota >= (5_000 - per_signer) as u64);
+    let signers: BTreeSet<EthAddress> = s.entries().iter().map(|e| e.signer).collect();
+    assert!(signers.len() <= max_signers, "{} signers", signers.len());
+    for k in &established {
+        for i in 0..4 {
+            assert!(
+                s.get(&k.address(), &format!("status{i}")).is_some(),
+                "established signer lost"
+            );
+        }
+    }
+    // The node's own fields are always accepted.
+    for i in 0..300 {
+        s.set(&format!("own{i}"), "v")
+            .await
+            .expect("own set accepted");
+    }
+    assert_eq!(s.get(&s.address(), "own299").unwrap().value, b"v");
+
+    // 200 bogus roots: each answered with at most one bounded page.
+    let before = totals(std::slice::from_ref(s)).bytes_sent;
+    let root = SyncMessage::Root {
+        root: [9; 16],
+        count: 1,
+    };
+    let root_bytes = root.encode().1.len() as u64;
+    for _ in 0..200 {
+        inject(&bare, victim.addr, root.clone()).await;
+    }
+    wait_for(Duration::from_secs(30), "the roots processed", || async {
+        s.stats().total.messages_received + s.stats().current_round.messages_received
+            >= (5 + 5_000usize.div_ceil(256) + 1_500 + 200) as u64
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let drawn = totals(std::slice::from_ref(s)).bytes_sent - before;
+    eprintln!(
+        "200 roots of {root_bytes} B drew {drawn} B ({}x); store {} entries",
+        drawn / (200 * root_bytes),
+        s.len()
+    );
+    // Own rounds (a root a second) aside, one page of at most
+    // max_answer_bytes (plus its framing) per root.
+    assert!(drawn <= 200 * (max_answer as u64 + 1024), "drew {drawn} B");
+    close_all(vec![bare, victim.net]).await;
+}

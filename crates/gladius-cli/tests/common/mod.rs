@@ -44,6 +44,30 @@ impl Drop for TempDir {
     }
 }
 
+/// A node's HTTP API, from its `listening` event. Derefs to its
+/// `http://HOST:PORT` URL.
+#[derive(Debug, Clone)]
+pub struct Api {
+    pub url: String,
+    /// `api_token` (absent with `--api-no-auth`).
+    pub token: Option<String>,
+    /// `status_url`: the status page with the token in its fragment.
+    pub status_url: Option<String>,
+}
+
+impl std::ops::Deref for Api {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.url
+    }
+}
+
+impl std::fmt::Display for Api {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.url)
+    }
+}
+
 /// One running `gladius node`.
 pub struct Node {
     child: Child,
@@ -55,8 +79,8 @@ pub struct Node {
     pub addr: String,
     pub public_key: Value,
     pub eth_address: String,
-    /// `http://HOST:PORT` of the HTTP API, when started with `--api`.
-    pub api: Option<String>,
+    /// The HTTP API, when started with `--api`.
+    pub api: Option<Api>,
     pub name: String,
     _dir: Option<TempDir>,
 }
@@ -124,7 +148,11 @@ impl Node {
         node.addr = first["addr"].as_str().unwrap().to_owned();
         node.public_key = first["public_key"].clone();
         node.eth_address = first["eth_address"].as_str().unwrap().to_owned();
-        node.api = first["api"].as_str().map(str::to_owned);
+        node.api = first["api"].as_str().map(|url| Api {
+            url: url.to_owned(),
+            token: first["api_token"].as_str().map(str::to_owned),
+            status_url: first["status_url"].as_str().map(str::to_owned),
+        });
         node
     }
 
@@ -256,6 +284,11 @@ impl Node {
         self.child.try_wait().unwrap().is_none()
     }
 
+    /// The process's resident set size (`VmRSS` of `/proc/PID/status`).
+    pub fn rss_bytes(&self) -> u64 {
+        rss_bytes(self.pid())
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
@@ -357,22 +390,43 @@ pub fn api_node(name: &str, extra: &[&str]) -> Node {
     let mut args = vec!["--api", "127.0.0.1:0"];
     args.extend_from_slice(extra);
     let node = Node::start(name, &args);
-    let api = node.api.as_deref().expect("`api` in the listening event");
+    let api = node.api.as_ref().expect("`api` in the listening event");
+    assert!(api.token.is_some(), "`api_token` in the listening event");
     assert!(api.starts_with("http://127.0.0.1:"), "{api}");
     assert!(!api.ends_with(":0"), "port 0 not resolved: {api}");
     node
 }
 
-/// One HTTP/1.1 request (`Connection: close`); the status and the body.
-pub fn http_raw(api: &str, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
+/// One HTTP/1.1 request (`Connection: close`, with the API's token); the
+/// status and the body.
+pub fn http_raw(api: &Api, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
+    let auth = api
+        .token
+        .as_ref()
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    let host = api.strip_prefix("http://").expect("http:// URL");
+    let extra = format!("Host: {host}\r\n{auth}Content-Type: application/json\r\n");
+    http_with(api, method, path, &extra, body)
+}
+
+/// One HTTP/1.1 request with exactly the header lines `headers` (each
+/// ending in CRLF) besides `Connection` and `Content-Length`.
+pub fn http_with(
+    api: &str,
+    method: &str,
+    path: &str,
+    headers: &str,
+    body: Option<&str>,
+) -> (u16, String) {
     let host = api.strip_prefix("http://").expect("http:// URL");
     let mut stream = TcpStream::connect(host).expect("connect to the API");
     stream.set_read_timeout(Some(WAIT)).unwrap();
     let body = body.unwrap_or("");
     write!(
         stream,
-        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\
-         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        "{method} {path} HTTP/1.1\r\n{headers}Connection: close\r\n\
+         Content-Length: {}\r\n\r\n{body}",
         body.len()
     )
     .unwrap();
@@ -396,7 +450,7 @@ pub fn http_raw(api: &str, method: &str, path: &str, body: Option<&str>) -> (u16
 
 /// A JSON request; the status and the JSON answer (always an object with
 /// `ok`, matching the status).
-pub fn http(api: &str, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+pub fn http(api: &Api, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
     let body = body.map(|b| b.to_string());
     let (status, text) = http_raw(api, method, path, body.as_deref());
     let v: Value = serde_json::from_str(&text)
@@ -412,8 +466,19 @@ pub fn http(api: &str, method: &str, path: &str, body: Option<Value>) -> (u16, V
 }
 
 /// As [`http`], asserting 200.
-pub fn ok(api: &str, method: &str, path: &str, body: Option<Value>) -> Value {
+pub fn ok(api: &Api, method: &str, path: &str, body: Option<Value>) -> Value {
     let (status, v) = http(api, method, path, body.clone());
     assert_eq!(status, 200, "{method} {path} {body:?} -> {v}");
     v
+}
+
+/// The resident set size of process `pid` (`VmRSS` of `/proc/PID/status`).
+pub fn rss_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc status");
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS");
+    kib * 1024
 }

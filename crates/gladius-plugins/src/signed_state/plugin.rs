@@ -1,9 +1,9 @@
 //! The plugin, its configuration, its handle and its statistics.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use gladius_p2p::{
@@ -15,7 +15,7 @@ use serde::Serialize;
 
 use super::entry::{is_valid_field, EntryRecord, SignedEntry, MAX_FIELD_LEN};
 use super::eth::{to_hex, EthAddress, EthKey, KeyError};
-use super::store::{Accepted, Policy, Rejection, Rejections, Store};
+use super::store::{entry_bytes, Accepted, Limits, Policy, Rejection, Rejections, Store};
 use super::sync::{chunks, reconcile, Bounds, SyncMessage, TYPE_PREFIX};
 use super::validator::{AcceptAll, Validator};
 
@@ -31,6 +31,19 @@ pub struct SignedStateConfig {
     pub max_clock_skew: Duration,
     /// Entries stored at most, over all signers (default 10 000).
     pub max_entries: usize,
+    /// Distinct signers stored at most (default 1 000); see [`Store`] for
+    /// which give way when full.
+    pub max_signers: usize,
+    /// Entries stored per signer, the node's own exempt (default 256).
+    pub max_entries_per_signer: usize,
+    /// Bytes stored per signer (field, value, signature, signer,
+    /// timestamp), the node's own exempt (default 256 KiB).
+    pub max_bytes_per_signer: usize,
+    /// Bytes of digest items or entries sent in answer to one received
+    /// sync message (default 64 KiB; at least one item is sent). A root
+    /// is answered with one digest page of this size, from a cursor that
+    /// moves on each time, so large stores converge over several rounds.
+    pub max_answer_bytes: usize,
     /// Entries per `entries` message (default 256).
     pub max_entries_per_message: usize,
     /// Items per digest page and keys per want (default 2048).
@@ -55,6 +68,10 @@ impl std::fmt::Debug for SignedStateConfig {
             .field("sync_interval", &self.sync_interval)
             .field("max_clock_skew", &self.max_clock_skew)
             .field("max_entries", &self.max_entries)
+            .field("max_signers", &self.max_signers)
+            .field("max_entries_per_signer", &self.max_entries_per_signer)
+            .field("max_bytes_per_signer", &self.max_bytes_per_signer)
+            .field("max_answer_bytes", &self.max_answer_bytes)
             .field("max_entries_per_message", &self.max_entries_per_message)
             .field("max_digest_items", &self.max_digest_items)
             .field("max_field_len", &self.max_field_len)
@@ -72,6 +89,10 @@ impl Default for SignedStateConfig {
             sync_interval: Duration::from_secs(1),
             max_clock_skew: Duration::from_secs(30),
             max_entries: 10_000,
+            max_signers: 1_000,
+            max_entries_per_signer: 256,
+            max_bytes_per_signer: 256 << 10,
+            max_answer_bytes: 64 << 10,
             max_entries_per_message: 256,
             max_digest_items: 2048,
             max_field_len: 64,
@@ -107,6 +128,23 @@ impl SignedStateConfig {
     /// Set [`max_entries`](Self::max_entries).
     pub fn with_max_entries(mut self, n: usize) -> Self {
         self.max_entries = n;
+        self
+    }
+    /// Set [`max_signers`](Self::max_signers) (at least 1).
+    pub fn with_max_signers(mut self, n: usize) -> Self {
+        self.max_signers = n.max(1);
+        self
+    }
+    /// Set [`max_entries_per_signer`](Self::max_entries_per_signer) and
+    /// [`max_bytes_per_signer`](Self::max_bytes_per_signer).
+    pub fn with_signer_quota(mut self, entries: usize, bytes: usize) -> Self {
+        self.max_entries_per_signer = entries;
+        self.max_bytes_per_signer = bytes;
+        self
+    }
+    /// Set [`max_answer_bytes`](Self::max_answer_bytes).
+    pub fn with_max_answer_bytes(mut self, n: usize) -> Self {
+        self.max_answer_bytes = n;
         self
     }
     /// Set [`max_entries_per_message`](Self::max_entries_per_message) (at least 1).
@@ -198,6 +236,9 @@ pub struct SyncStats {
     pub rejections: Rejections,
     /// Bodies that did not decode or broke the bounds.
     pub malformed_messages: u64,
+    /// Roots not answered because their peer's last one was answered
+    /// less than half a sync interval ago.
+    pub roots_unanswered: u64,
     /// Sends the node could not queue to some peer (full queue, gone).
     pub send_failures: u64,
 }
@@ -221,6 +262,11 @@ pub const CHANGES_QUEUE_LEN: usize = 1024;
 
 struct Inner {
     store: Store,
+    /// Where the next root's digest page starts.
+    answer_cursor: Option<super::store::Key>,
+    /// When each peer's root was last answered (one answer per peer per
+    /// half sync interval; pruned as it ages).
+    root_answered: HashMap<SocketAddr, Instant>,
     stats: SyncStats,
     history: VecDeque<RoundBytes>,
 }
@@ -248,6 +294,21 @@ fn now_ms() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
         .unwrap_or(0)
+}
+
+/// The first of `entries` whose [`entry_bytes`] fit in `max_bytes` (at
+/// least one); the rest is left for later rounds.
+fn within(mut entries: Vec<SignedEntry>, max_bytes: usize) -> Vec<SignedEntry> {
+    let mut total = 0usize;
+    let keep = entries
+        .iter()
+        .take_while(|e| {
+            total += entry_bytes(e);
+            total <= max_bytes
+        })
+        .count();
+    entries.truncate(keep.max(1));
+    entries
 }
 
 /// Where a sync message goes.
@@ -360,33 +421,44 @@ impl Shared {
         };
         match decoded {
             SyncMessage::Root { root, .. } => {
-                let pages = {
+                // One page per root, bounded in bytes, from where the last
+                // answer stopped: a flood of roots draws a bounded multiple
+                // of its bytes, and honest rounds still cover the store.
+                let page = {
                     let mut inner = lock(&self.inner);
                     if inner.store.root() == root {
                         return Ok(());
                     }
-                    let mut pages = Vec::new();
-                    let mut from = None;
-                    loop {
-                        let (items, next) = inner
-                            .store
-                            .digest_page(from.as_ref(), self.config.max_digest_items);
-                        let done = next.is_none();
-                        pages.push(SyncMessage::Digest {
-                            from: from.clone(),
-                            to: next.clone(),
-                            items,
-                        });
-                        if done {
-                            break;
-                        }
-                        from = next;
+                    // Honest peers send one root a round: more are not
+                    // answered.
+                    let now = Instant::now();
+                    let gap = self.config.sync_interval / 2;
+                    if inner
+                        .root_answered
+                        .get(&peer)
+                        .is_some_and(|t| now.duration_since(*t) < gap)
+                    {
+                        inner.stats.roots_unanswered += 1;
+                        return Ok(());
                     }
-                    pages
+                    inner
+                        .root_answered
+                        .retain(|_, t| now.duration_since(*t) < gap);
+                    inner.root_answered.insert(peer, now);
+                    let from = inner.answer_cursor.take();
+                    let (items, next) = inner.store.digest_page_within(
+                        from.as_ref(),
+                        self.config.max_digest_items,
+                        self.config.max_answer_bytes,
+                    );
+                    inner.answer_cursor = next.clone();
+                    SyncMessage::Digest {
+                        from,
+                        to: next,
+                        items,
+                    }
                 };
-                for p in pages {
-                    self.send(net, &p, Dest::Answer(msg)).await?;
-                }
+                self.send(net, &page, Dest::Answer(msg)).await?;
             }
             SyncMessage::Digest { from, to, items } => {
                 let r = {
@@ -400,7 +472,8 @@ impl Shared {
                         now_ms(),
                     )
                 };
-                for c in chunks(&r.send, self.config.max_entries_per_message) {
+                let send = within(r.send, self.config.max_answer_bytes);
+                for c in chunks(&send, self.config.max_entries_per_message) {
                     self.send(net, &SyncMessage::Entries { entries: c }, Dest::Answer(msg))
                         .await?;
                 }
@@ -412,9 +485,11 @@ impl Shared {
             SyncMessage::Want { keys } => {
                 let found: Vec<SignedEntry> = {
                     let inner = lock(&self.inner);
-                    keys.iter()
+                    let found = keys
+                        .iter()
                         .filter_map(|(s, f)| inner.store.get(s, f).cloned())
-                        .collect()
+                        .collect();
+                    within(found, self.config.max_answer_bytes)
                 };
                 for c in chunks(&found, self.config.max_entries_per_message) {
                     self.send(net, &SyncMessage::Entries { entries: c }, Dest::Answer(msg))
@@ -501,7 +576,17 @@ impl SignedState {
             policy: config.policy(),
             bounds: config.bounds(),
             inner: Mutex::new(Inner {
-                store: Store::new(config.max_entries),
+                store: Store::with_limits(
+                    Limits {
+                        max_entries: config.max_entries,
+                        max_signers: config.max_signers,
+                        max_entries_per_signer: config.max_entries_per_signer,
+                        max_bytes_per_signer: config.max_bytes_per_signer,
+                    },
+                    Some(key.address()),
+                ),
+                answer_cursor: None,
+                root_answered: HashMap::new(),
                 stats: SyncStats::default(),
                 history: VecDeque::new(),
             }),

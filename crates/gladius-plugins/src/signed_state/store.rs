@@ -1,7 +1,7 @@
 //! The replica: newest entry per (signer, field), with the acceptance
 //! pipeline every entry goes through, local or received.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use serde::Serialize;
@@ -71,9 +71,13 @@ pub enum Rejection {
     /// The signature is by another address than the claimed signer.
     #[error("signed by another address than the claimed signer")]
     WrongSigner,
-    /// The store holds its maximum number of entries.
+    /// The store holds its maximum number of entries, and no signer newer
+    /// than this entry's could be evicted to make room.
     #[error("store full")]
     StoreFull,
+    /// The signer holds its quota of entries or bytes.
+    #[error("signer over its quota")]
+    SignerQuota,
 }
 
 /// Counts of refused entries, by reason.
@@ -95,6 +99,8 @@ pub struct Rejections {
     pub wrong_signer: u64,
     /// [`Rejection::StoreFull`].
     pub store_full: u64,
+    /// [`Rejection::SignerQuota`].
+    pub signer_quota: u64,
 }
 
 impl Rejections {
@@ -109,6 +115,7 @@ impl Rejections {
             Rejection::BadSignature => &mut self.bad_signature,
             Rejection::WrongSigner => &mut self.wrong_signer,
             Rejection::StoreFull => &mut self.store_full,
+            Rejection::SignerQuota => &mut self.signer_quota,
         };
         *c += 1;
     }
@@ -122,6 +129,7 @@ impl Rejections {
             + self.bad_signature
             + self.wrong_signer
             + self.store_full
+            + self.signer_quota
     }
 }
 
@@ -138,27 +146,179 @@ pub struct DigestItem {
     pub tag: [u8; 8],
 }
 
-/// Newest entry per (signer, field), at most `max_entries` of them.
+/// How much a store holds: in all, and per signer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Entries in all.
+    pub max_entries: usize,
+    /// Distinct signers.
+    pub max_signers: usize,
+    /// Entries per signer (the node's own signer is exempt).
+    pub max_entries_per_signer: usize,
+    /// Bytes (see [`entry_bytes`]) per signer (the node's own is exempt).
+    pub max_bytes_per_signer: usize,
+}
+
+impl Limits {
+    /// Only a total cap: no per-signer quota.
+    pub fn total(max_entries: usize) -> Self {
+        Limits {
+            max_entries,
+            max_signers: usize::MAX,
+            max_entries_per_signer: usize::MAX,
+            max_bytes_per_signer: usize::MAX,
+        }
+    }
+}
+
+/// The bytes an entry is counted for in quotas and answer budgets: its
+/// field, value, signature, signer and timestamp.
+pub fn entry_bytes(e: &SignedEntry) -> usize {
+    e.field.len() + e.value.len() + 65 + 20 + 8
+}
+
+/// What one signer holds, and when it was first seen (lower: older).
+#[derive(Debug, Clone, Copy)]
+struct SignerUse {
+    entries: usize,
+    bytes: usize,
+    rank: u64,
+}
+
+/// Newest entry per (signer, field), within [`Limits`].
 ///
-/// Without the cap, merging is a join: the state after merging a set of
-/// entries is the per-key maximum under [`SignedEntry::supersedes`],
-/// whatever their order or repetition. When full, entries for new keys are
-/// refused ([`Rejection::StoreFull`]) while known keys still update.
+/// Without the limits, merging is a join: the state after merging a set
+/// of entries is the per-key maximum under [`SignedEntry::supersedes`],
+/// whatever their order or repetition. With them:
+/// - a signer holds at most its quota of entries and bytes, except the
+///   store's own signer ([`Store::with_limits`]), whose entries are always
+///   accepted;
+/// - signers are ranked by when they were first seen; when the store (or
+///   its signer table) is full, room is made by evicting whole signers,
+///   newest first, and only signers newer than the one whose entry needs
+///   the room (any, for the own signer). A flood of new signers thus only
+///   churns among the newest and never pushes out established ones; when
+///   nothing can be evicted the entry is refused ([`Rejection::StoreFull`]).
 #[derive(Debug, Clone)]
 pub struct Store {
     entries: BTreeMap<Key, SignedEntry>,
-    max_entries: usize,
+    limits: Limits,
+    own: Option<EthAddress>,
+    signers: HashMap<EthAddress, SignerUse>,
+    next_rank: u64,
+    evicted_signers: u64,
     root: Option<[u8; 16]>,
 }
 
 impl Store {
-    /// An empty store holding at most `max_entries`.
+    /// An empty store holding at most `max_entries`, no per-signer quota.
     pub fn new(max_entries: usize) -> Self {
+        Self::with_limits(Limits::total(max_entries), None)
+    }
+
+    /// An empty store within `limits`; entries of `own` (the node's own
+    /// signer) are always accepted and never evicted.
+    pub fn with_limits(limits: Limits, own: Option<EthAddress>) -> Self {
         Self {
             entries: BTreeMap::new(),
-            max_entries,
+            limits,
+            own,
+            signers: HashMap::new(),
+            next_rank: 0,
+            evicted_signers: 0,
             root: None,
         }
+    }
+
+    /// Signers evicted so far to make room.
+    pub fn evicted_signers(&self) -> u64 {
+        self.evicted_signers
+    }
+
+    /// Distinct signers held.
+    pub fn signers(&self) -> usize {
+        self.signers.len()
+    }
+
+    /// Whether `entry` (superseding `held`, if any) fits its signer's
+    /// quota and, making room by evicting newer signers if needed, the
+    /// store; evicts as needed when `evict`.
+    fn make_room(
+        &mut self,
+        entry: &SignedEntry,
+        held: Option<usize>,
+        evict: bool,
+    ) -> Result<(), Rejection> {
+        let signer = entry.signer;
+        let own = self.own == Some(signer);
+        let used = self.signers.get(&signer).copied();
+        let bytes = entry_bytes(entry);
+        if !own {
+            if let Some(u) = used {
+                let entries = u.entries + usize::from(held.is_none());
+                let total = u.bytes - held.unwrap_or(0) + bytes;
+                if entries > self.limits.max_entries_per_signer
+                    || total > self.limits.max_bytes_per_signer
+                {
+                    return Err(Rejection::SignerQuota);
+                }
+            } else if bytes > self.limits.max_bytes_per_signer {
+                return Err(Rejection::SignerQuota);
+            }
+        }
+        let need_entry = held.is_none() && self.entries.len() >= self.limits.max_entries;
+        let need_signer = used.is_none() && self.signers.len() >= self.limits.max_signers;
+        if !need_entry && !need_signer {
+            return Ok(());
+        }
+        // The newest signer that may give way: newer than this one (a new
+        // signer is the newest of all, so for it: the newest other), never
+        // the own signer.
+        let rank = match (own, used) {
+            (true, _) => None,
+            (false, Some(u)) => Some(u.rank),
+            (false, None) => None,
+        };
+        let victim = self
+            .signers
+            .iter()
+            .filter(|(s, u)| {
+                **s != signer && Some(**s) != self.own && rank.is_none_or(|r| u.rank > r)
+            })
+            .max_by_key(|(_, u)| u.rank)
+            .map(|(s, _)| *s);
+        // A new signer may replace only the newest, and only for the
+        // signer slot (taking an established signer's entries would let a
+        // flood of new signers push them out).
+        let victim = match (own, used, need_entry) {
+            (false, None, true) => None,
+            _ => victim,
+        };
+        let Some(victim) = victim else {
+            // The node's own fields are never refused, even past the cap
+            // (only its operator adds them).
+            return if own {
+                Ok(())
+            } else {
+                Err(Rejection::StoreFull)
+            };
+        };
+        if evict {
+            self.evict(victim);
+            // Several small signers may be needed for one entry's room.
+            if held.is_none() && self.entries.len() >= self.limits.max_entries {
+                return self.make_room(entry, held, evict);
+            }
+        }
+        Ok(())
+    }
+
+    /// Remove every entry of `signer`.
+    fn evict(&mut self, signer: EthAddress) {
+        self.entries.retain(|(s, _), _| *s != signer);
+        self.signers.remove(&signer);
+        self.evicted_signers += 1;
+        self.root = None;
     }
 
     /// The entry held for (signer, field).
@@ -187,14 +347,25 @@ impl Store {
     /// if it supersedes what is held.
     pub fn merge(&mut self, entry: SignedEntry) -> Result<Accepted, Rejection> {
         let key = (entry.signer, entry.field.clone());
-        match self.entries.get(&key) {
+        let held = match self.entries.get(&key) {
             Some(held) if *held == entry => return Ok(Accepted::Duplicate),
             Some(held) if !entry.supersedes(held) => return Err(Rejection::Stale),
-            Some(_) => {}
-            None if self.entries.len() >= self.max_entries => return Err(Rejection::StoreFull),
-            None => {}
-        }
+            Some(held) => Some(entry_bytes(held)),
+            None => None,
+        };
+        self.make_room(&entry, held, true)?;
         self.root = None;
+        let next_rank = &mut self.next_rank;
+        let used = self.signers.entry(entry.signer).or_insert_with(|| {
+            *next_rank += 1;
+            SignerUse {
+                entries: 0,
+                bytes: 0,
+                rank: *next_rank,
+            }
+        });
+        used.bytes = used.bytes - held.unwrap_or(0) + entry_bytes(&entry);
+        used.entries += usize::from(held.is_none());
         Ok(match self.entries.insert(key, entry) {
             Some(_) => Accepted::Replaced,
             None => Accepted::Inserted,
@@ -211,13 +382,14 @@ impl Store {
         now_ms: u64,
     ) -> Result<Accepted, Rejection> {
         precheck(&entry, policy, now_ms)?;
-        match self.get(&entry.signer, &entry.field) {
+        let held = match self.get(&entry.signer, &entry.field) {
             Some(held) if *held == entry => return Ok(Accepted::Duplicate),
             Some(held) if !entry.supersedes(held) => return Err(Rejection::Stale),
-            Some(_) => {}
-            None if self.entries.len() >= self.max_entries => return Err(Rejection::StoreFull),
-            None => {}
-        }
+            Some(held) => Some(entry_bytes(held)),
+            None => None,
+        };
+        // Room (without evicting yet) before the costly signature check.
+        self.make_room(&entry, held, false)?;
         entry.verify().map_err(|e| match e {
             EntryError::BadSignature => Rejection::BadSignature,
             EntryError::WrongSigner { .. } => Rejection::WrongSigner,
@@ -241,22 +413,42 @@ impl Store {
             && policy.validator.accept(signer, field)
             && match self.get(signer, field) {
                 Some(held) => held.timestamp_ms <= timestamp_ms,
-                None => self.entries.len() < self.max_entries,
+                None => {
+                    let own = self.own == Some(*signer);
+                    let known = self.signers.get(signer);
+                    own || known.is_some_and(|u| u.entries < self.limits.max_entries_per_signer)
+                        || (known.is_none() && self.entries.len() < self.limits.max_entries)
+                }
             }
     }
 
     /// Digest of the entries with keys in `[from, ..)`, at most `max` items;
     /// returns the items and the first key not covered (`None`: the end).
     pub fn digest_page(&self, from: Option<&Key>, max: usize) -> (Vec<DigestItem>, Option<Key>) {
+        self.digest_page_within(from, max, usize::MAX)
+    }
+
+    /// As [`digest_page`](Self::digest_page), also stopping before the
+    /// items' bytes (signer, field, timestamp, tag) pass `max_bytes`
+    /// (at least one item is given).
+    pub fn digest_page_within(
+        &self,
+        from: Option<&Key>,
+        max: usize,
+        max_bytes: usize,
+    ) -> (Vec<DigestItem>, Option<Key>) {
         let mut items = Vec::new();
+        let mut bytes = 0usize;
         let iter: Box<dyn Iterator<Item = (&Key, &SignedEntry)>> = match from {
             Some(k) => Box::new(self.entries.range(k.clone()..)),
             None => Box::new(self.entries.iter()),
         };
         for (k, e) in iter {
-            if items.len() >= max.max(1) {
+            let size = 20 + 1 + k.1.len() + 8 + 8;
+            if items.len() >= max.max(1) || (!items.is_empty() && bytes + size > max_bytes) {
                 return (items, Some(k.clone()));
             }
+            bytes += size;
             items.push(DigestItem {
                 signer: e.signer,
                 field: e.field.clone(),
@@ -372,6 +564,84 @@ mod tests {
             let _ = s.ingest(pool()[i].clone(), &policy(), NOW);
         }
         s.iter().cloned().collect()
+    }
+
+    fn key(i: u32) -> EthKey {
+        let mut b = [7u8; 32];
+        b[..4].copy_from_slice(&i.to_be_bytes());
+        EthKey::from_bytes(&b).unwrap()
+    }
+
+    fn entry(k: &EthKey, field: &str) -> SignedEntry {
+        SignedEntry::sign(k, field, b"v".to_vec(), NOW).unwrap()
+    }
+
+    #[test]
+    fn quotas_ranked_eviction_and_own_fields() -> TestResult {
+        let own = key(0);
+        let limits = Limits {
+            max_entries: 20,
+            max_signers: 4,
+            max_entries_per_signer: 5,
+            max_bytes_per_signer: 10 * entry_bytes(&entry(&own, "f0")),
+        };
+        let mut s = Store::with_limits(limits, Some(own.address()));
+        let p = policy();
+        // A signer past its quota of entries is refused; updates pass.
+        let old = key(1);
+        for i in 0..5 {
+            s.ingest(entry(&old, &format!("f{i}")), &p, NOW)?;
+        }
+        assert_eq!(
+            s.ingest(entry(&old, "f5"), &p, NOW),
+            Err(Rejection::SignerQuota)
+        );
+        let newer = SignedEntry::sign(&old, "f0", b"w".to_vec(), NOW + 1)?;
+        assert_eq!(s.ingest(newer, &p, NOW), Ok(Accepted::Replaced));
+        // Two more established signers; then a flood of new ones only
+        // churns the newest slot.
+        for i in 2..4 {
+            s.ingest(entry(&key(i), "f"), &p, NOW)?;
+        }
+        for i in 100..130 {
+            s.ingest(entry(&key(i), "f"), &p, NOW)?;
+        }
+        assert_eq!(s.signers(), 4);
+        for i in 1..4 {
+            assert!(
+                s.get(&key(i).address(), "f0").is_some() || s.get(&key(i).address(), "f").is_some()
+            );
+        }
+        assert!(
+            s.get(&key(129).address(), "f").is_some(),
+            "the newest holds the last slot"
+        );
+        assert_eq!(s.evicted_signers(), 29);
+        // The own signer: no quota, never refused, even past the cap.
+        for i in 0..40 {
+            s.ingest(entry(&own, &format!("own{i}")), &p, NOW)?;
+        }
+        assert!(s.len() >= 40, "{}", s.len());
+        assert!(s.get(&old.address(), "f1").is_none(), "others gave way");
+        Ok(())
+    }
+
+    #[test]
+    fn digest_pages_stop_at_their_byte_budget() -> TestResult {
+        let mut s = Store::new(100);
+        for i in 0..50 {
+            s.ingest(entry(&key(1), &format!("field{i:02}")), &policy(), NOW)?;
+        }
+        let (items, next) = s.digest_page_within(None, 1000, 200);
+        assert!(
+            !items.is_empty() && items.len() * 44 <= 200,
+            "{}",
+            items.len()
+        );
+        assert!(next.is_some());
+        let (one, _) = s.digest_page_within(None, 1000, 1);
+        assert_eq!(one.len(), 1, "at least one item");
+        Ok(())
     }
 
     proptest! {
