@@ -10,14 +10,19 @@
 //! No plugin: the application reads a message stream, a peer-event stream
 //! and its standard input in one `select!` loop.
 
-use gladius_p2p::{Config, Filter, Message, Network, PeerEvent};
+use gladius_p2p::{Config, Filter, Identity, Message, Network, PeerEvent};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
     let listen = args.next().unwrap_or_else(|| "127.0.0.1:7001".into());
-    let node = Network::new(Config::default())?;
+    // A stable identity per listening address: a restarted chat is the
+    // same peer to the others.
+    let key_file =
+        std::env::temp_dir().join(format!("gladius-chat-{}.key", listen.replace(':', "_")));
+    let identity = Identity::load_or_generate(&key_file)?;
+    let node = Network::new(Config::default().with_identity(identity))?;
     let mut chat = node.subscribe(Filter::type_prefix("chat")).await?;
     let mut events = node.events().await?;
     let addr = node.listen(listen.as_str()).await?;

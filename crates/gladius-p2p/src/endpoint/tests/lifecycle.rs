@@ -166,3 +166,34 @@ fn a_plugin_demotes_a_peer_the_application_added_and_it_returns_when_it_answers(
         .peer(addr(3))
         .is_some_and(|p| p.in_route_table));
 }
+
+#[test]
+fn messages_queued_to_a_peer_that_never_answers_are_reported_abandoned() {
+    // Three messages to an address where nothing answers (outside the
+    // route table): once the handshake gives up, the node forgets the
+    // peer and says how many messages were never sent, naming the peer.
+    let mut w = World::new(17, 10, 0.0);
+    w.spawn(addr(1), 1);
+    for i in 0..3 {
+        let now = w.now;
+        let msg = Message::new("t", format!("m{i}")).expect("message");
+        let report = w
+            .node(addr(1))
+            .send(now, msg, crate::api::Targets::These(vec![addr(9)]))
+            .expect("send");
+        assert!(report.all_queued(), "{report:?}");
+    }
+    w.run_until(60_000);
+    let abandoned: Vec<(std::net::SocketAddr, u64)> = w.nodes[&addr(1)]
+        .events
+        .iter()
+        .filter_map(|(_, e)| match e {
+            Event::Node(NodeEvent::Abandoned(a, n)) => Some((*a, *n)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(abandoned, vec![(addr(9), 3)]);
+    let state = w.nodes[&addr(1)].endpoint.state(w.now);
+    assert_eq!(state.counters.abandoned_frames, 3);
+    assert!(state.peer(addr(9)).is_none(), "forgotten");
+}
