@@ -283,6 +283,7 @@ fn a_spoofed_opener_draws_at_most_three_times_its_bytes() {
         bytes_between(&w, addr(1), addr(66)),
     );
     assert!(sent > 0);
+    println!("amplification: {got} bytes back for {sent} bytes in");
     assert!(got <= 3 * sent, "{got} bytes back for {sent}");
     let c = w.nodes[&addr(1)].endpoint.state(w.now).counters;
     assert!(c.amplification_drops > 0, "{c:?}");
@@ -312,6 +313,7 @@ fn a_spoofed_opener_draws_at_most_three_times_its_bytes() {
     w.run_until(10_000);
     let got = bytes_between(&w, addr(1), addr(66));
     let sent = 100 * init.len();
+    println!("amplification: {got} bytes back for {sent} bytes in");
     assert!(got <= 3 * sent, "{got} bytes back for {sent}");
     assert!(
         got < sent,
