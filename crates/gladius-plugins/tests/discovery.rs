@@ -169,6 +169,11 @@ fn disconnected_peers_are_deleted_after_the_grace_and_tombstoned() {
     t.peer_connected(addr(61), Some(key(61)), t0);
     t.peer_disconnected(addr(61), t0);
     assert!(t.expire(t0 + Duration::from_secs(30)).is_empty());
+    // Dormant: kept, but no longer taking a slot a live peer could have.
+    assert_eq!(t.table_len(), 0);
+    t.peer_connected(addr(61), Some(key(61)), t0 + Duration::from_secs(31));
+    assert_eq!(t.table_len(), 1);
+    t.peer_disconnected(addr(61), t0 + Duration::from_secs(31));
     // A peer discovery learned: deleted once the grace has passed.
     assert_eq!(t.merge(&[entry(60, 60)], t0).len(), 1);
     t.peer_connected(addr(60), Some(key(60)), t0);

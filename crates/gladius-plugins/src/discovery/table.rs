@@ -123,6 +123,9 @@ struct Record {
     add_pending: bool,
     /// When discovery's `add` of it completed.
     confirmed: Option<Instant>,
+    /// Someone else's peer (`Origin::Added`) disconnected past the grace
+    /// period: kept (not ours to delete), not counted against the cap.
+    dormant: bool,
 }
 
 impl Record {
@@ -139,6 +142,7 @@ impl Record {
             disconnected_at: None,
             add_pending: true,
             confirmed: None,
+            dormant: false,
         }
     }
 }
@@ -309,8 +313,16 @@ impl PeerTable {
     }
 
     /// Peers in the route table, as discovery knows it.
+    /// Route-table peers that count against `table_size`. A peer someone
+    /// else added (the application's seed, say) that has stayed
+    /// disconnected past the grace period does not: discovery may not
+    /// delete it (the node keeps retrying it for its owner), and a dead
+    /// seed must not keep discovery from filling the table with live peers.
     pub fn table_len(&self) -> usize {
-        self.peers.values().filter(|r| r.in_table).count()
+        self.peers
+            .values()
+            .filter(|r| r.in_table && !r.dormant)
+            .count()
     }
 
     fn pending_len(&self) -> usize {
@@ -384,6 +396,7 @@ impl PeerTable {
             disconnected_at: None,
             add_pending: false,
             confirmed: None,
+            dormant: false,
         });
         if !r.in_table {
             r.in_table = true;
@@ -595,9 +608,11 @@ impl PeerTable {
             disconnected_at: None,
             add_pending: false,
             confirmed: None,
+            dormant: false,
         });
         r.key = key.or(r.key);
         r.connected = true;
+        r.dormant = false;
         r.ever_connected = true;
         r.disconnected_at = None;
         let promote = !r.in_table
@@ -812,12 +827,19 @@ impl PeerTable {
     pub fn expire(&mut self, now: Instant) -> Vec<Action> {
         let deadline = self.config.connect_deadline;
         let grace = self.config.disconnect_grace;
+        for r in self.peers.values_mut() {
+            r.dormant = r.origin == Origin::Added
+                && r.in_table
+                && !r.connected
+                && r.disconnected_at
+                    .is_some_and(|t| now.saturating_duration_since(t) >= grace);
+        }
         let mut junk = Vec::new();
         let mut dead = Vec::new();
         for (addr, r) in &self.peers {
             // Peers someone else added are theirs to remove: the node keeps
             // reconnecting them (and a plugin cannot delete a peer the
-            // application added anyway).
+            // application added anyway). Past the grace they go dormant.
             if !r.in_table || r.connected || r.origin == Origin::Added {
                 continue;
             }
@@ -896,6 +918,7 @@ impl PeerTable {
                 disconnected_at: None,
                 add_pending: false,
                 confirmed: None,
+                dormant: false,
             });
             if r.in_table
                 && !in_table
