@@ -379,6 +379,16 @@ impl Endpoint {
                     self.counters.demotions += 1;
                     tracing::debug!(%addr, "a plugin's delete of a peer the application added: demoted");
                 }
+                // The plugin judged the session dead: end it, and the node
+                // reconnects with backoff (the peer stays in the table).
+                if let Some(s) = peer
+                    .session_mut()
+                    .filter(|s| !s.is_closing() && !s.is_closed())
+                {
+                    s.close(now, CloseReason::Deleted);
+                    self.drain_events(id);
+                    self.touch(id);
+                }
                 return;
             }
         }

@@ -118,10 +118,11 @@ impl Endpoint {
         self.touch(id);
     }
 
-    /// The peer sent something valid on its session: one a plugin demoted
-    /// (judged dead) is writable again.
+    /// The peer sent something valid on its established session: one a
+    /// plugin demoted (judged dead) is writable again.
     pub(super) fn answered(&mut self, id: PeerId) {
-        if let Some(peer) = self.peers.get_mut(id).filter(|p| p.demoted) {
+        let live = |p: &Peer| p.session().is_some_and(Session::is_established);
+        if let Some(peer) = self.peers.get_mut(id).filter(|p| p.demoted && live(p)) {
             peer.demoted = false;
             peer.writable = true;
             tracing::debug!(addr = %peer.addr(), "a demoted peer answers: writable again");
