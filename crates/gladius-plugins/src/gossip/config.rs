@@ -69,6 +69,13 @@ pub struct GossipConfig {
     /// Baseline mode for measurements: every peer is eager and duplicates
     /// never prune, i.e. plain flooding (default false).
     pub flood: bool,
+    /// Topics flooded (as [`flood`](Self::flood) does for all) while the
+    /// others use the tree: lets one network measure both side by side
+    /// (default none).
+    pub flood_topics: Vec<String>,
+    /// Seed of the message nonces (default none: from the OS). Set it for
+    /// reproducible runs (`gladius sim`).
+    pub rng_seed: Option<u64>,
 }
 
 impl Default for GossipConfig {
@@ -93,6 +100,8 @@ impl Default for GossipConfig {
             max_distrusted: 4096,
             subscriber_queue: 1024,
             flood: false,
+            flood_topics: Vec::new(),
+            rng_seed: None,
         }
     }
 }
@@ -153,6 +162,16 @@ impl GossipConfig {
     /// Set [`flood`](Self::flood).
     pub fn with_flood(mut self, flood: bool) -> Self {
         self.flood = flood;
+        self
+    }
+    /// Flood `topic` (see [`flood_topics`](Self::flood_topics)).
+    pub fn with_flood_topic(mut self, topic: impl Into<String>) -> Self {
+        self.flood_topics.push(topic.into());
+        self
+    }
+    /// Set [`rng_seed`](Self::rng_seed).
+    pub fn with_rng_seed(mut self, seed: u64) -> Self {
+        self.rng_seed = Some(seed);
         self
     }
 }

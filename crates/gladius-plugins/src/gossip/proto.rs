@@ -294,6 +294,8 @@ impl Bucket {
 struct Tree<P> {
     eager: BTreeSet<P>,
     lazy: BTreeSet<P>,
+    /// Flooded: every neighbour stays eager, duplicates never prune.
+    flood: bool,
 }
 
 impl<P: PeerId> Tree<P> {
@@ -537,11 +539,18 @@ impl<P: PeerId> State<P> {
             return Err(SubscribeError::TooManyTopics(self.config.max_topics));
         }
         let eager = self.interested(&topic).collect();
+        let flood = self.config.flood
+            || self
+                .config
+                .flood_topics
+                .iter()
+                .any(|t| t == topic.as_str());
         self.topics.insert(
             topic.clone(),
             Tree {
                 eager,
                 lazy: BTreeSet::new(),
+                flood,
             },
         );
         let frame = Frame::Subscribe { topic }.encode();
@@ -700,8 +709,8 @@ impl<P: PeerId> State<P> {
                     Frame::Graft { topic, ids } => self.on_graft(from, topic, ids),
                     Frame::Prune { topic } => {
                         self.counters.prunes_received += 1;
-                        if !self.config.flood {
-                            if let Some(tree) = self.topics.get_mut(&topic) {
+                        if let Some(tree) = self.topics.get_mut(&topic) {
+                            if !tree.flood {
                                 tree.make_lazy(from);
                             }
                         }
@@ -732,16 +741,14 @@ impl<P: PeerId> State<P> {
         let id = data.id();
         if self.seen.ids.contains(&id) {
             self.counters.duplicates += 1;
-            if !self.config.flood {
-                let pruned = self
-                    .topics
-                    .get_mut(&data.topic)
-                    .is_some_and(|t| t.make_lazy(from));
-                if pruned {
-                    self.counters.prunes_sent += 1;
-                    let frame = Frame::Prune { topic: data.topic }.encode();
-                    self.send(from, frame);
-                }
+            let pruned = self
+                .topics
+                .get_mut(&data.topic)
+                .is_some_and(|t| !t.flood && t.make_lazy(from));
+            if pruned {
+                self.counters.prunes_sent += 1;
+                let frame = Frame::Prune { topic: data.topic }.encode();
+                self.send(from, frame);
             }
             return;
         }
@@ -805,8 +812,7 @@ impl<P: PeerId> State<P> {
         closer: P,
     ) {
         let threshold = self.config.reroute_threshold;
-        if self.config.flood
-            || threshold == 0
+        if threshold == 0
             || closer == parent
             || u32::from(their_hops) + 1 + u32::from(threshold) > u32::from(our_hops)
         {
@@ -815,7 +821,7 @@ impl<P: PeerId> State<P> {
         let Some(tree) = self.topics.get_mut(topic) else {
             return;
         };
-        if !tree.eager.contains(&parent) {
+        if tree.flood || !tree.eager.contains(&parent) {
             return;
         }
         tree.make_eager(closer);
