@@ -243,6 +243,7 @@ struct Millis {
     ttl: u64,
     skew: u64,
     cache_ttl: u64,
+    optimise_lead: u64,
 }
 
 fn ms(d: std::time::Duration) -> u64 {
@@ -296,6 +297,9 @@ struct Tree<P> {
     lazy: BTreeSet<P>,
     /// Flooded: every neighbour stays eager, duplicates never prune.
     flood: bool,
+    /// For each of the last messages delivered, the lazy neighbour that
+    /// announced it well before the tree brought it, if one did.
+    leads: VecDeque<Option<P>>,
 }
 
 impl<P: PeerId> Tree<P> {
@@ -394,6 +398,8 @@ struct Missing<P> {
     announcers: VecDeque<P>,
     /// The announcer with the fewest hops, and its count.
     closest: (u16, P),
+    /// The first announcer, and when it announced.
+    first: (u64, P),
     /// A timer firing earlier belongs to an older entry for the same id.
     next_graft_ms: u64,
 }
@@ -427,6 +433,7 @@ impl<P: PeerId> State<P> {
             ttl: ms(config.message_ttl),
             skew: ms(config.max_clock_skew),
             cache_ttl: ms(config.cache_ttl),
+            optimise_lead: ms(config.optimise_lead),
         };
         Self {
             origin: key.origin(),
@@ -551,6 +558,7 @@ impl<P: PeerId> State<P> {
                 eager,
                 lazy: BTreeSet::new(),
                 flood,
+                leads: VecDeque::new(),
             },
         );
         let frame = Frame::Subscribe { topic }.encode();
@@ -777,7 +785,7 @@ impl<P: PeerId> State<P> {
         }
         self.seen
             .insert(id, data.timestamp_ms, self.config.max_seen);
-        let announced = self.missing.remove(&id).map(|m| m.closest);
+        let announced = self.missing.remove(&id).map(|m| (m.closest, m.first));
         let mut data = data;
         data.hops = data.hops.saturating_add(1);
         self.counters.delivered += 1;
@@ -795,9 +803,43 @@ impl<P: PeerId> State<P> {
         let topic = data.topic.clone();
         let hops = data.hops;
         self.push(now, id, data, Some(from));
-        if let Some((their_hops, closer)) = announced {
+        if let Some(((their_hops, closer), _)) = announced {
             self.maybe_reroute(&topic, id, hops, from, their_hops, closer);
         }
+        let lead = announced.and_then(|(_, (at, first))| {
+            (first != from && now.saturating_sub(at) >= self.ms.optimise_lead).then_some(first)
+        });
+        self.note_lead(&topic, id, from, lead);
+    }
+
+    /// Latency optimisation (see the module docs): remember whether a
+    /// lazy neighbour announced this message well before `parent`
+    /// delivered it; once the same one did for `optimise_after` of the
+    /// last `optimise_window` messages, make it eager and prune `parent`.
+    fn note_lead(&mut self, topic: &Topic, id: MessageId, parent: P, lead: Option<P>) {
+        let (after, window) = (self.config.optimise_after, self.config.optimise_window);
+        if after == 0 {
+            return;
+        }
+        let Some(tree) = self.topics.get_mut(topic) else {
+            return;
+        };
+        if tree.flood {
+            return;
+        }
+        tree.leads.push_back(lead);
+        while tree.leads.len() > window.max(1) {
+            tree.leads.pop_front();
+        }
+        let Some(faster) = lead else {
+            return;
+        };
+        let wins = tree.leads.iter().filter(|l| **l == Some(faster)).count();
+        if wins < after || !tree.eager.contains(&parent) || !tree.lazy.contains(&faster) {
+            return;
+        }
+        tree.leads.clear();
+        self.swap_parent(topic, id, parent, faster, None);
     }
 
     /// The tree optimisation (see the module docs): `closer` has message
@@ -824,10 +866,27 @@ impl<P: PeerId> State<P> {
         if tree.flood || !tree.eager.contains(&parent) {
             return;
         }
+        self.swap_parent(topic, id, parent, closer, Some(their_hops));
+    }
+
+    /// Make `closer` eager with a payload-less graft and prune `parent`.
+    fn swap_parent(
+        &mut self,
+        topic: &Topic,
+        id: MessageId,
+        parent: P,
+        closer: P,
+        their_hops: Option<u16>,
+    ) {
+        let Some(tree) = self.topics.get_mut(topic) else {
+            return;
+        };
         tree.make_eager(closer);
         tree.make_lazy(parent);
         if let Some((data, from)) = self.cache.messages.get_mut(&id) {
-            data.hops = their_hops.saturating_add(1);
+            if let Some(h) = their_hops {
+                data.hops = h.saturating_add(1);
+            }
             *from = Some(closer);
         }
         self.counters.reroutes += 1;
@@ -910,6 +969,7 @@ impl<P: PeerId> State<P> {
                     topic: topic.clone(),
                     announcers: VecDeque::from([from]),
                     closest: (hops, from),
+                    first: (now, from),
                     next_graft_ms: at,
                 },
             );

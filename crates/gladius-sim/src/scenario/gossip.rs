@@ -82,6 +82,15 @@ pub struct GossipArgs {
     /// Gossip: the plugin's `graft_timeout`, in ms.
     #[arg(long = "gossip-graft-timeout-ms")]
     pub graft_timeout_ms: Option<u64>,
+    /// Gossip: the plugin's latency optimisation (`optimise_after`: a
+    /// lazy neighbour that announced this many of the last 16 messages
+    /// at least `--gossip-optimise-lead-ms` before the tree delivered
+    /// them replaces the tree neighbour; 0: off, the default).
+    #[arg(long = "gossip-optimise", default_value_t = 0)]
+    pub optimise_after: usize,
+    /// Gossip: see `--gossip-optimise`.
+    #[arg(long = "gossip-optimise-lead-ms", default_value_t = 5)]
+    pub optimise_lead_ms: u64,
 }
 
 impl Default for GossipArgs {
@@ -94,6 +103,8 @@ impl Default for GossipArgs {
             gossip_flood: false,
             gossip_both: false,
             graft_timeout_ms: None,
+            optimise_after: 0,
+            optimise_lead_ms: 5,
         }
     }
 }
@@ -157,6 +168,7 @@ struct Totals {
     bytes_sent: u64,
     grafts: u64,
     prunes: u64,
+    reroutes: u64,
 }
 
 /// Run the scenario on `sim`, whose route tables discovery has filled.
@@ -201,9 +213,12 @@ pub(super) async fn run(
     let mut batches = Vec::new();
     for (b, &mode) in modes.iter().enumerate() {
         let warmup = if mode == Mode::Plumtree { g.warmup } else { 0 };
-        for _ in 0..warmup {
+        for k in 0..warmup {
             publish_random(sim, &handles, mode, &recorder).await;
             tokio::time::sleep(Duration::from_millis(g.interval_ms)).await;
+            if (k + 1) % 10 == 0 {
+                sim.say(&format!("gossip {mode:?}: {} warm-up messages", k + 1));
+            }
         }
         if warmup > 0 {
             // Let the warm-up's last repairs and prunes finish.
@@ -246,6 +261,13 @@ async fn start_gossip(
     let mut config = GossipConfig::default().with_flood_topic(Mode::Flood.topic());
     if let Some(ms) = g.graft_timeout_ms {
         config = config.with_graft_timeout(Duration::from_millis(ms));
+    }
+    if g.optimise_after > 0 {
+        config = config.with_optimise(
+            g.optimise_after,
+            16,
+            Duration::from_millis(g.optimise_lead_ms),
+        );
     }
     let now_unix_ms = EPOCH_UNIX_MS + super::millis(sim.net.elapsed());
     let mut handles = Vec::with_capacity(sim.nodes.len());
@@ -341,6 +363,7 @@ fn totals(handles: &[Option<GossipHandle>]) -> Totals {
             bytes_sent: t.bytes_sent + p.bytes_sent,
             grafts: t.grafts + p.grafts_sent,
             prunes: t.prunes + p.prunes_sent,
+            reroutes: t.reroutes + p.reroutes,
         }
     })
 }
@@ -360,9 +383,12 @@ async fn measure(
     let bytes_before = sim.net.stats().delivered_bytes;
     let start = sim.net.elapsed();
     let mut ids = Vec::with_capacity(g.messages);
-    for _ in 0..g.messages {
+    for k in 0..g.messages {
         ids.push(publish_random(sim, handles, mode, recorder).await);
         tokio::time::sleep(Duration::from_millis(g.interval_ms)).await;
+        if (k + 1) % 10 == 0 {
+            sim.say(&format!("gossip {mode:?}: {} messages published", k + 1));
+        }
     }
     let want = live.len().saturating_sub(1) * ids.len();
     let all = sim
@@ -456,6 +482,7 @@ async fn measure(
         json!((window_bytes as f64 / n).round()),
     );
     batch.insert("grafts".into(), json!(after.grafts - before.grafts));
+    batch.insert("reroutes".into(), json!(after.reroutes - before.reroutes));
     batch.insert("prunes".into(), json!(after.prunes - before.prunes));
     batch.insert("eager_mean".into(), json!(round4(eager as f64 / n)));
     batch.insert("lazy_mean".into(), json!(round4(lazy as f64 / n)));
