@@ -29,6 +29,8 @@
 //! per live node during the batch), `datagram_bytes_per_node` (everything
 //! the network delivered in that time per live node: the latency audit,
 //! discovery and KCP too), `double_deliveries` (must be 0), `grafts`,
+//! `rmr_per_10_messages` / `grafts_per_10_messages` (over each block of
+//! ten messages' time: how the tree settles after a crash),
 //! `prunes`, `eager_mean` / `lazy_mean` (tree neighbours per node at the
 //! end).
 
@@ -411,11 +413,26 @@ async fn measure(
     let start = sim.net.elapsed();
     let mut ids = Vec::with_capacity(g.messages);
     let mut origins = stream(sim.args.seed, MEASURED_ORIGINS);
+    // Per block of ten messages (counters over the block's time): how
+    // the redundancy and the repairs evolve after a crash.
+    let (mut rmr_blocks, mut graft_blocks) = (Vec::new(), Vec::new());
+    let mut block_start = before;
     for k in 0..g.messages {
         ids.push(publish_random(&mut origins, handles, mode, recorder).await);
         tokio::time::sleep(Duration::from_millis(g.interval_ms)).await;
-        if (k + 1) % 10 == 0 {
-            sim.say(&format!("gossip {mode:?}: {} messages published", k + 1));
+        if (k + 1) % 10 == 0 || k + 1 == g.messages {
+            let now = totals(handles);
+            let sent = now.data_sent - block_start.data_sent;
+            let delivered = now.delivered - block_start.delivered;
+            rmr_blocks.push(round4(sent as f64 / delivered.max(1) as f64 - 1.0));
+            graft_blocks.push(now.grafts - block_start.grafts);
+            block_start = now;
+            sim.say(&format!(
+                "gossip {mode:?}: {} messages published, last ten: rmr {:.3}, {} grafts",
+                k + 1,
+                rmr_blocks.last().copied().unwrap_or(0.0),
+                graft_blocks.last().copied().unwrap_or(0)
+            ));
         }
     }
     let want = live.len().saturating_sub(1) * ids.len();
@@ -510,6 +527,8 @@ async fn measure(
         json!((window_bytes as f64 / n).round()),
     );
     batch.insert("grafts".into(), json!(after.grafts - before.grafts));
+    batch.insert("rmr_per_10_messages".into(), json!(rmr_blocks));
+    batch.insert("grafts_per_10_messages".into(), json!(graft_blocks));
     batch.insert("reroutes".into(), json!(after.reroutes - before.reroutes));
     batch.insert("prunes".into(), json!(after.prunes - before.prunes));
     batch.insert("eager_mean".into(), json!(round4(eager as f64 / n)));
