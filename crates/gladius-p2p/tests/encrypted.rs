@@ -5,12 +5,9 @@
 
 mod common;
 
-use std::collections::VecDeque;
-use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use common::*;
@@ -18,120 +15,13 @@ use gladius_kcp::segment::Command;
 use gladius_p2p::crypto::packet::{random_index, InitPacket, DATA_OVERHEAD};
 use gladius_p2p::crypto::COOKIE_LEN;
 use gladius_p2p::wire::{Frame, Message, PROTOCOL_VERSION};
-use gladius_p2p::{
-    async_trait, Config, ConnectionState, Counters, DatagramSocket, Identity, Network, PeerInfo,
-    Plugin,
-};
+use gladius_p2p::{async_trait, ConnectionState, Counters, Identity, Network, PeerInfo, Plugin};
 use rand::{Rng, RngCore, SeedableRng};
-use tokio::io::ReadBuf;
 use tokio::net::UdpSocket;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 const DEADLINE: Duration = Duration::from_secs(20);
-
-// ----- a socket wrapper that records what it sends and can inject ----------
-
-#[derive(Debug, Default)]
-struct TapState {
-    /// Every datagram the node sent, with its destination.
-    sent: Vec<(Vec<u8>, SocketAddr)>,
-    /// Datagrams the node will receive before anything from the real
-    /// socket, with the source address they pretend to come from.
-    inject: VecDeque<(Vec<u8>, SocketAddr)>,
-    waker: Option<Waker>,
-}
-
-/// The test's end of a [`TapSocket`].
-#[derive(Debug, Clone, Default)]
-struct Tap(Arc<Mutex<TapState>>);
-
-impl Tap {
-    /// Datagrams sent to `to`, in order.
-    fn sent_to(&self, to: SocketAddr) -> Vec<Vec<u8>> {
-        let s = self.0.lock().unwrap();
-        s.sent
-            .iter()
-            .filter(|(_, t)| *t == to)
-            .map(|(d, _)| d.clone())
-            .collect()
-    }
-    /// Everything sent so far.
-    fn all_sent(&self) -> Vec<Vec<u8>> {
-        let s = self.0.lock().unwrap();
-        s.sent.iter().map(|(d, _)| d.clone()).collect()
-    }
-    /// Make the node receive `datagram` as if it came from `from`.
-    fn inject(&self, datagram: Vec<u8>, from: SocketAddr) {
-        let waker = {
-            let mut s = self.0.lock().unwrap();
-            s.inject.push_back((datagram, from));
-            s.waker.take()
-        };
-        if let Some(w) = waker {
-            w.wake();
-        }
-    }
-}
-
-/// A real UDP socket whose sends are recorded and whose receive side
-/// returns injected datagrams first.
-#[derive(Debug)]
-struct TapSocket {
-    inner: UdpSocket,
-    tap: Tap,
-}
-
-impl DatagramSocket for TapSocket {
-    fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.inner.local_addr()
-    }
-    fn poll_recv_from(
-        &self,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<SocketAddr>> {
-        {
-            let mut s = self.tap.0.lock().unwrap();
-            if let Some((d, from)) = s.inject.pop_front() {
-                let n = d.len().min(buf.remaining());
-                buf.put_slice(&d[..n]);
-                return Poll::Ready(Ok(from));
-            }
-            // The driver's last poll before it sleeps has its real waker.
-            s.waker = Some(cx.waker().clone());
-        }
-        self.inner.poll_recv_from(cx, buf)
-    }
-    fn poll_send_to(
-        &self,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-        target: SocketAddr,
-    ) -> Poll<io::Result<usize>> {
-        let r = self.inner.poll_send_to(cx, buf, target);
-        if let Poll::Ready(Ok(_)) = r {
-            self.tap.0.lock().unwrap().sent.push((buf.to_vec(), target));
-        }
-        r
-    }
-}
-
-/// A node on a [`TapSocket`] with a recorder plugin.
-async fn tapped_node(config: Config) -> (Network, SocketAddr, Recorder, Tap) {
-    let net = Network::new(config).unwrap();
-    let rec = Recorder::default();
-    net.register_plugin(rec.clone()).await.unwrap();
-    let tap = Tap::default();
-    let addr = net
-        .listen_on(TapSocket {
-            inner: UdpSocket::bind("127.0.0.1:0").await.unwrap(),
-            tap: tap.clone(),
-        })
-        .await
-        .unwrap();
-    (net, addr, rec, tap)
-}
 
 // ----- a plugin that keeps every PeerInfo ----------------------------------
 

@@ -14,30 +14,29 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use rand::rngs::StdRng;
 
+use super::admission::{Admission, Limits, Plain};
+use super::half_open::{HalfOpen, HalfOpenTable};
 use super::peer::{Link, Peer, PeerId};
-use super::{demux, Endpoint, Event, HashMap, TimerKey};
+use super::source::SourceIp;
+use super::takeover::Contest;
+use super::{demux, Endpoint, Event, TimerKey};
 use crate::api::NodeEvent;
 use crate::crypto::packet::{index_from, CookiePacket, RejectPacket, INIT_LEN};
 use crate::crypto::{
     self, ChannelError, CookieJar, Established, HandshakeError, HandshakePayload, Identity,
-    Initiator, Packet, PublicKey, RejectReason, Responder,
+    Initiator, Packet, PublicKey, RejectReason, Responder, COOKIE_LEN,
 };
 use crate::error::RequestError;
 use crate::session::Session;
 use crate::state::Direction;
+use crate::Config;
 
-/// An address that already has a half-open handshake gets a new one at most
-/// this often. Honest initiators retransmit no faster than every 200 ms, so
-/// this only throttles floods: one socket can hold one slot and cost one
-/// key exchange per interval.
+/// Duplicates of an `Init` we answered are answered again at most this
+/// often, and an address gets a new handshake on a cookie at most this
+/// often. Honest initiators retransmit no faster than every 200 ms.
 const INIT_INTERVAL_MS: u64 = 100;
-/// Key exchanges answered per [`INIT_INTERVAL_MS`] window before every new
-/// initiator must show a cookie (500 per second). The half-open table's
-/// bound alone let a host with a few hundred ports stay below the cookie
-/// threshold and still force one Diffie-Hellman per port per interval,
-/// enough to starve the driver (found by tests/netns scenario `5ports512`).
-const EXCHANGES_PER_WINDOW: u32 = 50;
 /// How long an inbound half-open handshake waits for its `Finish`.
 const HALF_OPEN_MS: u64 = 5_000;
 /// How often an initiator resends `Finish` until the peer's first sealed
@@ -48,29 +47,12 @@ const FINISH_RESEND_MS: u64 = 250;
 #[derive(Debug)]
 pub(crate) struct CryptoState {
     identity: Identity,
-    /// Inbound handshakes waiting for `Finish`, one per address, bounded by
+    /// Inbound handshakes waiting for `Finish`, bounded by
     /// `Config::max_half_open`.
-    half_open: HashMap<SocketAddr, HalfOpen>,
+    half_open: HalfOpenTable,
     cookies: CookieJar,
-    /// Start of the current key-exchange window and the exchanges in it.
-    window_start: u64,
-    window_exchanges: u32,
-}
-
-#[derive(Debug)]
-pub(super) struct HalfOpen {
-    responder: Responder,
-    created: u64,
-    /// Bytes received from and sent to the initiator's address: until its
-    /// `Finish` proves it receives there, we send at most
-    /// [`AMPLIFICATION_FACTOR`] times what it sent (QUIC's rule), so a
-    /// spoofed `Init` cannot turn us into an amplifier.
-    bytes_in: usize,
-    bytes_out: usize,
-    /// When we last sent it our `Response`: duplicates are answered at
-    /// most every [`INIT_INTERVAL_MS`] (honest initiators resend no faster
-    /// than every 200 ms).
-    answered_at: u64,
+    /// Which `Init`s get a key exchange.
+    admission: Admission,
 }
 
 /// How much more an address that has not proven it receives may get back
@@ -78,22 +60,17 @@ pub(super) struct HalfOpen {
 pub(super) const AMPLIFICATION_FACTOR: usize = 3;
 
 impl CryptoState {
-    pub(crate) fn new(identity: Identity, half_open: HashMap<SocketAddr, HalfOpen>) -> Self {
+    pub(crate) fn new(identity: Identity, config: &Config, rng: &mut StdRng) -> Self {
+        let limits = Limits {
+            plain_per_sec: config.key_exchanges_per_sec,
+            cookie_per_sec: config.cookie_key_exchanges_per_sec,
+        };
         Self {
             identity,
-            half_open,
+            half_open: HalfOpenTable::new(config.max_half_open, rng),
             cookies: CookieJar::new(),
-            window_start: 0,
-            window_exchanges: 0,
+            admission: Admission::new(limits, rng),
         }
-    }
-    /// Whether this window's key-exchange budget is spent.
-    fn over_budget(&mut self, now: u64) -> bool {
-        if now >= self.window_start.saturating_add(INIT_INTERVAL_MS) {
-            self.window_start = now;
-            self.window_exchanges = 0;
-        }
-        self.window_exchanges >= EXCHANGES_PER_WINDOW
     }
     pub(crate) fn public_key(&self) -> PublicKey {
         self.identity.public_key()
@@ -101,6 +78,21 @@ impl CryptoState {
     pub(crate) fn half_open_len(&self) -> usize {
         self.half_open.len()
     }
+    #[cfg(test)]
+    pub(super) fn check(&self) {
+        self.half_open.check();
+    }
+}
+
+/// What a completed handshake meets at its peer.
+enum Race {
+    /// Nothing of the other direction: it is the peer's session.
+    None,
+    /// The other direction's handshake wins: this one is dropped.
+    Lost,
+    /// A working session of the other direction would win, if the peer is
+    /// still there: ask it (see `takeover`).
+    Probe,
 }
 
 fn reject(reason: RejectReason) -> Bytes {
@@ -197,12 +189,28 @@ impl Endpoint {
         }
     }
 
+    /// Whether handshakes over `from` go first under load: the address of
+    /// a route-table peer, or one with a pinned key.
+    fn has_priority(&self, from: SocketAddr) -> bool {
+        let added = self
+            .peers
+            .at(from)
+            .and_then(|id| self.peers.get(id))
+            .is_some_and(|p| p.added);
+        added || self.pin_for(from).is_some()
+    }
+
+    /// An `Init`: answer a retransmission again; otherwise decide, by the
+    /// half-open table and the admission budgets, whether it costs us a
+    /// key exchange, a `Cookie` reply or nothing. Nothing an `Init` says is
+    /// authenticated, so it never touches our own handshakes or sessions:
+    /// simultaneous opens are settled once handshakes complete
+    /// ([`race`](Self::race)).
     fn on_init(&mut self, from: SocketAddr, init: &crypto::packet::InitPacket<'_>, now: u64) {
-        let max_half_open = self.config.max_half_open;
         let Some(crypto) = self.crypto.as_mut() else {
             return;
         };
-        if let Some(h) = crypto.half_open.get_mut(&from) {
+        if let Some(h) = crypto.half_open.duplicate_of(from, init) {
             // Our Response was lost: answer the retransmission again, within
             // the amplification limit.
             if let Some(response) = h.responder.answer_duplicate_init(init) {
@@ -219,55 +227,52 @@ impl Endpoint {
                 }
                 return;
             }
-            if now < h.created.saturating_add(INIT_INTERVAL_MS) {
-                self.counters.throttled_handshakes += 1;
-                return;
-            }
         }
-        let id = self.peers.at(from);
-        let peer = id.and_then(|id| self.peers.get_mut(id));
-        let known = peer.as_ref().is_some_and(|p| p.added);
-        if let (Some(id), Some(peer)) = (id, peer) {
-            let ours = peer.link.handshake().map(Initiator::local_index);
-            // Simultaneous open: both sides keep the handshake with the
-            // lower initiator index.
-            match ours {
-                Some(index) if init.sender_index < index => {
-                    peer.link = Link::Idle;
-                    // Their handshake may never complete (lost, refused by
-                    // cookie or pin, or an off-path forgery): a peer in the
-                    // route table must not be left without a link, so ours
-                    // starts again once theirs would have expired.
-                    if peer.added {
-                        let at = now.saturating_add(HALF_OPEN_MS + 1);
-                        peer.reconnect_at = Some(at);
-                        self.timers
-                            .push(std::cmp::Reverse((at, TimerKey::Reconnect(id))));
-                    }
-                }
-                Some(_) => {
-                    self.counters.simultaneous_open_drops += 1;
-                    return;
-                }
-                None => {}
-            }
-        }
+        let known = self
+            .peers
+            .at(from)
+            .and_then(|id| self.peers.get(id))
+            .is_some_and(|p| p.added);
         if !known && self.config.refuse_unknown_inbound {
             self.counters.refused_sessions += 1;
             self.outbox.push((from, reject(RejectReason::Refused)));
             return;
         }
+        let priority = self.has_priority(from);
+        let max_half_open = self.config.max_half_open;
         let Some(crypto) = self.crypto.as_mut() else {
             return;
         };
-        let replacing = crypto.half_open.contains_key(&from);
-        if crypto.half_open.len() >= max_half_open / 2 || crypto.over_budget(now) {
-            // Under load (a half-full table, or many key exchanges lately):
-            // only initiators that can receive at their address get state,
-            // or a new key exchange. An address that already
-            // holds a slot is no exception: otherwise every slot holder
-            // could force a Diffie-Hellman every 100 ms without a cookie.
-            if !crypto.cookies.verify(from, &init.cookie, now) {
+        let ip = SourceIp::from(from);
+        let cookie_valid =
+            init.cookie != [0; COOKIE_LEN] && crypto.cookies.verify(from, &init.cookie, now);
+        if cookie_valid {
+            // The initiator receives at `from`. Forgeries cannot get here,
+            // so nothing they do delays it.
+            let recent = crypto
+                .half_open
+                .last_cookied(from)
+                .is_some_and(|t| now < t.saturating_add(INIT_INTERVAL_MS));
+            if recent {
+                self.counters.throttled_handshakes += 1;
+                return;
+            }
+            if !crypto.admission.cookied(now, ip, priority) {
+                self.counters.key_exchanges_refused += 1;
+                return;
+            }
+        } else {
+            // Unproven. An address that holds an unproven handshake must
+            // prove itself for another: a forgery in a peer's name can then
+            // neither replace the peer's handshake nor block it (the peer
+            // answers the cookie; the forger never sees it).
+            let verdict = if crypto.half_open.holds_uncookied(from) {
+                Plain::Cookie
+            } else {
+                let loaded = crypto.half_open.len() >= max_half_open / 2;
+                crypto.admission.plain(now, ip, priority, loaded)
+            };
+            if verdict == Plain::Cookie {
                 let cookie = crypto.cookies.cookie(from, now);
                 let packet = CookiePacket {
                     receiver_index: init.sender_index,
@@ -277,24 +282,21 @@ impl Endpoint {
                 self.counters.cookies_sent += 1;
                 return;
             }
-            if !replacing && crypto.half_open.len() >= max_half_open {
-                // Full even of proven addresses: the oldest gives way.
-                let oldest = crypto
-                    .half_open
-                    .iter()
-                    .min_by_key(|(a, h)| (h.created, **a))
-                    .map(|(a, _)| *a);
-                if let Some(oldest) = oldest {
-                    crypto.half_open.remove(&oldest);
-                    self.counters.throttled_handshakes += 1;
-                }
-            }
         }
         let pin = self.pin_for(from);
         let Some(payload) = self.our_payload() else {
             return;
         };
-        let index = index_from(&mut self.rng);
+        let index = loop {
+            let index = index_from(&mut self.rng);
+            if self
+                .crypto
+                .as_ref()
+                .is_none_or(|c| !c.half_open.contains(index))
+            {
+                break index;
+            }
+        };
         let Some(crypto) = self.crypto.as_mut() else {
             return;
         };
@@ -304,21 +306,23 @@ impl Endpoint {
                     Some(key) => responder.expect_remote(key),
                     None => responder,
                 };
-                crypto.window_exchanges = crypto.window_exchanges.saturating_add(1);
-                crypto.half_open.insert(
-                    from,
+                let evicted = crypto.half_open.insert(
+                    index,
                     HalfOpen {
                         responder,
+                        from,
                         created: now,
+                        cookied: cookie_valid,
                         bytes_in: INIT_LEN,
                         bytes_out: response.len(),
                         answered_at: now,
                     },
                 );
+                self.counters.throttled_handshakes += evicted as u64;
                 self.outbox.push((from, response));
                 let at = now.saturating_add(HALF_OPEN_MS);
                 self.timers
-                    .push(std::cmp::Reverse((at, TimerKey::HalfOpen(from))));
+                    .push(std::cmp::Reverse((at, TimerKey::HalfOpen(index))));
             }
             Err(e) => {
                 self.counters.bad_handshakes += 1;
@@ -383,14 +387,15 @@ impl Endpoint {
     }
 
     fn on_finish(&mut self, from: SocketAddr, finish: &crypto::packet::FinishPacket<'_>, now: u64) {
-        if self.held_by_takeover(from, None) {
+        if self.held_by_takeover(from, Some(finish.receiver_index)) {
             // The newcomer resends its Finish while we decide.
             return;
         }
         let Some(crypto) = self.crypto.as_mut() else {
             return;
         };
-        let Some(mut half) = crypto.half_open.remove(&from) else {
+        let index = finish.receiver_index;
+        let Some(mut half) = crypto.half_open.take(index, from) else {
             self.counters.bad_handshakes += 1;
             return;
         };
@@ -401,7 +406,7 @@ impl Endpoint {
                 | HandshakeError::Noise(_)
                 | HandshakeError::WrongIndex { .. },
             ) => {
-                crypto.half_open.insert(from, half);
+                crypto.half_open.put_back(index, half);
                 self.counters.bad_handshakes += 1;
             }
             Err(e) => {
@@ -440,10 +445,80 @@ impl Endpoint {
                         .is_some_and(|s| !s.is_closing() && !s.is_closed())
             });
         if let Some(old) = displaced.filter(|_| live_other_key) {
-            self.start_takeover(from, est, direction, old);
+            self.start_takeover(from, est, direction, old, Contest::NewKey);
             return;
         }
+        if let Some(id) = with_key.or(at_addr) {
+            match self.race(id, &est, direction) {
+                Race::None => {}
+                Race::Lost => {
+                    self.counters.simultaneous_open_drops += 1;
+                    tracing::debug!(%from, ?direction, "simultaneous open: this handshake lost");
+                    return;
+                }
+                Race::Probe => {
+                    self.start_takeover(from, est, direction, id, Contest::SameKey);
+                    return;
+                }
+            }
+        }
         self.install(from, est, direction, now);
+    }
+
+    /// A handshake `est` of `direction` completed for peer `id` (the peer
+    /// that proved its key, or the one at its address): does it meet a
+    /// handshake or session of the other direction with the same peer?
+    ///
+    /// Both nodes may dial each other at once (a simultaneous open), and
+    /// each must end with the same one session. Only authenticated facts
+    /// decide, so a forged `Init` cannot make a node give up anything: of
+    /// two handshakes between the same two keys, the one initiated by the
+    /// lower key wins (for two equal keys, the lower initiator index).
+    /// Both nodes know both keys once a handshake completed, so both pick
+    /// the same one. A session that already heard from the peer is not
+    /// dropped on this rule alone, though: a restarted peer's new handshake
+    /// meets it too. It is probed first, and gives way only if the peer no
+    /// longer answers on it.
+    fn race(&self, id: PeerId, est: &Established, direction: Direction) -> Race {
+        let Some(ours) = self.crypto.as_ref().map(CryptoState::public_key) else {
+            return Race::None;
+        };
+        let theirs = est.remote_static;
+        let rank = |by_us: bool, index: u32| (if by_us { ours } else { theirs }, index);
+        let new = match direction {
+            Direction::Outbound => rank(true, est.channel.local_index()),
+            Direction::Inbound => rank(false, est.channel.remote_index()),
+        };
+        let Some(peer) = self.peers.get(id) else {
+            return Race::None;
+        };
+        match &peer.link {
+            Link::Handshaking(h) if direction == Direction::Inbound => {
+                if rank(true, h.local_index()) < new {
+                    Race::Lost
+                } else {
+                    Race::None
+                }
+            }
+            Link::Sealed {
+                session, channel, ..
+            } if channel.remote_static() == theirs
+                && peer.direction != direction
+                && !session.is_closing()
+                && !session.is_closed() =>
+            {
+                let existing = match peer.direction {
+                    Direction::Outbound => rank(true, channel.local_index()),
+                    Direction::Inbound => rank(false, channel.remote_index()),
+                };
+                match (existing < new, channel.highest_received().is_some()) {
+                    (false, _) => Race::None,
+                    (true, false) => Race::Lost,
+                    (true, true) => Race::Probe,
+                }
+            }
+            _ => Race::None,
+        }
     }
 
     /// Refuse a handshake that proved a new key at a live session's
@@ -474,11 +549,6 @@ impl Endpoint {
         if direction == Direction::Inbound && !self.admits_inbound(target, from) {
             return;
         }
-        // One handshake per peer wins: whatever else was under way with this
-        // address (our own initiation, an answer to theirs) is superseded.
-        if let Some(crypto) = self.crypto.as_mut() {
-            crypto.half_open.remove(&from);
-        }
         let id = match target {
             Some(id) => id,
             None => self.new_peer(from, direction),
@@ -498,9 +568,12 @@ impl Endpoint {
             }
             tracing::debug!(%from, %key, "peer came back under a new key");
         }
+        // One handshake per peer wins (see `race`): our own initiation, if
+        // still under way, lost to this one.
         if let Some(peer) = self.peers.get_mut(id) {
             if matches!(peer.link, Link::Handshaking(_)) {
                 peer.link = Link::Idle;
+                self.counters.simultaneous_open_drops += 1;
             }
         }
         // A completed handshake of a peer we have a session with is that
@@ -532,6 +605,9 @@ impl Endpoint {
         peer.handshake_advertised = Some(est.remote_payload.advertised);
         peer.direction = direction;
         peer.reconnect_at = None;
+        if direction == Direction::Inbound {
+            self.count_inbound(id, from);
+        }
         tracing::debug!(%from, %key, ?direction, "handshake complete");
         self.touch(id);
     }
@@ -588,6 +664,7 @@ impl Endpoint {
                     tracing::debug!(%from, ?e, "sealed datagram is not KCP");
                     return;
                 }
+                self.track_partial(id);
                 self.answered(id);
                 self.drain_events(id);
                 self.touch(id);
@@ -735,21 +812,13 @@ impl Endpoint {
         }
     }
 
-    pub(super) fn expire_half_open(&mut self, addr: SocketAddr, now: u64) {
+    pub(super) fn expire_half_open(&mut self, index: u32, now: u64) {
         let Some(crypto) = self.crypto.as_mut() else {
             return;
         };
-        match crypto.half_open.get(&addr) {
-            Some(h) if h.responder.is_expired(now) => {
-                crypto.half_open.remove(&addr);
-            }
-            // A newer handshake took the slot: check again at its expiry.
-            Some(h) => {
-                let at = h.created.saturating_add(HALF_OPEN_MS).max(now + 1);
-                self.timers
-                    .push(std::cmp::Reverse((at, TimerKey::HalfOpen(addr))));
-            }
-            None => {}
+        if let Some(at) = crypto.half_open.expire(index, now, HALF_OPEN_MS) {
+            self.timers
+                .push(std::cmp::Reverse((at, TimerKey::HalfOpen(index))));
         }
     }
 

@@ -70,13 +70,6 @@ impl Link {
         }
     }
 
-    pub(super) fn handshake(&self) -> Option<&Initiator> {
-        match self {
-            Link::Handshaking(h) => Some(h),
-            _ => None,
-        }
-    }
-
     /// A session or a handshake is under way.
     pub(super) fn is_up(&self) -> bool {
         !matches!(self, Link::Idle)
@@ -128,6 +121,9 @@ pub(super) struct Peer {
     pub(super) unproven_sent: usize,
     /// Someone waits for room in the queue: report it after every flush.
     pub(super) room_watched: bool,
+    /// Bytes its session holds of the message being received, as counted
+    /// in the endpoint's budget (see `partials`).
+    pub(super) partial_bytes: usize,
 }
 
 impl Peer {
@@ -163,6 +159,7 @@ impl Peer {
             room_watched: false,
             key_changed: false,
             unproven_sent: 0,
+            partial_bytes: 0,
         }
     }
 
