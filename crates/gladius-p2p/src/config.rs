@@ -187,10 +187,10 @@ impl Config {
     }
     /// Most sessions from peers not in the route table at once. Peers in
     /// the route table do not count: their slots are always there. When
-    /// the limit is reached, a new session makes the least recently active
-    /// of these sessions give way (closed, counted in `evicted_sessions`),
-    /// so a table full of squatters never keeps a new node out. Default
-    /// 4096.
+    /// the limit is reached, a new session makes one of these give way
+    /// (closed, counted in `evicted_sessions`): the least recently active
+    /// of the source IP that holds the most. A table full of squatters
+    /// never keeps a new node out. Default 4096.
     pub fn with_max_inbound_sessions(mut self, n: usize) -> Self {
         self.max_inbound_sessions = n;
         self
@@ -215,18 +215,20 @@ impl Config {
         self
     }
     /// Key exchanges per second for handshake initiators without a cookie
-    /// (encrypted mode), in windows of 100 ms; each source IP gets a fair
-    /// share, at most half. Past it, initiators must prove their address
-    /// with a cookie first. Route-table peers and pinned addresses have a
-    /// budget of the same size of their own. Default 500.
+    /// (encrypted mode), at most 10 ms worth at once; each source IP (IPv6
+    /// /64) gets a fair share of every 100 ms, at most a quarter. Past it,
+    /// initiators must prove their address with a cookie first. Route-table
+    /// peers and pinned addresses have a budget of the same size of their
+    /// own. Default 500.
     pub fn with_key_exchanges_per_sec(mut self, n: u32) -> Self {
         self.key_exchanges_per_sec = n;
         self
     }
     /// Key exchanges per second for initiators that showed a valid cookie
-    /// (encrypted mode), in windows of 100 ms; each source IP gets a fair
-    /// share, at most half. Past it their `Init`s are dropped (counted in
-    /// `key_exchanges_refused`) until their retransmission. Default 1000.
+    /// (encrypted mode), at most 10 ms worth at once; each source IP (IPv6
+    /// /64) gets a fair share of every 100 ms, at most a quarter. Past it
+    /// their `Init`s are dropped (counted in `key_exchanges_refused`) until
+    /// their retransmission. Default 1000.
     pub fn with_cookie_key_exchanges_per_sec(mut self, n: u32) -> Self {
         self.cookie_key_exchanges_per_sec = n;
         self

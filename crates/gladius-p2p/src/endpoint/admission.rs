@@ -1,8 +1,8 @@
 //! Handshake admission: which `Init`s may cost this node a key exchange.
 //!
 //! A responder's Diffie-Hellman work is the one thing an initiator can make
-//! it spend without proving anything, so it is rationed per 100 ms window
-//! in three budgets:
+//! it spend without proving anything, so it is rationed by three budgets,
+//! each a rate of key exchanges:
 //!
 //! * **known**: `Init`s from an address in the route table or with a
 //!   pinned key. They go first: strangers cannot spend this budget, so a
@@ -12,18 +12,21 @@
 //!   or with the half-open table half full) an initiator is asked for a
 //!   cookie instead: a `Cookie` reply is a MAC, smaller than the `Init`.
 //! * **cookie**: `Init`s that carry a valid cookie, i.e. from initiators
-//!   that receive at their address (`Config::with_cookie_key_exchanges_per_sec`).
-//!   A cookie buys admission to this budget, never a way around every
-//!   budget: past it the `Init` is dropped (counted) and the initiator's
-//!   retransmission tries again.
+//!   that receive at their address
+//!   (`Config::with_cookie_key_exchanges_per_sec`). A cookie buys admission
+//!   to this budget, never a way around every budget: past it the `Init`
+//!   is dropped (counted) and the initiator's retransmission tries again.
 //!
-//! Within the plain and cookie budgets each source IP (an IPv6 /64) gets a
-//! fair share per window: the budget divided by the number of IPs that
-//! used it in this window or the one before, and never more than half of it
-//! even alone, so a host with thousands of ports takes one share and the
-//! first newcomer in a window still finds room. Spoofed sources can spend
-//! the plain budget but not the cookie budget: a flood of forgeries makes
-//! everyone show a cookie, one round trip more, and nothing worse.
+//! Each budget is a token bucket holding at most [`BURST_MS`] of its rate,
+//! so the work a flood can cause is spread evenly rather than arriving in
+//! bursts. Within the plain and cookie budgets each source IP (an IPv6 /64)
+//! gets a fair share of each 100 ms window's worth: the window's worth
+//! divided by the number of IPs that used the budget in this window or the
+//! one before, and never more than a quarter of it even alone. A host with
+//! thousands of ports thus takes one share, and newcomers in the same
+//! window still find room. Spoofed sources can spend the plain budget but
+//! not the cookie budget: a flood of forgeries makes everyone show a
+//! cookie, one round trip more, and nothing worse.
 //!
 //! State is a few counters and a map of the IPs admitted in the current
 //! window, so it is bounded by the budgets themselves.
@@ -38,7 +41,7 @@ use super::{table, HashMap};
 pub(super) const WINDOW_MS: u64 = 100;
 /// Even an IP alone in a window gets at most 1/`MIN_SHARERS` of a budget:
 /// the rest is for others that arrive in the same window.
-const MIN_SHARERS: usize = 2;
+const MIN_SHARERS: usize = 4;
 
 /// Budget sizes, per second (see `Config`).
 #[derive(Debug, Clone, Copy)]
@@ -91,10 +94,10 @@ impl Admission {
     /// half full, so strangers must show a cookie whatever the budget.
     pub(super) fn plain(&mut self, now: u64, ip: SourceIp, known: bool, loaded: bool) -> Plain {
         self.roll(now);
-        if known && self.known.take_unshared() {
+        if known && self.known.take_unshared(now) {
             return Plain::Exchange;
         }
-        if !loaded && self.plain.take(ip) {
+        if !loaded && self.plain.take(now, ip) {
             return Plain::Exchange;
         }
         Plain::Cookie
@@ -104,27 +107,48 @@ impl Admission {
     /// exchange (else it is dropped).
     pub(super) fn cookied(&mut self, now: u64, ip: SourceIp, known: bool) -> bool {
         self.roll(now);
-        (known && self.known.take_unshared()) || self.cookie.take(ip)
+        (known && self.known.take_unshared(now)) || self.cookie.take(now, ip)
     }
 }
 
-/// One budget: key exchanges per window, and who took them.
+/// One budget: a token bucket of key exchanges, and who took them in the
+/// current window.
+///
+/// Tokens refill continuously and at most [`BURST_MS`] worth wait, so the
+/// Diffie-Hellman work a flood can cause is spread evenly instead of
+/// arriving as one window's worth at each window's start: a legitimate
+/// datagram waits behind a few key exchanges at most (a burst of 37 at
+/// every window start held legitimate requests up to 49 ms, p99).
 #[derive(Debug)]
 struct Budget {
-    per_window: u32,
-    used: u32,
+    per_sec: u64,
+    /// Tokens, in thousandths.
+    milli: u64,
+    /// At most this many thousandths wait.
+    burst_milli: u64,
+    refilled_at: u64,
+    /// What one window holds: the shares are of it.
+    per_window: usize,
     /// Key exchanges per source IP in this window.
     by_ip: HashMap<SourceIp, u32>,
     /// How many IPs took some in the window before.
     ips_before: usize,
 }
 
+/// Tokens that may wait, in ms of the budget's rate.
+const BURST_MS: u64 = 10;
+
 impl Budget {
     fn new(per_sec: u32, rng: &mut StdRng) -> Self {
-        let per_window = u64::from(per_sec).saturating_mul(WINDOW_MS).div_ceil(1_000);
+        let per_sec = u64::from(per_sec).max(1);
+        let burst_milli = per_sec.saturating_mul(BURST_MS).max(1_000);
+        let per_window = per_sec.saturating_mul(WINDOW_MS).div_ceil(1_000);
         Self {
-            per_window: u32::try_from(per_window).unwrap_or(u32::MAX).max(1),
-            used: 0,
+            per_sec,
+            milli: burst_milli,
+            burst_milli,
+            refilled_at: 0,
+            per_window: usize::try_from(per_window).unwrap_or(usize::MAX).max(1),
             by_ip: table(rng),
             ips_before: 0,
         }
@@ -133,31 +157,41 @@ impl Budget {
     fn roll(&mut self) {
         self.ips_before = self.by_ip.len();
         self.by_ip.clear();
-        self.used = 0;
+    }
+
+    /// Refill to `now`; whether a whole token waits.
+    fn ready(&mut self, now: u64) -> bool {
+        let elapsed = now.saturating_sub(self.refilled_at);
+        self.refilled_at = self.refilled_at.max(now);
+        self.milli = self
+            .milli
+            .saturating_add(elapsed.saturating_mul(self.per_sec))
+            .min(self.burst_milli);
+        self.milli >= 1_000
     }
 
     /// Take one for anyone, without shares.
-    fn take_unshared(&mut self) -> bool {
-        if self.used >= self.per_window {
+    fn take_unshared(&mut self, now: u64) -> bool {
+        if !self.ready(now) {
             return false;
         }
-        self.used += 1;
+        self.milli -= 1_000;
         true
     }
 
-    /// Take one for `ip`, within its share.
-    fn take(&mut self, ip: SourceIp) -> bool {
-        if self.used >= self.per_window {
+    /// Take one for `ip`, within its share of the window.
+    fn take(&mut self, now: u64, ip: SourceIp) -> bool {
+        if !self.ready(now) {
             return false;
         }
         let mine = self.by_ip.get(&ip).copied().unwrap_or(0);
-        let now = self.by_ip.len() + usize::from(mine == 0);
-        let sharers = now.max(self.ips_before).max(MIN_SHARERS);
-        let share = (self.per_window as usize / sharers).max(1);
+        let ips = self.by_ip.len() + usize::from(mine == 0);
+        let sharers = ips.max(self.ips_before).max(MIN_SHARERS);
+        let share = (self.per_window / sharers).max(1);
         if mine as usize >= share {
             return false;
         }
-        self.used += 1;
+        self.milli -= 1_000;
         *self.by_ip.entry(ip).or_insert(0) += 1;
         true
     }
@@ -180,49 +214,81 @@ mod tests {
         Admission::new(limits, &mut StdRng::seed_from_u64(1))
     }
 
+    /// Key exchanges `ip` gets from `n` requests one per ms from `start`.
+    fn run(
+        a: &mut Admission,
+        start: u64,
+        n: u64,
+        mut ask: impl FnMut(&mut Admission, u64) -> bool,
+    ) -> usize {
+        (start..start + n).filter(|t| ask(a, *t)).count()
+    }
+
     #[test]
-    fn one_ip_alone_takes_half_of_each_budget_per_window() {
+    fn a_burst_gets_ten_ms_worth_and_the_rate_refills() {
         let mut a = admission();
         let plain = (0..100)
             .filter(|_| a.plain(0, ip(1), false, false) == Plain::Exchange)
             .count();
-        let cookied = (0..200).filter(|_| a.cookied(0, ip(1), false)).count();
-        assert_eq!((plain, cookied), (25, 50));
-        // A second IP in the same window finds the other half.
-        let other = (0..100).filter(|_| a.cookied(1, ip(2), false)).count();
-        assert_eq!(other, 50);
-        // The next window: shares by the two IPs seen, whatever their order.
-        let first = (0..100).filter(|_| a.cookied(100, ip(1), false)).count();
-        assert_eq!(first, 50);
+        let cookied = (0..100).filter(|_| a.cookied(0, ip(2), false)).count();
+        assert_eq!((plain, cookied), (5, 10));
+        // One ms later, one more cookied (1,000 a second).
+        assert!(a.cookied(1, ip(2), false));
+        assert!(!a.cookied(1, ip(2), false));
+    }
+
+    #[test]
+    fn one_ip_alone_takes_a_quarter_of_each_window() {
+        let mut a = admission();
+        // Asking every ms for a window: 25 of the cookie budget's 100.
+        let got = run(&mut a, 0, 100, |a, t| a.cookied(t, ip(1), false));
+        assert_eq!(got, 25);
+        // Another IP in the same window finds the rest refilling.
+        let other = run(&mut a, 100, 0, |a, t| a.cookied(t, ip(2), false));
+        assert_eq!(other, 0);
+        // The next window: 25 each (shares of 100 among at least 4).
+        let (mut one, mut two) = (0, 0);
+        for t in 100..200 {
+            one += usize::from(a.cookied(t, ip(1), false));
+            two += usize::from(a.cookied(t, ip(2), false));
+        }
+        assert_eq!((one, two), (25, 25));
+        let plain = run(&mut a, 200, 100, |a, t| {
+            a.plain(t, ip(1), false, false) == Plain::Exchange
+        });
+        assert_eq!(plain, 12);
     }
 
     #[test]
     fn many_ips_share_and_spoofers_cannot_touch_the_cookie_budget() {
         let mut a = admission();
-        // 1,000 spoofed sources spend the plain budget, one each...
-        let plain = (0..1_000u32)
-            .filter(|i| {
-                let src = SourceIp::V4(i.to_be_bytes());
-                a.plain(0, src, false, false) == Plain::Exchange
-            })
-            .count();
-        assert_eq!(plain, 50);
+        // Spoofed sources, a new one every 0.1 ms for a window, spend the
+        // plain budget: its burst and its rate, one each...
+        let mut plain = 0;
+        for i in 0..1_000u32 {
+            let src = SourceIp::V4(i.to_be_bytes());
+            if a.plain(u64::from(i / 10), src, false, false) == Plain::Exchange {
+                plain += 1;
+            }
+        }
+        assert_eq!(plain, 5 + 49);
         // ...and a real initiator, asked for a cookie, still gets in.
-        assert_eq!(a.plain(1, ip(7), false, false), Plain::Cookie);
-        assert!(a.cookied(2, ip(7), false));
+        assert_eq!(a.plain(99, ip(7), false, false), Plain::Cookie);
+        assert!(a.cookied(99, ip(7), false));
     }
 
     #[test]
     fn known_addresses_go_first_and_load_asks_strangers_for_cookies() {
         let mut a = admission();
-        for _ in 0..50 {
+        for _ in 0..5 {
             assert_eq!(a.plain(0, ip(1), true, true), Plain::Exchange);
         }
-        // The known budget is spent: known peers queue with the others.
+        // The known budget's burst is spent: known peers queue with the
+        // others.
         assert_eq!(a.plain(0, ip(1), true, true), Plain::Cookie);
         assert!(a.cookied(0, ip(1), true));
         assert_eq!(a.plain(0, ip(2), false, true), Plain::Cookie);
-        // Past the window, it is back.
-        assert_eq!(a.plain(100, ip(1), true, true), Plain::Exchange);
+        // It refills.
+        assert_eq!(a.plain(2, ip(1), true, true), Plain::Exchange);
     }
 }

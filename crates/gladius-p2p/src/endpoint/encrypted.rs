@@ -20,7 +20,6 @@ use super::admission::{Admission, Limits, Plain};
 use super::half_open::{HalfOpen, HalfOpenTable};
 use super::peer::{Link, Peer, PeerId};
 use super::source::SourceIp;
-use super::takeover::Contest;
 use super::{demux, Endpoint, Event, TimerKey};
 use crate::api::NodeEvent;
 use crate::crypto::packet::{index_from, CookiePacket, RejectPacket, INIT_LEN};
@@ -82,17 +81,6 @@ impl CryptoState {
     pub(super) fn check(&self) {
         self.half_open.check();
     }
-}
-
-/// What a completed handshake meets at its peer.
-enum Race {
-    /// Nothing of the other direction: it is the peer's session.
-    None,
-    /// The other direction's handshake wins: this one is dropped.
-    Lost,
-    /// A working session of the other direction would win, if the peer is
-    /// still there: ask it (see `takeover`).
-    Probe,
 }
 
 fn reject(reason: RejectReason) -> Bytes {
@@ -205,7 +193,7 @@ impl Endpoint {
     /// key exchange, a `Cookie` reply or nothing. Nothing an `Init` says is
     /// authenticated, so it never touches our own handshakes or sessions:
     /// simultaneous opens are settled once handshakes complete
-    /// ([`race`](Self::race)).
+    /// ([`loses_race`](Self::loses_race)).
     fn on_init(&mut self, from: SocketAddr, init: &crypto::packet::InitPacket<'_>, now: u64) {
         let Some(crypto) = self.crypto.as_mut() else {
             return;
@@ -363,7 +351,7 @@ impl Endpoint {
         match handshake.handle_response(response, now) {
             Ok(established) => {
                 peer.link = Link::Idle;
-                self.establish(from, established, Direction::Outbound, now);
+                self.establish(from, established, Direction::Outbound, None, now);
             }
             // Forged or corrupted: the handshake goes on.
             Err(
@@ -400,7 +388,10 @@ impl Endpoint {
             return;
         };
         match half.responder.handle_finish(finish) {
-            Ok(established) => self.establish(from, established, Direction::Inbound, now),
+            Ok(established) => {
+                let started = Some(half.created);
+                self.establish(from, established, Direction::Inbound, started, now);
+            }
             Err(
                 HandshakeError::Decrypt
                 | HandshakeError::Noise(_)
@@ -432,7 +423,15 @@ impl Endpoint {
     /// under another key is refused while that session lives: a key changes
     /// only once the old session is gone, and never for a pinned peer (the
     /// handshake's own pin check refused that already).
-    fn establish(&mut self, from: SocketAddr, est: Established, direction: Direction, now: u64) {
+    /// `started`: when the peer's `Init` arrived, for an inbound handshake.
+    fn establish(
+        &mut self,
+        from: SocketAddr,
+        est: Established,
+        direction: Direction,
+        started: Option<u64>,
+        now: u64,
+    ) {
         let key = est.remote_static;
         let at_addr = self.peers.at(from);
         let with_key = self.peers.with_key(&key);
@@ -445,43 +444,71 @@ impl Endpoint {
                         .is_some_and(|s| !s.is_closing() && !s.is_closed())
             });
         if let Some(old) = displaced.filter(|_| live_other_key) {
-            self.start_takeover(from, est, direction, old, Contest::NewKey);
+            self.start_takeover(from, est, direction, old);
             return;
         }
-        if let Some(id) = with_key.or(at_addr) {
-            match self.race(id, &est, direction) {
-                Race::None => {}
-                Race::Lost => {
-                    self.counters.simultaneous_open_drops += 1;
-                    tracing::debug!(%from, ?direction, "simultaneous open: this handshake lost");
-                    return;
-                }
-                Race::Probe => {
-                    self.start_takeover(from, est, direction, id, Contest::SameKey);
-                    return;
-                }
-            }
+        let lost = with_key
+            .or(at_addr)
+            .filter(|id| self.loses_race(*id, &est, direction, started));
+        if let Some(id) = lost {
+            self.counters.simultaneous_open_drops += 1;
+            tracing::debug!(%from, ?direction, "simultaneous open: this handshake lost");
+            self.hurry_winner(id);
+            return;
         }
         self.install(from, est, direction, now);
     }
 
-    /// A handshake `est` of `direction` completed for peer `id` (the peer
-    /// that proved its key, or the one at its address): does it meet a
-    /// handshake or session of the other direction with the same peer?
+    /// The peer just completed a handshake that lost to ours: it is up and
+    /// answering, so ours need not wait for its retransmission timer.
+    fn hurry_winner(&mut self, id: PeerId) {
+        let now = self.now();
+        let Some(peer) = self.peers.get_mut(id) else {
+            return;
+        };
+        let to = peer.addr();
+        match &mut peer.link {
+            Link::Handshaking(h) => {
+                if let Some(init) = h.resend_now(now) {
+                    self.outbox.push((to, init));
+                }
+            }
+            Link::Sealed {
+                finish: Some((finish, at)),
+                ..
+            } => {
+                self.outbox.push((to, finish.clone()));
+                *at = now.saturating_add(FINISH_RESEND_MS);
+            }
+            _ => {}
+        }
+        self.touch(id);
+    }
+
+    /// Whether the handshake `est` of `direction`, just completed for peer
+    /// `id` (the peer that proved its key, or the one at its address),
+    /// loses a simultaneous open to a handshake of the other direction.
     ///
-    /// Both nodes may dial each other at once (a simultaneous open), and
-    /// each must end with the same one session. Only authenticated facts
-    /// decide, so a forged `Init` cannot make a node give up anything: of
-    /// two handshakes between the same two keys, the one initiated by the
-    /// lower key wins (for two equal keys, the lower initiator index).
-    /// Both nodes know both keys once a handshake completed, so both pick
-    /// the same one. A session that already heard from the peer is not
-    /// dropped on this rule alone, though: a restarted peer's new handshake
-    /// meets it too. It is probed first, and gives way only if the peer no
-    /// longer answers on it.
-    fn race(&self, id: PeerId, est: &Established, direction: Direction) -> Race {
+    /// Both nodes may dial each other at once, and each must end with the
+    /// same one session. Only authenticated facts decide, so a forged
+    /// `Init` cannot make a node give up anything: of two handshakes
+    /// between the same two keys, the one initiated by the lower key wins
+    /// (for two equal keys, the lower initiator index). Both nodes know both
+    /// keys once a handshake completed, so both keep the same one. The rule
+    /// applies while the two are concurrent: our own handshake still under
+    /// way, or a session of ours the peer's `Init` (arriving at `started`)
+    /// came before the peer was heard on. An `Init` that came after the
+    /// peer used our session is a new start (the peer restarted or
+    /// re-keys) and replaces it, whoever initiated it.
+    fn loses_race(
+        &self,
+        id: PeerId,
+        est: &Established,
+        direction: Direction,
+        started: Option<u64>,
+    ) -> bool {
         let Some(ours) = self.crypto.as_ref().map(CryptoState::public_key) else {
-            return Race::None;
+            return false;
         };
         let theirs = est.remote_static;
         let rank = |by_us: bool, index: u32| (if by_us { ours } else { theirs }, index);
@@ -490,18 +517,17 @@ impl Endpoint {
             Direction::Inbound => rank(false, est.channel.remote_index()),
         };
         let Some(peer) = self.peers.get(id) else {
-            return Race::None;
+            return false;
         };
         match &peer.link {
             Link::Handshaking(h) if direction == Direction::Inbound => {
-                if rank(true, h.local_index()) < new {
-                    Race::Lost
-                } else {
-                    Race::None
-                }
+                rank(true, h.local_index()) < new
             }
             Link::Sealed {
-                session, channel, ..
+                session,
+                channel,
+                heard_at,
+                ..
             } if channel.remote_static() == theirs
                 && peer.direction != direction
                 && !session.is_closing()
@@ -511,13 +537,13 @@ impl Endpoint {
                     Direction::Outbound => rank(true, channel.local_index()),
                     Direction::Inbound => rank(false, channel.remote_index()),
                 };
-                match (existing < new, channel.highest_received().is_some()) {
-                    (false, _) => Race::None,
-                    (true, false) => Race::Lost,
-                    (true, true) => Race::Probe,
-                }
+                let concurrent = match (heard_at, started) {
+                    (Some(heard), Some(started)) => started < *heard,
+                    _ => true,
+                };
+                concurrent && existing < new
             }
-            _ => Race::None,
+            _ => false,
         }
     }
 
@@ -568,7 +594,7 @@ impl Endpoint {
             }
             tracing::debug!(%from, %key, "peer came back under a new key");
         }
-        // One handshake per peer wins (see `race`): our own initiation, if
+        // One handshake per peer wins (see `loses_race`): our own initiation, if
         // still under way, lost to this one.
         if let Some(peer) = self.peers.get_mut(id) {
             if matches!(peer.link, Link::Handshaking(_)) {
@@ -599,6 +625,7 @@ impl Endpoint {
             finish: est
                 .finish
                 .map(|finish| (finish, now.saturating_add(FINISH_RESEND_MS))),
+            heard_at: None,
         };
         peer.active = Some(from);
         peer.handshake_payload = est.remote_payload.app;
@@ -650,6 +677,7 @@ impl Endpoint {
             session,
             channel,
             finish,
+            heard_at,
         }) = self.peers.get_mut(id).map(|p| &mut p.link)
         else {
             self.counters.unknown_session_datagrams += 1;
@@ -659,6 +687,7 @@ impl Endpoint {
             Ok(()) => {
                 // The peer sealed this with its keys: it has our Finish.
                 *finish = None;
+                heard_at.get_or_insert(now);
                 if let Err(e) = session.handle_datagram(now, opened) {
                     self.counters.malformed_datagrams += 1;
                     tracing::debug!(%from, ?e, "sealed datagram is not KCP");

@@ -4,11 +4,13 @@
 //! costs its opener one datagram, so they are limited twice: at most
 //! `Config::max_inbound_sessions_per_ip` per source IP (an IPv6 /64),
 //! beyond which a new one is refused (`refused_sessions`), and at most
-//! `Config::max_inbound_sessions` in all, beyond which the least recently
-//! active of them is closed to make room (`evicted_sessions`). One host
-//! therefore cannot fill the table, and a full table (many hosts) still
-//! lets a new node in. Peers in the route table never count and are never
-//! refused: their slots are reserved.
+//! `Config::max_inbound_sessions` in all, beyond which one of them is
+//! closed to make room (`evicted_sessions`): the least recently active
+//! session of the source IP holding the most. One host therefore cannot
+//! fill the table, a full table (many hosts) still lets a new node in,
+//! and the sessions that give way are the crowded hosts' (when every host
+//! holds one, simply the least recently active). Peers in the route table
+//! never count and are never refused: their slots are reserved.
 //!
 //! The sessions counted are those the endpoint admitted as inbound from a
 //! peer outside the route table. A peer the route table takes in (by
@@ -111,15 +113,21 @@ impl Endpoint {
         }
     }
 
-    /// Close the least recently active counted session. False if none.
+    /// Close the least recently active counted session of the source IP
+    /// that holds the most. False if none.
     fn evict_inbound(&mut self) -> bool {
         let now = self.now();
+        let Some((&crowded, _)) = self.inbound.per_ip.iter().max_by_key(|(ip, n)| (**n, **ip))
+        else {
+            return false;
+        };
         let last_active = |p: &Peer| p.session().and_then(Session::last_recv).unwrap_or(0);
         let victim = self
             .inbound
             .by_peer
-            .keys()
-            .map(|id| (self.peers.get(*id).map_or(0, last_active), *id))
+            .iter()
+            .filter(|(_, ip)| **ip == crowded)
+            .map(|(id, _)| (self.peers.get(*id).map_or(0, last_active), *id))
             .min();
         let Some((_, id)) = victim else {
             return false;

@@ -50,6 +50,9 @@ pub(super) enum Link {
         /// Initiator only: our `Finish`, resent at the given time until the
         /// first sealed datagram from the peer proves it arrived.
         finish: Option<(Bytes, u64)>,
+        /// When the first sealed datagram from the peer opened: from then
+        /// on the peer is known to use this session.
+        heard_at: Option<u64>,
     },
     /// Plaintext mode: a session over bare KCP.
     Plaintext(Session),

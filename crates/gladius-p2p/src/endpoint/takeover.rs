@@ -14,12 +14,6 @@
 //! opens under the old session's keys counts as an answer, so a forger
 //! cannot keep a dead session alive or kill a live one. A pinned peer
 //! never gets here: its pin refuses other keys during the handshake.
-//!
-//! The same probe settles a handshake with the *same* key as a working
-//! session that the simultaneous-open rule (`Endpoint::race`) would drop:
-//! the late half of a simultaneous open (the peer answers on the session,
-//! and the handshake is dropped, counted in `simultaneous_open_drops`) or
-//! the peer restarted (silence, and the handshake takes over).
 
 use std::net::SocketAddr;
 
@@ -41,19 +35,9 @@ const MAX_TAKEOVERS: usize = 64;
 /// would wait for KCP's retransmission).
 const MAX_HELD_DATAGRAMS: usize = 8;
 
-/// What a held handshake contests.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Contest {
-    /// A new key at the address of a live session under another key.
-    NewKey,
-    /// The same key as a working session of the other direction.
-    SameKey,
-}
-
 /// A newcomer's completed handshake, held while the old session is probed.
 #[derive(Debug)]
 pub(super) struct Takeover {
-    contest: Contest,
     est: Established,
     direction: Direction,
     /// The peer whose live session the newcomer would replace.
@@ -73,15 +57,10 @@ impl Endpoint {
         est: Established,
         direction: Direction,
         old: PeerId,
-        contest: Contest,
     ) {
         let now = self.now();
         if self.takeovers.contains_key(&from) || self.takeovers.len() >= MAX_TAKEOVERS {
-            match contest {
-                Contest::NewKey => self
-                    .refuse_newcomer(from, "a takeover of this address is already being decided"),
-                Contest::SameKey => self.counters.simultaneous_open_drops += 1,
-            }
+            self.refuse_newcomer(from, "a takeover of this address is already being decided");
             return;
         }
         let Some(session) = self.peers.get_mut(old).and_then(Peer::session_mut) else {
@@ -92,7 +71,6 @@ impl Endpoint {
         self.takeovers.insert(
             from,
             Takeover {
-                contest,
                 est,
                 direction,
                 old,
@@ -104,7 +82,7 @@ impl Endpoint {
         self.timers
             .push(std::cmp::Reverse((at, TimerKey::Takeover(from))));
         self.touch(old);
-        tracing::debug!(%from, ?contest, "probing the working session before a handshake replaces it");
+        tracing::debug!(%from, "new key at a live session's address: probing the session");
     }
 
     /// The probe's time is up: the newcomer at `from` takes over if the old
@@ -120,14 +98,7 @@ impl Endpoint {
             .and_then(Peer::session)
             .is_some_and(|s| !s.is_closed() && s.stats().bytes_in > t.bytes_in_at_probe);
         if answered {
-            match t.contest {
-                Contest::NewKey => self
-                    .refuse_newcomer(from, "the peer at this address is alive under its old key"),
-                Contest::SameKey => {
-                    self.counters.simultaneous_open_drops += 1;
-                    tracing::debug!(%from, "the working session answered: the late handshake is dropped");
-                }
-            }
+            self.refuse_newcomer(from, "the peer at this address is alive under its old key");
         } else {
             tracing::debug!(%from, "the old session stayed silent: the new key takes over");
             self.install(from, t.est, t.direction, now);
