@@ -829,9 +829,9 @@ async fn legit_exchange(
 }
 
 /// The driver under a real flood over a socket. The exact counts (one key
-/// exchange per 100 ms interval, no cookie) are checked in virtual time in
-/// endpoint/tests/hostile.rs; here the bounds follow the wall clock, and
-/// only loosen on a slow machine.
+/// exchange per half-open slot lifetime of 5 s, a cookie for every other
+/// Init) are checked in virtual time in endpoint/tests/hostile.rs; here
+/// the bounds follow the wall clock, and only loosen on a slow machine.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_init_flood_from_one_address_holds_one_slot() {
     const FLOOD: u64 = 10_000;
@@ -885,20 +885,20 @@ async fn an_init_flood_from_one_address_holds_one_slot() {
         alone <= 1,
         "one flooding address holds at most one slot: {alone}"
     );
-    // Every Init B read was throttled or got a key exchange; at most one
-    // key exchange per 100 ms interval, and the slot was renewed.
-    let answered = c.datagrams_in - c.throttled_handshakes - c.bad_handshakes;
+    // Every Init B read got a key exchange or a cookie: one key exchange
+    // per slot lifetime (5 s), a cookie (smaller than the Init) for the
+    // rest, which nothing but the flooding address would ever answer.
+    let answered = c.datagrams_in - c.cookies_sent - c.throttled_handshakes - c.bad_handshakes;
     println!(
-        "alone: {} Inits read in {elapsed_ms} ms, {answered} answered, {} throttled",
-        c.datagrams_in, c.throttled_handshakes
+        "alone: {} Inits read in {elapsed_ms} ms, {answered} key exchanges, {} cookies",
+        c.datagrams_in, c.cookies_sent
     );
-    assert_eq!(c.malformed_datagrams + c.cookies_sent, 0);
-    assert!(c.throttled_handshakes > 0);
+    assert_eq!(c.malformed_datagrams + c.throttled_handshakes, 0);
+    assert!(c.cookies_sent > 0);
     assert!(
-        answered <= elapsed_ms / 100 + 2,
-        "one key exchange per interval: {answered} in {elapsed_ms} ms"
+        (1..=elapsed_ms / 5_000 + 1).contains(&answered),
+        "one key exchange per slot lifetime: {answered} in {elapsed_ms} ms"
     );
-    assert!(answered >= 2, "the slot is renewed, not held: {answered}");
 
     // A legitimate peer, during the flood.
     let started = Instant::now();
@@ -914,18 +914,13 @@ async fn an_init_flood_from_one_address_holds_one_slot() {
     let s = b.network_state().await.unwrap();
     let max = max_seen.load(Ordering::Relaxed).max(s.half_open_handshakes);
     println!(
-        "flood of {} Inits: {samples} samples, max half-open {max}, throttled {}, bad {}",
+        "flood of {} Inits: {samples} samples, max half-open {max}, cookies {}, bad {}",
         sent.load(Ordering::Relaxed),
-        s.counters.throttled_handshakes,
+        s.counters.cookies_sent,
         s.counters.bad_handshakes,
     );
     // The attacker's slot and the legitimate peer's, never more.
     assert!(max <= 2, "half-open table: {max}");
-    assert!(s.counters.throttled_handshakes > 0);
-    assert_eq!(
-        s.counters.cookies_sent, 0,
-        "far below half of max_half_open"
-    );
     c.close().await.unwrap();
     b.close().await.unwrap();
 }
