@@ -203,9 +203,10 @@ pub struct Counters {
     /// Our handshakes that got no answer in time.
     pub handshake_timeouts: u64,
     /// Handshake initiations dropped: a retransmission answered less than
-    /// 100 ms before, or a new one on a cookie from an address that got one
-    /// less than 100 ms before; and half-open handshakes evicted from a
-    /// full table.
+    /// 100 ms before, a new one on a cookie from an address that got one
+    /// less than 100 ms before, or one to be asked for a cookie from a
+    /// source IP that got its 50 cookie replies of the last 100 ms; and
+    /// half-open handshakes evicted from a full table.
     pub throttled_handshakes: u64,
     /// Handshake initiations with a valid cookie dropped because the cookie
     /// key-exchange budget, or their source IP's share of it, was spent

@@ -812,14 +812,18 @@ fn sampler(net: Network, stop: Arc<AtomicBool>, max: Arc<AtomicUsize>) -> JoinHa
     })
 }
 
-/// C adds B and both send `n` numbered messages.
+/// C, on `ip`, adds B and both send `n` numbered messages.
 async fn legit_exchange(
     b: &Network,
     b_addr: SocketAddr,
     rb: &Recorder,
     n: u64,
+    ip: &str,
 ) -> (Network, Recorder) {
-    let (c, c_addr, rc) = node().await;
+    let c = Network::new(test_config()).unwrap();
+    let rc = Recorder::default();
+    c.register_plugin(rc.clone()).await.unwrap();
+    let c_addr = c.listen(format!("{ip}:0")).await.unwrap();
     c.add(b_addr).await.unwrap();
     send_numbered(&c, b_addr, "legit", n).await;
     expect_numbered(rb, c_addr, "legit", n).await;
@@ -885,15 +889,16 @@ async fn an_init_flood_from_one_address_holds_one_slot() {
         alone <= 1,
         "one flooding address holds at most one slot: {alone}"
     );
-    // Every Init B read got a key exchange or a cookie: one key exchange
-    // per slot lifetime (5 s), a cookie (smaller than the Init) for the
-    // rest, which nothing but the flooding address would ever answer.
+    // Every Init B read got a key exchange, a cookie or was counted: one
+    // key exchange per slot lifetime (5 s), a cookie (smaller than the
+    // Init) for 50 of the rest per 100 ms, which nothing but the flooding
+    // address would ever answer.
     let answered = c.datagrams_in - c.cookies_sent - c.throttled_handshakes - c.bad_handshakes;
     println!(
         "alone: {} Inits read in {elapsed_ms} ms, {answered} key exchanges, {} cookies",
         c.datagrams_in, c.cookies_sent
     );
-    assert_eq!(c.malformed_datagrams + c.throttled_handshakes, 0);
+    assert_eq!(c.malformed_datagrams, 0);
     assert!(c.cookies_sent > 0);
     assert!(
         (1..=elapsed_ms / 5_000 + 1).contains(&answered),
@@ -902,7 +907,7 @@ async fn an_init_flood_from_one_address_holds_one_slot() {
 
     // A legitimate peer, during the flood.
     let started = Instant::now();
-    let (c, _rc) = legit_exchange(&b, b_addr, &rb, 100).await;
+    let (c, _rc) = legit_exchange(&b, b_addr, &rb, 100, "127.0.0.1").await;
     println!(
         "legitimate exchange during the flood took {:?}",
         started.elapsed()
@@ -961,7 +966,9 @@ async fn inits_from_many_addresses_meet_cookies_and_a_bounded_table() {
     };
     wait_counter(&b, "cookies_sent", |c| c.cookies_sent, 1).await;
     let started = Instant::now();
-    let (c, _rc) = legit_exchange(&b, b_addr, &rb, 20).await;
+    // From another host: the flooding one has had its cookies for each
+    // 100 ms within a few ms of it (50 per source IP).
+    let (c, _rc) = legit_exchange(&b, b_addr, &rb, 20, "127.0.0.3").await;
     println!(
         "legitimate exchange under cookies took {:?}",
         started.elapsed()

@@ -683,13 +683,17 @@ where
     F::Output: Send + 'static,
 {
     let (done, result) = tokio::sync::oneshot::channel();
-    std::thread::spawn(move || {
+    let attacker = move || {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .unwrap();
         let _ = done.send(rt.block_on(attack));
-    });
+    };
+    std::thread::Builder::new()
+        .name("attacker".into())
+        .spawn(attacker)
+        .unwrap();
     async move { result.await.unwrap() }
 }
 

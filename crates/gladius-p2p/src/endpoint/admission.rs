@@ -17,6 +17,10 @@
 //!   to this budget, never a way around every budget: past it the `Init`
 //!   is dropped (counted) and the initiator's retransmission tries again.
 //!
+//! Cookie replies themselves are rationed per source IP
+//! ([`COOKIES_PER_IP`] per window): a host flooding from many ports gets a
+//! few answers, not one per datagram.
+//!
 //! Each budget is a token bucket holding at most [`BURST_MS`] of its rate,
 //! so the work a flood can cause is spread evenly rather than arriving in
 //! bursts. Within the plain and cookie budgets each source IP (an IPv6 /64)
@@ -50,6 +54,17 @@ pub(crate) struct Limits {
     pub(crate) cookie_per_sec: u32,
 }
 
+/// `Cookie` replies per source IP per window. Each costs a MAC and a
+/// datagram; past this, a host's further `Init`s in the window get no
+/// answer (counted in `throttled_handshakes`) and their retransmissions try
+/// again. Forged `Init`s in a peer's name at 40 a second leave the peer's
+/// own room.
+pub(super) const COOKIES_PER_IP: u32 = 50;
+/// Source IPs whose cookie replies are counted per window. More (a flood
+/// from spoofed sources) are answered uncounted: refusing them would
+/// refuse honest newcomers the cookie they need.
+const MAX_COUNTED_IPS: usize = 4_096;
+
 /// What an `Init` without a valid cookie gets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Plain {
@@ -57,6 +72,8 @@ pub(super) enum Plain {
     Exchange,
     /// A `Cookie` reply: prove your address first.
     Cookie,
+    /// Nothing: its host had its cookies for this window.
+    Nothing,
 }
 
 /// The three budgets of the current window. See the module docs.
@@ -66,6 +83,8 @@ pub(super) struct Admission {
     known: Budget,
     plain: Budget,
     cookie: Budget,
+    /// Cookie replies per source IP in this window.
+    cookies: HashMap<SourceIp, u32>,
 }
 
 impl Admission {
@@ -76,6 +95,7 @@ impl Admission {
             known: Budget::new(limits.plain_per_sec, rng),
             plain: Budget::new(limits.plain_per_sec, rng),
             cookie: Budget::new(limits.cookie_per_sec, rng),
+            cookies: table(rng),
         }
     }
 
@@ -86,6 +106,7 @@ impl Admission {
             self.known.roll();
             self.plain.roll();
             self.cookie.roll();
+            self.cookies.clear();
         }
     }
 
@@ -100,6 +121,21 @@ impl Admission {
         if !loaded && self.plain.take(now, ip) {
             return Plain::Exchange;
         }
+        self.cookie_for(now, ip)
+    }
+
+    /// An `Init` to be asked for a cookie (see [`COOKIES_PER_IP`]).
+    pub(super) fn cookie_for(&mut self, now: u64, ip: SourceIp) -> Plain {
+        self.roll(now);
+        let counted = self.cookies.len() < MAX_COUNTED_IPS || self.cookies.contains_key(&ip);
+        if !counted {
+            return Plain::Cookie;
+        }
+        let sent = self.cookies.entry(ip).or_insert(0);
+        if *sent >= COOKIES_PER_IP {
+            return Plain::Nothing;
+        }
+        *sent += 1;
         Plain::Cookie
     }
 
@@ -275,6 +311,17 @@ mod tests {
         // ...and a real initiator, asked for a cookie, still gets in.
         assert_eq!(a.plain(99, ip(7), false, false), Plain::Cookie);
         assert!(a.cookied(99, ip(7), false));
+    }
+
+    #[test]
+    fn a_host_gets_fifty_cookies_a_window() {
+        let mut a = admission();
+        let answered = (0..200)
+            .filter(|_| a.plain(0, ip(1), false, true) == Plain::Cookie)
+            .count();
+        assert_eq!(answered, COOKIES_PER_IP as usize);
+        assert_eq!(a.plain(0, ip(2), false, true), Plain::Cookie);
+        assert_eq!(a.plain(100, ip(1), false, true), Plain::Cookie);
     }
 
     #[test]

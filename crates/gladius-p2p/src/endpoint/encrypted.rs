@@ -255,11 +255,15 @@ impl Endpoint {
             // neither replace the peer's handshake nor block it (the peer
             // answers the cookie; the forger never sees it).
             let verdict = if crypto.half_open.holds_uncookied(from) {
-                Plain::Cookie
+                crypto.admission.cookie_for(now, ip)
             } else {
                 let loaded = crypto.half_open.len() >= max_half_open / 2;
                 crypto.admission.plain(now, ip, priority, loaded)
             };
+            if verdict == Plain::Nothing {
+                self.counters.throttled_handshakes += 1;
+                return;
+            }
             if verdict == Plain::Cookie {
                 let cookie = crypto.cookies.cookie(from, now);
                 let packet = CookiePacket {
