@@ -1,8 +1,14 @@
-//! The encrypted-mode half of the endpoint: Noise handshakes, the bounded
-//! table of inbound half-open handshakes, cookies under load, opening
-//! sealed datagrams, and the `Reject`s exchanged with nodes of the other
-//! mode. Sealing happens where every session's datagrams leave, in
-//! `Endpoint::flush`.
+//! The encrypted-mode half of the endpoint: Noise handshakes (the half-open
+//! table is `half_open`, who gets a key exchange `admission`), cookies,
+//! simultaneous opens, opening sealed datagrams, and the `Reject`s
+//! exchanged with nodes of the other mode. Sealing happens where every
+//! session's datagrams leave, in `Endpoint::flush`.
+//!
+//! Nothing an `Init` carries is authenticated, so an `Init` only ever costs
+//! the responder what admission allows: it never ends, replaces or delays
+//! the node's own handshakes and sessions. Two nodes that dial each other
+//! at once settle on one handshake only when one has completed, by a rule
+//! on the proven keys (`Endpoint::loses_race`).
 //!
 //! Who retransmits: only the initiator. It resends `Init` until a `Response`
 //! arrives, then `Finish` until the first sealed datagram from the peer
@@ -177,15 +183,12 @@ impl Endpoint {
         }
     }
 
-    /// Whether handshakes over `from` go first under load: the address of
-    /// a route-table peer, or one with a pinned key.
-    fn has_priority(&self, from: SocketAddr) -> bool {
-        let added = self
-            .peers
+    /// Whether `from` is the address of a route-table peer.
+    fn in_route_table(&self, from: SocketAddr) -> bool {
+        self.peers
             .at(from)
             .and_then(|id| self.peers.get(id))
-            .is_some_and(|p| p.added);
-        added || self.pin_for(from).is_some()
+            .is_some_and(|p| p.added)
     }
 
     /// An `Init`: answer a retransmission again; otherwise decide, by the
@@ -216,17 +219,14 @@ impl Endpoint {
                 return;
             }
         }
-        let known = self
-            .peers
-            .at(from)
-            .and_then(|id| self.peers.get(id))
-            .is_some_and(|p| p.added);
+        let known = self.in_route_table(from);
         if !known && self.config.refuse_unknown_inbound {
             self.counters.refused_sessions += 1;
             self.outbox.push((from, reject(RejectReason::Refused)));
             return;
         }
-        let priority = self.has_priority(from);
+        // Route-table peers and pinned keys go first under load.
+        let priority = known || self.pin_for(from).is_some();
         let max_half_open = self.config.max_half_open;
         let Some(crypto) = self.crypto.as_mut() else {
             return;

@@ -19,11 +19,16 @@
 //! the same inputs give the same outputs, so pairs and swarms of endpoints
 //! run in virtual time in tests and in a simulator.
 //!
-//! Inside: `peer` (what is kept per peer), `sessions` (opening plaintext
-//! sessions, acting on what sessions report, retiring them), `encrypted`
-//! (Noise handshakes, the half-open table, cookies, sealing), `requests`
-//! (requests awaiting replies) and `batch` (datagrams gathered for one
-//! socket call).
+//! Inside: `peer` (what is kept per peer) and `peers` (the table of them),
+//! `sessions` (opening plaintext sessions, acting on what sessions report,
+//! retiring them), `encrypted` (Noise handshakes, simultaneous opens,
+//! cookies, sealing), `half_open` (inbound handshakes waiting for their
+//! last message), `admission` (which `Init`s cost a key exchange),
+//! `takeover` (a new key at a live session's address), `inbound` (limits
+//! on sessions from outside the route table), `partials` (the budget for
+//! partially received messages), `source` (the per-IP unit those limits
+//! count in), `requests` (requests awaiting replies) and `batch`
+//! (datagrams gathered for one socket call).
 //!
 //! Commands are methods rather than one `handle_command(cmd)` entry point:
 //! each returns its own typed result at once, which an enum of commands
@@ -309,13 +314,8 @@ impl Endpoint {
             }
             peer.pinned = Some(key);
         }
-        if !peer.added {
-            // Its slot is a route-table peer's now.
-            self.inbound.remove(id);
-        }
-        let Some(peer) = self.peers.get_mut(id) else {
-            return Err(NetworkError::UnknownPeer(addr));
-        };
+        // A route-table peer's session does not count among the inbound.
+        self.inbound.remove(id);
         if by == Origin::App {
             peer.added_by_app = true;
             if peer.demoted {
