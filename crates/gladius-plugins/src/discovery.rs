@@ -52,16 +52,25 @@
 //!   forever (nobody gossips a peer it is not connected to). So:
 //!   * a peer that connects to us and proves the key its tombstone holds
 //!     (or any key, if the tombstone holds none) clears the tombstone and
-//!     is promoted into the route table while there is room; a different
-//!     key leaves the tombstone in place (nobody can resurrect someone
-//!     else's address with another key);
+//!     is promoted into the route table while there is room; so does a
+//!     peer that connects from the address of a peer that *died* with
+//!     another key: it restarted with a fresh identity (counted as
+//!     `restarted`), which the core accepts too for a peer added by
+//!     address. Another key at a tombstoned address that never died (junk
+//!     gossip, a peer deleted on purpose) leaves the tombstone in place:
+//!     nobody resurrects someone else's address;
 //!   * a peer that had connected and then died is remembered (address and
-//!     proven key, at most `max_tombstones` of them) and re-added with
-//!     `add_pinned` by a later round, after
+//!     proven key, at most `max_tombstones` of them) and re-added by
+//!     address (not pinned, so a restart with a new key is taken back) by
+//!     a later round, after
 //!     [`retry_min`](DiscoveryConfig::retry_min) doubled per retry that did
 //!     not connect, up to [`retry_max`](DiscoveryConfig::retry_max); at
 //!     most [`max_retries_per_round`](DiscoveryConfig::max_retries_per_round)
-//!     per round and only while the table has room. A retry that does not
+//!     per round and only while the table has room. A retry waiting to
+//!     connect does not hold its slot against live peers learned meanwhile
+//!     (most retries never connect); one that connects is kept even if the
+//!     table has filled, so the table may exceed `table_size` by the
+//!     retries that were in flight. A retry that does not
 //!     connect within `connect_deadline` (or that the latency audit declares
 //!     dead first) is deleted again and waits longer. It stops when the peer
 //!     connects again. Junk addresses that never connected are never

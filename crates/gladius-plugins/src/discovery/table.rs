@@ -107,6 +107,9 @@ pub struct DiscoveryCounters {
     /// Tombstoned peers taken back because they connected to us and proved
     /// the key we knew for them.
     pub revived: u64,
+    /// Dead peers taken back with a new key: they connected to us from the
+    /// address of a peer that had died (a restart with a fresh identity).
+    pub restarted: u64,
 }
 
 /// What discovery remembers about one peer.
@@ -129,6 +132,11 @@ struct Record {
 }
 
 impl Record {
+    /// A retry of a dead peer that has not connected (yet).
+    fn is_waiting_retry(&self) -> bool {
+        self.in_table && self.origin == Origin::Retry && !self.ever_connected
+    }
+
     /// A peer discovery is adding itself now (learned or retried): in the
     /// table, its add not yet confirmed, not connected.
     fn adding(key: Option<PublicKey>, origin: Origin, now: Instant) -> Self {
@@ -318,11 +326,23 @@ impl PeerTable {
     /// disconnected past the grace period does not: discovery may not
     /// delete it (the node keeps retrying it for its owner), and a dead
     /// seed must not keep discovery from filling the table with live peers.
+    ///
+    /// Nor does a retry of a dead peer that has not connected yet: most
+    /// never do (the peer is gone), and while one waits for its
+    /// `connect_deadline` its slot may go to a live peer learned meanwhile.
+    /// A retry that does connect is kept, so the table may hold up to the
+    /// retries in flight more than `table_size` (retries are started only
+    /// while the table and the retries in flight leave room).
     pub fn table_len(&self) -> usize {
         self.peers
             .values()
-            .filter(|r| r.in_table && !r.dormant)
+            .filter(|r| r.in_table && !r.dormant && !r.is_waiting_retry())
             .count()
+    }
+
+    /// Retries of dead peers that have not connected yet.
+    fn retrying_len(&self) -> usize {
+        self.peers.values().filter(|r| r.is_waiting_retry()).count()
     }
 
     fn pending_len(&self) -> usize {
@@ -538,7 +558,10 @@ impl PeerTable {
             // Dropped without a deletion we saw (a failed add, a sync).
             self.retry_failed(a, now);
         }
-        let room = self.config.table_size.saturating_sub(self.table_len());
+        let room = self
+            .config
+            .table_size
+            .saturating_sub(self.table_len() + self.retrying_len());
         let n = room.min(self.config.max_retries_per_round);
         if n == 0 {
             return Vec::new();
@@ -565,7 +588,10 @@ impl PeerTable {
             self.peers
                 .insert(addr, Record::adding(key, Origin::Retry, now));
             self.counters.retries += 1;
-            actions.push(Action::Add(addr, key));
+            // By address, not pinned to the key it had: a peer that
+            // restarted with a fresh identity at its address is taken back
+            // (the core accepts the new key once the old session is gone).
+            actions.push(Action::Add(addr, None));
         }
         actions
     }
@@ -583,19 +609,23 @@ impl PeerTable {
         let proven = key.is_some() || !self.encrypted;
         if proven && !self.kept_out.contains(&addr, now) {
             // It proved the key we knew for this address (or we knew none):
-            // it is alive, take it back.
+            // it is alive, take it back. A peer that died and now answers
+            // from its address with another key restarted with a fresh
+            // identity: take it back too (as the core does for a peer added
+            // by address). Another key at an address that never died stays
+            // tombstoned: nobody resurrects someone else's address.
+            let grave = self.graves.remove(&addr);
+            let restarted = grave.is_some_and(|g| g.key.is_some() && g.key != key);
             if let Some(known) = self.tombstones.get(&addr, now) {
-                if known.is_none() || known == key {
+                if known.is_none() || known == key || restarted {
                     self.tombstones.remove(&addr);
-                    self.counters.revived += 1;
+                    if !restarted {
+                        self.counters.revived += 1;
+                    }
                 }
             }
-            if self
-                .graves
-                .get(&addr)
-                .is_some_and(|g| g.key.is_none() || g.key == key)
-            {
-                self.graves.remove(&addr);
+            if restarted {
+                self.counters.restarted += 1;
             }
         }
         let r = self.peers.entry(addr).or_insert_with(|| Record {
