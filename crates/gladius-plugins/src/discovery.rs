@@ -326,11 +326,22 @@ async fn round(inner: &Inner, net: &Network) -> Result<(), gladius_p2p::NetworkE
             )
         })
         .collect();
+    let demoted: Vec<SocketAddr> = state
+        .peers
+        .iter()
+        .filter(|p| {
+            p.in_route_table
+                && !p.writable
+                && p.connection != gladius_p2p::ConnectionState::Connected
+        })
+        .map(|p| p.addr)
+        .collect();
     let (actions, fanout) = {
         let mut t = inner.table();
         // Learned peers younger than this may not show in the snapshot yet.
         let settle = t.config().interval.max(Duration::from_secs(1));
         t.sync(&snapshot, settle, taken, now);
+        t.demoted(&demoted);
         (t.expire(now), t.config().fanout)
     };
     perform(inner, net, actions).await;

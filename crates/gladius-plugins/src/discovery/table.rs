@@ -127,8 +127,12 @@ struct Record {
     /// When discovery's `add` of it completed.
     confirmed: Option<Instant>,
     /// Someone else's peer (`Origin::Added`) disconnected past the grace
-    /// period: kept (not ours to delete), not counted against the cap.
+    /// period, or judged dead by a plugin (demoted by the core): kept (not
+    /// ours to delete), not counted against the cap.
     dormant: bool,
+    /// The core reports it demoted (a plugin judged it dead; not writable)
+    /// while disconnected.
+    demoted: bool,
 }
 
 impl Record {
@@ -151,6 +155,7 @@ impl Record {
             add_pending: true,
             confirmed: None,
             dormant: false,
+            demoted: false,
         }
     }
 }
@@ -417,6 +422,7 @@ impl PeerTable {
             add_pending: false,
             confirmed: None,
             dormant: false,
+            demoted: false,
         });
         if !r.in_table {
             r.in_table = true;
@@ -639,10 +645,12 @@ impl PeerTable {
             add_pending: false,
             confirmed: None,
             dormant: false,
+            demoted: false,
         });
         r.key = key.or(r.key);
         r.connected = true;
         r.dormant = false;
+        r.demoted = false;
         r.ever_connected = true;
         r.disconnected_at = None;
         let promote = !r.in_table
@@ -674,6 +682,22 @@ impl PeerTable {
             r.disconnected_at.get_or_insert(now);
         } else {
             self.peers.remove(&addr);
+        }
+    }
+
+    /// The core reports these route-table peers demoted and disconnected
+    /// (a plugin such as the latency audit judged them dead; the node keeps
+    /// reconnecting them for whoever added them). Someone else's peer in
+    /// that state stops counting against the cap at the next [`expire`]
+    /// (Self::expire), without waiting for `disconnect_grace`, so a dead
+    /// seed does not hold a slot a live peer could take.
+    pub fn demoted(&mut self, addrs: &[SocketAddr]) {
+        for a in addrs {
+            if let Some(r) = self.peers.get_mut(a) {
+                if r.in_table && !r.connected {
+                    r.demoted = true;
+                }
+            }
         }
     }
 
@@ -861,8 +885,9 @@ impl PeerTable {
             r.dormant = r.origin == Origin::Added
                 && r.in_table
                 && !r.connected
-                && r.disconnected_at
-                    .is_some_and(|t| now.saturating_duration_since(t) >= grace);
+                && (r.demoted
+                    || r.disconnected_at
+                        .is_some_and(|t| now.saturating_duration_since(t) >= grace));
         }
         let mut junk = Vec::new();
         let mut dead = Vec::new();
@@ -949,6 +974,7 @@ impl PeerTable {
                 add_pending: false,
                 confirmed: None,
                 dormant: false,
+                demoted: false,
             });
             if r.in_table
                 && !in_table
@@ -962,6 +988,7 @@ impl PeerTable {
             if connected {
                 r.connected = true;
                 r.ever_connected = true;
+                r.demoted = false;
                 r.disconnected_at = None;
                 r.key = key.or(r.key);
             } else if r.connected {
