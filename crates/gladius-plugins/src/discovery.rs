@@ -398,11 +398,8 @@ impl Plugin for Discovery {
     }
 
     async fn node_deleted(&self, net: &Network, addr: SocketAddr, _reason: &PeerReason) {
-        // Dead or deleted on purpose? A peer still heard from recently was
-        // alive: its deletion must stick. One already gone from the state
-        // closed its session cleanly if it was connected (alive too), or
-        // never had one (a retry or a learned peer that never connected).
-        let silence = self.inner.table().config().dead_silence;
+        // Dead or deleted on purpose? The table decides from when the core
+        // last heard from the peer.
         let last_seen = match net.network_state().await {
             Ok(state) => state
                 .peers
@@ -411,19 +408,9 @@ impl Plugin for Discovery {
                 .map(|p| p.last_seen_ms_ago),
             Err(_) => None,
         };
-        let mut table = self.inner.table();
-        let died = match last_seen {
-            Some(ms) => ms.is_none_or(|ms| Duration::from_millis(ms) >= silence),
-            None => !table
-                .known_peers()
-                .iter()
-                .any(|p| p.addr == addr && p.connected),
-        };
-        if died {
-            table.node_deleted(addr, Instant::now());
-        } else {
-            table.node_deleted_while_alive(addr, Instant::now());
-        }
+        self.inner
+            .table()
+            .node_deleted_after(addr, last_seen, Instant::now());
     }
 
     async fn peer_connected(&self, net: &Network, peer: &PeerInfo) {

@@ -385,6 +385,33 @@ fn a_seed_judged_dead_stops_holding_a_slot_at_once_and_counts_again_when_back() 
 }
 
 #[test]
+fn a_deletion_is_a_death_only_after_dead_silence() {
+    let t0 = Instant::now();
+    let mut t = table();
+    let silence = small_config().dead_silence.as_millis() as u64;
+    for p in 120..124 {
+        t.node_added(addr(p), t0);
+        t.peer_connected(addr(p), Some(key(p as u8)), t0);
+    }
+    // Heard from just now: deleted on purpose, never retried.
+    t.node_deleted_after(addr(120), Some(Some(silence / 2)), t0);
+    // Silent for longer than dead_silence, or never heard: dead, retried.
+    t.node_deleted_after(addr(121), Some(Some(silence)), t0);
+    t.node_deleted_after(addr(122), Some(None), t0);
+    // Gone from the node's state while connected: it closed cleanly, alive.
+    t.node_deleted_after(addr(123), None, t0);
+    assert_eq!(t.retry_due(addr(120)), None);
+    assert!(t.retry_due(addr(121)).is_some());
+    assert!(t.retry_due(addr(122)).is_some());
+    assert_eq!(t.retry_due(addr(123)), None);
+    // A learned peer gone before it ever connected: dead (a junk address is
+    // not retried, but its tombstone holds).
+    assert_eq!(t.merge(&[entry(90, 90)], t0).len(), 1);
+    t.node_deleted_after(addr(90), None, t0);
+    assert!(t.is_tombstoned(addr(90), t0));
+}
+
+#[test]
 fn dead_peers_are_retried_with_a_doubling_capped_backoff_until_they_connect() {
     let mut t = table();
     let s = Duration::from_secs;

@@ -448,6 +448,30 @@ impl PeerTable {
         self.deleted(addr, now, false);
     }
 
+    /// `node_deleted`, told when the core last heard from the peer
+    /// (`last_seen`: `None` if the peer is gone from the node's state,
+    /// `Some(None)` if never heard, `Some(Some(ms))` if `ms` ago). Dead or
+    /// deleted on purpose? A peer heard from within `dead_silence` was
+    /// alive: its deletion must stick. One already gone from the state
+    /// closed its session cleanly if it was connected (alive too), or never
+    /// had one (a retry or a learned peer that never connected: dead).
+    pub fn node_deleted_after(
+        &mut self,
+        addr: SocketAddr,
+        last_seen: Option<Option<u64>>,
+        now: Instant,
+    ) {
+        let died = match last_seen {
+            Some(ms) => ms.is_none_or(|ms| Duration::from_millis(ms) >= self.config.dead_silence),
+            None => !self.peers.get(&addr).is_some_and(|r| r.connected),
+        };
+        if died {
+            self.node_deleted(addr, now);
+        } else {
+            self.node_deleted_while_alive(addr, now);
+        }
+    }
+
     fn deleted(&mut self, addr: SocketAddr, now: Instant, died: bool) {
         self.counters.deletions_seen += 1;
         let rec = self.peers.remove(&addr);
