@@ -148,8 +148,7 @@ mod tests {
         let latency =
             serde_json::to_value(gladius_plugins::latency::LatencyCounters::default()).unwrap();
         assert_eq!(sorted(LATENCY), names(latency));
-        let gossip =
-            serde_json::to_value(gladius_plugins::gossip::GossipStats::default()).unwrap();
+        let gossip = serde_json::to_value(gladius_plugins::gossip::GossipStats::default()).unwrap();
         assert_eq!(sorted(GOSSIP), names(gossip));
     }
 }

@@ -118,7 +118,9 @@ fn a_message_published_on_one_daemon_reaches_every_subscriber_once_over_several_
     let bad = nodes[0].cmd(json!({"cmd": "publish", "topic": "news", "body": big}));
     assert_eq!(bad["ok"], false, "{bad}");
     assert!(
-        bad["error"].as_str().is_some_and(|e| e.contains("over the limit")),
+        bad["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("over the limit")),
         "{bad}"
     );
     let after = nodes[0].ok(json!({"cmd": "topics"}));

@@ -132,7 +132,10 @@ async fn thirty_nodes_with_tables_of_three_get_every_message_once_over_several_h
     // and some crossed three links or more.
     for (origin, id) in &published {
         let far = farthest.get(id).copied().unwrap_or(0);
-        assert!(far >= 2, "the message from {origin} went at most {far} hops");
+        assert!(
+            far >= 2,
+            "the message from {origin} went at most {far} hops"
+        );
     }
     assert!(max_hops >= 3, "messages crossed at most {max_hops} hops");
     for n in &nodes {

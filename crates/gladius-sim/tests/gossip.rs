@@ -9,7 +9,10 @@ fn quiet(args: &SimArgs) -> Report {
     match run(args, &mut |_| {}) {
         Ok(report) => {
             // Shown with --nocapture.
-            println!("{}", serde_json::to_string(&report.figures).unwrap_or_default());
+            println!(
+                "{}",
+                serde_json::to_string(&report.figures).unwrap_or_default()
+            );
             report
         }
         Err(e) => panic!("simulation failed: {e}"),

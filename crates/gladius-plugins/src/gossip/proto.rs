@@ -546,12 +546,8 @@ impl<P: PeerId> State<P> {
             return Err(SubscribeError::TooManyTopics(self.config.max_topics));
         }
         let eager = self.interested(&topic).collect();
-        let flood = self.config.flood
-            || self
-                .config
-                .flood_topics
-                .iter()
-                .any(|t| t == topic.as_str());
+        let flood =
+            self.config.flood || self.config.flood_topics.iter().any(|t| t == topic.as_str());
         self.topics.insert(
             topic.clone(),
             Tree {

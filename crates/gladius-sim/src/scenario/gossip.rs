@@ -181,7 +181,9 @@ pub(super) async fn run(
         return Err(SimError::Args("--crash-fraction is in 0.0..1.0"));
     }
     if g.messages == 0 || g.interval_ms == 0 {
-        return Err(SimError::Args("--gossip-messages and --gossip-interval-ms > 0"));
+        return Err(SimError::Args(
+            "--gossip-messages and --gossip-interval-ms > 0",
+        ));
     }
     let modes: Vec<Mode> = if g.gossip_both {
         vec![Mode::Plumtree, Mode::Flood]
@@ -233,7 +235,10 @@ pub(super) async fn run(
         batch.insert("crashed".into(), json!(crashed));
         sim.say(&format!(
             "gossip {mode:?}: reliability min {} rmr {:.3} p50 {} ms p99 {} ms",
-            batch["reliability_min"], batch["rmr"], batch["latency_p50_ms"], batch["latency_p99_ms"]
+            batch["reliability_min"],
+            batch["rmr"],
+            batch["latency_p50_ms"],
+            batch["latency_p99_ms"]
         ));
         converged &= done;
         batches.push(Value::Object(batch));

@@ -368,7 +368,9 @@ fn a_flood_topic_floods_while_another_forms_a_tree() {
     net.pump(NOW);
     for _ in 0..3 {
         net.publish(0, b"tree");
-        net.nodes[0].publish(NOW, f.clone(), Bytes::from_static(b"flood")).unwrap();
+        net.nodes[0]
+            .publish(NOW, f.clone(), Bytes::from_static(b"flood"))
+            .unwrap();
         net.pump(NOW);
     }
     // "t" pruned its cycle, "f" keeps every link eager.
