@@ -68,6 +68,37 @@ pub(crate) const LATENCY: &[CounterHelp] = &[
     c("peers_deleted", true, "Latency audit: peers deleted because they were dead (missed too many pings in a row)."),
 ];
 
+/// The gossip plugin's counters (gladius_plugins::gossip::GossipStats).
+pub(crate) const GOSSIP: &[CounterHelp] = &[
+    c("published", false, "Gossip: messages this node published."),
+    c("delivered", false, "Gossip: messages delivered to this node's subscriptions (each once)."),
+    c("duplicates", false, "Gossip: full messages received again (a tree link that closes a cycle; each one prunes it)."),
+    c("data_sent", false, "Gossip: full-message frames sent (eager pushes and answers to grafts)."),
+    c("ihave_sent", false, "Gossip: message ids announced to lazy neighbours."),
+    c("grafts_sent", false, "Gossip: grafts sent (a message announced but not received in time: the tree was repaired)."),
+    c("grafts_received", false, "Gossip: grafts received from neighbours repairing their tree."),
+    c("prunes_sent", false, "Gossip: prunes sent (a duplicate turned a tree link lazy)."),
+    c("prunes_received", false, "Gossip: prunes received."),
+    c("frames_sent", false, "Gossip: frames sent, all kinds."),
+    c("bytes_sent", false, "Gossip: bytes of frames sent."),
+    c("bytes_received", false, "Gossip: bytes of frames received."),
+    c("forged", true, "Gossip: messages whose origin signature did not verify (forged or modified); dropped, and the forwarder is not trusted for that message again."),
+    c("distrusted", true, "Gossip: copies or announcements of a message from a peer that forwarded a forgery of it; ignored."),
+    c("too_old", true, "Gossip: messages older than the TTL (or than the oldest id the full duplicate cache forgot); dropped, not redelivered."),
+    c("from_future", true, "Gossip: messages timestamped further ahead than the allowed clock skew (the origin's clock is wrong); dropped."),
+    c("throttled", true, "Gossip: frames dropped because their peer sent more than its rate allows (a flooding peer)."),
+    c("malformed", true, "Gossip: frames that did not parse; dropped."),
+    c("oversized", true, "Gossip: frames refused for their size (body or id count over the limits)."),
+    c("not_subscribed", false, "Gossip: frames about topics this node is not subscribed to (late ones after unsubscribing are normal)."),
+    c("pending_full", true, "Gossip: announced ids not awaited because too many already were (max_pending_grafts)."),
+    c("peer_topics_full", true, "Gossip: subscriptions of peers ignored because that peer has too many topics (max_topics_per_peer)."),
+    c("graft_misses", false, "Gossip: grafted ids this node no longer held (answered with nothing)."),
+    c("grafts_exhausted", true, "Gossip: missing messages given up after every announcer was grafted without an answer."),
+    c("reroutes", false, "Gossip: tree parents swapped for a neighbour closer to the origin (the tree optimisation)."),
+    c("subscriber_overflow", true, "Gossip: deliveries dropped because a subscriber (the daemon's output) was too slow to take them."),
+    c("send_failures", true, "Gossip: frames that could not be queued to a peer (its queue full, or it left)."),
+];
+
 /// The explanation of `name` in `table`, or a generic line for a counter
 /// this table does not know yet (a newer core).
 pub(crate) fn help(table: &[CounterHelp], name: &str) -> String {
@@ -77,7 +108,7 @@ pub(crate) fn help(table: &[CounterHelp], name: &str) -> String {
     )
 }
 
-/// Both tables as JSON (`{"node":{name:{error,help}},"latency":{…}}`),
+/// The tables as JSON (`{"node":{name:{error,help}},"latency":{…},"gossip":{…}}`),
 /// for the status page.
 pub(crate) fn as_json() -> Value {
     let table = |t: &[CounterHelp]| -> Value {
@@ -91,7 +122,7 @@ pub(crate) fn as_json() -> Value {
             .collect::<serde_json::Map<_, _>>()
             .into()
     };
-    json!({"node": table(NODE), "latency": table(LATENCY)})
+    json!({"node": table(NODE), "latency": table(LATENCY), "gossip": table(GOSSIP)})
 }
 
 #[cfg(test)]
@@ -117,5 +148,7 @@ mod tests {
         let latency =
             serde_json::to_value(gladius_plugins::latency::LatencyCounters::default()).unwrap();
         assert_eq!(sorted(LATENCY), names(latency));
+        let gossip = serde_json::to_value(gladius_plugins::gossip::GossipStats::default()).unwrap();
+        assert_eq!(sorted(GOSSIP), names(gossip));
     }
 }

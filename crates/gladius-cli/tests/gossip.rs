@@ -113,6 +113,18 @@ fn a_message_published_on_one_daemon_reaches_every_subscriber_once_over_several_
     assert_eq!(bad["ok"], false, "{bad}");
     let bad = nodes[0].cmd(json!({"cmd": "publish", "topic": "t"}));
     assert_eq!(bad["ok"], false, "{bad}");
+    // An oversized body is refused at the origin, not published.
+    let big = "x".repeat(70_000);
+    let bad = nodes[0].cmd(json!({"cmd": "publish", "topic": "news", "body": big}));
+    assert_eq!(bad["ok"], false, "{bad}");
+    assert!(
+        bad["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("over the limit")),
+        "{bad}"
+    );
+    let after = nodes[0].ok(json!({"cmd": "topics"}));
+    assert_eq!(after["stats"]["published"], 2, "{after}");
 }
 
 #[test]

@@ -261,6 +261,8 @@ fn status_page_is_self_contained() {
         "/api/history",
         "id=\"chart-messages\"",
         "id=\"chart-bytes\"",
+        "id=\"topics\"",
+        "id=\"gossip-counters\"",
     ] {
         assert!(page.contains(id), "page lacks {id}");
     }
@@ -416,7 +418,7 @@ fn status_page_in_headless_chromium() {
     // Keep a peer that stops answering in the table, to see its stale RTT.
     let config = dir.join("a.toml");
     std::fs::write(&config, "[latency]\ndelete_on_dead = false\n").unwrap();
-    let b = Node::start("B", &[]);
+    let mut b = Node::start("B", &[]);
     let mut c = Node::start("C", &[]);
     let mut a = api_node(
         "A",
@@ -430,6 +432,10 @@ fn status_page_in_headless_chromium() {
         ],
     );
     a.wait_writable(&[&b.addr, &c.addr]);
+    // Two gossip topics: B shares one of them (a tree neighbour), C none.
+    a.ok(json!({"cmd": "subscribe", "topic": "news"}));
+    a.ok(json!({"cmd": "subscribe", "topic": "quiet&calm"}));
+    b.ok(json!({"cmd": "subscribe", "topic": "news"}));
     let api = a.api.clone().unwrap();
     let url = api
         .status_url
@@ -462,9 +468,23 @@ fn status_page_in_headless_chromium() {
         peer_row(dom, &n.addr)
             .is_some_and(|r| r.contains(&format!("data-signer=\"{}\"", n.eth_address)))
     };
+    let topic_row = |dom: &str, topic: &str| -> Option<String> {
+        let at = dom.find(&format!("class=\"topic\" data-topic=\"{topic}\""))?;
+        Some(dom[at..at + dom[at..].find("</tr>")?].to_owned())
+    };
     let dom = dom_until(bin, &url, |dom| {
-        signer_known(dom, &b) && signer_known(dom, &c)
+        signer_known(dom, &b)
+            && signer_known(dom, &c)
+            && topic_row(dom, "news").is_some_and(|r| r.contains("data-eager=\"1\""))
     });
+    // The topics with their tree (eager) and lazy neighbour counts.
+    let news = topic_row(&dom, "news").unwrap_or_else(|| panic!("no topic row: {dom}"));
+    assert!(news.contains("data-lazy=\"0\""), "{news}");
+    assert!(news.contains("<td class=\"eager num\">1</td>"), "{news}");
+    let quiet = topic_row(&dom, "quiet&amp;calm")
+        .unwrap_or_else(|| panic!("the second topic is missing: {dom}"));
+    assert!(quiet.contains("data-eager=\"0\""), "{quiet}");
+    assert!(dom.contains("id=\"topic-count\">(2)<"), "{dom}");
     let peers = rows(&dom, "peer", "addr");
     assert!(
         peers.contains(&b.addr) && peers.contains(&c.addr),

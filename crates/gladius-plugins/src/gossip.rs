@@ -285,13 +285,28 @@ async fn send_all(net: &Network, transmits: Vec<Transmit<SocketAddr>>) -> u64 {
 impl Gossip {
     /// The plugin, publishing as `key`, and a handle to use it.
     pub fn new(key: GossipKey, config: GossipConfig) -> (Gossip, GossipHandle) {
-        let origin = key.origin();
-        let subscriber_queue = config.subscriber_queue.max(1);
-        let base_unix_ms = SystemTime::now()
+        let now_unix_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
             .unwrap_or(0);
-        let seed = rand::random();
+        Self::with_clock(key, config, now_unix_ms)
+    }
+
+    /// Like [`new`](Self::new), but the plugin's clock reads `now_unix_ms`
+    /// now and follows tokio's clock from there, instead of the system
+    /// clock: in a simulation in virtual time, with
+    /// [`GossipConfig::rng_seed`] set, message timestamps and ids repeat
+    /// from run to run. Timestamps are checked against the TTL and the
+    /// clock skew, so every node of a network needs the same base.
+    pub fn with_clock(
+        key: GossipKey,
+        config: GossipConfig,
+        now_unix_ms: u64,
+    ) -> (Gossip, GossipHandle) {
+        let origin = key.origin();
+        let subscriber_queue = config.subscriber_queue.max(1);
+        let base_unix_ms = now_unix_ms;
+        let seed = config.rng_seed.unwrap_or_else(rand::random);
         let inner = Arc::new(Inner {
             shared: Mutex::new(Shared {
                 state: State::new(key, config, seed),
@@ -422,7 +437,10 @@ async fn run_timers(inner: Arc<Inner>) {
             }
             Some(at) => {
                 let wait = std::time::Duration::from_millis(at - now);
+                // Biased: an unbiased select! draws from tokio's own
+                // RNG, which a simulation cannot seed.
                 tokio::select! {
+                    biased;
                     _ = tokio::time::sleep(wait) => {}
                     _ = inner.timer_changed.notified() => {}
                 }

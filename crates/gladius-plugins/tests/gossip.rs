@@ -113,17 +113,29 @@ async fn thirty_nodes_with_tables_of_three_get_every_message_once_over_several_h
         drain(sub, into);
     }
     let mut max_hops = 0;
+    let mut farthest: HashMap<MessageId, u16> = HashMap::new();
     for (i, msgs) in got.iter().enumerate() {
         let mut per_id: HashMap<MessageId, usize> = HashMap::new();
         for m in msgs {
             *per_id.entry(m.id).or_default() += 1;
             max_hops = max_hops.max(m.hops);
+            let far = farthest.entry(m.id).or_default();
+            *far = (*far).max(m.hops);
         }
         for &(origin, id) in &published {
             let expected = usize::from(origin != i);
             assert_eq!(per_id.get(&id).copied().unwrap_or(0), expected, "node {i}");
         }
         assert_eq!(msgs.len(), published.iter().filter(|p| p.0 != i).count());
+    }
+    // Every message was relayed (no origin reaches 29 nodes directly),
+    // and some crossed three links or more.
+    for (origin, id) in &published {
+        let far = farthest.get(id).copied().unwrap_or(0);
+        assert!(
+            far >= 2,
+            "the message from {origin} went at most {far} hops"
+        );
     }
     assert!(max_hops >= 3, "messages crossed at most {max_hops} hops");
     for n in &nodes {

@@ -33,4 +33,4 @@ mod trace;
 
 pub use network::{LatencyModel, LinkConfig, NetStats, SimNetwork, SimSocket, INBOX_LEN};
 pub use node::{node_addr, NodeSpec, SimNode, StartError, PORT, PROBE_TYPE};
-pub use scenario::{run, Report, Scenario, SimArgs, SimError};
+pub use scenario::{run, GossipArgs, Report, Scenario, SimArgs, SimError};

@@ -19,6 +19,9 @@ use serde_json::{json, Map, Value};
 use crate::network::{LinkConfig, SimNetwork};
 use crate::node::{node_addr, NodeSpec, SimNode, StartError, PROBE_TYPE};
 
+mod gossip;
+pub use gossip::GossipArgs;
+
 /// What a run exercises after discovery.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -36,6 +39,10 @@ pub enum Scenario {
     /// Two halves cut apart, then healed; until the tables are full and
     /// the graph is one component again.
     Partition,
+    /// The gossip plugin on every node: messages from random origins,
+    /// with crashes (`--crash-fraction`); reliability, redundancy,
+    /// latency, against flooding (`--gossip-flood`, `--gossip-both`).
+    Gossip,
 }
 
 /// The settings of one run (the flags of `gladius sim`).
@@ -71,6 +78,9 @@ pub struct SimArgs {
     /// Virtual seconds the partition scenario keeps the halves apart.
     #[arg(long, default_value_t = 30)]
     pub partition_secs: u64,
+    /// The gossip scenario's settings.
+    #[command(flatten)]
+    pub gossip: GossipArgs,
 }
 
 impl SimArgs {
@@ -87,6 +97,7 @@ impl SimArgs {
             max_phase_secs: 600,
             churn: 0.1,
             partition_secs: 30,
+            gossip: GossipArgs::default(),
         }
     }
 }
@@ -189,6 +200,7 @@ async fn run_in_runtime(
         Scenario::Broadcast => sim.broadcast(&mut figures).await,
         Scenario::Churn => sim.churn(&mut figures).await?,
         Scenario::Partition => sim.partition(&mut figures).await,
+        Scenario::Gossip => gossip::run(&mut sim, &mut figures).await?,
     };
     converged &= converged_here;
     let stats = sim.net.stats();

@@ -26,6 +26,16 @@ pub struct GossipConfig {
     /// origins it made delivery slower and redundancy higher (the tree
     /// keeps turning toward the last origin; see `docs/gossip.md`).
     pub reroute_threshold: u16,
+    /// Latency optimisation: a lazy neighbour whose announcement of a
+    /// message arrived at least [`optimise_lead`](Self::optimise_lead)
+    /// before the tree delivered it, for this many of the last
+    /// [`optimise_window`](Self::optimise_window) messages, replaces the
+    /// tree neighbour that delivered them (0: off).
+    pub optimise_after: usize,
+    /// See [`optimise_after`](Self::optimise_after).
+    pub optimise_window: usize,
+    /// See [`optimise_after`](Self::optimise_after).
+    pub optimise_lead: Duration,
     /// How long a message lives: older ones are dropped, not delivered,
     /// and ids are remembered this long (default 2 min).
     pub message_ttl: Duration,
@@ -69,6 +79,13 @@ pub struct GossipConfig {
     /// Baseline mode for measurements: every peer is eager and duplicates
     /// never prune, i.e. plain flooding (default false).
     pub flood: bool,
+    /// Topics flooded (as [`flood`](Self::flood) does for all) while the
+    /// others use the tree: lets one network measure both side by side
+    /// (default none).
+    pub flood_topics: Vec<String>,
+    /// Seed of the message nonces (default none: from the OS). Set it for
+    /// reproducible runs (`gladius sim`).
+    pub rng_seed: Option<u64>,
 }
 
 impl Default for GossipConfig {
@@ -77,6 +94,9 @@ impl Default for GossipConfig {
             graft_timeout: Duration::from_millis(250),
             graft_retry: Duration::from_millis(75),
             reroute_threshold: 0,
+            optimise_after: 0,
+            optimise_window: 16,
+            optimise_lead: Duration::from_millis(20),
             message_ttl: Duration::from_secs(120),
             max_clock_skew: Duration::from_secs(30),
             max_seen: 65_536,
@@ -93,6 +113,8 @@ impl Default for GossipConfig {
             max_distrusted: 4096,
             subscriber_queue: 1024,
             flood: false,
+            flood_topics: Vec::new(),
+            rng_seed: None,
         }
     }
 }
@@ -111,6 +133,13 @@ impl GossipConfig {
     /// Set [`reroute_threshold`](Self::reroute_threshold) (0 = off).
     pub fn with_reroute_threshold(mut self, hops: u16) -> Self {
         self.reroute_threshold = hops;
+        self
+    }
+    /// Set the latency optimisation ([`optimise_after`](Self::optimise_after)).
+    pub fn with_optimise(mut self, after: usize, window: usize, lead: Duration) -> Self {
+        self.optimise_after = after;
+        self.optimise_window = window.max(1);
+        self.optimise_lead = lead;
         self
     }
     /// Set [`message_ttl`](Self::message_ttl) (at least 1 s).
@@ -153,6 +182,16 @@ impl GossipConfig {
     /// Set [`flood`](Self::flood).
     pub fn with_flood(mut self, flood: bool) -> Self {
         self.flood = flood;
+        self
+    }
+    /// Flood `topic` (see [`flood_topics`](Self::flood_topics)).
+    pub fn with_flood_topic(mut self, topic: impl Into<String>) -> Self {
+        self.flood_topics.push(topic.into());
+        self
+    }
+    /// Set [`rng_seed`](Self::rng_seed).
+    pub fn with_rng_seed(mut self, seed: u64) -> Self {
+        self.rng_seed = Some(seed);
         self
     }
 }

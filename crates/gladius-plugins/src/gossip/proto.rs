@@ -243,6 +243,7 @@ struct Millis {
     ttl: u64,
     skew: u64,
     cache_ttl: u64,
+    optimise_lead: u64,
 }
 
 fn ms(d: std::time::Duration) -> u64 {
@@ -294,6 +295,11 @@ impl Bucket {
 struct Tree<P> {
     eager: BTreeSet<P>,
     lazy: BTreeSet<P>,
+    /// Flooded: every neighbour stays eager, duplicates never prune.
+    flood: bool,
+    /// For each of the last messages delivered, the lazy neighbour that
+    /// announced it well before the tree brought it, if one did.
+    leads: VecDeque<Option<P>>,
 }
 
 impl<P: PeerId> Tree<P> {
@@ -392,6 +398,8 @@ struct Missing<P> {
     announcers: VecDeque<P>,
     /// The announcer with the fewest hops, and its count.
     closest: (u16, P),
+    /// The first announcer, and when it announced.
+    first: (u64, P),
     /// A timer firing earlier belongs to an older entry for the same id.
     next_graft_ms: u64,
 }
@@ -425,6 +433,7 @@ impl<P: PeerId> State<P> {
             ttl: ms(config.message_ttl),
             skew: ms(config.max_clock_skew),
             cache_ttl: ms(config.cache_ttl),
+            optimise_lead: ms(config.optimise_lead),
         };
         Self {
             origin: key.origin(),
@@ -537,11 +546,15 @@ impl<P: PeerId> State<P> {
             return Err(SubscribeError::TooManyTopics(self.config.max_topics));
         }
         let eager = self.interested(&topic).collect();
+        let flood =
+            self.config.flood || self.config.flood_topics.iter().any(|t| t == topic.as_str());
         self.topics.insert(
             topic.clone(),
             Tree {
                 eager,
                 lazy: BTreeSet::new(),
+                flood,
+                leads: VecDeque::new(),
             },
         );
         let frame = Frame::Subscribe { topic }.encode();
@@ -700,8 +713,8 @@ impl<P: PeerId> State<P> {
                     Frame::Graft { topic, ids } => self.on_graft(from, topic, ids),
                     Frame::Prune { topic } => {
                         self.counters.prunes_received += 1;
-                        if !self.config.flood {
-                            if let Some(tree) = self.topics.get_mut(&topic) {
+                        if let Some(tree) = self.topics.get_mut(&topic) {
+                            if !tree.flood {
                                 tree.make_lazy(from);
                             }
                         }
@@ -732,16 +745,14 @@ impl<P: PeerId> State<P> {
         let id = data.id();
         if self.seen.ids.contains(&id) {
             self.counters.duplicates += 1;
-            if !self.config.flood {
-                let pruned = self
-                    .topics
-                    .get_mut(&data.topic)
-                    .is_some_and(|t| t.make_lazy(from));
-                if pruned {
-                    self.counters.prunes_sent += 1;
-                    let frame = Frame::Prune { topic: data.topic }.encode();
-                    self.send(from, frame);
-                }
+            let pruned = self
+                .topics
+                .get_mut(&data.topic)
+                .is_some_and(|t| !t.flood && t.make_lazy(from));
+            if pruned {
+                self.counters.prunes_sent += 1;
+                let frame = Frame::Prune { topic: data.topic }.encode();
+                self.send(from, frame);
             }
             return;
         }
@@ -770,7 +781,7 @@ impl<P: PeerId> State<P> {
         }
         self.seen
             .insert(id, data.timestamp_ms, self.config.max_seen);
-        let announced = self.missing.remove(&id).map(|m| m.closest);
+        let announced = self.missing.remove(&id).map(|m| (m.closest, m.first));
         let mut data = data;
         data.hops = data.hops.saturating_add(1);
         self.counters.delivered += 1;
@@ -788,9 +799,43 @@ impl<P: PeerId> State<P> {
         let topic = data.topic.clone();
         let hops = data.hops;
         self.push(now, id, data, Some(from));
-        if let Some((their_hops, closer)) = announced {
+        if let Some(((their_hops, closer), _)) = announced {
             self.maybe_reroute(&topic, id, hops, from, their_hops, closer);
         }
+        let lead = announced.and_then(|(_, (at, first))| {
+            (first != from && now.saturating_sub(at) >= self.ms.optimise_lead).then_some(first)
+        });
+        self.note_lead(&topic, id, from, lead);
+    }
+
+    /// Latency optimisation (see the module docs): remember whether a
+    /// lazy neighbour announced this message well before `parent`
+    /// delivered it; once the same one did for `optimise_after` of the
+    /// last `optimise_window` messages, make it eager and prune `parent`.
+    fn note_lead(&mut self, topic: &Topic, id: MessageId, parent: P, lead: Option<P>) {
+        let (after, window) = (self.config.optimise_after, self.config.optimise_window);
+        if after == 0 {
+            return;
+        }
+        let Some(tree) = self.topics.get_mut(topic) else {
+            return;
+        };
+        if tree.flood {
+            return;
+        }
+        tree.leads.push_back(lead);
+        while tree.leads.len() > window.max(1) {
+            tree.leads.pop_front();
+        }
+        let Some(faster) = lead else {
+            return;
+        };
+        let wins = tree.leads.iter().filter(|l| **l == Some(faster)).count();
+        if wins < after || !tree.eager.contains(&parent) || !tree.lazy.contains(&faster) {
+            return;
+        }
+        tree.leads.clear();
+        self.swap_parent(topic, id, parent, faster, None);
     }
 
     /// The tree optimisation (see the module docs): `closer` has message
@@ -805,8 +850,7 @@ impl<P: PeerId> State<P> {
         closer: P,
     ) {
         let threshold = self.config.reroute_threshold;
-        if self.config.flood
-            || threshold == 0
+        if threshold == 0
             || closer == parent
             || u32::from(their_hops) + 1 + u32::from(threshold) > u32::from(our_hops)
         {
@@ -815,13 +859,30 @@ impl<P: PeerId> State<P> {
         let Some(tree) = self.topics.get_mut(topic) else {
             return;
         };
-        if !tree.eager.contains(&parent) {
+        if tree.flood || !tree.eager.contains(&parent) {
             return;
         }
+        self.swap_parent(topic, id, parent, closer, Some(their_hops));
+    }
+
+    /// Make `closer` eager with a payload-less graft and prune `parent`.
+    fn swap_parent(
+        &mut self,
+        topic: &Topic,
+        id: MessageId,
+        parent: P,
+        closer: P,
+        their_hops: Option<u16>,
+    ) {
+        let Some(tree) = self.topics.get_mut(topic) else {
+            return;
+        };
         tree.make_eager(closer);
         tree.make_lazy(parent);
         if let Some((data, from)) = self.cache.messages.get_mut(&id) {
-            data.hops = their_hops.saturating_add(1);
+            if let Some(h) = their_hops {
+                data.hops = h.saturating_add(1);
+            }
             *from = Some(closer);
         }
         self.counters.reroutes += 1;
@@ -904,6 +965,7 @@ impl<P: PeerId> State<P> {
                     topic: topic.clone(),
                     announcers: VecDeque::from([from]),
                     closest: (hops, from),
+                    first: (now, from),
                     next_graft_ms: at,
                 },
             );

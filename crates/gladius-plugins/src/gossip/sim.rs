@@ -494,6 +494,36 @@ mod tests {
         }
     }
 
+    fn env(name: &str, default: u64) -> u64 {
+        std::env::var(name)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    }
+
+    /// Tries settings of the latency optimisation: `GOSSIP_SIM_NODES`,
+    /// `OPT_AFTER`, `OPT_WINDOW`, `OPT_LEAD_MS`, `CRASH_PCT`.
+    #[test]
+    #[ignore = "an experiment, prints figures"]
+    fn latency_experiment() {
+        let nodes = env("GOSSIP_SIM_NODES", 1000) as usize;
+        let gossip = GossipConfig::default().with_optimise(
+            env("OPT_AFTER", 0) as usize,
+            env("OPT_WINDOW", 16) as usize,
+            std::time::Duration::from_millis(env("OPT_LEAD_MS", 20)),
+        );
+        let s = Scenario {
+            nodes,
+            messages: 100,
+            warmup: env("WARMUP", 20) as usize,
+            crash: env("CRASH_PCT", 0) as f64 / 100.0,
+            gossip,
+            ..Scenario::default()
+        };
+        let r = Sim::run(&s);
+        println!("{}", serde_json::to_string(&r).unwrap_or_default());
+    }
+
     #[test]
     fn every_live_node_gets_every_message_once_with_little_redundancy() {
         let s = Scenario {

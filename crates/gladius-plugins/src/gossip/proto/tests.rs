@@ -356,3 +356,104 @@ fn flood_mode_never_prunes() {
     assert_eq!(net.nodes[1].counters().prunes_sent, 0);
     assert_eq!(net.nodes[1].counters().duplicates, 3);
 }
+
+#[test]
+fn a_flood_topic_floods_while_another_forms_a_tree() {
+    let config = GossipConfig::default().with_flood_topic("f");
+    let mut net = Net::new(3, &[(0, 1), (0, 2), (1, 2)], config);
+    let f = Topic::new("f").unwrap();
+    for s in net.nodes.iter_mut() {
+        s.subscribe(NOW, f.clone()).unwrap();
+    }
+    net.pump(NOW);
+    for _ in 0..3 {
+        net.publish(0, b"tree");
+        net.nodes[0]
+            .publish(NOW, f.clone(), Bytes::from_static(b"flood"))
+            .unwrap();
+        net.pump(NOW);
+    }
+    // "t" pruned its cycle, "f" keeps every link eager.
+    assert_eq!(net.nodes[1].eager_peers(&topic()), vec![0]);
+    assert_eq!(net.nodes[1].eager_peers(&f), vec![0, 2]);
+    assert_eq!(net.nodes[1].lazy_peers(&f), Vec::<u8>::new());
+    // Every node got every message of both topics once.
+    assert!(net.delivered[1..].iter().all(|d| d.len() == 6));
+}
+
+/// Node 3 with tree parent 0 and lazy neighbour 1, frames fed by hand.
+fn parent_and_lazy(config: GossipConfig) -> State<u8> {
+    let mut x = node(3, config);
+    for p in [0, 1] {
+        x.handle(NOW, InEvent::PeerUp(p));
+        recv(&mut x, NOW, p, Frame::Subscribe { topic: topic() }.encode());
+    }
+    // A copy from 1 after 0's makes 1 lazy.
+    let first = data_frame(9, NOW, b"form");
+    recv(&mut x, NOW, 0, first.clone());
+    recv(&mut x, NOW, 1, first);
+    assert_eq!(
+        (x.eager_peers(&topic()), x.lazy_peers(&topic())),
+        (vec![0], vec![1])
+    );
+    while x.poll_transmit().is_some() {}
+    x
+}
+
+/// Message `k`: announced by 1 at `at`, delivered by 0 `lead` ms later.
+fn announced_then_delivered(x: &mut State<u8>, k: u64, at: u64, lead: u64) {
+    let key = GossipKey::from_bytes(&[9; 32]);
+    let data = Data::signed(&key, topic(), at, k, Bytes::from_static(b"m"));
+    let ihave = Frame::IHave {
+        topic: topic(),
+        ids: vec![(data.id(), 1)],
+    };
+    recv(x, at, 1, ihave.encode());
+    recv(x, at + lead, 0, Frame::Data(data).encode());
+}
+
+#[test]
+fn an_announcer_faster_than_the_tree_for_most_messages_replaces_the_parent() {
+    let config = GossipConfig::default().with_optimise(3, 8, std::time::Duration::from_millis(20));
+    let mut x = parent_and_lazy(config);
+    // Leads shorter than 20 ms do not count.
+    for k in 0..5 {
+        announced_then_delivered(&mut x, k, NOW + 100 * k, 10);
+    }
+    assert_eq!(x.eager_peers(&topic()), vec![0]);
+    // Two long leads: not yet.
+    for k in 5..7 {
+        announced_then_delivered(&mut x, k, NOW + 100 * k, 40);
+    }
+    assert_eq!(x.eager_peers(&topic()), vec![0]);
+    while x.poll_transmit().is_some() {}
+    // The third within the window: 1 becomes the tree link, 0 lazy.
+    announced_then_delivered(&mut x, 7, NOW + 700, 40);
+    assert_eq!(
+        (x.eager_peers(&topic()), x.lazy_peers(&topic())),
+        (vec![1], vec![0])
+    );
+    assert_eq!(x.counters().reroutes, 1);
+    let sent: Vec<(u8, Frame)> = std::iter::from_fn(|| x.poll_transmit())
+        .map(|t| (t.to, Frame::decode(&t.frame, 1 << 16, 64).unwrap()))
+        .collect();
+    // A payload-less graft to the new parent, a prune to the old one.
+    assert!(sent.contains(&(
+        1,
+        Frame::Graft {
+            topic: topic(),
+            ids: vec![]
+        }
+    )));
+    assert!(sent.contains(&(0, Frame::Prune { topic: topic() })));
+}
+
+#[test]
+fn the_latency_optimisation_is_off_by_default() {
+    let mut x = parent_and_lazy(GossipConfig::default());
+    for k in 0..20 {
+        announced_then_delivered(&mut x, k, NOW + 100 * k, 100);
+    }
+    assert_eq!(x.eager_peers(&topic()), vec![0]);
+    assert_eq!(x.counters().reroutes, 0);
+}
