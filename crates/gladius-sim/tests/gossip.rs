@@ -96,3 +96,16 @@ fn a_gossip_run_is_reproducible_from_its_seed() {
     let c = quiet(&args);
     assert_ne!(a.trace_digest, c.trace_digest, "another seed, another run");
 }
+
+/// The bound at 1,000 nodes (route tables of 40). About 10-20
+/// minutes in a release build on a shared 2-core machine:
+/// `cargo test --release -p gladius-sim --test gossip -- --ignored`.
+#[test]
+#[ignore = "1,000 nodes: run in release"]
+fn a_thousand_nodes_get_every_message_with_rmr_below_0_2() {
+    let report = quiet(&gossip(1000, 40, 100, 1));
+    assert!(report.converged, "{report:?}");
+    assert_eq!(report.figures["reliability_min"], 1.0, "{report:?}");
+    assert_eq!(report.figures["double_deliveries"], 0, "{report:?}");
+    assert!(report.figures["rmr"].as_f64() < Some(0.2), "{report:?}");
+}

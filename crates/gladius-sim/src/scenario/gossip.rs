@@ -12,6 +12,10 @@
 //! 64-byte messages from random live nodes, one every
 //! `--gossip-interval-ms`, waits until every live subscriber has every
 //! message (or `--max-phase-secs` pass), then 2 s more for stray copies.
+//! Origins and crash victims come from their own seeded streams: a run of
+//! the tree and one of flooding with the same seed crash the same nodes
+//! and publish from the same origins, and in a `--gossip-both` run the
+//! two batches publish from the same origins.
 //!
 //! Figures per batch (a `batches` array; with one batch also flat):
 //! `reliability_min` / `reliability_mean` (per message, the fraction of
@@ -215,8 +219,9 @@ pub(super) async fn run(
     let mut batches = Vec::new();
     for (b, &mode) in modes.iter().enumerate() {
         let warmup = if mode == Mode::Plumtree { g.warmup } else { 0 };
+        let mut origins = stream(sim.args.seed, WARMUP_ORIGINS);
         for k in 0..warmup {
-            publish_random(sim, &handles, mode, &recorder).await;
+            publish_random(&mut origins, &handles, mode, &recorder).await;
             tokio::time::sleep(Duration::from_millis(g.interval_ms)).await;
             if (k + 1) % 10 == 0 {
                 sim.say(&format!("gossip {mode:?}: {} warm-up messages", k + 1));
@@ -228,7 +233,8 @@ pub(super) async fn run(
         }
         let mut crashed = 0;
         if b == 0 {
-            crashed = crash(sim, &mut handles, g.crash_fraction);
+            let mut victims = stream(sim.args.seed, CRASH_VICTIMS);
+            crashed = crash(sim, &mut victims, &mut handles, g.crash_fraction);
         }
         let (batch, done) = measure(sim, &handles, &g, mode, &recorder).await;
         let mut batch = batch;
@@ -309,9 +315,20 @@ async fn start_gossip(
     Ok(handles)
 }
 
+/// Each random choice of the scenario has its own stream, so that runs
+/// of the tree and of flooding with the same seed crash the same nodes
+/// and publish the measured messages from the same origins.
+const WARMUP_ORIGINS: u64 = 1;
+const MEASURED_ORIGINS: u64 = 2;
+const CRASH_VICTIMS: u64 = 3;
+
+fn stream(seed: u64, what: u64) -> StdRng {
+    StdRng::seed_from_u64(mix(mix(seed ^ 0x6055_1900) ^ mix(what)))
+}
+
 /// Publish one message from a random live node.
 async fn publish_random(
-    sim: &mut Sim<'_>,
+    rng: &mut StdRng,
     handles: &[Option<GossipHandle>],
     mode: Mode,
     recorder: &Shared,
@@ -319,7 +336,7 @@ async fn publish_random(
     let live: Vec<usize> = (0..handles.len())
         .filter(|&i| handles[i].is_some())
         .collect();
-    let origin = *live.choose(&mut sim.rng).unwrap_or(&0);
+    let origin = *live.choose(rng).unwrap_or(&0);
     let Some(handle) = &handles[origin] else {
         unreachable!("the origin is live")
     };
@@ -339,14 +356,19 @@ async fn publish_random(
 }
 
 /// Crash `fraction` of the nodes at once; returns how many.
-fn crash(sim: &mut Sim<'_>, handles: &mut [Option<GossipHandle>], fraction: f64) -> usize {
+fn crash(
+    sim: &mut Sim<'_>,
+    rng: &mut StdRng,
+    handles: &mut [Option<GossipHandle>],
+    fraction: f64,
+) -> usize {
     let n = sim.nodes.len();
     let k = (fraction * n as f64).round() as usize;
     if k == 0 {
         return 0;
     }
     let mut victims: Vec<usize> = (0..n).filter(|&i| sim.nodes[i].is_some()).collect();
-    victims.shuffle(&mut sim.rng);
+    victims.shuffle(rng);
     victims.truncate(k);
     victims.sort_unstable();
     for &i in &victims {
@@ -388,8 +410,9 @@ async fn measure(
     let bytes_before = sim.net.stats().delivered_bytes;
     let start = sim.net.elapsed();
     let mut ids = Vec::with_capacity(g.messages);
+    let mut origins = stream(sim.args.seed, MEASURED_ORIGINS);
     for k in 0..g.messages {
-        ids.push(publish_random(sim, handles, mode, recorder).await);
+        ids.push(publish_random(&mut origins, handles, mode, recorder).await);
         tokio::time::sleep(Duration::from_millis(g.interval_ms)).await;
         if (k + 1) % 10 == 0 {
             sim.say(&format!("gossip {mode:?}: {} messages published", k + 1));
