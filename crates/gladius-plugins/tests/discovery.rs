@@ -675,7 +675,8 @@ async fn route_table(net: &Network, connected_only: bool) -> BTreeSet<SocketAddr
 /// too slow for this shared 2-core machine's default run.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn swarm_of_200_with_cap_40_fills_tables_covers_everyone_and_forgets_20_killed() {
-    swarm(swarm_size(), 40, Duration::from_secs(60)).await;
+    // A deadline, not a measurement: a loaded 2-core machine is slower.
+    swarm(swarm_size(), 40, Duration::from_secs(120)).await;
 }
 
 /// 200 nodes, no cap: every route table reaches all 199 others. Passes in
@@ -792,14 +793,17 @@ async fn swarm(n: usize, cap: usize, converge_deadline: Duration) {
     // flight while a snapshot shows the peer, so allow a moment to settle;
     // on failure, say which node and what its table holds.)
     let settled = tokio::time::timeout(Duration::from_secs(30), async {
-        while !nodes.iter().all(|(_, _, h)| h.table_len() <= cap) {
+        // The seed the application added may come back over the cap once:
+        // while it was judged dead it left its slot to a live peer (see
+        // `PeerTable::table_len`); nothing else overshoots.
+        while !nodes.iter().all(|(_, _, h)| h.table_len() <= cap + 1) {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     })
     .await;
     if settled.is_err() {
         for (net, a, h) in &nodes {
-            if h.table_len() > cap {
+            if h.table_len() > cap + 1 {
                 let rt = route_table(net, false).await;
                 let origins: Vec<String> = h
                     .known_peers()
