@@ -27,8 +27,9 @@ pub(crate) const NODE: &[CounterHelp] = &[
     c("datagrams_out", false, "UDP datagrams sent."),
     c("malformed_datagrams", true, "Datagrams that were not valid KCP (truncated, bad header, wrong conversation); dropped. Garbage on the port, or a peer of another version."),
     c("unknown_session_datagrams", true, "Valid-looking datagrams for no session that could not open one; dropped. Usually late packets of a session that just closed."),
-    c("refused_sessions", true, "Inbound sessions refused: unknown peers refused by the configuration, or the inbound session limit reached."),
-    c("simultaneous_open_drops", false, "Session openers dropped as stale: the losing side of a simultaneous open, or a late copy of an opener. Normal when two nodes add each other."),
+    c("refused_sessions", true, "Inbound sessions refused: unknown peers refused by the configuration, or their source IP (IPv6: its /64) already holds max_inbound_sessions_per_ip sessions from outside the route table."),
+    c("evicted_sessions", true, "Sessions from peers outside the route table closed to make room for a new one when max_inbound_sessions were open (the least recently active of the most crowded source IP). Many: someone is opening sessions at scale."),
+    c("simultaneous_open_drops", false, "The losing half of a simultaneous open: a stale session opener (plaintext) or a completed handshake the other direction's handshake won (encrypted). Normal when two nodes add each other."),
     c("checksum_failures", true, "Messages dropped for a bad CRC-32C: corrupted above KCP (a bug or a hostile peer)."),
     c("wrong_sender", true, "Messages dropped because their sender differed from the address the peer authenticated with."),
     c("protocol_errors", true, "Sessions closed for a protocol violation (a bad or oversized frame)."),
@@ -46,11 +47,14 @@ pub(crate) const NODE: &[CounterHelp] = &[
     c("key_changes", false, "Peers added by address that came back under a new key once their old session was gone (a restart with a fresh identity)."),
     c("bad_handshakes", true, "Handshake messages that did not authenticate or did not fit a handshake in progress."),
     c("handshake_timeouts", true, "Our handshakes that got no answer in time (peer down, or UDP blocked)."),
-    c("throttled_handshakes", true, "Handshake initiations dropped: too soon after the previous one from the same address, or the half-open table full (a flood)."),
-    c("cookies_sent", false, "Cookie replies sent to initiators while under handshake load (DoS protection at work)."),
+    c("throttled_handshakes", true, "Handshake initiations dropped: a retransmission answered less than 100 ms before, or a new one on a cookie less than 100 ms after the last from that address; and half-open handshakes evicted from a full table (a flood)."),
+    c("key_exchanges_refused", true, "Handshake initiations with a valid cookie dropped: the cookie key-exchange budget, or their source IP's share of it, was spent (a flood from hosts that answer cookies; the initiator's retransmission tries again)."),
+    c("cookies_sent", false, "Cookie replies sent instead of a key exchange: past the key-exchange budget or a source IP's share of it, with the half-open table half full, or from an address already holding an unproven handshake (DoS protection at work)."),
     c("decrypt_failures", true, "Sealed datagrams that failed authentication: forged or corrupted on the way."),
     c("replayed_datagrams", true, "Sealed datagrams rejected by the replay window: replayed, duplicated by the network, or too old."),
     c("rekeys", false, "Sessions closed to re-key before the nonce limit (normal on long, busy sessions)."),
+    c("partial_frames_dropped", true, "Partially received messages dropped (largest first, peers outside the route table first) to keep all of them within partial_frame_bytes; the rest of each is skipped and the session goes on. Many: peers start messages they do not finish."),
+    c("partial_frame_bytes_dropped", true, "The bytes the dropped partial messages held."),
 ];
 
 /// The latency audit's counters (gladius_plugins::latency::LatencyCounters).

@@ -178,6 +178,8 @@ mod tests {
             public_key: None,
             encrypted: false,
             half_open_handshakes: 0,
+            inbound_sessions: 0,
+            partial_frame_bytes: 0,
             peers,
             plugins: Vec::new(),
             counters: Default::default(),

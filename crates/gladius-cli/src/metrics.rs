@@ -64,6 +64,16 @@ pub(crate) fn render(s: &Snapshot) -> String {
         net.half_open_handshakes as f64,
     );
     m.gauge(
+        "gladius_inbound_sessions",
+        "Sessions from peers outside the route table (bounded by max_inbound_sessions).",
+        net.inbound_sessions as f64,
+    );
+    m.gauge(
+        "gladius_partial_frame_bytes",
+        "Bytes of partially received messages held (bounded by partial_frame_bytes).",
+        net.partial_frame_bytes as f64,
+    );
+    m.gauge(
         "gladius_encrypted",
         "1 when datagrams are encrypted, 0 in plaintext mode.",
         f64::from(u8::from(net.encrypted)),

@@ -16,6 +16,10 @@ use crate::wire::Frame;
 /// Default largest message body: 16 MiB.
 pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 16 * 1024 * 1024;
 
+/// Default budget for partially received messages, all sessions together:
+/// 64 MiB (four messages of the default largest size).
+pub const DEFAULT_PARTIAL_FRAME_BYTES: usize = 64 * 1024 * 1024;
+
 /// KCP tuning presets.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 #[non_exhaustive]
@@ -84,6 +88,10 @@ pub struct Config {
     pub(crate) peer_queue_bytes: usize,
     pub(crate) refuse_unknown_inbound: bool,
     pub(crate) max_inbound_sessions: usize,
+    pub(crate) max_inbound_sessions_per_ip: usize,
+    pub(crate) partial_frame_bytes: usize,
+    pub(crate) key_exchanges_per_sec: u32,
+    pub(crate) cookie_key_exchanges_per_sec: u32,
     pub(crate) advertise_addr: Option<SocketAddr>,
     pub(crate) socket_buffer_bytes: usize,
     pub(crate) plaintext: bool,
@@ -108,6 +116,10 @@ impl Default for Config {
             peer_queue_bytes: 2 * DEFAULT_MAX_MESSAGE_SIZE + 4096,
             refuse_unknown_inbound: false,
             max_inbound_sessions: 4096,
+            max_inbound_sessions_per_ip: 256,
+            partial_frame_bytes: DEFAULT_PARTIAL_FRAME_BYTES,
+            key_exchanges_per_sec: 500,
+            cookie_key_exchanges_per_sec: 1_000,
             advertise_addr: None,
             socket_buffer_bytes: 4 * 1024 * 1024,
             plaintext: false,
@@ -173,9 +185,52 @@ impl Config {
         self.refuse_unknown_inbound = refuse;
         self
     }
-    /// Most sessions from peers not in the route table at once. Default 4096.
+    /// Most sessions from peers not in the route table at once. Peers in
+    /// the route table do not count: their slots are always there. When
+    /// the limit is reached, a new session makes one of these give way
+    /// (closed, counted in `evicted_sessions`): the least recently active
+    /// of the source IP that holds the most. A table full of squatters
+    /// never keeps a new node out. Default 4096.
     pub fn with_max_inbound_sessions(mut self, n: usize) -> Self {
         self.max_inbound_sessions = n;
+        self
+    }
+    /// Most sessions from peers not in the route table from one source IP
+    /// (IPv4 address or IPv6 /64) at once; more are refused (counted in
+    /// `refused_sessions`), so one host cannot fill the inbound sessions.
+    /// Default 256 (a sixteenth of the default total).
+    pub fn with_max_inbound_sessions_per_ip(mut self, n: usize) -> Self {
+        self.max_inbound_sessions_per_ip = n;
+        self
+    }
+    /// Bytes of partially received messages held for all sessions
+    /// together. Past it, the largest partial message of a peer outside
+    /// the route table is dropped (then of a route-table peer): its bytes
+    /// are freed, the rest of it is skipped as it arrives, and the session
+    /// goes on (counted in `partial_frames_dropped`). Must hold one message
+    /// of the largest size. Default 64 MiB
+    /// ([`DEFAULT_PARTIAL_FRAME_BYTES`]).
+    pub fn with_partial_frame_bytes(mut self, bytes: usize) -> Self {
+        self.partial_frame_bytes = bytes;
+        self
+    }
+    /// Key exchanges per second for handshake initiators without a cookie
+    /// (encrypted mode), at most 10 ms worth at once; each source IP (IPv6
+    /// /64) gets a fair share of every 100 ms, at most a quarter. Past it,
+    /// initiators must prove their address with a cookie first. Route-table
+    /// peers and pinned addresses have a budget of the same size of their
+    /// own. Default 500.
+    pub fn with_key_exchanges_per_sec(mut self, n: u32) -> Self {
+        self.key_exchanges_per_sec = n;
+        self
+    }
+    /// Key exchanges per second for initiators that showed a valid cookie
+    /// (encrypted mode), at most 10 ms worth at once; each source IP (IPv6
+    /// /64) gets a fair share of every 100 ms, at most a quarter. Past it
+    /// their `Init`s are dropped (counted in `key_exchanges_refused`) until
+    /// their retransmission. Default 1000.
+    pub fn with_cookie_key_exchanges_per_sec(mut self, n: u32) -> Self {
+        self.cookie_key_exchanges_per_sec = n;
         self
     }
     /// Address announced to peers (and used as `sender`) instead of the
@@ -211,9 +266,9 @@ impl Config {
         self
     }
     /// Most inbound handshakes waiting for their last message. Past half of
-    /// it (or past 50 key exchanges in 100 ms, whatever the table holds),
-    /// new initiators must prove their address with a cookie first.
-    /// Default 1024.
+    /// it (or past the key-exchange budget, whatever the table holds), new
+    /// initiators must prove their address with a cookie first. When full,
+    /// the source IP holding the most gives way. Default 1024.
     pub fn with_max_half_open(mut self, n: usize) -> Self {
         self.max_half_open = n;
         self
@@ -296,6 +351,21 @@ impl Config {
         }
         if self.max_half_open == 0 {
             return Err(ConfigError::Timing("max_half_open must be non-zero"));
+        }
+        if self.key_exchanges_per_sec == 0 || self.cookie_key_exchanges_per_sec == 0 {
+            return Err(ConfigError::Limit("key exchange budgets must be non-zero"));
+        }
+        if self.max_inbound_sessions_per_ip == 0 {
+            return Err(ConfigError::Limit(
+                "max_inbound_sessions_per_ip must be non-zero",
+            ));
+        }
+        let one_message = Frame::max_len(self.max_message_size) + 4;
+        if self.partial_frame_bytes < one_message {
+            return Err(ConfigError::PartialFramesTooSmall {
+                budget: self.partial_frame_bytes,
+                needed: one_message,
+            });
         }
         Ok(())
     }

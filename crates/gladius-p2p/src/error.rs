@@ -28,6 +28,20 @@ pub enum ConfigError {
     /// The handshake payload is longer than 1024 bytes.
     #[error("handshake payload of {0} bytes exceeds 1024")]
     HandshakePayload(usize),
+    /// A limit on what peers may make the node hold or do is zero.
+    #[error("invalid limit: {0}")]
+    Limit(&'static str),
+    /// The budget for partially received messages cannot hold one message
+    /// of `max_message_size`.
+    #[error(
+        "partial_frame_bytes ({budget}) must be at least max_message_size plus framing ({needed})"
+    )]
+    PartialFramesTooSmall {
+        /// Configured budget.
+        budget: usize,
+        /// Smallest budget that holds one maximal frame.
+        needed: usize,
+    },
 }
 
 /// Why an operation on the [`Network`](crate::Network) failed.

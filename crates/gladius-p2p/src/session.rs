@@ -219,6 +219,15 @@ impl Session {
     pub(crate) fn unacked_bytes(&self) -> usize {
         self.kcp.unacked_bytes()
     }
+    /// Bytes of the message being received, buffered until it is whole.
+    pub(crate) fn partial_bytes(&self) -> usize {
+        self.decoder.buffered()
+    }
+    /// Drop the message being received (see [`FrameDecoder::drop_partial`]);
+    /// the bytes freed.
+    pub(crate) fn drop_partial(&mut self) -> usize {
+        self.decoder.drop_partial()
+    }
 
     /// Feed one datagram addressed to this session's conversation.
     /// `Err` means it was not valid KCP and changed nothing.

@@ -21,6 +21,15 @@ pub struct NetworkState {
     /// Inbound handshakes waiting for their last message (bounded by
     /// `max_half_open`).
     pub half_open_handshakes: usize,
+    /// Sessions from peers outside the route table (bounded by
+    /// `max_inbound_sessions`, and per source IP by
+    /// `max_inbound_sessions_per_ip`).
+    #[serde(default)]
+    pub inbound_sessions: usize,
+    /// Bytes of partially received messages held, all sessions together
+    /// (bounded by `partial_frame_bytes`).
+    #[serde(default)]
+    pub partial_frame_bytes: usize,
     /// Every peer in the route table or with a live session, sorted by address.
     pub peers: Vec<PeerState>,
     /// Registered plugins, in registration order.
@@ -138,11 +147,18 @@ pub struct Counters {
     pub malformed_datagrams: u64,
     /// Valid-looking datagrams for no session that could not open one.
     pub unknown_session_datagrams: u64,
-    /// Inbound sessions refused (unknown peers refused by config, or the
-    /// inbound session limit reached).
+    /// Inbound sessions refused: unknown peers refused by config, or their
+    /// source IP already holds `max_inbound_sessions_per_ip`.
     pub refused_sessions: u64,
-    /// Session openers dropped as stale: the losing side of a simultaneous
-    /// open, or a late copy of an opener from a peer already connected.
+    /// Sessions from peers outside the route table closed to make room for
+    /// a new one when `max_inbound_sessions` were open (the least recently
+    /// active first).
+    #[serde(default)]
+    pub evicted_sessions: u64,
+    /// The losing half of a simultaneous open: a session opener dropped as
+    /// stale (plaintext; or a late copy of an opener from a peer already
+    /// connected), or a completed handshake dropped because the other
+    /// direction's wins (encrypted).
     pub simultaneous_open_drops: u64,
     /// Messages dropped for a bad checksum.
     pub checksum_failures: u64,
@@ -186,15 +202,26 @@ pub struct Counters {
     pub bad_handshakes: u64,
     /// Our handshakes that got no answer in time.
     pub handshake_timeouts: u64,
-    /// Initiations dropped: too soon after the previous one from the same
-    /// address, or the half-open table full.
+    /// Handshake initiations dropped: a retransmission answered less than
+    /// 100 ms before, a new one on a cookie from an address that got one
+    /// less than 100 ms before, or one to be asked for a cookie from a
+    /// source IP that got its 50 cookie replies of the last 100 ms; and
+    /// half-open handshakes evicted from a full table.
     pub throttled_handshakes: u64,
+    /// Handshake initiations with a valid cookie dropped because the cookie
+    /// key-exchange budget, or their source IP's share of it, was spent
+    /// (the initiator's retransmission tries again).
+    #[serde(default)]
+    pub key_exchanges_refused: u64,
     /// Datagrams not sent to an address that has not proven it receives
     /// (a session or handshake it opened, unanswered), because it would
     /// have got more than three times the bytes it sent.
     #[serde(default)]
     pub amplification_drops: u64,
-    /// Cookie replies sent to initiators while under load.
+    /// Cookie replies sent instead of a key exchange: to initiators past
+    /// the key-exchange budget or their IP's share of it, while the
+    /// half-open table is half full, or from an address that already holds
+    /// a half-open handshake without a cookie.
     pub cookies_sent: u64,
     /// Sealed datagrams that failed authentication (forged or corrupted).
     pub decrypt_failures: u64,
@@ -202,4 +229,12 @@ pub struct Counters {
     pub replayed_datagrams: u64,
     /// Sessions closed to re-key before the nonce limit.
     pub rekeys: u64,
+    /// Partially received messages dropped to keep all sessions' partial
+    /// messages within `partial_frame_bytes` (the rest of each is skipped;
+    /// the session goes on).
+    #[serde(default)]
+    pub partial_frames_dropped: u64,
+    /// The bytes those held when dropped.
+    #[serde(default)]
+    pub partial_frame_bytes_dropped: u64,
 }

@@ -52,16 +52,25 @@
 //!   forever (nobody gossips a peer it is not connected to). So:
 //!   * a peer that connects to us and proves the key its tombstone holds
 //!     (or any key, if the tombstone holds none) clears the tombstone and
-//!     is promoted into the route table while there is room; a different
-//!     key leaves the tombstone in place (nobody can resurrect someone
-//!     else's address with another key);
+//!     is promoted into the route table while there is room; so does a
+//!     peer that connects from the address of a peer that *died* with
+//!     another key: it restarted with a fresh identity (counted as
+//!     `restarted`), which the core accepts too for a peer added by
+//!     address. Another key at a tombstoned address that never died (junk
+//!     gossip, a peer deleted on purpose) leaves the tombstone in place:
+//!     nobody resurrects someone else's address;
 //!   * a peer that had connected and then died is remembered (address and
-//!     proven key, at most `max_tombstones` of them) and re-added with
-//!     `add_pinned` by a later round, after
+//!     proven key, at most `max_tombstones` of them) and re-added by
+//!     address (not pinned, so a restart with a new key is taken back) by
+//!     a later round, after
 //!     [`retry_min`](DiscoveryConfig::retry_min) doubled per retry that did
 //!     not connect, up to [`retry_max`](DiscoveryConfig::retry_max); at
 //!     most [`max_retries_per_round`](DiscoveryConfig::max_retries_per_round)
-//!     per round and only while the table has room. A retry that does not
+//!     per round and only while the table has room. A retry waiting to
+//!     connect does not hold its slot against live peers learned meanwhile
+//!     (most retries never connect); one that connects is kept even if the
+//!     table has filled, so the table may exceed `table_size` by the
+//!     retries that were in flight. A retry that does not
 //!     connect within `connect_deadline` (or that the latency audit declares
 //!     dead first) is deleted again and waits longer. It stops when the peer
 //!     connects again. Junk addresses that never connected are never
@@ -317,11 +326,22 @@ async fn round(inner: &Inner, net: &Network) -> Result<(), gladius_p2p::NetworkE
             )
         })
         .collect();
+    let demoted: Vec<SocketAddr> = state
+        .peers
+        .iter()
+        .filter(|p| {
+            p.in_route_table
+                && !p.writable
+                && p.connection != gladius_p2p::ConnectionState::Connected
+        })
+        .map(|p| p.addr)
+        .collect();
     let (actions, fanout) = {
         let mut t = inner.table();
         // Learned peers younger than this may not show in the snapshot yet.
         let settle = t.config().interval.max(Duration::from_secs(1));
         t.sync(&snapshot, settle, taken, now);
+        t.demoted(&demoted);
         (t.expire(now), t.config().fanout)
     };
     perform(inner, net, actions).await;
@@ -378,11 +398,8 @@ impl Plugin for Discovery {
     }
 
     async fn node_deleted(&self, net: &Network, addr: SocketAddr, _reason: &PeerReason) {
-        // Dead or deleted on purpose? A peer still heard from recently was
-        // alive: its deletion must stick. One already gone from the state
-        // closed its session cleanly if it was connected (alive too), or
-        // never had one (a retry or a learned peer that never connected).
-        let silence = self.inner.table().config().dead_silence;
+        // Dead or deleted on purpose? The table decides from when the core
+        // last heard from the peer.
         let last_seen = match net.network_state().await {
             Ok(state) => state
                 .peers
@@ -391,19 +408,9 @@ impl Plugin for Discovery {
                 .map(|p| p.last_seen_ms_ago),
             Err(_) => None,
         };
-        let mut table = self.inner.table();
-        let died = match last_seen {
-            Some(ms) => ms.is_none_or(|ms| Duration::from_millis(ms) >= silence),
-            None => !table
-                .known_peers()
-                .iter()
-                .any(|p| p.addr == addr && p.connected),
-        };
-        if died {
-            table.node_deleted(addr, Instant::now());
-        } else {
-            table.node_deleted_while_alive(addr, Instant::now());
-        }
+        self.inner
+            .table()
+            .node_deleted_after(addr, last_seen, Instant::now());
     }
 
     async fn peer_connected(&self, net: &Network, peer: &PeerInfo) {

@@ -52,16 +52,22 @@
 //! [`WIRE_VERSION`]; a body that does not decode is counted
 //! ([`LatencyCounters`]) and ignored, never a panic.
 //!
-//! ## Threading
-//! The ping loop is a task spawned in `startup` and stopped in `close` (or
-//! when the node is gone). The statistics live behind a mutex shared with
+//! ## Structure
+//! The protocol — whom to track and ping, what a ping's outcome means, when
+//! a peer is suspect or dead, which dead peers are remembered — is the
+//! sans-IO [`detector::Detector`]: no tasks, no sockets, no clock reads; its
+//! unit tests step time by hand. The plugin is its shell: the ping loop is a
+//! task spawned in `startup` and stopped in `close` (or when the node is
+//! gone) that ticks on tokio's clock (so `tokio::time::pause` and the
+//! simulator drive it), sends the pings the detector orders and reports
+//! their outcomes back. The detector lives behind a mutex shared with
 //! [`LatencyHandle`]; it is never held across an `.await`.
 
 mod config;
+pub mod detector;
 mod stats;
 mod wire;
 
-use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -75,6 +81,8 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::{Instant, MissedTickBehavior};
+
+use detector::{Detector, Outcome, PingOrder, Verdict};
 
 pub use config::{LatencyConfig, LatencyConfigError};
 pub use stats::{PeerStatus, RttStats, MAX_SAMPLE};
@@ -128,16 +136,13 @@ struct Shared {
     inner: Mutex<Inner>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Inner {
-    peers: HashMap<SocketAddr, RttStats>,
-    /// Dead peers in the order they died (may hold stale entries that
-    /// revived; they are skipped when evicting).
-    dead_order: VecDeque<SocketAddr>,
-    counters: LatencyCounters,
+    /// The protocol: whom to ping, what the outcomes mean.
+    detector: Detector,
     task: Option<JoinHandle<()>>,
-    /// Tells the ping loop to ping a newly connected peer at once.
-    kick: Option<mpsc::Sender<SocketAddr>>,
+    /// Hands the ping loop a ping to a newly connected peer, at once.
+    kick: Option<mpsc::Sender<PingOrder>>,
 }
 
 /// Newly connected peers waiting for their first ping. A burst beyond it
@@ -212,9 +217,17 @@ impl LatencyAudit {
     /// A plugin and its handle, after checking `config`.
     pub fn new(config: LatencyConfig) -> Result<(Self, LatencyHandle), LatencyConfigError> {
         config.validate()?;
+        let first_nonce = match config.rng_seed {
+            Some(seed) => rand::rngs::StdRng::seed_from_u64(seed).gen(),
+            None => rand::random(),
+        };
         let shared = Arc::new(Shared {
+            inner: Mutex::new(Inner {
+                detector: Detector::new(config.clone(), first_nonce),
+                task: None,
+                kick: None,
+            }),
             config,
-            inner: Mutex::new(Inner::default()),
         });
         Ok((
             Self {
@@ -250,53 +263,27 @@ impl LatencyHandle {
     /// round trip after it connects (not an `interval` later); its p50
     /// then settles as the window fills, one sample per `interval`.
     pub fn closest(&self, k: usize) -> Vec<(SocketAddr, Duration)> {
-        let cfg = &self.shared.config;
-        let inner = self.shared.lock();
-        let mut v: Vec<(SocketAddr, Duration)> = inner
-            .peers
-            .iter()
-            .filter(|(_, s)| s.status(cfg.suspect_after, cfg.dead_after) == PeerStatus::Alive)
-            .filter_map(|(a, s)| s.p50().map(|d| (*a, d)))
-            .collect();
-        v.sort_by(|a, b| a.1.cmp(&b.1).then(a.0.cmp(&b.0)));
-        v.truncate(k);
-        v
+        self.shared.lock().detector.closest(k)
     }
 
     /// The statistics of `addr`, if tracked.
     pub fn stats(&self, addr: SocketAddr) -> Option<PeerStats> {
-        let inner = self.shared.lock();
-        inner
-            .peers
-            .get(&addr)
-            .map(|s| peer_stats(&self.shared.config, addr, s))
+        self.shared.lock().detector.stats(addr)
     }
 
     /// The status of `addr`, if tracked.
     pub fn status(&self, addr: SocketAddr) -> Option<PeerStatus> {
-        let cfg = &self.shared.config;
-        let inner = self.shared.lock();
-        inner
-            .peers
-            .get(&addr)
-            .map(|s| s.status(cfg.suspect_after, cfg.dead_after))
+        self.shared.lock().detector.status(addr)
     }
 
     /// The statistics of every tracked peer, by address.
     pub fn peers(&self) -> Vec<PeerStats> {
-        let inner = self.shared.lock();
-        let mut v: Vec<PeerStats> = inner
-            .peers
-            .iter()
-            .map(|(a, s)| peer_stats(&self.shared.config, *a, s))
-            .collect();
-        v.sort_by_key(|p| p.addr);
-        v
+        self.shared.lock().detector.peers()
     }
 
     /// Plugin-wide counters.
     pub fn counters(&self) -> LatencyCounters {
-        self.shared.lock().counters.clone()
+        self.shared.lock().detector.counters().clone()
     }
 
     /// Everything at once, serde-serializable.
@@ -314,21 +301,6 @@ impl LatencyHandle {
     }
 }
 
-fn peer_stats(cfg: &LatencyConfig, addr: SocketAddr, s: &RttStats) -> PeerStats {
-    PeerStats {
-        addr,
-        status: s.status(cfg.suspect_after, cfg.dead_after),
-        ewma: s.ewma(),
-        min: s.min(),
-        p50: s.p50(),
-        p99: s.p99(),
-        last: s.last(),
-        samples: s.samples(),
-        missed: s.missed(),
-        consecutive_missed: s.consecutive_missed(),
-    }
-}
-
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, Inner> {
         // A panic while holding the lock leaves plain counters behind;
@@ -341,153 +313,50 @@ impl Shared {
             task.abort();
         }
     }
-
-    fn new_stats(&self) -> RttStats {
-        RttStats::new(self.config.window, self.config.ewma_alpha)
-    }
-
-    fn status_of(&self, s: &RttStats) -> PeerStatus {
-        s.status(self.config.suspect_after, self.config.dead_after)
-    }
-
-    /// Track exactly `present` (plus remembered dead peers).
-    fn sync_peers(&self, present: &[SocketAddr]) {
-        let set: HashSet<SocketAddr> = present.iter().copied().collect();
-        let mut inner = self.lock();
-        let (k, m) = (self.config.suspect_after, self.config.dead_after);
-        inner
-            .peers
-            .retain(|a, s| set.contains(a) || s.status(k, m) == PeerStatus::Dead);
-        for a in present {
-            if !inner.peers.contains_key(a) {
-                let s = self.new_stats();
-                inner.peers.insert(*a, s);
-            }
-        }
-        self.evict_dead(&mut inner);
-    }
-
-    /// Forget the oldest dead peers that are no longer present beyond
-    /// `max_dead_remembered`.
-    fn evict_dead(&self, inner: &mut Inner) {
-        let (k, m) = (self.config.suspect_after, self.config.dead_after);
-        inner.dead_order.retain(|a| {
-            inner
-                .peers
-                .get(a)
-                .is_some_and(|s| s.status(k, m) == PeerStatus::Dead)
-        });
-        // dead_order may list an address twice (died, revived, died).
-        let mut seen = HashSet::new();
-        inner.dead_order.retain(|a| seen.insert(*a));
-        while inner.dead_order.len() > self.config.max_dead_remembered {
-            if let Some(a) = inner.dead_order.pop_front() {
-                inner.peers.remove(&a);
-            }
-        }
-    }
-
-    /// Record a ping's outcome; returns whether the peer is now dead.
-    fn record(&self, addr: SocketAddr, outcome: &Outcome) -> bool {
-        let mut inner = self.lock();
-        match outcome {
-            Outcome::Pong(_) => inner.counters.pongs_received += 1,
-            Outcome::BadPong => {
-                inner.counters.bad_pongs += 1;
-                inner.counters.pings_missed += 1;
-            }
-            Outcome::Missed => inner.counters.pings_missed += 1,
-            Outcome::Closed => return false,
-        }
-        let Some(s) = inner.peers.get_mut(&addr) else {
-            // Deleted while the ping was in flight: not ours to track.
-            return false;
-        };
-        let before = self.status_of(s);
-        match outcome {
-            Outcome::Pong(Some(rtt)) => s.record(*rtt),
-            Outcome::Pong(None) => s.record_answer(),
-            _ => s.record_miss(),
-        }
-        let after = self.status_of(s);
-        if before != after {
-            tracing::debug!(peer = %addr, ?before, ?after, "latency: peer status changed");
-        }
-        if after == PeerStatus::Dead && before != PeerStatus::Dead {
-            inner.dead_order.push_back(addr);
-            self.evict_dead(&mut inner);
-        }
-        after == PeerStatus::Dead
-    }
 }
 
-/// How one ping ended.
-#[derive(Debug)]
-enum Outcome {
-    /// A valid pong; the RTT is `None` when the ping was sent before the
-    /// session was up (its round trip includes the handshake, not a
-    /// sample of the link's latency).
-    Pong(Option<Duration>),
-    BadPong,
-    Missed,
-    Closed,
-}
-
-async fn ping(
-    net: Network,
-    addr: SocketAddr,
-    nonce: u64,
-    timeout: Duration,
-    connected: bool,
-) -> Outcome {
+/// Send one ping and wait for its end. `None` when the node is closed.
+async fn ping(net: Network, order: PingOrder, timeout: Duration) -> Option<Outcome> {
     let body = wire::encode(&Ping {
         version: WIRE_VERSION,
-        nonce,
+        nonce: order.nonce,
     });
     let Ok(msg) = Message::new(PING_TYPE, body) else {
-        return Outcome::Missed;
+        return Some(Outcome::Missed);
     };
     let start = Instant::now();
-    match net.request(msg, addr, timeout).await {
+    match net.request(msg, order.addr, timeout).await {
         Ok(reply) => {
             let rtt = start.elapsed();
             let m = reply.message();
-            match wire::decode::<Pong>(m.body()) {
-                Some(p) if p.nonce == nonce && m.msg_type() == PONG_TYPE => {
-                    Outcome::Pong(connected.then_some(rtt))
+            Some(match wire::decode::<Pong>(m.body()) {
+                Some(p) if p.nonce == order.nonce && m.msg_type() == PONG_TYPE => {
+                    Outcome::Pong(order.connected.then_some(rtt))
                 }
                 _ => Outcome::BadPong,
-            }
+            })
         }
-        Err(RequestError::Network(NetworkError::Closed)) => Outcome::Closed,
+        Err(RequestError::Network(NetworkError::Closed)) => None,
         Err(e) => {
-            tracing::trace!(peer = %addr, error = %e, "latency: ping missed");
-            Outcome::Missed
+            tracing::trace!(peer = %order.addr, error = %e, "latency: ping missed");
+            Some(Outcome::Missed)
         }
     }
 }
 
-/// Pings per peer allowed in flight at once. With `timeout <= interval` a
-/// ping that times out exactly at the next tick is still in flight then;
-/// the next one must go out anyway, or the effective period doubles.
-const MAX_IN_FLIGHT: usize = 2;
-
-/// The ping loop: one round per interval to every present peer (at most
-/// [`MAX_IN_FLIGHT`] pings each outstanding), until the node closes.
-async fn run(net: Network, shared: Arc<Shared>, mut kicks: mpsc::Receiver<SocketAddr>) {
+/// The ping loop, the detector's I/O: every interval, a round of the
+/// pings it orders for the peers present; kicked pings at once; each
+/// outcome back to it, and the dead deleted (with `delete_on_dead`). Runs
+/// until the node closes.
+async fn run(net: Network, shared: Arc<Shared>, mut kicks: mpsc::Receiver<PingOrder>) {
     let cfg = shared.config.clone();
     let mut ticker = tokio::time::interval(cfg.interval);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let mut inflight: JoinSet<(SocketAddr, u64, Outcome)> = JoinSet::new();
-    // Peer -> (nonce, sent at) of its pings in flight.
-    let mut busy: HashMap<SocketAddr, Vec<(u64, Instant)>> = HashMap::new();
-    let mut nonce: u64 = match cfg.rng_seed {
-        Some(seed) => rand::rngs::StdRng::seed_from_u64(seed).gen(),
-        None => rand::random(),
+    let mut inflight: JoinSet<(PingOrder, Option<Outcome>)> = JoinSet::new();
+    let spawn = |inflight: &mut JoinSet<_>, order: PingOrder| {
+        let net = net.clone();
+        inflight.spawn(async move { (order, ping(net, order, cfg.timeout).await) });
     };
-    // A ping always ends by its timeout (the driver's timer); one that has
-    // not after this long was lost (its task panicked) and is forgotten.
-    let stale = cfg.timeout.saturating_mul(2) + Duration::from_secs(5);
     loop {
         tokio::select! {
             // Biased: an unbiased select draws from the runtime's unseeded
@@ -511,57 +380,24 @@ async fn run(net: Network, shared: Arc<Shared>, mut kicks: mpsc::Receiver<Socket
                     .filter(|(_, routed, connected)| *routed || *connected)
                     .map(|(a, _, connected)| (a, connected))
                     .collect();
-                let addrs: Vec<SocketAddr> = present.iter().map(|p| p.0).collect();
-                shared.sync_peers(&addrs);
-                let now = Instant::now();
-                busy.retain(|_, pings| {
-                    pings.retain(|(_, at)| now.duration_since(*at) < stale);
-                    !pings.is_empty()
-                });
-                let mut sent = 0;
-                for (addr, connected) in present {
-                    let pings = busy.entry(addr).or_default();
-                    if pings.len() >= MAX_IN_FLIGHT {
-                        continue;
-                    }
-                    nonce = nonce.wrapping_add(1);
-                    pings.push((nonce, now));
-                    let (net, n, t) = (net.clone(), nonce, cfg.timeout);
-                    inflight.spawn(async move {
-                        (addr, n, ping(net, addr, n, t, connected).await)
-                    });
-                    sent += 1;
+                let orders = shared.lock().detector.round(Instant::now(), &present);
+                for order in orders {
+                    spawn(&mut inflight, order);
                 }
-                shared.lock().counters.pings_sent += sent;
             }
-            // A peer just connected: its first sample now, not a round later.
-            Some(addr) = kicks.recv() => {
-                let pings = busy.entry(addr).or_default();
-                if pings.len() >= MAX_IN_FLIGHT {
-                    continue;
-                }
-                nonce = nonce.wrapping_add(1);
-                pings.push((nonce, Instant::now()));
-                let (net, n, t) = (net.clone(), nonce, cfg.timeout);
-                inflight.spawn(async move { (addr, n, ping(net, addr, n, t, true).await) });
-                shared.lock().counters.pings_sent += 1;
-            }
+            Some(order) = kicks.recv() => spawn(&mut inflight, order),
             Some(joined) = inflight.join_next(), if !inflight.is_empty() => {
-                let Ok((addr, n, outcome)) = joined else { continue };
-                if let Some(pings) = busy.get_mut(&addr) {
-                    pings.retain(|(b, _)| *b != n);
-                }
-                if matches!(outcome, Outcome::Closed) {
-                    break;
-                }
-                if shared.record(addr, &outcome) && cfg.delete_on_dead {
-                    match net.delete(addr).await {
+                let Ok((order, outcome)) = joined else { continue };
+                let Some(outcome) = outcome else { break };
+                let verdict = shared.lock().detector.outcome(order.addr, order.nonce, outcome);
+                if verdict == Verdict::Died && cfg.delete_on_dead {
+                    match net.delete(order.addr).await {
                         Ok(()) => {
-                            tracing::info!(peer = %addr, "latency: peer dead, deleted");
-                            shared.lock().counters.peers_deleted += 1;
+                            tracing::info!(peer = %order.addr, "latency: peer dead, deleted");
+                            shared.lock().detector.count_deleted();
                         }
                         Err(NetworkError::Closed) => break,
-                        Err(e) => tracing::debug!(peer = %addr, error = %e, "latency: delete failed"),
+                        Err(e) => tracing::debug!(peer = %order.addr, error = %e, "latency: delete failed"),
                     }
                 }
             }
@@ -590,42 +426,27 @@ impl Plugin for LatencyAudit {
     }
 
     async fn peer_connected(&self, _net: &Network, peer: &PeerInfo) {
-        let mut inner = self.shared.lock();
-        inner
-            .peers
-            .entry(peer.addr)
-            .or_insert_with(|| self.shared.new_stats());
-        if let Some(kick) = &inner.kick {
-            // Full: the next round pings it anyway.
-            let _ = kick.try_send(peer.addr);
-        }
+        let mut guard = self.shared.lock();
+        let Inner { detector, kick, .. } = &mut *guard;
+        // Its first sample now, not a round later: a ping goes at once if
+        // the loop can take it (if not, the next round pings it anyway).
+        let permit = kick.as_ref().and_then(|k| k.try_reserve().ok());
+        match permit {
+            Some(permit) => {
+                if let Some(order) = detector.connected(Instant::now(), peer.addr) {
+                    permit.send(order);
+                }
+            }
+            None => detector.track(peer.addr),
+        };
     }
 
     async fn node_added(&self, _net: &Network, addr: SocketAddr) {
-        // A peer (re-)added after it died starts afresh; an alive one
-        // keeps its history (`add` is idempotent).
-        let mut inner = self.shared.lock();
-        let dead = inner
-            .peers
-            .get(&addr)
-            .is_some_and(|s| self.shared.status_of(s) == PeerStatus::Dead);
-        if dead || !inner.peers.contains_key(&addr) {
-            let s = self.shared.new_stats();
-            inner.peers.insert(addr, s);
-        }
+        self.shared.lock().detector.added(addr);
     }
 
     async fn node_deleted(&self, _net: &Network, addr: SocketAddr, _reason: &PeerReason) {
-        // Dead peers are remembered (bounded); others are forgotten unless
-        // a live session keeps them (the next round re-tracks them).
-        let mut inner = self.shared.lock();
-        if inner
-            .peers
-            .get(&addr)
-            .is_some_and(|s| self.shared.status_of(s) != PeerStatus::Dead)
-        {
-            inner.peers.remove(&addr);
-        }
+        self.shared.lock().detector.deleted(addr);
     }
 
     async fn new_message(&self, net: &Network, msg: &Received) {
@@ -638,7 +459,7 @@ impl Plugin for LatencyAudit {
             .then(|| wire::decode::<Ping>(m.body()))
             .flatten();
         let Some(ping) = ping else {
-            self.shared.lock().counters.bad_pings += 1;
+            self.shared.lock().detector.count_ping_received(false);
             tracing::debug!(peer = %msg.peer(), "latency: ignoring malformed ping");
             return;
         };
@@ -650,7 +471,7 @@ impl Plugin for LatencyAudit {
             return;
         };
         match net.reply(msg, pong).await {
-            Ok(_) => self.shared.lock().counters.pings_answered += 1,
+            Ok(_) => self.shared.lock().detector.count_ping_received(true),
             Err(e) => tracing::debug!(peer = %msg.peer(), error = %e, "latency: pong not sent"),
         }
     }

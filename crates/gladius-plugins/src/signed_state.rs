@@ -78,10 +78,22 @@
 //! (signer, field) the newest timestamp wins; equal timestamps are broken
 //! by the larger value, then the larger signature (bytewise), so every node
 //! converges on the same entry whatever the order it saw them in.
+//!
+//! ## Structure
+//!
+//! The protocol is the sans-IO [`replica::Replica`]: the store, what each
+//! sync message is answered with, the pacing of answers and the byte
+//! counts, with the time passed in (tokio's `Instant` for pacing, wall-clock
+//! milliseconds for entry timestamps, which are part of what is signed). The
+//! plugin is its shell: a task ticks the anti-entropy rounds on tokio's
+//! clock (so `tokio::time::pause` and the simulator drive it), and every
+//! received `signed_state.*` message goes through the replica, whose answers
+//! the shell sends back over the sender's session.
 
 mod entry;
 mod eth;
 mod plugin;
+pub mod replica;
 mod store;
 pub mod sync;
 mod validator;

@@ -258,16 +258,8 @@ fn a_tombstoned_peer_that_connects_and_proves_its_key_is_taken_back() {
     let t0 = Instant::now();
     connected_then_deleted(&mut t, 40, t0);
     assert!(t.is_tombstoned(addr(40), t0));
-    // Another key at that address: a liar; the tombstone stays.
     let t1 = t0 + Duration::from_millis(500);
-    assert_eq!(t.peer_connected(addr(40), Some(key(99)), t1), None);
-    assert!(t.is_tombstoned(addr(40), t1));
-    assert!(
-        t.retry_due(addr(40)).is_some(),
-        "still remembered for retries"
-    );
-    t.peer_disconnected(addr(40), t1);
-    // No proof at all (an encrypted node): nothing either.
+    // No proof at all (an encrypted node): nothing.
     assert_eq!(t.peer_connected(addr(40), None, t1), None);
     assert!(t.is_tombstoned(addr(40), t1));
     t.peer_disconnected(addr(40), t1);
@@ -306,6 +298,120 @@ fn a_tombstoned_peer_that_connects_and_proves_its_key_is_taken_back() {
 }
 
 #[test]
+fn a_dead_peer_back_with_a_new_key_is_a_restart_but_other_tombstones_hold() {
+    let mut t = table();
+    let t0 = Instant::now();
+    let t1 = t0 + Duration::from_millis(500);
+    // It died (connected, then deleted while silent): a new key from its
+    // address is the same node restarted with a fresh identity.
+    connected_then_deleted(&mut t, 40, t0);
+    assert_eq!(
+        t.peer_connected(addr(40), Some(key(99)), t1),
+        Some(Action::Add(addr(40), None))
+    );
+    assert!(!t.is_tombstoned(addr(40), t1));
+    assert_eq!(t.retry_due(addr(40)), None, "no more retries");
+    assert_eq!((t.counters().restarted, t.counters().revived), (1, 0));
+    // Junk gossip named an address with a key that never connected:
+    // another key there is not a restart; the tombstone stays.
+    assert_eq!(t.merge(&[entry(70, 70)], t0).len(), 1);
+    let later = t0 + Duration::from_secs(16);
+    assert_eq!(t.expire(later), vec![Action::Delete(addr(70))]);
+    t.node_deleted(addr(70), later);
+    assert_eq!(t.peer_connected(addr(70), Some(key(98)), later), None);
+    assert!(t.is_tombstoned(addr(70), later));
+    // A peer deleted on purpose while alive is never taken back.
+    t.node_added(addr(60), t0);
+    t.peer_connected(addr(60), Some(key(60)), t0);
+    t.node_deleted_while_alive(addr(60), t0);
+    assert_eq!(t.peer_connected(addr(60), Some(key(97)), t1), None);
+    assert!(t.is_tombstoned(addr(60), t1));
+    assert_eq!(t.counters().restarted, 1);
+}
+
+#[test]
+fn a_waiting_retry_leaves_its_slot_to_a_learned_peer_and_is_kept_if_it_connects() {
+    let s = Duration::from_secs;
+    let t0 = Instant::now();
+    let mut t = table(); // table_size 4
+    for p in 110..113 {
+        t.node_added(addr(p), t0);
+    }
+    connected_then_deleted(&mut t, 50, t0);
+    // The retry takes the free slot for retries...
+    assert_eq!(t.expire(t0 + s(2)), vec![Action::Add(addr(50), None)]);
+    assert_eq!(t.table_len(), 3, "a waiting retry does not count");
+    // ...but a live peer learned meanwhile still gets in,
+    assert_eq!(t.merge(&[entry(80, 80)], t0 + s(2)).len(), 1);
+    assert_eq!(t.table_len(), 4);
+    assert!(t.merge(&[entry(81, 81)], t0 + s(2)).is_empty(), "full");
+    assert!(t.expire(t0 + s(3)).is_empty(), "no room for more retries");
+    // and the retry that connects is kept: one over the cap.
+    assert_eq!(t.peer_connected(addr(50), Some(key(50)), t0 + s(3)), None);
+    assert_eq!(t.table_len(), 5);
+    assert!(t
+        .known_peers()
+        .iter()
+        .any(|p| p.addr == addr(50) && p.in_route_table));
+}
+
+#[test]
+fn a_seed_judged_dead_stops_holding_a_slot_at_once_and_counts_again_when_back() {
+    let t0 = Instant::now();
+    let s = Duration::from_secs;
+    let mut t = table(); // table_size 4
+    for p in 110..114 {
+        t.node_added(addr(p), t0);
+        t.peer_connected(addr(p), Some(key(p as u8)), t0);
+    }
+    assert_eq!(t.table_len(), 4);
+    // The seed 110 goes silent; the latency audit's delete demotes it (the
+    // application added it), long before disconnect_grace.
+    t.peer_disconnected(addr(110), t0 + s(1));
+    assert!(t.expire(t0 + s(2)).is_empty());
+    assert_eq!(t.table_len(), 4, "a disconnected seed still counts");
+    t.demoted(&[addr(110)]);
+    assert!(t.expire(t0 + s(7)).is_empty(), "never deleted by discovery");
+    assert_eq!(t.table_len(), 3, "a dead seed leaves its slot");
+    assert_eq!(t.merge(&[entry(80, 80)], t0 + s(7)).len(), 1);
+    // It answers again: it counts again (the table may hold one more).
+    t.peer_connected(addr(110), Some(key(110)), t0 + s(8));
+    t.expire(t0 + s(9));
+    assert_eq!(t.table_len(), 5);
+    // A demotion report for a connected peer means nothing.
+    t.demoted(&[addr(111)]);
+    t.expire(t0 + s(10));
+    assert_eq!(t.table_len(), 5);
+}
+
+#[test]
+fn a_deletion_is_a_death_only_after_dead_silence() {
+    let t0 = Instant::now();
+    let mut t = table();
+    let silence = small_config().dead_silence.as_millis() as u64;
+    for p in 120..124 {
+        t.node_added(addr(p), t0);
+        t.peer_connected(addr(p), Some(key(p as u8)), t0);
+    }
+    // Heard from just now: deleted on purpose, never retried.
+    t.node_deleted_after(addr(120), Some(Some(silence / 2)), t0);
+    // Silent for longer than dead_silence, or never heard: dead, retried.
+    t.node_deleted_after(addr(121), Some(Some(silence)), t0);
+    t.node_deleted_after(addr(122), Some(None), t0);
+    // Gone from the node's state while connected: it closed cleanly, alive.
+    t.node_deleted_after(addr(123), None, t0);
+    assert_eq!(t.retry_due(addr(120)), None);
+    assert!(t.retry_due(addr(121)).is_some());
+    assert!(t.retry_due(addr(122)).is_some());
+    assert_eq!(t.retry_due(addr(123)), None);
+    // A learned peer gone before it ever connected: dead (a junk address is
+    // not retried, but its tombstone holds).
+    assert_eq!(t.merge(&[entry(90, 90)], t0).len(), 1);
+    t.node_deleted_after(addr(90), None, t0);
+    assert!(t.is_tombstoned(addr(90), t0));
+}
+
+#[test]
 fn dead_peers_are_retried_with_a_doubling_capped_backoff_until_they_connect() {
     let mut t = table();
     let s = Duration::from_secs;
@@ -313,7 +419,7 @@ fn dead_peers_are_retried_with_a_doubling_capped_backoff_until_they_connect() {
     connected_then_deleted(&mut t, 50, t0);
     assert_eq!(t.retry_due(addr(50)), Some((t0 + s(2), 0)));
     assert!(t.expire(t0 + s(1)).is_empty(), "not before the backoff");
-    let a50 = Action::Add(addr(50), Some(key(50)));
+    let a50 = Action::Add(addr(50), None);
     assert_eq!(t.expire(t0 + s(2)), vec![a50]);
     assert_eq!(t.counters().retries, 1);
     assert_eq!(t.known_peers()[0].origin, Origin::Retry);
@@ -404,8 +510,8 @@ fn retries_are_bounded_by_memory_room_and_per_round() {
     }
     let got = t.expire(t0 + s(3));
     assert_eq!(got.len(), 1, "{got:?}");
-    assert_eq!(t.table_len(), 4);
-    assert!(t.expire(t0 + s(4)).is_empty(), "full");
+    assert_eq!(t.table_len(), 3, "the retry waits outside the count");
+    assert!(t.expire(t0 + s(4)).is_empty(), "no room for another retry");
     // With room, at most max_retries_per_round per round.
     let mut c = small_config();
     c.table_size = 64;
@@ -569,7 +675,8 @@ async fn route_table(net: &Network, connected_only: bool) -> BTreeSet<SocketAddr
 /// too slow for this shared 2-core machine's default run.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn swarm_of_200_with_cap_40_fills_tables_covers_everyone_and_forgets_20_killed() {
-    swarm(swarm_size(), 40, Duration::from_secs(60)).await;
+    // A deadline, not a measurement: a loaded 2-core machine is slower.
+    swarm(swarm_size(), 40, Duration::from_secs(120)).await;
 }
 
 /// 200 nodes, no cap: every route table reaches all 199 others. Passes in
@@ -686,14 +793,17 @@ async fn swarm(n: usize, cap: usize, converge_deadline: Duration) {
     // flight while a snapshot shows the peer, so allow a moment to settle;
     // on failure, say which node and what its table holds.)
     let settled = tokio::time::timeout(Duration::from_secs(30), async {
-        while !nodes.iter().all(|(_, _, h)| h.table_len() <= cap) {
+        // The seed the application added may come back over the cap once:
+        // while it was judged dead it left its slot to a live peer (see
+        // `PeerTable::table_len`); nothing else overshoots.
+        while !nodes.iter().all(|(_, _, h)| h.table_len() <= cap + 1) {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     })
     .await;
     if settled.is_err() {
         for (net, a, h) in &nodes {
-            if h.table_len() > cap {
+            if h.table_len() > cap + 1 {
                 let rt = route_table(net, false).await;
                 let origins: Vec<String> = h
                     .known_peers()
@@ -1193,8 +1303,10 @@ async fn a_healed_partition_and_a_restarted_node_are_taken_back() {
     );
 
     cut.on.store(false, std::sync::atomic::Ordering::Relaxed);
+    // A deadline, not a measurement (about 1 s on a quiet machine; the
+    // latency audit's 200 ms timeouts make a loaded one slower).
     let healed = wait_for(
-        Duration::from_secs(10),
+        Duration::from_secs(30),
         "full mesh again after the heal",
         || full_mesh(&nodes),
     )

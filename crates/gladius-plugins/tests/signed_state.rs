@@ -1,5 +1,5 @@
 //! Signed shared state over real UDP on 127.0.0.1: the web3.js vector,
-//! refusal of forged/replayed/future entries, the validator, and 100 nodes
+//! refusal of forged/replayed/future entries, the validator, and 40 nodes
 //! converging by anti-entropy, before and after a partition.
 
 mod signed_support;
@@ -202,9 +202,13 @@ async fn set_get_and_spread_between_two_nodes() {
     close_all(vec![a.net, b.net]).await;
 }
 
-// ----- 100 nodes ---------------------------------------------------------------
+// ----- 40 nodes over real sockets ---------------------------------------------
+//
+// The same story at 100 nodes, in virtual time and deterministic, is
+// gladius-sim's `tests/state_partition.rs`; here it runs over real UDP on
+// loopback, with deadlines generous enough for a loaded machine.
 
-const N: usize = 100;
+const N: usize = 40;
 const HALF: usize = N / 2;
 const INTERVAL: Duration = Duration::from_millis(200);
 
@@ -231,7 +235,7 @@ async fn converge(
     let start = Instant::now();
     let before = totals(states);
     let g = &states[group.clone()];
-    wait_for(Duration::from_secs(40), what, || async {
+    wait_for(Duration::from_secs(120), what, || async {
         let roots: BTreeSet<String> = g.iter().map(|s| s.root()).collect();
         roots.len() == 1 && g.iter().all(|s| s.len() == count)
     })
@@ -267,7 +271,7 @@ async fn steady_state(states: &[SignedStateHandle]) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn hundred_nodes_converge_then_again_after_a_partition_heals() {
+async fn forty_nodes_converge_then_again_after_a_partition_heals() {
     let test_start = Instant::now();
     let config = SignedStateConfig::default()
         .with_sync_interval(INTERVAL)
@@ -290,7 +294,7 @@ async fn hundred_nodes_converge_then_again_after_a_partition_heals() {
                 .unwrap();
         }
     }
-    let cross = [(0, 50), (12, 62), (75, 25), (87, 37)];
+    let cross = [(0, HALF), (12, HALF + 12), (HALF + 15, 15), (HALF + 7, 7)];
     for &(a, b) in &cross {
         nodes[a].net.add(addrs[b]).await.unwrap();
     }
@@ -384,7 +388,7 @@ async fn hundred_nodes_converge_then_again_after_a_partition_heals() {
         &st.recent_rounds[st.recent_rounds.len().saturating_sub(3)..]
     );
     close_all(nodes.into_iter().map(|n| n.net)).await;
-    println!("100-node test total: {:?}", test_start.elapsed());
+    println!("{N}-node test total: {:?}", test_start.elapsed());
 }
 
 #[test]

@@ -551,6 +551,20 @@ impl Initiator {
         self.hs.as_ref().map(|_| self.timer.poll())
     }
 
+    /// The `Init` (with its cookie, if any) to send again now, ahead of its
+    /// timer: the responder was heard from and will answer. The
+    /// retransmission timer starts over; the total timeout does not.
+    /// `None` once the handshake completed, failed or expired.
+    pub fn resend_now(&mut self, now: u64) -> Option<Bytes> {
+        self.hs.as_ref()?;
+        if self.timer.is_expired(now) {
+            return None;
+        }
+        let init = self.timer.datagram.clone();
+        self.timer.restart(init.clone(), now);
+        Some(init)
+    }
+
     /// The `Init` to retransmit, if its timer is due and the handshake is
     /// neither done nor expired.
     pub fn handle_timeout(&mut self, now: u64) -> Option<Bytes> {

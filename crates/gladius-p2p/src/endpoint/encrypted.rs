@@ -1,8 +1,14 @@
-//! The encrypted-mode half of the endpoint: Noise handshakes, the bounded
-//! table of inbound half-open handshakes, cookies under load, opening
-//! sealed datagrams, and the `Reject`s exchanged with nodes of the other
-//! mode. Sealing happens where every session's datagrams leave, in
-//! `Endpoint::flush`.
+//! The encrypted-mode half of the endpoint: Noise handshakes (the half-open
+//! table is `half_open`, who gets a key exchange `admission`), cookies,
+//! simultaneous opens, opening sealed datagrams, and the `Reject`s
+//! exchanged with nodes of the other mode. Sealing happens where every
+//! session's datagrams leave, in `Endpoint::flush`.
+//!
+//! Nothing an `Init` carries is authenticated, so an `Init` only ever costs
+//! the responder what admission allows: it never ends, replaces or delays
+//! the node's own handshakes and sessions. Two nodes that dial each other
+//! at once settle on one handshake only when one has completed, by a rule
+//! on the proven keys (`Endpoint::loses_race`).
 //!
 //! Who retransmits: only the initiator. It resends `Init` until a `Response`
 //! arrives, then `Finish` until the first sealed datagram from the peer
@@ -14,30 +20,28 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use rand::rngs::StdRng;
 
+use super::admission::{Admission, Limits, Plain};
+use super::half_open::{HalfOpen, HalfOpenTable};
 use super::peer::{Link, Peer, PeerId};
-use super::{demux, Endpoint, Event, HashMap, TimerKey};
+use super::source::SourceIp;
+use super::{demux, Endpoint, Event, TimerKey};
 use crate::api::NodeEvent;
 use crate::crypto::packet::{index_from, CookiePacket, RejectPacket, INIT_LEN};
 use crate::crypto::{
     self, ChannelError, CookieJar, Established, HandshakeError, HandshakePayload, Identity,
-    Initiator, Packet, PublicKey, RejectReason, Responder,
+    Initiator, Packet, PublicKey, RejectReason, Responder, COOKIE_LEN,
 };
 use crate::error::RequestError;
 use crate::session::Session;
 use crate::state::Direction;
+use crate::Config;
 
-/// An address that already has a half-open handshake gets a new one at most
-/// this often. Honest initiators retransmit no faster than every 200 ms, so
-/// this only throttles floods: one socket can hold one slot and cost one
-/// key exchange per interval.
+/// Duplicates of an `Init` we answered are answered again at most this
+/// often, and an address gets a new handshake on a cookie at most this
+/// often. Honest initiators retransmit no faster than every 200 ms.
 const INIT_INTERVAL_MS: u64 = 100;
-/// Key exchanges answered per [`INIT_INTERVAL_MS`] window before every new
-/// initiator must show a cookie (500 per second). The half-open table's
-/// bound alone let a host with a few hundred ports stay below the cookie
-/// threshold and still force one Diffie-Hellman per port per interval,
-/// enough to starve the driver (found by tests/netns scenario `5ports512`).
-const EXCHANGES_PER_WINDOW: u32 = 50;
 /// How long an inbound half-open handshake waits for its `Finish`.
 const HALF_OPEN_MS: u64 = 5_000;
 /// How often an initiator resends `Finish` until the peer's first sealed
@@ -48,29 +52,12 @@ const FINISH_RESEND_MS: u64 = 250;
 #[derive(Debug)]
 pub(crate) struct CryptoState {
     identity: Identity,
-    /// Inbound handshakes waiting for `Finish`, one per address, bounded by
+    /// Inbound handshakes waiting for `Finish`, bounded by
     /// `Config::max_half_open`.
-    half_open: HashMap<SocketAddr, HalfOpen>,
+    half_open: HalfOpenTable,
     cookies: CookieJar,
-    /// Start of the current key-exchange window and the exchanges in it.
-    window_start: u64,
-    window_exchanges: u32,
-}
-
-#[derive(Debug)]
-pub(super) struct HalfOpen {
-    responder: Responder,
-    created: u64,
-    /// Bytes received from and sent to the initiator's address: until its
-    /// `Finish` proves it receives there, we send at most
-    /// [`AMPLIFICATION_FACTOR`] times what it sent (QUIC's rule), so a
-    /// spoofed `Init` cannot turn us into an amplifier.
-    bytes_in: usize,
-    bytes_out: usize,
-    /// When we last sent it our `Response`: duplicates are answered at
-    /// most every [`INIT_INTERVAL_MS`] (honest initiators resend no faster
-    /// than every 200 ms).
-    answered_at: u64,
+    /// Which `Init`s get a key exchange.
+    admission: Admission,
 }
 
 /// How much more an address that has not proven it receives may get back
@@ -78,28 +65,27 @@ pub(super) struct HalfOpen {
 pub(super) const AMPLIFICATION_FACTOR: usize = 3;
 
 impl CryptoState {
-    pub(crate) fn new(identity: Identity, half_open: HashMap<SocketAddr, HalfOpen>) -> Self {
+    pub(crate) fn new(identity: Identity, config: &Config, rng: &mut StdRng) -> Self {
+        let limits = Limits {
+            plain_per_sec: config.key_exchanges_per_sec,
+            cookie_per_sec: config.cookie_key_exchanges_per_sec,
+        };
         Self {
             identity,
-            half_open,
+            half_open: HalfOpenTable::new(config.max_half_open, rng),
             cookies: CookieJar::new(),
-            window_start: 0,
-            window_exchanges: 0,
+            admission: Admission::new(limits, rng),
         }
-    }
-    /// Whether this window's key-exchange budget is spent.
-    fn over_budget(&mut self, now: u64) -> bool {
-        if now >= self.window_start.saturating_add(INIT_INTERVAL_MS) {
-            self.window_start = now;
-            self.window_exchanges = 0;
-        }
-        self.window_exchanges >= EXCHANGES_PER_WINDOW
     }
     pub(crate) fn public_key(&self) -> PublicKey {
         self.identity.public_key()
     }
     pub(crate) fn half_open_len(&self) -> usize {
         self.half_open.len()
+    }
+    #[cfg(test)]
+    pub(super) fn check(&self) {
+        self.half_open.check();
     }
 }
 
@@ -197,12 +183,25 @@ impl Endpoint {
         }
     }
 
+    /// Whether `from` is the address of a route-table peer.
+    fn in_route_table(&self, from: SocketAddr) -> bool {
+        self.peers
+            .at(from)
+            .and_then(|id| self.peers.get(id))
+            .is_some_and(|p| p.added)
+    }
+
+    /// An `Init`: answer a retransmission again; otherwise decide, by the
+    /// half-open table and the admission budgets, whether it costs us a
+    /// key exchange, a `Cookie` reply or nothing. Nothing an `Init` says is
+    /// authenticated, so it never touches our own handshakes or sessions:
+    /// simultaneous opens are settled once handshakes complete
+    /// ([`loses_race`](Self::loses_race)).
     fn on_init(&mut self, from: SocketAddr, init: &crypto::packet::InitPacket<'_>, now: u64) {
-        let max_half_open = self.config.max_half_open;
         let Some(crypto) = self.crypto.as_mut() else {
             return;
         };
-        if let Some(h) = crypto.half_open.get_mut(&from) {
+        if let Some(h) = crypto.half_open.duplicate_of(from, init) {
             // Our Response was lost: answer the retransmission again, within
             // the amplification limit.
             if let Some(response) = h.responder.answer_duplicate_init(init) {
@@ -219,55 +218,53 @@ impl Endpoint {
                 }
                 return;
             }
-            if now < h.created.saturating_add(INIT_INTERVAL_MS) {
-                self.counters.throttled_handshakes += 1;
-                return;
-            }
         }
-        let id = self.peers.at(from);
-        let peer = id.and_then(|id| self.peers.get_mut(id));
-        let known = peer.as_ref().is_some_and(|p| p.added);
-        if let (Some(id), Some(peer)) = (id, peer) {
-            let ours = peer.link.handshake().map(Initiator::local_index);
-            // Simultaneous open: both sides keep the handshake with the
-            // lower initiator index.
-            match ours {
-                Some(index) if init.sender_index < index => {
-                    peer.link = Link::Idle;
-                    // Their handshake may never complete (lost, refused by
-                    // cookie or pin, or an off-path forgery): a peer in the
-                    // route table must not be left without a link, so ours
-                    // starts again once theirs would have expired.
-                    if peer.added {
-                        let at = now.saturating_add(HALF_OPEN_MS + 1);
-                        peer.reconnect_at = Some(at);
-                        self.timers
-                            .push(std::cmp::Reverse((at, TimerKey::Reconnect(id))));
-                    }
-                }
-                Some(_) => {
-                    self.counters.simultaneous_open_drops += 1;
-                    return;
-                }
-                None => {}
-            }
-        }
+        let known = self.in_route_table(from);
         if !known && self.config.refuse_unknown_inbound {
             self.counters.refused_sessions += 1;
             self.outbox.push((from, reject(RejectReason::Refused)));
             return;
         }
+        // Route-table peers and pinned keys go first under load.
+        let priority = known || self.pin_for(from).is_some();
+        let max_half_open = self.config.max_half_open;
         let Some(crypto) = self.crypto.as_mut() else {
             return;
         };
-        let replacing = crypto.half_open.contains_key(&from);
-        if crypto.half_open.len() >= max_half_open / 2 || crypto.over_budget(now) {
-            // Under load (a half-full table, or many key exchanges lately):
-            // only initiators that can receive at their address get state,
-            // or a new key exchange. An address that already
-            // holds a slot is no exception: otherwise every slot holder
-            // could force a Diffie-Hellman every 100 ms without a cookie.
-            if !crypto.cookies.verify(from, &init.cookie, now) {
+        let ip = SourceIp::from(from);
+        let cookie_valid =
+            init.cookie != [0; COOKIE_LEN] && crypto.cookies.verify(from, &init.cookie, now);
+        if cookie_valid {
+            // The initiator receives at `from`. Forgeries cannot get here,
+            // so nothing they do delays it.
+            let recent = crypto
+                .half_open
+                .last_cookied(from)
+                .is_some_and(|t| now < t.saturating_add(INIT_INTERVAL_MS));
+            if recent {
+                self.counters.throttled_handshakes += 1;
+                return;
+            }
+            if !crypto.admission.cookied(now, ip, priority) {
+                self.counters.key_exchanges_refused += 1;
+                return;
+            }
+        } else {
+            // Unproven. An address that holds an unproven handshake must
+            // prove itself for another: a forgery in a peer's name can then
+            // neither replace the peer's handshake nor block it (the peer
+            // answers the cookie; the forger never sees it).
+            let verdict = if crypto.half_open.holds_uncookied(from) {
+                crypto.admission.cookie_for(now, ip)
+            } else {
+                let loaded = crypto.half_open.len() >= max_half_open / 2;
+                crypto.admission.plain(now, ip, priority, loaded)
+            };
+            if verdict == Plain::Nothing {
+                self.counters.throttled_handshakes += 1;
+                return;
+            }
+            if verdict == Plain::Cookie {
                 let cookie = crypto.cookies.cookie(from, now);
                 let packet = CookiePacket {
                     receiver_index: init.sender_index,
@@ -277,24 +274,21 @@ impl Endpoint {
                 self.counters.cookies_sent += 1;
                 return;
             }
-            if !replacing && crypto.half_open.len() >= max_half_open {
-                // Full even of proven addresses: the oldest gives way.
-                let oldest = crypto
-                    .half_open
-                    .iter()
-                    .min_by_key(|(a, h)| (h.created, **a))
-                    .map(|(a, _)| *a);
-                if let Some(oldest) = oldest {
-                    crypto.half_open.remove(&oldest);
-                    self.counters.throttled_handshakes += 1;
-                }
-            }
         }
         let pin = self.pin_for(from);
         let Some(payload) = self.our_payload() else {
             return;
         };
-        let index = index_from(&mut self.rng);
+        let index = loop {
+            let index = index_from(&mut self.rng);
+            if self
+                .crypto
+                .as_ref()
+                .is_none_or(|c| !c.half_open.contains(index))
+            {
+                break index;
+            }
+        };
         let Some(crypto) = self.crypto.as_mut() else {
             return;
         };
@@ -304,21 +298,23 @@ impl Endpoint {
                     Some(key) => responder.expect_remote(key),
                     None => responder,
                 };
-                crypto.window_exchanges = crypto.window_exchanges.saturating_add(1);
-                crypto.half_open.insert(
-                    from,
+                let evicted = crypto.half_open.insert(
+                    index,
                     HalfOpen {
                         responder,
+                        from,
                         created: now,
+                        cookied: cookie_valid,
                         bytes_in: INIT_LEN,
                         bytes_out: response.len(),
                         answered_at: now,
                     },
                 );
+                self.counters.throttled_handshakes += evicted as u64;
                 self.outbox.push((from, response));
                 let at = now.saturating_add(HALF_OPEN_MS);
                 self.timers
-                    .push(std::cmp::Reverse((at, TimerKey::HalfOpen(from))));
+                    .push(std::cmp::Reverse((at, TimerKey::HalfOpen(index))));
             }
             Err(e) => {
                 self.counters.bad_handshakes += 1;
@@ -359,7 +355,7 @@ impl Endpoint {
         match handshake.handle_response(response, now) {
             Ok(established) => {
                 peer.link = Link::Idle;
-                self.establish(from, established, Direction::Outbound, now);
+                self.establish(from, established, Direction::Outbound, None, now);
             }
             // Forged or corrupted: the handshake goes on.
             Err(
@@ -383,25 +379,29 @@ impl Endpoint {
     }
 
     fn on_finish(&mut self, from: SocketAddr, finish: &crypto::packet::FinishPacket<'_>, now: u64) {
-        if self.held_by_takeover(from, None) {
+        if self.held_by_takeover(from, Some(finish.receiver_index)) {
             // The newcomer resends its Finish while we decide.
             return;
         }
         let Some(crypto) = self.crypto.as_mut() else {
             return;
         };
-        let Some(mut half) = crypto.half_open.remove(&from) else {
+        let index = finish.receiver_index;
+        let Some(mut half) = crypto.half_open.take(index, from) else {
             self.counters.bad_handshakes += 1;
             return;
         };
         match half.responder.handle_finish(finish) {
-            Ok(established) => self.establish(from, established, Direction::Inbound, now),
+            Ok(established) => {
+                let started = Some(half.created);
+                self.establish(from, established, Direction::Inbound, started, now);
+            }
             Err(
                 HandshakeError::Decrypt
                 | HandshakeError::Noise(_)
                 | HandshakeError::WrongIndex { .. },
             ) => {
-                crypto.half_open.insert(from, half);
+                crypto.half_open.put_back(index, half);
                 self.counters.bad_handshakes += 1;
             }
             Err(e) => {
@@ -427,7 +427,15 @@ impl Endpoint {
     /// under another key is refused while that session lives: a key changes
     /// only once the old session is gone, and never for a pinned peer (the
     /// handshake's own pin check refused that already).
-    fn establish(&mut self, from: SocketAddr, est: Established, direction: Direction, now: u64) {
+    /// `started`: when the peer's `Init` arrived, for an inbound handshake.
+    fn establish(
+        &mut self,
+        from: SocketAddr,
+        est: Established,
+        direction: Direction,
+        started: Option<u64>,
+        now: u64,
+    ) {
         let key = est.remote_static;
         let at_addr = self.peers.at(from);
         let with_key = self.peers.with_key(&key);
@@ -443,7 +451,104 @@ impl Endpoint {
             self.start_takeover(from, est, direction, old);
             return;
         }
+        let lost = with_key
+            .or(at_addr)
+            .filter(|id| self.loses_race(*id, &est, direction, started));
+        if let Some(id) = lost {
+            self.counters.simultaneous_open_drops += 1;
+            tracing::debug!(%from, ?direction, "simultaneous open: this handshake lost");
+            self.hurry_winner(id);
+            return;
+        }
         self.install(from, est, direction, now);
+    }
+
+    /// The peer just completed a handshake that lost to ours: it is up and
+    /// answering, so ours need not wait for its retransmission timer.
+    fn hurry_winner(&mut self, id: PeerId) {
+        let now = self.now();
+        let Some(peer) = self.peers.get_mut(id) else {
+            return;
+        };
+        let to = peer.addr();
+        match &mut peer.link {
+            Link::Handshaking(h) => {
+                if let Some(init) = h.resend_now(now) {
+                    self.outbox.push((to, init));
+                }
+            }
+            Link::Sealed {
+                finish: Some((finish, at)),
+                ..
+            } => {
+                self.outbox.push((to, finish.clone()));
+                *at = now.saturating_add(FINISH_RESEND_MS);
+            }
+            _ => {}
+        }
+        self.touch(id);
+    }
+
+    /// Whether the handshake `est` of `direction`, just completed for peer
+    /// `id` (the peer that proved its key, or the one at its address),
+    /// loses a simultaneous open to a handshake of the other direction.
+    ///
+    /// Both nodes may dial each other at once, and each must end with the
+    /// same one session. Only authenticated facts decide, so a forged
+    /// `Init` cannot make a node give up anything: of two handshakes
+    /// between the same two keys, the one initiated by the lower key wins
+    /// (for two equal keys, the lower initiator index). Both nodes know both
+    /// keys once a handshake completed, so both keep the same one. The rule
+    /// applies while the two are concurrent: our own handshake still under
+    /// way, or a session of ours the peer's `Init` (arriving at `started`)
+    /// came before the peer was heard on. An `Init` that came after the
+    /// peer used our session is a new start (the peer restarted or
+    /// re-keys) and replaces it, whoever initiated it.
+    fn loses_race(
+        &self,
+        id: PeerId,
+        est: &Established,
+        direction: Direction,
+        started: Option<u64>,
+    ) -> bool {
+        let Some(ours) = self.crypto.as_ref().map(CryptoState::public_key) else {
+            return false;
+        };
+        let theirs = est.remote_static;
+        let rank = |by_us: bool, index: u32| (if by_us { ours } else { theirs }, index);
+        let new = match direction {
+            Direction::Outbound => rank(true, est.channel.local_index()),
+            Direction::Inbound => rank(false, est.channel.remote_index()),
+        };
+        let Some(peer) = self.peers.get(id) else {
+            return false;
+        };
+        match &peer.link {
+            Link::Handshaking(h) if direction == Direction::Inbound => {
+                rank(true, h.local_index()) < new
+            }
+            Link::Sealed {
+                session,
+                channel,
+                heard_at,
+                ..
+            } if channel.remote_static() == theirs
+                && peer.direction != direction
+                && !session.is_closing()
+                && !session.is_closed() =>
+            {
+                let existing = match peer.direction {
+                    Direction::Outbound => rank(true, channel.local_index()),
+                    Direction::Inbound => rank(false, channel.remote_index()),
+                };
+                let concurrent = match (heard_at, started) {
+                    (Some(heard), Some(started)) => started < *heard,
+                    _ => true,
+                };
+                concurrent && existing < new
+            }
+            _ => false,
+        }
     }
 
     /// Refuse a handshake that proved a new key at a live session's
@@ -474,11 +579,6 @@ impl Endpoint {
         if direction == Direction::Inbound && !self.admits_inbound(target, from) {
             return;
         }
-        // One handshake per peer wins: whatever else was under way with this
-        // address (our own initiation, an answer to theirs) is superseded.
-        if let Some(crypto) = self.crypto.as_mut() {
-            crypto.half_open.remove(&from);
-        }
         let id = match target {
             Some(id) => id,
             None => self.new_peer(from, direction),
@@ -498,9 +598,12 @@ impl Endpoint {
             }
             tracing::debug!(%from, %key, "peer came back under a new key");
         }
+        // One handshake per peer wins (see `loses_race`): our own initiation, if
+        // still under way, lost to this one.
         if let Some(peer) = self.peers.get_mut(id) {
             if matches!(peer.link, Link::Handshaking(_)) {
                 peer.link = Link::Idle;
+                self.counters.simultaneous_open_drops += 1;
             }
         }
         // A completed handshake of a peer we have a session with is that
@@ -526,12 +629,16 @@ impl Endpoint {
             finish: est
                 .finish
                 .map(|finish| (finish, now.saturating_add(FINISH_RESEND_MS))),
+            heard_at: None,
         };
         peer.active = Some(from);
         peer.handshake_payload = est.remote_payload.app;
         peer.handshake_advertised = Some(est.remote_payload.advertised);
         peer.direction = direction;
         peer.reconnect_at = None;
+        if direction == Direction::Inbound {
+            self.count_inbound(id, from);
+        }
         tracing::debug!(%from, %key, ?direction, "handshake complete");
         self.touch(id);
     }
@@ -574,6 +681,7 @@ impl Endpoint {
             session,
             channel,
             finish,
+            heard_at,
         }) = self.peers.get_mut(id).map(|p| &mut p.link)
         else {
             self.counters.unknown_session_datagrams += 1;
@@ -583,11 +691,13 @@ impl Endpoint {
             Ok(()) => {
                 // The peer sealed this with its keys: it has our Finish.
                 *finish = None;
+                heard_at.get_or_insert(now);
                 if let Err(e) = session.handle_datagram(now, opened) {
                     self.counters.malformed_datagrams += 1;
                     tracing::debug!(%from, ?e, "sealed datagram is not KCP");
                     return;
                 }
+                self.track_partial(id);
                 self.answered(id);
                 self.drain_events(id);
                 self.touch(id);
@@ -735,21 +845,13 @@ impl Endpoint {
         }
     }
 
-    pub(super) fn expire_half_open(&mut self, addr: SocketAddr, now: u64) {
+    pub(super) fn expire_half_open(&mut self, index: u32, now: u64) {
         let Some(crypto) = self.crypto.as_mut() else {
             return;
         };
-        match crypto.half_open.get(&addr) {
-            Some(h) if h.responder.is_expired(now) => {
-                crypto.half_open.remove(&addr);
-            }
-            // A newer handshake took the slot: check again at its expiry.
-            Some(h) => {
-                let at = h.created.saturating_add(HALF_OPEN_MS).max(now + 1);
-                self.timers
-                    .push(std::cmp::Reverse((at, TimerKey::HalfOpen(addr))));
-            }
-            None => {}
+        if let Some(at) = crypto.half_open.expire(index, now, HALF_OPEN_MS) {
+            self.timers
+                .push(std::cmp::Reverse((at, TimerKey::HalfOpen(index))));
         }
     }
 

@@ -19,23 +19,33 @@
 //! the same inputs give the same outputs, so pairs and swarms of endpoints
 //! run in virtual time in tests and in a simulator.
 //!
-//! Inside: `peer` (what is kept per peer), `sessions` (opening plaintext
-//! sessions, acting on what sessions report, retiring them), `encrypted`
-//! (Noise handshakes, the half-open table, cookies, sealing), `requests`
-//! (requests awaiting replies) and `batch` (datagrams gathered for one
-//! socket call).
+//! Inside: `peer` (what is kept per peer) and `peers` (the table of them),
+//! `sessions` (opening plaintext sessions, acting on what sessions report,
+//! retiring them), `encrypted` (Noise handshakes, simultaneous opens,
+//! cookies, sealing), `half_open` (inbound handshakes waiting for their
+//! last message), `admission` (which `Init`s cost a key exchange),
+//! `takeover` (a new key at a live session's address), `inbound` (limits
+//! on sessions from outside the route table), `partials` (the budget for
+//! partially received messages), `source` (the per-IP unit those limits
+//! count in), `requests` (requests awaiting replies) and `batch`
+//! (datagrams gathered for one socket call).
 //!
 //! Commands are methods rather than one `handle_command(cmd)` entry point:
 //! each returns its own typed result at once, which an enum of commands
 //! would have to route back through events.
 
+mod admission;
 mod batch;
 mod demux;
 mod encrypted;
+mod half_open;
+mod inbound;
+mod partials;
 mod peer;
 mod peers;
 mod requests;
 mod sessions;
+mod source;
 mod takeover;
 
 use std::cmp::Reverse;
@@ -96,8 +106,8 @@ pub(crate) enum Event {
 enum TimerKey {
     Session(PeerId),
     Reconnect(PeerId),
-    /// Expiry of an inbound half-open handshake.
-    HalfOpen(SocketAddr),
+    /// Expiry of an inbound half-open handshake (by our index).
+    HalfOpen(u32),
     /// The end of a probe deciding a new key at a live session's address.
     Takeover(SocketAddr),
     /// The graceful-close deadline.
@@ -126,6 +136,10 @@ pub(crate) struct Endpoint {
     crypto: Option<encrypted::CryptoState>,
     /// New keys at live sessions' addresses, held while those are probed.
     takeovers: HashMap<SocketAddr, takeover::Takeover>,
+    /// Sessions from peers outside the route table, counted per source IP.
+    inbound: inbound::InboundSlots,
+    /// Bytes of partially received messages, all sessions together.
+    partial_bytes: usize,
     /// Datagrams to send that no session produced (handshake packets,
     /// rejects), sent with the next flush.
     outbox: Vec<(SocketAddr, Bytes)>,
@@ -149,8 +163,9 @@ impl Endpoint {
             .identity
             .clone()
             .filter(|_| !config.plaintext)
-            .map(|identity| encrypted::CryptoState::new(identity, table(&mut rng)));
+            .map(|identity| encrypted::CryptoState::new(identity, &config, &mut rng));
         let takeovers = table(&mut rng);
+        let inbound = inbound::InboundSlots::new(&mut rng);
         Self {
             session_config: SessionConfig::from_config(&config, rng.gen()),
             handshake_payload: config.handshake_payload.clone(),
@@ -167,6 +182,8 @@ impl Endpoint {
             closing: None,
             crypto,
             takeovers,
+            inbound,
+            partial_bytes: 0,
             outbox: Vec::new(),
             open_buf: Vec::new(),
             transmits: TransmitQueue::default(),
@@ -297,6 +314,8 @@ impl Endpoint {
             }
             peer.pinned = Some(key);
         }
+        // A route-table peer's session does not count among the inbound.
+        self.inbound.remove(id);
         if by == Origin::App {
             peer.added_by_app = true;
             if peer.demoted {
@@ -692,6 +711,8 @@ impl Endpoint {
             public_key: self.crypto.as_ref().map(|c| c.public_key()),
             encrypted: self.crypto.is_some(),
             half_open_handshakes: self.crypto.as_ref().map_or(0, |c| c.half_open_len()),
+            inbound_sessions: self.inbound.len(),
+            partial_frame_bytes: self.partial_bytes,
             peers,
             plugins: Vec::new(),
             counters: self.counters.clone(),
@@ -741,7 +762,7 @@ impl Endpoint {
                     }
                     self.touch(id);
                 }
-                TimerKey::HalfOpen(addr) => self.expire_half_open(addr, now),
+                TimerKey::HalfOpen(index) => self.expire_half_open(index, now),
                 TimerKey::Takeover(addr) => self.finish_takeover(addr),
                 TimerKey::Reconnect(id) => {
                     let due = self.peers.get(id).is_some_and(|p| {
@@ -944,6 +965,21 @@ impl Endpoint {
                 result: Err(RequestError::Network(NetworkError::Closed)),
             });
         }
+    }
+}
+
+#[cfg(test)]
+impl Endpoint {
+    /// Every table agrees with itself: the peer indices, the half-open
+    /// table's bookkeeping, the partial-message count, the inbound slots.
+    pub(crate) fn check_invariants(&self) {
+        self.peers.check_indices();
+        if let Some(c) = &self.crypto {
+            c.check();
+        }
+        self.check_partials();
+        assert!(self.inbound.len() <= self.config.max_inbound_sessions);
+        assert!(self.partial_bytes <= self.config.partial_frame_bytes);
     }
 }
 

@@ -50,6 +50,9 @@ pub(super) enum Link {
         /// Initiator only: our `Finish`, resent at the given time until the
         /// first sealed datagram from the peer proves it arrived.
         finish: Option<(Bytes, u64)>,
+        /// When the first sealed datagram from the peer opened: from then
+        /// on the peer is known to use this session.
+        heard_at: Option<u64>,
     },
     /// Plaintext mode: a session over bare KCP.
     Plaintext(Session),
@@ -67,13 +70,6 @@ impl Link {
         match self {
             Link::Sealed { session, .. } | Link::Plaintext(session) => Some(session),
             Link::Idle | Link::Handshaking(_) => None,
-        }
-    }
-
-    pub(super) fn handshake(&self) -> Option<&Initiator> {
-        match self {
-            Link::Handshaking(h) => Some(h),
-            _ => None,
         }
     }
 
@@ -128,6 +124,9 @@ pub(super) struct Peer {
     pub(super) unproven_sent: usize,
     /// Someone waits for room in the queue: report it after every flush.
     pub(super) room_watched: bool,
+    /// Bytes its session holds of the message being received, as counted
+    /// in the endpoint's budget (see `partials`).
+    pub(super) partial_bytes: usize,
 }
 
 impl Peer {
@@ -163,6 +162,7 @@ impl Peer {
             room_watched: false,
             key_changed: false,
             unproven_sent: 0,
+            partial_bytes: 0,
         }
     }
 

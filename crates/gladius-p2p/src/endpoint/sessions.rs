@@ -67,6 +67,7 @@ impl Endpoint {
                     tracing::debug!(%from, ?e, "datagram rejected by KCP");
                     return;
                 }
+                self.track_partial(id);
                 self.answered(id);
                 self.drain_events(id);
                 self.touch(id);
@@ -114,6 +115,8 @@ impl Endpoint {
         peer.active = Some(from);
         peer.unproven_sent = 0;
         peer.link = Link::Plaintext(session);
+        self.count_inbound(id, from);
+        self.track_partial(id);
         self.drain_events(id);
         self.touch(id);
     }
@@ -127,32 +130,6 @@ impl Endpoint {
             peer.writable = true;
             tracing::debug!(addr = %peer.addr(), "a demoted peer answers: writable again");
         }
-    }
-
-    /// Whether a new inbound session from `from` (for peer `id`, if known)
-    /// may open: peers in the route table always may; unknown ones unless
-    /// the config refuses them or the inbound limit is reached (counted and
-    /// logged).
-    pub(super) fn admits_inbound(&mut self, id: Option<PeerId>, from: SocketAddr) -> bool {
-        let peer = id.and_then(|id| self.peers.get(id));
-        if peer.is_some_and(|p| p.added) {
-            return true;
-        }
-        let replacing = peer.is_some_and(|p| p.session().is_some());
-        let inbound = || {
-            self.peers
-                .values()
-                .filter(|p| !p.added && p.session().is_some())
-                .count()
-        };
-        if self.config.refuse_unknown_inbound
-            || (!replacing && inbound() >= self.config.max_inbound_sessions)
-        {
-            self.counters.refused_sessions += 1;
-            tracing::debug!(%from, "inbound session refused");
-            return false;
-        }
-        true
     }
 
     /// End the session of the peer `addr` leads to, if any (the peer
@@ -369,6 +346,8 @@ impl Endpoint {
         peer.link = Link::Idle;
         peer.past += stats;
         peer.last_seen = last_recv.or(peer.last_seen);
+        self.untrack_partial(id);
+        self.inbound.remove(id);
         true
     }
 

@@ -311,6 +311,8 @@ pub fn peek_hello(stream_start: &[u8]) -> Option<HelloFields> {
 pub struct FrameDecoder {
     buf: BytesMut,
     max_len: usize,
+    /// Bytes of a dropped frame still to come, skipped as they arrive.
+    skip: usize,
 }
 
 impl FrameDecoder {
@@ -319,12 +321,38 @@ impl FrameDecoder {
         Self {
             buf: BytesMut::new(),
             max_len: Frame::max_len(max_message_size),
+            skip: 0,
         }
     }
 
     /// Append received stream bytes.
     pub fn push(&mut self, chunk: &[u8]) {
-        self.buf.extend_from_slice(chunk);
+        let skipped = self.skip.min(chunk.len());
+        self.skip -= skipped;
+        if let Some(rest) = chunk.get(skipped..).filter(|r| !r.is_empty()) {
+            self.buf.extend_from_slice(rest);
+        }
+    }
+
+    /// Drop the frame being received: free its buffered bytes and skip the
+    /// rest of it as it arrives; the frames after it decode as usual.
+    /// Returns the bytes freed: 0 if nothing is buffered, or too little to
+    /// know the frame's length (then nothing is dropped).
+    pub fn drop_partial(&mut self) -> usize {
+        let mut r = Reader::new(&self.buf);
+        let Ok(len) = r.u32_le() else {
+            return 0;
+        };
+        let total = LEN_PREFIX.saturating_add(usize::try_from(len).unwrap_or(usize::MAX));
+        let buffered = self.buf.len();
+        if buffered >= total {
+            // A whole frame waits to be decoded: not partial.
+            return 0;
+        }
+        self.skip = total - buffered;
+        // A new, empty buffer: `clear` would keep the allocation.
+        self.buf = BytesMut::new();
+        buffered
     }
 
     /// The next complete frame, `Ok(None)` if more bytes are needed.

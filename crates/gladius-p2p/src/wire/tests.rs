@@ -400,6 +400,49 @@ proptest! {
     }
 
     #[test]
+    fn a_dropped_partial_frame_is_skipped_and_the_next_decodes(
+        frames in proptest::collection::vec(arb_frame(), 3..8),
+        pick in any::<prop::sample::Index>(),
+        at in any::<prop::sample::Index>(),
+        chunk in 1usize..64,
+    ) {
+        // Frame `victim` is dropped after `at` of its bytes arrived (at
+        // least its length prefix); the stream goes on in small chunks.
+        let victim = pick.index(frames.len());
+        let mut stream = BytesMut::new();
+        let mut start = 0;
+        for (i, f) in frames.iter().enumerate() {
+            if i == victim {
+                start = stream.len();
+            }
+            f.encode(&mut stream);
+        }
+        let len = frames[victim].encoded_len();
+        let cut = start + 4 + at.index(len - 4);
+        let mut d = FrameDecoder::new(4096);
+        let mut out = Vec::new();
+        let feed = |d: &mut FrameDecoder, bytes: &[u8], out: &mut Vec<Frame>| {
+            for piece in bytes.chunks(chunk) {
+                d.push(piece);
+                while let Some(f) = d.next_frame().expect("valid stream") {
+                    out.push(f);
+                }
+            }
+        };
+        feed(&mut d, &stream[..cut], &mut out);
+        let held = d.buffered();
+        let freed = d.drop_partial();
+        prop_assert_eq!(freed, held);
+        prop_assert!(freed >= 4 && freed < len);
+        prop_assert_eq!(d.buffered(), 0);
+        feed(&mut d, &stream[cut..], &mut out);
+        prop_assert_eq!(d.buffered(), 0);
+        let mut want = frames.clone();
+        want.remove(victim);
+        prop_assert_eq!(out, want);
+    }
+
+    #[test]
     fn arbitrary_bytes_never_panic(
         data in proptest::collection::vec(any::<u8>(), 0..2048),
         max in 0usize..4096,

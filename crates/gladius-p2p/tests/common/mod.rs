@@ -8,7 +8,15 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use gladius_p2p::{async_trait, Config, Network, PeerInfo, PeerReason, Plugin, Received};
+use std::collections::VecDeque;
+use std::io;
+use std::task::{Context, Poll, Waker};
+
+use gladius_p2p::{
+    async_trait, Config, DatagramSocket, Network, PeerInfo, PeerReason, Plugin, Received,
+};
+use tokio::io::ReadBuf;
+use tokio::net::UdpSocket;
 
 /// One hook call as a plugin saw it.
 #[derive(Debug, Clone, PartialEq)]
@@ -277,4 +285,219 @@ pub fn frame_bytes(frame: &gladius_p2p::wire::Frame) -> Vec<u8> {
     let mut b = bytes::BytesMut::new();
     frame.encode(&mut b);
     b.to_vec()
+}
+
+// ----- a socket wrapper that records what it sends and can inject ----------
+
+#[derive(Debug, Default)]
+pub struct TapState {
+    /// Every datagram the node sent, with its destination.
+    pub sent: Vec<(Vec<u8>, SocketAddr)>,
+    /// Datagrams the node will receive before anything from the real
+    /// socket, with the source address they pretend to come from.
+    pub inject: VecDeque<(Vec<u8>, SocketAddr)>,
+    pub waker: Option<Waker>,
+}
+
+/// The test's end of a [`TapSocket`].
+#[derive(Debug, Clone, Default)]
+pub struct Tap(Arc<Mutex<TapState>>);
+
+impl Tap {
+    /// Datagrams sent to `to`, in order.
+    pub fn sent_to(&self, to: SocketAddr) -> Vec<Vec<u8>> {
+        let s = self.0.lock().unwrap();
+        s.sent
+            .iter()
+            .filter(|(_, t)| *t == to)
+            .map(|(d, _)| d.clone())
+            .collect()
+    }
+    /// Everything sent so far.
+    pub fn all_sent(&self) -> Vec<Vec<u8>> {
+        let s = self.0.lock().unwrap();
+        s.sent.iter().map(|(d, _)| d.clone()).collect()
+    }
+    /// Make the node receive `datagram` as if it came from `from`.
+    pub fn inject(&self, datagram: Vec<u8>, from: SocketAddr) {
+        let waker = {
+            let mut s = self.0.lock().unwrap();
+            s.inject.push_back((datagram, from));
+            s.waker.take()
+        };
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+}
+
+/// A real UDP socket whose sends are recorded and whose receive side
+/// returns injected datagrams first.
+#[derive(Debug)]
+pub struct TapSocket {
+    pub inner: UdpSocket,
+    pub tap: Tap,
+}
+
+impl DatagramSocket for TapSocket {
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.inner.local_addr()
+    }
+    fn poll_recv_from(
+        &self,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<SocketAddr>> {
+        {
+            let mut s = self.tap.0.lock().unwrap();
+            if let Some((d, from)) = s.inject.pop_front() {
+                let n = d.len().min(buf.remaining());
+                buf.put_slice(&d[..n]);
+                return Poll::Ready(Ok(from));
+            }
+            // The driver's last poll before it sleeps has its real waker.
+            s.waker = Some(cx.waker().clone());
+        }
+        self.inner.poll_recv_from(cx, buf)
+    }
+    fn poll_send_to(
+        &self,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+        target: SocketAddr,
+    ) -> Poll<io::Result<usize>> {
+        let r = self.inner.poll_send_to(cx, buf, target);
+        if let Poll::Ready(Ok(_)) = r {
+            self.tap.0.lock().unwrap().sent.push((buf.to_vec(), target));
+        }
+        r
+    }
+}
+
+/// A node on a [`TapSocket`] with a recorder plugin.
+pub async fn tapped_node(config: Config) -> (Network, SocketAddr, Recorder, Tap) {
+    let net = Network::new(config).unwrap();
+    let rec = Recorder::default();
+    net.register_plugin(rec.clone()).await.unwrap();
+    let tap = Tap::default();
+    let addr = net
+        .listen_on(TapSocket {
+            inner: UdpSocket::bind("127.0.0.1:0").await.unwrap(),
+            tap: tap.clone(),
+        })
+        .await
+        .unwrap();
+    (net, addr, rec, tap)
+}
+
+// ----- measuring a node under attack ------------------------------------------
+
+/// The process's resident set size in bytes (`VmRSS`), 0 if unknown.
+pub fn rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            let line = s.lines().find(|l| l.starts_with("VmRSS:"))?.to_owned();
+            line.split_whitespace().nth(1)?.parse::<u64>().ok()
+        })
+        .map_or(0, |kib| kib * 1024)
+}
+
+/// What a paced echo load measured.
+#[derive(Debug, Clone, Default)]
+pub struct EchoFigures {
+    /// Requests sent.
+    pub sent: u64,
+    /// Replies received in time.
+    pub answered: u64,
+    /// Round trips of the answered ones, ms, sorted.
+    pub rtts_ms: Vec<f64>,
+}
+
+impl EchoFigures {
+    /// The `q` quantile of the round trips, ms (0 without any).
+    pub fn quantile(&self, q: f64) -> f64 {
+        if self.rtts_ms.is_empty() {
+            return 0.0;
+        }
+        let i = ((self.rtts_ms.len() - 1) as f64 * q).round() as usize;
+        self.rtts_ms[i.min(self.rtts_ms.len() - 1)]
+    }
+    /// Answered / sent.
+    pub fn ratio(&self) -> f64 {
+        if self.sent == 0 {
+            return 1.0;
+        }
+        self.answered as f64 / self.sent as f64
+    }
+}
+
+impl std::fmt::Display for EchoFigures {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}/{} answered ({:.1}%), rtt p50 {:.2} ms, p99 {:.2} ms",
+            self.answered,
+            self.sent,
+            100.0 * self.ratio(),
+            self.quantile(0.5),
+            self.quantile(0.99)
+        )
+    }
+}
+
+/// A legitimate peer's traffic: `from` sends `to` an echo request every
+/// `every`, each waiting up to `timeout` for its reply (the [`Recorder`]
+/// answers requests of type "echo"). Runs until [`EchoLoad::finish`].
+pub struct EchoLoad {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    task: tokio::task::JoinHandle<EchoFigures>,
+}
+
+impl EchoLoad {
+    pub fn start(from: Network, to: SocketAddr, every: Duration, timeout: Duration) -> Self {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let stop = Arc::new(AtomicBool::new(false));
+        let task = {
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                let mut asks = Vec::new();
+                let mut tick = tokio::time::interval(every);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                let mut i = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    tick.tick().await;
+                    let (net, body) = (from.clone(), i.to_string());
+                    asks.push(tokio::spawn(async move {
+                        let started = tokio::time::Instant::now();
+                        let msg = gladius_p2p::Message::new("echo", body.clone()).unwrap();
+                        match net.request(msg, to, timeout).await {
+                            Ok(r) if r.message().body() == body.as_bytes() => {
+                                Some(started.elapsed().as_secs_f64() * 1e3)
+                            }
+                            _ => None,
+                        }
+                    }));
+                    i += 1;
+                }
+                let mut figures = EchoFigures::default();
+                for ask in asks {
+                    figures.sent += 1;
+                    if let Ok(Some(rtt)) = ask.await {
+                        figures.answered += 1;
+                        figures.rtts_ms.push(rtt);
+                    }
+                }
+                figures.rtts_ms.sort_by(f64::total_cmp);
+                figures
+            })
+        };
+        Self { stop, task }
+    }
+
+    /// Stop sending; wait for the last replies; the figures.
+    pub async fn finish(self) -> EchoFigures {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.task.await.unwrap()
+    }
 }

@@ -107,6 +107,9 @@ pub struct DiscoveryCounters {
     /// Tombstoned peers taken back because they connected to us and proved
     /// the key we knew for them.
     pub revived: u64,
+    /// Dead peers taken back with a new key: they connected to us from the
+    /// address of a peer that had died (a restart with a fresh identity).
+    pub restarted: u64,
 }
 
 /// What discovery remembers about one peer.
@@ -124,11 +127,20 @@ struct Record {
     /// When discovery's `add` of it completed.
     confirmed: Option<Instant>,
     /// Someone else's peer (`Origin::Added`) disconnected past the grace
-    /// period: kept (not ours to delete), not counted against the cap.
+    /// period, or judged dead by a plugin (demoted by the core): kept (not
+    /// ours to delete), not counted against the cap.
     dormant: bool,
+    /// The core reports it demoted (a plugin judged it dead; not writable)
+    /// while disconnected.
+    demoted: bool,
 }
 
 impl Record {
+    /// A retry of a dead peer that has not connected (yet).
+    fn is_waiting_retry(&self) -> bool {
+        self.in_table && self.origin == Origin::Retry && !self.ever_connected
+    }
+
     /// A peer discovery is adding itself now (learned or retried): in the
     /// table, its add not yet confirmed, not connected.
     fn adding(key: Option<PublicKey>, origin: Origin, now: Instant) -> Self {
@@ -143,6 +155,7 @@ impl Record {
             add_pending: true,
             confirmed: None,
             dormant: false,
+            demoted: false,
         }
     }
 }
@@ -318,11 +331,23 @@ impl PeerTable {
     /// disconnected past the grace period does not: discovery may not
     /// delete it (the node keeps retrying it for its owner), and a dead
     /// seed must not keep discovery from filling the table with live peers.
+    ///
+    /// Nor does a retry of a dead peer that has not connected yet: most
+    /// never do (the peer is gone), and while one waits for its
+    /// `connect_deadline` its slot may go to a live peer learned meanwhile.
+    /// A retry that does connect is kept, so the table may hold up to the
+    /// retries in flight more than `table_size` (retries are started only
+    /// while the table and the retries in flight leave room).
     pub fn table_len(&self) -> usize {
         self.peers
             .values()
-            .filter(|r| r.in_table && !r.dormant)
+            .filter(|r| r.in_table && !r.dormant && !r.is_waiting_retry())
             .count()
+    }
+
+    /// Retries of dead peers that have not connected yet.
+    fn retrying_len(&self) -> usize {
+        self.peers.values().filter(|r| r.is_waiting_retry()).count()
     }
 
     fn pending_len(&self) -> usize {
@@ -397,6 +422,7 @@ impl PeerTable {
             add_pending: false,
             confirmed: None,
             dormant: false,
+            demoted: false,
         });
         if !r.in_table {
             r.in_table = true;
@@ -420,6 +446,30 @@ impl PeerTable {
         self.kept_out
             .insert(addr, now + self.config.tombstone_ttl, ());
         self.deleted(addr, now, false);
+    }
+
+    /// `node_deleted`, told when the core last heard from the peer
+    /// (`last_seen`: `None` if the peer is gone from the node's state,
+    /// `Some(None)` if never heard, `Some(Some(ms))` if `ms` ago). Dead or
+    /// deleted on purpose? A peer heard from within `dead_silence` was
+    /// alive: its deletion must stick. One already gone from the state
+    /// closed its session cleanly if it was connected (alive too), or never
+    /// had one (a retry or a learned peer that never connected: dead).
+    pub fn node_deleted_after(
+        &mut self,
+        addr: SocketAddr,
+        last_seen: Option<Option<u64>>,
+        now: Instant,
+    ) {
+        let died = match last_seen {
+            Some(ms) => ms.is_none_or(|ms| Duration::from_millis(ms) >= self.config.dead_silence),
+            None => !self.peers.get(&addr).is_some_and(|r| r.connected),
+        };
+        if died {
+            self.node_deleted(addr, now);
+        } else {
+            self.node_deleted_while_alive(addr, now);
+        }
     }
 
     fn deleted(&mut self, addr: SocketAddr, now: Instant, died: bool) {
@@ -538,7 +588,10 @@ impl PeerTable {
             // Dropped without a deletion we saw (a failed add, a sync).
             self.retry_failed(a, now);
         }
-        let room = self.config.table_size.saturating_sub(self.table_len());
+        let room = self
+            .config
+            .table_size
+            .saturating_sub(self.table_len() + self.retrying_len());
         let n = room.min(self.config.max_retries_per_round);
         if n == 0 {
             return Vec::new();
@@ -565,7 +618,10 @@ impl PeerTable {
             self.peers
                 .insert(addr, Record::adding(key, Origin::Retry, now));
             self.counters.retries += 1;
-            actions.push(Action::Add(addr, key));
+            // By address, not pinned to the key it had: a peer that
+            // restarted with a fresh identity at its address is taken back
+            // (the core accepts the new key once the old session is gone).
+            actions.push(Action::Add(addr, None));
         }
         actions
     }
@@ -583,19 +639,23 @@ impl PeerTable {
         let proven = key.is_some() || !self.encrypted;
         if proven && !self.kept_out.contains(&addr, now) {
             // It proved the key we knew for this address (or we knew none):
-            // it is alive, take it back.
+            // it is alive, take it back. A peer that died and now answers
+            // from its address with another key restarted with a fresh
+            // identity: take it back too (as the core does for a peer added
+            // by address). Another key at an address that never died stays
+            // tombstoned: nobody resurrects someone else's address.
+            let grave = self.graves.remove(&addr);
+            let restarted = grave.is_some_and(|g| g.key.is_some() && g.key != key);
             if let Some(known) = self.tombstones.get(&addr, now) {
-                if known.is_none() || known == key {
+                if known.is_none() || known == key || restarted {
                     self.tombstones.remove(&addr);
-                    self.counters.revived += 1;
+                    if !restarted {
+                        self.counters.revived += 1;
+                    }
                 }
             }
-            if self
-                .graves
-                .get(&addr)
-                .is_some_and(|g| g.key.is_none() || g.key == key)
-            {
-                self.graves.remove(&addr);
+            if restarted {
+                self.counters.restarted += 1;
             }
         }
         let r = self.peers.entry(addr).or_insert_with(|| Record {
@@ -609,10 +669,12 @@ impl PeerTable {
             add_pending: false,
             confirmed: None,
             dormant: false,
+            demoted: false,
         });
         r.key = key.or(r.key);
         r.connected = true;
         r.dormant = false;
+        r.demoted = false;
         r.ever_connected = true;
         r.disconnected_at = None;
         let promote = !r.in_table
@@ -644,6 +706,22 @@ impl PeerTable {
             r.disconnected_at.get_or_insert(now);
         } else {
             self.peers.remove(&addr);
+        }
+    }
+
+    /// The core reports these route-table peers demoted and disconnected
+    /// (a plugin such as the latency audit judged them dead; the node keeps
+    /// reconnecting them for whoever added them). Someone else's peer in
+    /// that state stops counting against the cap at the next [`expire`]
+    /// (Self::expire), without waiting for `disconnect_grace`, so a dead
+    /// seed does not hold a slot a live peer could take.
+    pub fn demoted(&mut self, addrs: &[SocketAddr]) {
+        for a in addrs {
+            if let Some(r) = self.peers.get_mut(a) {
+                if r.in_table && !r.connected {
+                    r.demoted = true;
+                }
+            }
         }
     }
 
@@ -831,8 +909,9 @@ impl PeerTable {
             r.dormant = r.origin == Origin::Added
                 && r.in_table
                 && !r.connected
-                && r.disconnected_at
-                    .is_some_and(|t| now.saturating_duration_since(t) >= grace);
+                && (r.demoted
+                    || r.disconnected_at
+                        .is_some_and(|t| now.saturating_duration_since(t) >= grace));
         }
         let mut junk = Vec::new();
         let mut dead = Vec::new();
@@ -919,6 +998,7 @@ impl PeerTable {
                 add_pending: false,
                 confirmed: None,
                 dormant: false,
+                demoted: false,
             });
             if r.in_table
                 && !in_table
@@ -932,6 +1012,7 @@ impl PeerTable {
             if connected {
                 r.connected = true;
                 r.ever_connected = true;
+                r.demoted = false;
                 r.disconnected_at = None;
                 r.key = key.or(r.key);
             } else if r.connected {

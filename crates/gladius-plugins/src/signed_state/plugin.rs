@@ -1,9 +1,8 @@
 //! The plugin, its configuration, its handle and its statistics.
 
-use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use gladius_p2p::{
@@ -15,8 +14,9 @@ use serde::Serialize;
 
 use super::entry::{is_valid_field, EntryRecord, SignedEntry, MAX_FIELD_LEN};
 use super::eth::{to_hex, EthAddress, EthKey, KeyError};
-use super::store::{entry_bytes, Accepted, Limits, Policy, Rejection, Rejections, Store};
-use super::sync::{chunks, reconcile, Bounds, SyncMessage, TYPE_PREFIX};
+use super::replica::Replica;
+use super::store::{Accepted, Policy, Rejection, Rejections};
+use super::sync::{Bounds, SyncMessage, TYPE_PREFIX};
 use super::validator::{AcceptAll, Validator};
 
 /// Configuration of [`SignedState`]. Every limit bounds memory or work
@@ -173,7 +173,7 @@ impl SignedStateConfig {
         self
     }
 
-    fn policy(&self) -> Policy {
+    pub(super) fn policy(&self) -> Policy {
         Policy {
             max_field_len: self.max_field_len,
             max_value_len: self.max_value_len,
@@ -209,7 +209,7 @@ pub struct RoundBytes {
 }
 
 impl RoundBytes {
-    fn add(&mut self, o: &RoundBytes) {
+    pub(super) fn add(&mut self, o: &RoundBytes) {
         self.bytes_sent += o.bytes_sent;
         self.bytes_received += o.bytes_received;
         self.messages_sent += o.messages_sent;
@@ -260,23 +260,11 @@ pub enum SetError {
 /// a field name, a value of `max_value_len` and a signature.
 pub const CHANGES_QUEUE_LEN: usize = 1024;
 
-struct Inner {
-    store: Store,
-    /// Where the next root's digest page starts.
-    answer_cursor: Option<super::store::Key>,
-    /// When each peer's root was last answered (one answer per peer per
-    /// half sync interval; pruned as it ages).
-    root_answered: HashMap<SocketAddr, Instant>,
-    stats: SyncStats,
-    history: VecDeque<RoundBytes>,
-}
-
 struct Shared {
     key: EthKey,
     config: SignedStateConfig,
-    policy: Policy,
-    bounds: Bounds,
-    inner: Mutex<Inner>,
+    /// The protocol: the store and what each sync message is answered with.
+    replica: Mutex<Replica>,
     net: Mutex<Option<Network>>,
     task: crate::background::Background,
     /// Readers of [`SignedStateHandle::changes`]; closed ones are pruned
@@ -296,21 +284,6 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-/// The first of `entries` whose [`entry_bytes`] fit in `max_bytes` (at
-/// least one); the rest is left for later rounds.
-fn within(mut entries: Vec<SignedEntry>, max_bytes: usize) -> Vec<SignedEntry> {
-    let mut total = 0usize;
-    let keep = entries
-        .iter()
-        .take_while(|e| {
-            total += entry_bytes(e);
-            total <= max_bytes
-        })
-        .count();
-    entries.truncate(keep.max(1));
-    entries
-}
-
 /// Where a sync message goes.
 enum Dest<'a> {
     /// Back to the sender of a received message, over its session only.
@@ -322,35 +295,31 @@ enum Dest<'a> {
 }
 
 impl Shared {
-    fn ingest(&self, entry: SignedEntry, now: u64) -> Result<Accepted, Rejection> {
-        let watched = !lock(&self.watchers).is_empty();
-        let copy = watched.then(|| entry.clone());
-        let r = {
-            let mut inner = lock(&self.inner);
-            let r = inner.store.ingest(entry, &self.policy, now);
-            match r {
-                Ok(Accepted::Duplicate) => inner.stats.duplicates += 1,
-                Ok(_) => inner.stats.accepted += 1,
-                Err(rej) => inner.stats.rejections.count(rej),
-            }
-            r
-        };
-        if let (Ok(Accepted::Inserted | Accepted::Replaced), Some(entry)) = (&r, copy) {
-            let mut watchers = lock(&self.watchers);
-            watchers.retain(|w| !w.is_closed());
+    fn replica(&self) -> MutexGuard<'_, Replica> {
+        lock(&self.replica)
+    }
+
+    /// Hand accepted entries to the change streams.
+    fn notify(&self, accepted: Vec<SignedEntry>) {
+        if accepted.is_empty() {
+            return;
+        }
+        let mut watchers = lock(&self.watchers);
+        watchers.retain(|w| !w.is_closed());
+        for entry in accepted {
             for w in watchers.iter() {
                 w.send(entry.clone());
             }
         }
-        r
     }
 
-    fn count_sent(&self, body_len: usize, peers: usize, failed: usize) {
-        let mut inner = lock(&self.inner);
-        let r = &mut inner.stats.current_round;
-        r.bytes_sent += (body_len * peers) as u64;
-        r.messages_sent += peers as u64;
-        inner.stats.send_failures += failed as u64;
+    fn ingest(&self, entry: SignedEntry, now: u64) -> Result<Accepted, Rejection> {
+        let copy = (!lock(&self.watchers).is_empty()).then(|| entry.clone());
+        let r = self.replica().ingest(entry, now);
+        if let (Ok(Accepted::Inserted | Accepted::Replaced), Some(entry)) = (&r, copy) {
+            self.notify(vec![entry]);
+        }
+        r
     }
 
     async fn send(
@@ -371,139 +340,26 @@ impl Shared {
             Dest::Peer(peer) => net.broadcast_to(m, &[peer]).await?,
             Dest::Random => net.broadcast_randomly(m, self.config.fanout).await?,
         };
-        self.count_sent(len, report.queued.len(), report.failed.len());
+        self.replica()
+            .count_sent(len, report.queued.len(), report.failed.len());
         Ok(())
     }
 
-    fn root_message(&self) -> SyncMessage {
-        let mut inner = lock(&self.inner);
-        let count = u32::try_from(inner.store.len()).unwrap_or(u32::MAX);
-        SyncMessage::Root {
-            root: inner.store.root(),
-            count,
-        }
-    }
-
-    /// Close the current round and start the next; returns its root.
-    fn next_round(&self) -> SyncMessage {
-        {
-            let mut inner = lock(&self.inner);
-            let done = std::mem::take(&mut inner.stats.current_round);
-            inner.stats.total.add(&done);
-            if inner.stats.rounds > 0 {
-                inner.history.push_back(done);
-                while inner.history.len() > self.config.history_rounds {
-                    inner.history.pop_front();
-                }
-            }
-            // Traffic before the first tick is in the totals only.
-            inner.stats.rounds += 1;
-        }
-        self.root_message()
-    }
-
+    /// A received sync message: the replica decides, the answers go back.
     async fn handle(&self, net: &Network, msg: &Received) -> Result<(), NetworkError> {
         let m = msg.message();
-        let peer = msg.peer();
-        let body = m.body();
-        {
-            let mut inner = lock(&self.inner);
-            inner.stats.current_round.bytes_received += body.len() as u64;
-            inner.stats.current_round.messages_received += 1;
-        }
-        let decoded = match SyncMessage::decode(m.msg_type(), body, &self.bounds) {
-            Ok(d) => d,
-            Err(e) => {
-                lock(&self.inner).stats.malformed_messages += 1;
-                tracing::debug!(%peer, error = %e, "signed_state: bad message dropped");
-                return Ok(());
-            }
-        };
-        match decoded {
-            SyncMessage::Root { root, .. } => {
-                // One page per root, bounded in bytes, from where the last
-                // answer stopped: a flood of roots draws a bounded multiple
-                // of its bytes, and honest rounds still cover the store.
-                let page = {
-                    let mut inner = lock(&self.inner);
-                    if inner.store.root() == root {
-                        return Ok(());
-                    }
-                    // Honest peers send one root a round: more are not
-                    // answered.
-                    let now = Instant::now();
-                    let gap = self.config.sync_interval / 2;
-                    if inner
-                        .root_answered
-                        .get(&peer)
-                        .is_some_and(|t| now.duration_since(*t) < gap)
-                    {
-                        inner.stats.roots_unanswered += 1;
-                        return Ok(());
-                    }
-                    inner
-                        .root_answered
-                        .retain(|_, t| now.duration_since(*t) < gap);
-                    inner.root_answered.insert(peer, now);
-                    let from = inner.answer_cursor.take();
-                    let (items, next) = inner.store.digest_page_within(
-                        from.as_ref(),
-                        self.config.max_digest_items,
-                        self.config.max_answer_bytes,
-                    );
-                    inner.answer_cursor = next.clone();
-                    SyncMessage::Digest {
-                        from,
-                        to: next,
-                        items,
-                    }
-                };
-                self.send(net, &page, Dest::Answer(msg)).await?;
-            }
-            SyncMessage::Digest { from, to, items } => {
-                let r = {
-                    let inner = lock(&self.inner);
-                    reconcile(
-                        &inner.store,
-                        from.as_ref(),
-                        to.as_ref(),
-                        &items,
-                        &self.policy,
-                        now_ms(),
-                    )
-                };
-                let send = within(r.send, self.config.max_answer_bytes);
-                for c in chunks(&send, self.config.max_entries_per_message) {
-                    self.send(net, &SyncMessage::Entries { entries: c }, Dest::Answer(msg))
-                        .await?;
-                }
-                for c in chunks(&r.want, self.config.max_digest_items) {
-                    self.send(net, &SyncMessage::Want { keys: c }, Dest::Answer(msg))
-                        .await?;
-                }
-            }
-            SyncMessage::Want { keys } => {
-                let found: Vec<SignedEntry> = {
-                    let inner = lock(&self.inner);
-                    let found = keys
-                        .iter()
-                        .filter_map(|(s, f)| inner.store.get(s, f).cloned())
-                        .collect();
-                    within(found, self.config.max_answer_bytes)
-                };
-                for c in chunks(&found, self.config.max_entries_per_message) {
-                    self.send(net, &SyncMessage::Entries { entries: c }, Dest::Answer(msg))
-                        .await?;
-                }
-            }
-            SyncMessage::Entries { entries } => {
-                let now = now_ms();
-                for e in entries {
-                    if let Err(r) = self.ingest(e, now) {
-                        tracing::debug!(%peer, reason = %r, "signed_state: entry refused");
-                    }
-                }
-            }
+        let watched = !lock(&self.watchers).is_empty();
+        let handled = self.replica().receive(
+            msg.peer(),
+            m.msg_type(),
+            m.body(),
+            tokio::time::Instant::now(),
+            now_ms(),
+            watched,
+        );
+        self.notify(handled.accepted);
+        for answer in &handled.answers {
+            self.send(net, answer, Dest::Answer(msg)).await?;
         }
         Ok(())
     }
@@ -573,23 +429,7 @@ impl SignedState {
     /// The plugin and its handle, signing with `key`.
     pub fn new(key: EthKey, config: SignedStateConfig) -> (SignedState, SignedStateHandle) {
         let shared = Arc::new(Shared {
-            policy: config.policy(),
-            bounds: config.bounds(),
-            inner: Mutex::new(Inner {
-                store: Store::with_limits(
-                    Limits {
-                        max_entries: config.max_entries,
-                        max_signers: config.max_signers,
-                        max_entries_per_signer: config.max_entries_per_signer,
-                        max_bytes_per_signer: config.max_bytes_per_signer,
-                    },
-                    Some(key.address()),
-                ),
-                answer_cursor: None,
-                root_answered: HashMap::new(),
-                stats: SyncStats::default(),
-                history: VecDeque::new(),
-            }),
+            replica: Mutex::new(Replica::new(&config, key.address())),
             key,
             config,
             net: Mutex::new(None),
@@ -621,13 +461,7 @@ impl SignedStateHandle {
         }
         let me = self.address();
         let now = now_ms();
-        let ts = {
-            let inner = lock(&self.shared.inner);
-            match inner.store.get(&me, field) {
-                Some(prev) => now.max(prev.timestamp_ms.saturating_add(1)),
-                None => now,
-            }
-        };
+        let ts = self.shared.replica().next_timestamp(&me, field, now);
         let entry = SignedEntry::sign(&self.shared.key, field, value, ts)?;
         let record = entry.record();
         self.shared.ingest(entry.clone(), now)?;
@@ -652,24 +486,27 @@ impl SignedStateHandle {
 
     /// The entry held for (signer, field).
     pub fn get(&self, signer: &EthAddress, field: &str) -> Option<EntryRecord> {
-        lock(&self.shared.inner)
-            .store
+        self.shared
+            .replica()
+            .store()
             .get(signer, field)
             .map(SignedEntry::record)
     }
 
     /// The value held for (signer, field).
     pub fn get_value(&self, signer: &EthAddress, field: &str) -> Option<Bytes> {
-        lock(&self.shared.inner)
-            .store
+        self.shared
+            .replica()
+            .store()
             .get(signer, field)
             .map(|e| e.value.clone())
     }
 
     /// Every entry held, in (signer, field) order.
     pub fn entries(&self) -> Vec<EntryRecord> {
-        lock(&self.shared.inner)
-            .store
+        self.shared
+            .replica()
+            .store()
             .iter()
             .map(SignedEntry::record)
             .collect()
@@ -677,7 +514,7 @@ impl SignedStateHandle {
 
     /// Every entry held, as signed entries.
     pub fn signed_entries(&self) -> Vec<SignedEntry> {
-        lock(&self.shared.inner).store.iter().cloned().collect()
+        self.shared.replica().store().iter().cloned().collect()
     }
 
     /// A stream of the entries this node accepts from now on, its own
@@ -712,7 +549,7 @@ impl SignedStateHandle {
 
     /// Number of entries held.
     pub fn len(&self) -> usize {
-        lock(&self.shared.inner).store.len()
+        self.shared.replica().store().len()
     }
 
     /// Whether no entry is held.
@@ -723,15 +560,12 @@ impl SignedStateHandle {
     /// The state fingerprint peers compare (hex): two nodes with the same
     /// root hold the same entries.
     pub fn root(&self) -> String {
-        to_hex(&lock(&self.shared.inner).store.root())
+        to_hex(&self.shared.replica().root())
     }
 
     /// Counters: rounds, bytes per round and in total, rejections.
     pub fn stats(&self) -> SyncStats {
-        let inner = lock(&self.shared.inner);
-        let mut s = inner.stats.clone();
-        s.recent_rounds = inner.history.iter().copied().collect();
-        s
+        self.shared.replica().stats()
     }
 
     /// Start an anti-entropy round now (besides the timer's).
@@ -739,7 +573,7 @@ impl SignedStateHandle {
         let net = lock(&self.shared.net).clone();
         match net {
             Some(net) => {
-                let root = self.shared.root_message();
+                let root = self.shared.replica().root_message();
                 self.shared.send(&net, &root, Dest::Random).await
             }
             None => Ok(()),
@@ -766,7 +600,7 @@ impl Plugin for SignedState {
             loop {
                 let jitter = rng.gen_range(0.9..1.1);
                 tokio::time::sleep(base.mul_f64(jitter)).await;
-                let root = shared.next_round();
+                let root = shared.replica().next_round();
                 if let Err(NetworkError::Closed) = shared.send(&net, &root, Dest::Random).await {
                     break;
                 }
@@ -779,7 +613,7 @@ impl Plugin for SignedState {
         // Sync at once with a new writable peer (a healed partition, a
         // restarted node) instead of waiting for chance to pick it.
         if peer.writable {
-            let root = self.shared.root_message();
+            let root = self.shared.replica().root_message();
             let _ = self.shared.send(net, &root, Dest::Peer(peer.addr)).await;
         }
     }

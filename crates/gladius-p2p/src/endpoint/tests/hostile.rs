@@ -129,11 +129,12 @@ fn send_in_order(w: &mut World, from: SocketAddr, to: SocketAddr, n: usize) {
     assert_eq!(w.bodies(to), want);
 }
 
-/// Was tests/encrypted.rs's wall-clock version: one address floods `Init`s
-/// (one per millisecond); it holds one half-open slot, renewed at most
-/// once per 100 ms throttle interval (exactly, now), never gets a cookie
-/// (the table is far from half full), and a legitimate peer connects and
-/// exchanges during the flood.
+/// One address floods `Init`s (one per millisecond). Its first gets a key
+/// exchange and a half-open slot; the others, while it holds that slot, a
+/// cookie (smaller than the `Init`) at most 50 times per 100 ms and
+/// nothing after that, so the flood costs one Diffie-Hellman per slot
+/// lifetime (5 s) and cannot renew, replace or block anyone's slot. A
+/// legitimate peer connects and exchanges during the flood.
 #[test]
 fn an_init_flood_from_one_address_holds_one_slot() {
     let (b, c, attacker) = (addr(1), addr(2), addr(666));
@@ -151,16 +152,21 @@ fn an_init_flood_from_one_address_holds_one_slot() {
     };
     flood(&mut w, &mut rng, 1_000, &mut max_half_open);
     assert_eq!(max_half_open, 1, "one flooding address, one slot");
+    // All 1,000 Inits arrive: one key exchange, 50 cookies in each of the
+    // 10 windows (and 5 in the 11th's first ms), the rest counted.
+    w.run_for(10);
     let c0 = w.state(b).counters;
-    // 996 Inits arrived (at 5..=1000 ms): one key exchange per 100 ms.
-    assert_eq!(answers(&w, attacker, RESPONSE), 10);
-    assert_eq!(c0.throttled_handshakes, 986);
-    assert_eq!(c0.cookies_sent + c0.malformed_datagrams, 0);
+    assert_eq!(answers(&w, attacker, RESPONSE), 1);
+    assert_eq!(answers(&w, attacker, COOKIE), 505);
+    assert_eq!(c0.cookies_sent, 505);
+    assert_eq!(c0.throttled_handshakes, 1_000 - 1 - 505);
+    assert_eq!(c0.malformed_datagrams, 0);
     // A legitimate peer, during the flood.
     legit_exchange(&mut w, b, c, 100);
-    flood(&mut w, &mut rng, 500, &mut max_half_open);
+    flood(&mut w, &mut rng, 5_000, &mut max_half_open);
     assert!(max_half_open <= 2, "the attacker's slot and the peer's");
-    assert_eq!(w.state(b).counters.cookies_sent, 0);
+    // Once its slot expired (5 s), the flood got one more key exchange.
+    assert_eq!(answers(&w, attacker, RESPONSE), 2);
 }
 
 /// Was tests/encrypted.rs's wall-clock version: twenty addresses flood
@@ -229,29 +235,50 @@ fn slot_holders_under_load_need_a_cookie_for_a_new_key_exchange() {
     assert_eq!(w.state(b).counters.cookies_sent, (MAX / 2) as u64);
 }
 
-/// Was tests/encrypted.rs's version over sockets, which could only bound
-/// the count by the wall-clock windows it took: 200 `Init`s from 200
-/// addresses in one burst, far below half the half-open bound. The
-/// key-exchange budget answers exactly 50 (one window's worth) with a
-/// key exchange and the other 150 with a cookie; each gets one answer.
+/// `i`'s address on its own IP (10.1.x.y), port 1000.
+fn host(i: u16) -> SocketAddr {
+    SocketAddr::from(([10, 1, (i >> 8) as u8, i as u8], 1000))
+}
+
+/// 200 `Init`s in 100 ms, far below half the half-open bound. From 200
+/// hosts, the plain key-exchange budget (500 a second, at most 10 ms worth
+/// at once) answers 5 at once and then one every 2 ms with a key exchange,
+/// the others with a cookie. From 200 ports of one host, that host gets its
+/// share of each 100 ms window (a quarter): 12 in the first, 7 more in the
+/// 5 ms of the next that the Inits reach; and 50 cookies a window, 3 more
+/// in the next; the other 128 Inits are dropped and counted.
 #[test]
 fn many_inits_in_a_burst_meet_cookies_before_the_table_is_half_full() {
     const N: u16 = 200;
-    let b = addr(1);
-    let mut w = World::new(5, 5, 0.0);
-    w.spawn(b, 1);
-    let mut rng = StdRng::seed_from_u64(22);
-    for i in 0..N {
-        w.inject(addr(1000 + i), b, forged_init(&mut rng));
+    for (from, want) in [
+        (host as fn(u16) -> SocketAddr, (54, 146)),
+        (|i| addr(1000 + i), (19, 53)),
+    ] {
+        let b = addr(1);
+        let mut w = World::new(5, 5, 0.0);
+        w.spawn(b, 1);
+        let mut rng = StdRng::seed_from_u64(22);
+        for i in 0..N {
+            w.inject(from(i), b, forged_init(&mut rng));
+            if i % 2 == 1 {
+                w.run_for(1);
+            }
+        }
+        w.run_for(20);
+        let count = |t| -> usize { (0..N).map(|i| answers(&w, from(i), t)).sum() };
+        assert_eq!((count(RESPONSE), count(COOKIE)), want);
+        for i in 0..N {
+            let answered = w.inboxes.get(&from(i)).map_or(0, Vec::len);
+            assert!(answered <= 1, "at most one answer per Init");
+        }
+        let c = w.state(b).counters;
+        assert_eq!(c.cookies_sent, want.1 as u64);
+        assert_eq!(
+            c.throttled_handshakes,
+            u64::from(N) - (want.0 + want.1) as u64,
+            "every Init answered or counted"
+        );
     }
-    w.run_for(20);
-    let count = |t| -> usize { (0..N).map(|i| answers(&w, addr(1000 + i), t)).sum() };
-    assert_eq!((count(RESPONSE), count(COOKIE)), (50, 150));
-    for i in 0..N {
-        let inbox = &w.inboxes[&addr(1000 + i)];
-        assert_eq!(inbox.len(), 1, "one answer per Init");
-    }
-    assert_eq!(w.state(b).counters.cookies_sent, 150);
 }
 
 /// Bytes each way between two addresses in a world's trace.
@@ -319,4 +346,193 @@ fn a_spoofed_opener_draws_at_most_three_times_its_bytes() {
         got < sent,
         "duplicates are throttled: {got} bytes for {sent}"
     );
+}
+
+/// The first moment `at` reported `peer` connected, at or after `since`.
+fn connected_at(w: &World, at: SocketAddr, peer: SocketAddr, since: u64) -> Option<u64> {
+    w.nodes[&at].events.iter().find_map(|(t, e)| match e {
+        Event::Node(NodeEvent::PeerConnected(p)) if p.addr == peer && *t >= since => Some(*t),
+        _ => None,
+    })
+}
+
+/// Issue 12 #1: one host with 512 ports sends a fresh `Init` from each port
+/// every 100 ms and answers every `Cookie`, like a real initiator. A valid
+/// cookie no longer skips the key-exchange budget: that host gets its
+/// share (a quarter of each budget's 100 ms worth), the rest is refused and
+/// counted; a newcomer on another host joins, and a route-table peer that
+/// restarts is back at once.
+#[test]
+fn a_cookie_answering_host_gets_its_share_and_nothing_more() {
+    use crate::crypto::packet::CookiePacket;
+    use crate::crypto::Packet;
+    const PORTS: u16 = 512;
+    let (b, a, c) = (addr(1), host(2), host(3));
+    let port = |p: u16| SocketAddr::from(([10, 9, 0, 1], 2000 + p));
+    let mut w = World::new(31, 5, 0.0);
+    w.spawn(b, 1);
+    w.spawn(a, 2);
+    w.add(b, a);
+    w.run_until(500);
+    assert!(w.connected(b, a));
+    let mut rng = StdRng::seed_from_u64(31);
+    // Each port's current Init (index and ephemeral key), and how much of
+    // its inbox it read.
+    let mut pending: Vec<Option<(u32, [u8; 32])>> = vec![None; usize::from(PORTS)];
+    let mut read = vec![0usize; usize::from(PORTS)];
+    let (start, end) = (w.now, w.now + 3_000);
+    let mut newcomer_added = None;
+    let mut restarted = None;
+    while w.now < end {
+        let t = w.now;
+        for p in 0..PORTS {
+            let i = usize::from(p);
+            if (t + u64::from(p)) % 100 == 0 {
+                let mut e = [0u8; 32];
+                rng.fill_bytes(&mut e);
+                let index = index_from(&mut rng);
+                pending[i] = Some((index, e));
+                let init = InitPacket {
+                    sender_index: index,
+                    noise: &e,
+                    cookie: [0; COOKIE_LEN],
+                };
+                w.inject(port(p), b, init.encode().to_vec());
+            }
+            let inbox = w.inboxes.get(&port(p)).map_or(&[][..], |v| &v[..]);
+            let mut cookied = Vec::new();
+            for (_, d) in &inbox[read[i]..] {
+                if let Ok(Packet::Cookie(CookiePacket {
+                    receiver_index,
+                    cookie,
+                })) = crate::crypto::parse(&d.bytes)
+                {
+                    if let Some((index, e)) = pending[i].filter(|(x, _)| *x == receiver_index) {
+                        let init = InitPacket {
+                            sender_index: index,
+                            noise: &e,
+                            cookie,
+                        };
+                        cookied.push(init.encode().to_vec());
+                    }
+                }
+            }
+            read[i] = inbox.len();
+            for init in cookied {
+                w.inject(port(p), b, init);
+            }
+        }
+        if t == start + 1_000 {
+            w.spawn(c, 3);
+            w.add(c, b);
+            newcomer_added = Some(t);
+        }
+        if t == start + 2_000 {
+            // A restarts: a new process with the same key.
+            w.nodes.remove(&a);
+            w.spawn(a, 2);
+            w.add(a, b);
+            restarted = Some(t);
+        }
+        w.run_until(t + 1);
+    }
+    let windows = (end - start) / 100;
+    let drawn: usize = (0..PORTS).map(|p| answers(&w, port(p), RESPONSE)).sum();
+    let counters = w.state(b).counters;
+    println!(
+        "{PORTS} ports, {} ms: {drawn} key exchanges drawn, {counters:?}",
+        end - start
+    );
+    // A quarter of 50 (plain) and of 100 (cookie) per window, plus a
+    // budget's burst at most.
+    assert!(drawn as u64 <= windows * (12 + 25) + 15, "drawn {drawn}");
+    assert!(
+        drawn as u64 >= windows * 25,
+        "it does get its share: {drawn}"
+    );
+    assert!(counters.key_exchanges_refused > 0 && counters.cookies_sent > 0);
+    let joined = newcomer_added.and_then(|t| connected_at(&w, c, b, t).map(|at| at - t));
+    assert!(
+        joined.is_some_and(|ms| ms <= 1_000),
+        "newcomer joined after {joined:?} ms"
+    );
+    let back = restarted.and_then(|t| connected_at(&w, a, b, t).map(|at| at - t));
+    assert!(
+        back.is_some_and(|ms| ms <= 100),
+        "restarted peer back after {back:?} ms"
+    );
+    println!("newcomer joined after {joined:?} ms, restarted peer after {back:?} ms");
+}
+
+/// Issue 12 #2: forged `Init`s with index 0, 40 a second, from each peer's
+/// address into the other. They neither touch the pair's live session nor,
+/// when both restart (A first, B a second later), keep them from
+/// reconnecting at once: the forgeries cannot make a node give up its own
+/// handshake, cannot take or hold the half-open slot of the peer's real
+/// `Init` (that one shows a cookie), and cannot refresh any throttle.
+#[test]
+fn a_restarting_pair_reconnects_at_once_under_forged_inits() {
+    let (a, b) = (addr(1), addr(2));
+    let mut w = World::new(32, 5, 0.0);
+    w.spawn(a, 1);
+    w.spawn(b, 2);
+    w.add(a, b);
+    w.add(b, a);
+    w.run_until(500);
+    assert!(w.connected(a, b) && w.connected(b, a));
+    let mut rng = StdRng::seed_from_u64(32);
+    let forge = |w: &mut World, rng: &mut StdRng, until: u64| {
+        while w.now < until {
+            let mut e = [0u8; 32];
+            rng.fill_bytes(&mut e);
+            let init = InitPacket {
+                sender_index: 0,
+                noise: &e,
+                cookie: [0; COOKIE_LEN],
+            }
+            .encode()
+            .to_vec();
+            w.inject(b, a, init.clone());
+            w.inject(a, b, init);
+            let t = w.now + 25;
+            w.run_until(t);
+        }
+    };
+    forge(&mut w, &mut rng, 2_500);
+    for (at, peer) in [(a, b), (b, a)] {
+        assert!(w.connected(at, peer), "the live session is untouched");
+        assert!(w.nodes[&at].endings.is_empty());
+    }
+    // Both restart with their keys: A now, B a second later.
+    w.nodes.remove(&a);
+    w.nodes.remove(&b);
+    w.spawn(a, 1);
+    w.add(a, b);
+    forge(&mut w, &mut rng, 3_500);
+    w.spawn(b, 2);
+    w.add(b, a);
+    let restarted = w.now;
+    forge(&mut w, &mut rng, 6_000);
+    let (ta, tb) = (
+        connected_at(&w, a, b, restarted),
+        connected_at(&w, b, a, restarted),
+    );
+    println!(
+        "reconnected {:?} / {:?} ms after B's restart",
+        ta.map(|t| t - restarted),
+        tb.map(|t| t - restarted)
+    );
+    for t in [ta, tb] {
+        assert!(t.is_some_and(|t| t - restarted <= 100), "{ta:?} {tb:?}");
+    }
+    for (at, peer) in [(a, b), (b, a)] {
+        assert_eq!(w.nodes[&at].connected, 1, "{at}: one session");
+        let st = w.state(at);
+        // One unproven slot per forged address at most, plus the peer's.
+        assert!(st.half_open_handshakes <= 2, "{}", st.half_open_handshakes);
+        w.send(at, peer, "after");
+    }
+    w.run_for(100);
+    assert_eq!(w.bodies(a), vec!["after".to_owned()]);
+    assert_eq!(w.bodies(b), vec!["after".to_owned()]);
 }

@@ -7,6 +7,7 @@ mod handshake;
 mod hostile;
 mod identity;
 mod lifecycle;
+mod limits;
 mod modes;
 mod requests;
 mod world;

@@ -104,6 +104,7 @@ impl Node {
             for (from, bytes) in self.queue.drain(..read) {
                 trace.push((now, from, self.addr, bytes.len()));
                 self.endpoint.handle_datagram(now, from, &bytes);
+                self.endpoint.check_invariants();
             }
             self.busy_until = now + self.read_cost * read as u64;
         } else if self.endpoint.poll_timeout().is_some_and(|t| t <= now) {
