@@ -36,6 +36,13 @@ pub struct GossipConfig {
     pub optimise_window: usize,
     /// See [`optimise_after`](Self::optimise_after).
     pub optimise_lead: Duration,
+    /// A neighbour that subscribes while this node already has a tree
+    /// link in the topic starts lazy (a repair link) rather than eager
+    /// (default true). Eager, each new link closes a cycle that costs a
+    /// duplicate and a prune; after a crash discovery replaces many links
+    /// at once, and in simulation (1,000 nodes, 30 % crashed) eager
+    /// newcomers raised the redundancy of the following messages above 1.
+    pub join_lazy: bool,
     /// How long a message lives: older ones are dropped, not delivered,
     /// and ids are remembered this long (default 2 min).
     pub message_ttl: Duration,
@@ -94,6 +101,7 @@ impl Default for GossipConfig {
             graft_timeout: Duration::from_millis(250),
             graft_retry: Duration::from_millis(75),
             reroute_threshold: 0,
+            join_lazy: true,
             optimise_after: 0,
             optimise_window: 16,
             optimise_lead: Duration::from_millis(20),
@@ -140,6 +148,11 @@ impl GossipConfig {
         self.optimise_after = after;
         self.optimise_window = window.max(1);
         self.optimise_lead = lead;
+        self
+    }
+    /// Set [`join_lazy`](Self::join_lazy).
+    pub fn with_join_lazy(mut self, lazy: bool) -> Self {
+        self.join_lazy = lazy;
         self
     }
     /// Set [`message_ttl`](Self::message_ttl) (at least 1 s).

@@ -309,6 +309,8 @@ struct Tree<P> {
     lazy: BTreeSet<P>,
     /// Flooded: every neighbour stays eager, duplicates never prune.
     flood: bool,
+    /// A message of the topic went through this node: the tree is in use.
+    active: bool,
     /// For each of the last messages delivered, the lazy neighbour that
     /// announced it well before the tree brought it, if one did.
     leads: VecDeque<Option<P>>,
@@ -566,6 +568,7 @@ impl<P: PeerId> State<P> {
                 eager,
                 lazy: BTreeSet::new(),
                 flood,
+                active: false,
                 leads: VecDeque::new(),
             },
         );
@@ -746,10 +749,33 @@ impl<P: PeerId> State<P> {
             return;
         }
         peer.topics.insert(topic.clone());
-        if let Some(tree) = self.topics.get_mut(&topic) {
-            if !tree.lazy.contains(&from) {
-                tree.eager.insert(from);
+        let join_lazy = self.config.join_lazy;
+        let Some(tree) = self.topics.get_mut(&topic) else {
+            return;
+        };
+        if tree.eager.contains(&from) || tree.lazy.contains(&from) {
+            return;
+        }
+        if !join_lazy || tree.flood {
+            tree.eager.insert(from);
+        } else if tree.eager.is_empty() {
+            // Not on the tree (a newcomer, or every tree link lost):
+            // join through this neighbour, and ask it to push to us.
+            tree.eager.insert(from);
+            let graft = Frame::Graft {
+                topic,
+                ids: Vec::new(),
             }
+            .encode();
+            self.send(from, graft);
+        } else if !tree.active {
+            // Before the first message (a forming network), as in the
+            // PlumTree paper: eager, and duplicates prune the cycles.
+            tree.eager.insert(from);
+        } else {
+            // On a tree in use: a repair link. Eager, it would close a
+            // cycle that costs a duplicate and a prune.
+            tree.lazy.insert(from);
         }
     }
 
@@ -757,10 +783,13 @@ impl<P: PeerId> State<P> {
         let id = data.id();
         if self.seen.ids.contains(&id) {
             self.counters.duplicates += 1;
+            // Prune an eager link that closed a cycle, and also a lazy
+            // one whose other side still pushes (it took us eager while
+            // we took it lazy).
             let pruned = self
                 .topics
                 .get_mut(&data.topic)
-                .is_some_and(|t| !t.flood && t.make_lazy(from));
+                .is_some_and(|t| !t.flood && (t.make_lazy(from) || t.lazy.contains(&from)));
             if pruned {
                 self.counters.prunes_sent += 1;
                 let frame = Frame::Prune { topic: data.topic }.encode();
@@ -914,11 +943,14 @@ impl<P: PeerId> State<P> {
 
     /// Eager push to the tree, lazy push to the rest, except `from`.
     fn push(&mut self, now: u64, id: MessageId, data: Data, from: Option<P>) {
-        let (eager, lazy): (Vec<P>, Vec<P>) = match self.topics.get(&data.topic) {
-            Some(tree) => (
-                tree.eager.iter().copied().collect(),
-                tree.lazy.iter().copied().collect(),
-            ),
+        let (eager, lazy): (Vec<P>, Vec<P>) = match self.topics.get_mut(&data.topic) {
+            Some(tree) => {
+                tree.active = true;
+                (
+                    tree.eager.iter().copied().collect(),
+                    tree.lazy.iter().copied().collect(),
+                )
+            }
             None => (self.interested(&data.topic).collect(), Vec::new()),
         };
         let full = Frame::Data(data.clone()).encode();

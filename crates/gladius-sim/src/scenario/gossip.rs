@@ -97,6 +97,10 @@ pub struct GossipArgs {
     /// Gossip: see `--gossip-optimise`.
     #[arg(long = "gossip-optimise-lead-ms", default_value_t = 5)]
     pub optimise_lead_ms: u64,
+    /// Gossip: new neighbours of a node on the tree start eager (the
+    /// plugin's `join_lazy` false), as in the PlumTree paper.
+    #[arg(long = "gossip-join-eager")]
+    pub join_eager: bool,
 }
 
 impl Default for GossipArgs {
@@ -111,6 +115,7 @@ impl Default for GossipArgs {
             graft_timeout_ms: None,
             optimise_after: 0,
             optimise_lead_ms: 5,
+            join_eager: false,
         }
     }
 }
@@ -275,6 +280,7 @@ async fn start_gossip(
     if let Some(ms) = g.graft_timeout_ms {
         config = config.with_graft_timeout(Duration::from_millis(ms));
     }
+    config = config.with_join_lazy(!g.join_eager);
     if g.optimise_after > 0 {
         config = config.with_optimise(
             g.optimise_after,

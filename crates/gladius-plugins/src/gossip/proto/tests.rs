@@ -134,6 +134,7 @@ fn a_missing_announced_message_is_grafted_and_the_link_becomes_eager() {
     net.publish(0, b"form the tree");
     // The tree link 0 -> 2 breaks silently; 1 still announces to 2.
     net.cut.push((0, 2));
+    let received = net.nodes[1].counters().grafts_received;
     let id = net.publish(0, b"repair me");
     assert_eq!(net.got(2, id), 0);
     assert_eq!(net.nodes[2].pending_grafts(), 1);
@@ -145,7 +146,7 @@ fn a_missing_announced_message_is_grafted_and_the_link_becomes_eager() {
     assert_eq!(net.got(2, id), 1);
     assert_eq!(net.delivered[2].last().unwrap().hops, 2);
     assert_eq!(net.nodes[2].counters().grafts_sent, 1);
-    assert_eq!(net.nodes[1].counters().grafts_received, 1);
+    assert_eq!(net.nodes[1].counters().grafts_received, received + 1);
     assert!(net.nodes[2].eager_peers(&topic()).contains(&1));
     assert!(net.nodes[1].eager_peers(&topic()).contains(&2));
     assert_eq!(net.nodes[2].pending_grafts(), 0);
@@ -456,4 +457,63 @@ fn the_latency_optimisation_is_off_by_default() {
     }
     assert_eq!(x.eager_peers(&topic()), vec![0]);
     assert_eq!(x.counters().reroutes, 0);
+}
+
+#[test]
+fn a_node_on_a_tree_in_use_takes_a_new_neighbour_lazily_and_a_newcomer_grafts_in() {
+    let mut net = Net::new(5, &[(0, 1), (0, 2), (1, 2)], GossipConfig::default());
+    // Before any message: neighbours start eager.
+    assert_eq!(net.nodes[1].eager_peers(&topic()), vec![0, 2]);
+    net.publish(0, b"the tree is in use");
+    // 3 links to 1 and 2 (on the tree), 4 to 3 (a newcomer itself).
+    for (a, b) in [(3u8, 1u8), (3, 2), (4, 3)] {
+        net.nodes[usize::from(a)].handle(NOW, InEvent::PeerUp(b));
+        net.nodes[usize::from(b)].handle(NOW, InEvent::PeerUp(a));
+    }
+    net.pump(NOW);
+    // 3 joined through the first of 1 and 2 it heard from, which grafted
+    // it in; the other keeps its tree and takes 3 as a repair link.
+    let via: Vec<u8> = [1u8, 2]
+        .into_iter()
+        .filter(|&p| net.nodes[usize::from(p)].eager_peers(&topic()).contains(&3))
+        .collect();
+    assert_eq!(via.len(), 1, "{via:?}");
+    let other = 3 - via[0];
+    assert!(net.nodes[usize::from(other)]
+        .lazy_peers(&topic())
+        .contains(&3));
+    // 4 joined through 3, the same way.
+    assert!(net.nodes[3].eager_peers(&topic()).contains(&4));
+    assert_eq!(net.nodes[4].eager_peers(&topic()), vec![3]);
+    // The next message reaches both newcomers at once over the tree (no
+    // graft timer fired), each once.
+    let dups_before: u64 = net.nodes.iter().map(|n| n.counters().duplicates).sum();
+    let id = net.publish(0, b"welcome");
+    assert_eq!((net.got(3, id), net.got(4, id)), (1, 1));
+    // At most one copy too many (3 pushing back to `other`), which
+    // prunes that link.
+    let dups: u64 = net.nodes.iter().map(|n| n.counters().duplicates).sum();
+    assert!(dups - dups_before <= 1, "{}", dups - dups_before);
+    let id = net.publish(0, b"settled");
+    let after: u64 = net.nodes.iter().map(|n| n.counters().duplicates).sum();
+    assert_eq!(after, dups, "no duplicate once settled");
+    assert_eq!((net.got(3, id), net.got(4, id)), (1, 1));
+}
+
+#[test]
+fn with_join_lazy_off_a_new_neighbour_is_eager_and_its_cycle_pruned() {
+    let config = GossipConfig::default().with_join_lazy(false);
+    let mut net = Net::new(4, &[(0, 1), (0, 2), (1, 2)], config);
+    net.publish(0, b"the tree is in use");
+    for (a, b) in [(3u8, 1u8), (3, 2)] {
+        net.nodes[usize::from(a)].handle(NOW, InEvent::PeerUp(b));
+        net.nodes[usize::from(b)].handle(NOW, InEvent::PeerUp(a));
+    }
+    net.pump(NOW);
+    assert!(net.nodes[2].eager_peers(&topic()).contains(&3));
+    let id = net.publish(0, b"cycle");
+    assert_eq!(net.got(3, id), 1);
+    // 3 got it from 1 and from 2: a duplicate, and a prune.
+    assert_eq!(net.nodes[3].counters().duplicates, 1);
+    assert_eq!(net.nodes[3].eager_peers(&topic()).len(), 1);
 }
