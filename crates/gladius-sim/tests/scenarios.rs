@@ -61,6 +61,16 @@ fn signed_state_reaches_every_node() {
 }
 
 #[test]
+fn signed_state_from_a_few_writers_reaches_every_node() {
+    let mut a = args(Scenario::State, 30, 4);
+    a.state_writers = Some(5);
+    let report = quiet(&a);
+    assert!(report.converged, "{report:?}");
+    assert_eq!(report.figures["state_writers"], 5);
+    assert!(report.figures["state_ms"].is_u64());
+}
+
+#[test]
 fn broadcast_reaches_every_route_table_peer() {
     let report = quiet(&args(Scenario::Broadcast, 30, 3));
     assert!(report.converged, "{report:?}");
