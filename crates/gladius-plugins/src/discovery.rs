@@ -33,7 +33,10 @@
 //!   peers stop spreading.
 //! * **Growth** stops at [`table_size`](DiscoveryConfig::table_size) route
 //!   table peers. Peers that connect to us on their own are promoted into
-//!   the table while there is room, by address (not pinned: a restarted
+//!   the table while it holds fewer than
+//!   [`inbound_cap`](DiscoveryConfig::inbound_cap) (`table_size` and an
+//!   eighth: only nodes short of peers dial out, and a network of full
+//!   tables would otherwise shut its last joiners out), by address (not pinned: a restarted
 //!   peer with a fresh key is let in once its old session fails a probe).
 //!   With `promote_inbound` off they are not, and neither are the peers
 //!   they list in their asks.

@@ -190,6 +190,33 @@ fn disconnected_peers_are_deleted_after_the_grace_and_tombstoned() {
 }
 
 #[test]
+fn a_full_table_still_takes_in_a_few_peers_that_dial_it() {
+    let mut c = small_config();
+    c.table_size = 16;
+    assert_eq!(c.inbound_cap(), 18);
+    let mut t = PeerTable::new(c);
+    t.set_local(&[addr(1)], Some(key(1)), true);
+    let now = Instant::now();
+    for p in 100..116u16 {
+        assert!(t.peer_connected(addr(p), Some(key(p as u8)), now).is_some());
+    }
+    assert_eq!(t.table_len(), 16);
+    // Full: gossip adds nothing more ...
+    assert!(t.merge(&[entry(200, 200)], now).is_empty());
+    // ... but a node short of peers that dials us is let in, up to an
+    // eighth over the size: otherwise the last nodes to join a network of
+    // full tables are shut out for good.
+    for p in 116..118u16 {
+        assert!(t.peer_connected(addr(p), Some(key(p as u8)), now).is_some());
+    }
+    assert_eq!(t.table_len(), 18);
+    assert_eq!(t.peer_connected(addr(118), Some(key(118)), now), None);
+    assert_eq!(t.table_len(), 18);
+    // Tables of fewer than 8 keep their exact size.
+    assert_eq!(small_config().inbound_cap(), 4);
+}
+
+#[test]
 fn learned_peers_that_never_connect_are_dropped_as_junk() {
     let mut t = table();
     let t0 = Instant::now();
@@ -792,18 +819,21 @@ async fn swarm(n: usize, cap: usize, converge_deadline: Duration) {
     // Tables stay at the cap. (A delete discovery decided may still be in
     // flight while a snapshot shows the peer, so allow a moment to settle;
     // on failure, say which node and what its table holds.)
+    let max = cap + cap / 8 + 1;
     let settled = tokio::time::timeout(Duration::from_secs(30), async {
-        // The seed the application added may come back over the cap once:
-        // while it was judged dead it left its slot to a live peer (see
-        // `PeerTable::table_len`); nothing else overshoots.
-        while !nodes.iter().all(|(_, _, h)| h.table_len() <= cap + 1) {
+        // Peers that dialled in may take the table an eighth over the cap
+        // (`DiscoveryConfig::inbound_cap`), and the seed the application
+        // added may come back over that once: while it was judged dead it
+        // left its slot to a live peer (see `PeerTable::table_len`);
+        // nothing else overshoots.
+        while !nodes.iter().all(|(_, _, h)| h.table_len() <= max) {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     })
     .await;
     if settled.is_err() {
         for (net, a, h) in &nodes {
-            if h.table_len() > cap + 1 {
+            if h.table_len() > max {
                 let rt = route_table(net, false).await;
                 let origins: Vec<String> = h
                     .known_peers()
@@ -812,7 +842,7 @@ async fn swarm(n: usize, cap: usize, converge_deadline: Duration) {
                     .map(|p| format!("{}:{:?}:{}", p.addr.port(), p.origin, p.connected))
                     .collect();
                 panic!(
-                    "{a}: discovery table {} > cap {cap}; node route table {}; {:?}; {:?}",
+                    "{a}: discovery table {} > {max} (cap {cap}); node route table {}; {:?}; {:?}",
                     h.table_len(),
                     rt.len(),
                     h.counters(),

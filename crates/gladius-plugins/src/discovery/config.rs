@@ -90,7 +90,12 @@ pub struct DiscoveryConfig {
     /// Add peers that connected to us on their own (inbound, non-writable)
     /// to the route table (by address: a restart with a new key is let in
     /// once the old session fails a probe), while below
-    /// `table_size`. Default true. When false, the peer lists such peers
+    /// [`inbound_cap`](Self::inbound_cap): `table_size` plus an eighth.
+    /// Only a node whose own table is short dials out, so the slack goes
+    /// only to such nodes: without it, the last nodes to join a network
+    /// of full tables were refused by everyone (their pings unanswered,
+    /// each full peer tombstoned in turn) and stayed short for good.
+    /// Default true. When false, the peer lists such peers
     /// send in their asks are not learned either (the asks are still
     /// answered): the table holds only the application's peers and those
     /// writable peers told of.
@@ -125,6 +130,13 @@ impl Default for DiscoveryConfig {
 }
 
 impl DiscoveryConfig {
+    /// The most route-table peers inbound promotion fills to:
+    /// `table_size + table_size / 8` (45 for a table of 40; no slack below
+    /// 8, so tiny tables keep their exact shape).
+    pub fn inbound_cap(&self) -> usize {
+        self.table_size + self.table_size / 8
+    }
+
     /// Set [`rng_seed`](Self::rng_seed).
     pub fn with_rng_seed(mut self, seed: u64) -> Self {
         self.rng_seed = Some(seed);

@@ -679,7 +679,7 @@ impl PeerTable {
         r.disconnected_at = None;
         let promote = !r.in_table
             && self.config.promote_inbound
-            && table_len < self.config.table_size
+            && table_len < self.config.inbound_cap()
             && !self.tombstones.contains(&addr, now)
             && proven;
         if promote {
