@@ -46,6 +46,7 @@
 //! | `node_added` / `node_deleted` | `addr` — route table changes, by you or by a plugin; `node_deleted` has `reason` (`deleted_by_user`, `deleted_by_plugin (discovery)`, …) |
 //! | `peer_connected` | `addr`, `public_key`, `signer` (the Ethereum address the peer proved in its handshake, see `signers.rs`), `writable` — a session is up |
 //! | `peer_disconnected` | `addr`, `reason` (`closed_by_peer`, `idle_timeout`, `key_changed`, …) |
+//! | `path_changed` | `public_key`, `old`, `new` — a peer roamed: an authenticated datagram of its session came from a new address (its NAT rebound), and the session goes on there without a new handshake (see `docs/nat.md`) |
 //! | `abandoned` | `addr`, `messages` — messages queued to a peer forgotten before a session came up |
 //! | `connect_failed` | `addr`, `reason` — a peer in the route table did not answer (the node keeps retrying with backoff), or a handshake was refused (`reason` starts `rejected:`) |
 //! | `result` | answer to `broadcast*`, `add`, `delete`, `set`, `close` and to lines that are not valid commands; `--peer` start-up answers carry `"source":"--peer"` |

@@ -237,4 +237,15 @@ pub struct Counters {
     /// The bytes those held when dropped.
     #[serde(default)]
     pub partial_frame_bytes_dropped: u64,
+    /// Handshakes completed (encrypted mode), each giving a session.
+    #[serde(default)]
+    pub handshakes_completed: u64,
+    /// Peers' active paths moved to a new address by an authenticated,
+    /// fresh datagram of their session (roaming, without a handshake).
+    #[serde(default)]
+    pub path_changes: u64,
+    /// Authenticated datagrams from an address that is another live peer's
+    /// path: delivered, but the path did not move.
+    #[serde(default)]
+    pub path_conflicts: u64,
 }

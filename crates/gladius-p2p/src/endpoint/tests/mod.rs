@@ -10,4 +10,5 @@ mod lifecycle;
 mod limits;
 mod modes;
 mod requests;
+mod roaming;
 mod world;
