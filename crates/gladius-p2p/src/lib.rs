@@ -82,6 +82,8 @@ pub use json::JsonError;
 pub use network::{Network, ToPeerAddr};
 pub use plugin::{Plugin, PluginId, PLUGIN_QUEUE_BYTES, PLUGIN_QUEUE_LEN};
 pub use socket::{BatchUdpSocket, DatagramSocket, LinkFaults, MemoryNetwork, MemorySocket};
-pub use state::{ConnectionState, Counters, Direction, NetworkState, PeerState, PluginState};
+pub use state::{
+    ConnectionState, Counters, Direction, NatType, NetworkState, PeerState, PluginState,
+};
 pub use streams::{Feed, Filter, PeerEvent, Subscription, SUBSCRIPTION_QUEUE_LEN};
 pub use wire::{Message, MessageError};

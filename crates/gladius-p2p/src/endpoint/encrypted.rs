@@ -790,6 +790,8 @@ impl Endpoint {
             old,
             new: from,
         }));
+        // The peer's mapping changed: tell it what we see now.
+        self.send_observation(id);
     }
 
     fn on_cookie(&mut self, from: SocketAddr, cookie: CookiePacket, now: u64) {

@@ -1,6 +1,8 @@
-//! Roaming: an authenticated, fresh datagram of a session from a new
-//! address moves the peer's path there, with no handshake and nothing lost;
-//! nothing else moves a path (WireGuard's rule).
+//! NAT traversal, so far. Roaming: an authenticated, fresh datagram of a
+//! session from a new address moves the peer's path there, with no
+//! handshake and nothing lost; nothing else moves a path (WireGuard's
+//! rule). Observed addresses: peers tell a node where they see it, and the
+//! node classifies its NAT from them.
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -8,6 +10,7 @@ use std::rc::Rc;
 use super::world::*;
 use crate::api::{NodeEvent, PathChange};
 use crate::endpoint::Event;
+use crate::state::NatType;
 
 /// Sealed `Data` datagrams (type byte `0xE4`) node 2 sent to node 1 that the
 /// filter saw; the filter drops those `drop` says to.
@@ -214,4 +217,48 @@ fn a_peer_cannot_take_another_live_peers_address() {
         Some(addr(2))
     );
     assert!(w.bodies(addr(1)).contains(&"from 4's address".to_owned()));
+}
+
+// ----- observed addresses ------------------------------------------------
+
+#[test]
+fn two_observers_that_see_the_bound_address_mean_no_nat() {
+    let mut w = World::connected_pair(8);
+    assert_eq!(w.state(addr(1)).nat, NatType::Unknown, "one observer");
+    w.spawn(addr(3), 3);
+    w.add(addr(1), addr(3));
+    w.run_for(2_000);
+    let state = w.state(addr(1));
+    assert_eq!(state.nat, NatType::None);
+    assert_eq!(state.reflexive_addrs, vec![addr(1)]);
+    assert_eq!(state.counters.observations_received, 2);
+    // The reports are the core's: no message reached the application.
+    assert!(w.bodies(addr(1)).is_empty() && w.bodies(addr(2)).is_empty());
+}
+
+#[test]
+fn observers_behind_one_mapping_see_a_cone_and_follow_a_rebinding() {
+    // Node 1 sits behind a NAT that maps it to addr(9) for everyone.
+    let mut w = World::new(9, 10, 0.0);
+    w.spawn(addr(1), 1);
+    w.nodes.get_mut(&addr(1)).expect("node 1").addr = addr(9);
+    w.spawn(addr(2), 2);
+    w.spawn(addr(3), 3);
+    w.add(addr(1), addr(2));
+    w.add(addr(1), addr(3));
+    w.run_for(2_000);
+    let state = w.state(addr(1));
+    assert_eq!(state.nat, NatType::EndpointIndependent);
+    assert_eq!(state.reflexive_addrs, vec![addr(9)]);
+    // The NAT rebinds to addr(10): both observers see node 1 roam, and
+    // tell it.
+    w.nodes.get_mut(&addr(1)).expect("node 1").addr = addr(10);
+    w.send(addr(1), addr(2), "x");
+    w.send(addr(1), addr(3), "y");
+    w.run_for(2_000);
+    let state = w.state(addr(1));
+    assert_eq!(state.nat, NatType::EndpointIndependent);
+    assert_eq!(state.reflexive_addrs, vec![addr(10)]);
+    assert_eq!(w.state(addr(2)).counters.path_changes, 1);
+    assert_eq!(w.state(addr(3)).counters.path_changes, 1);
 }

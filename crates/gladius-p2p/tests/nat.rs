@@ -1,4 +1,6 @@
-//! Roaming over real UDP on 127.0.0.1: node A sits behind a user-space
+//! NAT traversal over real UDP on 127.0.0.1. Observed addresses: two
+//! observers of a node bound to loopback report no NAT and its address.
+//! Roaming: node A sits behind a user-space
 //! NAT (two sockets of this test forwarding datagrams), which "rebinds"
 //! mid-stream: it replaces its outside socket by a new one, on a new port,
 //! and forgets the old mapping (datagrams to the old port are lost, as
@@ -12,7 +14,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use common::*;
-use gladius_p2p::{PathChange, PeerEvent};
+use gladius_p2p::{NatType, PathChange, PeerEvent};
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -164,4 +166,34 @@ async fn a_nat_rebinding_mid_stream_moves_the_path_without_a_handshake_or_a_loss
     a.close().await.unwrap();
     b.close().await.unwrap();
     nat.task.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_observers_on_loopback_see_no_nat_and_the_bound_address() {
+    let (a, a_addr, _) = node().await;
+    let (b, b_addr, _) = node().await;
+    let (c, c_addr, _) = node().await;
+    a.add(b_addr).await.unwrap();
+    a.add(c_addr).await.unwrap();
+    wait_connected(&a, b_addr).await;
+    wait_connected(&a, c_addr).await;
+    wait_for(Duration::from_secs(10), "two observations at a", || async {
+        a.network_state()
+            .await
+            .unwrap()
+            .counters
+            .observations_received
+            >= 2
+    })
+    .await;
+    let state = a.network_state().await.unwrap();
+    assert_eq!(state.nat, NatType::None, "{state:?}");
+    assert_eq!(state.reflexive_addrs, vec![a_addr]);
+    // B and C have one observer each: too few to tell.
+    let sb = b.network_state().await.unwrap();
+    assert_eq!(sb.nat, NatType::Unknown);
+    assert_eq!(sb.reflexive_addrs, vec![b_addr]);
+    for n in [a, b, c] {
+        n.close().await.unwrap();
+    }
 }
