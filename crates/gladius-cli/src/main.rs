@@ -74,7 +74,7 @@
 //! | `{"cmd":"delete","addr":"HOST:PORT"}` | `result` |
 //! | `{"cmd":"request","to":"HOST:PORT","type":"echo","body":"ping","timeout_ms":1000}` | `reply` with `from`, `type`, `body`/`body_b64` |
 //! | `{"cmd":"reply","to":TOKEN,"type":…,"body":…}` | `result` with `to` (the requester) and `queued`/`failed`; answers the request whose `message` event carried `"token":TOKEN` (`type` defaults to the request's) |
-//! | `{"cmd":"state"}` | `state` with `network` (the full `network_state()`: peers with address, key, writable, RTT, counters) and `latency` (the latency audit's snapshot); durations in milliseconds (`*_ms` keys) |
+//! | `{"cmd":"state"}` | `state` with `network` (the full `network_state()`: peers with address, key, paths, writable, RTT, counters; `reflexive_addrs` and `nat`, see `docs/nat.md`) and `latency` (the latency audit's snapshot); durations in milliseconds (`*_ms` keys) |
 //! | `{"cmd":"set","field":"name","value":"alice"}` | `result` with the signed `entry` |
 //! | `{"cmd":"signed_state"}` | `signed_state` with `entries`: `signer`, `field`, `value` (or `value_b64`), `timestamp` (Unix ms), `message` (exactly the text that was `personal_sign`ed), `signature` |
 //! | `{"cmd":"close"}` | `result`, then a graceful shutdown and exit 0 (a few `peer_disconnected` lines may follow) |
