@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Multi-host reliability harness for `gladius node` (issue 7).
+"""Multi-host reliability harness for `gladius node` (issue 7), and NAT
+routers (scenario 6, issue 13: see `NatNet` and docs/nat.md).
 
 Each host is a network namespace joined to one bridge (itself in its own
 namespace, so the host's interfaces are never touched), with an address in
@@ -1199,6 +1200,246 @@ def soak(workdir, duration, hosts=6, loss=10, rate=5.0, churn_every=30):
     return c, fig
 
 
+
+# --------------------------------------------------------------------------
+# NAT (issue 13): routers doing NAT with nftables between an "internet"
+# bridge and one-host LANs.
+
+
+class NatNet:
+    """An "internet": a bridge (in its own namespace) with public hosts at
+    10.78.0.11.. and one router per LAN at 10.78.0.2..; each router NATs a
+    one-host LAN (192.168.N.0/24, the host at .2 behind the router's .1)
+    with nftables: `masquerade` (endpoint-independent mapping, "cone") or
+    `masquerade random` (a random port per connection: endpoint-dependent,
+    "symmetric"). Only the routers forward; no route leads into a LAN."""
+
+    def __init__(self, tag, publics, lans):
+        self.br = f"{PREFIX}-{tag}-br"
+        self.publics = [f"{PREFIX}-{tag}-p{i + 1}" for i in range(publics)]
+        self.lans = lans  # [(name, nat rule)]
+        self.routers = [f"{PREFIX}-{tag}-r{i + 1}" for i in range(len(lans))]
+        self.hosts = [f"{PREFIX}-{tag}-l{i + 1}" for i in range(len(lans))]
+        self.created = []
+
+    def public_addr(self, i):
+        return f"10.78.0.{11 + i}:{PORT}"
+
+    def router_ip(self, j):
+        return f"10.78.0.{2 + j}"
+
+    def host_addr(self, j):
+        return f"192.168.{10 + j}.2:{PORT}"
+
+    def _ns(self, ns):
+        sh("ip", "netns", "add", ns)
+        self.created.append(ns)
+        sh("ip", "-n", ns, "link", "set", "lo", "up")
+
+    def _uplink(self, ns, k, ip):
+        sh("ip", "-n", self.br, "link", "add", f"u{k}", "type", "veth",
+           "peer", "name", "eth0", "netns", ns)
+        sh("ip", "-n", self.br, "link", "set", f"u{k}", "master", "br0", "up")
+        sh("ip", "-n", ns, "addr", "add", f"{ip}/24", "dev", "eth0")
+        sh("ip", "-n", ns, "link", "set", "eth0", "up")
+
+    def create(self):
+        self._ns(self.br)
+        sh("ip", "-n", self.br, "link", "add", "br0", "type", "bridge")
+        sh("ip", "-n", self.br, "link", "set", "br0", "up")
+        k = 0
+        for i, ns in enumerate(self.publics):
+            self._ns(ns)
+            self._uplink(ns, k, self.public_addr(i).split(":")[0])
+            k += 1
+        for j, (router, host) in enumerate(zip(self.routers, self.hosts)):
+            self._ns(router)
+            self._uplink(router, k, self.router_ip(j))
+            k += 1
+            self._ns(host)
+            lan = f"192.168.{10 + j}"
+            sh("ip", "-n", router, "link", "add", "lan0", "type", "veth",
+               "peer", "name", "eth0", "netns", host)
+            sh("ip", "-n", router, "addr", "add", f"{lan}.1/24", "dev", "lan0")
+            sh("ip", "-n", router, "link", "set", "lan0", "up")
+            sh("ip", "-n", host, "addr", "add", f"{lan}.2/24", "dev", "eth0")
+            sh("ip", "-n", host, "link", "set", "eth0", "up")
+            sh("ip", "-n", host, "route", "add", "default", "via", f"{lan}.1")
+            sh("ip", "netns", "exec", router, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+            self.set_nat(j, self.lans[j][1])
+        log(f"nat net {self.br}: {len(self.publics)} public hosts, LANs "
+            + ", ".join(f"{n} ({r})" for n, r in self.lans))
+
+    def set_nat(self, j, rule):
+        """Replace router j's source NAT by `rule` (e.g. `masquerade`)."""
+        sh("ip", "netns", "exec", self.routers[j], "nft", "-f", "-", input=(
+            "table ip gnat\n"
+            "delete table ip gnat\n"
+            "table ip gnat {\n"
+            "  chain post { type nat hook postrouting priority 100; policy accept;\n"
+            f"    oifname \"eth0\" {rule}\n"
+            "  }\n"
+            "}\n"))
+
+    def flush_conntrack(self, j):
+        """Router j forgets every mapping, as a router restart would."""
+        sh("ip", "netns", "exec", self.routers[j], "conntrack", "-F", check=False)
+
+    def destroy(self):
+        for ns in reversed(self.created):
+            sh("ip", "netns", "del", ns, check=False)
+        self.created = []
+
+
+class NatCluster:
+    def __init__(self, workdir, tag, lans):
+        self.net = NatNet(tag, 2, lans)
+        self.workdir = os.path.join(workdir, tag)
+        os.makedirs(self.workdir, exist_ok=True)
+        self.nodes = []
+
+    def __enter__(self):
+        CLEANUP.append(self)
+        self.net.create()
+        n = self.net
+        pubs = [n.public_addr(i) for i in range(len(n.publics))]
+        for i, ns in enumerate(n.publics):
+            # Public nodes know each other, so each has observers too.
+            self.nodes.append(NsNode(ns, pubs[i], pubs[:i], self.workdir, f"pub{i + 1}"))
+        for j, (name, _) in enumerate(n.lans):
+            self.nodes.append(NsNode(n.hosts[j], n.host_addr(j), pubs, self.workdir, name))
+        for node in self.nodes:
+            node.start()
+        return self
+
+    def node(self, name):
+        return next(x for x in self.nodes if x.name == name)
+
+    def close(self):
+        for x in self.nodes:
+            try:
+                x.stop()
+            except Exception:
+                pass
+        self.net.destroy()
+
+    def __exit__(self, *exc):
+        self.close()
+        if self in CLEANUP:
+            CLEANUP.remove(self)
+        return False
+
+
+class NsNode(Node):
+    """A node in a namespace of a `NatNet` (any address, not a `Net` slot)."""
+
+    class _Slot:
+        def __init__(self, ns, addr):
+            self.ns = [ns]
+            self._addr = addr
+
+        def addr(self, i):
+            return self._addr
+
+    def __init__(self, ns, addr, peers, workdir, name):
+        super().__init__(self._Slot(ns, addr), 0, peers, workdir, name)
+
+
+def scenario_nat(workdir, count=300, rate=50.0):
+    """6. NAT: a node behind a `masquerade` router (cone) and one behind a
+    `masquerade random` router (symmetric) each connect to two public
+    nodes. Each learns its mapping from the two observers: cone
+    `endpoint_independent` with the router's address, symmetric
+    `endpoint_dependent`; the public nodes `none`. Then, in the middle of a
+    stream from the cone node, its router's NAT rebinds (the rule moves to
+    another port range and conntrack is flushed): both public nodes see the
+    node roam to the new port; nothing is lost, duplicated or reordered,
+    and no handshake is added."""
+    c = Checks("6")
+    fig = {}
+    lans = [("cone", "masquerade"), ("sym", "masquerade random")]
+    with NatCluster(workdir, "nat", lans) as cl:
+        n = cl.net
+        pubs = [cl.node("pub1"), cl.node("pub2")]
+        cone, sym = cl.node("cone"), cl.node("sym")
+
+        def net_state(x):
+            return x.state()["network"]
+
+        def settled():
+            return all(net_state(x)["counters"].get("observations_received", 0) >= 2
+                       for x in pubs + [cone, sym])
+
+        t0 = time.monotonic()
+        while not settled() and time.monotonic() - t0 < 30:
+            time.sleep(0.2)
+        fig["classified_after_s"] = round(time.monotonic() - t0, 1)
+        nat = {}
+        for x in pubs + [cone, sym]:
+            st = net_state(x)
+            nat[x.name] = {"nat": st.get("nat"), "reflexive_addrs": st.get("reflexive_addrs")}
+        fig["nat"] = nat
+        for x in pubs:
+            c.check(nat[x.name]["nat"] == "none", f"{x.name}: nat {nat[x.name]}")
+        c.check(nat["cone"]["nat"] == "endpoint_independent", f"cone: {nat['cone']}")
+        c.check(nat["cone"]["reflexive_addrs"] == [f"{n.router_ip(0)}:{PORT}"],
+                f"cone reflexive {nat['cone']}")
+        c.check(nat["sym"]["nat"] == "endpoint_dependent", f"sym: {nat['sym']}")
+        c.check(len(nat["sym"]["reflexive_addrs"] or []) == 2
+                and all(a.startswith(n.router_ip(1) + ":") for a in nat["sym"]["reflexive_addrs"]),
+                f"sym reflexive {nat['sym']}")
+
+        # NAT rebinding in the middle of a stream from the cone node.
+        def hs(x):
+            return net_state(x)["counters"].get("handshakes_completed", 0)
+
+        before = {x.name: hs(x) for x in pubs + [cone]}
+        tr = Traffic([cone], mtype="nat")
+        threads = tr.run(count=count, rate=rate)
+        time.sleep(count / rate / 2)
+        n.set_nat(0, "meta l4proto udp masquerade to :30000-30999")
+        n.flush_conntrack(0)
+        t_rebind = time.monotonic()
+        log("cone router rebound: masquerade to :30000-30999, conntrack flushed")
+        for t in threads:
+            t.join()
+        acc, waited = tr.wait_complete(pubs, timeout=30)
+        fig["rebind_stream"] = {k: v for k, v in acc.items() if k != "lat"}
+        fig["rebind_stream"].update(lat_summary(acc["lat"]))
+        fig["rebind_wait_s"] = round(waited, 1)
+        c.check(acc["missing"] == 0 and acc["duplicates"] == 0 and acc["reordered"] == 0
+                and acc["expected"] == count * len(pubs),
+                f"stream across the rebinding: {fig['rebind_stream']}")
+        after = {x.name: hs(x) for x in pubs + [cone]}
+        fig["handshakes_before_after"] = [before, after]
+        c.check(before == after, f"no new handshake: {before} -> {after}")
+        moved = {}
+        for x in pubs:
+            st = net_state(x)
+            peer = next((p for p in st["peers"]
+                         if p.get("active_path", "") and p["active_path"].startswith(n.router_ip(0))),
+                        None)
+            moved[x.name] = {"path_changes": st["counters"].get("path_changes", 0),
+                             "active_path": peer and peer["active_path"]}
+            port = int(peer["active_path"].rsplit(":", 1)[1]) if peer else 0
+            c.check(st["counters"].get("path_changes", 0) >= 1 and 30000 <= port <= 30999,
+                    f"{x.name} moved the cone node's path: {moved[x.name]}")
+        fig["after_rebind"] = moved
+        ev = [(t, e) for x in pubs for t, e in list(x.events) if e.get("event") == "path_changed"]
+        fig["path_changed_events"] = len(ev)
+        fig["first_path_changed_after_rebind_ms"] = (
+            round((min(t for t, _ in ev) - t_rebind) * 1000) if ev else None)
+        c.check(len(ev) >= 2, f"path_changed events at the public nodes: {len(ev)}")
+        time.sleep(1.5)
+        cst = net_state(cone)
+        fig["cone_after_rebind"] = {"nat": cst.get("nat"), "reflexive_addrs": cst.get("reflexive_addrs")}
+        c.check(cst.get("nat") == "endpoint_independent"
+                and all(a.startswith(n.router_ip(0) + ":3") for a in cst.get("reflexive_addrs", [])),
+                f"the cone node learnt its new mapping: {fig['cone_after_rebind']}")
+        fig["counters"] = counters(cl.nodes)
+    return c, fig
+
+
 SCENARIOS = {
     "1": ("8 hosts, 10% loss everywhere", scenario_loss_mesh),
     "2": ("30% loss on one host", scenario_lossy_host),
@@ -1207,6 +1448,7 @@ SCENARIOS = {
     "3long": ("partition 4|4 for 20 s, heal, wait past the 5 min tombstone TTL",
               lambda w: scenario_partition(w, bound=420)),
     "5": ("hostile host", scenario_hostile),
+    "6": ("NAT: cone and symmetric routers, rebinding mid-stream", scenario_nat),
     # Not in the CI set: the hostile inputs one kind at a time, for the docs.
     "5init": ("hostile host, Init flood only", lambda w: scenario_hostile(w, mix="init")),
     "5garbage": ("hostile host, garbage only", lambda w: scenario_hostile(w, mix="garbage")),

@@ -3,6 +3,7 @@
 #
 #   tests/netns/run.sh [SCENARIO...]          scenarios 1 2 3 5 by default (CI set)
 #   tests/netns/run.sh 4                      churn
+#   tests/netns/run.sh 6                      NAT routers (cone, symmetric), rebinding
 #   tests/netns/run.sh soak --duration 600    churn + loss soak (not in CI)
 #   options after the scenarios: --out FILE   (JSON summary)
 #
@@ -25,6 +26,11 @@ cannot() {
 command -v ip >/dev/null || cannot "\`ip\` (iproute2) not installed"
 command -v nft >/dev/null || cannot "\`nft\` (nftables) not installed"
 command -v python3 >/dev/null || cannot "python3 not installed"
+for s in "$@"; do
+  if [ "$s" = 6 ]; then
+    command -v conntrack >/dev/null || cannot "\`conntrack\` (package conntrack) not installed: scenario 6 flushes a NAT router's mappings"
+  fi
+done
 probe="gnt-probe-$$"
 ip netns add "$probe" 2>/dev/null || cannot "\`ip netns add\` fails here (no netns support?)"
 trap 'ip netns del "$probe" 2>/dev/null || true' EXIT

@@ -55,6 +55,12 @@ pub(crate) const NODE: &[CounterHelp] = &[
     c("rekeys", false, "Sessions closed to re-key before the nonce limit (normal on long, busy sessions)."),
     c("partial_frames_dropped", true, "Partially received messages dropped (largest first, peers outside the route table first) to keep all of them within partial_frame_bytes; the rest of each is skipped and the session goes on. Many: peers start messages they do not finish."),
     c("partial_frame_bytes_dropped", true, "The bytes the dropped partial messages held."),
+    c("handshakes_completed", false, "Noise handshakes completed, each giving a session (encrypted mode)."),
+    c("path_changes", false, "Peers that roamed: an authenticated, fresh datagram of a peer's session came from a new address, and the peer's path moved there without a new handshake (its NAT rebound, or it changed networks)."),
+    c("observations_sent", false, "Observed-address reports sent: each peer is told the address its datagrams come from, when its session is established and when its path moves."),
+    c("observations_received", false, "Observed-address reports received from peers with a proven key: what network_state's reflexive_addrs and nat are made of."),
+    c("bad_observations", true, "Observed-address reports whose body was not a canonical address: dropped (a peer of another version, or a broken one)."),
+    c("path_conflicts", true, "Authenticated datagrams from an address that is another live peer's path: delivered, but the path was not moved (a peer spoofing another's address, or two peers behind one NAT port in turn)."),
 ];
 
 /// The latency audit's counters (gladius_plugins::latency::LatencyCounters).

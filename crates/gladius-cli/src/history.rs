@@ -180,6 +180,8 @@ mod tests {
             half_open_handshakes: 0,
             inbound_sessions: 0,
             partial_frame_bytes: 0,
+            reflexive_addrs: Vec::new(),
+            nat: Default::default(),
             peers,
             plugins: Vec::new(),
             counters: Default::default(),

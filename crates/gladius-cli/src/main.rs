@@ -46,6 +46,7 @@
 //! | `node_added` / `node_deleted` | `addr` — route table changes, by you or by a plugin; `node_deleted` has `reason` (`deleted_by_user`, `deleted_by_plugin (discovery)`, …) |
 //! | `peer_connected` | `addr`, `public_key`, `signer` (the Ethereum address the peer proved in its handshake, see `signers.rs`), `writable` — a session is up |
 //! | `peer_disconnected` | `addr`, `reason` (`closed_by_peer`, `idle_timeout`, `key_changed`, …) |
+//! | `path_changed` | `public_key`, `old`, `new` — a peer roamed: an authenticated datagram of its session came from a new address (its NAT rebound), and the session goes on there without a new handshake (see `docs/nat.md`) |
 //! | `abandoned` | `addr`, `messages` — messages queued to a peer forgotten before a session came up |
 //! | `connect_failed` | `addr`, `reason` — a peer in the route table did not answer (the node keeps retrying with backoff), or a handshake was refused (`reason` starts `rejected:`) |
 //! | `result` | answer to `broadcast*`, `add`, `delete`, `set`, `close` and to lines that are not valid commands; `--peer` start-up answers carry `"source":"--peer"` |
@@ -73,7 +74,7 @@
 //! | `{"cmd":"delete","addr":"HOST:PORT"}` | `result` |
 //! | `{"cmd":"request","to":"HOST:PORT","type":"echo","body":"ping","timeout_ms":1000}` | `reply` with `from`, `type`, `body`/`body_b64` |
 //! | `{"cmd":"reply","to":TOKEN,"type":…,"body":…}` | `result` with `to` (the requester) and `queued`/`failed`; answers the request whose `message` event carried `"token":TOKEN` (`type` defaults to the request's) |
-//! | `{"cmd":"state"}` | `state` with `network` (the full `network_state()`: peers with address, key, writable, RTT, counters) and `latency` (the latency audit's snapshot); durations in milliseconds (`*_ms` keys) |
+//! | `{"cmd":"state"}` | `state` with `network` (the full `network_state()`: peers with address, key, paths, writable, RTT, counters; `reflexive_addrs` and `nat`, see `docs/nat.md`) and `latency` (the latency audit's snapshot); durations in milliseconds (`*_ms` keys) |
 //! | `{"cmd":"set","field":"name","value":"alice"}` | `result` with the signed `entry` |
 //! | `{"cmd":"signed_state"}` | `signed_state` with `entries`: `signer`, `field`, `value` (or `value_b64`), `timestamp` (Unix ms), `message` (exactly the text that was `personal_sign`ed), `signature` |
 //! | `{"cmd":"close"}` | `result`, then a graceful shutdown and exit 0 (a few `peer_disconnected` lines may follow) |

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use gladius_p2p::{
-    async_trait, Config, Message, Network, NetworkError, PeerInfo, PeerReason, Plugin, Received,
-    RequestError, SendFailure,
+    async_trait, Config, Message, Network, NetworkError, PathChange, PeerInfo, PeerReason, Plugin,
+    Received, RequestError, SendFailure,
 };
 use gladius_plugins::discovery::Discovery;
 use gladius_plugins::latency::{LatencyAudit, LatencyHandle};
@@ -130,6 +130,16 @@ impl Plugin for Events {
         let reason = reason.to_string();
         self.emit(json!({"event": "peer_disconnected", "addr": addr, "reason": reason}))
             .await;
+    }
+
+    async fn path_changed(&self, _net: &Network, change: &PathChange) {
+        self.emit(json!({
+            "event": "path_changed",
+            "public_key": change.public_key.to_string(),
+            "old": change.old,
+            "new": change.new,
+        }))
+        .await;
     }
 
     async fn messages_abandoned(&self, _net: &Network, addr: SocketAddr, count: u64) {

@@ -91,6 +91,21 @@ pub struct PeerInfo {
     pub direction: Direction,
 }
 
+/// A peer's active path moved (roaming): an authenticated, fresh datagram
+/// of its session came from a new address, as
+/// [`Plugin::path_changed`](crate::Plugin::path_changed) sees it. Encrypted
+/// mode only. See `docs/nat.md`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PathChange {
+    /// The peer, by the key its session proved.
+    pub public_key: PublicKey,
+    /// The path its datagrams came from and ours went to before (`None` if
+    /// it had none).
+    pub old: Option<SocketAddr>,
+    /// The address they come from now, where ours go from now on.
+    pub new: SocketAddr,
+}
+
 /// Why a message was not queued to one peer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 #[serde(rename_all = "snake_case")]
@@ -145,6 +160,8 @@ pub(crate) enum NodeEvent {
     /// Frames queued to a peer were dropped unsent: the peer was forgotten
     /// before a session to it came up.
     Abandoned(SocketAddr, u64),
+    /// A peer roamed: its active path moved.
+    PathChanged(PathChange),
     Message(Arc<Received>),
 }
 

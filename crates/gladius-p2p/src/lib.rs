@@ -71,7 +71,7 @@ mod streams;
 mod wait;
 pub mod wire;
 
-pub use api::{PeerInfo, PeerReason, Received, SendFailure, SendReport};
+pub use api::{PathChange, PeerInfo, PeerReason, Received, SendFailure, SendReport};
 pub use async_trait::async_trait;
 pub use config::{Config, KcpPreset, DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_PARTIAL_FRAME_BYTES};
 pub use crypto::{Identity, IdentityError, PublicKey};
@@ -82,6 +82,8 @@ pub use json::JsonError;
 pub use network::{Network, ToPeerAddr};
 pub use plugin::{Plugin, PluginId, PLUGIN_QUEUE_BYTES, PLUGIN_QUEUE_LEN};
 pub use socket::{BatchUdpSocket, DatagramSocket, LinkFaults, MemoryNetwork, MemorySocket};
-pub use state::{ConnectionState, Counters, Direction, NetworkState, PeerState, PluginState};
+pub use state::{
+    ConnectionState, Counters, Direction, NatType, NetworkState, PeerState, PluginState,
+};
 pub use streams::{Feed, Filter, PeerEvent, Subscription, SUBSCRIPTION_QUEUE_LEN};
 pub use wire::{Message, MessageError};

@@ -40,7 +40,7 @@ use std::sync::Arc;
 use futures_util::FutureExt;
 use tokio::sync::mpsc;
 
-use crate::api::{NodeEvent, PeerReason};
+use crate::api::{NodeEvent, PathChange, PeerReason};
 use crate::{Network, PeerInfo, Received};
 
 /// Events one plugin may have waiting. Large enough to absorb bursts of
@@ -108,6 +108,11 @@ pub trait Plugin: Send + Sync + 'static {
     /// forgotten (deleted, or never reachable) before a session to it came
     /// up. What was queued and what was delivered are told apart here.
     async fn messages_abandoned(&self, _net: &Network, _addr: SocketAddr, _count: u64) {}
+    /// A peer's active path moved to a new address without a new
+    /// handshake (roaming: its NAT rebound, or it moved to another
+    /// network). Only an authenticated, fresh datagram of the peer's
+    /// session moves a path. Encrypted mode only.
+    async fn path_changed(&self, _net: &Network, _change: &PathChange) {}
     /// A message (or a request; see [`Received::is_request`]) arrived.
     async fn new_message(&self, _net: &Network, _msg: &Received) {}
     /// The node is closing; the last hook called.
@@ -265,6 +270,7 @@ async fn run(
                         plugin.peer_disconnected(&net, a, &why).await
                     }
                     NodeEvent::Abandoned(a, n) => plugin.messages_abandoned(&net, a, n).await,
+                    NodeEvent::PathChanged(c) => plugin.path_changed(&net, &c).await,
                     NodeEvent::Message(m) => plugin.new_message(&net, &m).await,
                 },
                 PluginEvent::Close => plugin.close(&net).await,

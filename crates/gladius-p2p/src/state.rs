@@ -30,6 +30,14 @@ pub struct NetworkState {
     /// (bounded by `partial_frame_bytes`).
     #[serde(default)]
     pub partial_frame_bytes: usize,
+    /// This node's address as its peers see it (their authenticated
+    /// observations), most observers first; empty in plaintext mode and
+    /// before any peer reported.
+    #[serde(default)]
+    pub reflexive_addrs: Vec<SocketAddr>,
+    /// The NAT mapping those observations show (one vote per observer key).
+    #[serde(default)]
+    pub nat: NatType,
     /// Every peer in the route table or with a live session, sorted by address.
     pub peers: Vec<PeerState>,
     /// Registered plugins, in registration order.
@@ -43,6 +51,24 @@ impl NetworkState {
     pub fn peer(&self, addr: SocketAddr) -> Option<&PeerState> {
         self.peers.iter().find(|p| p.addr == addr)
     }
+}
+
+/// How the NAT in front of this node maps its address, as its peers'
+/// observations show it (encrypted mode; see `docs/nat.md`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NatType {
+    /// Fewer than two observers, or no majority among them.
+    #[default]
+    Unknown,
+    /// No NAT: observers see the address the node is bound to.
+    None,
+    /// Observers see one address whoever they are (a "cone" NAT): a
+    /// mapping that hole punching can reuse.
+    EndpointIndependent,
+    /// Observers see different addresses (a "symmetric" NAT): each
+    /// destination gets its own mapping.
+    EndpointDependent,
 }
 
 /// Who opened the session.
@@ -237,4 +263,26 @@ pub struct Counters {
     /// The bytes those held when dropped.
     #[serde(default)]
     pub partial_frame_bytes_dropped: u64,
+    /// Handshakes completed (encrypted mode), each giving a session.
+    #[serde(default)]
+    pub handshakes_completed: u64,
+    /// Peers' active paths moved to a new address by an authenticated,
+    /// fresh datagram of their session (roaming, without a handshake).
+    #[serde(default)]
+    pub path_changes: u64,
+    /// Authenticated datagrams from an address that is another live peer's
+    /// path: delivered, but the path did not move.
+    #[serde(default)]
+    pub path_conflicts: u64,
+    /// Observed-address reports sent to peers (one per established
+    /// encrypted session, and one per path change).
+    #[serde(default)]
+    pub observations_sent: u64,
+    /// Observed-address reports received from peers with a proven key.
+    #[serde(default)]
+    pub observations_received: u64,
+    /// Observed-address reports whose body was not a canonical address:
+    /// dropped.
+    #[serde(default)]
+    pub bad_observations: u64,
 }

@@ -24,7 +24,9 @@ use futures_util::Stream;
 use tokio::sync::mpsc;
 
 use crate::plugin::{PluginCounters, PluginId};
-use crate::{async_trait, Network, NetworkError, PeerInfo, PeerReason, Plugin, Received};
+use crate::{
+    async_trait, Network, NetworkError, PathChange, PeerInfo, PeerReason, Plugin, Received,
+};
 
 /// Items a [`Subscription`] holds for its reader by default. A reader that
 /// keeps up never sees it; one that stalls loses what comes after (counted)
@@ -87,6 +89,9 @@ pub enum PeerEvent {
         /// How many messages.
         count: u64,
     },
+    /// The peer's active path moved to a new address (roaming), without a
+    /// new handshake.
+    PathChanged(PathChange),
     /// A connection attempt failed for a reason worth telling (the peer
     /// refused us, or its key was not the pinned one).
     Rejected {
@@ -103,6 +108,7 @@ impl PeerEvent {
         match self {
             PeerEvent::Added(a) | PeerEvent::Deleted(a, _) | PeerEvent::Disconnected(a, _) => *a,
             PeerEvent::Connected(info) => info.addr,
+            PeerEvent::PathChanged(change) => change.new,
             PeerEvent::Rejected { addr, .. }
             | PeerEvent::ConnectFailed { addr, .. }
             | PeerEvent::Abandoned { addr, .. } => *addr,
@@ -282,6 +288,10 @@ impl Plugin for EventForwarder {
 
     async fn messages_abandoned(&self, _net: &Network, addr: SocketAddr, count: u64) {
         self.feed.send(PeerEvent::Abandoned { addr, count });
+    }
+
+    async fn path_changed(&self, _net: &Network, change: &PathChange) {
+        self.feed.send(PeerEvent::PathChanged(change.clone()));
     }
 }
 

@@ -636,7 +636,10 @@ async fn a_live_encrypted_pair_survives_forged_replayed_and_corrupted_datagrams(
     )
     .await;
 
-    // (h) The same from a third party's own address: it has no session.
+    // (h) The same from a third party's own address. A sealed datagram is
+    //     matched to its channel by index wherever it comes from (roaming,
+    //     docs/nat.md), so the channel's checks answer: replays and
+    //     forgeries are counted as such, and none of them moves A's path.
     let atk = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let atk_addr = atk.local_addr().unwrap();
     let replayed = data.len().min(20) as u64;
@@ -656,7 +659,9 @@ async fn a_live_encrypted_pair_survives_forged_replayed_and_corrupted_datagrams(
     }
     let ack = kcp_header(live_conv, Command::Ack, 0, u32::MAX, 1);
     atk.send_to(&kcp_seg(ack, &[]), b_addr).await.unwrap();
-    want.unknown_session_datagrams += 2 * replayed + 20 + 1;
+    want.unknown_session_datagrams += 1;
+    want.replayed_datagrams += replayed;
+    want.decrypt_failures += replayed + 20;
     for len in 1..DATA_OVERHEAD {
         atk.send_to(&long[..len], b_addr).await.unwrap();
     }
@@ -675,6 +680,24 @@ async fn a_live_encrypted_pair_survives_forged_replayed_and_corrupted_datagrams(
         want.malformed_datagrams,
     )
     .await;
+    expect_counter(
+        &b,
+        "replayed (third party)",
+        |c| c.replayed_datagrams,
+        want.replayed_datagrams,
+    )
+    .await;
+    expect_counter(
+        &b,
+        "decrypt_failures (third party)",
+        |c| c.decrypt_failures,
+        want.decrypt_failures,
+    )
+    .await;
+    let state = b.network_state().await.unwrap();
+    assert_eq!(state.counters.path_changes, 0, "nothing moved A's path");
+    assert_eq!(state.peer(a_addr).and_then(|p| p.active_path), Some(a_addr));
+    assert!(state.peer(atk_addr).is_none(), "{:?}", state.peers);
 
     // The stream went on through all of it: everything, in order, once.
     stop.store(true, Ordering::Relaxed);

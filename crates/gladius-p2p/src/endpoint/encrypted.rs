@@ -27,7 +27,7 @@ use super::half_open::{HalfOpen, HalfOpenTable};
 use super::peer::{Link, Peer, PeerId};
 use super::source::SourceIp;
 use super::{demux, Endpoint, Event, TimerKey};
-use crate::api::NodeEvent;
+use crate::api::{NodeEvent, PathChange};
 use crate::crypto::packet::{index_from, CookiePacket, RejectPacket, INIT_LEN};
 use crate::crypto::{
     self, ChannelError, CookieJar, Established, HandshakeError, HandshakePayload, Identity,
@@ -620,6 +620,8 @@ impl Endpoint {
         if let Some(finish) = &est.finish {
             self.outbox.push((from, finish.clone()));
         }
+        self.peers.set_index(id, est.channel.local_index());
+        self.counters.handshakes_completed += 1;
         let Some(peer) = self.peers.get_mut(id) else {
             return;
         };
@@ -671,28 +673,66 @@ impl Endpoint {
         }
     }
 
+    /// The peer a sealed datagram for our index `index` from `from`
+    /// belongs to: the peer at `from` if its session has that index, else
+    /// the peer whose session has it (it may be writing from a new
+    /// address: roaming), else whoever is at `from` (to count the miss).
+    fn data_target(&self, from: SocketAddr, index: u32) -> Option<PeerId> {
+        let at = self.peers.at(from);
+        let has_index = |id: PeerId| {
+            matches!(
+                self.peers.get(id).map(|p| &p.link),
+                Some(Link::Sealed { channel, .. }) if channel.local_index() == index
+            )
+        };
+        match at {
+            Some(id) if has_index(id) => Some(id),
+            _ => self
+                .peers
+                .with_index(index)
+                .filter(|id| has_index(*id))
+                .or(at),
+        }
+    }
+
     pub(super) fn on_data(&mut self, from: SocketAddr, datagram: &[u8], now: u64) {
-        let opened = &mut self.open_buf;
-        let Some(id) = self.peers.at(from) else {
+        let Ok(Packet::Data(data)) = crypto::parse(datagram) else {
+            self.counters.malformed_datagrams += 1;
+            return;
+        };
+        let counter = data.counter;
+        let Some(id) = self.data_target(from, data.receiver_index) else {
             self.counters.unknown_session_datagrams += 1;
             return;
         };
-        let Some(Link::Sealed {
+        let opened = &mut self.open_buf;
+        let Some(peer) = self.peers.get_mut(id) else {
+            return;
+        };
+        let active = peer.active;
+        let Link::Sealed {
             session,
             channel,
             finish,
             heard_at,
-        }) = self.peers.get_mut(id).map(|p| &mut p.link)
+        } = &mut peer.link
         else {
             self.counters.unknown_session_datagrams += 1;
             return;
         };
+        let newest = channel.highest_received().is_none_or(|h| counter > h);
         match channel.open(datagram, opened) {
             Ok(()) => {
                 // The peer sealed this with its keys: it has our Finish.
                 *finish = None;
                 heard_at.get_or_insert(now);
-                if let Err(e) = session.handle_datagram(now, opened) {
+                let result = session.handle_datagram(now, opened);
+                // Authenticated, not replayed, and the newest the peer
+                // sent: the peer is at `from` now (see `roam`).
+                if newest && active != Some(from) {
+                    self.roam(id, from);
+                }
+                if let Err(e) = result {
                     self.counters.malformed_datagrams += 1;
                     tracing::debug!(%from, ?e, "sealed datagram is not KCP");
                     return;
@@ -712,6 +752,46 @@ impl Endpoint {
             Err(ChannelError::WrongIndex { .. }) => self.counters.unknown_session_datagrams += 1,
             Err(_) => self.counters.malformed_datagrams += 1,
         }
+    }
+
+    /// Roaming: move `id`'s active path to `from`, the source of a sealed
+    /// datagram of its session that authenticated, passed the replay window
+    /// and carried the highest counter yet (WireGuard's rule: only the
+    /// peer's keys can move its path, and a reordered older datagram from
+    /// the old address cannot move it back). No handshake: the session and
+    /// its KCP state go on, and what we send next goes to `from`.
+    ///
+    /// Not when `from` is a path of another peer whose link is up: an
+    /// authenticated peer that spoofs another peer's address must not take
+    /// that peer's path (the datagram is still delivered).
+    fn roam(&mut self, id: PeerId, from: SocketAddr) {
+        if let Some(other) = self.peers.at(from).filter(|o| *o != id) {
+            if self.peers.get(other).is_some_and(Peer::has_link) {
+                self.counters.path_conflicts += 1;
+                tracing::debug!(%from, "sealed datagram from another live peer's address: path kept");
+                return;
+            }
+        }
+        let Some(old) = self.peers.get(id).map(|p| p.active) else {
+            return;
+        };
+        self.peers.add_path(id, from);
+        let Some(peer) = self.peers.get_mut(id) else {
+            return;
+        };
+        peer.active = Some(from);
+        let Some(public_key) = peer.public_key else {
+            return;
+        };
+        self.counters.path_changes += 1;
+        tracing::debug!(?old, new = %from, %public_key, "peer roamed to a new address");
+        self.emit(NodeEvent::PathChanged(PathChange {
+            public_key,
+            old,
+            new: from,
+        }));
+        // The peer's mapping changed: tell it what we see now.
+        self.send_observation(id);
     }
 
     fn on_cookie(&mut self, from: SocketAddr, cookie: CookiePacket, now: u64) {

@@ -40,6 +40,7 @@ mod demux;
 mod encrypted;
 mod half_open;
 mod inbound;
+mod observed;
 mod partials;
 mod peer;
 mod peers;
@@ -151,6 +152,8 @@ pub(crate) struct Endpoint {
     /// The application bytes our handshakes carry (see
     /// `Network::set_handshake_payload`).
     handshake_payload: Bytes,
+    /// What our peers see as our address (encrypted mode).
+    observations: observed::Observations,
 }
 
 impl Endpoint {
@@ -188,6 +191,7 @@ impl Endpoint {
             open_buf: Vec::new(),
             transmits: TransmitQueue::default(),
             events: VecDeque::new(),
+            observations: observed::Observations::default(),
         }
     }
 
@@ -713,6 +717,8 @@ impl Endpoint {
             half_open_handshakes: self.crypto.as_ref().map_or(0, |c| c.half_open_len()),
             inbound_sessions: self.inbound.len(),
             partial_frame_bytes: self.partial_bytes,
+            reflexive_addrs: self.observations.reflexive(),
+            nat: self.observations.classify(self.local),
             peers,
             plugins: Vec::new(),
             counters: self.counters.clone(),

@@ -1,7 +1,10 @@
 //! The peer table: peers by [`PeerId`], with the indices that find them by
-//! address (every path of every peer) and by proven key. This file alone
+//! address (every path of every peer), by proven key and by the local
+//! index of its sealed session (where a `Data` datagram from an address
+//! the peer was never seen at finds its session: roaming). This file alone
 //! keeps the indices consistent: an address belongs to at most one peer,
-//! a key to at most one peer.
+//! a key to at most one peer, a session index to at most one peer (its
+//! latest session's; a peer holds at most one index entry).
 
 use std::net::SocketAddr;
 
@@ -17,6 +20,12 @@ pub(super) struct Peers {
     peers: HashMap<PeerId, Peer>,
     by_addr: HashMap<SocketAddr, PeerId>,
     by_key: HashMap<PublicKey, PeerId>,
+    /// Our index of each peer's latest sealed session. An entry may
+    /// outlive the session (the caller checks the link still has that
+    /// index); it goes when the peer gets another session or goes.
+    by_index: HashMap<u32, PeerId>,
+    /// The index entry each peer holds, so it can be taken back.
+    index_of: HashMap<PeerId, u32>,
     last_id: u64,
 }
 
@@ -26,6 +35,8 @@ impl Peers {
             peers: table(rng),
             by_addr: table(rng),
             by_key: table(rng),
+            by_index: table(rng),
+            index_of: table(rng),
             last_id: 0,
         }
     }
@@ -46,6 +57,27 @@ impl Peers {
     /// The peer that proved `key`.
     pub(super) fn with_key(&self, key: &PublicKey) -> Option<PeerId> {
         self.by_key.get(key).copied()
+    }
+
+    /// The peer whose latest sealed session has our index `index`.
+    pub(super) fn with_index(&self, index: u32) -> Option<PeerId> {
+        self.by_index.get(&index).copied()
+    }
+
+    /// Record that `id`'s latest sealed session has our index `index`
+    /// (replacing the entry of its previous session).
+    pub(super) fn set_index(&mut self, id: PeerId, index: u32) {
+        if !self.peers.contains_key(&id) {
+            return;
+        }
+        if let Some(old) = self.index_of.insert(id, index) {
+            if self.by_index.get(&old) == Some(&id) {
+                self.by_index.remove(&old);
+            }
+        }
+        if let Some(other) = self.by_index.insert(index, id).filter(|o| *o != id) {
+            self.index_of.remove(&other);
+        }
     }
 
     pub(super) fn iter(&self) -> impl Iterator<Item = (PeerId, &Peer)> {
@@ -149,6 +181,11 @@ impl Peers {
                 self.by_key.remove(key);
             }
         }
+        if let Some(index) = self.index_of.remove(&id) {
+            if self.by_index.get(&index) == Some(&id) {
+                self.by_index.remove(&index);
+            }
+        }
         Some(peer)
     }
 
@@ -176,6 +213,11 @@ impl Peers {
         }
         for (key, id) in &self.by_key {
             assert_eq!(self.peers[id].public_key.as_ref(), Some(key));
+        }
+        assert_eq!(self.by_index.len(), self.index_of.len());
+        for (index, id) in &self.by_index {
+            assert!(self.peers.contains_key(id), "index {index} of a gone peer");
+            assert_eq!(self.index_of.get(id), Some(index));
         }
     }
 }

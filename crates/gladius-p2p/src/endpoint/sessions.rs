@@ -9,7 +9,7 @@ use std::sync::Arc;
 use rand::Rng;
 
 use super::peer::{Link, Peer, PeerId};
-use super::{demux, Endpoint, Event, TimerKey};
+use super::{demux, observed, Endpoint, Event, TimerKey};
 use crate::api::{NodeEvent, PeerInfo, PeerReason, Received};
 use crate::error::RequestError;
 use crate::session::{CloseCause, Inbound, Session, SessionEvent};
@@ -202,6 +202,7 @@ impl Endpoint {
                     };
                     tracing::debug!(%addr, %advertised, "session established");
                     self.emit(NodeEvent::PeerConnected(Arc::new(info)));
+                    self.send_observation(id);
                 }
                 SessionEvent::Frame(inbound) => {
                     let (writable, key) = (peer.writable, peer.public_key);
@@ -228,6 +229,9 @@ impl Endpoint {
                         _ => {}
                     }
                     tracing::debug!(%addr, ?cause, "session closed");
+                    if let Some(key) = peer.public_key {
+                        self.observations.forget(&key);
+                    }
                     if !matches!(cause, CloseCause::Local | CloseCause::Replaced) {
                         peer.last_error = Some(format!("{cause:?}"));
                     }
@@ -262,6 +266,13 @@ impl Endpoint {
         inbound: Inbound,
     ) {
         let (message, request_id) = match inbound {
+            Inbound::Message(m) if m.msg_type() == observed::OBSERVED_TYPE => {
+                if self.crypto.is_some() {
+                    self.observed(addr, public_key, &m);
+                    return;
+                }
+                (m, None)
+            }
             Inbound::Message(m) => (m, None),
             Inbound::Request(request, m) => (m, Some(request)),
             Inbound::Reply(request, message) => {

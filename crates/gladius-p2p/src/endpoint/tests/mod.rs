@@ -9,5 +9,6 @@ mod identity;
 mod lifecycle;
 mod limits;
 mod modes;
+mod nat;
 mod requests;
 mod world;
