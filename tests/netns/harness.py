@@ -1291,7 +1291,9 @@ class NatNet:
         self.created = []
 
 
-class NatCluster:
+class NatCluster(Cluster):
+    """Nodes on a NatNet; teardown (close, __exit__) is Cluster's."""
+
     def __init__(self, workdir, tag, lans):
         self.net = NatNet(tag, 2, lans)
         self.workdir = os.path.join(workdir, tag)
@@ -1314,20 +1316,6 @@ class NatCluster:
 
     def node(self, name):
         return next(x for x in self.nodes if x.name == name)
-
-    def close(self):
-        for x in self.nodes:
-            try:
-                x.stop()
-            except Exception:
-                pass
-        self.net.destroy()
-
-    def __exit__(self, *exc):
-        self.close()
-        if self in CLEANUP:
-            CLEANUP.remove(self)
-        return False
 
 
 class NsNode(Node):
