@@ -71,6 +71,7 @@
 //! | `{"cmd":"broadcast_to","peers":["HOST:PORT"],"type":…,"body":…}` | same |
 //! | `{"cmd":"broadcast_randomly","n":2,"type":…,"body":…}` | same |
 //! | `{"cmd":"add","addr":"HOST:PORT"}` | `result` with the resolved `addr` |
+//! | `{"cmd":"add","public_key":"<hex>"}` (optionally with `"addr"` or `"addrs":[…]` as paths to try) | `result` with `public_key` and the `addr` dialled: the peer is known by its key and may roam (encrypted mode; see `docs/nat.md`) |
 //! | `{"cmd":"delete","addr":"HOST:PORT"}` | `result` |
 //! | `{"cmd":"request","to":"HOST:PORT","type":"echo","body":"ping","timeout_ms":1000}` | `reply` with `from`, `type`, `body`/`body_b64` |
 //! | `{"cmd":"reply","to":TOKEN,"type":…,"body":…}` | `result` with `to` (the requester) and `queued`/`failed`; answers the request whose `message` event carried `"token":TOKEN` (`type` defaults to the request's) |

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use gladius_p2p::{
     async_trait, Config, Message, Network, NetworkError, PathChange, PeerInfo, PeerReason, Plugin,
-    Received, RequestError, SendFailure,
+    PublicKey, Received, RequestError, SendFailure,
 };
 use gladius_plugins::discovery::Discovery;
 use gladius_plugins::latency::{LatencyAudit, LatencyHandle};
@@ -208,8 +208,13 @@ pub(crate) enum Cmd {
         body: Option<String>,
         body_b64: Option<String>,
     },
+    /// By address (`addr`), or by static key (`public_key`, with `addr` /
+    /// `addrs` as paths to try, if any): see [`Ctx::add_key`].
     Add {
-        addr: String,
+        addr: Option<String>,
+        public_key: Option<String>,
+        #[serde(default)]
+        addrs: Vec<String>,
     },
     Delete {
         addr: String,
@@ -592,7 +597,24 @@ impl Ctx {
                 self.send(Targets::Random(n), message(msg_type, body, body_b64))
                     .await
             }
-            Cmd::Add { addr } => self.add(&addr).await,
+            Cmd::Add {
+                addr,
+                public_key: None,
+                addrs,
+            } => match (addr, addrs.is_empty()) {
+                (Some(addr), true) => self.add(&addr).await,
+                (None, _) => Err(OpError::bad(
+                    "`add` needs `addr` (\"host:port\") or `public_key` (64 hex digits)",
+                )),
+                (Some(_), false) => Err(OpError::bad(
+                    "`addrs` goes with `public_key`; to add by address give `addr` alone",
+                )),
+            },
+            Cmd::Add {
+                addr,
+                public_key: Some(key),
+                addrs,
+            } => self.add_key(&key, addr.into_iter().chain(addrs)).await,
             Cmd::Delete { addr } => {
                 let a = addr::resolve(&addr).await.map_err(OpError::bad)?;
                 // Whether there was anything to delete (delete itself is
@@ -705,6 +727,30 @@ impl Ctx {
         match self.net.add(peer.trim()).await {
             Ok(a) => Ok(object(json!({ "addr": a }))),
             Err(e) => Err(OpError::net(&e).context(&format!("cannot add `{peer}`"))),
+        }
+    }
+
+    /// Add a peer by its static key (encrypted mode): `hints` are
+    /// addresses to dial; with none, the library finds a path to the key
+    /// itself (see `Network::add_key`). Answers with the key and the
+    /// address dialled.
+    async fn add_key(&self, key: &str, hints: impl Iterator<Item = String>) -> OpResult {
+        let parsed: PublicKey = key
+            .trim()
+            .parse()
+            .map_err(|e| OpError::bad(format!("bad `public_key` `{key}`: {e}")))?;
+        let mut addrs = Vec::new();
+        for h in hints {
+            if let Some(why) = addr::problem(&h) {
+                return Err(OpError::bad(addr::explain(&h, &why)));
+            }
+            addrs.push(addr::resolve(&h).await.map_err(OpError::bad)?);
+        }
+        match self.net.add_key(parsed, addrs).await {
+            Ok(a) => Ok(object(
+                json!({ "addr": a, "public_key": parsed.to_string() }),
+            )),
+            Err(e) => Err(OpError::net(&e).context(&format!("cannot add key `{parsed}`"))),
         }
     }
 

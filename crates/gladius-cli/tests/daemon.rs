@@ -251,6 +251,11 @@ fn bad_input_gets_errors_and_the_node_carries_on() {
             r#"{"cmd": "set", "field": "my name", "value": "x"}"#,
             "printable ASCII",
         ),
+        (r#"{"cmd": "add", "public_key": "zz"}"#, "bad `public_key`"),
+        (
+            r#"{"cmd": "add", "addr": "127.0.0.1:7000", "addrs": ["127.0.0.1:7001"]}"#,
+            "`addrs` goes with `public_key`",
+        ),
     ] {
         n.send_line(line);
         let answer = n.wait_for(line, |v| v["event"] == "result");
@@ -560,4 +565,40 @@ fn an_unread_stdout_keeps_memory_bounded_and_reports_drops() {
     assert!(messages + events <= sent, "{messages} + {events}");
     let _ = child.kill();
     let _ = child.wait();
+}
+
+/// `add` by static key: with an address to try, the session completes only
+/// with that key, and the peer is listed under it; a wrong key at the same
+/// address never becomes a writable peer.
+#[test]
+fn add_by_public_key_connects_only_to_that_key() {
+    let b = Node::start("B", &[]);
+    let c = Node::start("C", &[]);
+    let mut a = Node::start("A", &[]);
+    let key_b = b.public_key.as_str().expect("B has a key").to_owned();
+    let added = a.ok(json!({"cmd": "add", "public_key": key_b, "addr": b.addr}));
+    assert_eq!(added["public_key"], key_b.as_str(), "{added}");
+    assert_eq!(added["addr"], b.addr.as_str(), "{added}");
+    a.wait_writable(&[&b.addr]);
+    let state = a.ok(json!({"cmd": "state"}));
+    let peers = state["network"]["peers"].as_array().expect("peers");
+    let listed = peers
+        .iter()
+        .find(|p| p["public_key"] == key_b.as_str())
+        .unwrap_or_else(|| panic!("B's key not among A's peers: {state}"));
+    assert_eq!(listed["writable"], true, "{listed}");
+
+    // C's address with B's key: C cannot prove it, so it never becomes a
+    // writable peer of A's under that key.
+    let key_c = c.public_key.as_str().expect("C has a key").to_owned();
+    let _ = a.cmd(json!({"cmd": "add", "public_key": key_b, "addrs": [c.addr]}));
+    std::thread::sleep(Duration::from_millis(1500));
+    let state = a.ok(json!({"cmd": "state"}));
+    let peers = state["network"]["peers"].as_array().expect("peers");
+    assert!(
+        !peers
+            .iter()
+            .any(|p| p["public_key"] == key_c.as_str() && p["writable"] == true),
+        "C became writable though A asked for B's key: {state}"
+    );
 }

@@ -38,10 +38,19 @@ fn every_endpoint_does_what_the_stdin_command_does() {
     let mut a = api_node("A", &[]);
     let api = a.api.clone().unwrap();
 
-    // Add B and C over HTTP; the node reports it on stdout as usual.
-    for peer in [&b.addr, &c.addr] {
-        let r = ok(&api, "POST", "/api/peers", Some(json!({"addr": peer})));
+    // Add B by address and C by key over HTTP; the node reports it on
+    // stdout as usual.
+    for (peer, by_key) in [(&b.addr, false), (&c.addr, true)] {
+        let body = if by_key {
+            json!({"public_key": c.public_key, "addr": peer})
+        } else {
+            json!({"addr": peer})
+        };
+        let r = ok(&api, "POST", "/api/peers", Some(body));
         assert_eq!(r["addr"], peer.as_str());
+        if by_key {
+            assert_eq!(r["public_key"], c.public_key, "{r}");
+        }
         let p = peer.clone();
         a.wait_for("node_added", move |v| {
             v["event"] == "node_added" && v["addr"] == p.as_str()
