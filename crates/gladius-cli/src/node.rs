@@ -12,7 +12,7 @@ use gladius_p2p::{
     async_trait, Config, Message, Network, NetworkError, PathChange, PeerInfo, PeerReason, Plugin,
     PublicKey, Received, RequestError, SendFailure,
 };
-use gladius_plugins::discovery::Discovery;
+use gladius_plugins::discovery::{Discovery, DiscoveryHandle};
 use gladius_plugins::latency::{LatencyAudit, LatencyHandle};
 use gladius_plugins::signed_state::{
     EntryRecord, Rejection, SetError, SignedState, SignedStateHandle,
@@ -335,6 +335,8 @@ pub(crate) struct Ctx {
     /// `[signed_state] max_field_len`, for the error naming it.
     max_field_len: usize,
     gossip: crate::gossip_cmd::GossipCtx,
+    /// Discovery's records: where a key added without an address may be.
+    discovery: DiscoveryHandle,
 }
 
 /// What kind of failure an operation had (the HTTP API maps it to a status
@@ -731,9 +733,11 @@ impl Ctx {
     }
 
     /// Add a peer by its static key (encrypted mode): `hints` are
-    /// addresses to dial; with none, the library finds a path to the key
-    /// itself (see `Network::add_key`). Answers with the key and the
-    /// address dialled.
+    /// addresses to dial; with none, the addresses discovery's records
+    /// give for the key (the address it is known at and the reflexive
+    /// addresses it reported), and then whatever the library finds itself
+    /// (see `Network::add_key`). Answers with the key and the address
+    /// dialled.
     async fn add_key(&self, key: &str, hints: impl Iterator<Item = String>) -> OpResult {
         let parsed: PublicKey = key
             .trim()
@@ -745,6 +749,9 @@ impl Ctx {
                 return Err(OpError::bad(addr::explain(&h, &why)));
             }
             addrs.push(addr::resolve(&h).await.map_err(OpError::bad)?);
+        }
+        if addrs.is_empty() {
+            addrs = self.discovery.addrs_of(&parsed);
         }
         match self.net.add_key(parsed, addrs).await {
             Ok(a) => Ok(object(
@@ -891,7 +898,7 @@ pub(crate) async fn run(args: NodeArgs) -> Result<(), String> {
     })
     .await
     .map_err(failed)?;
-    let (discovery, _) = Discovery::new(args.discovery);
+    let (discovery, discovery_handle) = Discovery::new(args.discovery);
     net.register_plugin(discovery).await.map_err(failed)?;
     let (latency_plugin, latency) =
         LatencyAudit::new(args.latency).map_err(|e| format!("[latency]: {e}"))?;
@@ -931,6 +938,7 @@ pub(crate) async fn run(args: NodeArgs) -> Result<(), String> {
         signers,
         max_field_len,
         gossip,
+        discovery: discovery_handle,
     };
     let server = api.map(|bound| tokio::spawn(crate::http::serve(bound, ctx.clone())));
     for peer in &args.peers {

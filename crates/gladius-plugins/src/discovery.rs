@@ -31,6 +31,14 @@
 //!   `add_pinned(addr, key)`: a lying peer cannot make us accept another
 //!   key for an address. Only peers connected now are shared, so dead
 //!   peers stop spreading.
+//! * **NAT records.** Every list also carries the NAT type the sender
+//!   knows for each entry and the sender's own record: its NAT type and
+//!   reflexive addresses as its peers observe them (`network_state().nat`
+//!   and `reflexive_addrs`; see `docs/nat.md`). What a peer says of itself
+//!   over its own session wins over what others say of it;
+//!   [`KnownPeer::nat`] and [`KnownPeer::reflexive_addrs`] show it, and
+//!   [`DiscoveryHandle::addrs_of`] gives the addresses to try for a key
+//!   (the daemon's `add` by `public_key` uses them).
 //! * **Growth** stops at [`table_size`](DiscoveryConfig::table_size) route
 //!   table peers. Peers that connect to us on their own are promoted into
 //!   the table while it holds fewer than
@@ -190,6 +198,9 @@ struct Inner {
     ticker: Background,
     /// Every random choice of the plugin ([`DiscoveryConfig::rng_seed`]).
     rng: Mutex<StdRng>,
+    /// What this node says of itself in its lists (its NAT type and
+    /// reflexive addresses), refreshed every round.
+    me: Mutex<wire::SelfRecord>,
 }
 
 impl Inner {
@@ -204,6 +215,15 @@ impl Inner {
     fn rng(&self) -> MutexGuard<'_, StdRng> {
         self.rng.lock().unwrap_or_else(|e| e.into_inner())
     }
+    fn set_me(&self, state: &gladius_p2p::NetworkState) {
+        *self.me.lock().unwrap_or_else(|e| e.into_inner()) = wire::SelfRecord {
+            nat: state.nat,
+            reflexive_addrs: state.reflexive_addrs.clone(),
+        };
+    }
+    fn me(&self) -> wire::SelfRecord {
+        self.me.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
 }
 
 impl Discovery {
@@ -217,6 +237,7 @@ impl Discovery {
             table: Mutex::new(PeerTable::new(config)),
             ticker: Background::default(),
             rng: Mutex::new(rng),
+            me: Mutex::default(),
         });
         (
             Discovery {
@@ -239,6 +260,25 @@ impl DiscoveryHandle {
     /// strangers), sorted by address.
     pub fn known_peers(&self) -> Vec<KnownPeer> {
         self.inner.table().known_peers()
+    }
+
+    /// Addresses to try for the peer with static key `key`, from what
+    /// discovery knows: the address it is known at, then the reflexive
+    /// addresses it reported (its NAT's mappings), without repeats. Empty
+    /// if discovery does not know the key.
+    pub fn addrs_of(&self, key: &gladius_p2p::PublicKey) -> Vec<SocketAddr> {
+        let mut out: Vec<SocketAddr> = Vec::new();
+        for p in self.known_peers() {
+            if p.public_key.as_ref() != Some(key) {
+                continue;
+            }
+            for a in std::iter::once(p.addr).chain(p.reflexive_addrs) {
+                if !out.contains(&a) {
+                    out.push(a);
+                }
+            }
+        }
+        out
     }
 
     /// Addresses of route-table peers whose session is up now, sorted.
@@ -302,12 +342,20 @@ async fn perform(inner: &Inner, net: &Network, actions: Vec<Action>) {
     }
 }
 
-/// A `discovery.*` message with our sample (excluding `to`).
+/// A `discovery.*` message with our sample (excluding `to`), the NAT type
+/// we know for each entry and our own record.
 fn list_message(inner: &Inner, msg_type: &str, exclude: Option<SocketAddr>) -> Option<Message> {
-    let entries = inner
-        .table()
-        .sample(exclude, Instant::now(), &mut *inner.rng());
-    let body = wire::encode(&wire::PeerList { entries });
+    let (entries, nats) = {
+        let t = inner.table();
+        let entries = t.sample(exclude, Instant::now(), &mut *inner.rng());
+        let nats = t.nats_of(&entries);
+        (entries, nats)
+    };
+    let ext = wire::Extension {
+        nats,
+        me: Some(inner.me()),
+    };
+    let body = wire::encode_with(&wire::PeerList { entries }, &ext);
     Message::new(msg_type, body).ok()
 }
 
@@ -316,6 +364,7 @@ fn list_message(inner: &Inner, msg_type: &str, exclude: Option<SocketAddr>) -> O
 async fn round(inner: &Inner, net: &Network) -> Result<(), gladius_p2p::NetworkError> {
     let taken = Instant::now();
     let state = net.network_state().await?;
+    inner.set_me(&state);
     let now = Instant::now();
     let snapshot: Vec<_> = state
         .peers
@@ -390,6 +439,7 @@ impl Plugin for Discovery {
             self.inner
                 .table()
                 .set_local(&addrs, state.public_key, state.encrypted);
+            self.inner.set_me(&state);
         }
         self.inner
             .ticker
@@ -478,8 +528,13 @@ impl Plugin for Discovery {
                 // answered, but what it lists is not learned.
                 Vec::new()
             } else {
-                match wire::decode(msg.message().body(), t.config().max_entries) {
-                    Ok(list) => t.merge(&list.entries, now),
+                match wire::decode_all(msg.message().body(), t.config().max_entries) {
+                    Ok(body) => {
+                        if let Some(me) = &body.ext.me {
+                            t.learn_self(from, me);
+                        }
+                        t.merge_with_nats(&body.list.entries, &body.ext.nats, now)
+                    }
                     Err(e) => {
                         tracing::debug!(%from, %e, "discovery list dropped");
                         t.dropped(e.is_oversized());

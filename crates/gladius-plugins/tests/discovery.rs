@@ -648,6 +648,169 @@ fn bodies_round_trip_and_oversized_lists_are_refused_before_decoding() {
     assert!(wire::encode(&full).len() <= wire::max_body_len(64));
 }
 
+#[test]
+fn the_nat_extension_round_trips_and_old_or_broken_extensions_leave_the_list_alone() {
+    use gladius_p2p::NatType;
+    use wire::{Extension, SelfRecord};
+    let list = PeerList {
+        entries: vec![entry(1000, 7), entry(1001, 8)],
+    };
+    let me = SelfRecord {
+        nat: NatType::EndpointIndependent,
+        reflexive_addrs: vec!["203.0.113.7:7000".parse().unwrap()],
+    };
+    let ext = Extension {
+        nats: vec![NatType::None, NatType::EndpointDependent],
+        me: Some(me.clone()),
+    };
+    let body = wire::encode_with(&list, &ext);
+    assert!(body.len() <= wire::max_body_len(2));
+    let got = wire::decode_all(&body, 2).unwrap();
+    assert_eq!(got.list, list);
+    assert_eq!(got.ext, ext);
+    // The list alone still decodes the same (what a first-revision reader does).
+    assert_eq!(wire::decode(&body, 2).unwrap(), list);
+    // A body without an extension: an empty one.
+    let plain = wire::decode_all(&wire::encode(&list), 2).unwrap();
+    assert_eq!(plain.ext, Extension::default());
+    // More NAT types than entries, or too many reflexive addresses: the
+    // extension is refused, the list kept.
+    let mut raw = wire::encode(&list).to_vec();
+    raw.extend_from_slice(
+        &postcard::to_stdvec(&Extension {
+            nats: vec![NatType::None; 3],
+            me: None,
+        })
+        .unwrap(),
+    );
+    let got = wire::decode_all(&raw, 2).unwrap();
+    assert_eq!((got.list, got.ext), (list.clone(), Extension::default()));
+    let mut raw = wire::encode(&list).to_vec();
+    raw.extend_from_slice(
+        &postcard::to_stdvec(&Extension {
+            nats: vec![],
+            me: Some(SelfRecord {
+                nat: NatType::None,
+                reflexive_addrs: vec![addr(9); wire::MAX_REFLEXIVE + 1],
+            }),
+        })
+        .unwrap(),
+    );
+    assert_eq!(wire::decode_all(&raw, 2).unwrap().ext, Extension::default());
+    // Garbage after the list: ignored.
+    let mut raw = wire::encode(&list).to_vec();
+    raw.extend_from_slice(&[1, 9, 9, 9]);
+    let got = wire::decode_all(&raw, 2).unwrap();
+    assert_eq!((got.list, got.ext), (list, Extension::default()));
+    // The largest body with its extension fits the advertised bound.
+    let full = PeerList {
+        entries: (0..64)
+            .map(|i| PeerEntry {
+                addr: SocketAddr::new("ffff::ffff".parse().unwrap(), 65535 - i),
+                key: Some([0xff; 32]),
+            })
+            .collect(),
+    };
+    let big = Extension {
+        nats: vec![NatType::EndpointDependent; 64],
+        me: Some(SelfRecord {
+            nat: NatType::EndpointDependent,
+            reflexive_addrs: vec![
+                SocketAddr::new("ffff::ffff".parse().unwrap(), 65535);
+                wire::MAX_REFLEXIVE
+            ],
+        }),
+    };
+    assert!(wire::encode_with(&full, &big).len() <= wire::max_body_len(64));
+}
+
+#[test]
+fn a_peer_s_own_nat_record_wins_over_hearsay() {
+    use gladius_p2p::NatType;
+    let mut t = table();
+    let now = Instant::now();
+    // Learned from a list that says the peer is behind a cone NAT.
+    t.merge_with_nats(&[entry(2, 2)], &[NatType::EndpointIndependent], now);
+    let p = &t.known_peers()[0];
+    assert_eq!((p.addr, p.nat), (addr(2), NatType::EndpointIndependent));
+    assert_eq!(
+        t.nats_of(&[entry(2, 2)]),
+        vec![NatType::EndpointIndependent]
+    );
+    // The peer says otherwise itself: believed.
+    let me = wire::SelfRecord {
+        nat: NatType::EndpointDependent,
+        reflexive_addrs: vec!["198.51.100.1:4000".parse().unwrap()],
+    };
+    t.learn_self(addr(2), &me);
+    // Later hearsay does not override it, nor does hearsay for another key.
+    t.merge_with_nats(&[entry(2, 2)], &[NatType::None], now);
+    t.merge_with_nats(&[entry(2, 9)], &[NatType::None], now);
+    let p = &t.known_peers()[0];
+    assert_eq!(p.nat, NatType::EndpointDependent);
+    assert_eq!(p.reflexive_addrs, me.reflexive_addrs);
+    // A record from an address we do not know is ignored.
+    t.learn_self(addr(77), &me);
+    assert_eq!(t.known_peers().len(), 1);
+}
+
+/// Discovery records travel over real sockets: on loopback, where every
+/// observer sees the address a node is bound to, each node learns from the
+/// others' lists that they are public (`NatType::None`) at their own
+/// address, and `addrs_of` finds a peer by key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nat_records_spread_with_the_lists() {
+    use gladius_p2p::NatType;
+    use gladius_plugins::discovery::Discovery;
+    let mut nodes = Vec::new();
+    for i in 0..4 {
+        let net = Network::new(gladius_p2p::Config::default()).unwrap();
+        let mut dc = DiscoveryConfig::default();
+        dc.interval = Duration::from_millis(200);
+        let (discovery, handle) = Discovery::new(dc);
+        net.register_plugin(discovery).await.unwrap();
+        let a = net.listen("127.0.0.1:0").await.unwrap();
+        if i > 0 {
+            let seed: SocketAddr = nodes
+                .iter()
+                .map(|(_, a, _): &(Network, SocketAddr, _)| *a)
+                .next()
+                .unwrap();
+            net.add(seed).await.unwrap();
+        }
+        nodes.push((net, a, handle));
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let mut done = true;
+        for (_, _, h) in &nodes {
+            let known = h.known_peers();
+            let public = known
+                .iter()
+                .filter(|p| p.nat == NatType::None && p.reflexive_addrs == vec![p.addr])
+                .count();
+            done &= public == 3;
+        }
+        if done {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "NAT records did not spread: {:?}",
+            nodes
+                .iter()
+                .map(|(_, _, h)| h.known_peers())
+                .collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let last = public_key_of(&nodes[3].0).await;
+    assert_eq!(nodes[1].2.addrs_of(&last), vec![nodes[3].1]);
+    for (net, _, _) in &nodes {
+        net.close().await.unwrap();
+    }
+}
+
 proptest! {
     #[test]
     fn decoding_garbage_never_panics(body in proptest::collection::vec(any::<u8>(), 0..600), cap in 0usize..40) {

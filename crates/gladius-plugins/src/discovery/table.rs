@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use gladius_p2p::PublicKey;
+use gladius_p2p::{NatType, PublicKey};
 use rand::seq::IteratorRandom;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
 use super::config::DiscoveryConfig;
-use super::wire::PeerEntry;
+use super::wire::{PeerEntry, SelfRecord};
 
 /// How a peer came into the route table, as far as discovery knows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -48,6 +48,12 @@ pub struct KnownPeer {
     pub connected: bool,
     /// How it got here.
     pub origin: Origin,
+    /// Its NAT type: what it said of itself, or else what a peer that
+    /// shared it said (`Unknown` if nobody did).
+    pub nat: NatType,
+    /// The addresses its peers see it at, as it said itself (empty if it
+    /// did not).
+    pub reflexive_addrs: Vec<SocketAddr>,
 }
 
 /// Counters of everything discovery did or refused.
@@ -133,6 +139,18 @@ struct Record {
     /// The core reports it demoted (a plugin judged it dead; not writable)
     /// while disconnected.
     demoted: bool,
+    /// Its NAT, as it or others told us.
+    nat: NatInfo,
+}
+
+/// What discovery knows of a peer's NAT.
+#[derive(Debug, Clone, Default)]
+struct NatInfo {
+    nat: NatType,
+    reflexive_addrs: Vec<SocketAddr>,
+    /// Said by the peer itself (over its authenticated session), which
+    /// hearsay from other peers never overrides.
+    self_reported: bool,
 }
 
 impl Record {
@@ -156,6 +174,7 @@ impl Record {
             confirmed: None,
             dormant: false,
             demoted: false,
+            nat: NatInfo::default(),
         }
     }
 }
@@ -401,6 +420,8 @@ impl PeerTable {
                 in_route_table: r.in_table,
                 connected: r.connected,
                 origin: r.origin,
+                nat: r.nat.nat,
+                reflexive_addrs: r.nat.reflexive_addrs.clone(),
             })
             .collect();
         v.sort_by_key(|p| p.addr);
@@ -423,6 +444,7 @@ impl PeerTable {
             confirmed: None,
             dormant: false,
             demoted: false,
+            nat: NatInfo::default(),
         });
         if !r.in_table {
             r.in_table = true;
@@ -670,6 +692,7 @@ impl PeerTable {
             confirmed: None,
             dormant: false,
             demoted: false,
+            nat: NatInfo::default(),
         });
         r.key = key.or(r.key);
         r.connected = true;
@@ -811,13 +834,33 @@ impl PeerTable {
     /// Merge a received peer list: returns the adds to perform
     /// (already recorded as pending learned peers).
     pub fn merge(&mut self, entries: &[PeerEntry], now: Instant) -> Vec<Action> {
+        self.merge_with_nats(entries, &[], now)
+    }
+
+    /// [`merge`](Self::merge) with the NAT type the sender gave for each
+    /// entry (same order; may be shorter): kept for peers we know or add,
+    /// unless the peer told us its own.
+    pub fn merge_with_nats(
+        &mut self,
+        entries: &[PeerEntry],
+        nats: &[NatType],
+        now: Instant,
+    ) -> Vec<Action> {
         self.counters.lists_received += 1;
         let mut table_len = self.table_len();
         let mut pending = self.pending_len();
         let mut adds = Vec::new();
-        for e in entries {
+        for (i, e) in entries.iter().enumerate() {
             let addr = e.addr;
             let key = e.key.map(PublicKey::from_bytes);
+            if let (Some(&nat), Some(r)) = (nats.get(i), self.peers.get_mut(&addr)) {
+                if !r.nat.self_reported
+                    && nat != NatType::Unknown
+                    && (key.is_none() || key == r.key)
+                {
+                    r.nat.nat = nat;
+                }
+            }
             if !is_connectable(addr) || self.local.contains(&addr) {
                 self.counters.invalid_entries += 1;
                 continue;
@@ -860,14 +903,41 @@ impl PeerTable {
                 self.counters.cap_skips += 1;
                 continue;
             }
-            self.peers
-                .insert(addr, Record::adding(key, Origin::Gossip, now));
+            let mut record = Record::adding(key, Origin::Gossip, now);
+            record.nat.nat = nats.get(i).copied().unwrap_or_default();
+            self.peers.insert(addr, record);
             table_len += 1;
             pending += 1;
             self.counters.added += 1;
             adds.push(Action::Add(addr, key));
         }
         adds
+    }
+
+    /// The NAT type we know for each of `entries` (for a body's extension).
+    pub fn nats_of(&self, entries: &[PeerEntry]) -> Vec<NatType> {
+        entries
+            .iter()
+            .map(|e| {
+                self.peers
+                    .get(&e.addr)
+                    .map(|r| r.nat.nat)
+                    .unwrap_or_default()
+            })
+            .collect()
+    }
+
+    /// What the peer at `from` said of itself in a list it sent (over its
+    /// own session, so it is believed over hearsay). Ignored for an address
+    /// we keep no record of.
+    pub fn learn_self(&mut self, from: SocketAddr, me: &SelfRecord) {
+        if let Some(r) = self.peers.get_mut(&from) {
+            r.nat = NatInfo {
+                nat: me.nat,
+                reflexive_addrs: me.reflexive_addrs.clone(),
+                self_reported: true,
+            };
+        }
     }
 
     /// Up to `max_entries` random peers that are connected now (never
@@ -999,6 +1069,7 @@ impl PeerTable {
                 confirmed: None,
                 dormant: false,
                 demoted: false,
+                nat: NatInfo::default(),
             });
             if r.in_table
                 && !in_table

@@ -7,15 +7,20 @@
 //! * [`PEERS_TYPE`] (`discovery.peers`): the answer to an ask.
 //!
 //! A body is one version byte ([`WIRE_VERSION`]) followed by the
-//! [postcard](https://docs.rs/postcard) encoding of a [`PeerList`]. Bytes
-//! after the list are ignored, so a later revision of version 1 may append
-//! fields. [`decode`] never panics and refuses, before decoding a single
-//! entry, a body longer than [`max_body_len`] or announcing more entries than
-//! the caller's cap.
+//! [postcard](https://docs.rs/postcard) encoding of a [`PeerList`] and then,
+//! since this revision, of an [`Extension`]: the NAT type of each entry
+//! (as far as the sender knows it) and the sender's own record (its NAT
+//! type and reflexive addresses, as its peers observe them; see
+//! `docs/nat.md`). Readers of the first revision ignore the bytes after
+//! the list; this one reads the extension when it is there and ignores it
+//! when it is malformed (the list still counts). [`decode`] never panics and
+//! refuses, before decoding a single entry, a body longer than
+//! [`max_body_len`] or announcing more entries than the caller's cap.
 
 use std::net::SocketAddr;
 
 use bytes::Bytes;
+use gladius_p2p::NatType;
 use serde::{Deserialize, Serialize};
 
 /// Message type of an ask (with the asker's sample).
@@ -45,6 +50,44 @@ pub struct PeerEntry {
 pub struct PeerList {
     /// The peers, at most the receiver's `max_entries`.
     pub entries: Vec<PeerEntry>,
+}
+
+/// Reflexive addresses a [`SelfRecord`] carries at most (more are
+/// dropped when encoding and refuse the extension when decoding).
+pub const MAX_REFLEXIVE: usize = 4;
+/// Upper bound of an encoded [`Extension`] beyond one byte per entry: the
+/// lengths, the NAT type and [`MAX_REFLEXIVE`] IPv6 addresses.
+const MAX_EXTENSION_FIXED: usize = 4 + MAX_REFLEXIVE * 20;
+
+/// What the sender says of itself: the NAT in front of it and the
+/// addresses its peers see it at.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SelfRecord {
+    /// The sender's NAT type (`network_state().nat`).
+    pub nat: NatType,
+    /// The sender's reflexive addresses (`network_state().reflexive_addrs`),
+    /// at most [`MAX_REFLEXIVE`].
+    pub reflexive_addrs: Vec<SocketAddr>,
+}
+
+/// What follows the [`PeerList`] in a body of this revision.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Extension {
+    /// The NAT type of each entry, in the list's order, as the sender
+    /// knows it (`Unknown` when it does not); shorter than the list if the
+    /// sender knows fewer.
+    pub nats: Vec<NatType>,
+    /// The sender's own record.
+    pub me: Option<SelfRecord>,
+}
+
+/// A decoded body.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Decoded {
+    /// The peers.
+    pub list: PeerList,
+    /// The extension; empty if the body had none or a malformed one.
+    pub ext: Extension,
 }
 
 /// Why a body was refused.
@@ -86,22 +129,46 @@ impl DecodeError {
     }
 }
 
-/// The longest body a list of `max_entries` entries can take.
+/// The longest body a list of `max_entries` entries (and its extension)
+/// can take.
 pub fn max_body_len(max_entries: usize) -> usize {
-    1 + 10 + max_entries.saturating_mul(MAX_ENTRY_LEN)
+    1 + 10 + max_entries.saturating_mul(MAX_ENTRY_LEN + 1) + MAX_EXTENSION_FIXED
 }
 
-/// Encode `list` as a version-1 body.
+/// Encode `list` as a version-1 body, without an extension.
 pub fn encode(list: &PeerList) -> Bytes {
+    encode_with(list, &Extension::default())
+}
+
+/// Encode `list` and `ext` as a version-1 body. Per-entry NAT types beyond
+/// the list's length and reflexive addresses beyond [`MAX_REFLEXIVE`] are
+/// left out.
+pub fn encode_with(list: &PeerList, ext: &Extension) -> Bytes {
+    let mut ext = ext.clone();
+    ext.nats.truncate(list.entries.len());
+    if let Some(me) = &mut ext.me {
+        me.reflexive_addrs.truncate(MAX_REFLEXIVE);
+    }
     let mut out = vec![WIRE_VERSION];
     // Serializing plain data into a Vec cannot fail.
-    let body = postcard::to_stdvec(list).unwrap_or_default();
-    out.extend_from_slice(&body);
+    out.extend_from_slice(&postcard::to_stdvec(list).unwrap_or_default());
+    if ext != Extension::default() {
+        out.extend_from_slice(&postcard::to_stdvec(&ext).unwrap_or_default());
+    }
     Bytes::from(out)
 }
 
-/// Decode a body, refusing lists of more than `max_entries` entries.
+/// Decode a body, refusing lists of more than `max_entries` entries; the
+/// list alone (see [`decode_all`] for the extension too).
 pub fn decode(body: &[u8], max_entries: usize) -> Result<PeerList, DecodeError> {
+    decode_all(body, max_entries).map(|d| d.list)
+}
+
+/// Decode a body with its extension, refusing lists of more than
+/// `max_entries` entries. An extension that is malformed, names more NAT
+/// types than the list has entries or more than [`MAX_REFLEXIVE`]
+/// reflexive addresses is ignored.
+pub fn decode_all(body: &[u8], max_entries: usize) -> Result<Decoded, DecodeError> {
     let (&version, rest) = body.split_first().ok_or(DecodeError::Empty)?;
     if version != WIRE_VERSION {
         return Err(DecodeError::Version(version));
@@ -122,9 +189,27 @@ pub fn decode(body: &[u8], max_entries: usize) -> Result<PeerList, DecodeError> 
             max: max_entries,
         });
     }
-    let (list, _trailing) =
+    let (list, trailing) =
         postcard::take_from_bytes::<PeerList>(rest).map_err(|_| DecodeError::Malformed)?;
-    Ok(list)
+    let ext = decode_extension(trailing, list.entries.len()).unwrap_or_default();
+    Ok(Decoded { list, ext })
+}
+
+/// The extension in `bytes`, if it is there and well-formed. Its counts
+/// are checked before anything is allocated for them.
+fn decode_extension(bytes: &[u8], entries: usize) -> Option<Extension> {
+    if bytes.is_empty() {
+        return None;
+    }
+    if read_varint(bytes)? > entries as u64 {
+        return None;
+    }
+    let (ext, _later) = postcard::take_from_bytes::<Extension>(bytes).ok()?;
+    let fits = ext
+        .me
+        .as_ref()
+        .is_none_or(|me| me.reflexive_addrs.len() <= MAX_REFLEXIVE);
+    fits.then_some(ext)
 }
 
 /// A LEB128 varint of at most 10 bytes at the start of `bytes`.
