@@ -221,6 +221,33 @@ impl Network {
         .await?
     }
 
+    /// Add the peer whose static key is `key` to the route table, reached
+    /// through the peer at `relay` (encrypted mode; `docs/nat.md`). The
+    /// relay must have an established encrypted session with this node and
+    /// with the peer, and relay (`Config::with_relay`). The Noise session
+    /// with the peer is end to end: the relay forwards sealed datagrams it
+    /// can neither read nor forge. Returns the *relay path* that names the
+    /// peer (an address of the discard prefix `100::/64` standing for "this
+    /// key via that relay"; use it like any peer address). The peer's
+    /// `network_state()` entry shows `path: relayed` and the relay's
+    /// address. [`NetworkError::NoRelay`] if `relay` has no established
+    /// encrypted session with this node (or is the peer itself).
+    pub async fn add_via_relay(
+        &self,
+        key: PublicKey,
+        relay: impl ToPeerAddr,
+    ) -> Result<SocketAddr, NetworkError> {
+        let relay = resolve(relay).await?;
+        let by = self.origin.clone();
+        self.call(|reply| Command::AddViaRelay {
+            key,
+            relay,
+            by,
+            reply,
+        })
+        .await?
+    }
+
     /// Close the session to `addr` gracefully, remove it from the route
     /// table and fire `node_deleted`. Idempotent. Like every method naming
     /// a peer, takes what [`add`](Self::add) takes: a `SocketAddr` or a

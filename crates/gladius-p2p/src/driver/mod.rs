@@ -69,6 +69,12 @@ pub(crate) enum Command {
         by: Origin,
         reply: Reply<Result<SocketAddr, NetworkError>>,
     },
+    AddViaRelay {
+        key: crate::PublicKey,
+        relay: SocketAddr,
+        by: Origin,
+        reply: Reply<Result<SocketAddr, NetworkError>>,
+    },
     Delete {
         addr: SocketAddr,
         by: Origin,
@@ -317,6 +323,14 @@ impl Driver {
                 reply,
             } => {
                 let _ = reply.send(self.endpoint.add_key(now, key, &hints, by));
+            }
+            Command::AddViaRelay {
+                key,
+                relay,
+                by,
+                reply,
+            } => {
+                let _ = reply.send(self.endpoint.add_via_relay(now, key, relay, by));
             }
             Command::Delete { addr, by, reply } => {
                 self.endpoint.delete(now, addr, by);

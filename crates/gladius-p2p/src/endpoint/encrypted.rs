@@ -728,8 +728,12 @@ impl Endpoint {
                 heard_at.get_or_insert(now);
                 let result = session.handle_datagram(now, opened);
                 // Authenticated, not replayed, and the newest the peer
-                // sent: the peer is at `from` now (see `roam`).
-                if newest && active != Some(from) {
+                // sent: the peer is at `from` now (see `roam`). A relayed
+                // datagram never moves a direct path: the peer may still
+                // send through the relay after a direct path works.
+                let relayed_over_direct = super::relay::is_relay_addr(from)
+                    && active.is_some_and(|a| !super::relay::is_relay_addr(a));
+                if newest && active != Some(from) && !relayed_over_direct {
                     self.roam(id, from);
                 }
                 if let Err(e) = result {

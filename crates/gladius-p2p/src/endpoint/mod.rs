@@ -44,6 +44,7 @@ mod observed;
 mod partials;
 mod peer;
 mod peers;
+mod relay;
 mod requests;
 mod sessions;
 mod source;
@@ -63,7 +64,7 @@ use crate::api::{NodeEvent, Origin, PeerReason, Received, SendFailure, SendRepor
 use crate::crypto::{self, Kind, PublicKey};
 use crate::error::{NetworkError, RequestError};
 use crate::session::{encode_frame, Session, SessionConfig};
-use crate::state::{ConnectionState, Counters, Direction, NetworkState, PeerState};
+use crate::state::{ConnectionState, Counters, Direction, NetworkState, PathKind, PeerState};
 use crate::wire::{CloseReason, Frame, Message};
 use crate::Config;
 pub(crate) use batch::Transmit;
@@ -154,6 +155,13 @@ pub(crate) struct Endpoint {
     handshake_payload: Bytes,
     /// What our peers see as our address (encrypted mode).
     observations: observed::Observations,
+    /// Relay paths: peers reached (or reaching us) through a relay.
+    relay_paths: relay::RelayPaths,
+    /// As a relay: the pairs relayed and their byte budgets.
+    relay_pairs: relay::RelayPairs,
+    /// Test only: what this node, as a relay, does to what it forwards.
+    #[cfg(test)]
+    pub(crate) relay_tap: Option<relay::RelayTap>,
 }
 
 impl Endpoint {
@@ -169,6 +177,8 @@ impl Endpoint {
             .map(|identity| encrypted::CryptoState::new(identity, &config, &mut rng));
         let takeovers = table(&mut rng);
         let inbound = inbound::InboundSlots::new(&mut rng);
+        let relay_paths = relay::RelayPaths::new(&mut rng);
+        let relay_pairs = relay::RelayPairs::new(&mut rng);
         Self {
             session_config: SessionConfig::from_config(&config, rng.gen()),
             handshake_payload: config.handshake_payload.clone(),
@@ -192,6 +202,10 @@ impl Endpoint {
             transmits: TransmitQueue::default(),
             events: VecDeque::new(),
             observations: observed::Observations::default(),
+            relay_paths,
+            relay_pairs,
+            #[cfg(test)]
+            relay_tap: None,
         }
     }
 
@@ -680,10 +694,21 @@ impl Endpoint {
                     (_, Some(s)) if s.is_connecting() => ConnectionState::Connecting,
                     (_, Some(_)) => ConnectionState::Closing,
                 };
+                let active = p.active.filter(|_| p.has_link());
+                let via = active.and_then(|a| self.relay_of(a));
+                let relay = via.and_then(|v| self.peers.get(v.relay));
                 PeerState {
                     addr: p.addr(),
                     paths: p.paths.clone(),
-                    active_path: p.active.filter(|_| p.has_link()),
+                    active_path: active,
+                    path: if via.is_some() {
+                        PathKind::Relayed
+                    } else {
+                        PathKind::Direct
+                    },
+                    direct_addr: active.filter(|a| !relay::is_relay_addr(*a)),
+                    relay: relay.map(Peer::addr),
+                    relay_key: relay.and_then(|r| r.public_key),
                     advertised: p.advertised,
                     public_key: p.public_key,
                     pinned_key: p.pinned,
@@ -809,6 +834,10 @@ impl Endpoint {
     /// it closed, and re-arm its timer.
     fn flush(&mut self, max_segments: usize) {
         for (to, datagram) in std::mem::take(&mut self.outbox) {
+            if relay::is_relay_addr(to) {
+                self.send_relayed(to, &datagram);
+                continue;
+            }
             self.transmits.push(to, &datagram, 1);
             self.transmits.end_run();
         }
@@ -823,6 +852,8 @@ impl Endpoint {
             };
             peer.dirty = false;
             let to = peer.addr();
+            let relayed = relay::is_relay_addr(to);
+            let mut via_relay: Vec<Vec<u8>> = Vec::new();
             let closed = match &mut peer.link {
                 Link::Plaintext(session) => {
                     session.flush(now);
@@ -852,10 +883,16 @@ impl Endpoint {
                 } => {
                     session.flush(now);
                     while let Some(datagram) = session.poll_transmit() {
-                        if let Err(e) =
+                        let sealed = if relayed {
+                            let mut out = Vec::new();
+                            let sealed = channel.seal(&datagram, &mut out);
+                            via_relay.push(out);
+                            sealed
+                        } else {
                             self.transmits
                                 .push_sealed(to, channel, &datagram, max_segments)
-                        {
+                        };
+                        if let Err(e) = sealed {
                             // Only the nonce limit stops sealing: end the
                             // session and handshake afresh.
                             tracing::debug!(%to, %e, "cannot seal; closing to re-key");
@@ -869,6 +906,9 @@ impl Endpoint {
                 Link::Idle | Link::Handshaking(_) => false,
             };
             self.transmits.end_run();
+            for datagram in via_relay {
+                self.send_relayed(to, &datagram);
+            }
             if closed {
                 self.drain_events(id);
                 self.retire_session(id);

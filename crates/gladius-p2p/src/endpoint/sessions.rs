@@ -9,7 +9,7 @@ use std::sync::Arc;
 use rand::Rng;
 
 use super::peer::{Link, Peer, PeerId};
-use super::{demux, observed, Endpoint, Event, TimerKey};
+use super::{demux, observed, relay, Endpoint, Event, TimerKey};
 use crate::api::{NodeEvent, PeerInfo, PeerReason, Received};
 use crate::error::RequestError;
 use crate::session::{CloseCause, Inbound, Session, SessionEvent};
@@ -266,6 +266,10 @@ impl Endpoint {
         inbound: Inbound,
     ) {
         let (message, request_id) = match inbound {
+            Inbound::Message(m) if m.msg_type() == relay::RELAY_TYPE && self.crypto.is_some() => {
+                self.on_relay_message(id, public_key, m.body());
+                return;
+            }
             Inbound::Message(m) if m.msg_type() == observed::OBSERVED_TYPE => {
                 if self.crypto.is_some() {
                     self.observed(addr, public_key, &m);

@@ -10,5 +10,6 @@ mod lifecycle;
 mod limits;
 mod modes;
 mod nat;
+mod relay;
 mod requests;
 mod world;
