@@ -74,8 +74,8 @@ pub mod wire;
 pub use api::{PathChange, PeerInfo, PeerReason, Received, SendFailure, SendReport};
 pub use async_trait::async_trait;
 pub use config::{
-    Config, KcpPreset, DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_PARTIAL_FRAME_BYTES, DEFAULT_RELAY_BYTES_PER_SEC,
-    DEFAULT_RELAY_MAX_PAIRS,
+    Config, KcpPreset, DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_PARTIAL_FRAME_BYTES,
+    DEFAULT_RELAY_BYTES_PER_SEC, DEFAULT_RELAY_MAX_PAIRS,
 };
 pub use crypto::{Identity, IdentityError, PublicKey};
 pub use error::{ConfigError, NetworkError, RequestError};

@@ -203,7 +203,11 @@ impl RelayPairs {
 /// Test only: what a relay does to each datagram it forwards (a
 /// tampering or eavesdropping relay).
 #[cfg(test)]
-pub(crate) struct RelayTap(pub(crate) Box<dyn FnMut(&mut Vec<u8>) + Send>);
+pub(crate) struct RelayTap(pub(crate) Box<TapFn>);
+
+/// The tap's function: sees (and may change) each forwarded datagram.
+#[cfg(test)]
+pub(crate) type TapFn = dyn FnMut(&mut Vec<u8>) + Send;
 
 #[cfg(test)]
 impl std::fmt::Debug for RelayTap {

@@ -97,8 +97,10 @@ fn a_relay_carries_a_session_between_peers_that_cannot_reach_each_other() {
     assert!(r.relay_forwarded_bytes > 200 * 2 * 3);
     // Nothing ever went straight between A and B (the filter would have
     // eaten it, but nothing even tried).
-    assert!(!w.trace.iter().any(|(_, f, t, _)| [*f, *t] == [addr(A), addr(B)]
-        || [*f, *t] == [addr(B), addr(A)]));
+    assert!(!w
+        .trace
+        .iter()
+        .any(|(_, f, t, _)| [*f, *t] == [addr(A), addr(B)] || [*f, *t] == [addr(B), addr(A)]));
     // Observations never name a relay path.
     for at in [A, B] {
         assert!(!w
@@ -135,7 +137,10 @@ fn a_tampering_relay_is_detected_and_nothing_forged_is_delivered() {
         b.decrypt_failures,
         flipped.lock().unwrap()
     );
-    assert!(w.bodies(addr(B)).is_empty(), "nothing from a forged datagram");
+    assert!(
+        w.bodies(addr(B)).is_empty(),
+        "nothing from a forged datagram"
+    );
     // The relay behaves again: the message arrives once, by the A–B
     // session's own retransmission; no new handshake.
     let handshakes = b.handshakes_completed;
@@ -240,9 +245,13 @@ fn a_relay_over_its_byte_rate_drops_and_the_session_recovers() {
 fn add_via_relay_needs_an_established_relay() {
     let mut w = World::connected_pair(7);
     let now = w.now;
-    let e = w.node(addr(1)).add_via_relay(now, key(5), addr(9), Origin::App);
+    let e = w
+        .node(addr(1))
+        .add_via_relay(now, key(5), addr(9), Origin::App);
     assert!(matches!(e, Err(crate::NetworkError::NoRelay(_))), "{e:?}");
     // The relay cannot be the peer itself.
-    let e = w.node(addr(1)).add_via_relay(now, key(2), addr(2), Origin::App);
+    let e = w
+        .node(addr(1))
+        .add_via_relay(now, key(2), addr(2), Origin::App);
     assert!(matches!(e, Err(crate::NetworkError::NoRelay(_))), "{e:?}");
 }
