@@ -201,10 +201,18 @@ impl Network {
     /// [`add`](Self::add) does for an address: it is known by its key, and
     /// `addrs_hint` are paths to try (it may also be reached at, or come
     /// from, any other address, once it proves `key` there). A session
-    /// completes only with `key`. With no hint the peer must already be
-    /// known (it connected to us, or was added before); otherwise
-    /// [`NetworkError::NoPath`]. Returns the address dialled. Encrypted
-    /// mode only: in plaintext mode nothing proves a key.
+    /// completes only with `key`. With no hint and no path known, the node
+    /// asks its peers (`docs/nat.md`, dial by key): each established
+    /// encrypted session is asked whether it has a session with `key`, and
+    /// the node dials what they know once all answered (at most 2 s):
+    /// straight to an address where the peer looks public (falling back
+    /// to a relay if that handshake gets no answer), else through a peer
+    /// that relays and has it (the returned address is then the relay
+    /// path naming it, see [`add_via_relay`](Self::add_via_relay)), else
+    /// straight to the first address found. [`NetworkError::NoPath`] when
+    /// no peer knows `key` (or there is no peer to ask). Returns the
+    /// address dialled. Encrypted mode only: in plaintext mode nothing
+    /// proves a key.
     pub async fn add_key(
         &self,
         key: PublicKey,

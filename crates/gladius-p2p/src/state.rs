@@ -339,4 +339,26 @@ pub struct Counters {
     /// session is gone or not established, or its queue is full.
     #[serde(default)]
     pub relay_send_failures: u64,
+    /// Dial by key: queries sent to peers ("do you have a session with
+    /// this key?").
+    #[serde(default)]
+    pub lookups_sent: u64,
+    /// Dial by key: queries of peers answered.
+    #[serde(default)]
+    pub lookups_answered: u64,
+    /// Dial by key: lookups that found a path and dialled it.
+    #[serde(default)]
+    pub lookups_found: u64,
+    /// Dial by key: lookups that found nothing (or could not start: no
+    /// peer to ask, too many in flight).
+    #[serde(default)]
+    pub lookups_failed: u64,
+    /// Dial by key: malformed, unexpected or duplicate lookup messages,
+    /// dropped.
+    #[serde(default)]
+    pub bad_lookups: u64,
+    /// Dial by key: direct dials that got no answer and went through a
+    /// relay instead.
+    #[serde(default)]
+    pub relay_fallbacks: u64,
 }

@@ -174,3 +174,61 @@ async fn two_nodes_that_cannot_reach_each_other_talk_through_a_relay() {
         n.close().await.unwrap();
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn add_key_with_no_hint_finds_the_peer_through_the_relay() {
+    let (r, r_addr, _) = node_with(test_config().with_relay(true)).await;
+    let (a, a_addr, _a_rec, a_block) = filtered_node().await;
+    let (b, b_addr, b_rec, b_block) = filtered_node().await;
+    a_block.add(b_addr);
+    b_block.add(a_addr);
+    a.add(r_addr).await.unwrap();
+    b.add(r_addr).await.unwrap();
+    wait_connected(&a, r_addr).await;
+    wait_connected(&b, r_addr).await;
+    wait_for(Duration::from_secs(10), "r has b", || async {
+        let s = r.network_state().await.unwrap();
+        s.peer(b_addr)
+            .is_some_and(|p| p.connection == ConnectionState::Connected)
+    })
+    .await;
+    let b_key = b.network_state().await.unwrap().public_key.unwrap();
+    // B looks public to R (it is, on loopback), so A dials it directly
+    // first; A's firewall drops that, and A goes through R.
+    let dialled = a.add_key(b_key, []).await.unwrap();
+    assert_eq!(dialled, b_addr);
+    wait_for(Duration::from_secs(20), "b connected through r", || async {
+        let s = a.network_state().await.unwrap();
+        s.peers.iter().any(|p| {
+            p.public_key == Some(b_key)
+                && p.path == PathKind::Relayed
+                && p.connection == ConnectionState::Connected
+        })
+    })
+    .await;
+    let sa = a.network_state().await.unwrap();
+    let b_at_a = sa
+        .peers
+        .iter()
+        .find(|p| p.public_key == Some(b_key))
+        .unwrap();
+    assert_eq!(b_at_a.relay, Some(r_addr));
+    assert_eq!(sa.counters.relay_fallbacks, 1);
+    assert_eq!(sa.counters.lookups_found, 1);
+    let report = a
+        .broadcast_to(text_msg("hi", "by key"), &[b_at_a.addr])
+        .await
+        .unwrap();
+    assert!(report.all_queued(), "{report:?}");
+    wait_for(Duration::from_secs(10), "a's message at b", || async {
+        b_rec.count_type("hi") == 1
+    })
+    .await;
+    // A key nobody has is a clear error.
+    let unknown = gladius_p2p::Identity::generate().public_key();
+    let e = a.add_key(unknown, []).await.unwrap_err();
+    assert!(matches!(e, gladius_p2p::NetworkError::NoPath(_)), "{e}");
+    for n in [a, b, r] {
+        n.close().await.unwrap();
+    }
+}

@@ -895,6 +895,16 @@ impl Endpoint {
     /// Retransmit our `Init` or `Finish` when due; give up an expired
     /// handshake.
     pub(super) fn handshake_timers(&mut self, id: PeerId, now: u64) {
+        // A direct dial found by a lookup that failed: through the relay.
+        let fallback = self.peers.get(id).and_then(|p| match &p.link {
+            Link::Handshaking(h) if h.is_expired(now) => p.relay_fallback.zip(p.pinned),
+            _ => None,
+        });
+        if let Some((relay, key)) = fallback {
+            if self.fall_back_to_relay(id, relay, key) {
+                return;
+            }
+        }
         let Some(peer) = self.peers.get_mut(id) else {
             return;
         };

@@ -40,6 +40,7 @@ mod demux;
 mod encrypted;
 mod half_open;
 mod inbound;
+mod lookup;
 mod observed;
 mod partials;
 mod peer;
@@ -69,6 +70,7 @@ use crate::wire::{CloseReason, Frame, Message};
 use crate::Config;
 pub(crate) use batch::Transmit;
 use batch::TransmitQueue;
+pub(crate) use lookup::KeyDial;
 pub(crate) use peer::PeerId;
 use peer::{Link, Peer};
 use peers::Peers;
@@ -102,6 +104,12 @@ pub(crate) enum Event {
     /// A peer whose room was watched (see [`Endpoint::watch_room`]) was
     /// flushed: this many bytes are queued now. `None`: the peer is gone.
     Room { peer: PeerId, queued: Option<usize> },
+    /// The lookup `id` of a key (see [`Endpoint::add_key_or_look_up`])
+    /// ended: the address or relay path dialled, or why none.
+    LookupDone {
+        id: u64,
+        result: Result<SocketAddr, NetworkError>,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -112,6 +120,8 @@ enum TimerKey {
     HalfOpen(u32),
     /// The end of a probe deciding a new key at a live session's address.
     Takeover(SocketAddr),
+    /// The end of a key lookup's wait for answers.
+    Lookup(u32),
     /// The graceful-close deadline.
     CloseDeadline,
 }
@@ -159,6 +169,8 @@ pub(crate) struct Endpoint {
     relay_paths: relay::RelayPaths,
     /// As a relay: the pairs relayed and their byte budgets.
     relay_pairs: relay::RelayPairs,
+    /// Keys being looked up through the peers.
+    lookups: lookup::Lookups,
     /// Test only: what this node, as a relay, does to what it forwards.
     #[cfg(test)]
     pub(crate) relay_tap: Option<relay::RelayTap>,
@@ -179,6 +191,7 @@ impl Endpoint {
         let inbound = inbound::InboundSlots::new(&mut rng);
         let relay_paths = relay::RelayPaths::new(&mut rng);
         let relay_pairs = relay::RelayPairs::new(&mut rng);
+        let lookups = lookup::Lookups::new(&mut rng);
         Self {
             session_config: SessionConfig::from_config(&config, rng.gen()),
             handshake_payload: config.handshake_payload.clone(),
@@ -204,6 +217,7 @@ impl Endpoint {
             observations: observed::Observations::default(),
             relay_paths,
             relay_pairs,
+            lookups,
             #[cfg(test)]
             relay_tap: None,
         }
@@ -795,6 +809,7 @@ impl Endpoint {
                 }
                 TimerKey::HalfOpen(index) => self.expire_half_open(index, now),
                 TimerKey::Takeover(addr) => self.finish_takeover(addr),
+                TimerKey::Lookup(id) => self.finish_lookup(id),
                 TimerKey::Reconnect(id) => {
                     let due = self.peers.get(id).is_some_and(|p| {
                         p.reconnect_at == Some(t) && p.added && p.session().is_none()
@@ -1004,6 +1019,12 @@ impl Endpoint {
         let abandoned: u64 = self.peers.values().map(|p| p.pending.len() as u64).sum();
         if abandoned > 0 {
             tracing::debug!(frames = abandoned, "closing with frames never sent");
+        }
+        for id in self.lookups.take_all() {
+            self.events.push_back(Event::LookupDone {
+                id,
+                result: Err(NetworkError::Closed),
+            });
         }
         for (id, _) in self.requests.take_all() {
             self.events.push_back(Event::RequestDone {

@@ -247,7 +247,7 @@ impl Endpoint {
     }
 
     /// The proven key of `id` if it has an established sealed session.
-    fn sealed_key(&self, id: PeerId) -> Option<PublicKey> {
+    pub(super) fn sealed_key(&self, id: PeerId) -> Option<PublicKey> {
         let peer = self.peers.get(id)?;
         match &peer.link {
             Link::Sealed { session, .. } if session.is_established() => peer.public_key,
@@ -285,6 +285,35 @@ impl Endpoint {
         Some(addr)
     }
 
+    /// `id`'s direct handshake failed: dial it through `relay` instead.
+    /// False if the relay is gone.
+    pub(super) fn fall_back_to_relay(&mut self, id: PeerId, relay: PeerId, key: PublicKey) -> bool {
+        if let Some(peer) = self.peers.get_mut(id) {
+            peer.relay_fallback = None;
+        }
+        if self.sealed_key(relay).is_none() {
+            return false;
+        }
+        let Some(via) = self.relay_path(relay, key) else {
+            return false;
+        };
+        if self.peers.at(via).is_some_and(|other| other != id) {
+            return false;
+        }
+        self.peers.add_path(id, via);
+        let Some(peer) = self.peers.get_mut(id) else {
+            return false;
+        };
+        let direct = peer.active;
+        peer.link = Link::Idle;
+        peer.active = Some(via);
+        peer.direct_candidates = direct.into_iter().collect();
+        self.counters.relay_fallbacks += 1;
+        tracing::debug!(%key, %via, "no answer directly: dialling through the relay");
+        self.initiate(id);
+        true
+    }
+
     /// What the relay path `addr` stands for, if it is one.
     pub(super) fn relay_of(&self, addr: SocketAddr) -> Option<RelayPath> {
         self.relay_paths.get(addr)
@@ -293,7 +322,7 @@ impl Endpoint {
     /// Queue a reserved message of type `msg_type` to `id` on its
     /// established sealed session, within its queue bound. False if it
     /// could not be queued.
-    fn send_reserved(&mut self, id: PeerId, msg_type: &str, body: Vec<u8>) -> bool {
+    pub(super) fn send_reserved(&mut self, id: PeerId, msg_type: &str, body: Vec<u8>) -> bool {
         let now = self.now();
         let Some(advertised) = self.advertised else {
             return false;

@@ -8,6 +8,7 @@ mod hostile;
 mod identity;
 mod lifecycle;
 mod limits;
+mod lookup;
 mod modes;
 mod nat;
 mod relay;
