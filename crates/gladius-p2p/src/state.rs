@@ -361,4 +361,23 @@ pub struct Counters {
     /// relay instead.
     #[serde(default)]
     pub relay_fallbacks: u64,
+    /// Hole punching: rounds of probes sent to a relayed peer's candidate
+    /// addresses.
+    #[serde(default)]
+    pub punch_attempts: u64,
+    /// Hole punching: probe datagrams sent.
+    #[serde(default)]
+    pub punch_probes: u64,
+    /// Hole punching: relayed peers whose path moved to a direct address
+    /// (an authenticated datagram of the session arrived directly).
+    #[serde(default)]
+    pub punch_successes: u64,
+    /// Hole punching: punches given up (every round done, or the peer
+    /// never answered the `CONNECT`), the peer staying relayed.
+    #[serde(default)]
+    pub punch_failures: u64,
+    /// Hole punching: malformed or unexpected coordination messages,
+    /// dropped.
+    #[serde(default)]
+    pub bad_punches: u64,
 }

@@ -726,14 +726,24 @@ impl Endpoint {
                 // The peer sealed this with its keys: it has our Finish.
                 *finish = None;
                 heard_at.get_or_insert(now);
-                let result = session.handle_datagram(now, opened);
+                // An empty payload is a probe (hole punching, §7.13): it
+                // proves the path, and carries nothing for KCP.
+                let result = if opened.is_empty() {
+                    Ok(())
+                } else {
+                    session.handle_datagram(now, opened)
+                };
                 // Authenticated, not replayed, and the newest the peer
                 // sent: the peer is at `from` now (see `roam`). A relayed
                 // datagram never moves a direct path: the peer may still
                 // send through the relay after a direct path works.
-                let relayed_over_direct = super::relay::is_relay_addr(from)
-                    && active.is_some_and(|a| !super::relay::is_relay_addr(a));
-                if newest && active != Some(from) && !relayed_over_direct {
+                // A direct one moves a relayed path even if a newer one
+                // came through the relay first (hole punching).
+                let from_relay = super::relay::is_relay_addr(from);
+                let active_relay = active.is_some_and(super::relay::is_relay_addr);
+                let relayed_over_direct = from_relay && active.is_some() && !active_relay;
+                let upgrade = !from_relay && active_relay;
+                if (newest || upgrade) && active != Some(from) && !relayed_over_direct {
                     self.roam(id, from);
                 }
                 if let Err(e) = result {
@@ -788,6 +798,10 @@ impl Endpoint {
             return;
         };
         self.counters.path_changes += 1;
+        if old.is_some_and(super::relay::is_relay_addr) && !super::relay::is_relay_addr(from) {
+            self.counters.punch_successes += 1;
+            tracing::debug!(?old, new = %from, %public_key, "relayed peer reached directly");
+        }
         tracing::debug!(?old, new = %from, %public_key, "peer roamed to a new address");
         self.emit(NodeEvent::PathChanged(PathChange {
             public_key,

@@ -45,6 +45,7 @@ mod observed;
 mod partials;
 mod peer;
 mod peers;
+mod punch;
 mod relay;
 mod requests;
 mod sessions;
@@ -120,6 +121,8 @@ enum TimerKey {
     HalfOpen(u32),
     /// The end of a probe deciding a new key at a live session's address.
     Takeover(SocketAddr),
+    /// The next step of a hole punch with a relayed peer.
+    Punch(PeerId),
     /// The end of a key lookup's wait for answers.
     Lookup(u32),
     /// The graceful-close deadline.
@@ -171,6 +174,8 @@ pub(crate) struct Endpoint {
     relay_pairs: relay::RelayPairs,
     /// Keys being looked up through the peers.
     lookups: lookup::Lookups,
+    /// Hole punches with relayed peers under way.
+    punches: punch::Punches,
     /// Test only: what this node, as a relay, does to what it forwards.
     #[cfg(test)]
     pub(crate) relay_tap: Option<relay::RelayTap>,
@@ -192,6 +197,7 @@ impl Endpoint {
         let relay_paths = relay::RelayPaths::new(&mut rng);
         let relay_pairs = relay::RelayPairs::new(&mut rng);
         let lookups = lookup::Lookups::new(&mut rng);
+        let punches = punch::Punches::new(&mut rng);
         Self {
             session_config: SessionConfig::from_config(&config, rng.gen()),
             handshake_payload: config.handshake_payload.clone(),
@@ -218,6 +224,7 @@ impl Endpoint {
             relay_paths,
             relay_pairs,
             lookups,
+            punches,
             #[cfg(test)]
             relay_tap: None,
         }
@@ -810,6 +817,7 @@ impl Endpoint {
                 TimerKey::HalfOpen(index) => self.expire_half_open(index, now),
                 TimerKey::Takeover(addr) => self.finish_takeover(addr),
                 TimerKey::Lookup(id) => self.finish_lookup(id),
+                TimerKey::Punch(id) => self.punch_timer(id),
                 TimerKey::Reconnect(id) => {
                     let due = self.peers.get(id).is_some_and(|p| {
                         p.reconnect_at == Some(t) && p.added && p.session().is_none()

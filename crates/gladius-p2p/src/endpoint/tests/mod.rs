@@ -11,6 +11,7 @@ mod limits;
 mod lookup;
 mod modes;
 mod nat;
+mod punch;
 mod relay;
 mod requests;
 mod world;
