@@ -232,3 +232,175 @@ async fn add_key_with_no_hint_finds_the_peer_through_the_relay() {
         n.close().await.unwrap();
     }
 }
+
+/// A real UDP socket behind a user-space cone NAT of one mapping (the
+/// socket's own port, whatever the destination: endpoint-independent
+/// mapping) that lets in only datagrams from addresses it sent to
+/// (address-and-port-dependent filtering).
+#[derive(Debug)]
+struct ConeSocket {
+    inner: UdpSocket,
+    sent_to: Mutex<HashSet<SocketAddr>>,
+    dropped: Arc<AtomicU64>,
+}
+
+impl DatagramSocket for ConeSocket {
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.inner.local_addr()
+    }
+    fn poll_recv_from(
+        &self,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<SocketAddr>> {
+        loop {
+            let from = ready!(self.inner.poll_recv_from(cx, buf))?;
+            if self.sent_to.lock().unwrap().contains(&from) {
+                return Poll::Ready(Ok(from));
+            }
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+            buf.clear();
+        }
+    }
+    fn poll_send_to(
+        &self,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+        target: SocketAddr,
+    ) -> Poll<io::Result<usize>> {
+        self.sent_to.lock().unwrap().insert(target);
+        self.inner.poll_send_to(cx, buf, target)
+    }
+}
+
+/// A node behind a [`ConeSocket`] that advertises a private address (as
+/// a node on a home LAN does), so it does not look public.
+async fn cone_node(private: &str) -> (Network, SocketAddr, Recorder, Arc<AtomicU64>) {
+    let config = test_config().with_advertise_addr(private.parse().unwrap());
+    let net = Network::new(config).unwrap();
+    let rec = Recorder::default();
+    net.register_plugin(rec.clone()).await.unwrap();
+    let dropped = Arc::new(AtomicU64::new(0));
+    let addr = net
+        .listen_on(ConeSocket {
+            inner: UdpSocket::bind("127.0.0.1:0").await.unwrap(),
+            sent_to: Mutex::default(),
+            dropped: dropped.clone(),
+        })
+        .await
+        .unwrap();
+    (net, addr, rec, dropped)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_behind_cone_nats_find_each_other_by_key_and_punch_through() {
+    const N: usize = 300;
+    let (r, r_addr, _) = node_with(test_config().with_relay(true)).await;
+    let (a, a_addr, a_rec, _) = cone_node("192.168.10.2:7000").await;
+    let (b, b_addr, b_rec, b_dropped) = cone_node("192.168.20.2:7000").await;
+    a.add(r_addr).await.unwrap();
+    b.add(r_addr).await.unwrap();
+    wait_connected(&a, r_addr).await;
+    wait_connected(&b, r_addr).await;
+    wait_for(Duration::from_secs(10), "r has b", || async {
+        let s = r.network_state().await.unwrap();
+        s.peer(b_addr)
+            .is_some_and(|p| p.connection == ConnectionState::Connected)
+    })
+    .await;
+    let b_key = b.network_state().await.unwrap().public_key.unwrap();
+    let a_key = a.network_state().await.unwrap().public_key.unwrap();
+    let started = std::time::Instant::now();
+    let via = a.add_key(b_key, []).await.unwrap();
+    let found = started.elapsed();
+    // B does not look public (it advertises a private address): through R.
+    assert!(
+        matches!(via, SocketAddr::V6(v) if v.ip().segments()[..4] == [0x100, 0, 0, 0]),
+        "{via}"
+    );
+    // (It may be direct already when we look: match by key.)
+    wait_for(Duration::from_secs(10), "b connected at a", || async {
+        let s = a.network_state().await.unwrap();
+        s.peers
+            .iter()
+            .any(|p| p.public_key == Some(b_key) && p.connection == ConnectionState::Connected)
+    })
+    .await;
+    let relayed = started.elapsed();
+
+    // A stream from A across the upgrade, to B under whatever name A
+    // knows it by at the time.
+    let expected: Vec<Vec<u8>> = (0..N).map(|i| format!("{i:04}").into_bytes()).collect();
+    let mut direct_at = None;
+    for body in &expected {
+        let s = a.network_state().await.unwrap();
+        let b_at_a = s
+            .peers
+            .iter()
+            .find(|p| p.public_key == Some(b_key))
+            .expect("b at a");
+        if b_at_a.path == PathKind::Direct && direct_at.is_none() {
+            direct_at = Some(started.elapsed());
+        }
+        let report = a
+            .broadcast_to(
+                text_msg("seq", String::from_utf8_lossy(body)),
+                &[b_at_a.addr],
+            )
+            .await
+            .unwrap();
+        assert!(report.all_queued(), "{report:?}");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    wait_for(Duration::from_secs(30), "every message at b", || async {
+        b_rec.count_type("seq") >= N
+    })
+    .await;
+    assert_eq!(
+        b_rec.bodies_of_type("seq"),
+        expected,
+        "exactly once, in order"
+    );
+    wait_for(Duration::from_secs(10), "direct at both ends", || async {
+        let sa = a.network_state().await.unwrap();
+        let sb = b.network_state().await.unwrap();
+        sa.peer(b_addr).is_some_and(|p| p.path == PathKind::Direct)
+            && sb.peer(a_addr).is_some_and(|p| p.path == PathKind::Direct)
+    })
+    .await;
+    let (sa, sb) = (
+        a.network_state().await.unwrap(),
+        b.network_state().await.unwrap(),
+    );
+    let b_at_a = sa.peer(b_addr).unwrap();
+    assert_eq!(b_at_a.public_key, Some(b_key));
+    assert_eq!(b_at_a.direct_addr, Some(b_addr));
+    assert_eq!(sb.peer(a_addr).unwrap().public_key, Some(a_key));
+    // One handshake with R and one with each other, each; no new one.
+    assert_eq!(sa.counters.handshakes_completed, 2, "{:?}", sa.counters);
+    assert_eq!(sb.counters.handshakes_completed, 2, "{:?}", sb.counters);
+    assert!(sa.counters.punch_successes + sb.counters.punch_successes >= 2);
+    assert!(sa.counters.punch_attempts >= 1);
+    let report = b
+        .broadcast_to(text_msg("back", "direct"), &[a_addr])
+        .await
+        .unwrap();
+    assert!(report.all_queued(), "{report:?}");
+    wait_for(Duration::from_secs(10), "b's answer at a", || async {
+        a_rec.count_type("back") == 1
+    })
+    .await;
+    eprintln!(
+        "lookup answered after {found:?}, relayed session up after {relayed:?}, \
+         direct seen at A after {direct_at:?}; punch attempts A {} B {}, probes A {} B {}, \
+         NAT drops at B {}",
+        sa.counters.punch_attempts,
+        sb.counters.punch_attempts,
+        sa.counters.punch_probes,
+        sb.counters.punch_probes,
+        b_dropped.load(Ordering::Relaxed)
+    );
+    for n in [a, b, r] {
+        n.close().await.unwrap();
+    }
+}
