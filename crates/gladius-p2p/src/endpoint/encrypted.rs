@@ -25,6 +25,7 @@ use rand::rngs::StdRng;
 use super::admission::{Admission, Limits, Plain};
 use super::half_open::{HalfOpen, HalfOpenTable};
 use super::peer::{Link, Peer, PeerId};
+use super::relay::is_relay_addr;
 use super::source::SourceIp;
 use super::{demux, Endpoint, Event, TimerKey};
 use crate::api::{NodeEvent, PathChange};
@@ -437,6 +438,13 @@ impl Endpoint {
         now: u64,
     ) {
         let key = est.remote_static;
+        // Over a relay path, the key proven must be the one the relay
+        // named: otherwise what we send back would go to someone else.
+        if self.relay_of(from).is_some_and(|p| p.key != key) {
+            self.counters.bad_handshakes += 1;
+            tracing::debug!(%from, %key, "relayed handshake proved another key than the relay named");
+            return;
+        }
         let at_addr = self.peers.at(from);
         let with_key = self.peers.with_key(&key);
         let displaced = at_addr.filter(|id| Some(*id) != with_key);
@@ -910,8 +918,18 @@ impl Endpoint {
     /// handshake.
     pub(super) fn handshake_timers(&mut self, id: PeerId, now: u64) {
         // A direct dial found by a lookup that failed: through the relay.
+        // So does a direct reconnect of a peer once reached through a
+        // relay (its direct path died).
         let fallback = self.peers.get(id).and_then(|p| match &p.link {
-            Link::Handshaking(h) if h.is_expired(now) => p.relay_fallback.zip(p.pinned),
+            Link::Handshaking(h) if h.is_expired(now) && !p.active.is_some_and(is_relay_addr) => {
+                let relay = p.relay_fallback.or_else(|| {
+                    p.paths
+                        .iter()
+                        .find_map(|a| self.relay_of(*a))
+                        .map(|r| r.relay)
+                });
+                relay.zip(p.pinned.or(p.public_key))
+            }
             _ => None,
         });
         if let Some((relay, key)) = fallback {

@@ -327,6 +327,11 @@ impl Endpoint {
         if self.is_self(addr) {
             return Err(NetworkError::SelfAddress(addr));
         }
+        // A relay path names "a key via a relay" here only: someone else's
+        // (learnt from a plugin, say) leads nowhere.
+        if relay::is_relay_addr(addr) && self.relay_of(addr).is_none() {
+            return Err(NetworkError::NoRelay(addr));
+        }
         let id = match self.peers.at(addr) {
             Some(id) => id,
             None => {

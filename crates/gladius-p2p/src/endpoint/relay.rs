@@ -200,8 +200,8 @@ impl RelayPairs {
     }
 }
 
-/// Test only: what a relay does to each datagram it forwards (a
-/// tampering or eavesdropping relay).
+/// Test only: what a relay does to each message it forwards (direction,
+/// source key, datagram): a tampering, lying or eavesdropping relay.
 #[cfg(test)]
 pub(crate) struct RelayTap(pub(crate) Box<TapFn>);
 
@@ -437,9 +437,7 @@ impl Endpoint {
         body.extend_from_slice(&datagram);
         #[cfg(test)]
         if let Some(tap) = self.relay_tap.as_mut() {
-            let mut inner = body.split_off(HEADER_LEN);
-            (tap.0)(&mut inner);
-            body.extend_from_slice(&inner);
+            (tap.0)(&mut body);
         }
         let len = datagram.len() as u64;
         if self.send_reserved(to, RELAY_TYPE, body) {

@@ -206,3 +206,37 @@ fn name_of_key(w: &World, at: SocketAddr, k: u8) -> Option<SocketAddr> {
         .find(|p| p.public_key == Some(key(k)))
         .map(|p| p.addr)
 }
+
+#[test]
+fn a_punched_path_that_dies_falls_back_to_the_relay() {
+    let (mut w, _) = behind_cone_nats(4);
+    w.run_for(2_000);
+    assert_eq!(
+        w.peer(addr(A), addr(B_NAT)).expect("direct").path,
+        PathKind::Direct
+    );
+    // Both NATs now drop everything between A and B (their mappings for
+    // each other expired, say); R still reaches both.
+    let nats = [addr(A_NAT), addr(B_NAT)];
+    w.filter = Some(Box::new(move |_, d| {
+        !(nats.contains(&d.from) && nats.contains(&d.to))
+    }));
+    // The session dies of silence (20 s), A (which added B) dials the
+    // direct address again, gets no answer (5 s), and goes through R.
+    w.run_for(40_000);
+    let a = w.state(addr(A));
+    assert!(a.counters.relay_fallbacks >= 1, "{:?}", a.counters);
+    let b_at_a = a
+        .peers
+        .iter()
+        .find(|p| p.public_key == Some(key(2)))
+        .expect("b at a");
+    assert_eq!(b_at_a.path, PathKind::Relayed, "{b_at_a:?}");
+    let name = b_at_a.addr;
+    w.send(addr(A), name, "relayed again");
+    w.run_for(1_000);
+    assert_eq!(
+        w.bodies(addr(B)).last().map(String::as_str),
+        Some("relayed again")
+    );
+}

@@ -118,8 +118,9 @@ fn a_tampering_relay_is_detected_and_nothing_forged_is_delivered() {
     let (mut w, via) = relayed_world(2, relay_config(8));
     let (on, count) = (tamper.clone(), flipped.clone());
     w.node(addr(R)).relay_tap = Some(RelayTap(Box::new(move |d: &mut Vec<u8>| {
-        // Sealed Data datagrams (type 0xE4): flip a bit of the ciphertext.
-        if *on.lock().unwrap() && d.first() == Some(&0xE4) && d.len() > 20 {
+        // Sealed Data datagrams (type 0xE4, after the direction byte and
+        // the key): flip a bit of the ciphertext.
+        if *on.lock().unwrap() && d.get(33) == Some(&0xE4) && d.len() > 60 {
             let last = d.len() - 1;
             d[last] ^= 1;
             *count.lock().unwrap() += 1;
@@ -194,7 +195,7 @@ fn the_relay_never_sees_the_plaintext() {
         }
     }
     // Every forwarded datagram is an encrypted-mode packet (type 0xE1..).
-    assert!(seen.iter().all(|d| d.first().is_some_and(|t| *t >= 0xE0)));
+    assert!(seen.iter().all(|d| d.get(33).is_some_and(|t| *t >= 0xE0)));
 }
 
 #[test]
@@ -253,5 +254,52 @@ fn add_via_relay_needs_an_established_relay() {
     let e = w
         .node(addr(1))
         .add_via_relay(now, key(2), addr(2), Origin::App);
+    assert!(matches!(e, Err(crate::NetworkError::NoRelay(_))), "{e:?}");
+}
+
+#[test]
+fn a_relay_naming_another_source_key_gets_no_session() {
+    // R claims A's datagrams come from key 9. B answers "key 9 via R",
+    // which leads nowhere, so no session forms under either key. (Were
+    // R to route it to A anyway, B's handshake would prove key 1, not the
+    // key the relay path names, and B refuses it: `establish`.)
+    let mut w = World::new(8, 10, 0.0);
+    w.spawn(addr(A), 1);
+    w.spawn(addr(B), 2);
+    w.spawn_with(addr(R), relay_config(3));
+    let lie = *key(9).as_bytes();
+    w.node(addr(R)).relay_tap = Some(RelayTap(Box::new(move |d: &mut Vec<u8>| {
+        if d.len() > 33 && d[1..33] == *key(1).as_bytes() {
+            d[1..33].copy_from_slice(&lie);
+        }
+    })));
+    w.filter = Some(Box::new(|_, d| {
+        let ab = [d.from, d.to];
+        !(ab.contains(&addr(A)) && ab.contains(&addr(B)))
+    }));
+    w.add(addr(A), addr(R));
+    w.add(addr(B), addr(R));
+    w.run_until(2_000);
+    let now = w.now;
+    let via = w
+        .node(addr(A))
+        .add_via_relay(now, key(2), addr(R), Origin::App)
+        .expect("add via relay");
+    w.run_until(6_000);
+    assert!(!w.connected(addr(A), via));
+    let b = w.state(addr(B));
+    assert!(w.state(addr(R)).counters.relay_refused > 0);
+    assert!(!b
+        .peers
+        .iter()
+        .any(|p| p.public_key == Some(key(1)) || p.public_key == Some(key(9))));
+}
+
+#[test]
+fn someone_elses_relay_path_cannot_be_added() {
+    let mut w = World::connected_pair(9);
+    let now = w.now;
+    let stranger: SocketAddr = "[100::7]:1".parse().unwrap();
+    let e = w.node(addr(1)).add(now, stranger, None, Origin::App);
     assert!(matches!(e, Err(crate::NetworkError::NoRelay(_))), "{e:?}");
 }
