@@ -233,11 +233,24 @@ impl Endpoint {
         {
             // No REPLY: the peer does not punch (or the relay dropped it).
             self.punches.by_peer.remove(&id);
-            self.counters.punch_failures += 1;
+            self.punch_failed(id);
             return;
         }
         if p.next_at.is_some_and(|t| t <= now) {
             self.punch_round(id);
+        }
+    }
+
+    /// The punch with `id` gave up: count it, tell the plugins.
+    fn punch_failed(&mut self, id: PeerId) {
+        self.counters.punch_failures += 1;
+        let Some(peer) = self.peers.get(id) else {
+            return;
+        };
+        let addr = peer.addr();
+        tracing::debug!(%addr, "hole punching failed: staying relayed");
+        if let Some(key) = peer.public_key {
+            self.emit(crate::api::NodeEvent::PunchFailed(addr, key));
         }
     }
 
@@ -257,8 +270,7 @@ impl Endpoint {
             return;
         }
         if p.rounds >= ROUNDS {
-            self.counters.punch_failures += 1;
-            tracing::debug!("hole punching failed: staying relayed");
+            self.punch_failed(id);
             return;
         }
         p.rounds += 1;

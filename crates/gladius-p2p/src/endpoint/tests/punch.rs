@@ -193,6 +193,15 @@ fn a_punch_that_cannot_get_through_stays_relayed_and_counts() {
     assert_eq!(a.punch_failures, 1);
     assert_eq!(w.state(addr(B)).counters.punch_failures, 1);
     assert_eq!(w.peer(addr(A), via).expect("b").path, PathKind::Relayed);
+    let failed: Vec<_> = w.nodes[&addr(A)]
+        .events
+        .iter()
+        .filter_map(|(_, e)| match e {
+            Event::Node(NodeEvent::PunchFailed(a, k)) => Some((*a, *k)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(failed, vec![(via, key(2))], "one punch_failed event");
     w.send(addr(A), via, "still relayed");
     w.run_for(1_000);
     assert_eq!(w.bodies(addr(B)), vec!["still relayed".to_owned()]);
