@@ -404,3 +404,93 @@ async fn two_nodes_behind_cone_nats_find_each_other_by_key_and_punch_through() {
         n.close().await.unwrap();
     }
 }
+
+/// Figures for `docs/nat.md` (not a test of speed; run by hand):
+/// `cargo test -p gladius-p2p --test relay relayed_vs_direct -- --ignored --nocapture`
+/// (`GLADIUS_RELAY_BPS=1000000000` to lift the relay's per-pair rate).
+/// 2,000 messages of 1 KiB from A to B, directly and through a relay, on
+/// loopback; and the round trip of a request each way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "measurement, run by hand"]
+async fn relayed_vs_direct() {
+    const N: usize = 2_000;
+    // GLADIUS_RELAY_BPS: the relay's bytes per second per pair (default
+    // the library's, 1 MiB/s).
+    let bps = std::env::var("GLADIUS_RELAY_BPS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(gladius_p2p::DEFAULT_RELAY_BYTES_PER_SEC);
+    let relay = test_config()
+        .with_relay(true)
+        .with_relay_limits(gladius_p2p::DEFAULT_RELAY_MAX_PAIRS, bps);
+    let (r, r_addr, _) = node_with(relay).await;
+    let (a, a_addr, _a_rec, a_block) = filtered_node().await;
+    let (b, b_addr, b_rec, _) = filtered_node().await;
+    a.add(r_addr).await.unwrap();
+    b.add(r_addr).await.unwrap();
+    a.add(b_addr).await.unwrap();
+    wait_connected(&a, r_addr).await;
+    wait_connected(&b, r_addr).await;
+    wait_connected(&a, b_addr).await;
+    let b_key = b.network_state().await.unwrap().public_key.unwrap();
+    let body = "x".repeat(1024);
+    let run = |to: SocketAddr, kind: &'static str| {
+        let (a, b_rec, body) = (a.clone(), b_rec.clone(), body.clone());
+        async move {
+            let start = std::time::Instant::now();
+            for _ in 0..N {
+                loop {
+                    let report = a
+                        .broadcast_to(text_msg(kind, body.clone()), &[to])
+                        .await
+                        .unwrap();
+                    if report.all_queued() {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+            }
+            wait_for(Duration::from_secs(120), "all delivered", || async {
+                b_rec.count_type(kind) >= N
+            })
+            .await;
+            start.elapsed()
+        }
+    };
+    let direct = run(b_addr, "direct").await;
+    let mut rtt_direct = Vec::new();
+    for _ in 0..50 {
+        let t = std::time::Instant::now();
+        a.request(text_msg("echo", "x"), b_addr, Duration::from_secs(5))
+            .await
+            .unwrap();
+        rtt_direct.push(t.elapsed());
+    }
+    // Now cut A from B and go through R.
+    a.delete(b_addr).await.unwrap();
+    a_block.add(b_addr);
+    let via = a.add_via_relay(b_key, r_addr).await.unwrap();
+    wait_connected(&a, via).await;
+    let relayed = run(via, "relayed").await;
+    let mut rtt_relayed = Vec::new();
+    for _ in 0..50 {
+        let t = std::time::Instant::now();
+        a.request(text_msg("echo", "x"), via, Duration::from_secs(5))
+            .await
+            .unwrap();
+        rtt_relayed.push(t.elapsed());
+    }
+    rtt_direct.sort();
+    rtt_relayed.sort();
+    let mb = (N * 1024) as f64 / 1e6;
+    eprintln!(
+        "direct: {N} x 1 KiB in {direct:?} ({:.1} MB/s), request p50 {:?}; \
+         relayed: {relayed:?} ({:.1} MB/s), request p50 {:?}; relay forwarded {} datagrams",
+        mb / direct.as_secs_f64(),
+        rtt_direct[25],
+        mb / relayed.as_secs_f64(),
+        rtt_relayed[25],
+        r.network_state().await.unwrap().counters.relay_forwarded
+    );
+    let _ = a_addr;
+}
