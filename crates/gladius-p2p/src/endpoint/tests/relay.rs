@@ -303,3 +303,47 @@ fn someone_elses_relay_path_cannot_be_added() {
     let e = w.node(addr(1)).add(now, stranger, None, Origin::App);
     assert!(matches!(e, Err(crate::NetworkError::NoRelay(_))), "{e:?}");
 }
+
+#[test]
+fn both_ends_dialling_through_the_relay_at_once_settle_on_one_session() {
+    let mut w = World::new(10, 10, 0.0).with_jitter(3);
+    w.spawn(addr(A), 1);
+    w.spawn(addr(B), 2);
+    w.spawn_with(addr(R), relay_config(2));
+    w.filter = Some(Box::new(|_, d| {
+        let ab = [d.from, d.to];
+        !(ab.contains(&addr(A)) && ab.contains(&addr(B)))
+    }));
+    w.add(addr(A), addr(R));
+    w.add(addr(B), addr(R));
+    w.run_until(2_000);
+    let now = w.now;
+    let a_via = w
+        .node(addr(A))
+        .add_via_relay(now, key(2), addr(R), Origin::App)
+        .expect("a adds b");
+    let b_via = w
+        .node(addr(B))
+        .add_via_relay(now, key(1), addr(R), Origin::App)
+        .expect("b adds a");
+    w.run_for(5_000);
+    assert!(w.connected(addr(A), a_via) && w.connected(addr(B), b_via));
+    let expected: Vec<String> = (0..50).map(|i| format!("m{i}")).collect();
+    for body in &expected {
+        w.send(addr(A), a_via, body);
+        w.send(addr(B), b_via, body);
+    }
+    w.run_for(5_000);
+    assert_eq!(w.bodies(addr(B)), expected);
+    assert_eq!(w.bodies(addr(A)), expected);
+    // One peer entry per key at each end.
+    for (at, k) in [(A, 2), (B, 1)] {
+        let n = w
+            .state(addr(at))
+            .peers
+            .iter()
+            .filter(|p| p.public_key == Some(key(k)))
+            .count();
+        assert_eq!(n, 1);
+    }
+}
