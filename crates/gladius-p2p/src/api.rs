@@ -162,6 +162,8 @@ pub(crate) enum NodeEvent {
     Abandoned(SocketAddr, u64),
     /// A peer roamed: its active path moved.
     PathChanged(PathChange),
+    /// Hole punching with a relayed peer gave up: it stays relayed.
+    PunchFailed(SocketAddr, PublicKey),
     Message(Arc<Received>),
 }
 

@@ -20,6 +20,12 @@ pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 16 * 1024 * 1024;
 /// 64 MiB (four messages of the default largest size).
 pub const DEFAULT_PARTIAL_FRAME_BYTES: usize = 64 * 1024 * 1024;
 
+/// Default most pairs of peers a relay serves at once: 64.
+pub const DEFAULT_RELAY_MAX_PAIRS: usize = 64;
+
+/// Default relayed bytes per second per pair of peers: 1 MiB/s.
+pub const DEFAULT_RELAY_BYTES_PER_SEC: u64 = 1024 * 1024;
+
 /// KCP tuning presets.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 #[non_exhaustive]
@@ -100,6 +106,9 @@ pub struct Config {
     pub(crate) max_half_open: usize,
     pub(crate) handshake_payload: Bytes,
     pub(crate) rng_seed: Option<u64>,
+    pub(crate) relay: bool,
+    pub(crate) relay_max_pairs: usize,
+    pub(crate) relay_bytes_per_sec: u64,
 }
 
 impl Default for Config {
@@ -128,6 +137,9 @@ impl Default for Config {
             max_half_open: 1024,
             handshake_payload: Bytes::new(),
             rng_seed: None,
+            relay: false,
+            relay_max_pairs: DEFAULT_RELAY_MAX_PAIRS,
+            relay_bytes_per_sec: DEFAULT_RELAY_BYTES_PER_SEC,
         }
     }
 }
@@ -290,6 +302,33 @@ impl Config {
         self.rng_seed = Some(seed);
         self
     }
+    /// Relay for peers (encrypted mode; `docs/nat.md`): forward the sealed
+    /// datagrams of a peer A to a peer B this node also has a session with,
+    /// when A asks, so two peers that cannot reach each other directly
+    /// still get an end-to-end encrypted session. The relay sees only
+    /// sealed A–B bytes. Bounded by
+    /// [`with_relay_limits`](Self::with_relay_limits). Default off: a node
+    /// that does not relay refuses (and counts) every request.
+    pub fn with_relay(mut self, relay: bool) -> Self {
+        self.relay = relay;
+        self
+    }
+    /// Limits of a relaying node: at most `max_pairs` pairs of peers
+    /// relayed at once (a pair idle for 30 s gives way to a new one) and at
+    /// most `bytes_per_sec` bytes of relayed datagrams per second per pair,
+    /// both directions together (bursts up to one second's worth). Beyond
+    /// either, datagrams are dropped and counted (`relay_refused`,
+    /// `relay_rate_limited`). Defaults [`DEFAULT_RELAY_MAX_PAIRS`] and
+    /// [`DEFAULT_RELAY_BYTES_PER_SEC`].
+    pub fn with_relay_limits(mut self, max_pairs: usize, bytes_per_sec: u64) -> Self {
+        self.relay_max_pairs = max_pairs;
+        self.relay_bytes_per_sec = bytes_per_sec;
+        self
+    }
+    /// Whether the node relays for its peers.
+    pub fn is_relay(&self) -> bool {
+        self.relay
+    }
     /// Whether the node runs without encryption.
     pub fn is_plaintext(&self) -> bool {
         self.plaintext
@@ -359,6 +398,9 @@ impl Config {
             return Err(ConfigError::Limit(
                 "max_inbound_sessions_per_ip must be non-zero",
             ));
+        }
+        if self.relay && (self.relay_max_pairs == 0 || self.relay_bytes_per_sec == 0) {
+            return Err(ConfigError::Limit("relay limits must be non-zero"));
         }
         let one_message = Frame::max_len(self.max_message_size) + 4;
         if self.partial_frame_bytes < one_message {

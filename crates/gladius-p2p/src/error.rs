@@ -107,6 +107,11 @@ pub enum NetworkError {
     /// address for: give at least one address hint.
     #[error("no address is known for peer {0}; give an address hint")]
     NoPath(crate::PublicKey),
+    /// [`add_via_relay`](crate::Network::add_via_relay) named a relay the
+    /// node has no established encrypted session with (or the peer itself,
+    /// or the node's own key).
+    #[error("{0} is not a peer with an established encrypted session to relay through")]
+    NoRelay(SocketAddr),
     /// A typed (JSON) message could not be built.
     #[cfg(feature = "json")]
     #[error(transparent)]

@@ -73,7 +73,10 @@ pub mod wire;
 
 pub use api::{PathChange, PeerInfo, PeerReason, Received, SendFailure, SendReport};
 pub use async_trait::async_trait;
-pub use config::{Config, KcpPreset, DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_PARTIAL_FRAME_BYTES};
+pub use config::{
+    Config, KcpPreset, DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_PARTIAL_FRAME_BYTES,
+    DEFAULT_RELAY_BYTES_PER_SEC, DEFAULT_RELAY_MAX_PAIRS,
+};
 pub use crypto::{Identity, IdentityError, PublicKey};
 pub use error::{ConfigError, NetworkError, RequestError};
 pub use gladius_kcp::KcpConfig;
@@ -83,7 +86,7 @@ pub use network::{Network, ToPeerAddr};
 pub use plugin::{Plugin, PluginId, PLUGIN_QUEUE_BYTES, PLUGIN_QUEUE_LEN};
 pub use socket::{BatchUdpSocket, DatagramSocket, LinkFaults, MemoryNetwork, MemorySocket};
 pub use state::{
-    ConnectionState, Counters, Direction, NatType, NetworkState, PeerState, PluginState,
+    ConnectionState, Counters, Direction, NatType, NetworkState, PathKind, PeerState, PluginState,
 };
 pub use streams::{Feed, Filter, PeerEvent, Subscription, SUBSCRIPTION_QUEUE_LEN};
 pub use wire::{Message, MessageError};

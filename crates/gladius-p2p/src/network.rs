@@ -201,10 +201,18 @@ impl Network {
     /// [`add`](Self::add) does for an address: it is known by its key, and
     /// `addrs_hint` are paths to try (it may also be reached at, or come
     /// from, any other address, once it proves `key` there). A session
-    /// completes only with `key`. With no hint the peer must already be
-    /// known (it connected to us, or was added before); otherwise
-    /// [`NetworkError::NoPath`]. Returns the address dialled. Encrypted
-    /// mode only: in plaintext mode nothing proves a key.
+    /// completes only with `key`. With no hint and no path known, the node
+    /// asks its peers (`docs/nat.md`, dial by key): each established
+    /// encrypted session is asked whether it has a session with `key`, and
+    /// the node dials what they know once all answered (at most 2 s):
+    /// straight to an address where the peer looks public (falling back
+    /// to a relay if that handshake gets no answer), else through a peer
+    /// that relays and has it (the returned address is then the relay
+    /// path naming it, see [`add_via_relay`](Self::add_via_relay)), else
+    /// straight to the first address found. [`NetworkError::NoPath`] when
+    /// no peer knows `key` (or there is no peer to ask). Returns the
+    /// address dialled. Encrypted mode only: in plaintext mode nothing
+    /// proves a key.
     pub async fn add_key(
         &self,
         key: PublicKey,
@@ -215,6 +223,33 @@ impl Network {
         self.call(|reply| Command::AddKey {
             key,
             hints,
+            by,
+            reply,
+        })
+        .await?
+    }
+
+    /// Add the peer whose static key is `key` to the route table, reached
+    /// through the peer at `relay` (encrypted mode; `docs/nat.md`). The
+    /// relay must have an established encrypted session with this node and
+    /// with the peer, and relay (`Config::with_relay`). The Noise session
+    /// with the peer is end to end: the relay forwards sealed datagrams it
+    /// can neither read nor forge. Returns the *relay path* that names the
+    /// peer (an address of the discard prefix `100::/64` standing for "this
+    /// key via that relay"; use it like any peer address). The peer's
+    /// `network_state()` entry shows `path: relayed` and the relay's
+    /// address. [`NetworkError::NoRelay`] if `relay` has no established
+    /// encrypted session with this node (or is the peer itself).
+    pub async fn add_via_relay(
+        &self,
+        key: PublicKey,
+        relay: impl ToPeerAddr,
+    ) -> Result<SocketAddr, NetworkError> {
+        let relay = resolve(relay).await?;
+        let by = self.origin.clone();
+        self.call(|reply| Command::AddViaRelay {
+            key,
+            relay,
             by,
             reply,
         })

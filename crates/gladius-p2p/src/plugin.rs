@@ -113,6 +113,17 @@ pub trait Plugin: Send + Sync + 'static {
     /// network). Only an authenticated, fresh datagram of the peer's
     /// session moves a path. Encrypted mode only.
     async fn path_changed(&self, _net: &Network, _change: &PathChange) {}
+    /// Hole punching with the peer at `addr` (its relay path), which proved
+    /// `public_key`, gave up: the peer stays relayed. A successful punch is
+    /// a [`path_changed`](Self::path_changed) from the relay path to a
+    /// direct address. Encrypted mode only; see `docs/nat.md`.
+    async fn punch_failed(
+        &self,
+        _net: &Network,
+        _addr: SocketAddr,
+        _public_key: &crate::PublicKey,
+    ) {
+    }
     /// A message (or a request; see [`Received::is_request`]) arrived.
     async fn new_message(&self, _net: &Network, _msg: &Received) {}
     /// The node is closing; the last hook called.
@@ -271,6 +282,7 @@ async fn run(
                     }
                     NodeEvent::Abandoned(a, n) => plugin.messages_abandoned(&net, a, n).await,
                     NodeEvent::PathChanged(c) => plugin.path_changed(&net, &c).await,
+                    NodeEvent::PunchFailed(a, k) => plugin.punch_failed(&net, a, &k).await,
                     NodeEvent::Message(m) => plugin.new_message(&net, &m).await,
                 },
                 PluginEvent::Close => plugin.close(&net).await,

@@ -53,6 +53,18 @@ impl NetworkState {
     }
 }
 
+/// How a peer's active path reaches it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PathKind {
+    /// Datagrams go straight to the peer's address (or there is no path
+    /// yet).
+    #[default]
+    Direct,
+    /// Datagrams go, sealed end to end, through a relay peer.
+    Relayed,
+}
+
 /// How the NAT in front of this node maps its address, as its peers'
 /// observations show it (encrypted mode; see `docs/nat.md`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -110,6 +122,22 @@ pub struct PeerState {
     /// there is neither.
     #[serde(default)]
     pub active_path: Option<SocketAddr>,
+    /// How the active path reaches the peer: `direct` (to `active_path`)
+    /// or `relayed` (through the peer at `relay`). A peer reached only
+    /// through a relay is named (`addr`) by a relay address of the
+    /// discard-only prefix `100::/64`, which stands for "this key via
+    /// that relay" and never reaches a socket.
+    #[serde(default)]
+    pub path: PathKind,
+    /// The direct address the session runs over, if it is direct.
+    #[serde(default)]
+    pub direct_addr: Option<SocketAddr>,
+    /// The relay's address, if the active path is relayed.
+    #[serde(default)]
+    pub relay: Option<SocketAddr>,
+    /// The relay's static key, if the active path is relayed.
+    #[serde(default)]
+    pub relay_key: Option<PublicKey>,
     /// The address the peer announced in its hello.
     pub advertised: Option<SocketAddr>,
     /// The peer's static public key, as proven in the handshake.
@@ -285,4 +313,71 @@ pub struct Counters {
     /// dropped.
     #[serde(default)]
     pub bad_observations: u64,
+    /// As a relay: datagrams forwarded from one peer to another.
+    #[serde(default)]
+    pub relay_forwarded: u64,
+    /// As a relay: bytes of the datagrams forwarded.
+    #[serde(default)]
+    pub relay_forwarded_bytes: u64,
+    /// As a relay: requests to forward refused and dropped (this node does
+    /// not relay, the target has no established session with it, the
+    /// relayed pairs are at `relay_max_pairs`, the target's queue is full,
+    /// or the request was malformed).
+    #[serde(default)]
+    pub relay_refused: u64,
+    /// As a relay: datagrams dropped because their pair was over
+    /// `relay_bytes_per_sec`.
+    #[serde(default)]
+    pub relay_rate_limited: u64,
+    /// Datagrams of our sessions sent through a relay.
+    #[serde(default)]
+    pub relayed_out: u64,
+    /// Datagrams of our sessions received through a relay.
+    #[serde(default)]
+    pub relayed_in: u64,
+    /// Datagrams for a relayed path that could not go out: the relay's
+    /// session is gone or not established, or its queue is full.
+    #[serde(default)]
+    pub relay_send_failures: u64,
+    /// Dial by key: queries sent to peers ("do you have a session with
+    /// this key?").
+    #[serde(default)]
+    pub lookups_sent: u64,
+    /// Dial by key: queries of peers answered.
+    #[serde(default)]
+    pub lookups_answered: u64,
+    /// Dial by key: lookups that found a path and dialled it.
+    #[serde(default)]
+    pub lookups_found: u64,
+    /// Dial by key: lookups that found nothing (or could not start: no
+    /// peer to ask, too many in flight).
+    #[serde(default)]
+    pub lookups_failed: u64,
+    /// Dial by key: malformed, unexpected or duplicate lookup messages,
+    /// dropped.
+    #[serde(default)]
+    pub bad_lookups: u64,
+    /// Dial by key: direct dials that got no answer and went through a
+    /// relay instead.
+    #[serde(default)]
+    pub relay_fallbacks: u64,
+    /// Hole punching: rounds of probes sent to a relayed peer's candidate
+    /// addresses.
+    #[serde(default)]
+    pub punch_attempts: u64,
+    /// Hole punching: probe datagrams sent.
+    #[serde(default)]
+    pub punch_probes: u64,
+    /// Hole punching: relayed peers whose path moved to a direct address
+    /// (an authenticated datagram of the session arrived directly).
+    #[serde(default)]
+    pub punch_successes: u64,
+    /// Hole punching: punches given up (every round done, or the peer
+    /// never answered the `CONNECT`), the peer staying relayed.
+    #[serde(default)]
+    pub punch_failures: u64,
+    /// Hole punching: malformed or unexpected coordination messages,
+    /// dropped.
+    #[serde(default)]
+    pub bad_punches: u64,
 }

@@ -92,6 +92,15 @@ pub enum PeerEvent {
     /// The peer's active path moved to a new address (roaming), without a
     /// new handshake.
     PathChanged(PathChange),
+    /// Hole punching with a relayed peer gave up: it stays relayed (a
+    /// successful punch is a `PathChanged` from the relay path to a direct
+    /// address). See `docs/nat.md`.
+    PunchFailed {
+        /// The peer, by its relay path.
+        addr: SocketAddr,
+        /// The key its session proved.
+        public_key: crate::PublicKey,
+    },
     /// A connection attempt failed for a reason worth telling (the peer
     /// refused us, or its key was not the pinned one).
     Rejected {
@@ -110,6 +119,7 @@ impl PeerEvent {
             PeerEvent::Connected(info) => info.addr,
             PeerEvent::PathChanged(change) => change.new,
             PeerEvent::Rejected { addr, .. }
+            | PeerEvent::PunchFailed { addr, .. }
             | PeerEvent::ConnectFailed { addr, .. }
             | PeerEvent::Abandoned { addr, .. } => *addr,
         }
@@ -292,6 +302,13 @@ impl Plugin for EventForwarder {
 
     async fn path_changed(&self, _net: &Network, change: &PathChange) {
         self.feed.send(PeerEvent::PathChanged(change.clone()));
+    }
+
+    async fn punch_failed(&self, _net: &Network, addr: SocketAddr, public_key: &crate::PublicKey) {
+        self.feed.send(PeerEvent::PunchFailed {
+            addr,
+            public_key: *public_key,
+        });
     }
 }
 

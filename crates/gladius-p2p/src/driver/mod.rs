@@ -22,7 +22,7 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use crate::api::{NodeEvent, Origin, Received, SendReport, Targets};
-use crate::endpoint::{Endpoint, Event, PeerId, Transmit};
+use crate::endpoint::{Endpoint, Event, KeyDial, PeerId, Transmit};
 use crate::error::{NetworkError, RequestError};
 use crate::plugin::{PluginEvent, PluginId, PluginSlot, Registration};
 use crate::socket::DatagramSocket;
@@ -66,6 +66,12 @@ pub(crate) enum Command {
     AddKey {
         key: crate::PublicKey,
         hints: Vec<SocketAddr>,
+        by: Origin,
+        reply: Reply<Result<SocketAddr, NetworkError>>,
+    },
+    AddViaRelay {
+        key: crate::PublicKey,
+        relay: SocketAddr,
         by: Origin,
         reply: Reply<Result<SocketAddr, NetworkError>>,
     },
@@ -140,6 +146,8 @@ pub(crate) struct Driver {
     plugin_handle: Network,
     /// Callers of `Network::request` by request id.
     answers: HashMap<u64, Reply<Result<Received, RequestError>>>,
+    /// `add_key` callers waiting for their key's lookup.
+    lookups: HashMap<u64, Reply<Result<SocketAddr, NetworkError>>>,
     /// Callers of `Network::wait_for_room` by peer: bytes needed, whom to tell.
     room_waiters: HashMap<PeerId, Vec<RoomWaiter>>,
     /// A message or a reply went to a plugin or a caller since the last
@@ -168,6 +176,7 @@ impl Driver {
             plugins: Vec::new(),
             plugin_handle,
             answers: HashMap::default(),
+            lookups: HashMap::default(),
             room_waiters: HashMap::default(),
             handed_over: false,
             close_waiters: Vec::new(),
@@ -315,8 +324,24 @@ impl Driver {
                 hints,
                 by,
                 reply,
+            } => match self.endpoint.add_key_or_look_up(now, key, &hints, by) {
+                Ok(KeyDial::Dialled(addr)) => {
+                    let _ = reply.send(Ok(addr));
+                }
+                Ok(KeyDial::LookingUp(id)) => {
+                    self.lookups.insert(id, reply);
+                }
+                Err(e) => {
+                    let _ = reply.send(Err(e));
+                }
+            },
+            Command::AddViaRelay {
+                key,
+                relay,
+                by,
+                reply,
             } => {
-                let _ = reply.send(self.endpoint.add_key(now, key, &hints, by));
+                let _ = reply.send(self.endpoint.add_via_relay(now, key, relay, by));
             }
             Command::Delete { addr, by, reply } => {
                 self.endpoint.delete(now, addr, by);
@@ -489,6 +514,11 @@ impl Driver {
                     }
                 }
                 Event::Room { peer, queued } => self.answer_room_waiters(peer, queued),
+                Event::LookupDone { id, result } => {
+                    if let Some(reply) = self.lookups.remove(&id) {
+                        let _ = reply.send(result);
+                    }
+                }
             }
         }
     }

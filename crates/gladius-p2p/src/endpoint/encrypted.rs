@@ -25,6 +25,7 @@ use rand::rngs::StdRng;
 use super::admission::{Admission, Limits, Plain};
 use super::half_open::{HalfOpen, HalfOpenTable};
 use super::peer::{Link, Peer, PeerId};
+use super::relay::is_relay_addr;
 use super::source::SourceIp;
 use super::{demux, Endpoint, Event, TimerKey};
 use crate::api::{NodeEvent, PathChange};
@@ -437,6 +438,13 @@ impl Endpoint {
         now: u64,
     ) {
         let key = est.remote_static;
+        // Over a relay path, the key proven must be the one the relay
+        // named: otherwise what we send back would go to someone else.
+        if self.relay_of(from).is_some_and(|p| p.key != key) {
+            self.counters.bad_handshakes += 1;
+            tracing::debug!(%from, %key, "relayed handshake proved another key than the relay named");
+            return;
+        }
         let at_addr = self.peers.at(from);
         let with_key = self.peers.with_key(&key);
         let displaced = at_addr.filter(|id| Some(*id) != with_key);
@@ -726,10 +734,24 @@ impl Endpoint {
                 // The peer sealed this with its keys: it has our Finish.
                 *finish = None;
                 heard_at.get_or_insert(now);
-                let result = session.handle_datagram(now, opened);
+                // An empty payload is a probe (hole punching, §7.13): it
+                // proves the path, and carries nothing for KCP.
+                let result = if opened.is_empty() {
+                    Ok(())
+                } else {
+                    session.handle_datagram(now, opened)
+                };
                 // Authenticated, not replayed, and the newest the peer
-                // sent: the peer is at `from` now (see `roam`).
-                if newest && active != Some(from) {
+                // sent: the peer is at `from` now (see `roam`). A relayed
+                // datagram never moves a direct path: the peer may still
+                // send through the relay after a direct path works.
+                // A direct one moves a relayed path even if a newer one
+                // came through the relay first (hole punching).
+                let from_relay = super::relay::is_relay_addr(from);
+                let active_relay = active.is_some_and(super::relay::is_relay_addr);
+                let relayed_over_direct = from_relay && active.is_some() && !active_relay;
+                let upgrade = !from_relay && active_relay;
+                if (newest || upgrade) && active != Some(from) && !relayed_over_direct {
                     self.roam(id, from);
                 }
                 if let Err(e) = result {
@@ -784,6 +806,10 @@ impl Endpoint {
             return;
         };
         self.counters.path_changes += 1;
+        if old.is_some_and(super::relay::is_relay_addr) && !super::relay::is_relay_addr(from) {
+            self.counters.punch_successes += 1;
+            tracing::debug!(?old, new = %from, %public_key, "relayed peer reached directly");
+        }
         tracing::debug!(?old, new = %from, %public_key, "peer roamed to a new address");
         self.emit(NodeEvent::PathChanged(PathChange {
             public_key,
@@ -891,6 +917,26 @@ impl Endpoint {
     /// Retransmit our `Init` or `Finish` when due; give up an expired
     /// handshake.
     pub(super) fn handshake_timers(&mut self, id: PeerId, now: u64) {
+        // A direct dial found by a lookup that failed: through the relay.
+        // So does a direct reconnect of a peer once reached through a
+        // relay (its direct path died).
+        let fallback = self.peers.get(id).and_then(|p| match &p.link {
+            Link::Handshaking(h) if h.is_expired(now) && !p.active.is_some_and(is_relay_addr) => {
+                let relay = p.relay_fallback.or_else(|| {
+                    p.paths
+                        .iter()
+                        .find_map(|a| self.relay_of(*a))
+                        .map(|r| r.relay)
+                });
+                relay.zip(p.pinned.or(p.public_key))
+            }
+            _ => None,
+        });
+        if let Some((relay, key)) = fallback {
+            if self.fall_back_to_relay(id, relay, key) {
+                return;
+            }
+        }
         let Some(peer) = self.peers.get_mut(id) else {
             return;
         };

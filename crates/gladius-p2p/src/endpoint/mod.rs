@@ -40,10 +40,13 @@ mod demux;
 mod encrypted;
 mod half_open;
 mod inbound;
+mod lookup;
 mod observed;
 mod partials;
 mod peer;
 mod peers;
+mod punch;
+mod relay;
 mod requests;
 mod sessions;
 mod source;
@@ -63,11 +66,12 @@ use crate::api::{NodeEvent, Origin, PeerReason, Received, SendFailure, SendRepor
 use crate::crypto::{self, Kind, PublicKey};
 use crate::error::{NetworkError, RequestError};
 use crate::session::{encode_frame, Session, SessionConfig};
-use crate::state::{ConnectionState, Counters, Direction, NetworkState, PeerState};
+use crate::state::{ConnectionState, Counters, Direction, NetworkState, PathKind, PeerState};
 use crate::wire::{CloseReason, Frame, Message};
 use crate::Config;
 pub(crate) use batch::Transmit;
 use batch::TransmitQueue;
+pub(crate) use lookup::KeyDial;
 pub(crate) use peer::PeerId;
 use peer::{Link, Peer};
 use peers::Peers;
@@ -101,6 +105,12 @@ pub(crate) enum Event {
     /// A peer whose room was watched (see [`Endpoint::watch_room`]) was
     /// flushed: this many bytes are queued now. `None`: the peer is gone.
     Room { peer: PeerId, queued: Option<usize> },
+    /// The lookup `id` of a key (see [`Endpoint::add_key_or_look_up`])
+    /// ended: the address or relay path dialled, or why none.
+    LookupDone {
+        id: u64,
+        result: Result<SocketAddr, NetworkError>,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -111,6 +121,10 @@ enum TimerKey {
     HalfOpen(u32),
     /// The end of a probe deciding a new key at a live session's address.
     Takeover(SocketAddr),
+    /// The next step of a hole punch with a relayed peer.
+    Punch(PeerId),
+    /// The end of a key lookup's wait for answers.
+    Lookup(u32),
     /// The graceful-close deadline.
     CloseDeadline,
 }
@@ -154,6 +168,17 @@ pub(crate) struct Endpoint {
     handshake_payload: Bytes,
     /// What our peers see as our address (encrypted mode).
     observations: observed::Observations,
+    /// Relay paths: peers reached (or reaching us) through a relay.
+    relay_paths: relay::RelayPaths,
+    /// As a relay: the pairs relayed and their byte budgets.
+    relay_pairs: relay::RelayPairs,
+    /// Keys being looked up through the peers.
+    lookups: lookup::Lookups,
+    /// Hole punches with relayed peers under way.
+    punches: punch::Punches,
+    /// Test only: what this node, as a relay, does to what it forwards.
+    #[cfg(test)]
+    pub(crate) relay_tap: Option<relay::RelayTap>,
 }
 
 impl Endpoint {
@@ -169,6 +194,10 @@ impl Endpoint {
             .map(|identity| encrypted::CryptoState::new(identity, &config, &mut rng));
         let takeovers = table(&mut rng);
         let inbound = inbound::InboundSlots::new(&mut rng);
+        let relay_paths = relay::RelayPaths::new(&mut rng);
+        let relay_pairs = relay::RelayPairs::new(&mut rng);
+        let lookups = lookup::Lookups::new(&mut rng);
+        let punches = punch::Punches::new(&mut rng);
         Self {
             session_config: SessionConfig::from_config(&config, rng.gen()),
             handshake_payload: config.handshake_payload.clone(),
@@ -192,6 +221,12 @@ impl Endpoint {
             transmits: TransmitQueue::default(),
             events: VecDeque::new(),
             observations: observed::Observations::default(),
+            relay_paths,
+            relay_pairs,
+            lookups,
+            punches,
+            #[cfg(test)]
+            relay_tap: None,
         }
     }
 
@@ -291,6 +326,11 @@ impl Endpoint {
         }
         if self.is_self(addr) {
             return Err(NetworkError::SelfAddress(addr));
+        }
+        // A relay path names "a key via a relay" here only: someone else's
+        // (learnt from a plugin, say) leads nowhere.
+        if relay::is_relay_addr(addr) && self.relay_of(addr).is_none() {
+            return Err(NetworkError::NoRelay(addr));
         }
         let id = match self.peers.at(addr) {
             Some(id) => id,
@@ -680,10 +720,21 @@ impl Endpoint {
                     (_, Some(s)) if s.is_connecting() => ConnectionState::Connecting,
                     (_, Some(_)) => ConnectionState::Closing,
                 };
+                let active = p.active.filter(|_| p.has_link());
+                let via = active.and_then(|a| self.relay_of(a));
+                let relay = via.and_then(|v| self.peers.get(v.relay));
                 PeerState {
                     addr: p.addr(),
                     paths: p.paths.clone(),
-                    active_path: p.active.filter(|_| p.has_link()),
+                    active_path: active,
+                    path: if via.is_some() {
+                        PathKind::Relayed
+                    } else {
+                        PathKind::Direct
+                    },
+                    direct_addr: active.filter(|a| !relay::is_relay_addr(*a)),
+                    relay: relay.map(Peer::addr),
+                    relay_key: relay.and_then(|r| r.public_key),
                     advertised: p.advertised,
                     public_key: p.public_key,
                     pinned_key: p.pinned,
@@ -770,6 +821,8 @@ impl Endpoint {
                 }
                 TimerKey::HalfOpen(index) => self.expire_half_open(index, now),
                 TimerKey::Takeover(addr) => self.finish_takeover(addr),
+                TimerKey::Lookup(id) => self.finish_lookup(id),
+                TimerKey::Punch(id) => self.punch_timer(id),
                 TimerKey::Reconnect(id) => {
                     let due = self.peers.get(id).is_some_and(|p| {
                         p.reconnect_at == Some(t) && p.added && p.session().is_none()
@@ -809,6 +862,10 @@ impl Endpoint {
     /// it closed, and re-arm its timer.
     fn flush(&mut self, max_segments: usize) {
         for (to, datagram) in std::mem::take(&mut self.outbox) {
+            if relay::is_relay_addr(to) {
+                self.send_relayed(to, &datagram);
+                continue;
+            }
             self.transmits.push(to, &datagram, 1);
             self.transmits.end_run();
         }
@@ -823,6 +880,8 @@ impl Endpoint {
             };
             peer.dirty = false;
             let to = peer.addr();
+            let relayed = relay::is_relay_addr(to);
+            let mut via_relay: Vec<Vec<u8>> = Vec::new();
             let closed = match &mut peer.link {
                 Link::Plaintext(session) => {
                     session.flush(now);
@@ -852,10 +911,16 @@ impl Endpoint {
                 } => {
                     session.flush(now);
                     while let Some(datagram) = session.poll_transmit() {
-                        if let Err(e) =
+                        let sealed = if relayed {
+                            let mut out = Vec::new();
+                            let sealed = channel.seal(&datagram, &mut out);
+                            via_relay.push(out);
+                            sealed
+                        } else {
                             self.transmits
                                 .push_sealed(to, channel, &datagram, max_segments)
-                        {
+                        };
+                        if let Err(e) = sealed {
                             // Only the nonce limit stops sealing: end the
                             // session and handshake afresh.
                             tracing::debug!(%to, %e, "cannot seal; closing to re-key");
@@ -869,6 +934,9 @@ impl Endpoint {
                 Link::Idle | Link::Handshaking(_) => false,
             };
             self.transmits.end_run();
+            for datagram in via_relay {
+                self.send_relayed(to, &datagram);
+            }
             if closed {
                 self.drain_events(id);
                 self.retire_session(id);
@@ -964,6 +1032,12 @@ impl Endpoint {
         let abandoned: u64 = self.peers.values().map(|p| p.pending.len() as u64).sum();
         if abandoned > 0 {
             tracing::debug!(frames = abandoned, "closing with frames never sent");
+        }
+        for id in self.lookups.take_all() {
+            self.events.push_back(Event::LookupDone {
+                id,
+                result: Err(NetworkError::Closed),
+            });
         }
         for (id, _) in self.requests.take_all() {
             self.events.push_back(Event::RequestDone {

@@ -134,7 +134,9 @@ impl Endpoint {
         let (Some(advertised), true) = (self.advertised, self.crypto.is_some()) else {
             return;
         };
-        let Some(seen) = self.peers.get(id).and_then(|p| p.active) else {
+        // A relay path says nothing about where the peer is.
+        let seen = self.peers.get(id).and_then(|p| p.active);
+        let Some(seen) = seen.filter(|a| !super::relay::is_relay_addr(*a)) else {
             return;
         };
         let Ok(mut msg) = Message::new(OBSERVED_TYPE, seen.to_string()) else {
@@ -161,7 +163,7 @@ impl Endpoint {
         let seen = std::str::from_utf8(msg.body()).ok().and_then(|text| {
             text.parse::<SocketAddr>()
                 .ok()
-                .filter(|a| a.to_string() == text)
+                .filter(|a| a.to_string() == text && !super::relay::is_relay_addr(*a))
         });
         match (key, seen) {
             (Some(key), Some(seen)) => {

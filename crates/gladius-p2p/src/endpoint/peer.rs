@@ -127,6 +127,12 @@ pub(super) struct Peer {
     /// Bytes its session holds of the message being received, as counted
     /// in the endpoint's budget (see `partials`).
     pub(super) partial_bytes: usize,
+    /// Direct addresses of a peer reached through a relay (what a lookup
+    /// found), for upgrading to a direct path.
+    pub(super) direct_candidates: Vec<SocketAddr>,
+    /// A relay to dial through if the direct handshake times out (a
+    /// lookup found the peer at a public-looking address and a relay).
+    pub(super) relay_fallback: Option<PeerId>,
 }
 
 impl Peer {
@@ -163,6 +169,8 @@ impl Peer {
             key_changed: false,
             unproven_sent: 0,
             partial_bytes: 0,
+            direct_candidates: Vec::new(),
+            relay_fallback: None,
         }
     }
 

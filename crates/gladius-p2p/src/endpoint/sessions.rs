@@ -9,7 +9,7 @@ use std::sync::Arc;
 use rand::Rng;
 
 use super::peer::{Link, Peer, PeerId};
-use super::{demux, observed, Endpoint, Event, TimerKey};
+use super::{demux, lookup, observed, punch, relay, Endpoint, Event, TimerKey};
 use crate::api::{NodeEvent, PeerInfo, PeerReason, Received};
 use crate::error::RequestError;
 use crate::session::{CloseCause, Inbound, Session, SessionEvent};
@@ -203,6 +203,7 @@ impl Endpoint {
                     tracing::debug!(%addr, %advertised, "session established");
                     self.emit(NodeEvent::PeerConnected(Arc::new(info)));
                     self.send_observation(id);
+                    self.session_up(id);
                 }
                 SessionEvent::Frame(inbound) => {
                     let (writable, key) = (peer.writable, peer.public_key);
@@ -266,6 +267,18 @@ impl Endpoint {
         inbound: Inbound,
     ) {
         let (message, request_id) = match inbound {
+            Inbound::Message(m) if m.msg_type() == relay::RELAY_TYPE && self.crypto.is_some() => {
+                self.on_relay_message(id, public_key, m.body());
+                return;
+            }
+            Inbound::Message(m) if m.msg_type() == punch::PUNCH_TYPE && self.crypto.is_some() => {
+                self.on_punch_message(id, m.body());
+                return;
+            }
+            Inbound::Message(m) if m.msg_type() == lookup::LOOKUP_TYPE && self.crypto.is_some() => {
+                self.on_lookup_message(id, m.body());
+                return;
+            }
             Inbound::Message(m) if m.msg_type() == observed::OBSERVED_TYPE => {
                 if self.crypto.is_some() {
                     self.observed(addr, public_key, &m);
