@@ -1268,6 +1268,18 @@ class NatNet:
             sh("ip", "-n", host, "link", "set", "eth0", "up")
             sh("ip", "-n", host, "route", "add", "default", "via", f"{lan}.1")
             sh("ip", "netns", "exec", router, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+            # The router's own firewall drops unsolicited packets from the
+            # internet addressed to it, as home routers do (OpenWrt's wan
+            # zone). Dropped before conntrack confirms them, they leave no
+            # entry behind; otherwise Linux would keep one for each such
+            # packet, and the LAN host's next datagram to that sender would
+            # get another port: a cone turned symmetric for that pair.
+            sh("ip", "netns", "exec", router, "nft", "-f", "-", input=(
+                "table inet gfw {\n"
+                "  chain input { type filter hook input priority 0; policy accept;\n"
+                "    iifname \"eth0\" ct state new counter drop\n"
+                "  }\n"
+                "}\n"))
             self.set_nat(j, self.lans[j][1])
         log(f"nat net {self.br}: {len(self.publics)} public hosts, LANs "
             + ", ".join(f"{n} ({r})" for n, r in self.lans))
@@ -1458,7 +1470,8 @@ def scenario_nat_matrix(workdir, count=200, rate=100.0, connect_timeout=20.0,
                         direct_timeout=15.0):
     """7. NAT matrix: {public, cone, symmetric} x {public, cone, symmetric}.
     For each cell a fresh pair: A (the first kind) and B (the second), each
-    started knowing only the public relay node R (`--relay`). A adds B by
+    started knowing only the public relay node R (`--relay`), with a route
+    table of one (`--table-size 1`: discovery connects nobody else). A adds B by
     its static key alone (`{"cmd":"add","public_key":...}`, no address):
     the library finds B through R and connects by whatever path works. A
     then sends B `count` messages, which B must get exactly once and in
@@ -1478,7 +1491,10 @@ def scenario_nat_matrix(workdir, count=200, rate=100.0, connect_timeout=20.0,
         return [] if name == "relay" else [pubs[0]]
 
     def extra(name):
-        return ["--relay"] if name == "relay" else []
+        # The ends keep a route table of one (the relay), so discovery
+        # does not connect them to each other on its own: each cell
+        # measures the dial by key, the relay and the punch.
+        return ["--relay"] if name == "relay" else ["--table-size", "1"]
 
     with NatCluster(workdir, "matrix", lans, publics=len(publics), public_names=publics,
                     peers=peers, extra=extra) as cl:
@@ -1499,6 +1515,9 @@ def scenario_nat_matrix(workdir, count=200, rate=100.0, connect_timeout=20.0,
                 key_b = b.listening.get("public_key")
                 mtype = f"m-{ka}-{kb}"
                 res = {}
+                punch_keys = ("punch_attempts", "punch_probes", "punch_successes",
+                              "punch_failures", "lookups_sent", "relay_fallbacks")
+                before = a.state()["network"]["counters"]
                 t_add = time.monotonic()
                 ans = a.cmd({"cmd": "add", "public_key": key_b}, timeout=connect_timeout + 5)
                 res["add"] = {k: ans.get(k) for k in ("ok", "addr", "error")}
@@ -1514,10 +1533,13 @@ def scenario_nat_matrix(workdir, count=200, rate=100.0, connect_timeout=20.0,
                     fig["cells"][cell] = res
                     continue
                 res["first_path"] = entry.get("path")
+                t_direct = time.monotonic() if entry.get("path") == "direct" else None
                 sent = 0
                 for seq in range(count):
-                    e = peer_entry(a, key_b) if seq % 50 == 0 else entry
-                    entry = e or entry
+                    if seq % 10 == 0:
+                        entry = peer_entry(a, key_b) or entry
+                        if t_direct is None and entry.get("path") == "direct":
+                            t_direct = time.monotonic()
                     r = a.cmd({"cmd": "broadcast_to", "peers": [entry["addr"]], "type": mtype,
                                "body": f"{seq}"})
                     if r.get("ok") and not r.get("failed"):
@@ -1537,14 +1559,16 @@ def scenario_nat_matrix(workdir, count=200, rate=100.0, connect_timeout=20.0,
                 res["duplicates"] = len(seqs) - len(set(seqs))
                 res["in_order"] = seqs == sorted(seqs)
                 res["first_message_s"] = round(min(t for t, _ in got) - t_add, 3) if got else None
-                t_direct = None
-                while time.monotonic() - t_add < direct_timeout:
+                while t_direct is None and time.monotonic() - t_add < direct_timeout:
                     e = peer_entry(a, key_b)
                     if e and e.get("path") == "direct":
                         t_direct = time.monotonic()
                         break
                     time.sleep(0.1)
                 e = peer_entry(a, key_b) or {}
+                ca = a.state()["network"]["counters"]
+                # A's counters for this cell alone (A takes part in three).
+                res["punch"] = {k: ca.get(k, 0) - before.get(k, 0) for k in punch_keys}
                 res["path"] = e.get("path")
                 res["direct_s"] = round(t_direct - t_add, 2) if t_direct else None
                 res["relay"] = e.get("relay")

@@ -4,6 +4,7 @@
 #   tests/netns/run.sh [SCENARIO...]          scenarios 1 2 3 5 by default (CI set)
 #   tests/netns/run.sh 4                      churn
 #   tests/netns/run.sh 6                      NAT routers (cone, symmetric), rebinding
+#   tests/netns/run.sh 7                      NAT matrix: dial by key, punch, relay
 #   tests/netns/run.sh soak --duration 600    churn + loss soak (not in CI)
 #   options after the scenarios: --out FILE   (JSON summary)
 #

@@ -29,6 +29,8 @@ pub(crate) struct FileConfig {
     insecure: bool,
     admission: Option<Admission>,
     #[serde(default)]
+    relay: bool,
+    #[serde(default)]
     discovery: DiscoverySection,
     #[serde(default)]
     latency: LatencySection,
@@ -100,6 +102,8 @@ pub(crate) struct NodeSettings {
     /// `--api-no-auth` (command line only: too dangerous for a file).
     pub(crate) api_no_auth: bool,
     pub(crate) insecure: bool,
+    /// `--relay` / `relay`: relay for peers behind NATs.
+    pub(crate) relay: bool,
     pub(crate) discovery: DiscoveryConfig,
     pub(crate) latency: LatencyConfig,
     pub(crate) signed_state: SignedStateConfig,
@@ -190,6 +194,7 @@ impl NodeSettings {
             api: args.api.or(file.api),
             api_no_auth: args.api_no_auth,
             insecure: args.insecure || file.insecure,
+            relay: args.relay || file.relay,
             discovery,
             latency,
             signed_state,
@@ -220,6 +225,7 @@ mod tests {
             config: config.map(PathBuf::from),
             table_size: None,
             admission: None,
+            relay: false,
         }
     }
 

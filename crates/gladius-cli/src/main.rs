@@ -5,6 +5,7 @@
 //! gladius keygen [--data-dir DIR]
 //! gladius node [--config FILE] --listen HOST:PORT [--peer HOST:PORT]... [--data-dir DIR]
 //!              [--insecure] [--api HOST:PORT] [--table-size N] [--admission open|known]
+//!              [--relay]
 //! gladius bench [--scenario NAME]... [--mode both|encrypted|plaintext] [--quick] [--json]
 //! gladius --version | gladius help [COMMAND]
 //! ```
@@ -75,7 +76,7 @@
 //! | `{"cmd":"delete","addr":"HOST:PORT"}` | `result` |
 //! | `{"cmd":"request","to":"HOST:PORT","type":"echo","body":"ping","timeout_ms":1000}` | `reply` with `from`, `type`, `body`/`body_b64` |
 //! | `{"cmd":"reply","to":TOKEN,"type":…,"body":…}` | `result` with `to` (the requester) and `queued`/`failed`; answers the request whose `message` event carried `"token":TOKEN` (`type` defaults to the request's) |
-//! | `{"cmd":"state"}` | `state` with `network` (the full `network_state()`: peers with address, key, paths, writable, RTT, counters; `reflexive_addrs` and `nat`, see `docs/nat.md`) and `latency` (the latency audit's snapshot); durations in milliseconds (`*_ms` keys) |
+//! | `{"cmd":"state"}` | `state` with `network` (the full `network_state()`: peers with address, key, paths, `path` (`direct` or `relayed`), `direct_addr`, `relay`, writable, RTT, counters; `reflexive_addrs` and `nat`, see `docs/nat.md`) and `latency` (the latency audit's snapshot); durations in milliseconds (`*_ms` keys) |
 //! | `{"cmd":"set","field":"name","value":"alice"}` | `result` with the signed `entry` |
 //! | `{"cmd":"signed_state"}` | `signed_state` with `entries`: `signer`, `field`, `value` (or `value_b64`), `timestamp` (Unix ms), `message` (exactly the text that was `personal_sign`ed), `signature` |
 //! | `{"cmd":"close"}` | `result`, then a graceful shutdown and exit 0 (a few `peer_disconnected` lines may follow) |
@@ -307,6 +308,11 @@ pub(crate) struct NodeArgs {
     /// may still send (its messages carry "writable":false) [default: open].
     #[arg(long, value_enum, value_name = "POLICY")]
     pub(crate) admission: Option<crate::config::Admission>,
+    /// Relay for peers that cannot reach each other directly (behind
+    /// NATs): forward their end-to-end sealed datagrams, at most 64 pairs
+    /// and 1 MiB/s per pair (see docs/nat.md). Encrypted mode only.
+    #[arg(long)]
+    pub(crate) relay: bool,
 }
 
 /// File name of the Noise static key in the data directory.

@@ -876,7 +876,12 @@ pub(crate) async fn run(args: NodeArgs) -> Result<(), String> {
     let keys = crate::load_keys(dir)?;
     let keys_dir = keys.dir.clone();
     let public_key = (!args.insecure).then(|| keys.identity.public_key().to_string());
-    let mut config = Config::default().with_plaintext(args.insecure);
+    if args.relay && args.insecure {
+        return Err("--relay needs encryption: relayed sessions are sealed end to end, which --insecure turns off".into());
+    }
+    let mut config = Config::default()
+        .with_plaintext(args.insecure)
+        .with_relay(args.relay);
     if !args.insecure {
         let proof = signers::handshake_payload(&keys.eth, &keys.identity.public_key())?;
         config = config.with_handshake_payload(proof);

@@ -90,3 +90,11 @@ pub use state::{
 };
 pub use streams::{Feed, Filter, PeerEvent, Subscription, SUBSCRIPTION_QUEUE_LEN};
 pub use wire::{Message, MessageError};
+
+/// Whether `addr` names a peer reached through a relay: an address of the
+/// discard-only prefix `100::/64` that stands for "this key via that
+/// relay" (see `docs/nat.md`). Such an address never reaches a socket and
+/// means nothing to another node: plugins should not share it.
+pub fn is_relay_path(addr: std::net::SocketAddr) -> bool {
+    endpoint::relay::is_relay_addr(addr)
+}

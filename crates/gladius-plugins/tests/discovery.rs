@@ -591,6 +591,34 @@ fn samples_hold_only_connected_untombstoned_peers_up_to_the_cap() {
     assert_eq!(t.sample(None, t0, &mut rng).len(), 5);
 }
 
+/// A peer reached through a relay is named by a relay path (`100::/64`),
+/// which means nothing to other nodes: never shared, never learned.
+#[test]
+fn relay_paths_are_neither_shared_nor_learned() {
+    let mut t = table();
+    let t0 = Instant::now();
+    let relayed: SocketAddr = "[100::7]:1".parse().unwrap();
+    assert!(gladius_p2p::is_relay_path(relayed));
+    t.node_added(relayed, t0);
+    t.peer_connected(relayed, Some(key(7)), t0);
+    t.peer_connected(addr(8), Some(key(8)), t0);
+    let shared: Vec<_> = t
+        .sample(None, t0, &mut rand::thread_rng())
+        .iter()
+        .map(|e| e.addr)
+        .collect();
+    assert_eq!(shared, vec![addr(8)]);
+    let adds = t.merge(
+        &[PeerEntry {
+            addr: "[100::9]:1".parse().unwrap(),
+            key: Some([9; 32]),
+        }],
+        t0,
+    );
+    assert!(adds.is_empty());
+    assert_eq!(t.counters().invalid_entries, 1);
+}
+
 #[test]
 fn asks_are_answered_at_most_n_per_peer_per_interval() {
     let mut t = table();

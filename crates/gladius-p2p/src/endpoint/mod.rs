@@ -46,7 +46,7 @@ mod partials;
 mod peer;
 mod peers;
 mod punch;
-mod relay;
+pub(crate) mod relay;
 mod requests;
 mod sessions;
 mod source;

@@ -951,6 +951,7 @@ impl PeerTable {
         let now_ok = |a: &SocketAddr, r: &Record| {
             r.connected
                 && Some(*a) != exclude
+                && is_connectable(*a)
                 && (r.key.is_some() || !self.encrypted)
                 && !self.tombstones.contains(a, now)
         };
@@ -1109,5 +1110,11 @@ fn is_connectable(addr: SocketAddr) -> bool {
         std::net::IpAddr::V4(v4) => v4.is_broadcast(),
         std::net::IpAddr::V6(_) => false,
     };
-    addr.port() != 0 && !ip.is_unspecified() && !ip.is_multicast() && !bad_v4
+    addr.port() != 0
+        && !ip.is_unspecified()
+        && !ip.is_multicast()
+        && !bad_v4
+        // A relay path names a peer through one node's relay: meaningless
+        // to anyone else.
+        && !gladius_p2p::is_relay_path(addr)
 }
