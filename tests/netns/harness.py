@@ -1216,12 +1216,14 @@ class NatNet:
     `masquerade random` (a random port per connection: endpoint-dependent,
     "symmetric"). Only the routers forward; no route leads into a LAN."""
 
-    def __init__(self, tag, publics, lans):
+    def __init__(self, tag, publics, lans, twins=()):
         self.br = f"{PREFIX}-{tag}-br"
         self.publics = [f"{PREFIX}-{tag}-p{i + 1}" for i in range(publics)]
         self.lans = lans  # [(name, nat rule)]
         self.routers = [f"{PREFIX}-{tag}-r{i + 1}" for i in range(len(lans))]
         self.hosts = [f"{PREFIX}-{tag}-l{i + 1}" for i in range(len(lans))]
+        # LANs (by index) with a second host, at .3 behind the same router.
+        self.twins = {j: f"{PREFIX}-{tag}-l{j + 1}b" for j in twins}
         self.created = []
 
     def public_addr(self, i):
@@ -1232,6 +1234,9 @@ class NatNet:
 
     def host_addr(self, j):
         return f"192.168.{10 + j}.2:{PORT}"
+
+    def twin_addr(self, j):
+        return f"192.168.{10 + j}.3:{PORT}"
 
     def _ns(self, ns):
         sh("ip", "netns", "add", ns)
@@ -1258,15 +1263,28 @@ class NatNet:
             self._ns(router)
             self._uplink(router, k, self.router_ip(j))
             k += 1
-            self._ns(host)
             lan = f"192.168.{10 + j}"
-            sh("ip", "-n", router, "link", "add", "lan0", "type", "veth",
-               "peer", "name", "eth0", "netns", host)
-            sh("ip", "-n", router, "addr", "add", f"{lan}.1/24", "dev", "lan0")
-            sh("ip", "-n", router, "link", "set", "lan0", "up")
-            sh("ip", "-n", host, "addr", "add", f"{lan}.2/24", "dev", "eth0")
-            sh("ip", "-n", host, "link", "set", "eth0", "up")
-            sh("ip", "-n", host, "route", "add", "default", "via", f"{lan}.1")
+            members = [host] + ([self.twins[j]] if j in self.twins else [])
+            if len(members) == 1:
+                self._ns(host)
+                sh("ip", "-n", router, "link", "add", "lan0", "type", "veth",
+                   "peer", "name", "eth0", "netns", host)
+                sh("ip", "-n", router, "addr", "add", f"{lan}.1/24", "dev", "lan0")
+                sh("ip", "-n", router, "link", "set", "lan0", "up")
+            else:
+                # Several hosts: a LAN bridge in the router's namespace.
+                sh("ip", "-n", router, "link", "add", "lan0", "type", "bridge")
+                sh("ip", "-n", router, "addr", "add", f"{lan}.1/24", "dev", "lan0")
+                sh("ip", "-n", router, "link", "set", "lan0", "up")
+                for h, member in enumerate(members):
+                    self._ns(member)
+                    sh("ip", "-n", router, "link", "add", f"lp{h}", "type", "veth",
+                       "peer", "name", "eth0", "netns", member)
+                    sh("ip", "-n", router, "link", "set", f"lp{h}", "master", "lan0", "up")
+            for h, member in enumerate(members):
+                sh("ip", "-n", member, "addr", "add", f"{lan}.{2 + h}/24", "dev", "eth0")
+                sh("ip", "-n", member, "link", "set", "eth0", "up")
+                sh("ip", "-n", member, "route", "add", "default", "via", f"{lan}.1")
             sh("ip", "netns", "exec", router, "sysctl", "-qw", "net.ipv4.ip_forward=1")
             # The router's own firewall drops unsolicited packets from the
             # internet addressed to it, as home routers do (OpenWrt's wan
@@ -1314,8 +1332,8 @@ class NatCluster(Cluster):
     arguments, and `public_names` names the public nodes."""
 
     def __init__(self, workdir, tag, lans, publics=2, public_names=None, peers=None,
-                 extra=None):
-        self.net = NatNet(tag, publics, lans)
+                 extra=None, twins=()):
+        self.net = NatNet(tag, publics, lans, twins)
         self.workdir = os.path.join(workdir, tag)
         os.makedirs(self.workdir, exist_ok=True)
         self.nodes = []
@@ -1335,6 +1353,10 @@ class NatCluster(Cluster):
         for j, (name, _) in enumerate(n.lans):
             peers = self.peers_of(name, pubs) if self.peers_of else pubs
             self.nodes.append(NsNode(n.hosts[j], n.host_addr(j), peers, self.workdir, name))
+            if j in n.twins:
+                twin = f"{name}-twin"
+                peers = self.peers_of(twin, pubs) if self.peers_of else pubs
+                self.nodes.append(NsNode(n.twins[j], n.twin_addr(j), peers, self.workdir, twin))
         for node in self.nodes:
             node.extra = self.extra_of(node.name)
             node.start()
@@ -1466,28 +1488,97 @@ def peer_entry(node, key):
     return None
 
 
+def dial_by_key_and_stream(a, b, mtype, count, rate, connect_timeout, direct_timeout):
+    """A adds B by static key alone, then sends B `count` messages. Returns
+    the figures: time to connect, to B's first message and to a direct
+    path, B's deliveries, the path and A's punch/lookup counters for this
+    pair alone."""
+    key_b = b.listening.get("public_key")
+    res = {}
+    punch_keys = ("punch_attempts", "punch_probes", "punch_successes",
+                  "punch_failures", "lookups_sent", "relay_fallbacks")
+    before = a.state()["network"]["counters"]
+    t_add = time.monotonic()
+    ans = a.cmd({"cmd": "add", "public_key": key_b}, timeout=connect_timeout + 5)
+    res["add"] = {k: ans.get(k) for k in ("ok", "addr", "error")}
+    entry = None
+    while time.monotonic() - t_add < connect_timeout:
+        entry = peer_entry(a, key_b)
+        if entry and entry.get("connection") == "connected" and entry.get("writable"):
+            break
+        time.sleep(0.05)
+    res["connected_s"] = round(time.monotonic() - t_add, 2)
+    if not (entry and entry.get("connection") == "connected"):
+        res["never_connected"] = entry
+        return res, []
+    res["first_path"] = entry.get("path")
+    t_direct = time.monotonic() if entry.get("path") == "direct" else None
+    sent = 0
+    for seq in range(count):
+        if seq % 10 == 0:
+            entry = peer_entry(a, key_b) or entry
+            if t_direct is None and entry.get("path") == "direct":
+                t_direct = time.monotonic()
+        r = a.cmd({"cmd": "broadcast_to", "peers": [entry["addr"]], "type": mtype,
+                   "body": f"{seq}"})
+        if r.get("ok") and not r.get("failed"):
+            sent += 1
+        time.sleep(1.0 / rate)
+    res["sent_ok"] = sent
+    got = []
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        with b.cv:
+            got = [(t, int(body)) for t, _f, typ, body in b.msgs if typ == mtype]
+        if len(got) >= count:
+            break
+        time.sleep(0.2)
+    seqs = [q for _, q in got]
+    res["delivered"] = len(set(seqs))
+    res["duplicates"] = len(seqs) - len(set(seqs))
+    res["in_order"] = seqs == sorted(seqs)
+    res["first_message_s"] = round(min(t for t, _ in got) - t_add, 3) if got else None
+    while t_direct is None and time.monotonic() - t_add < direct_timeout:
+        e = peer_entry(a, key_b)
+        if e and e.get("path") == "direct":
+            t_direct = time.monotonic()
+            break
+        time.sleep(0.1)
+    e = peer_entry(a, key_b) or {}
+    res["path"] = e.get("path")
+    res["direct_addr"] = e.get("direct_addr")
+    res["relay"] = e.get("relay")
+    res["direct_s"] = round(t_direct - t_add, 2) if t_direct else None
+    ca = a.state()["network"]["counters"]
+    res["counters"] = {k: ca.get(k, 0) - before.get(k, 0) for k in punch_keys}
+    return res, seqs
+
+
 def scenario_nat_matrix(workdir, count=200, rate=100.0, connect_timeout=20.0,
                         direct_timeout=15.0):
     """7. NAT matrix: {public, cone, symmetric} x {public, cone, symmetric}.
     For each cell a fresh pair: A (the first kind) and B (the second), each
     started knowing only the public relay node R (`--relay`), with a route
-    table of one (`--table-size 1`: discovery connects nobody else). A adds B by
-    its static key alone (`{"cmd":"add","public_key":...}`, no address):
-    the library finds B through R and connects by whatever path works. A
-    then sends B `count` messages, which B must get exactly once and in
-    order. The path must become direct wherever one side is public or both
-    are cone; elsewhere it may stay relayed. Recorded per cell: time from
-    the `add` to B's first message, and to a direct path (if any)."""
+    table of one (`--table-size 1`: discovery connects nobody else). A adds
+    B by its static key alone (`{"cmd":"add","public_key":...}`, no
+    address): the library finds B through R and connects by whatever path
+    works. A then sends B `count` messages, which B must get exactly once
+    and in order. The path must become direct wherever one side is public
+    or both are cone; elsewhere it may stay relayed. Then two nodes behind
+    the same (cone) router find each other the same way, and must end on a
+    direct path between their private addresses. Recorded per cell: time
+    from the `add` to the session, to B's first message, and to a direct
+    path (if any)."""
     c = Checks("7")
     fig = {"cells": {}}
     # One A and one B of each kind: every cell is a distinct pair.
     ends = [(f"{k}-{side}", k) for side in ("a", "b") for k in MATRIX_KINDS]
     publics = ["relay"] + [name for name, k in ends if k == "public"]
     lans = [(name, NAT_RULES[k]) for name, k in ends if k != "public"]
-    relay_addr = [None]
+    lans.append(("same", NAT_RULES["cone"]))
+    same_lan = len(lans) - 1
 
     def peers(name, pubs):
-        relay_addr[0] = pubs[0]
         return [] if name == "relay" else [pubs[0]]
 
     def extra(name):
@@ -1497,93 +1588,42 @@ def scenario_nat_matrix(workdir, count=200, rate=100.0, connect_timeout=20.0,
         return ["--relay"] if name == "relay" else ["--table-size", "1"]
 
     with NatCluster(workdir, "matrix", lans, publics=len(publics), public_names=publics,
-                    peers=peers, extra=extra) as cl:
+                    peers=peers, extra=extra, twins=(same_lan,)) as cl:
         relay = cl.node("relay")
+        others = len(cl.nodes) - 1
         t0 = time.monotonic()
         while time.monotonic() - t0 < 30:
-            conn, _ = relay.connected_writable()
-            if len(conn) >= len(ends):
+            if len(relay.connected_writable()[0]) >= others:
                 break
             time.sleep(0.2)
         fig["relay_peers_after_s"] = round(time.monotonic() - t0, 1)
-        c.check(len(relay.connected_writable()[0]) >= len(ends),
+        c.check(len(relay.connected_writable()[0]) >= others,
                 f"every end node connected to the relay: {relay.connected_writable()[0]}")
         for ka in MATRIX_KINDS:
             for kb in MATRIX_KINDS:
                 cell = f"{ka}->{kb}"
                 a, b = cl.node(f"{ka}-a"), cl.node(f"{kb}-b")
-                key_b = b.listening.get("public_key")
-                mtype = f"m-{ka}-{kb}"
-                res = {}
-                punch_keys = ("punch_attempts", "punch_probes", "punch_successes",
-                              "punch_failures", "lookups_sent", "relay_fallbacks")
-                before = a.state()["network"]["counters"]
-                t_add = time.monotonic()
-                ans = a.cmd({"cmd": "add", "public_key": key_b}, timeout=connect_timeout + 5)
-                res["add"] = {k: ans.get(k) for k in ("ok", "addr", "error")}
-                entry = None
-                while time.monotonic() - t_add < connect_timeout:
-                    entry = peer_entry(a, key_b)
-                    if entry and entry.get("connection") == "connected" and entry.get("writable"):
-                        break
-                    time.sleep(0.05)
-                res["connected_s"] = round(time.monotonic() - t_add, 2)
-                if not (entry and entry.get("connection") == "connected"):
-                    c.check(False, f"{cell}: A never connected to B: {res} {entry}")
-                    fig["cells"][cell] = res
-                    continue
-                res["first_path"] = entry.get("path")
-                t_direct = time.monotonic() if entry.get("path") == "direct" else None
-                sent = 0
-                for seq in range(count):
-                    if seq % 10 == 0:
-                        entry = peer_entry(a, key_b) or entry
-                        if t_direct is None and entry.get("path") == "direct":
-                            t_direct = time.monotonic()
-                    r = a.cmd({"cmd": "broadcast_to", "peers": [entry["addr"]], "type": mtype,
-                               "body": f"{seq}"})
-                    if r.get("ok") and not r.get("failed"):
-                        sent += 1
-                    time.sleep(1.0 / rate)
-                res["sent_ok"] = sent
-                got = []
-                deadline = time.monotonic() + 15
-                while time.monotonic() < deadline:
-                    with b.cv:
-                        got = [(t, int(body)) for t, _f, typ, body in b.msgs if typ == mtype]
-                    if len(got) >= count:
-                        break
-                    time.sleep(0.2)
-                seqs = [q for _, q in got]
-                res["delivered"] = len(set(seqs))
-                res["duplicates"] = len(seqs) - len(set(seqs))
-                res["in_order"] = seqs == sorted(seqs)
-                res["first_message_s"] = round(min(t for t, _ in got) - t_add, 3) if got else None
-                while t_direct is None and time.monotonic() - t_add < direct_timeout:
-                    e = peer_entry(a, key_b)
-                    if e and e.get("path") == "direct":
-                        t_direct = time.monotonic()
-                        break
-                    time.sleep(0.1)
-                e = peer_entry(a, key_b) or {}
-                ca = a.state()["network"]["counters"]
-                # A's counters for this cell alone (A takes part in three).
-                res["punch"] = {k: ca.get(k, 0) - before.get(k, 0) for k in punch_keys}
-                res["path"] = e.get("path")
-                res["direct_s"] = round(t_direct - t_add, 2) if t_direct else None
-                res["relay"] = e.get("relay")
+                res, seqs = dial_by_key_and_stream(a, b, f"m-{ka}-{kb}", count, rate,
+                                                   connect_timeout, direct_timeout)
                 fig["cells"][cell] = res
                 log(f"cell {cell}: {res}")
                 c.check(seqs == list(range(count)),
                         f"{cell}: {count} messages exactly once in order: {res}")
                 must_direct = "public" in (ka, kb) or (ka == kb == "cone")
                 if must_direct:
-                    c.check(res["path"] == "direct", f"{cell}: path should be direct: {res}")
+                    c.check(res.get("path") == "direct", f"{cell}: path should be direct: {res}")
                 else:
-                    c.check(res["path"] in ("direct", "relayed"), f"{cell}: path {res}")
+                    c.check(res.get("path") in ("direct", "relayed"), f"{cell}: path {res}")
+        a, b = cl.node("same"), cl.node("same-twin")
+        res, seqs = dial_by_key_and_stream(a, b, "m-same", count, rate, connect_timeout,
+                                           direct_timeout)
+        fig["same_nat"] = res
+        log(f"same NAT: {res}")
+        c.check(seqs == list(range(count)), f"same NAT: {count} messages once in order: {res}")
+        c.check(res.get("path") == "direct" and res.get("direct_addr") == cl.net.twin_addr(same_lan),
+                f"same NAT: direct on the private address {cl.net.twin_addr(same_lan)}: {res}")
         fig["relay_counters"] = counters([relay])
     return c, fig
-
 
 SCENARIOS = {
     "1": ("8 hosts, 10% loss everywhere", scenario_loss_mesh),
