@@ -1573,27 +1573,38 @@ def scenario_nat_matrix(workdir, count=200, rate=100.0, connect_timeout=20.0,
     fig = {"cells": {}}
     # One A and one B of each kind: every cell is a distinct pair.
     ends = [(f"{k}-{side}", k) for side in ("a", "b") for k in MATRIX_KINDS]
-    publics = ["relay"] + [name for name, k in ends if k == "public"]
+    publics = ["relay", "bad-relay"] + [name for name, k in ends if k == "public"]
     lans = [(name, NAT_RULES[k]) for name, k in ends if k != "public"]
     lans.append(("same", NAT_RULES["cone"]))
     same_lan = len(lans) - 1
+    # Two symmetric nodes whose only peer is a relay that corrupts every
+    # 5th and drops every 7th datagram it forwards (`--relay-faults`, a
+    # test build's hidden flag).
+    lans += [("tampered-a", NAT_RULES["symmetric"]), ("tampered-b", NAT_RULES["symmetric"])]
 
     def peers(name, pubs):
-        return [] if name == "relay" else [pubs[0]]
+        if name in ("relay", "bad-relay"):
+            return []
+        return [pubs[1]] if name.startswith("tampered") else [pubs[0]]
 
     def extra(name):
         # The ends keep a route table of one (the relay), so discovery
         # does not connect them to each other on its own: each cell
         # measures the dial by key, the relay and the punch.
-        return ["--relay"] if name == "relay" else ["--table-size", "1"]
+        if name == "relay":
+            return ["--relay"]
+        if name == "bad-relay":
+            return ["--relay", "--relay-faults", "5,7"]
+        return ["--table-size", "1"]
 
     with NatCluster(workdir, "matrix", lans, publics=len(publics), public_names=publics,
                     peers=peers, extra=extra, twins=(same_lan,)) as cl:
-        relay = cl.node("relay")
-        others = len(cl.nodes) - 1
+        relay, bad = cl.node("relay"), cl.node("bad-relay")
+        others = len(cl.nodes) - 4  # not the relays, not the tampered pair
         t0 = time.monotonic()
         while time.monotonic() - t0 < 30:
-            if len(relay.connected_writable()[0]) >= others:
+            if len(relay.connected_writable()[0]) >= others \
+                    and len(bad.connected_writable()[0]) >= 2:
                 break
             time.sleep(0.2)
         fig["relay_peers_after_s"] = round(time.monotonic() - t0, 1)
@@ -1622,6 +1633,30 @@ def scenario_nat_matrix(workdir, count=200, rate=100.0, connect_timeout=20.0,
         c.check(seqs == list(range(count)), f"same NAT: {count} messages once in order: {res}")
         c.check(res.get("path") == "direct" and res.get("direct_addr") == cl.net.twin_addr(same_lan),
                 f"same NAT: direct on the private address {cl.net.twin_addr(same_lan)}: {res}")
+        # The tampering relay: the ends detect it, nothing forged is
+        # delivered, nothing is lost or duplicated (the A-B session resends
+        # what the relay spoilt or dropped), no new handshake.
+        a, b = cl.node("tampered-a"), cl.node("tampered-b")
+        b_before = b.state()["network"]["counters"]
+        res, seqs = dial_by_key_and_stream(a, b, "m-tampered", count, rate, connect_timeout,
+                                           direct_timeout)
+        cb = b.state()["network"]["counters"]
+        ca = a.state()["network"]["counters"]
+        cr = bad.state()["network"]["counters"]
+        res["b_decrypt_failures"] = cb.get("decrypt_failures", 0) - b_before.get("decrypt_failures", 0)
+        res["a_decrypt_failures"] = ca.get("decrypt_failures", 0)
+        res["relay_forwarded"] = cr.get("relay_forwarded", 0)
+        with b.cv:
+            stray = [(typ, body) for _t, _f, typ, body in b.msgs
+                     if typ.startswith("m-") and typ != "m-tampered"]
+        fig["tampering_relay"] = res
+        log(f"tampering relay: {res}")
+        c.check(seqs == list(range(count)),
+                f"tampering relay: {count} messages exactly once in order: {res}")
+        c.check(res.get("path") == "relayed", f"tampering relay: relayed pair: {res}")
+        c.check(res["b_decrypt_failures"] + res["a_decrypt_failures"] > 0,
+                f"tampering relay: the ends detect it (decrypt_failures): {res}")
+        c.check(not stray, f"tampering relay: nothing else delivered: {stray[:5]}")
         fig["relay_counters"] = counters([relay])
     return c, fig
 

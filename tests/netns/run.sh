@@ -9,7 +9,7 @@
 #   options after the scenarios: --out FILE   (JSON summary)
 #
 # Needs root, `ip netns`, nftables and python3. Uses $GLADIUS_BIN if set,
-# else builds `cargo build --release -p gladius-cli --locked`. It never
+# else builds `cargo build --release -p gladius-cli --locked --features relay-faults`. It never
 # passes silently: if it cannot run here it says why and exits 2.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -46,7 +46,8 @@ ip netns del "$probe"
 trap - EXIT
 
 if [ -z "${GLADIUS_BIN:-}" ]; then
-  (cd "$root" && cargo build --release -p gladius-cli --locked)
+  # relay-faults: only adds the hidden --relay-faults (scenario 7's tampering relay).
+  (cd "$root" && cargo build --release -p gladius-cli --locked --features relay-faults)
   GLADIUS_BIN="${CARGO_TARGET_DIR:-$root/target}/release/gladius"
 fi
 [ -x "$GLADIUS_BIN" ] || cannot "no gladius binary at $GLADIUS_BIN"

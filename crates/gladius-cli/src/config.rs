@@ -104,6 +104,9 @@ pub(crate) struct NodeSettings {
     pub(crate) insecure: bool,
     /// `--relay` / `relay`: relay for peers behind NATs.
     pub(crate) relay: bool,
+    /// `--relay-faults` (test builds only).
+    #[cfg(feature = "relay-faults")]
+    pub(crate) relay_faults: Option<(u64, u64)>,
     pub(crate) discovery: DiscoveryConfig,
     pub(crate) latency: LatencyConfig,
     pub(crate) signed_state: SignedStateConfig,
@@ -195,6 +198,8 @@ impl NodeSettings {
             api_no_auth: args.api_no_auth,
             insecure: args.insecure || file.insecure,
             relay: args.relay || file.relay,
+            #[cfg(feature = "relay-faults")]
+            relay_faults: args.relay_faults,
             discovery,
             latency,
             signed_state,
@@ -226,6 +231,8 @@ mod tests {
             table_size: None,
             admission: None,
             relay: false,
+            #[cfg(feature = "relay-faults")]
+            relay_faults: None,
         }
     }
 

@@ -47,7 +47,8 @@
 //! | `node_added` / `node_deleted` | `addr` — route table changes, by you or by a plugin; `node_deleted` has `reason` (`deleted_by_user`, `deleted_by_plugin (discovery)`, …) |
 //! | `peer_connected` | `addr`, `public_key`, `signer` (the Ethereum address the peer proved in its handshake, see `signers.rs`), `writable` — a session is up |
 //! | `peer_disconnected` | `addr`, `reason` (`closed_by_peer`, `idle_timeout`, `key_changed`, …) |
-//! | `path_changed` | `public_key`, `old`, `new` — a peer roamed: an authenticated datagram of its session came from a new address (its NAT rebound), and the session goes on there without a new handshake (see `docs/nat.md`) |
+//! | `path_changed` | `public_key`, `old`, `new` — a peer roamed: an authenticated datagram of its session came from a new address (its NAT rebound), and the session goes on there without a new handshake; also a relayed peer whose hole punch succeeded (`old` is its relay path, in `100::/64`; see `docs/nat.md`) |
+//! | `punch_failed` | `addr` (the peer's relay path), `public_key` — hole punching with a relayed peer gave up; it stays relayed |
 //! | `abandoned` | `addr`, `messages` — messages queued to a peer forgotten before a session came up |
 //! | `connect_failed` | `addr`, `reason` — a peer in the route table did not answer (the node keeps retrying with backoff), or a handshake was refused (`reason` starts `rejected:`) |
 //! | `result` | answer to `broadcast*`, `add`, `delete`, `set`, `close` and to lines that are not valid commands; `--peer` start-up answers carry `"source":"--peer"` |
@@ -313,6 +314,19 @@ pub(crate) struct NodeArgs {
     /// and 1 MiB/s per pair (see docs/nat.md). Encrypted mode only.
     #[arg(long)]
     pub(crate) relay: bool,
+    /// Test builds only (feature `relay-faults`): as a relay, corrupt every
+    /// Cth and drop every Dth sealed datagram forwarded.
+    #[cfg(feature = "relay-faults")]
+    #[arg(long, value_name = "C,D", hide = true, value_parser = parse_relay_faults)]
+    pub(crate) relay_faults: Option<(u64, u64)>,
+}
+
+/// `C,D` of `--relay-faults`.
+#[cfg(feature = "relay-faults")]
+fn parse_relay_faults(s: &str) -> Result<(u64, u64), String> {
+    let (c, d) = s.split_once(',').ok_or("expected C,D")?;
+    let n = |x: &str| x.trim().parse::<u64>().map_err(|e| format!("{x}: {e}"));
+    Ok((n(c)?, n(d)?))
 }
 
 /// File name of the Noise static key in the data directory.

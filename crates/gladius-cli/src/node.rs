@@ -142,6 +142,15 @@ impl Plugin for Events {
         .await;
     }
 
+    async fn punch_failed(&self, _net: &Network, addr: SocketAddr, public_key: &PublicKey) {
+        self.emit(json!({
+            "event": "punch_failed",
+            "addr": addr,
+            "public_key": public_key.to_string(),
+        }))
+        .await;
+    }
+
     async fn messages_abandoned(&self, _net: &Network, addr: SocketAddr, count: u64) {
         self.emit(json!({"event": "abandoned", "addr": addr, "messages": count}))
             .await;
@@ -882,6 +891,10 @@ pub(crate) async fn run(args: NodeArgs) -> Result<(), String> {
     let mut config = Config::default()
         .with_plaintext(args.insecure)
         .with_relay(args.relay);
+    #[cfg(feature = "relay-faults")]
+    if let Some((corrupt, drop)) = args.relay_faults {
+        config = config.with_relay_faults(corrupt, drop);
+    }
     if !args.insecure {
         let proof = signers::handshake_payload(&keys.eth, &keys.identity.public_key())?;
         config = config.with_handshake_payload(proof);

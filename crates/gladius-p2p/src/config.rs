@@ -109,6 +109,10 @@ pub struct Config {
     pub(crate) relay: bool,
     pub(crate) relay_max_pairs: usize,
     pub(crate) relay_bytes_per_sec: u64,
+    /// A misbehaving relay, for tests (`relay-faults` feature): corrupt
+    /// every `.0`th and drop every `.1`th forwarded `Data` datagram (0:
+    /// never).
+    pub(crate) relay_faults: (u64, u64),
 }
 
 impl Default for Config {
@@ -140,6 +144,7 @@ impl Default for Config {
             relay: false,
             relay_max_pairs: DEFAULT_RELAY_MAX_PAIRS,
             relay_bytes_per_sec: DEFAULT_RELAY_BYTES_PER_SEC,
+            relay_faults: (0, 0),
         }
     }
 }
@@ -323,6 +328,15 @@ impl Config {
     pub fn with_relay_limits(mut self, max_pairs: usize, bytes_per_sec: u64) -> Self {
         self.relay_max_pairs = max_pairs;
         self.relay_bytes_per_sec = bytes_per_sec;
+        self
+    }
+    /// **For tests** (feature `relay-faults`): a relay that flips one bit
+    /// of every `corrupt_every`th sealed `Data` datagram it forwards and
+    /// drops every `drop_every`th (0: never), so tests can check that the
+    /// ends detect a tampering relay and lose nothing to a dropping one.
+    #[cfg(feature = "relay-faults")]
+    pub fn with_relay_faults(mut self, corrupt_every: u64, drop_every: u64) -> Self {
+        self.relay_faults = (corrupt_every, drop_every);
         self
     }
     /// Whether the node relays for its peers.

@@ -176,6 +176,8 @@ pub(crate) struct Endpoint {
     lookups: lookup::Lookups,
     /// Hole punches with relayed peers under way.
     punches: punch::Punches,
+    /// Sealed `Data` datagrams forwarded under `Config::with_relay_faults`.
+    relay_fault_count: u64,
     /// Test only: what this node, as a relay, does to what it forwards.
     #[cfg(test)]
     pub(crate) relay_tap: Option<relay::RelayTap>,
@@ -225,6 +227,7 @@ impl Endpoint {
             relay_pairs,
             lookups,
             punches,
+            relay_fault_count: 0,
             #[cfg(test)]
             relay_tap: None,
         }

@@ -439,6 +439,9 @@ impl Endpoint {
         if let Some(tap) = self.relay_tap.as_mut() {
             (tap.0)(&mut body);
         }
+        if self.config.relay_faults != (0, 0) && !self.relay_fault(&mut body) {
+            return;
+        }
         let len = datagram.len() as u64;
         if self.send_reserved(to, RELAY_TYPE, body) {
             self.counters.relay_forwarded += 1;
@@ -446,6 +449,28 @@ impl Endpoint {
         } else {
             self.counters.relay_refused += 1;
         }
+    }
+
+    /// The test-only misbehaving relay (`Config::with_relay_faults`):
+    /// corrupt or drop a forwarded sealed `Data` datagram (`body` is the
+    /// forwarded message: direction byte, key, datagram). `false`: drop it.
+    fn relay_fault(&mut self, body: &mut [u8]) -> bool {
+        const DATA: u8 = 0xE4;
+        if body.get(HEADER_LEN) != Some(&DATA) || body.len() <= HEADER_LEN + 32 {
+            return true;
+        }
+        self.relay_fault_count += 1;
+        let (corrupt_every, drop_every) = self.config.relay_faults;
+        let n = self.relay_fault_count;
+        if drop_every > 0 && n % drop_every == 0 {
+            return false;
+        }
+        if corrupt_every > 0 && n % corrupt_every == 0 {
+            if let Some(last) = body.last_mut() {
+                *last ^= 1;
+            }
+        }
+        true
     }
 
     /// `relay` (key `relay_key`) brings us `datagram` from the peer with
