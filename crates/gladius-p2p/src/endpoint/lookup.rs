@@ -19,6 +19,7 @@ use std::net::SocketAddr;
 use bytes::Bytes;
 use rand::rngs::StdRng;
 
+use super::addr_list;
 use super::peer::{Link, PeerId};
 use super::relay::is_relay_addr;
 use super::{table, Endpoint, Event, HashMap, TimerKey};
@@ -99,12 +100,7 @@ fn encode_answer(id: u32, flags: u8, addrs: &[SocketAddr]) -> Vec<u8> {
     let mut body = vec![ANSWER];
     body.extend_from_slice(&id.to_be_bytes());
     body.push(flags);
-    for a in addrs.iter().take(MAX_ANSWER_ADDRS) {
-        let text = a.to_string();
-        // Canonical address text is at most 47 bytes.
-        body.push(u8::try_from(text.len()).unwrap_or(u8::MAX));
-        body.extend_from_slice(text.as_bytes());
-    }
+    addr_list::encode(&mut body, addrs, MAX_ANSWER_ADDRS);
     body
 }
 
@@ -112,17 +108,7 @@ fn encode_answer(id: u32, flags: u8, addrs: &[SocketAddr]) -> Vec<u8> {
 fn decode_answer(body: &[u8]) -> Option<(u32, u8, Vec<SocketAddr>)> {
     let id = u32::from_be_bytes(body.get(1..5)?.try_into().ok()?);
     let flags = *body.get(5)?;
-    let mut rest = body.get(6..)?;
-    let mut addrs = Vec::new();
-    while let Some((&len, tail)) = rest.split_first() {
-        let text = std::str::from_utf8(tail.get(..usize::from(len))?).ok()?;
-        let addr: SocketAddr = text.parse().ok()?;
-        if addr.to_string() != text || addrs.len() >= MAX_ANSWER_ADDRS {
-            return None;
-        }
-        addrs.push(addr);
-        rest = &tail[usize::from(len)..];
-    }
+    let addrs = addr_list::decode(body.get(6..)?, MAX_ANSWER_ADDRS)?;
     Some((id, flags, addrs))
 }
 

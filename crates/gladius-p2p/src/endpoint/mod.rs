@@ -34,6 +34,7 @@
 //! each returns its own typed result at once, which an enum of commands
 //! would have to route back through events.
 
+mod addr_list;
 mod admission;
 mod batch;
 mod demux;

@@ -27,6 +27,7 @@ use std::net::SocketAddr;
 use bytes::Bytes;
 use rand::rngs::StdRng;
 
+use super::addr_list;
 use super::peer::{Link, PeerId};
 use super::relay::is_relay_addr;
 use super::{table, Endpoint, HashMap, TimerKey};
@@ -72,27 +73,13 @@ impl Punches {
 
 fn encode(kind: u8, addrs: &[SocketAddr]) -> Vec<u8> {
     let mut body = vec![kind];
-    for a in addrs.iter().take(MAX_CANDIDATES) {
-        let text = a.to_string();
-        body.push(u8::try_from(text.len()).unwrap_or(u8::MAX));
-        body.extend_from_slice(text.as_bytes());
-    }
+    addr_list::encode(&mut body, addrs, MAX_CANDIDATES);
     body
 }
 
 fn decode(body: &[u8]) -> Option<(u8, Vec<SocketAddr>)> {
-    let (&kind, mut rest) = body.split_first()?;
-    let mut addrs = Vec::new();
-    while let Some((&len, tail)) = rest.split_first() {
-        let text = std::str::from_utf8(tail.get(..usize::from(len))?).ok()?;
-        let addr: SocketAddr = text.parse().ok()?;
-        if addr.to_string() != text || addrs.len() >= MAX_CANDIDATES {
-            return None;
-        }
-        addrs.push(addr);
-        rest = &tail[usize::from(len)..];
-    }
-    Some((kind, addrs))
+    let (&kind, rest) = body.split_first()?;
+    Some((kind, addr_list::decode(rest, MAX_CANDIDATES)?))
 }
 
 impl Endpoint {
