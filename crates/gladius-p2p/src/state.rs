@@ -206,8 +206,12 @@ pub struct Counters {
     /// Session openers from a node of the other mode (plaintext vs
     /// encrypted), answered with a `Reject`.
     pub encryption_mismatches: u64,
-    /// Our connection attempts the peer answered with a `Reject`.
+    /// Our connection attempts the peer answered with a `Reject` (honoured
+    /// once no answer of the peer overruled it within the grace).
     pub rejected_by_peer: u64,
+    /// `Reject`s in a peer's name that the peer's own answer overruled
+    /// within the grace: forged, or late from an earlier attempt.
+    pub rejects_overruled: u64,
     /// Handshakes refused because the peer's key is not the pinned one.
     pub pin_mismatches: u64,
     /// Handshakes that proved another key at the address of a peer whose

@@ -24,7 +24,10 @@
 //! retiring them), `encrypted` (Noise handshakes, simultaneous opens,
 //! cookies, sealing), `half_open` (inbound handshakes waiting for their
 //! last message), `admission` (which `Init`s cost a key exchange),
-//! `takeover` (a new key at a live session's address), `inbound` (limits
+//! `exchanges` (admitted key exchanges, run a few per turn after the
+//! sessions' traffic),
+//! `takeover` (a new key at a live session's address), `rejects`
+//! (unauthenticated `Reject`s wait out a grace), `inbound` (limits
 //! on sessions from outside the route table), `partials` (the budget for
 //! partially received messages), `source` (the per-IP unit those limits
 //! count in), `requests` (requests awaiting replies) and `batch`
@@ -38,12 +41,14 @@ mod admission;
 mod batch;
 mod demux;
 mod encrypted;
+mod exchanges;
 mod half_open;
 mod inbound;
 mod observed;
 mod partials;
 mod peer;
 mod peers;
+mod rejects;
 mod requests;
 mod sessions;
 mod source;
@@ -111,6 +116,8 @@ enum TimerKey {
     HalfOpen(u32),
     /// The end of a probe deciding a new key at a live session's address.
     Takeover(SocketAddr),
+    /// The end of the grace of a `Reject` (see `rejects`).
+    Reject(PeerId),
     /// The graceful-close deadline.
     CloseDeadline,
 }
@@ -137,6 +144,8 @@ pub(crate) struct Endpoint {
     crypto: Option<encrypted::CryptoState>,
     /// New keys at live sessions' addresses, held while those are probed.
     takeovers: HashMap<SocketAddr, takeover::Takeover>,
+    /// `Reject`s waiting out their grace, per peer (see `rejects`).
+    rejects: HashMap<PeerId, rejects::PendingReject>,
     /// Sessions from peers outside the route table, counted per source IP.
     inbound: inbound::InboundSlots,
     /// Bytes of partially received messages, all sessions together.
@@ -168,6 +177,7 @@ impl Endpoint {
             .filter(|_| !config.plaintext)
             .map(|identity| encrypted::CryptoState::new(identity, &config, &mut rng));
         let takeovers = table(&mut rng);
+        let rejects = table(&mut rng);
         let inbound = inbound::InboundSlots::new(&mut rng);
         Self {
             session_config: SessionConfig::from_config(&config, rng.gen()),
@@ -185,6 +195,7 @@ impl Endpoint {
             closing: None,
             crypto,
             takeovers,
+            rejects,
             inbound,
             partial_bytes: 0,
             outbox: Vec::new(),
@@ -216,7 +227,9 @@ impl Endpoint {
     /// When [`handle_timeout`](Self::handle_timeout) is next due.
     pub(crate) fn poll_timeout(&self) -> Option<u64> {
         let first_timer = self.timers.peek().map(|Reverse((t, _))| *t);
-        [first_timer, self.requests.next_deadline()]
+        // Queued key exchanges run in the next turn (see `exchanges`).
+        let exchanges = self.exchanges_waiting().then_some(self.now_ms);
+        [first_timer, self.requests.next_deadline(), exchanges]
             .into_iter()
             .flatten()
             .min()
@@ -226,7 +239,8 @@ impl Endpoint {
     /// `segment_size` bytes (the last may be shorter) to one address, at
     /// most `max_segments` of them. Timers due by `now` run first; then
     /// sessions touched since the last call are flushed, so everything one
-    /// wake-up queued leaves together.
+    /// wake-up queued leaves together; then at most `exchanges::PER_TURN`
+    /// queued key exchanges run (a turn ends when this returns `None`).
     /// Give the batch's buffer back with [`recycle`](Self::recycle).
     pub(crate) fn poll_transmit(&mut self, now: u64, max_segments: usize) -> Option<Transmit> {
         self.tick(now);
@@ -245,6 +259,11 @@ impl Endpoint {
                 self.handle_timeout(now);
             }
             if self.outbox.is_empty() && self.dirty.is_empty() {
+                // Everything else has left: now a key exchange or two.
+                if self.run_queued_exchange() {
+                    continue;
+                }
+                self.end_exchange_turn();
                 return None;
             }
             self.flush(max_segments.max(1));
@@ -770,6 +789,7 @@ impl Endpoint {
                 }
                 TimerKey::HalfOpen(index) => self.expire_half_open(index, now),
                 TimerKey::Takeover(addr) => self.finish_takeover(addr),
+                TimerKey::Reject(id) => self.reject_due(id),
                 TimerKey::Reconnect(id) => {
                     let due = self.peers.get(id).is_some_and(|p| {
                         p.reconnect_at == Some(t) && p.added && p.session().is_none()
@@ -932,6 +952,7 @@ impl Endpoint {
         }
         self.clear_half_open();
         self.takeovers.clear();
+        self.rejects.clear();
         for id in self.peers.ids() {
             if let Some(s) = self.peers.get_mut(id).and_then(Peer::session_mut) {
                 s.close(now, CloseReason::Shutdown);

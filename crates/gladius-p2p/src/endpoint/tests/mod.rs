@@ -10,5 +10,6 @@ mod lifecycle;
 mod limits;
 mod modes;
 mod nat;
+mod rejects;
 mod requests;
 mod world;
