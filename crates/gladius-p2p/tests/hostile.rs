@@ -1026,6 +1026,121 @@ async fn a_restarting_pair_reconnects_under_forged_inits_for_a_minute() {
     assert!(took.is_some_and(|t| t < Duration::from_secs(2)), "{took:?}");
 }
 
+// ----- forged Rejects -------------------------------------------------------------
+
+/// A real UDP socket whose datagrams leave `delay` late: a slow path, so
+/// the peer's answer to a handshake takes a while, as across the world.
+#[derive(Debug)]
+struct SlowSocket {
+    inner: Arc<UdpSocket>,
+    delay: Duration,
+}
+
+impl DatagramSocket for SlowSocket {
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.inner.local_addr()
+    }
+    fn poll_recv_from(
+        &self,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<SocketAddr>> {
+        self.inner.poll_recv_from(cx, buf)
+    }
+    fn poll_send_to(
+        &self,
+        _cx: &mut Context<'_>,
+        buf: &[u8],
+        target: SocketAddr,
+    ) -> Poll<io::Result<usize>> {
+        let (sock, datagram, delay) = (self.inner.clone(), buf.to_vec(), self.delay);
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            let _ = sock.send_to(&datagram, target).await;
+        });
+        Poll::Ready(Ok(buf.len()))
+    }
+}
+
+/// An off-path forger sends A a `Reject` in B's name every 20 ms while A
+/// connects to B, whose answers take 60 ms (a slow path): every forged
+/// `Reject` reaches A before B's `Response` does. A `Reject` is not
+/// authenticated (wire-format.md §7.3), and used to end A's handshake at
+/// once, every attempt. Now B's answer overrules it within the grace: the
+/// pair connects, exchanges, and stays connected under the forgery.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_rejects_at_a_steady_rate_do_not_keep_two_nodes_apart() {
+    use gladius_p2p::crypto::packet::RejectPacket;
+    use gladius_p2p::crypto::RejectReason;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let _serial = SERIAL.lock().await;
+    let (a, a_addr, _ra, tap_a) = tapped_node(test_config()).await;
+    let b = Network::new(test_config()).unwrap();
+    let rb = Recorder::default();
+    b.register_plugin(rb.clone()).await.unwrap();
+    let b_addr = b
+        .listen_on(SlowSocket {
+            inner: Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap()),
+            delay: Duration::from_millis(60),
+        })
+        .await
+        .unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let forger = {
+        let (tap, stop) = (tap_a.clone(), stop.clone());
+        tokio::spawn(async move {
+            let reject = RejectPacket {
+                reason: RejectReason::Refused,
+            }
+            .encode()
+            .to_vec();
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                tap.inject(reject.clone(), b_addr);
+                n += 1;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            n
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let started = tokio::time::Instant::now();
+    a.add(b_addr).await.unwrap();
+    let connected = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let st = a.network_state().await.unwrap();
+            if st.peer(b_addr).map(|p| p.connection) == Some(ConnectionState::Connected) {
+                break started.elapsed();
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    let c = counters(&a).await;
+    println!("forged Rejects: connected after {connected:?}; A: rejected_by_peer {}, rejects_overruled {}", c.rejected_by_peer, c.rejects_overruled);
+    assert!(connected.is_ok(), "A never connected to B: {c:?}");
+    a.broadcast(text_msg("through", "a")).await.unwrap();
+    wait_for(DEADLINE, "A's message at B", || async {
+        rb.count_from(a_addr, "through") == 1
+    })
+    .await;
+    // Two more seconds of forgery against the live session.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop.store(true, Ordering::Relaxed);
+    let forged = forger.await.unwrap();
+    let c = counters(&a).await;
+    assert!(forged >= 50, "{forged} forged Rejects");
+    assert_eq!(c.rejected_by_peer, 0, "no forged Reject honoured: {c:?}");
+    assert!(c.rejects_overruled >= 1, "{c:?}");
+    let st = a.network_state().await.unwrap();
+    assert_eq!(
+        st.peer(b_addr).map(|p| p.connection),
+        Some(ConnectionState::Connected)
+    );
+    a.close().await.unwrap();
+    b.close().await.unwrap();
+}
+
 // ----- 7. unfinished messages ----------------------------------------------------
 
 /// A plaintext session from `sock` to `target` that sends the start of a
