@@ -56,6 +56,7 @@ pub(crate) const NODE: &[CounterHelp] = &[
     c("rekeys", false, "Sessions closed to re-key before the nonce limit (normal on long, busy sessions)."),
     c("partial_frames_dropped", true, "Partially received messages dropped (largest first, peers outside the route table first) to keep all of them within partial_frame_bytes; the rest of each is skipped and the session goes on. Many: peers start messages they do not finish."),
     c("partial_frame_bytes_dropped", true, "The bytes the dropped partial messages held."),
+    c("reorder_refused", true, "KCP segments beyond a gap neither held nor acknowledged, because the session's share of reorder_bytes (out-of-order segments of sessions outside the route table) was full; the sender retransmits them. Many: peers leave gaps they never fill, or many sessions share the budget."),
     c("handshakes_completed", false, "Noise handshakes completed, each giving a session (encrypted mode)."),
     c("path_changes", false, "Peers that roamed: an authenticated, fresh datagram of a peer's session came from a new address, and the peer's path moved there without a new handshake (its NAT rebound, or it changed networks)."),
     c("observations_sent", false, "Observed-address reports sent: each peer is told the address its datagrams come from, when its session is established and when its path moves."),

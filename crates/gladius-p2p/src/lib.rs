@@ -73,7 +73,9 @@ pub mod wire;
 
 pub use api::{PathChange, PeerInfo, PeerReason, Received, SendFailure, SendReport};
 pub use async_trait::async_trait;
-pub use config::{Config, KcpPreset, DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_PARTIAL_FRAME_BYTES};
+pub use config::{
+    Config, KcpPreset, DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_PARTIAL_FRAME_BYTES, DEFAULT_REORDER_BYTES,
+};
 pub use crypto::{Identity, IdentityError, PublicKey};
 pub use error::{ConfigError, NetworkError, RequestError};
 pub use gladius_kcp::KcpConfig;

@@ -30,6 +30,10 @@ pub struct NetworkState {
     /// (bounded by `partial_frame_bytes`).
     #[serde(default)]
     pub partial_frame_bytes: usize,
+    /// Bytes of out-of-order KCP segments held by sessions outside the
+    /// route table (bounded by `reorder_bytes`).
+    #[serde(default)]
+    pub reorder_bytes: usize,
     /// This node's address as its peers see it (their authenticated
     /// observations), most observers first; empty in plaintext mode and
     /// before any peer reported.
@@ -267,6 +271,11 @@ pub struct Counters {
     /// The bytes those held when dropped.
     #[serde(default)]
     pub partial_frame_bytes_dropped: u64,
+    /// KCP segments beyond a gap neither held nor acknowledged: the
+    /// session's share of `reorder_bytes` was full (the sender
+    /// retransmits them).
+    #[serde(default)]
+    pub reorder_refused: u64,
     /// Handshakes completed (encrypted mode), each giving a session.
     #[serde(default)]
     pub handshakes_completed: u64,

@@ -738,6 +738,7 @@ impl Endpoint {
             self.counters.unknown_session_datagrams += 1;
             return;
         };
+        let refused = self.arm_reorder(id);
         let opened = &mut self.open_buf;
         let Some(peer) = self.peers.get_mut(id) else {
             return;
@@ -770,6 +771,7 @@ impl Endpoint {
                     tracing::debug!(%from, ?e, "sealed datagram is not KCP");
                     return;
                 }
+                self.track_reorder(id, refused);
                 self.track_partial(id);
                 self.answered(id);
                 self.drain_events(id);

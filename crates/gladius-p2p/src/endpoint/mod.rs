@@ -29,7 +29,8 @@
 //! `takeover` (a new key at a live session's address), `rejects`
 //! (unauthenticated `Reject`s wait out a grace), `inbound` (limits
 //! on sessions from outside the route table), `partials` (the budget for
-//! partially received messages), `source` (the per-IP unit those limits
+//! partially received messages), `reorder` (the budget for out-of-order
+//! KCP segments), `source` (the per-IP unit those limits
 //! count in), `requests` (requests awaiting replies) and `batch`
 //! (datagrams gathered for one socket call).
 //!
@@ -49,6 +50,7 @@ mod partials;
 mod peer;
 mod peers;
 mod rejects;
+mod reorder;
 mod requests;
 mod sessions;
 mod source;
@@ -150,6 +152,9 @@ pub(crate) struct Endpoint {
     inbound: inbound::InboundSlots,
     /// Bytes of partially received messages, all sessions together.
     partial_bytes: usize,
+    /// Bytes of out-of-order KCP segments held by sessions outside the
+    /// route table (see `reorder`).
+    reorder_bytes: usize,
     /// Datagrams to send that no session produced (handshake packets,
     /// rejects), sent with the next flush.
     outbox: Vec<(SocketAddr, Bytes)>,
@@ -198,6 +203,7 @@ impl Endpoint {
             rejects,
             inbound,
             partial_bytes: 0,
+            reorder_bytes: 0,
             outbox: Vec::new(),
             open_buf: Vec::new(),
             transmits: TransmitQueue::default(),
@@ -736,6 +742,7 @@ impl Endpoint {
             half_open_handshakes: self.crypto.as_ref().map_or(0, |c| c.half_open_len()),
             inbound_sessions: self.inbound.len(),
             partial_frame_bytes: self.partial_bytes,
+            reorder_bytes: self.reorder_bytes,
             reflexive_addrs: self.observations.reflexive(),
             nat: self.observations.classify(self.local),
             peers,
@@ -1005,6 +1012,7 @@ impl Endpoint {
             c.check();
         }
         self.check_partials();
+        self.check_reorder();
         assert!(self.inbound.len() <= self.config.max_inbound_sessions);
         assert!(self.partial_bytes <= self.config.partial_frame_bytes);
     }

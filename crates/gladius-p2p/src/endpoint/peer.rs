@@ -127,6 +127,10 @@ pub(super) struct Peer {
     /// Bytes its session holds of the message being received, as counted
     /// in the endpoint's budget (see `partials`).
     pub(super) partial_bytes: usize,
+    /// Bytes of out-of-order KCP segments its session holds, as counted
+    /// in the endpoint's budget (0 while it is in the route table; see
+    /// `reorder`).
+    pub(super) reorder_bytes: usize,
 }
 
 impl Peer {
@@ -163,6 +167,7 @@ impl Peer {
             key_changed: false,
             unproven_sent: 0,
             partial_bytes: 0,
+            reorder_bytes: 0,
         }
     }
 
