@@ -265,7 +265,7 @@ impl Endpoint {
                 self.handle_timeout(now);
             }
             if self.outbox.is_empty() && self.dirty.is_empty() {
-                // Everything else has left: now a key exchange or two.
+                // Everything else has left: now a queued key exchange.
                 if self.run_queued_exchange() {
                     continue;
                 }
