@@ -1587,6 +1587,12 @@ async fn reorder_gap_scenario(
         "acknowledged {acked} beyond the gaps > {budget}"
     );
     assert!(mid.counters.reorder_refused > 0, "{:?}", mid.counters);
+    // Without the budget B held all it was sent (a minute's run: 128
+    // sessions, 180 MiB held, RSS 227 MiB).
+    assert!(
+        max_rss < rss_before + 2 * budget as u64 + (32 << 20),
+        "RSS {max_rss} follows the budget, not the {offered} bytes offered"
+    );
     let bodies = rb.bodies_from(a_addr, "big");
     assert!(
         bodies.len() == 1 && bodies[0] == big.as_bytes(),
