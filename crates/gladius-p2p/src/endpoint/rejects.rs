@@ -107,6 +107,9 @@ impl Endpoint {
             return;
         };
         self.rejects.remove(&id);
+        if self.peers.get(id).is_none() {
+            return; // forgotten meanwhile: nothing to end
+        }
         if self.waiting_attempt(id) != Some(pending.attempt) {
             self.counters.rejects_overruled += 1;
             tracing::debug!(from = %pending.from, "Reject overruled: the peer answered");
