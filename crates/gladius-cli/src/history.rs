@@ -180,6 +180,7 @@ mod tests {
             half_open_handshakes: 0,
             inbound_sessions: 0,
             partial_frame_bytes: 0,
+            reorder_bytes: 0,
             reflexive_addrs: Vec::new(),
             nat: Default::default(),
             peers,

@@ -74,6 +74,11 @@ pub(crate) fn render(s: &Snapshot) -> String {
         net.partial_frame_bytes as f64,
     );
     m.gauge(
+        "gladius_reorder_bytes",
+        "Bytes of out-of-order KCP segments held by sessions outside the route table (bounded by reorder_bytes).",
+        net.reorder_bytes as f64,
+    );
+    m.gauge(
         "gladius_encrypted",
         "1 when datagrams are encrypted, 0 in plaintext mode.",
         f64::from(u8::from(net.encrypted)),

@@ -149,6 +149,9 @@ pub struct Kcp {
     send_queue: BytesMut,
     send_buf: SendBuffer,
     recv: ReceiveBuffer,
+    /// Bytes the out-of-order segments held may cost at most (`None`:
+    /// only the receive window bounds them).
+    reorder_limit: Option<usize>,
     /// (sn, ts) of PUSH segments to acknowledge at the next flush.
     acks: Vec<(u32, u32)>,
     max_acks: usize,
@@ -200,6 +203,7 @@ impl Kcp {
             send_queue: BytesMut::new(),
             send_buf: SendBuffer::default(),
             recv: ReceiveBuffer::new(recv_window),
+            reorder_limit: None,
             acks: Vec::new(),
             // A flush's worth of ACKs is at most what the window admits plus
             // duplicates; beyond a generous bound, dropping an ACK only
@@ -359,6 +363,31 @@ impl Kcp {
         self.rtt.srtt()
     }
 
+    /// Bound the out-of-order segments this endpoint holds (received ahead
+    /// of a gap, waiting for it to fill) to `limit` bytes, counted as each
+    /// segment's payload plus 64 bytes; `None` (the default): only the
+    /// receive window bounds them. May change between inputs; lowering it
+    /// below what is held drops nothing (those segments were acknowledged),
+    /// it only stops new ones.
+    ///
+    /// The window advertised to the peer shrinks to what the limit can
+    /// hold (full-size segments, plus the next expected one), so a sender
+    /// that keeps to it is never refused. A segment ahead of the next
+    /// expected one that does not fit anyway (the limit was lowered, or the
+    /// sender ignores the window) is neither stored nor acknowledged, and
+    /// counted in [`KcpStats::reorder_refused`]: the sender retransmits it.
+    /// The next expected segment is always accepted, so the stream still
+    /// moves with a limit of 0 (one segment per round trip).
+    pub fn set_reorder_limit(&mut self, limit: Option<usize>) {
+        self.reorder_limit = limit;
+    }
+
+    /// What the out-of-order segments held cost, in bytes (see
+    /// [`set_reorder_limit`](Self::set_reorder_limit)).
+    pub fn reorder_bytes(&self) -> usize {
+        self.recv.held()
+    }
+
     /// The peer's free receive window in segments, as last advertised
     /// (128 until the peer has sent anything, like ikcp).
     pub fn remote_window(&self) -> u16 {
@@ -496,10 +525,25 @@ impl Kcp {
                     if !self.recv.acks(header.sn) {
                         continue;
                     }
+                    let ahead = diff(header.sn, self.recv.nxt());
+                    let limit = self.reorder_limit.map(|l| (l, self.holdable(l)));
+                    if !self.recv.fits(header.sn, range.len(), limit) {
+                        // Not stored, so not acknowledged: the sender
+                        // retransmits it, and by then it may fit or be next.
+                        self.stats.reorder_refused = self.stats.reorder_refused.saturating_add(1);
+                        continue;
+                    }
                     if self.acks.len() < self.max_acks {
                         self.acks.push((header.sn, header.ts));
                     }
-                    if diff(header.sn, self.recv.nxt()) >= 0 {
+                    if ahead > 0 && self.reorder_limit.is_some() {
+                        // Held under a byte limit: its own copy, so that it
+                        // keeps exactly what it is counted as (a slice
+                        // would keep the whole datagram).
+                        if let Some(payload) = datagram.get(range) {
+                            self.recv.insert(header.sn, Bytes::copy_from_slice(payload));
+                        }
+                    } else if ahead >= 0 {
                         let shared = shared.get_or_insert_with(|| Bytes::copy_from_slice(datagram));
                         if range.end <= shared.len() {
                             self.recv.insert(header.sn, shared.slice(range));
@@ -614,13 +658,37 @@ impl Kcp {
         }
     }
 
+    /// The window to advertise: the free receive window, and under a
+    /// reorder limit no more than the segments it can hold at full size
+    /// plus the next expected one, so a sender that keeps to the window
+    /// never sends what would be refused (never 0 for the limit's sake: at
+    /// worst one segment per round trip).
+    fn advertised_window(&self) -> u16 {
+        let free = self.recv.window_free();
+        match self.reorder_limit {
+            None => free,
+            Some(limit) => free.min(u16::try_from(self.holdable(limit)).unwrap_or(u16::MAX)),
+        }
+    }
+
+    /// The window a reorder limit allows: the next expected segment and
+    /// as many full-size segments after it as `limit` bytes hold. Segments
+    /// beyond it are refused even when they would fit, so that what is
+    /// held is always the nearest: held far-ahead segments would leave no
+    /// room for the ones that fill the gap, and the stream would move one
+    /// segment per round trip while the sender's retransmissions age.
+    fn holdable(&self, limit: usize) -> u32 {
+        let ahead = limit / crate::recv_buf::cost(self.mss);
+        u32::try_from(ahead).unwrap_or(u32::MAX).saturating_add(1)
+    }
+
     fn flush_inner(&mut self) {
         let current = self.current;
         let base = SegmentHeader {
             conv: self.conv,
             cmd: Command::Ack,
             frg: 0,
-            wnd: self.recv.window_free(),
+            wnd: self.advertised_window(),
             ts: 0,
             sn: 0,
             una: self.recv.nxt(),
@@ -668,6 +736,14 @@ impl Kcp {
         // The timer of the oldest held segment, once handled (the first one
         // the loop sees): silent timeouts of the others follow it.
         let mut probe_at: Option<u32> = None;
+        // Segments the peer's window no longer covers (it shrank, e.g. to
+        // a reorder limit) wait rather than retransmit: the peer would
+        // refuse them, and each refusal would age them towards dead link.
+        // The oldest one is always covered.
+        let covered_end = self
+            .send_buf
+            .una()
+            .wrapping_add(u32::from(self.remote_window.max(1)));
 
         for (sn, seg) in self.send_buf.iter_mut() {
             let expired = seg.xmit > 0 && diff(current, seg.resend_at) >= 0;
@@ -684,6 +760,9 @@ impl Kcp {
                 seg.resend_at = at;
                 seg.deferred = true;
                 self.any_deferred = true;
+                false
+            } else if expired && diff(sn, covered_end) >= 0 {
+                seg.resend_at = current.wrapping_add(seg.rto);
                 false
             } else if expired {
                 seg.xmit = seg.xmit.saturating_add(1);

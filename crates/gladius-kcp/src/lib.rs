@@ -26,8 +26,9 @@
 //! `input` parses the whole datagram before changing anything, rejects
 //! malformed ones with an [`InputError`], ignores sequence numbers outside
 //! the windows, and bounds every buffer it fills: the receive side by the
-//! receive window, the ACK list and the outgoing datagram queue by multiples
-//! of the windows. The send queue is bounded by the caller through
+//! receive window (and optionally a byte limit on out-of-order segments,
+//! [`Kcp::set_reorder_limit`]), the ACK list and the outgoing datagram
+//! queue by multiples of the windows. The send queue is bounded by the caller through
 //! [`Kcp::unacked_bytes`].
 
 mod clock;
@@ -139,4 +140,7 @@ pub struct KcpStats {
     pub datagrams_out: u64,
     /// Datagrams accepted by `input`.
     pub datagrams_in: u64,
+    /// PUSH segments ahead of a gap neither stored nor acknowledged: they
+    /// did not fit the reorder limit ([`Kcp::set_reorder_limit`]).
+    pub reorder_refused: u64,
 }

@@ -7,6 +7,12 @@
 //! read closes the window and the sender stops. Slot `i` of the reorder
 //! buffer holds sequence number `nxt + i`; accepted numbers are
 //! `[nxt, nxt + window)`, which bounds both structures by `window` segments.
+//!
+//! The reorder buffer can also be bounded in bytes (see
+//! [`Kcp::set_reorder_limit`](crate::Kcp::set_reorder_limit)): a segment
+//! ahead of `nxt` that does not fit is not stored, and the caller must not
+//! acknowledge it (the sender retransmits it later). The segment at `nxt`
+//! always fits: it moves the stream forward.
 
 use std::collections::VecDeque;
 
@@ -24,7 +30,19 @@ pub(crate) struct ReceiveBuffer {
     reorder: VecDeque<Option<Bytes>>,
     /// In-order chunks for the application.
     ready: VecDeque<Bytes>,
+    /// What the segments in `reorder` cost (see [`cost`]).
+    held: usize,
 }
+
+/// What holding one segment of `len` payload bytes in the reorder buffer
+/// is counted as: its bytes and a slot's bookkeeping, so even empty
+/// segments cost something.
+pub(crate) fn cost(len: usize) -> usize {
+    len.saturating_add(SLOT_COST)
+}
+
+/// Bookkeeping counted per held segment (the slot, the allocation).
+const SLOT_COST: usize = 64;
 
 impl ReceiveBuffer {
     pub(crate) fn new(window: u16) -> Self {
@@ -33,6 +51,7 @@ impl ReceiveBuffer {
             window: window.max(1),
             reorder: VecDeque::new(),
             ready: VecDeque::new(),
+            held: 0,
         }
     }
 
@@ -55,6 +74,31 @@ impl ReceiveBuffer {
         diff(sn, self.nxt.wrapping_add(u32::from(self.window))) < 0
     }
 
+    /// What the out-of-order segments held cost, in bytes (see [`cost`]).
+    pub(crate) fn held(&self) -> usize {
+        self.held
+    }
+
+    /// Whether PUSH `sn` (inside the window) with `len` payload bytes may
+    /// be stored under `limit`: (bytes of held segments, segments from
+    /// `nxt` on). Always the next expected one, a delivered one and one
+    /// already held (duplicates); otherwise only if it is within the
+    /// limit's window and its bytes fit.
+    pub(crate) fn fits(&self, sn: u32, len: usize, limit: Option<(usize, u32)>) -> bool {
+        let Some((bytes, window)) = limit else {
+            return true;
+        };
+        let offset = diff(sn, self.nxt);
+        if offset <= 0 {
+            return true;
+        }
+        let held = self
+            .reorder
+            .get(offset as usize)
+            .is_some_and(Option::is_some);
+        held || ((offset as u32) < window && self.held.saturating_add(cost(len)) <= bytes)
+    }
+
     /// Store the payload of PUSH `sn`. Sequence numbers outside
     /// `[nxt, nxt + window)` and duplicates are ignored.
     pub(crate) fn insert(&mut self, sn: u32, payload: Bytes) {
@@ -67,6 +111,7 @@ impl ReceiveBuffer {
             self.reorder.resize(index + 1, None);
         }
         if let Some(slot @ None) = self.reorder.get_mut(index) {
+            self.held = self.held.saturating_add(cost(payload.len()));
             *slot = Some(payload);
         }
         self.drain_in_order();
@@ -91,6 +136,7 @@ impl ReceiveBuffer {
                 _ => break,
             }
             if let Some(Some(chunk)) = self.reorder.pop_front() {
+                self.held = self.held.saturating_sub(cost(chunk.len()));
                 // An empty PUSH (ikcp can send one) consumes a sequence
                 // number but delivers nothing.
                 if !chunk.is_empty() {
@@ -155,6 +201,26 @@ mod tests {
         assert!(reopened);
         assert_eq!(r.window_free(), 1);
         Ok(())
+    }
+
+    #[test]
+    fn held_bytes_are_counted_and_bounded() {
+        let mut r = ReceiveBuffer::new(16);
+        let limit = Some((2 * cost(10), 8));
+        assert!(!r.fits(8, 1, limit), "beyond the limit's window");
+        assert!(r.fits(1, 10, limit));
+        r.insert(1, Bytes::from(vec![1; 10]));
+        r.insert(2, Bytes::from(vec![2; 10]));
+        assert_eq!(r.held(), 2 * cost(10));
+        // Full: a third out-of-order segment does not fit, a duplicate of
+        // a held one and the next expected one always do.
+        assert!(!r.fits(3, 1, limit));
+        assert!(r.fits(2, 10, limit));
+        assert!(r.fits(0, 1_000, limit));
+        assert!(r.fits(3, 1, None));
+        r.insert(0, b("a"));
+        assert_eq!(r.nxt(), 3);
+        assert_eq!(r.held(), 0, "delivered segments are no longer held");
     }
 
     #[test]

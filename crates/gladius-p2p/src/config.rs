@@ -19,6 +19,9 @@ pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 16 * 1024 * 1024;
 /// Default budget for partially received messages, all sessions together:
 /// 64 MiB (four messages of the default largest size).
 pub const DEFAULT_PARTIAL_FRAME_BYTES: usize = 64 * 1024 * 1024;
+/// Default budget for out-of-order KCP segments held by sessions outside
+/// the route table, all together (see [`Config::with_reorder_bytes`]).
+pub const DEFAULT_REORDER_BYTES: usize = 32 * 1024 * 1024;
 
 /// Default most pairs of peers a relay serves at once: 64.
 pub const DEFAULT_RELAY_MAX_PAIRS: usize = 64;
@@ -96,6 +99,7 @@ pub struct Config {
     pub(crate) max_inbound_sessions: usize,
     pub(crate) max_inbound_sessions_per_ip: usize,
     pub(crate) partial_frame_bytes: usize,
+    pub(crate) reorder_bytes: usize,
     pub(crate) key_exchanges_per_sec: u32,
     pub(crate) cookie_key_exchanges_per_sec: u32,
     pub(crate) advertise_addr: Option<SocketAddr>,
@@ -131,6 +135,7 @@ impl Default for Config {
             max_inbound_sessions: 4096,
             max_inbound_sessions_per_ip: 256,
             partial_frame_bytes: DEFAULT_PARTIAL_FRAME_BYTES,
+            reorder_bytes: DEFAULT_REORDER_BYTES,
             key_exchanges_per_sec: 500,
             cookie_key_exchanges_per_sec: 1_000,
             advertise_addr: None,
@@ -229,6 +234,19 @@ impl Config {
     /// ([`DEFAULT_PARTIAL_FRAME_BYTES`]).
     pub fn with_partial_frame_bytes(mut self, bytes: usize) -> Self {
         self.partial_frame_bytes = bytes;
+        self
+    }
+    /// Bytes of out-of-order KCP segments (received beyond a gap, waiting
+    /// for it to fill) held by sessions of peers outside the route table,
+    /// all together; each such session gets at most an equal share of it
+    /// (the budget divided by their number). A segment that does not fit
+    /// is neither held nor acknowledged, so its sender retransmits it
+    /// (counted in `reorder_refused`), and such sessions advertise a
+    /// receive window no larger than their share holds. Route-table peers
+    /// keep their full receive window. Default 32 MiB
+    /// ([`DEFAULT_REORDER_BYTES`]).
+    pub fn with_reorder_bytes(mut self, bytes: usize) -> Self {
+        self.reorder_bytes = bytes;
         self
     }
     /// Key exchanges per second for handshake initiators without a cookie

@@ -75,7 +75,7 @@ pub use api::{PathChange, PeerInfo, PeerReason, Received, SendFailure, SendRepor
 pub use async_trait::async_trait;
 pub use config::{
     Config, KcpPreset, DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_PARTIAL_FRAME_BYTES,
-    DEFAULT_RELAY_BYTES_PER_SEC, DEFAULT_RELAY_MAX_PAIRS,
+    DEFAULT_RELAY_BYTES_PER_SEC, DEFAULT_RELAY_MAX_PAIRS, DEFAULT_REORDER_BYTES,
 };
 pub use crypto::{Identity, IdentityError, PublicKey};
 pub use error::{ConfigError, NetworkError, RequestError};

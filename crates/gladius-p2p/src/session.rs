@@ -223,6 +223,19 @@ impl Session {
     pub(crate) fn partial_bytes(&self) -> usize {
         self.decoder.buffered()
     }
+    /// Bound the out-of-order KCP segments held (see
+    /// [`Kcp::set_reorder_limit`]); `None`: the receive window only.
+    pub(crate) fn set_reorder_limit(&mut self, limit: Option<usize>) {
+        self.kcp.set_reorder_limit(limit);
+    }
+    /// Bytes of out-of-order KCP segments held.
+    pub(crate) fn reorder_bytes(&self) -> usize {
+        self.kcp.reorder_bytes()
+    }
+    /// KCP segments refused so far for want of reorder room.
+    pub(crate) fn reorder_refused(&self) -> u64 {
+        self.kcp.stats().reorder_refused
+    }
     /// Drop the message being received (see [`FrameDecoder::drop_partial`]);
     /// the bytes freed.
     pub(crate) fn drop_partial(&mut self) -> usize {

@@ -30,6 +30,10 @@ pub struct NetworkState {
     /// (bounded by `partial_frame_bytes`).
     #[serde(default)]
     pub partial_frame_bytes: usize,
+    /// Bytes of out-of-order KCP segments held by sessions outside the
+    /// route table (bounded by `reorder_bytes`).
+    #[serde(default)]
+    pub reorder_bytes: usize,
     /// This node's address as its peers see it (their authenticated
     /// observations), most observers first; empty in plaintext mode and
     /// before any peer reported.
@@ -234,8 +238,12 @@ pub struct Counters {
     /// Session openers from a node of the other mode (plaintext vs
     /// encrypted), answered with a `Reject`.
     pub encryption_mismatches: u64,
-    /// Our connection attempts the peer answered with a `Reject`.
+    /// Our connection attempts the peer answered with a `Reject` (honoured
+    /// once no answer of the peer overruled it within the grace).
     pub rejected_by_peer: u64,
+    /// `Reject`s in a peer's name that the peer's own answer overruled
+    /// within the grace: forged, or late from an earlier attempt.
+    pub rejects_overruled: u64,
     /// Handshakes refused because the peer's key is not the pinned one.
     pub pin_mismatches: u64,
     /// Handshakes that proved another key at the address of a peer whose
@@ -291,6 +299,11 @@ pub struct Counters {
     /// The bytes those held when dropped.
     #[serde(default)]
     pub partial_frame_bytes_dropped: u64,
+    /// KCP segments beyond a gap neither held nor acknowledged: the
+    /// session's share of `reorder_bytes` was full (the sender
+    /// retransmits them).
+    #[serde(default)]
+    pub reorder_refused: u64,
     /// Handshakes completed (encrypted mode), each giving a session.
     #[serde(default)]
     pub handshakes_completed: u64,

@@ -1026,6 +1026,121 @@ async fn a_restarting_pair_reconnects_under_forged_inits_for_a_minute() {
     assert!(took.is_some_and(|t| t < Duration::from_secs(2)), "{took:?}");
 }
 
+// ----- forged Rejects -------------------------------------------------------------
+
+/// A real UDP socket whose datagrams leave `delay` late: a slow path, so
+/// the peer's answer to a handshake takes a while, as across the world.
+#[derive(Debug)]
+struct SlowSocket {
+    inner: Arc<UdpSocket>,
+    delay: Duration,
+}
+
+impl DatagramSocket for SlowSocket {
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.inner.local_addr()
+    }
+    fn poll_recv_from(
+        &self,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<SocketAddr>> {
+        self.inner.poll_recv_from(cx, buf)
+    }
+    fn poll_send_to(
+        &self,
+        _cx: &mut Context<'_>,
+        buf: &[u8],
+        target: SocketAddr,
+    ) -> Poll<io::Result<usize>> {
+        let (sock, datagram, delay) = (self.inner.clone(), buf.to_vec(), self.delay);
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            let _ = sock.send_to(&datagram, target).await;
+        });
+        Poll::Ready(Ok(buf.len()))
+    }
+}
+
+/// An off-path forger sends A a `Reject` in B's name every 20 ms while A
+/// connects to B, whose answers take 60 ms (a slow path): every forged
+/// `Reject` reaches A before B's `Response` does. A `Reject` is not
+/// authenticated (wire-format.md §7.3), and used to end A's handshake at
+/// once, every attempt. Now B's answer overrules it within the grace: the
+/// pair connects, exchanges, and stays connected under the forgery.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_rejects_at_a_steady_rate_do_not_keep_two_nodes_apart() {
+    use gladius_p2p::crypto::packet::RejectPacket;
+    use gladius_p2p::crypto::RejectReason;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let _serial = SERIAL.lock().await;
+    let (a, a_addr, _ra, tap_a) = tapped_node(test_config()).await;
+    let b = Network::new(test_config()).unwrap();
+    let rb = Recorder::default();
+    b.register_plugin(rb.clone()).await.unwrap();
+    let b_addr = b
+        .listen_on(SlowSocket {
+            inner: Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap()),
+            delay: Duration::from_millis(60),
+        })
+        .await
+        .unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let forger = {
+        let (tap, stop) = (tap_a.clone(), stop.clone());
+        tokio::spawn(async move {
+            let reject = RejectPacket {
+                reason: RejectReason::Refused,
+            }
+            .encode()
+            .to_vec();
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                tap.inject(reject.clone(), b_addr);
+                n += 1;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            n
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let started = tokio::time::Instant::now();
+    a.add(b_addr).await.unwrap();
+    let connected = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let st = a.network_state().await.unwrap();
+            if st.peer(b_addr).map(|p| p.connection) == Some(ConnectionState::Connected) {
+                break started.elapsed();
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    let c = counters(&a).await;
+    println!("forged Rejects: connected after {connected:?}; A: rejected_by_peer {}, rejects_overruled {}", c.rejected_by_peer, c.rejects_overruled);
+    assert!(connected.is_ok(), "A never connected to B: {c:?}");
+    a.broadcast(text_msg("through", "a")).await.unwrap();
+    wait_for(DEADLINE, "A's message at B", || async {
+        rb.count_from(a_addr, "through") == 1
+    })
+    .await;
+    // Two more seconds of forgery against the live session.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop.store(true, Ordering::Relaxed);
+    let forged = forger.await.unwrap();
+    let c = counters(&a).await;
+    assert!(forged >= 50, "{forged} forged Rejects");
+    assert_eq!(c.rejected_by_peer, 0, "no forged Reject honoured: {c:?}");
+    assert!(c.rejects_overruled >= 1, "{c:?}");
+    let st = a.network_state().await.unwrap();
+    assert_eq!(
+        st.peer(b_addr).map(|p| p.connection),
+        Some(ConnectionState::Connected)
+    );
+    a.close().await.unwrap();
+    b.close().await.unwrap();
+}
+
 // ----- 7. unfinished messages ----------------------------------------------------
 
 /// A plaintext session from `sock` to `target` that sends the start of a
@@ -1250,6 +1365,259 @@ async fn unfinished_messages_do_not_hold_memory_for_a_minute() {
         gladius_p2p::DEFAULT_PARTIAL_FRAME_BYTES,
         32,
         8,
+        8,
+        Duration::from_secs(60),
+    )
+    .await;
+}
+
+// ----- out-of-order segments beyond a gap -----------------------------------------
+
+/// A real UDP socket that drops every `1/one_in`-th datagram it sends (a
+/// seeded choice): a lossy path for the route-table peer's transfer.
+#[derive(Debug)]
+struct LossySocket {
+    inner: UdpSocket,
+    one_in: u32,
+    rng: Mutex<rand::rngs::StdRng>,
+}
+
+impl DatagramSocket for LossySocket {
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.inner.local_addr()
+    }
+    fn poll_recv_from(
+        &self,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<SocketAddr>> {
+        self.inner.poll_recv_from(cx, buf)
+    }
+    fn poll_send_to(
+        &self,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+        target: SocketAddr,
+    ) -> Poll<io::Result<usize>> {
+        if self.rng.lock().unwrap().gen_ratio(1, self.one_in) {
+            return Poll::Ready(Ok(buf.len()));
+        }
+        self.inner.poll_send_to(cx, buf, target)
+    }
+}
+
+/// A plaintext session from `sock` to `target` that sends its hello, then
+/// `segments` full segments from sn 2 on, never sn 1: all of them wait
+/// beyond a gap that never fills. It ignores B's window, sends them all
+/// twice (a second later), acknowledges B's pushes and keeps the session
+/// alive. Returns the bytes of those segments B acknowledged (held).
+async fn gap_session(
+    sock: UdpSocket,
+    target: SocketAddr,
+    segments: u32,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> u64 {
+    const MSS: usize = 1376;
+    let me = sock.local_addr().unwrap();
+    let conv: u32 = rand::random::<u32>() | 1;
+    let hello = frame_bytes(&Frame::Hello {
+        version: PROTOCOL_VERSION,
+        instance: rand::random(),
+        advertised: me,
+    });
+    let body = vec![0x55u8; MSS];
+    let mut their_next = 0u32;
+    let mut acked = BTreeSet::new();
+    let mut buf = vec![0u8; 65536];
+    let push = |sn: u32, body: &[u8], una: u32| {
+        let mut h = kcp_header(conv, Command::Push, sn, una, 0);
+        h.wnd = 1024;
+        kcp_seg(h, body)
+    };
+    let _ = sock.send_to(&push(0, &hello, 0), target).await;
+    let started = tokio::time::Instant::now();
+    let mut passes = 0;
+    let mut last_probe = started;
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        if passes < 2 && started.elapsed() >= Duration::from_secs(passes) {
+            for sn in 2..segments + 2 {
+                if !acked.contains(&sn) {
+                    let _ = sock.send_to(&push(sn, &body, their_next), target).await;
+                }
+                if sn % 64 == 0 {
+                    tokio::task::yield_now().await;
+                }
+            }
+            passes += 1;
+        }
+        if last_probe.elapsed() > Duration::from_millis(500) {
+            last_probe = tokio::time::Instant::now();
+            let probe = kcp_seg(kcp_header(conv, Command::WindowAsk, 0, their_next, 0), &[]);
+            let _ = sock.send_to(&probe, target).await;
+        }
+        let got = tokio::time::timeout(Duration::from_millis(50), sock.recv_from(&mut buf)).await;
+        if let Ok(Ok((n, _))) = got {
+            let mut acks = Vec::new();
+            for seg in segment::parse_datagram(&buf[..n]) {
+                let Ok((h, _)) = seg else { break };
+                match h.cmd {
+                    Command::Ack if h.sn >= 2 => {
+                        acked.insert(h.sn);
+                    }
+                    Command::Push => {
+                        if h.sn == their_next {
+                            their_next += 1;
+                        }
+                        acks.push(kcp_seg(
+                            kcp_header(conv, Command::Ack, h.sn, their_next, h.ts),
+                            &[],
+                        ));
+                    }
+                    _ => {}
+                }
+            }
+            for a in acks {
+                let _ = sock.send_to(&a, target).await;
+            }
+        }
+    }
+    acked.len() as u64 * MSS as u64
+}
+
+/// `sessions` plaintext sessions from 127.0.0.2 each send B `segments`
+/// segments beyond a gap they never fill, for `attack`, against a reorder
+/// budget of `budget`; meanwhile A (route-table peer, over a path losing
+/// one datagram in 20) sends B one message of `legit_mib` MiB.
+async fn reorder_gap_scenario(
+    budget: usize,
+    sessions: usize,
+    segments: u32,
+    legit_mib: usize,
+    attack: Duration,
+) {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let _serial = SERIAL.lock().await;
+    let config = plaintext().with_reorder_bytes(budget);
+    let (b, b_addr, rb) = node_with(config.clone()).await;
+    let a = Network::new(config.clone()).unwrap();
+    let a_addr = a
+        .listen_on(LossySocket {
+            inner: UdpSocket::bind("127.0.0.1:0").await.unwrap(),
+            one_in: 20,
+            rng: Mutex::new(rand::rngs::StdRng::seed_from_u64(20)),
+        })
+        .await
+        .unwrap();
+    b.add(a_addr).await.unwrap();
+    a.add(b_addr).await.unwrap();
+    wait_connected(&a, b_addr).await;
+    wait_connected(&b, a_addr).await;
+    let rss_before = rss_bytes();
+    let stop = Arc::new(AtomicBool::new(false));
+    let rss_stop = Arc::new(AtomicBool::new(false));
+    let rss = rss_sampler(rss_stop.clone());
+    let max_held = Arc::new(AtomicUsize::new(0));
+    let held_sampler = {
+        let (b, stop, max_held) = (b.clone(), rss_stop.clone(), max_held.clone());
+        tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                let st = b.network_state().await.unwrap();
+                max_held.fetch_max(st.reorder_bytes, Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+    };
+    let started = tokio::time::Instant::now();
+    let attackers = {
+        let stop = stop.clone();
+        off_runtime(async move {
+            let mut tasks = Vec::new();
+            for _ in 0..sessions {
+                let sock = UdpSocket::bind("127.0.0.2:0").await.unwrap();
+                tasks.push(tokio::spawn(gap_session(
+                    sock,
+                    b_addr,
+                    segments,
+                    stop.clone(),
+                )));
+            }
+            let mut acked = 0;
+            for t in tasks {
+                acked += t.await.unwrap();
+            }
+            acked
+        })
+    };
+    tokio::time::sleep(attack / 4).await;
+    let big = "z".repeat(legit_mib << 20);
+    let sent_at = tokio::time::Instant::now();
+    a.broadcast(text_msg("big", &big)).await.unwrap();
+    wait_for(attack + DEADLINE, "A's lossy message at B", || async {
+        rb.count_from(a_addr, "big") == 1
+    })
+    .await;
+    let took = sent_at.elapsed();
+    tokio::time::sleep(attack.saturating_sub(started.elapsed())).await;
+    let mid = b.network_state().await.unwrap();
+    stop.store(true, Ordering::Relaxed);
+    let acked = attackers.await;
+    rss_stop.store(true, Ordering::Relaxed);
+    let max_rss = rss.await.unwrap();
+    held_sampler.await.unwrap();
+    let max_held = max_held.load(Ordering::Relaxed);
+    let offered = sessions as u64 * u64::from(segments) * 1376;
+    println!(
+        "segments beyond a gap: {sessions} sessions x {segments} segments ({:.1} MiB) for {:.1} s, budget {:.1} MiB:",
+        offered as f64 / MIB,
+        started.elapsed().as_secs_f64(),
+        budget as f64 / MIB
+    );
+    println!(
+        "  B acknowledged {:.1} MiB of them, held at most {:.1} MiB; reorder_refused {}; RSS {:.1} -> max {:.1} MiB",
+        acked as f64 / MIB,
+        max_held as f64 / MIB,
+        mid.counters.reorder_refused,
+        rss_before as f64 / MIB,
+        max_rss as f64 / MIB
+    );
+    println!("  A's {legit_mib} MiB message over a path losing 1 in 20 arrived after {took:?}");
+    assert!(max_held <= budget, "held {max_held} > {budget}");
+    assert!(
+        acked <= budget as u64,
+        "acknowledged {acked} beyond the gaps > {budget}"
+    );
+    assert!(mid.counters.reorder_refused > 0, "{:?}", mid.counters);
+    // Without the budget B held all it was sent (a minute's run: 128
+    // sessions, 180 MiB held, RSS 227 MiB).
+    assert!(
+        max_rss < rss_before + 2 * budget as u64 + (32 << 20),
+        "RSS {max_rss} follows the budget, not the {offered} bytes offered"
+    );
+    let bodies = rb.bodies_from(a_addr, "big");
+    assert!(
+        bodies.len() == 1 && bodies[0] == big.as_bytes(),
+        "the route-table peer's lossy transfer arrived whole"
+    );
+    assert!(
+        mid.peer(a_addr).map(|p| p.connection) == Some(ConnectionState::Connected),
+        "A and B still connected"
+    );
+    a.close().await.unwrap();
+    b.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn segments_beyond_a_gap_stay_within_the_reorder_budget() {
+    reorder_gap_scenario(4 << 20, 16, 1024, 4, Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a minute of 128 sessions x 1,024 segments beyond a gap"]
+async fn segments_beyond_a_gap_stay_within_the_reorder_budget_for_a_minute() {
+    reorder_gap_scenario(
+        gladius_p2p::DEFAULT_REORDER_BYTES,
+        128,
+        1024,
         8,
         Duration::from_secs(60),
     )

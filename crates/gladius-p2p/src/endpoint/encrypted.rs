@@ -23,6 +23,7 @@ use bytes::Bytes;
 use rand::rngs::StdRng;
 
 use super::admission::{Admission, Limits, Plain};
+use super::exchanges::{ExchangeQueue, Queued};
 use super::half_open::{HalfOpen, HalfOpenTable};
 use super::peer::{Link, Peer, PeerId};
 use super::relay::is_relay_addr;
@@ -59,6 +60,8 @@ pub(crate) struct CryptoState {
     cookies: CookieJar,
     /// Which `Init`s get a key exchange.
     admission: Admission,
+    /// Admitted key exchanges waiting to run.
+    pub(super) exchanges: ExchangeQueue,
 }
 
 /// How much more an address that has not proven it receives may get back
@@ -76,6 +79,7 @@ impl CryptoState {
             half_open: HalfOpenTable::new(config.max_half_open, rng),
             cookies: CookieJar::new(),
             admission: Admission::new(limits, rng),
+            exchanges: ExchangeQueue::default(),
         }
     }
     pub(crate) fn public_key(&self) -> PublicKey {
@@ -87,6 +91,7 @@ impl CryptoState {
     #[cfg(test)]
     pub(super) fn check(&self) {
         self.half_open.check();
+        assert!(self.exchanges.len() <= super::exchanges::QUEUE_LEN);
     }
 }
 
@@ -220,6 +225,11 @@ impl Endpoint {
                 return;
             }
         }
+        if crypto.exchanges.holds_init(from, init) {
+            // Retransmitted while its key exchange waits in the queue.
+            self.counters.throttled_handshakes += 1;
+            return;
+        }
         let known = self.in_route_table(from);
         if !known && self.config.refuse_unknown_inbound {
             self.counters.refused_sessions += 1;
@@ -238,10 +248,11 @@ impl Endpoint {
         if cookie_valid {
             // The initiator receives at `from`. Forgeries cannot get here,
             // so nothing they do delays it.
-            let recent = crypto
-                .half_open
-                .last_cookied(from)
-                .is_some_and(|t| now < t.saturating_add(INIT_INTERVAL_MS));
+            let recent = crypto.exchanges.holds(from, true)
+                || crypto
+                    .half_open
+                    .last_cookied(from)
+                    .is_some_and(|t| now < t.saturating_add(INIT_INTERVAL_MS));
             if recent {
                 self.counters.throttled_handshakes += 1;
                 return;
@@ -255,7 +266,9 @@ impl Endpoint {
             // prove itself for another: a forgery in a peer's name can then
             // neither replace the peer's handshake nor block it (the peer
             // answers the cookie; the forger never sees it).
-            let verdict = if crypto.half_open.holds_uncookied(from) {
+            let holds =
+                crypto.half_open.holds_uncookied(from) || crypto.exchanges.holds(from, false);
+            let verdict = if holds {
                 crypto.admission.cookie_for(now, ip)
             } else {
                 let loaded = crypto.half_open.len() >= max_half_open / 2;
@@ -276,6 +289,26 @@ impl Endpoint {
                 return;
             }
         }
+        // Admitted: the key exchange runs once the established sessions'
+        // traffic has left (see `exchanges`).
+        self.queue_exchange(Queued {
+            from,
+            init: init.encode(),
+            sender_index: init.sender_index,
+            ephemeral: Bytes::copy_from_slice(init.noise),
+            cookied: cookie_valid,
+            priority,
+        });
+    }
+
+    /// Run the key exchange of an admitted `Init` (see `exchanges`):
+    /// answer it with a `Response` and hold the handshake half-open.
+    pub(super) fn respond(&mut self, q: Queued) {
+        let now = self.now();
+        let from = q.from;
+        let Ok(Packet::Init(init)) = crypto::parse(&q.init) else {
+            return;
+        };
         let pin = self.pin_for(from);
         let Some(payload) = self.our_payload() else {
             return;
@@ -293,7 +326,7 @@ impl Endpoint {
         let Some(crypto) = self.crypto.as_mut() else {
             return;
         };
-        match Responder::new(&crypto.identity, index, init, &payload, now) {
+        match Responder::new(&crypto.identity, index, &init, &payload, now) {
             Ok((responder, response)) => {
                 let responder = match pin {
                     Some(key) => responder.expect_remote(key),
@@ -305,7 +338,7 @@ impl Endpoint {
                         responder,
                         from,
                         created: now,
-                        cookied: cookie_valid,
+                        cookied: q.cookied,
                         bytes_in: INIT_LEN,
                         bytes_out: response.len(),
                         answered_at: now,
@@ -713,6 +746,7 @@ impl Endpoint {
             self.counters.unknown_session_datagrams += 1;
             return;
         };
+        let refused = self.arm_reorder(id);
         let opened = &mut self.open_buf;
         let Some(peer) = self.peers.get_mut(id) else {
             return;
@@ -759,6 +793,7 @@ impl Endpoint {
                     tracing::debug!(%from, ?e, "sealed datagram is not KCP");
                     return;
                 }
+                self.track_reorder(id, refused);
                 self.track_partial(id);
                 self.answered(id);
                 self.drain_events(id);
@@ -835,24 +870,9 @@ impl Endpoint {
         }
     }
 
-    /// A `Reject` counts only while we wait to hear from that address:
-    /// it is unauthenticated, so it must not end a working session.
-    fn on_reject(&mut self, from: SocketAddr, reason: RejectReason) {
-        let id = self.peers.at(from);
-        let waiting = id
-            .and_then(|id| self.peers.get(id))
-            .is_some_and(|p| match &p.link {
-                Link::Handshaking(_) => true,
-                Link::Sealed {
-                    session, channel, ..
-                } => !session.heard() && channel.highest_received().is_none(),
-                Link::Plaintext(session) => !session.heard(),
-                Link::Idle => false,
-            });
-        let Some(id) = id.filter(|_| waiting) else {
-            self.counters.unknown_session_datagrams += 1;
-            return;
-        };
+    /// A `Reject` from `from` outlived its grace (see `rejects`): the
+    /// attempt to `id` ends with its reason.
+    pub(super) fn honour_reject(&mut self, id: PeerId, from: SocketAddr, reason: RejectReason) {
         self.counters.rejected_by_peer += 1;
         if let Some(peer) = self.peers.get_mut(id) {
             match &mut peer.link {
@@ -985,6 +1005,7 @@ impl Endpoint {
     pub(super) fn clear_half_open(&mut self) {
         if let Some(c) = self.crypto.as_mut() {
             c.half_open.clear();
+            c.exchanges.clear();
         }
     }
 }

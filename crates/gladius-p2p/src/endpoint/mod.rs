@@ -24,9 +24,13 @@
 //! retiring them), `encrypted` (Noise handshakes, simultaneous opens,
 //! cookies, sealing), `half_open` (inbound handshakes waiting for their
 //! last message), `admission` (which `Init`s cost a key exchange),
-//! `takeover` (a new key at a live session's address), `inbound` (limits
+//! `exchanges` (admitted key exchanges, run a few per turn after the
+//! sessions' traffic),
+//! `takeover` (a new key at a live session's address), `rejects`
+//! (unauthenticated `Reject`s wait out a grace), `inbound` (limits
 //! on sessions from outside the route table), `partials` (the budget for
-//! partially received messages), `source` (the per-IP unit those limits
+//! partially received messages), `reorder` (the budget for out-of-order
+//! KCP segments), `source` (the per-IP unit those limits
 //! count in), `requests` (requests awaiting replies) and `batch`
 //! (datagrams gathered for one socket call).
 //!
@@ -39,6 +43,7 @@ mod admission;
 mod batch;
 mod demux;
 mod encrypted;
+mod exchanges;
 mod half_open;
 mod inbound;
 mod lookup;
@@ -47,7 +52,9 @@ mod partials;
 mod peer;
 mod peers;
 mod punch;
+mod rejects;
 pub(crate) mod relay;
+mod reorder;
 mod requests;
 mod sessions;
 mod source;
@@ -126,6 +133,8 @@ enum TimerKey {
     Punch(PeerId),
     /// The end of a key lookup's wait for answers.
     Lookup(u32),
+    /// The end of the grace of a `Reject` (see `rejects`).
+    Reject(PeerId),
     /// The graceful-close deadline.
     CloseDeadline,
 }
@@ -152,10 +161,15 @@ pub(crate) struct Endpoint {
     crypto: Option<encrypted::CryptoState>,
     /// New keys at live sessions' addresses, held while those are probed.
     takeovers: HashMap<SocketAddr, takeover::Takeover>,
+    /// `Reject`s waiting out their grace, per peer (see `rejects`).
+    rejects: HashMap<PeerId, rejects::PendingReject>,
     /// Sessions from peers outside the route table, counted per source IP.
     inbound: inbound::InboundSlots,
     /// Bytes of partially received messages, all sessions together.
     partial_bytes: usize,
+    /// Bytes of out-of-order KCP segments held by sessions outside the
+    /// route table (see `reorder`).
+    reorder_bytes: usize,
     /// Datagrams to send that no session produced (handshake packets,
     /// rejects), sent with the next flush.
     outbox: Vec<(SocketAddr, Bytes)>,
@@ -196,6 +210,7 @@ impl Endpoint {
             .filter(|_| !config.plaintext)
             .map(|identity| encrypted::CryptoState::new(identity, &config, &mut rng));
         let takeovers = table(&mut rng);
+        let rejects = table(&mut rng);
         let inbound = inbound::InboundSlots::new(&mut rng);
         let relay_paths = relay::RelayPaths::new(&mut rng);
         let relay_pairs = relay::RelayPairs::new(&mut rng);
@@ -217,8 +232,10 @@ impl Endpoint {
             closing: None,
             crypto,
             takeovers,
+            rejects,
             inbound,
             partial_bytes: 0,
+            reorder_bytes: 0,
             outbox: Vec::new(),
             open_buf: Vec::new(),
             transmits: TransmitQueue::default(),
@@ -255,7 +272,9 @@ impl Endpoint {
     /// When [`handle_timeout`](Self::handle_timeout) is next due.
     pub(crate) fn poll_timeout(&self) -> Option<u64> {
         let first_timer = self.timers.peek().map(|Reverse((t, _))| *t);
-        [first_timer, self.requests.next_deadline()]
+        // Queued key exchanges run in the next turn (see `exchanges`).
+        let exchanges = self.exchanges_waiting().then_some(self.now_ms);
+        [first_timer, self.requests.next_deadline(), exchanges]
             .into_iter()
             .flatten()
             .min()
@@ -265,7 +284,8 @@ impl Endpoint {
     /// `segment_size` bytes (the last may be shorter) to one address, at
     /// most `max_segments` of them. Timers due by `now` run first; then
     /// sessions touched since the last call are flushed, so everything one
-    /// wake-up queued leaves together.
+    /// wake-up queued leaves together; then at most `exchanges::PER_TURN`
+    /// queued key exchanges run (a turn ends when this returns `None`).
     /// Give the batch's buffer back with [`recycle`](Self::recycle).
     pub(crate) fn poll_transmit(&mut self, now: u64, max_segments: usize) -> Option<Transmit> {
         self.tick(now);
@@ -284,6 +304,11 @@ impl Endpoint {
                 self.handle_timeout(now);
             }
             if self.outbox.is_empty() && self.dirty.is_empty() {
+                // Everything else has left: now a queued key exchange.
+                if self.run_queued_exchange() {
+                    continue;
+                }
+                self.end_exchange_turn();
                 return None;
             }
             self.flush(max_segments.max(1));
@@ -772,6 +797,7 @@ impl Endpoint {
             half_open_handshakes: self.crypto.as_ref().map_or(0, |c| c.half_open_len()),
             inbound_sessions: self.inbound.len(),
             partial_frame_bytes: self.partial_bytes,
+            reorder_bytes: self.reorder_bytes,
             reflexive_addrs: self.observations.reflexive(),
             nat: self.observations.classify(self.local),
             peers,
@@ -827,6 +853,7 @@ impl Endpoint {
                 TimerKey::Takeover(addr) => self.finish_takeover(addr),
                 TimerKey::Lookup(id) => self.finish_lookup(id),
                 TimerKey::Punch(id) => self.punch_timer(id),
+                TimerKey::Reject(id) => self.reject_due(id),
                 TimerKey::Reconnect(id) => {
                     let due = self.peers.get(id).is_some_and(|p| {
                         p.reconnect_at == Some(t) && p.added && p.session().is_none()
@@ -1004,6 +1031,7 @@ impl Endpoint {
         }
         self.clear_half_open();
         self.takeovers.clear();
+        self.rejects.clear();
         for id in self.peers.ids() {
             if let Some(s) = self.peers.get_mut(id).and_then(Peer::session_mut) {
                 s.close(now, CloseReason::Shutdown);
@@ -1062,6 +1090,7 @@ impl Endpoint {
             c.check();
         }
         self.check_partials();
+        self.check_reorder();
         assert!(self.inbound.len() <= self.config.max_inbound_sessions);
         assert!(self.partial_bytes <= self.config.partial_frame_bytes);
     }

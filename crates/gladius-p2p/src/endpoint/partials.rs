@@ -15,7 +15,7 @@
 //! A dropped message is lost (the session stays up: the rest of it is
 //! skipped as it arrives), and counted in `partial_frames_dropped` and
 //! `partial_frame_bytes_dropped`. The KCP reassembly buffer below (at most
-//! one receive window per session) is not counted here.
+//! one receive window per session) has a budget of its own (`reorder`).
 
 use std::cmp::Reverse;
 

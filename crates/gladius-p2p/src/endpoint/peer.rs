@@ -133,6 +133,10 @@ pub(super) struct Peer {
     /// A relay to dial through if the direct handshake times out (a
     /// lookup found the peer at a public-looking address and a relay).
     pub(super) relay_fallback: Option<PeerId>,
+    /// Bytes of out-of-order KCP segments its session holds, as counted
+    /// in the endpoint's budget (0 while it is in the route table; see
+    /// `reorder`).
+    pub(super) reorder_bytes: usize,
 }
 
 impl Peer {
@@ -171,6 +175,7 @@ impl Peer {
             partial_bytes: 0,
             direct_candidates: Vec::new(),
             relay_fallback: None,
+            reorder_bytes: 0,
         }
     }
 

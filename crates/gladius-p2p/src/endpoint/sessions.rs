@@ -59,6 +59,7 @@ impl Endpoint {
                 let Some(id) = id else {
                     return;
                 };
+                let refused = self.arm_reorder(id);
                 let Some(session) = self.peers.get_mut(id).and_then(Peer::session_mut) else {
                     return;
                 };
@@ -67,6 +68,7 @@ impl Endpoint {
                     tracing::debug!(%from, ?e, "datagram rejected by KCP");
                     return;
                 }
+                self.track_reorder(id, refused);
                 self.track_partial(id);
                 self.answered(id);
                 self.drain_events(id);
@@ -96,6 +98,12 @@ impl Endpoint {
             return;
         }
         let mut session = Session::new(conv, advertised, &self.session_config, now);
+        let added = self
+            .peers
+            .at(from)
+            .and_then(|id| self.peers.get(id))
+            .is_some_and(|p| p.added);
+        session.set_reorder_limit(self.reorder_allowance(added, 0));
         if session.handle_datagram(now, datagram).is_err() {
             // Cannot happen for a datagram the demultiplexer called an
             // opener, but a bad one must not replace a working session.
@@ -116,6 +124,7 @@ impl Endpoint {
         peer.unproven_sent = 0;
         peer.link = Link::Plaintext(session);
         self.count_inbound(id, from);
+        self.track_reorder(id, 0);
         self.track_partial(id);
         self.drain_events(id);
         self.touch(id);
@@ -371,6 +380,7 @@ impl Endpoint {
         peer.past += stats;
         peer.last_seen = last_recv.or(peer.last_seen);
         self.untrack_partial(id);
+        self.untrack_reorder(id);
         self.inbound.remove(id);
         true
     }

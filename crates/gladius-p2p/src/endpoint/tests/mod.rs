@@ -12,6 +12,7 @@ mod lookup;
 mod modes;
 mod nat;
 mod punch;
+mod rejects;
 mod relay;
 mod requests;
 mod world;
