@@ -189,7 +189,17 @@ async fn two_observers_on_loopback_see_no_nat_and_the_bound_address() {
     let state = a.network_state().await.unwrap();
     assert_eq!(state.nat, NatType::None, "{state:?}");
     assert_eq!(state.reflexive_addrs, vec![a_addr]);
-    // B and C have one observer each: too few to tell.
+    // B and C have one observer each: too few to tell. (A's report may
+    // reach B after A has heard from both: wait for it.)
+    wait_for(Duration::from_secs(10), "one observation at b", || async {
+        b.network_state()
+            .await
+            .unwrap()
+            .counters
+            .observations_received
+            >= 1
+    })
+    .await;
     let sb = b.network_state().await.unwrap();
     assert_eq!(sb.nat, NatType::Unknown);
     assert_eq!(sb.reflexive_addrs, vec![b_addr]);
