@@ -2,7 +2,7 @@
 //!
 //! A request of a type the daemon does not answer itself is shown as a
 //! `message` event with a `token`; `{"cmd":"reply","to":TOKEN,…}` answers
-//! it. Until then the [`Received`] (which carries the core's request id and
+//! it. Until then the [`Received`](gladius_p2p::Received) (which carries the core's request id and
 //! the peer) waits here. The table is bounded by count and by body bytes
 //! (the oldest request is evicted first, and counted), and a request
 //! expires after [`REPLY_TOKEN_TTL`]: its requester has given up long

@@ -67,13 +67,13 @@ impl Received {
     pub fn is_writable(&self) -> bool {
         self.writable
     }
-    /// Whether the sender awaits an answer via [`Network::reply`].
+    /// Whether the sender awaits an answer via [`Network::reply`](crate::Network::reply).
     pub fn is_request(&self) -> bool {
         self.request_id.is_some()
     }
 }
 
-/// Who a newly connected peer is, as [`Plugin::peer_connected`] sees it.
+/// Who a newly connected peer is, as [`Plugin::peer_connected`](crate::Plugin::peer_connected) sees it.
 #[derive(Debug, Clone)]
 pub struct PeerInfo {
     /// The UDP address of the session.

@@ -317,7 +317,7 @@ impl Network {
     }
 
     /// Wait until `peer`'s send queue has room for `msg`: the way to
-    /// answer a [`SendFailure::QueueFull`] without polling. Returns at once
+    /// answer a [`SendFailure::QueueFull`](crate::SendFailure::QueueFull) without polling. Returns at once
     /// if there is room now. Room opens as the peer acknowledges what was
     /// sent (or its session ends); it is not reserved, so a send after this
     /// can still meet `QueueFull` when other senders took the room first.
@@ -387,7 +387,7 @@ impl Network {
 
     /// Answer a message received in `new_message`, over the session it came
     /// on, never opening a new one (a peer that is gone gets
-    /// [`SendFailure::NotConnected`]). For a request the answer is its reply,
+    /// [`SendFailure::NotConnected`](crate::SendFailure::NotConnected)). For a request the answer is its reply,
     /// which goes to the waiting [`request`](Self::request) instead of to
     /// plugins; for a plain message it is a plain message to that peer.
     /// Answers reach non-writable peers too: they answer the peer rather than
@@ -419,7 +419,7 @@ impl Network {
 
     /// Replace the application bytes (at most 1024) this node sends in its
     /// handshakes from now on; peers see them in
-    /// [`PeerInfo::handshake_payload`]. Plugins may call it from `startup`,
+    /// [`PeerInfo::handshake_payload`](crate::PeerInfo::handshake_payload). Plugins may call it from `startup`,
     /// e.g. to bind an application key to the node's static key. There is
     /// one payload per node: the application decides which plugin owns it.
     /// Default: [`Config::with_handshake_payload`], else empty.

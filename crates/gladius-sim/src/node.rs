@@ -17,7 +17,7 @@ use rand::{Rng, SeedableRng};
 
 use crate::network::{mix, SimNetwork};
 
-/// Message type the broadcast scenario sends and [`Counter`] counts.
+/// Message type the broadcast scenario sends and the `Counter` plugin counts.
 pub const PROBE_TYPE: &str = "sim.probe";
 
 /// The port every simulated node listens on.

@@ -735,7 +735,7 @@ impl PeerTable {
     /// The core reports these route-table peers demoted and disconnected
     /// (a plugin such as the latency audit judged them dead; the node keeps
     /// reconnecting them for whoever added them). Someone else's peer in
-    /// that state stops counting against the cap at the next [`expire`]
+    /// that state stops counting against the cap at the next [`expire`](Self::expire)
     /// (Self::expire), without waiting for `disconnect_grace`, so a dead
     /// seed does not hold a slot a live peer could take.
     pub fn demoted(&mut self, addrs: &[SocketAddr]) {

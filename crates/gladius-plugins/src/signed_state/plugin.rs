@@ -31,7 +31,7 @@ pub struct SignedStateConfig {
     pub max_clock_skew: Duration,
     /// Entries stored at most, over all signers (default 10 000).
     pub max_entries: usize,
-    /// Distinct signers stored at most (default 1 000); see [`Store`] for
+    /// Distinct signers stored at most (default 1 000); see [`Store`](super::Store) for
     /// which give way when full.
     pub max_signers: usize,
     /// Entries stored per signer, the node's own exempt (default 256).
