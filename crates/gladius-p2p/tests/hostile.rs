@@ -1113,16 +1113,11 @@ async fn forged_rejects_at_a_steady_rate_do_not_keep_two_nodes_apart() {
     use std::sync::atomic::{AtomicBool, Ordering};
     let _serial = SERIAL.lock().await;
     let (a, a_addr, _ra, tap_a) = tapped_node(test_config()).await;
-    let b = Network::new(test_config()).unwrap();
-    let rb = Recorder::default();
-    b.register_plugin(rb.clone()).await.unwrap();
-    let b_addr = b
-        .listen_on(SlowSocket {
-            inner: Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap()),
-            delay: Duration::from_millis(60),
-        })
-        .await
-        .unwrap();
+    let slow = SlowSocket {
+        inner: Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap()),
+        delay: Duration::from_millis(60),
+    };
+    let (b, b_addr, rb) = node_on(test_config(), slow).await;
     let stop = Arc::new(AtomicBool::new(false));
     let forger = {
         let (tap, stop) = (tap_a.clone(), stop.clone());

@@ -77,17 +77,12 @@ impl DatagramSocket for FilteringSocket {
 }
 
 async fn filtered_node() -> (Network, SocketAddr, Recorder, Block) {
-    let net = Network::new(test_config()).unwrap();
-    let rec = Recorder::default();
-    net.register_plugin(rec.clone()).await.unwrap();
     let block = Block::default();
-    let addr = net
-        .listen_on(FilteringSocket {
-            inner: UdpSocket::bind("127.0.0.1:0").await.unwrap(),
-            block: block.clone(),
-        })
-        .await
-        .unwrap();
+    let socket = FilteringSocket {
+        inner: UdpSocket::bind("127.0.0.1:0").await.unwrap(),
+        block: block.clone(),
+    };
+    let (net, addr, rec) = node_on(test_config(), socket).await;
     (net, addr, rec, block)
 }
 
@@ -277,18 +272,13 @@ impl DatagramSocket for ConeSocket {
 /// a node on a home LAN does), so it does not look public.
 async fn cone_node(private: &str) -> (Network, SocketAddr, Recorder, Arc<AtomicU64>) {
     let config = test_config().with_advertise_addr(private.parse().unwrap());
-    let net = Network::new(config).unwrap();
-    let rec = Recorder::default();
-    net.register_plugin(rec.clone()).await.unwrap();
     let dropped = Arc::new(AtomicU64::new(0));
-    let addr = net
-        .listen_on(ConeSocket {
-            inner: UdpSocket::bind("127.0.0.1:0").await.unwrap(),
-            sent_to: Mutex::default(),
-            dropped: dropped.clone(),
-        })
-        .await
-        .unwrap();
+    let socket = ConeSocket {
+        inner: UdpSocket::bind("127.0.0.1:0").await.unwrap(),
+        sent_to: Mutex::default(),
+        dropped: dropped.clone(),
+    };
+    let (net, addr, rec) = node_on(config, socket).await;
     (net, addr, rec, dropped)
 }
 

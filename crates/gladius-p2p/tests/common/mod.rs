@@ -126,6 +126,19 @@ pub async fn node_with(config: Config) -> (Network, SocketAddr, Recorder) {
     (net, addr, rec)
 }
 
+/// A node listening on `socket` (a test's wrapper of a UDP socket) with a
+/// recorder plugin.
+pub async fn node_on(
+    config: Config,
+    socket: impl gladius_p2p::DatagramSocket,
+) -> (Network, SocketAddr, Recorder) {
+    let net = Network::new(config).unwrap();
+    let rec = Recorder::default();
+    net.register_plugin(rec.clone()).await.unwrap();
+    let addr = net.listen_on(socket).await.unwrap();
+    (net, addr, rec)
+}
+
 pub async fn node() -> (Network, SocketAddr, Recorder) {
     node_with(test_config()).await
 }
@@ -376,17 +389,12 @@ impl DatagramSocket for TapSocket {
 
 /// A node on a [`TapSocket`] with a recorder plugin.
 pub async fn tapped_node(config: Config) -> (Network, SocketAddr, Recorder, Tap) {
-    let net = Network::new(config).unwrap();
-    let rec = Recorder::default();
-    net.register_plugin(rec.clone()).await.unwrap();
     let tap = Tap::default();
-    let addr = net
-        .listen_on(TapSocket {
-            inner: UdpSocket::bind("127.0.0.1:0").await.unwrap(),
-            tap: tap.clone(),
-        })
-        .await
-        .unwrap();
+    let socket = TapSocket {
+        inner: UdpSocket::bind("127.0.0.1:0").await.unwrap(),
+        tap: tap.clone(),
+    };
+    let (net, addr, rec) = node_on(config, socket).await;
     (net, addr, rec, tap)
 }
 
