@@ -464,11 +464,11 @@ pub fn cdf_svg(title: &str, curves: &[Curve]) -> Result<Option<String>> {
         let mut chart = ChartBuilder::on(&plot)
             .caption(
                 title,
-                ("sans-serif", TITLE_FONT)
+                ("sans-serif", PANEL_FONT)
                     .into_font()
                     .style(FontStyle::Bold),
             )
-            .margin(15)
+            .margin(20)
             .x_label_area_size(50)
             .y_label_area_size(60)
             .build_cartesian_2d(
