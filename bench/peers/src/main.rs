@@ -12,6 +12,9 @@
 //!   - `request-response` (rtt only): `libp2p-request-response`, which
 //!     opens one substream per request.
 //! - **rust-libp2p, QUIC** (`libp2p-quic`): the same three modes.
+//! - **plain TCP** (`tcp`, plaintext, throughput at 64 KiB and 1 MiB
+//!   only): the kernel's stream with nothing on top, `stream` mode; the
+//!   "TCP's pace" that bulk transfers are compared with.
 //! - **tokio_kcp** (plaintext KCP): `KcpNoDelayConfig::fastest()`, flush on
 //!   write, stream mode; `stream` and `stream-coalesced` as above.
 //!
@@ -37,7 +40,8 @@
 //! cargo run --release --manifest-path bench/peers/Cargo.toml --bin peers -- --quick
 //! # only the points whose "scenario library mode" contains a string
 //! cargo run --release --manifest-path bench/peers/Cargo.toml --bin peers -- --quick --only tokio_kcp
-//! # plots and markdown tables from any JSON-lines results (ours included)
+//! # plots (SVG and PNG) and markdown tables from any JSON-lines results
+//! # (ours included; files named *pinned* hold the one-core round trips)
 //! cargo run --release --manifest-path bench/peers/Cargo.toml --bin report -- bench/results/*.jsonl --out bench/results
 //! ```
 //!
@@ -71,6 +75,8 @@ use transports::{Addr, Transport};
 const RTT_SIZES: [usize; 2] = [64, 1024];
 /// Message sizes of the `throughput` scenario.
 const THROUGHPUT_SIZES: [usize; 4] = [64, 1024, 64 * 1024, 1024 * 1024];
+/// Message sizes of the bulk rows (plain TCP is measured at these only).
+const BULK_SIZES: [usize; 2] = [64 * 1024, 1024 * 1024];
 
 /// Command-line options.
 #[derive(Debug, Clone)]
@@ -465,6 +471,15 @@ fn points() -> Vec<(Transport, Job)> {
                 points.push((t, Job::Throughput { size, coalesce }));
             }
         }
+        if BULK_SIZES.contains(&size) {
+            points.push((
+                Tcp,
+                Job::Throughput {
+                    size,
+                    coalesce: false,
+                },
+            ));
+        }
     }
     points
 }
@@ -629,6 +644,13 @@ mod tests {
                 Transport::Kcp,
                 Job::Throughput {
                     size: 1024 * 1024,
+                    coalesce: false,
+                },
+            ),
+            (
+                Transport::Tcp,
+                Job::Throughput {
+                    size: 64 * 1024,
                     coalesce: false,
                 },
             ),

@@ -6,6 +6,9 @@
 //!   protocol through `libp2p-stream`. `libp2p-yamux` exposes no window setting
 //!   any more (yamux 0.14: stream receive windows grow by themselves (auto
 //!   tuning) up to a 1 GiB connection window), so the defaults are used.
+//! - plain TCP (`tcp`, bulk only): a tokio `TcpStream`, `TCP_NODELAY` on,
+//!   no encryption, no multiplexing: the kernel's stream, the pace the
+//!   encrypted libraries' bulk transfers are measured against.
 //! - tokio_kcp: `KcpNoDelayConfig::fastest()` (nodelay, 10 ms interval, fast
 //!   resend 2, no congestion control), flush on write and on ACK input,
 //!   stream mode, 1024-segment windows, and 4 MiB UDP socket buffers (as
@@ -45,6 +48,8 @@ pub enum Transport {
     Libp2pQuic,
     /// tokio_kcp, plaintext KCP over UDP.
     Kcp,
+    /// The kernel's TCP, plaintext, no multiplexing (bulk reference).
+    Tcp,
 }
 
 impl Transport {
@@ -54,12 +59,13 @@ impl Transport {
             Transport::Libp2pTcp => "libp2p-tcp-noise-yamux",
             Transport::Libp2pQuic => "libp2p-quic",
             Transport::Kcp => "tokio_kcp",
+            Transport::Tcp => "tcp",
         }
     }
 
     /// The `encrypted` field of the results.
     pub fn encrypted(self) -> bool {
-        !matches!(self, Transport::Kcp)
+        !matches!(self, Transport::Kcp | Transport::Tcp)
     }
 }
 
@@ -68,7 +74,7 @@ impl Transport {
 pub enum Addr {
     /// A libp2p listener.
     Libp2p(PeerId, Multiaddr),
-    /// A KCP listener.
+    /// A KCP or TCP listener.
     Socket(SocketAddr),
 }
 
@@ -188,7 +194,7 @@ pub fn build_swarm<B: NetworkBehaviour>(
             .map_err(|e| anyhow!("behaviour: {e}"))?
             .with_swarm_config(idle)
             .build(),
-        Transport::Kcp => bail!("tokio_kcp is not a libp2p transport"),
+        Transport::Kcp | Transport::Tcp => bail!("{transport:?} is not a libp2p transport"),
     })
 }
 
@@ -251,6 +257,18 @@ where
 /// Server side: listens on loopback, announces the address, accepts one
 /// stream.
 pub async fn listen(transport: Transport, addr_tx: mpsc::Sender<Addr>) -> Result<Endpoint> {
+    if transport == Transport::Tcp {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        addr_tx
+            .send(Addr::Socket(listener.local_addr()?))
+            .map_err(|_| anyhow!("client gone"))?;
+        let (stream, _) = listener.accept().await?;
+        stream.set_nodelay(true)?;
+        return Ok(Endpoint {
+            stream: Box::new(stream.compat()),
+            _guard: Box::new(listener),
+        });
+    }
     if transport == Transport::Kcp {
         let mut listener = KcpListener::from_socket(kcp_config(), kcp_socket()?).await?;
         addr_tx
@@ -279,6 +297,17 @@ pub async fn listen(transport: Transport, addr_tx: mpsc::Sender<Addr>) -> Result
 
 /// Client side: connects to `addr` and opens one stream.
 pub async fn connect(transport: Transport, addr: &Addr) -> Result<Endpoint> {
+    if transport == Transport::Tcp {
+        let Addr::Socket(socket) = addr else {
+            bail!("not a socket address: {addr:?}");
+        };
+        let stream = tokio::net::TcpStream::connect(socket).await?;
+        stream.set_nodelay(true)?;
+        return Ok(Endpoint {
+            stream: Box::new(stream.compat()),
+            _guard: Box::new(()),
+        });
+    }
     if transport == Transport::Kcp {
         let Addr::Socket(socket) = addr else {
             bail!("not a socket address: {addr:?}");
