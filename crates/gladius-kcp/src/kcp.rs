@@ -242,12 +242,17 @@ impl Kcp {
     /// Like [`send`](Self::send), but a write of at least one segment's
     /// worth is kept as it is, not copied: the segments cut from it are
     /// slices of `data` (which stays allocated until they are all
-    /// acknowledged).
-    pub fn send_bytes(&mut self, data: Bytes) -> Result<(), SendError> {
+    /// acknowledged). A shorter one is copied, like `send` (cheaper than
+    /// sharing it).
+    pub fn send_bytes(&mut self, data: &Bytes) -> Result<(), SendError> {
         if data.is_empty() {
             return Err(SendError::Empty);
         }
-        self.send_queue.push_bytes(data, self.mss);
+        if data.len() < self.mss {
+            self.send_queue.push_slice(data);
+        } else {
+            self.send_queue.push_bytes(data.clone(), self.mss);
+        }
         Ok(())
     }
 

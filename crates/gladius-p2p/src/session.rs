@@ -435,7 +435,7 @@ impl Session {
         // A large body's segments are slices of it, not copies.
         for part in [&frame.head, &frame.body] {
             if !part.is_empty() {
-                let _ = self.kcp.send_bytes(part.clone());
+                let _ = self.kcp.send_bytes(part);
             }
         }
         if let Some(tail) = &frame.tail {
