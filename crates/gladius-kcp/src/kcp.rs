@@ -63,7 +63,7 @@
 //! window that was really lost is thus resent about one RTT later than ikcp
 //! would; a dead link is still detected by the probe's retransmissions.
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 
 use crate::clock::diff;
 use crate::output::Packer;
@@ -71,6 +71,7 @@ use crate::recv_buf::ReceiveBuffer;
 use crate::rtt::{RttEstimator, RTO_MAX};
 use crate::segment::{Command, SegmentHeader, SegmentRanges, HEADER_LEN};
 use crate::send_buf::{AckVerdict, SendBuffer};
+use crate::send_queue::SendQueue;
 use crate::{InputError, KcpConfig, KcpStats, SendError};
 
 /// Smallest accepted MTU (ikcp `ikcp_setmtu` refuses below 50).
@@ -146,7 +147,7 @@ pub struct Kcp {
     rtt: RttEstimator,
     /// Bytes accepted by `send` that have no sequence number yet. Stream mode:
     /// they are cut into mss-sized segments when the window lets them go.
-    send_queue: BytesMut,
+    send_queue: SendQueue,
     send_buf: SendBuffer,
     recv: ReceiveBuffer,
     /// Bytes the out-of-order segments held may cost at most (`None`:
@@ -200,7 +201,7 @@ impl Kcp {
             heard_at: None,
             any_deferred: false,
             rtt: RttEstimator::new(min_rto, interval),
-            send_queue: BytesMut::new(),
+            send_queue: SendQueue::default(),
             send_buf: SendBuffer::default(),
             recv: ReceiveBuffer::new(recv_window),
             reorder_limit: None,
@@ -234,7 +235,24 @@ impl Kcp {
         if data.is_empty() {
             return Err(SendError::Empty);
         }
-        self.send_queue.extend_from_slice(data);
+        self.send_queue.push_slice(data);
+        Ok(())
+    }
+
+    /// Like [`send`](Self::send), but a write of at least one segment's
+    /// worth is kept as it is, not copied: the segments cut from it are
+    /// slices of `data` (which stays allocated until they are all
+    /// acknowledged). A shorter one is copied, like `send` (cheaper than
+    /// sharing it).
+    pub fn send_bytes(&mut self, data: &Bytes) -> Result<(), SendError> {
+        if data.is_empty() {
+            return Err(SendError::Empty);
+        }
+        if data.len() < self.mss {
+            self.send_queue.push_slice(data);
+        } else {
+            self.send_queue.push_bytes(data.clone(), self.mss);
+        }
         Ok(())
     }
 
@@ -721,8 +739,7 @@ impl Kcp {
         // Give queued bytes sequence numbers while the window allows.
         let window = self.effective_window();
         while !self.send_queue.is_empty() && self.window_has_room() {
-            let n = self.mss.min(self.send_queue.len());
-            let segment = self.send_queue.split_to(n).freeze();
+            let segment = self.send_queue.take(self.mss);
             self.send_buf.push(segment);
         }
 

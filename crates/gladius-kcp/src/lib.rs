@@ -38,6 +38,7 @@ mod recv_buf;
 mod rtt;
 pub mod segment;
 mod send_buf;
+mod send_queue;
 
 pub use crate::kcp::Kcp;
 

@@ -197,6 +197,11 @@ impl Config {
     }
     /// Bytes that may wait for one peer (queued plus unacknowledged); a send
     /// beyond it is refused and reported. Default 2 × max message + 4 KiB.
+    ///
+    /// Counted in encoded frame bytes. A message body of 2 KiB or more is
+    /// not copied into its frame: the session holds the body's own `Bytes`
+    /// until the peer acknowledged it, so a body sliced out of a larger
+    /// buffer keeps that buffer allocated meanwhile.
     pub fn with_peer_queue_bytes(mut self, bytes: usize) -> Self {
         self.peer_queue_bytes = bytes;
         self

@@ -118,6 +118,14 @@ impl SecureChannel {
     /// unchanged.
     pub fn seal(&mut self, plaintext: &[u8], out: &mut Vec<u8>) -> Result<(), ChannelError> {
         out.clear();
+        self.seal_append(plaintext, out)
+    }
+
+    /// Like [`seal`](Self::seal), but the `Data` datagram is appended to
+    /// `out` (the batch of datagrams being built for one socket call), so
+    /// the ciphertext is written where it leaves from, with no copy. On
+    /// error `out` is as it was and the counter unchanged.
+    pub fn seal_append(&mut self, plaintext: &[u8], out: &mut Vec<u8>) -> Result<(), ChannelError> {
         if self.next_counter >= self.send_limit {
             return Err(ChannelError::NeedsRekey);
         }
@@ -125,6 +133,7 @@ impl SecureChannel {
         if sealed_len > DATA_CIPHERTEXT_MAX {
             return Err(ChannelError::TooLarge(plaintext.len()));
         }
+        let start = out.len();
         let counter = self.next_counter;
         DataPacket {
             receiver_index: self.remote_index,
@@ -132,9 +141,9 @@ impl SecureChannel {
             ciphertext: &[],
         }
         .encode_into(out);
-        out.resize(DATA_HEADER_LEN + sealed_len, 0);
+        out.resize(start + DATA_HEADER_LEN + sealed_len, 0);
         let written = out
-            .get_mut(DATA_HEADER_LEN..)
+            .get_mut(start + DATA_HEADER_LEN..)
             .ok_or(ChannelError::TooLarge(plaintext.len()))
             .and_then(|buf| {
                 self.transport
@@ -147,11 +156,11 @@ impl SecureChannel {
                 Ok(())
             }
             Ok(_) => {
-                out.clear();
+                out.truncate(start);
                 Err(ChannelError::TooLarge(plaintext.len()))
             }
             Err(e) => {
-                out.clear();
+                out.truncate(start);
                 Err(e)
             }
         }

@@ -482,6 +482,28 @@ fn send_limit_needs_rekey() -> TestResult {
 }
 
 #[test]
+fn seal_append_adds_a_datagram_after_the_bytes_already_there() -> TestResult {
+    let mut p = handshake(&Identity::generate(), &Identity::generate())?;
+    let mut batch = b"earlier datagram".to_vec();
+    p.a.channel.seal_append(b"first", &mut batch)?;
+    let first_end = batch.len();
+    p.a.channel.seal_append(b"second", &mut batch)?;
+    assert_eq!(&batch[..16], b"earlier datagram");
+    assert_eq!(open(&mut p.b.channel, &batch[16..first_end])?, b"first");
+    assert_eq!(open(&mut p.b.channel, &batch[first_end..])?, b"second");
+    // A refused seal leaves the batch and the counter as they were.
+    p.a.channel.set_send_limit(2);
+    let before = batch.clone();
+    assert_eq!(
+        p.a.channel.seal_append(b"third", &mut batch),
+        Err(ChannelError::NeedsRekey)
+    );
+    assert_eq!(batch, before);
+    assert_eq!(p.a.channel.sent(), 2);
+    Ok(())
+}
+
+#[test]
 fn lost_init_and_response_are_retransmitted() -> TestResult {
     let a = Identity::generate();
     let b = Identity::generate();

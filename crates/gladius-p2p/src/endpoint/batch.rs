@@ -6,6 +6,7 @@
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 
+use crate::crypto::packet::DATA_OVERHEAD;
 use crate::crypto::{ChannelError, SecureChannel};
 
 /// Most bytes one batch carries: a GSO send is one UDP packet to the
@@ -39,7 +40,6 @@ pub(super) struct TransmitQueue {
     /// A shorter datagram ended the current run; nothing may follow it.
     ended: bool,
     free: Vec<Vec<u8>>,
-    seal_buf: Vec<u8>,
 }
 
 impl TransmitQueue {
@@ -57,24 +57,33 @@ impl TransmitQueue {
     /// Append a datagram to `to`, starting a new run when it cannot join
     /// the current one.
     pub(super) fn push(&mut self, to: SocketAddr, datagram: &[u8], max_segments: usize) {
-        if !self.accepts(to, datagram.len(), max_segments) {
+        self.append(to, datagram.len(), max_segments)
+            .extend_from_slice(datagram);
+    }
+
+    /// Make room for a datagram of `len` bytes to `to` (starting a new run
+    /// when it cannot join the current one) and count it; the caller
+    /// appends exactly `len` bytes to the buffer returned.
+    fn append(&mut self, to: SocketAddr, len: usize, max_segments: usize) -> &mut Vec<u8> {
+        if !self.accepts(to, len, max_segments) {
             self.end_run();
         }
         let free = &mut self.free;
         let t = self.current.get_or_insert_with(|| Transmit {
             to,
-            segment_size: datagram.len(),
+            segment_size: len,
             count: 0,
             payload: free.pop().unwrap_or_default(),
         });
-        if datagram.len() < t.segment_size {
+        if len < t.segment_size {
             self.ended = true;
         }
-        t.payload.extend_from_slice(datagram);
         t.count += 1;
+        &mut t.payload
     }
 
-    /// Seal `datagram` with `channel` and append it like [`push`](Self::push).
+    /// Seal `datagram` with `channel` and append it like [`push`](Self::push),
+    /// sealing straight into the batch.
     pub(super) fn push_sealed(
         &mut self,
         to: SocketAddr,
@@ -82,13 +91,31 @@ impl TransmitQueue {
         datagram: &[u8],
         max_segments: usize,
     ) -> Result<(), ChannelError> {
-        let mut sealed = std::mem::take(&mut self.seal_buf);
-        let result = channel.seal(datagram, &mut sealed);
-        if result.is_ok() {
-            self.push(to, &sealed, max_segments);
+        let len = datagram.len().saturating_add(DATA_OVERHEAD);
+        let payload = self.append(to, len, max_segments);
+        let result = channel.seal_append(datagram, payload);
+        if result.is_err() {
+            self.unappend();
         }
-        self.seal_buf = sealed;
         result
+    }
+
+    /// Take back the datagram [`append`](Self::append) just counted, whose
+    /// bytes were not written.
+    fn unappend(&mut self) {
+        let Some(t) = self.current.as_mut() else {
+            return;
+        };
+        t.count -= 1;
+        if t.count == 0 {
+            if let Some(t) = self.current.take() {
+                self.recycle(t);
+            }
+            self.ended = false;
+        } else if t.payload.len() % t.segment_size == 0 {
+            // Every datagram left is full size: the run may go on.
+            self.ended = false;
+        }
     }
 
     /// Close the current run: the next datagram starts a new batch.

@@ -763,6 +763,11 @@ impl Endpoint {
             return;
         };
         let newest = channel.highest_received().is_none_or(|h| counter > h);
+        if opened.capacity() > datagram.len().saturating_mul(2) {
+            // KCP may keep this buffer (out-of-order segments): never let
+            // a small datagram pin a much larger allocation.
+            *opened = Vec::new();
+        }
         match channel.open(datagram, opened) {
             Ok(()) => {
                 // The peer sealed this with its keys: it has our Finish.
@@ -773,7 +778,16 @@ impl Endpoint {
                 let result = if opened.is_empty() {
                     Ok(())
                 } else {
-                    session.handle_datagram(now, opened)
+                    // KCP keeps slices of the opened datagram instead of
+                    // copying it; the buffer comes back for the next one
+                    // unless KCP still holds some of it.
+                    let owned = Bytes::from(std::mem::take(opened));
+                    let result = session.handle_owned_datagram(now, owned.clone());
+                    if let Ok(mut back) = owned.try_into_mut() {
+                        back.clear();
+                        *opened = Vec::from(back);
+                    }
+                    result
                 };
                 // Authenticated, not replayed, and the newest the peer
                 // sent: the peer is at `from` now (see `roam`). A relayed

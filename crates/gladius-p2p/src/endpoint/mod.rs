@@ -73,7 +73,7 @@ use rand::{Rng, SeedableRng};
 use crate::api::{NodeEvent, Origin, PeerReason, Received, SendFailure, SendReport, Targets};
 use crate::crypto::{self, Kind, PublicKey};
 use crate::error::{NetworkError, RequestError};
-use crate::session::{encode_frame, Session, SessionConfig};
+use crate::session::{EncodedFrame, Session, SessionConfig};
 use crate::state::{ConnectionState, Counters, Direction, NetworkState, PathKind, PeerState};
 use crate::wire::{CloseReason, Frame, Message};
 use crate::Config;
@@ -562,7 +562,7 @@ impl Endpoint {
     ) -> Result<SendReport, NetworkError> {
         self.tick(now);
         let msg = self.with_sender(msg)?;
-        let frame = encode_frame(&Frame::Message(msg));
+        let frame = EncodedFrame::new(&Frame::Message(msg));
         let mut report = SendReport::default();
         match targets {
             Targets::AllWritable => {
@@ -606,7 +606,7 @@ impl Endpoint {
     ) -> Result<SendReport, NetworkError> {
         self.tick(now);
         let msg = self.with_sender(msg)?;
-        let frame = encode_frame(&Frame::Reply { id, message: msg });
+        let frame = EncodedFrame::new(&Frame::Reply { id, message: msg });
         let mut report = SendReport::default();
         let to = self.peers.at(peer).ok_or(peer);
         self.queue_into_report(to, &frame, false, &mut report);
@@ -625,7 +625,7 @@ impl Endpoint {
         self.tick(now);
         let msg = self.with_sender(msg)?;
         let id = self.requests.next_id();
-        let frame = encode_frame(&Frame::Request { id, message: msg });
+        let frame = EncodedFrame::new(&Frame::Request { id, message: msg });
         let to = self.peers.at(peer).ok_or(peer);
         let peer = self
             .queue_frame(to, &frame, true)
@@ -660,7 +660,7 @@ impl Endpoint {
     fn queue_into_report(
         &mut self,
         to: Result<PeerId, SocketAddr>,
-        frame: &Bytes,
+        frame: &EncodedFrame,
         connect: bool,
         report: &mut SendReport,
     ) {
@@ -680,7 +680,7 @@ impl Endpoint {
     fn queue_frame(
         &mut self,
         to: Result<PeerId, SocketAddr>,
-        frame: &Bytes,
+        frame: &EncodedFrame,
         connect: bool,
     ) -> Result<PeerId, SendFailure> {
         let id = match to {

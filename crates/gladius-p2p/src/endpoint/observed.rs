@@ -16,7 +16,7 @@ use std::net::SocketAddr;
 use super::peer::{Peer, PeerId};
 use super::Endpoint;
 use crate::crypto::PublicKey;
-use crate::session::encode_frame;
+use crate::session::EncodedFrame;
 pub(crate) use crate::state::NatType;
 use crate::wire::{Frame, Message};
 
@@ -143,7 +143,7 @@ impl Endpoint {
             return;
         };
         msg.set_sender(advertised);
-        let frame = encode_frame(&Frame::Message(msg));
+        let frame = EncodedFrame::new(&Frame::Message(msg));
         if let Some(session) = self
             .peers
             .get_mut(id)

@@ -16,7 +16,7 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use crate::crypto::{Initiator, PublicKey, SecureChannel};
-use crate::session::{Session, SessionStats};
+use crate::session::{EncodedFrame, Session, SessionStats};
 use crate::state::Direction;
 
 /// Paths remembered per peer; the oldest unused one goes first. Enough for
@@ -88,7 +88,7 @@ pub(super) struct Peer {
     pub(super) active: Option<SocketAddr>,
     pub(super) link: Link,
     /// Encoded frames waiting for the session to be established.
-    pub(super) pending: VecDeque<Bytes>,
+    pub(super) pending: VecDeque<EncodedFrame>,
     pub(super) pending_bytes: usize,
     /// In the route table (added by the user or a plugin).
     pub(super) added: bool,

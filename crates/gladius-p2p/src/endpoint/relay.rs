@@ -35,7 +35,7 @@ use super::{table, Endpoint, HashMap};
 use crate::api::Origin;
 use crate::crypto::{self, Kind, PublicKey};
 use crate::error::NetworkError;
-use crate::session::encode_frame;
+use crate::session::EncodedFrame;
 use crate::wire::{Frame, Message};
 
 /// The message type of a relayed datagram. Body: one byte of direction
@@ -334,7 +334,7 @@ impl Endpoint {
             return false;
         };
         msg.set_sender(advertised);
-        let frame = encode_frame(&Frame::Message(msg));
+        let frame = EncodedFrame::new(&Frame::Message(msg));
         let limit = self.config.peer_queue_bytes;
         let Some(peer) = self.peers.get_mut(id) else {
             return false;

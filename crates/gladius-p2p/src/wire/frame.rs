@@ -141,6 +141,41 @@ impl Frame {
         LEN_PREFIX + self.len_field()
     }
 
+    /// Like [`encode`](Self::encode), but a message body of at least
+    /// `min_body` bytes is not copied: the bytes before it are appended to
+    /// `out`, and the body and the four checksum bytes after it are
+    /// returned; the frame is `out`'s new bytes, the body, the checksum.
+    /// `None`: the whole frame was appended.
+    pub(crate) fn encode_split(
+        &self,
+        out: &mut BytesMut,
+        min_body: usize,
+    ) -> Option<(Bytes, [u8; 4])> {
+        let (kind, id, message) = match self {
+            Self::Message(m) => (KIND_MESSAGE, None, m),
+            Self::Request { id, message } => (KIND_REQUEST, Some(*id), message),
+            Self::Reply { id, message } => (KIND_REPLY, Some(*id), message),
+            _ => {
+                self.encode(out);
+                return None;
+            }
+        };
+        if message.body().len() < min_body {
+            self.encode(out);
+            return None;
+        }
+        let len = self.len_field();
+        out.reserve(LEN_PREFIX + len - message.body().len() - 4);
+        // Fits: see `encode`.
+        out.put_u32_le(u32::try_from(len).unwrap_or(u32::MAX));
+        out.put_u8(kind);
+        if let Some(id) = id {
+            out.put_u64_le(id);
+        }
+        message.encode_head(out);
+        Some((message.body().clone(), message.checksum_bytes()))
+    }
+
     /// Append the wire encoding (length prefix included).
     pub fn encode(&self, out: &mut BytesMut) {
         let len = self.len_field();

@@ -158,6 +158,14 @@ impl Message {
     /// Append the wire encoding.
     pub fn encode(&self, out: &mut BytesMut) {
         out.reserve(self.encoded_len());
+        self.encode_head(out);
+        out.put_slice(&self.body);
+        out.put_u32_le(self.checksum);
+    }
+
+    /// Append the encoding up to the body (sender, type, body length); the
+    /// body and [`checksum_bytes`](Self::checksum_bytes) follow it.
+    pub(crate) fn encode_head(&self, out: &mut BytesMut) {
         let (sender_len, sender) = self
             .sender
             .as_ref()
@@ -167,8 +175,11 @@ impl Message {
         out.put_u8(self.type_len_u8());
         out.put_slice(self.msg_type.as_bytes());
         out.put_u32_le(self.body_len_u32());
-        out.put_slice(&self.body);
-        out.put_u32_le(self.checksum);
+    }
+
+    /// The encoding's last four bytes, after the body.
+    pub(crate) fn checksum_bytes(&self) -> [u8; 4] {
+        self.checksum.to_le_bytes()
     }
 
     /// Decode one message occupying all of `buf`, verifying the checksum.
