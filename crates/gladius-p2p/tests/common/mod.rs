@@ -431,6 +431,15 @@ impl EchoFigures {
         let i = ((self.rtts_ms.len() - 1) as f64 * q).round() as usize;
         self.rtts_ms[i.min(self.rtts_ms.len() - 1)]
     }
+    /// The figures of two loads together (e.g. quiet windows before and
+    /// after an attack).
+    pub fn merged(mut self, other: EchoFigures) -> EchoFigures {
+        self.sent += other.sent;
+        self.answered += other.answered;
+        self.rtts_ms.extend(other.rtts_ms);
+        self.rtts_ms.sort_by(f64::total_cmp);
+        self
+    }
     /// Answered / sent.
     pub fn ratio(&self) -> f64 {
         if self.sent == 0 {
