@@ -193,6 +193,8 @@ pub(crate) enum PluginEvent {
 #[derive(Debug)]
 pub(crate) enum Queued {
     Startup,
+    /// A batch of one, without a vector to allocate (a lone request).
+    One(NodeEvent),
     Batch(Vec<NodeEvent>),
     Close,
 }
@@ -295,16 +297,24 @@ impl PluginSlot {
         if self.batch.is_empty() {
             return;
         }
-        let events = std::mem::take(&mut self.batch);
         let bytes = std::mem::take(&mut self.batch_bytes);
-        let n = events.len();
+        let n = self.batch.len();
+        let queued = match self.batch.pop() {
+            // The vector stays for the next batch.
+            Some(event) if n == 1 => Queued::One(event),
+            Some(event) => {
+                self.batch.push(event);
+                Queued::Batch(std::mem::take(&mut self.batch))
+            }
+            None => return,
+        };
         // Counted before it is sent, so the task's subtraction never
         // comes first.
         self.counters.queued_events.fetch_add(n, Ordering::AcqRel);
         self.counters
             .queued_bytes
             .fetch_add(bytes, Ordering::AcqRel);
-        if self.tx.try_send(Queued::Batch(events)).is_err() {
+        if self.tx.try_send(queued).is_err() {
             self.counters.queued_events.fetch_sub(n, Ordering::AcqRel);
             self.counters
                 .queued_bytes
@@ -337,6 +347,13 @@ async fn run(
         let event = match queued {
             Queued::Startup => PluginEvent::Startup,
             Queued::Close => PluginEvent::Close,
+            Queued::One(event) => {
+                counters.queued_events.fetch_sub(1, Ordering::AcqRel);
+                counters
+                    .queued_bytes
+                    .fetch_sub(event_bytes(&event), Ordering::AcqRel);
+                PluginEvent::Node(event)
+            }
             Queued::Batch(events) => {
                 for event in events {
                     // Each event counts until its hook runs, so the bounds
