@@ -4,11 +4,12 @@
 //!
 //! ```text
 //! cargo build --release --example profile_oneway
-//! valgrind --tool=callgrind target/release/examples/profile_oneway [COUNT] [SIZE] [plain|rtt|plain-rtt]
+//! valgrind --tool=callgrind target/release/examples/profile_oneway [COUNT] [SIZE] [plain|rtt|plain-rtt|rtt-plugin|plain-rtt-plugin]
 //! ```
 //! With `rtt`, the messages go as `COUNT` sequential requests that the
-//! receiver's plugin answers with `reply` (the round trip of `gladius bench
-//! rtt`).
+//! receiver answers in its driver with a request handler
+//! (`Network::handle_requests`, the round trip of `gladius bench rtt`);
+//! with `rtt-plugin`, its plugin answers them with `reply`.
 //! Instruction counts per message are stable on a noisy machine; wall-clock
 //! figures belong to `gladius bench`.
 
@@ -52,7 +53,8 @@ async fn main() {
     let size: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(64);
     let mode = args.get(3).map_or("", String::as_str);
     let plaintext = mode.starts_with("plain");
-    let round_trips = mode.ends_with("rtt");
+    let round_trips = mode.contains("rtt");
+    let by_plugin = mode.ends_with("plugin");
     let config = move || Config::default().with_plaintext(plaintext);
     let a = Network::new(config()).expect("config");
     let received = Arc::new(AtomicU64::new(0));
@@ -75,6 +77,13 @@ async fn main() {
             })
             .await
             .expect("register");
+            if !by_plugin {
+                b.handle_requests(gladius_p2p::Filter::type_prefix("ping"), |req| {
+                    Message::new("pong", req.message().body().clone()).ok()
+                })
+                .await
+                .expect("handler");
+            }
             let addr = b.listen("127.0.0.1:0").await.expect("listen");
             b_tx.send(addr).expect("main waits");
             stop_rx.await.ok();

@@ -73,6 +73,25 @@ impl Received {
     }
 }
 
+/// A function the node's driver runs on every request whose type passes
+/// its filter ([`Network::handle_requests`](crate::Network::handle_requests)):
+/// `Some(reply)` answers the request at once, `None` passes it on to the
+/// plugins and streams like any request.
+pub type RequestHandler = dyn Fn(&Received) -> Option<Message> + Send + Sync + 'static;
+
+/// Names one request handler, for
+/// [`Network::remove_request_handler`](crate::Network::remove_request_handler).
+/// Unique within the process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RequestHandlerId(pub(crate) u64);
+
+impl RequestHandlerId {
+    pub(crate) fn next() -> Self {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        RequestHandlerId(NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
+    }
+}
+
 /// Who a newly connected peer is, as [`Plugin::peer_connected`](crate::Plugin::peer_connected) sees it.
 #[derive(Debug, Clone)]
 pub struct PeerInfo {

@@ -71,7 +71,10 @@ mod streams;
 mod wait;
 pub mod wire;
 
-pub use api::{PathChange, PeerInfo, PeerReason, Received, SendFailure, SendReport};
+pub use api::{
+    PathChange, PeerInfo, PeerReason, Received, RequestHandler, RequestHandlerId, SendFailure,
+    SendReport,
+};
 pub use async_trait::async_trait;
 pub use config::{
     Config, KcpPreset, DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_PARTIAL_FRAME_BYTES,

@@ -9,7 +9,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use bytes::Bytes;
 
-use crate::api::{Origin, Received, SendReport, Targets};
+use crate::api::{Origin, Received, RequestHandler, RequestHandlerId, SendReport, Targets};
 use crate::crypto::PublicKey;
 use crate::driver::{Command, Driver};
 use crate::error::{NetworkError, RequestError};
@@ -17,7 +17,7 @@ use crate::plugin::{PluginCounters, PluginId, Registration};
 use crate::socket::DatagramSocket;
 use crate::state::NetworkState;
 use crate::wire::Message;
-use crate::{Config, ConfigError, Plugin};
+use crate::{Config, ConfigError, Filter, Plugin};
 
 /// Commands the application may have waiting for the driver. Sends return
 /// as soon as the driver has queued them, so this only smooths bursts; a
@@ -383,6 +383,72 @@ impl Network {
         // The driver answers by the deadline (its timer), so no second
         // timer is needed here.
         reply.await.map_err(|_| NetworkError::Closed)?
+    }
+
+    /// Answer requests inside the node: from when this returns, every
+    /// request whose type passes `filter` goes first to `handler`, which
+    /// the node's driver task runs as the request arrives. A `Some(reply)`
+    /// is sent back at once as the request's reply (as
+    /// [`reply`](Self::reply) would, usually in the same datagram as the
+    /// acknowledgement), and the request goes nowhere else; `None` passes
+    /// it on to the plugins and streams like any other request. Handlers
+    /// are tried in the order they were added; the first that answers wins.
+    ///
+    /// This is the short path for request/reply: no plugin task runs, so
+    /// a round trip costs two hand-offs between tasks (the caller's and
+    /// the driver's) instead of four. The price is that `handler` runs on
+    /// the driver: it must be quick and must not block (no I/O, no locks
+    /// held long); everything else the node does waits while it runs. A
+    /// handler that panics is caught and counted
+    /// ([`Counters::handler_panics`](crate::Counters)) and the request
+    /// goes to the plugins. Plain messages never reach a handler. A reply
+    /// that cannot be queued (the peer's queue is full) is counted like
+    /// any refused send (`queue_full`) and the requester times out.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use gladius_p2p::{Config, Filter, Message, Network};
+    ///
+    /// # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let (a, b) = (Network::new(Config::default())?, Network::new(Config::default())?);
+    /// a.listen("127.0.0.1:0").await?;
+    /// let b_addr = b.listen("127.0.0.1:0").await?;
+    /// b.handle_requests(Filter::type_prefix("echo"), |req| {
+    ///     Message::new("echo", req.message().body().clone()).ok()
+    /// })
+    /// .await?;
+    /// a.add(b_addr).await?;
+    /// a.wait_connected(b_addr, Duration::from_secs(5)).await?;
+    /// let answer = a
+    ///     .request(Message::new("echo", "hi")?, b_addr, Duration::from_secs(5))
+    ///     .await?;
+    /// assert_eq!(answer.message().body(), "hi");
+    /// # Ok(()) }
+    /// ```
+    pub async fn handle_requests(
+        &self,
+        filter: Filter,
+        handler: impl Fn(&Received) -> Option<Message> + Send + Sync + 'static,
+    ) -> Result<RequestHandlerId, NetworkError> {
+        let id = RequestHandlerId::next();
+        let handler: Arc<RequestHandler> = Arc::new(handler);
+        self.call(|reply| Command::AddHandler {
+            id,
+            filter,
+            handler,
+            reply,
+        })
+        .await?;
+        Ok(id)
+    }
+
+    /// Stop the request handler `id` (see
+    /// [`handle_requests`](Self::handle_requests)): requests it would have
+    /// answered go to the plugins from when this returns. Returns whether
+    /// it was registered.
+    pub async fn remove_request_handler(&self, id: RequestHandlerId) -> Result<bool, NetworkError> {
+        self.call(|reply| Command::RemoveHandler { id, reply })
+            .await
     }
 
     /// Answer a message received in `new_message`, over the session it came

@@ -15,6 +15,10 @@
 //!
 //! The node hands every event to the plugins in registration order, but
 //! because each plugin has its own task, a slow plugin delays only itself.
+//! Events reach a plugin's task in batches: what one wake-up of the node
+//! produced (say the messages of a burst of datagrams) is one send on the
+//! plugin's queue and one wake-up of its task, which then calls the hooks
+//! one after the other. The bounds count events and bytes, not batches.
 //! When a plugin's queue is full the event is dropped *for that plugin*,
 //! counted in its [`PluginState::events_dropped`](crate::PluginState) and
 //! logged; the transport never waits for a plugin. A hook that panics is
@@ -55,9 +59,9 @@ pub const PLUGIN_QUEUE_LEN: usize = 8192;
 pub const PLUGIN_QUEUE_BYTES: usize = 64 << 20;
 
 /// The bytes an event holds for [`PLUGIN_QUEUE_BYTES`]: a message's body.
-fn event_bytes(event: &PluginEvent) -> usize {
+fn event_bytes(event: &NodeEvent) -> usize {
     match event {
-        PluginEvent::Node(NodeEvent::Message(m)) => m.message().body().len(),
+        NodeEvent::Message(m) => m.message().body().len(),
         _ => 0,
     }
 }
@@ -184,6 +188,17 @@ pub(crate) enum PluginEvent {
     Close,
 }
 
+/// What goes over a plugin's queue: `Startup`, `Close`, or the node's
+/// events of one wake-up, in order.
+#[derive(Debug)]
+pub(crate) enum Queued {
+    Startup,
+    /// A batch of one, without a vector to allocate (a lone request).
+    One(NodeEvent),
+    Batch(Vec<NodeEvent>),
+    Close,
+}
+
 /// Counters a plugin's task shares with the driver.
 #[derive(Debug, Default)]
 pub(crate) struct PluginCounters {
@@ -191,6 +206,8 @@ pub(crate) struct PluginCounters {
     pub(crate) panics: AtomicU64,
     /// Message body bytes queued (see [`PLUGIN_QUEUE_BYTES`]).
     queued_bytes: AtomicUsize,
+    /// Node events queued (see [`PLUGIN_QUEUE_LEN`]).
+    queued_events: AtomicUsize,
     /// Set by [`PluginSlot::remove`]: the task skips what is still queued
     /// and runs `close`.
     removed: AtomicBool,
@@ -201,10 +218,16 @@ pub(crate) struct PluginCounters {
 pub(crate) struct PluginSlot {
     pub(crate) id: PluginId,
     pub(crate) name: String,
-    pub(crate) tx: mpsc::Sender<PluginEvent>,
+    pub(crate) tx: mpsc::Sender<Queued>,
     pub(crate) counters: Arc<PluginCounters>,
     pub(crate) task: tokio::task::JoinHandle<()>,
     pub(crate) started: bool,
+    /// Events of this wake-up not yet handed over (see
+    /// [`hand_over`](Self::hand_over)), their body bytes, and the queue's
+    /// fill when the batch began (an upper bound: the task only drains).
+    batch: Vec<NodeEvent>,
+    batch_bytes: usize,
+    queued_at_start: (usize, usize),
 }
 
 impl PluginSlot {
@@ -225,23 +248,84 @@ impl PluginSlot {
             counters,
             task,
             started: false,
+            batch: Vec::new(),
+            batch_bytes: 0,
+            queued_at_start: (0, 0),
         }
     }
 
-    /// Queue an event without waiting; a full queue drops it and counts.
-    /// Past [`PLUGIN_QUEUE_BYTES`] of queued bodies, likewise.
-    pub(crate) fn deliver(&self, event: PluginEvent) {
+    /// Queue an event without waiting. Node events join the current batch
+    /// (sent by [`hand_over`](Self::hand_over)); `Startup` and `Close` go
+    /// at once, after the batch. An event past [`PLUGIN_QUEUE_LEN`] events
+    /// or [`PLUGIN_QUEUE_BYTES`] of bodies waiting (this batch included)
+    /// is dropped for this plugin and counted.
+    pub(crate) fn deliver(&mut self, event: PluginEvent) {
+        let queued = match event {
+            PluginEvent::Node(event) => return self.add_to_batch(event),
+            PluginEvent::Startup => Queued::Startup,
+            PluginEvent::Close => Queued::Close,
+        };
+        self.hand_over();
+        if self.tx.try_send(queued).is_err() {
+            self.dropped(1);
+        }
+    }
+
+    fn add_to_batch(&mut self, event: NodeEvent) {
+        if self.batch.is_empty() {
+            self.queued_at_start = (
+                self.counters.queued_events.load(Ordering::Acquire),
+                self.counters.queued_bytes.load(Ordering::Acquire),
+            );
+        }
         let bytes = event_bytes(&event);
-        let queued = &self.counters.queued_bytes;
+        let (events_before, bytes_before) = self.queued_at_start;
+        let over_len = events_before + self.batch.len() >= PLUGIN_QUEUE_LEN;
+        let over_bytes = bytes > 0 && bytes_before + self.batch_bytes + bytes > PLUGIN_QUEUE_BYTES;
+        if over_len || over_bytes {
+            return self.dropped(1);
+        }
+        self.batch_bytes += bytes;
+        self.batch.push(event);
+    }
+
+    /// Send the batch of node events gathered since the last call: one
+    /// queue send and at most one wake-up of the plugin's task for all of
+    /// them. The driver calls it before every point where the task could
+    /// run (a yield, a socket send that waits, the end of a wake-up).
+    pub(crate) fn hand_over(&mut self) {
+        if self.batch.is_empty() {
+            return;
+        }
+        let bytes = std::mem::take(&mut self.batch_bytes);
+        let n = self.batch.len();
+        let queued = match self.batch.pop() {
+            // The vector stays for the next batch.
+            Some(event) if n == 1 => Queued::One(event),
+            Some(event) => {
+                self.batch.push(event);
+                Queued::Batch(std::mem::take(&mut self.batch))
+            }
+            None => return,
+        };
         // Counted before it is sent, so the task's subtraction never
         // comes first.
-        let before = queued.fetch_add(bytes, Ordering::AcqRel);
-        let over = bytes > 0 && before + bytes > PLUGIN_QUEUE_BYTES;
-        if over || self.tx.try_send(event).is_err() {
-            queued.fetch_sub(bytes, Ordering::AcqRel);
-            self.counters.events_dropped.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(plugin = %self.name, "plugin queue full; event dropped");
+        self.counters.queued_events.fetch_add(n, Ordering::AcqRel);
+        self.counters
+            .queued_bytes
+            .fetch_add(bytes, Ordering::AcqRel);
+        if self.tx.try_send(queued).is_err() {
+            self.counters.queued_events.fetch_sub(n, Ordering::AcqRel);
+            self.counters
+                .queued_bytes
+                .fetch_sub(bytes, Ordering::AcqRel);
+            self.dropped(n as u64);
         }
+    }
+
+    fn dropped(&self, n: u64) {
+        self.counters.events_dropped.fetch_add(n, Ordering::Relaxed);
+        tracing::warn!(plugin = %self.name, events = n, "plugin queue full; event dropped");
     }
 
     /// Take the plugin out of the node: it sees no further event, and its
@@ -255,14 +339,39 @@ impl PluginSlot {
 async fn run(
     plugin: Box<dyn Plugin>,
     net: Network,
-    mut rx: mpsc::Receiver<PluginEvent>,
+    mut rx: mpsc::Receiver<Queued>,
     counters: Arc<PluginCounters>,
 ) {
     let mut closed = false;
-    while let Some(event) = rx.recv().await {
-        counters
-            .queued_bytes
-            .fetch_sub(event_bytes(&event), Ordering::AcqRel);
+    'queue: while let Some(queued) = rx.recv().await {
+        let event = match queued {
+            Queued::Startup => PluginEvent::Startup,
+            Queued::Close => PluginEvent::Close,
+            Queued::One(event) => {
+                counters.queued_events.fetch_sub(1, Ordering::AcqRel);
+                counters
+                    .queued_bytes
+                    .fetch_sub(event_bytes(&event), Ordering::AcqRel);
+                PluginEvent::Node(event)
+            }
+            Queued::Batch(events) => {
+                for event in events {
+                    // Each event counts until its hook runs, so the bounds
+                    // hold while the task works through a batch.
+                    counters.queued_events.fetch_sub(1, Ordering::AcqRel);
+                    let bytes = event_bytes(&event);
+                    if bytes > 0 {
+                        counters.queued_bytes.fetch_sub(bytes, Ordering::AcqRel);
+                    }
+                    if counters.removed.load(Ordering::Acquire) {
+                        break 'queue;
+                    }
+                    let call = node_event(plugin.as_ref(), &net, event);
+                    guarded(plugin.as_ref(), &counters, call).await;
+                }
+                continue;
+            }
+        };
         if counters.removed.load(Ordering::Acquire) {
             break;
         }
@@ -271,20 +380,7 @@ async fn run(
         let call = async {
             match event {
                 PluginEvent::Startup => plugin.startup(&net).await,
-                PluginEvent::Node(event) => match event {
-                    NodeEvent::NodeAdded(a) => plugin.node_added(&net, a).await,
-                    NodeEvent::NodeDeleted(a, why) => plugin.node_deleted(&net, a, &why).await,
-                    NodeEvent::PeerConnected(p) => plugin.peer_connected(&net, &p).await,
-                    NodeEvent::PeerRejected(a, r) => plugin.peer_rejected(&net, a, &r).await,
-                    NodeEvent::ConnectFailed(a, r) => plugin.connect_failed(&net, a, &r).await,
-                    NodeEvent::PeerDisconnected(a, why) => {
-                        plugin.peer_disconnected(&net, a, &why).await
-                    }
-                    NodeEvent::Abandoned(a, n) => plugin.messages_abandoned(&net, a, n).await,
-                    NodeEvent::PathChanged(c) => plugin.path_changed(&net, &c).await,
-                    NodeEvent::PunchFailed(a, k) => plugin.punch_failed(&net, a, &k).await,
-                    NodeEvent::Message(m) => plugin.new_message(&net, &m).await,
-                },
+                PluginEvent::Node(event) => node_event(plugin.as_ref(), &net, event).await,
                 PluginEvent::Close => plugin.close(&net).await,
             }
         };
@@ -297,6 +393,22 @@ async fn run(
     // full): `close` is still the last hook, and it always runs.
     if !closed {
         guarded(plugin.as_ref(), &counters, plugin.close(&net)).await;
+    }
+}
+
+/// Call the hook that `event` is for.
+async fn node_event(plugin: &dyn Plugin, net: &Network, event: NodeEvent) {
+    match event {
+        NodeEvent::NodeAdded(a) => plugin.node_added(net, a).await,
+        NodeEvent::NodeDeleted(a, why) => plugin.node_deleted(net, a, &why).await,
+        NodeEvent::PeerConnected(p) => plugin.peer_connected(net, &p).await,
+        NodeEvent::PeerRejected(a, r) => plugin.peer_rejected(net, a, &r).await,
+        NodeEvent::ConnectFailed(a, r) => plugin.connect_failed(net, a, &r).await,
+        NodeEvent::PeerDisconnected(a, why) => plugin.peer_disconnected(net, a, &why).await,
+        NodeEvent::Abandoned(a, n) => plugin.messages_abandoned(net, a, n).await,
+        NodeEvent::PathChanged(c) => plugin.path_changed(net, &c).await,
+        NodeEvent::PunchFailed(a, k) => plugin.punch_failed(net, a, &k).await,
+        NodeEvent::Message(m) => plugin.new_message(net, &m).await,
     }
 }
 

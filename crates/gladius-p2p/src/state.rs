@@ -230,6 +230,10 @@ pub struct Counters {
     pub send_errors: u64,
     /// Sends refused because a peer's queue was full.
     pub queue_full: u64,
+    /// Request handlers ([`Network::handle_requests`](crate::Network::handle_requests))
+    /// that panicked; the request went to the plugins instead.
+    #[serde(default)]
+    pub handler_panics: u64,
     /// Sessions closed because the peer went silent or KCP gave up.
     pub dead_sessions: u64,
     /// Frames queued to a peer that was forgotten before a session to it

@@ -66,6 +66,64 @@ async fn request_gets_reply_and_times_out_without_one() {
     b.close().await.unwrap();
 }
 
+/// A request handler answers in the driver: its reply reaches the
+/// requester and the request never reaches the plugins; a handler that
+/// declines (`None`) or panics passes the request on to the plugins (the
+/// recorder answers "echo"), the panic counted; once removed, it answers
+/// nothing more.
+#[tokio::test]
+async fn request_handler_answers_in_the_driver_or_passes_on() {
+    quiet_intentional_panics();
+    let (a, _, _) = node().await;
+    let (b, b_addr, rb) = node().await;
+    let handler = b
+        .handle_requests(gladius_p2p::Filter::type_prefix("echo"), |req| {
+            match &req.message().body()[..] {
+                b"decline" => None,
+                b"panic" => panic!("{INTENTIONAL_PANIC}"),
+                body => Some(msg("handled", std::str::from_utf8(body).unwrap())),
+            }
+        })
+        .await
+        .unwrap();
+    a.add(b_addr).await.unwrap();
+    wait_connected(&a, b_addr).await;
+    let ask = |body: &'static str| {
+        let a = a.clone();
+        async move {
+            a.request(msg("echo", body), b_addr, Duration::from_secs(5))
+                .await
+                .unwrap()
+        }
+    };
+    let reply = ask("hi").await;
+    assert_eq!(reply.message().msg_type(), "handled");
+    assert_eq!(&reply.message().body()[..], b"hi");
+    assert_eq!(reply.peer(), b_addr);
+    assert!(rb.bodies_of_type("echo").is_empty(), "a plugin saw it");
+    // Declined, then panicking: the plugin answers.
+    assert_eq!(ask("decline").await.message().msg_type(), "echo.reply");
+    assert_eq!(ask("panic").await.message().msg_type(), "echo.reply");
+    assert_eq!(counters(&b).await.handler_panics, 1);
+    assert_eq!(
+        rb.bodies_of_type("echo"),
+        vec![b"decline".to_vec(), b"panic".to_vec()]
+    );
+    // Plain messages never reach a handler.
+    a.broadcast_to(msg("echo", "plain"), &[b_addr])
+        .await
+        .unwrap();
+    wait_for(Duration::from_secs(5), "the plain message at b", || async {
+        rb.bodies_of_type("echo").len() == 3
+    })
+    .await;
+    assert!(b.remove_request_handler(handler).await.unwrap());
+    assert!(!b.remove_request_handler(handler).await.unwrap());
+    assert_eq!(ask("hi").await.message().msg_type(), "echo.reply");
+    a.close().await.unwrap();
+    b.close().await.unwrap();
+}
+
 /// Messages sent back to back, each awaited, share datagrams: the driver
 /// takes the next command before flushing. Also a request/reply round trip
 /// costs one datagram each way (the ACK rides with the answer).

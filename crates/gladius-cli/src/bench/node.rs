@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use gladius_p2p::{
-    async_trait, Config, ConnectionState, MemoryNetwork, Message, Network, Plugin, Received,
-    SendFailure,
+    async_trait, Config, ConnectionState, Filter, MemoryNetwork, Message, Network, Plugin,
+    Received, SendFailure,
 };
 use tokio::sync::oneshot;
 
@@ -144,8 +144,10 @@ impl SinkStats {
     }
 }
 
-/// The receiving plugin: answers requests with their own body and counts
-/// every other message in its [`SinkStats`].
+/// The receiving plugin: counts every message in its [`SinkStats`] and
+/// answers requests with their own body. On a [`Server`] the requests are
+/// answered by its request handler ([`answer_in_driver`]) before they
+/// reach the plugin; the plugin's answer is the fallback.
 #[derive(Debug)]
 pub(super) struct Sink {
     /// Where it counts.
@@ -166,6 +168,18 @@ impl Plugin for Sink {
         }
         self.stats.record(msg.message().body());
     }
+}
+
+/// Answer the benchmark's requests with their own body inside the node's
+/// driver (`Network::handle_requests`), the short request/reply path an
+/// application would use: no plugin task between the request and its reply.
+pub(super) async fn answer_in_driver(net: &Network) -> Result<(), String> {
+    net.handle_requests(Filter::type_prefix(BENCH_TYPE), |req| {
+        Message::new(BENCH_TYPE, req.message().body().clone()).ok()
+    })
+    .await
+    .map(|_| ())
+    .map_err(|e| e.to_string())
 }
 
 /// A current-thread runtime for one node's thread.
@@ -200,6 +214,7 @@ impl Server {
                         net.register_plugin(Sink { stats })
                             .await
                             .map_err(|e| e.to_string())?;
+                        answer_in_driver(&net).await?;
                         let addr = link.listen(&net).await?;
                         Ok::<_, String>((net, addr))
                     }

@@ -1,6 +1,7 @@
 //! `rtt`: sequential request/reply round trips between two nodes, each on
-//! its own thread and runtime: `Network::request` answered by a plugin
-//! calling `Network::reply`. Baseline: raw UDP ping-pong.
+//! its own thread and runtime: `Network::request` answered by a request
+//! handler in the server's driver (`Network::handle_requests`, see
+//! `node::answer_in_driver`). Baseline: raw UDP ping-pong.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -88,6 +89,7 @@ fn line(library: &str, size: usize, encrypted: bool, s: &Summary) -> Value {
         "max_us": s.max_us,
         "mean_us": s.mean_us,
         "rtt_per_s": per_s(s),
+        "answered_by": if library == "gladius" { "request_handler" } else { "" },
         "quantiles_us": s.quantiles_us,
     })
 }
