@@ -29,6 +29,7 @@ pub(crate) const NODE: &[CounterHelp] = &[
     c("unknown_session_datagrams", true, "Valid-looking datagrams for no session that could not open one; dropped. Usually late packets of a session that just closed."),
     c("refused_sessions", true, "Inbound sessions refused: unknown peers refused by the configuration, or their source IP (IPv6: its /64) already holds max_inbound_sessions_per_ip sessions from outside the route table."),
     c("evicted_sessions", true, "Sessions from peers outside the route table closed to make room for a new one when max_inbound_sessions were open (the least recently active of the most crowded source IP). Many: someone is opening sessions at scale."),
+    c("handler_panics", true, "Requests whose handler (Network::handle_requests) panicked; the request went to the plugins instead. Any: a bug in the application's handler."),
     c("simultaneous_open_drops", false, "The losing half of a simultaneous open: a stale session opener (plaintext) or a completed handshake the other direction's handshake won (encrypted). Normal when two nodes add each other."),
     c("checksum_failures", true, "Messages dropped for a bad CRC-32C: corrupted above KCP (a bug or a hostile peer)."),
     c("wrong_sender", true, "Messages dropped because their sender differed from the address the peer authenticated with."),
