@@ -669,6 +669,19 @@ mod tests {
         ));
     }
 
+    /// The bodies of the messages `s` delivered, in order, as text.
+    fn received_bodies(s: &mut Session) -> Vec<String> {
+        events(s)
+            .into_iter()
+            .filter_map(|e| match e {
+                SessionEvent::Frame(Inbound::Message(m)) => {
+                    Some(String::from_utf8(m.body().to_vec()).unwrap())
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
     #[test]
     fn messages_arrive_once_in_order_despite_loss() {
         let mut p = Pair::new(4);
@@ -677,15 +690,7 @@ mod tests {
             assert!(p.a.send_frame(p.now, &message_frame(A, &i.to_string())));
         }
         p.run(5_000);
-        let bodies: Vec<String> = events(&mut p.b)
-            .into_iter()
-            .filter_map(|e| match e {
-                SessionEvent::Frame(Inbound::Message(m)) => {
-                    Some(String::from_utf8(m.body().to_vec()).unwrap())
-                }
-                _ => None,
-            })
-            .collect();
+        let bodies = received_bodies(&mut p.b);
         assert_eq!(bodies, (0..300).map(|i| i.to_string()).collect::<Vec<_>>());
     }
 
@@ -706,15 +711,7 @@ mod tests {
             assert!(p.a.send_frame(p.now, &message_frame(A, &body(i))));
         }
         p.run(10_000);
-        let bodies: Vec<String> = events(&mut p.b)
-            .into_iter()
-            .filter_map(|e| match e {
-                SessionEvent::Frame(Inbound::Message(m)) => {
-                    Some(String::from_utf8(m.body().to_vec()).unwrap())
-                }
-                _ => None,
-            })
-            .collect();
+        let bodies = received_bodies(&mut p.b);
         assert_eq!(bodies, (0..60).map(body).collect::<Vec<_>>());
     }
 

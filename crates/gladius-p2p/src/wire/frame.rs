@@ -151,29 +151,44 @@ impl Frame {
         out: &mut BytesMut,
         min_body: usize,
     ) -> Option<(Bytes, [u8; 4])> {
-        let (kind, id, message) = match self {
-            Self::Message(m) => (KIND_MESSAGE, None, m),
-            Self::Request { id, message } => (KIND_REQUEST, Some(*id), message),
-            Self::Reply { id, message } => (KIND_REPLY, Some(*id), message),
-            _ => {
-                self.encode(out);
-                return None;
-            }
-        };
-        if message.body().len() < min_body {
+        let Some(message) = self.message().filter(|m| m.body().len() >= min_body) else {
             self.encode(out);
             return None;
-        }
+        };
         let len = self.len_field();
         out.reserve(LEN_PREFIX + len - message.body().len() - 4);
         // Fits: see `encode`.
         out.put_u32_le(u32::try_from(len).unwrap_or(u32::MAX));
-        out.put_u8(kind);
-        if let Some(id) = id {
-            out.put_u64_le(id);
-        }
+        self.put_message_kind(out);
         message.encode_head(out);
         Some((message.body().clone(), message.checksum_bytes()))
+    }
+
+    /// The message a `Message`, `Request` or `Reply` frame carries.
+    fn message(&self) -> Option<&Message> {
+        match self {
+            Self::Message(message)
+            | Self::Request { message, .. }
+            | Self::Reply { message, .. } => Some(message),
+            _ => None,
+        }
+    }
+
+    /// The kind byte, and the id of a request or reply: what precedes the
+    /// message in a frame that carries one (nothing for other frames).
+    fn put_message_kind(&self, out: &mut BytesMut) {
+        match self {
+            Self::Message(_) => out.put_u8(KIND_MESSAGE),
+            Self::Request { id, .. } => {
+                out.put_u8(KIND_REQUEST);
+                out.put_u64_le(*id);
+            }
+            Self::Reply { id, .. } => {
+                out.put_u8(KIND_REPLY);
+                out.put_u64_le(*id);
+            }
+            _ => {}
+        }
     }
 
     /// Append the wire encoding (length prefix included).
@@ -197,18 +212,10 @@ impl Frame {
                 out.put_u8(text.len_u8());
                 out.put_slice(text.as_bytes());
             }
-            Self::Message(message) => {
-                out.put_u8(KIND_MESSAGE);
-                message.encode(out);
-            }
-            Self::Request { id, message } => {
-                out.put_u8(KIND_REQUEST);
-                out.put_u64_le(*id);
-                message.encode(out);
-            }
-            Self::Reply { id, message } => {
-                out.put_u8(KIND_REPLY);
-                out.put_u64_le(*id);
+            Self::Message(message)
+            | Self::Request { message, .. }
+            | Self::Reply { message, .. } => {
+                self.put_message_kind(out);
                 message.encode(out);
             }
             Self::Ping => out.put_u8(KIND_PING),
