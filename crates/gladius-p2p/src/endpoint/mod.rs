@@ -698,8 +698,9 @@ impl Endpoint {
             return Err(SendFailure::QueueFull);
         }
         let added = peer.added;
+        let unproven = peer.unproven();
         match peer.session_mut() {
-            Some(s) if s.is_established() => {
+            Some(s) if s.is_established() && !unproven => {
                 s.send_frame(now, frame);
             }
             Some(s) if s.is_closing() && !added => return Err(SendFailure::NotConnected),
@@ -913,14 +914,13 @@ impl Endpoint {
             let to = peer.addr();
             let relayed = relay::is_relay_addr(to);
             let mut via_relay: Vec<Vec<u8>> = Vec::new();
+            let unproven = peer.unproven();
             let closed = match &mut peer.link {
                 Link::Plaintext(session) => {
                     session.flush(now);
-                    // A session the peer opened, whose address has not
-                    // proven it receives (no ACK of ours yet): what it gets
-                    // back stays within the amplification limit.
-                    let unproven =
-                        peer.direction == Direction::Inbound && !session.peer_acknowledged();
+                    // Frames wait until the peer proves its address, but
+                    // retransmissions of our Hello, probes and ACKs still
+                    // stay within the limit.
                     let limit = encrypted::AMPLIFICATION_FACTOR.saturating_mul(
                         usize::try_from(session.stats().bytes_in).unwrap_or(usize::MAX),
                     );

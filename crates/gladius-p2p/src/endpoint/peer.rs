@@ -87,7 +87,9 @@ pub(super) struct Peer {
     /// The path the link runs over (or will: where we dial).
     pub(super) active: Option<SocketAddr>,
     pub(super) link: Link,
-    /// Encoded frames waiting for the session to be established.
+    /// Encoded frames waiting for the session to be established (and, on
+    /// a plaintext session the peer opened, for its address to prove it
+    /// receives: see [`Peer::unproven`]).
     pub(super) pending: VecDeque<EncodedFrame>,
     pub(super) pending_bytes: usize,
     /// In the route table (added by the user or a plugin).
@@ -195,6 +197,33 @@ impl Peer {
 
     pub(super) fn session_mut(&mut self) -> Option<&mut Session> {
         self.link.session_mut()
+    }
+
+    /// A plaintext session the peer opened, whose address has not yet
+    /// proven it receives (no ACK of ours so far). What it gets back stays
+    /// within the amplification limit, so only the session's own Hello and
+    /// ACKs go out: frames wait in `pending` until the peer acknowledges,
+    /// and the first answer is small enough to pass. (A large first answer
+    /// would be dropped whole, and the peer, never hearing our Hello, would
+    /// keep a session that cannot work until it timed out.)
+    pub(super) fn unproven(&self) -> bool {
+        self.direction == Direction::Inbound
+            && matches!(&self.link, Link::Plaintext(s) if !s.peer_acknowledged())
+    }
+
+    /// Hand the frames that waited to the session, in order, once it is
+    /// established and not [`unproven`](Self::unproven).
+    pub(super) fn release_pending(&mut self, now: u64) {
+        if self.unproven() {
+            return;
+        }
+        let Some(session) = self.link.session_mut().filter(|s| s.is_established()) else {
+            return;
+        };
+        while let Some(frame) = self.pending.pop_front() {
+            self.pending_bytes -= frame.len();
+            session.send_frame(now, &frame);
+        }
     }
 
     pub(super) fn queued_bytes(&self) -> usize {

@@ -70,6 +70,10 @@ impl Endpoint {
                 }
                 self.track_reorder(id, refused);
                 self.track_partial(id);
+                if let Some(peer) = self.peers.get_mut(id) {
+                    // The peer may just have proven its address.
+                    peer.release_pending(now);
+                }
                 self.answered(id);
                 self.drain_events(id);
                 self.touch(id);
@@ -190,10 +194,7 @@ impl Endpoint {
                         continue;
                     }
                     // Hand over what waited for the hello, in order.
-                    while let Some(frame) = peer.pending.pop_front() {
-                        peer.pending_bytes -= frame.len();
-                        session.send_frame(now, &frame);
-                    }
+                    peer.release_pending(now);
                     peer.advertised = Some(advertised);
                     peer.last_error = None;
                     if peer.demoted {

@@ -12,7 +12,7 @@ use crate::api::NodeEvent;
 use crate::api::Origin;
 use crate::crypto::packet::{index_from, InitPacket};
 use crate::crypto::COOKIE_LEN;
-use crate::endpoint::Event;
+use crate::endpoint::{Event, Targets};
 use crate::error::RequestError;
 use crate::wire::Message;
 use crate::Config;
@@ -288,6 +288,47 @@ fn bytes_between(w: &World, from: SocketAddr, to: SocketAddr) -> usize {
         .filter(|(_, f, t, _)| *f == from && *t == to)
         .map(|(_, _, _, len)| len)
         .sum()
+}
+
+#[test]
+fn an_answer_queued_before_the_peer_proves_its_address_waits_and_the_hello_gets_through() {
+    // Plaintext: the acceptor of a session has a large answer ready at
+    // once (a discovery plugin's table, say). Sent with its Hello, the
+    // first datagram would exceed three times the opener and be dropped
+    // whole: the opener, never hearing the Hello, kept a session that could
+    // not work until it timed out (the 8-node plaintext demo took 7 s to
+    // converge instead of 30 ms). The answer must wait for the opener's ACK.
+    let mut w = World::new(17, 10, 0.0);
+    let plaintext = |seed| Config::default().with_plaintext(true).with_rng_seed(seed);
+    w.spawn_with(addr(1), plaintext(1));
+    w.spawn_with(addr(2), plaintext(2));
+    let now = w.now;
+    w.node(addr(2))
+        .add(now, addr(1), None, Origin::App)
+        .expect("add");
+    let opener = w.node(addr(2)).poll_transmit(now, 8).expect("opener");
+    assert!(w.node(addr(2)).poll_transmit(now, 8).is_none());
+    let opened_at = now;
+    let answer = "a".repeat(6_000);
+    let node1 = w.node(addr(1));
+    node1.handle_datagram(now, addr(2), &opener.payload);
+    let report = node1
+        .send(
+            now,
+            Message::new("answer", answer.clone()).expect("message"),
+            Targets::These(vec![addr(2)]),
+        )
+        .expect("send");
+    assert!(report.all_queued(), "{report:?}");
+    w.collect();
+    // Opener, Hello with ACK, ACK: a round trip and a half at 10 ms a way.
+    w.run_until(opened_at + 40);
+    assert!(w.connected(addr(2), addr(1)), "the opener heard the Hello");
+    w.run_for(1_000);
+    assert_eq!(w.bodies(addr(2)), vec![answer], "the answer, once");
+    let c = w.state(addr(1)).counters;
+    assert_eq!(c.amplification_drops, 0, "{c:?}");
+    assert_eq!(w.state(addr(2)).counters.dead_sessions, 0);
 }
 
 #[test]
