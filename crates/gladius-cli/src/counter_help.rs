@@ -99,8 +99,9 @@ pub(crate) const LATENCY: &[CounterHelp] = &[
 pub(crate) const GOSSIP: &[CounterHelp] = &[
     c("published", false, "Gossip: messages this node published."),
     c("delivered", false, "Gossip: messages delivered to this node's subscriptions (each once)."),
-    c("duplicates", false, "Gossip: full messages received again (a tree link that closes a cycle; each one prunes it)."),
-    c("data_sent", false, "Gossip: full-message frames sent (eager pushes and answers to grafts)."),
+    c("duplicates", false, "Gossip: full messages received again (a second copy from the same source closed a cycle of tree links and prunes it; a shortcut, or a copy meeting a branch a shortcut started, does not)."),
+    c("data_sent", false, "Gossip: full-message frames sent (eager pushes, shortcuts and answers to grafts)."),
+    c("shortcuts_sent", false, "Gossip: full-message frames sent over links outside the tree (the origin's fan-out to its fastest lazy neighbours, and shortcut pushes by the origin's neighbours)."),
     c("ihave_sent", false, "Gossip: message ids announced to lazy neighbours."),
     c("grafts_sent", false, "Gossip: grafts sent (a message announced but not received in time: the tree was repaired)."),
     c("grafts_received", false, "Gossip: grafts received from neighbours repairing their tree."),

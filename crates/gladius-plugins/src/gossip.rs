@@ -179,6 +179,8 @@ struct Inner {
     sending: tokio::sync::Mutex<()>,
     timer_changed: Notify,
     ticker: Background,
+    /// Refreshes the peers' round-trip times (for shortcut pushes).
+    rtt_refresh: Background,
     /// Unix ms at `base`; `now_ms` follows tokio's clock from there.
     base_unix_ms: u64,
     base: Instant,
@@ -319,6 +321,7 @@ impl Gossip {
             sending: tokio::sync::Mutex::new(()),
             timer_changed: Notify::new(),
             ticker: Background::default(),
+            rtt_refresh: Background::default(),
             base_unix_ms,
             base: Instant::now(),
             origin,
@@ -421,6 +424,40 @@ impl GossipHandle {
     }
 }
 
+/// How often the peers' round-trip times are read from the node.
+const RTT_REFRESH: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Hand the connected peers' round-trip times to the state machine.
+async fn feed_rtts(inner: &Inner, state: &gladius_p2p::NetworkState) {
+    let rtts: Vec<(SocketAddr, u32)> = state
+        .peers
+        .iter()
+        .filter(|p| p.connection == ConnectionState::Connected)
+        .filter_map(|p| Some((p.addr, p.rtt_ms?)))
+        .collect();
+    if rtts.is_empty() {
+        return;
+    }
+    inner
+        .step(|s, now| {
+            for (peer, ms) in rtts {
+                s.handle(now, InEvent::Rtt { peer, ms });
+            }
+        })
+        .await;
+}
+
+/// Every [`RTT_REFRESH`], [`feed_rtts`] until aborted.
+async fn refresh_rtts(inner: Arc<Inner>, net: Network) {
+    loop {
+        tokio::time::sleep(RTT_REFRESH).await;
+        let Ok(state) = net.network_state().await else {
+            return;
+        };
+        feed_rtts(&inner, &state).await;
+    }
+}
+
 /// Fire the state machine's timers on tokio's clock until aborted.
 async fn run_timers(inner: Arc<Inner>) {
     loop {
@@ -463,13 +500,19 @@ impl Plugin for Gossip {
             .start(tokio::spawn(run_timers(self.inner.clone())));
         // Peers that connected before we were registered.
         if let Ok(state) = net.network_state().await {
-            for p in state.peers {
+            for p in &state.peers {
                 if p.connection == ConnectionState::Connected {
                     self.inner
                         .step(|s, now| s.handle(now, InEvent::PeerUp(p.addr)))
                         .await;
                 }
             }
+            feed_rtts(&self.inner, &state).await;
+        }
+        if self.inner.shared().state.config().shortcut_pushes > 0 {
+            self.inner
+                .rtt_refresh
+                .start(tokio::spawn(refresh_rtts(self.inner.clone(), net.clone())));
         }
     }
 
@@ -499,6 +542,7 @@ impl Plugin for Gossip {
 
     async fn close(&self, _net: &Network) {
         self.inner.ticker.stop();
+        self.inner.rtt_refresh.stop();
         let mut s = self.inner.shared();
         s.net = None;
         // Subscriptions end.

@@ -43,6 +43,20 @@ pub struct GossipConfig {
     /// at once, and in simulation (1,000 nodes, 30 % crashed) eager
     /// newcomers raised the redundancy of the following messages above 1.
     pub join_lazy: bool,
+    /// The origin of a message pushes it to this many of its lazy
+    /// neighbours too, instead of announcing it to them: the ones with the
+    /// lowest round-trip time first, unknown last (default 0: off; see
+    /// `docs/gossip.md`, "Shortcuts", for what 8 does).
+    /// These copies go off the tree (wire kind 6): their receivers neither
+    /// make the sender eager nor prune on them. A shared tree is longer
+    /// than the shortest paths from a random origin; starting on more links
+    /// at once shortens them, at a cost per message, not per node
+    /// (`docs/gossip.md`, "Latency").
+    pub origin_fanout: usize,
+    /// A node that got a message straight from its origin also pushes it,
+    /// off the tree, to this many of its lazy neighbours, fastest first
+    /// (default 0: off).
+    pub shortcut_pushes: usize,
     /// How long a message lives: older ones are dropped, not delivered,
     /// and ids are remembered this long (default 2 min).
     pub message_ttl: Duration,
@@ -102,6 +116,8 @@ impl Default for GossipConfig {
             graft_retry: Duration::from_millis(75),
             reroute_threshold: 0,
             join_lazy: true,
+            origin_fanout: 0,
+            shortcut_pushes: 0,
             optimise_after: 0,
             optimise_window: 16,
             optimise_lead: Duration::from_millis(20),
@@ -153,6 +169,13 @@ impl GossipConfig {
     /// Set [`join_lazy`](Self::join_lazy).
     pub fn with_join_lazy(mut self, lazy: bool) -> Self {
         self.join_lazy = lazy;
+        self
+    }
+    /// Set [`origin_fanout`](Self::origin_fanout) and
+    /// [`shortcut_pushes`](Self::shortcut_pushes).
+    pub fn with_shortcuts(mut self, origin_fanout: usize, shortcut_pushes: usize) -> Self {
+        self.origin_fanout = origin_fanout;
+        self.shortcut_pushes = shortcut_pushes;
         self
     }
     /// Set [`message_ttl`](Self::message_ttl) (at least 1 s).

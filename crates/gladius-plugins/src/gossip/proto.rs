@@ -79,7 +79,7 @@ use serde::Serialize;
 
 use super::config::GossipConfig;
 use super::key::{GossipKey, MessageId, Origin};
-use super::wire::{Data, Frame, Topic, MAX_IDS_PER_FRAME};
+use super::wire::{Data, Frame, Topic, Via, MAX_IDS_PER_FRAME};
 
 /// What names a peer: the session address on a real network, an index in
 /// a simulation. Ordered so that every iteration is deterministic.
@@ -102,6 +102,14 @@ pub enum InEvent<P> {
     },
     /// A timer set through [`State::poll_timer`] fired.
     Timer(Timer),
+    /// The round-trip time to a peer, as the node measured it: shortcut
+    /// pushes go to the fastest lazy neighbours.
+    Rtt {
+        /// The peer.
+        peer: P,
+        /// Its round-trip time, ms.
+        ms: u32,
+    },
 }
 
 /// A timer the state machine wants fired.
@@ -149,6 +157,9 @@ pub struct Counters {
     pub duplicates: u64,
     /// Full-message frames sent (eager pushes and graft answers).
     pub data_sent: u64,
+    /// Of `data_sent`, copies sent over links outside the tree (the
+    /// origin's fan-out and shortcut pushes).
+    pub shortcuts_sent: u64,
     /// `ihave` ids sent.
     pub ihave_sent: u64,
     /// `graft` frames sent (tree repairs).
@@ -267,6 +278,7 @@ fn ms(d: std::time::Duration) -> u64 {
 struct Peer {
     topics: BTreeSet<Topic>,
     bucket: Bucket,
+    rtt_ms: Option<u32>,
 }
 
 /// A token bucket in thousandths of a frame.
@@ -367,11 +379,11 @@ impl Seen {
 }
 
 /// Full messages kept to answer grafts, oldest first, each with the
-/// peer it came from (`None` if published here); `hops` in the kept
-/// message is this node's own count.
+/// peer it came from (`None` if published here) and the sources its copies
+/// came from; `hops` and `via` in the kept message are this node's own.
 #[derive(Debug)]
 struct Cache<P> {
-    messages: HashMap<MessageId, (Data, Option<P>)>,
+    messages: HashMap<MessageId, (Data, Option<P>, Sources)>,
     order: VecDeque<(u64, MessageId)>,
     bytes: usize,
 }
@@ -387,7 +399,7 @@ impl<P: PeerId> Cache<P> {
     }
     fn pop(&mut self) {
         if let Some((_, id)) = self.order.pop_front() {
-            if let Some((d, _)) = self.messages.remove(&id) {
+            if let Some((d, _, _)) = self.messages.remove(&id) {
                 self.bytes -= d.body.len();
             }
         }
@@ -401,7 +413,41 @@ impl<P: PeerId> Cache<P> {
         }
         self.bytes += data.body.len();
         self.order.push_back((now, id));
-        self.messages.insert(id, (data, from));
+        let sources = Sources::of(data.via);
+        self.messages.insert(id, (data, from, sources));
+    }
+}
+
+/// The sources (the tree, or a branch) of the copies of one message
+/// received on tree links: a second copy from the same source closed a
+/// cycle. A handful at most; beyond that, new ones are not remembered.
+#[derive(Debug, Default)]
+struct Sources(Vec<u32>);
+
+impl Sources {
+    const MAX: usize = 8;
+
+    fn of(via: Via) -> Self {
+        let mut s = Self::default();
+        s.seen_before(via);
+        s
+    }
+
+    /// Whether a copy from `via`'s source came before (shortcuts never
+    /// count); remember the source.
+    fn seen_before(&mut self, via: Via) -> bool {
+        let source = match via {
+            Via::Shortcut => return false,
+            Via::Tree => 0,
+            Via::Branch(b) => b,
+        };
+        if self.0.contains(&source) {
+            return true;
+        }
+        if self.0.len() < Self::MAX {
+            self.0.push(source);
+        }
+        false
     }
 }
 
@@ -639,6 +685,11 @@ impl<P: PeerId> State<P> {
             }
             InEvent::Message { from, frame } => self.on_frame(now_ms, from, frame),
             InEvent::Timer(Timer::Graft(id)) => self.on_graft_timer(now_ms, id),
+            InEvent::Rtt { peer, ms } => {
+                if let Some(p) = self.peers.get_mut(&peer) {
+                    p.rtt_ms = Some(ms);
+                }
+            }
         }
     }
 
@@ -647,6 +698,7 @@ impl<P: PeerId> State<P> {
             let peer = Peer {
                 topics: BTreeSet::new(),
                 bucket: Bucket::full(now, self.config.peer_burst),
+                rtt_ms: None,
             };
             self.peers.insert(p, peer);
         }
@@ -783,13 +835,23 @@ impl<P: PeerId> State<P> {
         let id = data.id();
         if self.seen.ids.contains(&id) {
             self.counters.duplicates += 1;
-            // Prune an eager link that closed a cycle, and also a lazy
-            // one whose other side still pushes (it took us eager while
-            // we took it lazy).
-            let pruned = self
-                .topics
-                .get_mut(&data.topic)
-                .is_some_and(|t| !t.flood && (t.make_lazy(from) || t.lazy.contains(&from)));
+            // A shortcut is a duplicate by design. A copy on a link that is
+            // lazy here is not: its other side still pushes (it took us
+            // eager while we took it lazy), so prune it. On an eager link,
+            // a copy from another source than the ones before (the tree's
+            // copy meeting a branch a shortcut started) says nothing about
+            // the tree; a second copy from the same source does: it went
+            // round a cycle of tree links. (A message no longer kept: as if
+            // it did.)
+            let sources = self.cache.messages.get_mut(&id).map(|(_, _, s)| s);
+            let same_source = match sources {
+                Some(sources) => sources.seen_before(data.via),
+                None => true,
+            };
+            let pruned = data.via != Via::Shortcut
+                && self.topics.get_mut(&data.topic).is_some_and(|t| {
+                    !t.flood && (t.lazy.contains(&from) || (same_source && t.make_lazy(from)))
+                });
             if pruned {
                 self.counters.prunes_sent += 1;
                 let frame = Frame::Prune { topic: data.topic }.encode();
@@ -834,7 +896,11 @@ impl<P: PeerId> State<P> {
             hops: data.hops,
             timestamp_ms: data.timestamp_ms,
         });
-        if let Some(tree) = self.topics.get_mut(&data.topic) {
+        if data.via == Via::Shortcut {
+            // Not a tree link: the copies this node forwards start a
+            // branch of their own.
+            data.via = Via::Branch(self.rng.gen_range(1..=u32::MAX));
+        } else if let Some(tree) = self.topics.get_mut(&data.topic) {
             tree.make_eager(from);
         }
         let topic = data.topic.clone();
@@ -920,7 +986,7 @@ impl<P: PeerId> State<P> {
         };
         tree.make_eager(closer);
         tree.make_lazy(parent);
-        if let Some((data, from)) = self.cache.messages.get_mut(&id) {
+        if let Some((data, from, _)) = self.cache.messages.get_mut(&id) {
             if let Some(h) = their_hops {
                 data.hops = h.saturating_add(1);
             }
@@ -941,31 +1007,61 @@ impl<P: PeerId> State<P> {
         self.send(parent, prune);
     }
 
-    /// Eager push to the tree, lazy push to the rest, except `from`.
+    /// Eager push to the tree, lazy push to the rest, except `from`; and
+    /// the copies off the tree (the origin's fan-out, the shortcut pushes
+    /// of the origin's neighbours) instead of announcements to some lazy
+    /// neighbours.
     fn push(&mut self, now: u64, id: MessageId, data: Data, from: Option<P>) {
-        let (eager, lazy): (Vec<P>, Vec<P>) = match self.topics.get_mut(&data.topic) {
-            Some(tree) => {
-                tree.active = true;
-                (
-                    tree.eager.iter().copied().collect(),
-                    tree.lazy.iter().copied().collect(),
-                )
-            }
-            None => (self.interested(&data.topic).collect(), Vec::new()),
+        let (eager, mut lazy, flood): (Vec<P>, Vec<P>, bool) =
+            match self.topics.get_mut(&data.topic) {
+                Some(tree) => {
+                    tree.active = true;
+                    (
+                        tree.eager.iter().copied().collect(),
+                        tree.lazy.iter().copied().collect(),
+                        tree.flood,
+                    )
+                }
+                None => (self.interested(&data.topic).collect(), Vec::new(), true),
+            };
+        lazy.retain(|p| Some(*p) != from);
+        let shortcuts = match from {
+            _ if flood => 0,
+            None => self.config.origin_fanout.min(lazy.len()),
+            // Straight from the origin (it sent hops 0).
+            Some(_) if data.hops == 1 => self.config.shortcut_pushes.min(lazy.len()),
+            _ => 0,
         };
+        if shortcuts < lazy.len() && shortcuts > 0 {
+            // The fastest first; unknown round trips last.
+            let peers = &self.peers;
+            lazy.sort_by_key(|p| peers.get(p).and_then(|x| x.rtt_ms).unwrap_or(u32::MAX));
+        }
+        let announced = lazy.split_off(shortcuts);
         let full = Frame::Data(data.clone()).encode();
         for p in eager.into_iter().filter(|p| Some(*p) != from) {
             self.counters.data_sent += 1;
             self.send(p, full.clone());
         }
-        let lazy: Vec<P> = lazy.into_iter().filter(|p| Some(*p) != from).collect();
         if !lazy.is_empty() {
+            let shortcut = Frame::Data(Data {
+                via: Via::Shortcut,
+                ..data.clone()
+            })
+            .encode();
+            for p in lazy {
+                self.counters.data_sent += 1;
+                self.counters.shortcuts_sent += 1;
+                self.send(p, shortcut.clone());
+            }
+        }
+        if !announced.is_empty() {
             let ihave = Frame::IHave {
                 topic: data.topic.clone(),
                 ids: vec![(id, data.hops)],
             }
             .encode();
-            for p in lazy {
+            for p in announced {
                 self.counters.ihave_sent += 1;
                 self.send(p, ihave.clone());
             }
@@ -978,7 +1074,7 @@ impl<P: PeerId> State<P> {
         for (id, hops) in ids {
             if self.seen.ids.contains(&id) {
                 let held = self.cache.messages.get(&id);
-                if let Some((data, Some(parent))) = held {
+                if let Some((data, Some(parent), _)) = held {
                     let (ours, parent) = (data.hops, *parent);
                     self.maybe_reroute(&topic, id, ours, parent, hops, from);
                 }
@@ -1056,7 +1152,7 @@ impl<P: PeerId> State<P> {
             tree.make_eager(from);
         }
         for id in ids {
-            let Some((data, _)) = self.cache.messages.get(&id) else {
+            let Some((data, _, _)) = self.cache.messages.get(&id) else {
                 self.counters.graft_misses += 1;
                 continue;
             };

@@ -44,6 +44,9 @@ pub struct Scenario {
     /// Messages published (from random live origins) before measuring,
     /// so that the tree has formed.
     pub warmup: usize,
+    /// Messages published after the crash and before the measured ones,
+    /// not measured: the tree re-forms meanwhile.
+    pub settle: usize,
     /// Messages measured.
     pub messages: usize,
     /// Time between two publications, ms.
@@ -68,6 +71,7 @@ impl Default for Scenario {
             links_per_node: 4,
             latency_ms: (10, 60),
             warmup: 20,
+            settle: 0,
             messages: 50,
             interval_ms: 500,
             crash: 0.0,
@@ -202,8 +206,14 @@ impl Sim {
             let _ = sim.nodes[i].state.subscribe(sim.now, topic.clone());
         }
         for &(a, b) in &edges {
-            sim.nodes[a].state.handle(sim.now, InEvent::PeerUp(b));
-            sim.nodes[b].state.handle(sim.now, InEvent::PeerUp(a));
+            // The round trip, as the node's sessions would measure it.
+            let ms = u32::try_from(2 * sim.nodes[a].links[&b]).unwrap_or(u32::MAX);
+            for (x, y) in [(a, b), (b, a)] {
+                sim.nodes[x].state.handle(sim.now, InEvent::PeerUp(y));
+                sim.nodes[x]
+                    .state
+                    .handle(sim.now, InEvent::Rtt { peer: y, ms });
+            }
         }
         for i in 0..n {
             sim.drain(i);
@@ -222,6 +232,11 @@ impl Sim {
             sim.run_until(t);
         }
         sim.crash(s.crash, s.detect_ms);
+        for _ in 0..s.settle {
+            sim.publish_random();
+            let t = sim.now + s.interval_ms;
+            sim.run_until(t);
+        }
         let before = sim.totals();
         let mut ids = Vec::new();
         for _ in 0..s.messages {
@@ -501,8 +516,10 @@ mod tests {
             .unwrap_or(default)
     }
 
-    /// Tries settings of the latency optimisation: `GOSSIP_SIM_NODES`,
-    /// `OPT_AFTER`, `OPT_WINDOW`, `OPT_LEAD_MS`, `CRASH_PCT`.
+    /// Tries settings of the latency optimisations: `GOSSIP_SIM_NODES`,
+    /// `OPT_AFTER`, `OPT_WINDOW`, `OPT_LEAD_MS`, `CRASH_PCT`, `FANOUT`,
+    /// `SHORTCUTS`, `FLOOD` (0/1), `LINKS`, `SETTLE` (messages between the
+    /// crash and the measured ones).
     #[test]
     #[ignore = "an experiment, prints figures"]
     fn latency_experiment() {
@@ -512,10 +529,19 @@ mod tests {
             env("OPT_WINDOW", 16) as usize,
             std::time::Duration::from_millis(env("OPT_LEAD_MS", 20)),
         );
+        let defaults = GossipConfig::default();
+        let gossip = gossip
+            .with_shortcuts(
+                env("FANOUT", defaults.origin_fanout as u64) as usize,
+                env("SHORTCUTS", defaults.shortcut_pushes as u64) as usize,
+            )
+            .with_flood(env("FLOOD", 0) == 1);
         let s = Scenario {
             nodes,
+            links_per_node: env("LINKS", Scenario::default().links_per_node as u64) as usize,
             messages: 100,
             warmup: env("WARMUP", 20) as usize,
+            settle: env("SETTLE", 0) as usize,
             crash: env("CRASH_PCT", 0) as f64 / 100.0,
             gossip,
             ..Scenario::default()
@@ -546,6 +572,37 @@ mod tests {
         assert!(
             tree.latency_p99_ms <= flood.latency_p99_ms * 4,
             "tree {tree:?} flood {flood:?}"
+        );
+    }
+
+    #[test]
+    fn shortcuts_bring_the_median_within_one_and_a_half_times_flooding() {
+        // The figures of docs/gossip.md ("Shortcuts"), 1,000 nodes.
+        let s = Scenario {
+            nodes: 1000,
+            messages: 100,
+            ..Scenario::default()
+        };
+        let tree = Sim::run(&s);
+        let short = Sim::run(&Scenario {
+            gossip: GossipConfig::default().with_shortcuts(8, 2),
+            ..s.clone()
+        });
+        let flood = Sim::run(&Scenario {
+            gossip: GossipConfig::default().with_flood(true),
+            ..s
+        });
+        assert_eq!(short.reliability_min, 1.0, "{short:?}");
+        assert_eq!(short.double_deliveries, 0, "{short:?}");
+        // Each shortcut is a redundant copy, but a few per message.
+        assert!(short.rmr < 0.2, "{short:?}");
+        assert!(
+            short.latency_p50_ms < tree.latency_p50_ms,
+            "shortcuts {short:?} tree {tree:?}"
+        );
+        assert!(
+            short.latency_p50_ms * 2 <= flood.latency_p50_ms * 3,
+            "shortcuts {short:?} flood {flood:?}"
         );
     }
 

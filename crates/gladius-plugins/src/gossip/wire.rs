@@ -12,13 +12,17 @@
 //! kind 3 prune:       (nothing)
 //! kind 4 subscribe:   (nothing)
 //! kind 5 unsubscribe: (nothing)
+//! kind 6 shortcut:    as kind 0
+//! kind 7 branch:      as kind 0, then branch u32
 //! ```
 //!
 //! A data frame's id is `SHA-256("gladius gossip v1\0" | topic_len | topic
 //! | origin | timestamp_ms | nonce | body_len | body)` and its signature
 //! is the origin's Ed25519 signature of those 32 bytes. `hops` is the only
 //! field a forwarder changes, so it is not signed (a forwarder can lie
-//! about it, and about nothing else). An `ihave` entry's `hops` is the
+//! about it, and about nothing else); so are the kinds 0, 6 and 7, which
+//! say how a copy travels ([`Via`]: the tree, a shortcut, a branch of the
+//! tree that a shortcut started; see [`super::proto`]). An `ihave` entry's `hops` is the
 //! announcer's own hop count for that message (what it got it with); a
 //! `graft` with no ids only asks to be pushed to eagerly (the tree
 //! optimisation in [`super::proto`]).
@@ -49,6 +53,8 @@ const KIND_GRAFT: u8 = 2;
 const KIND_PRUNE: u8 = 3;
 const KIND_SUBSCRIBE: u8 = 4;
 const KIND_UNSUBSCRIBE: u8 = 5;
+const KIND_SHORTCUT: u8 = 6;
+const KIND_BRANCH: u8 = 7;
 
 /// A topic name: 1..=255 bytes of UTF-8. Cheap to clone.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -110,6 +116,26 @@ pub struct Data {
     pub body: Bytes,
     /// The origin's Ed25519 signature of the id.
     pub signature: [u8; 64],
+    /// How this copy travels. Like `hops`, not signed.
+    pub via: Via,
+}
+
+/// How a copy of a message travels: the frame's kind. A duplicate closes a
+/// cycle of tree links (and prunes one) only if this node already had a
+/// copy from the same source: the tree (the origin's copies) or the same
+/// branch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Via {
+    /// On the tree, from the origin (kind 0).
+    #[default]
+    Tree,
+    /// Over a link outside the tree: the origin's fan-out or a shortcut
+    /// push (kind 6). Its receiver neither makes the sender eager nor
+    /// prunes on it.
+    Shortcut,
+    /// On the tree, from the node that got the message by a shortcut
+    /// (kind 7): that node names the branch with a random non-zero number.
+    Branch(u32),
 }
 
 impl Data {
@@ -129,6 +155,7 @@ impl Data {
             hops: 0,
             body,
             signature: [0; 64],
+            via: Via::Tree,
         };
         data.signature = key.sign(&data.id());
         data
@@ -260,7 +287,11 @@ impl Frame {
     pub fn encode(&self) -> Bytes {
         let topic = self.topic();
         let (kind, extra) = match self {
-            Frame::Data(d) => (KIND_DATA, DATA_OVERHEAD + d.body.len()),
+            Frame::Data(d) => match d.via {
+                Via::Tree => (KIND_DATA, DATA_OVERHEAD + d.body.len()),
+                Via::Shortcut => (KIND_SHORTCUT, DATA_OVERHEAD + d.body.len()),
+                Via::Branch(_) => (KIND_BRANCH, DATA_OVERHEAD + 4 + d.body.len()),
+            },
             Frame::IHave { ids, .. } => (KIND_IHAVE, 1 + 34 * ids.len()),
             Frame::Graft { ids, .. } => (KIND_GRAFT, 1 + 32 * ids.len()),
             Frame::Prune { .. } => (KIND_PRUNE, 0),
@@ -281,6 +312,9 @@ impl Frame {
                 b.put_u32(body_len(&d.body));
                 b.put_slice(&d.body);
                 b.put_slice(&d.signature);
+                if let Via::Branch(branch) = d.via {
+                    b.put_u32(branch);
+                }
             }
             Frame::IHave { ids, .. } => {
                 // Senders chunk to MAX_IDS_PER_FRAME.
@@ -311,14 +345,14 @@ impl Frame {
             return Err(WireError::Version(version));
         }
         let kind = r.u8()?;
-        if kind > KIND_UNSUBSCRIBE {
+        if kind > KIND_BRANCH {
             return Err(WireError::Kind(kind));
         }
         let topic_len = usize::from(r.u8()?);
         let topic = std::str::from_utf8(r.take(topic_len)?).map_err(|_| WireError::Topic)?;
         let topic = Topic::new(topic).map_err(|_| WireError::Topic)?;
         let frame = match kind {
-            KIND_DATA => {
+            KIND_DATA | KIND_SHORTCUT | KIND_BRANCH => {
                 let origin = Origin(r.array()?);
                 let timestamp_ms = r.u64()?;
                 let nonce = r.u64()?;
@@ -334,6 +368,11 @@ impl Frame {
                 r.take(len)?;
                 let body = bytes.slice(start..start + len);
                 let signature = r.array()?;
+                let via = match kind {
+                    KIND_SHORTCUT => Via::Shortcut,
+                    KIND_BRANCH => Via::Branch(u32::from_be_bytes(r.array()?)),
+                    _ => Via::Tree,
+                };
                 Frame::Data(Data {
                     topic,
                     origin,
@@ -342,6 +381,7 @@ impl Frame {
                     hops,
                     body,
                     signature,
+                    via,
                 })
             }
             KIND_IHAVE => {
@@ -428,6 +468,14 @@ mod tests {
         let ids = vec![MessageId([3; 32]), MessageId([4; 32])];
         let frames = [
             Frame::Data(data()),
+            Frame::Data(Data {
+                via: Via::Shortcut,
+                ..data()
+            }),
+            Frame::Data(Data {
+                via: Via::Branch(0xdead_beef),
+                ..data()
+            }),
             Frame::IHave {
                 topic: topic(),
                 ids: vec![(ids[0], 1), (ids[1], 300)],
@@ -463,6 +511,25 @@ mod tests {
         assert_eq!(&bytes[57..61], &[0, 0, 0, 5]);
         assert_eq!(&bytes[61..66], b"hello");
         assert!(d.verifies(&d.id()));
+        // A shortcut: kind 6, the same fields, the same id. A branch:
+        // kind 7, the same fields and then the branch.
+        let shortcut = Data {
+            via: Via::Shortcut,
+            ..d.clone()
+        };
+        let shortcut_bytes = Frame::Data(shortcut.clone()).encode();
+        assert_eq!(shortcut_bytes[1], 6);
+        assert_eq!(shortcut_bytes[2..], bytes[2..]);
+        assert_eq!(shortcut.id(), d.id());
+        let branch = Data {
+            via: Via::Branch(0x0102_0304),
+            ..d.clone()
+        };
+        let branch_bytes = Frame::Data(branch.clone()).encode();
+        assert_eq!(branch_bytes[1], 7);
+        assert_eq!(branch_bytes[2..bytes.len()], bytes[2..]);
+        assert_eq!(branch_bytes[bytes.len()..], [1, 2, 3, 4]);
+        assert_eq!(branch.id(), d.id());
     }
 
     #[test]

@@ -101,6 +101,14 @@ pub struct GossipArgs {
     /// plugin's `join_lazy` false), as in the PlumTree paper.
     #[arg(long = "gossip-join-eager")]
     pub join_eager: bool,
+    /// Gossip: the plugin's `origin_fanout` (the origin pushes to this
+    /// many of its fastest lazy neighbours too).
+    #[arg(long = "gossip-fanout", default_value_t = 0)]
+    pub fanout: usize,
+    /// Gossip: the plugin's `shortcut_pushes` (a neighbour of the origin
+    /// pushes to this many of its fastest lazy neighbours).
+    #[arg(long = "gossip-shortcuts", default_value_t = 0)]
+    pub shortcuts: usize,
 }
 
 impl Default for GossipArgs {
@@ -116,6 +124,8 @@ impl Default for GossipArgs {
             optimise_after: 0,
             optimise_lead_ms: 5,
             join_eager: false,
+            fanout: 0,
+            shortcuts: 0,
         }
     }
 }
@@ -280,7 +290,9 @@ async fn start_gossip(
     if let Some(ms) = g.graft_timeout_ms {
         config = config.with_graft_timeout(Duration::from_millis(ms));
     }
-    config = config.with_join_lazy(!g.join_eager);
+    config = config
+        .with_join_lazy(!g.join_eager)
+        .with_shortcuts(g.fanout, g.shortcuts);
     if g.optimise_after > 0 {
         config = config.with_optimise(
             g.optimise_after,

@@ -96,8 +96,13 @@ impl Net {
     }
 }
 
+/// Plain PlumTree: no copies off the tree, so the tree's own rules show.
+fn tree_only() -> GossipConfig {
+    GossipConfig::default().with_shortcuts(0, 0)
+}
+
 fn triangle() -> Net {
-    Net::new(3, &[(0, 1), (0, 2), (1, 2)], GossipConfig::default())
+    Net::new(3, &[(0, 1), (0, 2), (1, 2)], tree_only())
 }
 
 #[test]
@@ -156,7 +161,7 @@ fn a_missing_announced_message_is_grafted_and_the_link_becomes_eager() {
 fn a_graft_tries_the_next_announcer_when_the_first_does_not_answer() {
     // 3 hears of the message from 1 and 2, but 1's answer is lost.
     let links = [(0, 1), (0, 2), (1, 3), (2, 3)];
-    let mut net = Net::new(4, &links, GossipConfig::default());
+    let mut net = Net::new(4, &links, tree_only());
     net.publish(0, b"tree");
     net.publish(0, b"tree again");
     assert_eq!(net.nodes[3].eager_peers(&topic()).len(), 1);
@@ -192,7 +197,7 @@ fn data_frame(key: u8, ts: u64, body: &'static [u8]) -> Bytes {
 
 #[test]
 fn a_replayed_message_is_delivered_once() {
-    let mut b = node(1, GossipConfig::default());
+    let mut b = node(1, tree_only());
     let frame = data_frame(9, NOW, b"m");
     for _ in 0..3 {
         recv(&mut b, NOW + 10, 0, frame.clone());
@@ -203,7 +208,7 @@ fn a_replayed_message_is_delivered_once() {
 
 #[test]
 fn messages_older_than_the_ttl_or_from_the_future_are_dropped() {
-    let mut b = node(1, GossipConfig::default());
+    let mut b = node(1, tree_only());
     let ttl = 120_000;
     let msg = |ts| InEvent::Message {
         from: 0,
@@ -219,7 +224,7 @@ fn messages_older_than_the_ttl_or_from_the_future_are_dropped() {
 
 #[test]
 fn a_full_id_cache_refuses_what_it_forgot_instead_of_redelivering_it() {
-    let mut b = node(1, GossipConfig::default().with_max_seen(16));
+    let mut b = node(1, tree_only().with_max_seen(16));
     let frames: Vec<Bytes> = (0..20u8)
         .map(|i| {
             let key = GossipKey::from_bytes(&[9; 32]);
@@ -240,7 +245,7 @@ fn a_full_id_cache_refuses_what_it_forgot_instead_of_redelivering_it() {
 
 #[test]
 fn a_forged_copy_is_dropped_and_its_forwarder_not_trusted_for_that_id() {
-    let mut b = node(1, GossipConfig::default());
+    let mut b = node(1, tree_only());
     for p in [0, 2] {
         b.handle(NOW, InEvent::PeerUp(p));
     }
@@ -284,7 +289,7 @@ fn a_forged_copy_is_dropped_and_its_forwarder_not_trusted_for_that_id() {
 
 #[test]
 fn a_flooding_peer_is_throttled_and_counted() {
-    let mut b = node(1, GossipConfig::default().with_peer_rate(100, 10));
+    let mut b = node(1, tree_only().with_peer_rate(100, 10));
     let frame = Frame::Prune { topic: topic() }.encode();
     for _ in 0..50 {
         recv(&mut b, NOW, 0, frame.clone());
@@ -300,7 +305,7 @@ fn a_flooding_peer_is_throttled_and_counted() {
 
 #[test]
 fn malformed_oversized_and_foreign_topic_frames_are_counted() {
-    let mut b = node(1, GossipConfig::default().with_max_body_len(4));
+    let mut b = node(1, tree_only().with_max_body_len(4));
     let send = |b: &mut State<u8>, frame: Bytes| recv(b, NOW, 0, frame);
     send(&mut b, Bytes::from_static(b"\x01\x07junk"));
     send(&mut b, data_frame(9, NOW, b"too long"));
@@ -323,7 +328,7 @@ fn malformed_oversized_and_foreign_topic_frames_are_counted() {
 
 #[test]
 fn pending_grafts_are_bounded() {
-    let mut b = node(1, GossipConfig::default().with_max_pending_grafts(10));
+    let mut b = node(1, tree_only().with_max_pending_grafts(10));
     let ids: Vec<(MessageId, u16)> = (0..40u8).map(|i| (MessageId([i; 32]), 1)).collect();
     let ihave = Frame::IHave {
         topic: topic(),
@@ -337,7 +342,7 @@ fn pending_grafts_are_bounded() {
 
 #[test]
 fn an_unsubscribed_node_neither_delivers_nor_forwards_and_peers_drop_it() {
-    let mut net = Net::new(3, &[(0, 1), (1, 2)], GossipConfig::default());
+    let mut net = Net::new(3, &[(0, 1), (1, 2)], tree_only());
     net.nodes[1].unsubscribe(NOW, &topic());
     net.pump(NOW);
     assert!(net.nodes[0].eager_peers(&topic()).is_empty());
@@ -349,7 +354,7 @@ fn an_unsubscribed_node_neither_delivers_nor_forwards_and_peers_drop_it() {
 #[test]
 fn flood_mode_never_prunes() {
     let links = [(0, 1), (0, 2), (1, 2)];
-    let mut net = Net::new(3, &links, GossipConfig::default().with_flood(true));
+    let mut net = Net::new(3, &links, tree_only().with_flood(true));
     for _ in 0..3 {
         net.publish(0, b"m");
     }
@@ -360,7 +365,7 @@ fn flood_mode_never_prunes() {
 
 #[test]
 fn a_flood_topic_floods_while_another_forms_a_tree() {
-    let config = GossipConfig::default().with_flood_topic("f");
+    let config = tree_only().with_flood_topic("f");
     let mut net = Net::new(3, &[(0, 1), (0, 2), (1, 2)], config);
     let f = Topic::new("f").unwrap();
     for s in net.nodes.iter_mut() {
@@ -415,7 +420,7 @@ fn announced_then_delivered(x: &mut State<u8>, k: u64, at: u64, lead: u64) {
 
 #[test]
 fn an_announcer_faster_than_the_tree_for_most_messages_replaces_the_parent() {
-    let config = GossipConfig::default().with_optimise(3, 8, std::time::Duration::from_millis(20));
+    let config = tree_only().with_optimise(3, 8, std::time::Duration::from_millis(20));
     let mut x = parent_and_lazy(config);
     // Leads shorter than 20 ms do not count.
     for k in 0..5 {
@@ -451,7 +456,7 @@ fn an_announcer_faster_than_the_tree_for_most_messages_replaces_the_parent() {
 
 #[test]
 fn the_latency_optimisation_is_off_by_default() {
-    let mut x = parent_and_lazy(GossipConfig::default());
+    let mut x = parent_and_lazy(tree_only());
     for k in 0..20 {
         announced_then_delivered(&mut x, k, NOW + 100 * k, 100);
     }
@@ -461,7 +466,7 @@ fn the_latency_optimisation_is_off_by_default() {
 
 #[test]
 fn a_node_on_a_tree_in_use_takes_a_new_neighbour_lazily_and_a_newcomer_grafts_in() {
-    let mut net = Net::new(5, &[(0, 1), (0, 2), (1, 2)], GossipConfig::default());
+    let mut net = Net::new(5, &[(0, 1), (0, 2), (1, 2)], tree_only());
     // Before any message: neighbours start eager.
     assert_eq!(net.nodes[1].eager_peers(&topic()), vec![0, 2]);
     net.publish(0, b"the tree is in use");
@@ -502,7 +507,7 @@ fn a_node_on_a_tree_in_use_takes_a_new_neighbour_lazily_and_a_newcomer_grafts_in
 
 #[test]
 fn with_join_lazy_off_a_new_neighbour_is_eager_and_its_cycle_pruned() {
-    let config = GossipConfig::default().with_join_lazy(false);
+    let config = tree_only().with_join_lazy(false);
     let mut net = Net::new(4, &[(0, 1), (0, 2), (1, 2)], config);
     net.publish(0, b"the tree is in use");
     for (a, b) in [(3u8, 1u8), (3, 2)] {
@@ -516,4 +521,198 @@ fn with_join_lazy_off_a_new_neighbour_is_eager_and_its_cycle_pruned() {
     // 3 got it from 1 and from 2: a duplicate, and a prune.
     assert_eq!(net.nodes[3].counters().duplicates, 1);
     assert_eq!(net.nodes[3].eager_peers(&topic()).len(), 1);
+}
+
+#[test]
+fn shortcuts_reach_lazy_neighbours_first_and_never_reshape_the_tree() {
+    // A ring 0-1-2-3-0 with the chord 0-2, origin fan-out to 8 and two
+    // shortcut pushes. The first message from 0 forms a star
+    // around 0; 1-2 and 2-3 become lazy.
+    let links = [(0, 1), (1, 2), (2, 3), (3, 0), (0, 2)];
+    let mut net = Net::new(4, &links, GossipConfig::default().with_shortcuts(8, 2));
+    let first = net.publish(0, b"form");
+    assert!((1..4).all(|i| net.got(i, first) == 1));
+    let eager: Vec<Vec<u8>> = net.nodes.iter().map(|n| n.eager_peers(&topic())).collect();
+    assert_eq!(eager[2], vec![0]);
+    assert_eq!(net.nodes[2].lazy_peers(&topic()), vec![1, 3]);
+    let prunes: u64 = net.nodes.iter().map(|n| n.counters().prunes_sent).sum();
+
+    for origin in [1, 2, 3, 0, 2] {
+        let id = net.publish(origin, b"m");
+        for i in (0..4).filter(|i| *i != origin) {
+            assert_eq!(net.got(i, id), 1, "node {i}, origin {origin}");
+        }
+    }
+    // From 1, its lazy neighbour 2 got a copy at once instead of an
+    // announcement, and 2 (a neighbour of the origin) pushed one to its
+    // lazy 3: duplicates, but no prune and no new eager link.
+    let sum = |f: fn(&Counters) -> u64| net.nodes.iter().map(|n| f(n.counters())).sum::<u64>();
+    assert!(
+        sum(|c| c.shortcuts_sent) >= 3,
+        "{:?}",
+        net.nodes[1].counters()
+    );
+    assert!(sum(|c| c.duplicates) > 0);
+    assert_eq!(sum(|c| c.prunes_sent), prunes);
+    let after: Vec<Vec<u8>> = net.nodes.iter().map(|n| n.eager_peers(&topic())).collect();
+    assert_eq!(after, eager);
+}
+
+#[test]
+fn shortcut_pushes_go_to_the_fastest_lazy_neighbours() {
+    // Node 1: eager link to the origin 0, lazy links to 2, 3 and 4 with
+    // round trips of 30, 10 and 20 ms. With one shortcut push, the message
+    // from 0 goes off the tree to 3 and is announced to 2 and 4.
+    let mut b = node(1, GossipConfig::default().with_shortcuts(0, 1));
+    for p in [0u8, 2, 3, 4] {
+        b.handle(NOW, InEvent::PeerUp(p));
+        let subscribe = Frame::Subscribe { topic: topic() }.encode();
+        b.handle(
+            NOW,
+            InEvent::Message {
+                from: p,
+                frame: subscribe,
+            },
+        );
+    }
+    for (p, ms) in [(2u8, 30), (3, 10), (4, 20)] {
+        let prune = Frame::Prune { topic: topic() }.encode();
+        b.handle(
+            NOW,
+            InEvent::Message {
+                from: p,
+                frame: prune,
+            },
+        );
+        b.handle(NOW, InEvent::Rtt { peer: p, ms });
+    }
+    while b.poll_transmit().is_some() {}
+    assert_eq!(b.eager_peers(&topic()), vec![0]);
+    assert_eq!(b.lazy_peers(&topic()), vec![2, 3, 4]);
+    let key = GossipKey::from_bytes(&[1; 32]);
+    let data = Data::signed(&key, topic(), NOW, 7, Bytes::from_static(b"x"));
+    let frame = Frame::Data(data).encode();
+    b.handle(NOW, InEvent::Message { from: 0, frame });
+    let (mut off_tree_to, mut announced_to) = (Vec::new(), Vec::new());
+    while let Some(t) = b.poll_transmit() {
+        match Frame::decode(&t.frame, 1 << 16, 64) {
+            Ok(Frame::Data(d)) if d.via == Via::Shortcut => off_tree_to.push(t.to),
+            Ok(Frame::IHave { .. }) => announced_to.push(t.to),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(off_tree_to, vec![3]);
+    announced_to.sort_unstable();
+    assert_eq!(announced_to, vec![2, 4]);
+    assert_eq!(b.counters().shortcuts_sent, 1);
+    // The copy from 0 was on the tree: 0 stays eager, nothing changed.
+    assert_eq!(b.eager_peers(&topic()), vec![0]);
+}
+
+#[test]
+fn a_second_copy_from_the_same_source_closes_a_cycle_and_prunes() {
+    // Node 1, all four neighbours eager. Copies of one message arrive
+    // from several sources; only a second one from a source already seen
+    // (here branch 77) proves a cycle of tree links.
+    let mut b = node(1, GossipConfig::default());
+    for p in [0u8, 2, 3, 4] {
+        b.handle(NOW, InEvent::PeerUp(p));
+        let subscribe = Frame::Subscribe { topic: topic() }.encode();
+        b.handle(
+            NOW,
+            InEvent::Message {
+                from: p,
+                frame: subscribe,
+            },
+        );
+    }
+    while b.poll_transmit().is_some() {}
+    let key = GossipKey::from_bytes(&[9; 32]);
+    let data = Data::signed(&key, topic(), NOW, 7, Bytes::from_static(b"x"));
+    let copy = |via| {
+        Frame::Data(Data {
+            via,
+            ..data.clone()
+        })
+        .encode()
+    };
+    let mut prunes_to = Vec::new();
+    for (from, via) in [
+        (2u8, Via::Branch(77)),
+        (3, Via::Branch(88)),
+        (4, Via::Tree),
+        (3, Via::Shortcut),
+        (0, Via::Branch(77)),
+    ] {
+        b.handle(
+            NOW,
+            InEvent::Message {
+                from,
+                frame: copy(via),
+            },
+        );
+        while let Some(t) = b.poll_transmit() {
+            if let Ok(Frame::Prune { .. }) = Frame::decode(&t.frame, 1 << 16, 64) {
+                prunes_to.push(t.to);
+            }
+        }
+    }
+    assert_eq!(b.counters().delivered, 1);
+    assert_eq!(b.counters().duplicates, 4);
+    assert_eq!(prunes_to, vec![0]);
+    assert_eq!(b.lazy_peers(&topic()), vec![0]);
+    assert_eq!(b.eager_peers(&topic()), vec![2, 3, 4]);
+}
+
+#[test]
+fn a_node_that_got_a_shortcut_forwards_on_a_branch_of_its_own() {
+    let mut b = node(1, tree_only());
+    for p in [0u8, 2, 3] {
+        b.handle(NOW, InEvent::PeerUp(p));
+        let subscribe = Frame::Subscribe { topic: topic() }.encode();
+        b.handle(
+            NOW,
+            InEvent::Message {
+                from: p,
+                frame: subscribe,
+            },
+        );
+    }
+    let prune = Frame::Prune { topic: topic() }.encode();
+    b.handle(
+        NOW,
+        InEvent::Message {
+            from: 0,
+            frame: prune,
+        },
+    );
+    while b.poll_transmit().is_some() {}
+    let key = GossipKey::from_bytes(&[9; 32]);
+    let data = Data::signed(&key, topic(), NOW, 7, Bytes::from_static(b"x"));
+    let shortcut = Frame::Data(Data {
+        via: Via::Shortcut,
+        ..data
+    })
+    .encode();
+    b.handle(
+        NOW,
+        InEvent::Message {
+            from: 0,
+            frame: shortcut,
+        },
+    );
+    let mut branches = Vec::new();
+    while let Some(t) = b.poll_transmit() {
+        if let Ok(Frame::Data(d)) = Frame::decode(&t.frame, 1 << 16, 64) {
+            branches.push((t.to, d.via));
+        }
+    }
+    assert_eq!(branches.len(), 2, "{branches:?}");
+    assert_eq!(branches[0].1, branches[1].1);
+    assert!(
+        matches!(branches[0].1, Via::Branch(n) if n != 0),
+        "{branches:?}"
+    );
+    // The shortcut's sender stays lazy.
+    assert_eq!(b.lazy_peers(&topic()), vec![0]);
 }
