@@ -57,6 +57,11 @@ pub struct GossipConfig {
     /// off the tree, to this many of its lazy neighbours, fastest first
     /// (default 0: off).
     pub shortcut_pushes: usize,
+    /// Nodes up to this many hops from the origin make the shortcut
+    /// pushes (default 1: the origin's neighbours only). Each level
+    /// multiplies the pushes by about the mean degree, so deeper levels
+    /// pay off only on large networks, where RMR's budget is per node.
+    pub shortcut_depth: u16,
     /// How long a message lives: older ones are dropped, not delivered,
     /// and ids are remembered this long (default 2 min).
     pub message_ttl: Duration,
@@ -118,6 +123,7 @@ impl Default for GossipConfig {
             join_lazy: true,
             origin_fanout: 0,
             shortcut_pushes: 0,
+            shortcut_depth: 1,
             optimise_after: 0,
             optimise_window: 16,
             optimise_lead: Duration::from_millis(20),
@@ -176,6 +182,11 @@ impl GossipConfig {
     pub fn with_shortcuts(mut self, origin_fanout: usize, shortcut_pushes: usize) -> Self {
         self.origin_fanout = origin_fanout;
         self.shortcut_pushes = shortcut_pushes;
+        self
+    }
+    /// Set [`shortcut_depth`](Self::shortcut_depth) (at least 1).
+    pub fn with_shortcut_depth(mut self, hops: u16) -> Self {
+        self.shortcut_depth = hops.max(1);
         self
     }
     /// Set [`message_ttl`](Self::message_ttl) (at least 1 s).

@@ -1028,8 +1028,10 @@ impl<P: PeerId> State<P> {
         let shortcuts = match from {
             _ if flood => 0,
             None => self.config.origin_fanout.min(lazy.len()),
-            // Straight from the origin (it sent hops 0).
-            Some(_) if data.hops == 1 => self.config.shortcut_pushes.min(lazy.len()),
+            // Near the origin (1: straight from it).
+            Some(_) if data.hops <= self.config.shortcut_depth => {
+                self.config.shortcut_pushes.min(lazy.len())
+            }
             _ => 0,
         };
         if shortcuts < lazy.len() && shortcuts > 0 {

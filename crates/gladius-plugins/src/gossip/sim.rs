@@ -518,8 +518,8 @@ mod tests {
 
     /// Tries settings of the latency optimisations: `GOSSIP_SIM_NODES`,
     /// `OPT_AFTER`, `OPT_WINDOW`, `OPT_LEAD_MS`, `CRASH_PCT`, `FANOUT`,
-    /// `SHORTCUTS`, `FLOOD` (0/1), `LINKS`, `SETTLE` (messages between the
-    /// crash and the measured ones).
+    /// `SHORTCUTS`, `DEPTH`, `FLOOD` (0/1), `LINKS`, `SETTLE` (messages
+    /// between the crash and the measured ones).
     #[test]
     #[ignore = "an experiment, prints figures"]
     fn latency_experiment() {
@@ -535,6 +535,7 @@ mod tests {
                 env("FANOUT", defaults.origin_fanout as u64) as usize,
                 env("SHORTCUTS", defaults.shortcut_pushes as u64) as usize,
             )
+            .with_shortcut_depth(env("DEPTH", 1) as u16)
             .with_flood(env("FLOOD", 0) == 1);
         let s = Scenario {
             nodes,

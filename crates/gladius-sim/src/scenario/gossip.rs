@@ -109,6 +109,10 @@ pub struct GossipArgs {
     /// pushes to this many of its fastest lazy neighbours).
     #[arg(long = "gossip-shortcuts", default_value_t = 0)]
     pub shortcuts: usize,
+    /// Gossip: the plugin's `shortcut_depth` (nodes up to this many hops
+    /// from the origin make the shortcut pushes).
+    #[arg(long = "gossip-shortcut-depth", default_value_t = 1)]
+    pub shortcut_depth: u16,
 }
 
 impl Default for GossipArgs {
@@ -126,6 +130,7 @@ impl Default for GossipArgs {
             join_eager: false,
             fanout: 0,
             shortcuts: 0,
+            shortcut_depth: 1,
         }
     }
 }
@@ -292,7 +297,8 @@ async fn start_gossip(
     }
     config = config
         .with_join_lazy(!g.join_eager)
-        .with_shortcuts(g.fanout, g.shortcuts);
+        .with_shortcuts(g.fanout, g.shortcuts)
+        .with_shortcut_depth(g.shortcut_depth);
     if g.optimise_after > 0 {
         config = config.with_optimise(
             g.optimise_after,

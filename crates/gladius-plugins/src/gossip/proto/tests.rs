@@ -716,3 +716,47 @@ fn a_node_that_got_a_shortcut_forwards_on_a_branch_of_its_own() {
     // The shortcut's sender stays lazy.
     assert_eq!(b.lazy_peers(&topic()), vec![0]);
 }
+
+#[test]
+fn shortcut_depth_sets_how_far_from_the_origin_nodes_push_shortcuts() {
+    // Node 1 with an eager link to 0 and a lazy one to 2 gets a message
+    // that already crossed one link (hops 1): two hops from its origin.
+    let shortcuts_for = |depth: u16| {
+        let config = GossipConfig::default()
+            .with_shortcuts(0, 1)
+            .with_shortcut_depth(depth);
+        let mut b = node(1, config);
+        for p in [0u8, 2] {
+            b.handle(NOW, InEvent::PeerUp(p));
+            let subscribe = Frame::Subscribe { topic: topic() }.encode();
+            b.handle(
+                NOW,
+                InEvent::Message {
+                    from: p,
+                    frame: subscribe,
+                },
+            );
+        }
+        let prune = Frame::Prune { topic: topic() }.encode();
+        b.handle(
+            NOW,
+            InEvent::Message {
+                from: 2,
+                frame: prune,
+            },
+        );
+        let key = GossipKey::from_bytes(&[9; 32]);
+        let mut data = Data::signed(&key, topic(), NOW, 7, Bytes::from_static(b"x"));
+        data.hops = 1;
+        b.handle(
+            NOW,
+            InEvent::Message {
+                from: 0,
+                frame: Frame::Data(data).encode(),
+            },
+        );
+        b.counters().shortcuts_sent
+    };
+    assert_eq!(shortcuts_for(1), 0);
+    assert_eq!(shortcuts_for(2), 1);
+}
