@@ -29,12 +29,12 @@ struct Node {
     gossip: GossipHandle,
 }
 
-async fn gossip_node(table_size: usize, seed: Option<SocketAddr>) -> Node {
+async fn gossip_node(table_size: usize, seed: Option<SocketAddr>, config: GossipConfig) -> Node {
     let mut dc = DiscoveryConfig::default();
     dc.table_size = table_size;
     dc.interval = Duration::from_millis(300);
     let (net, addr, discovery) = discovery_node(node_config(), dc).await;
-    let (plugin, gossip) = Gossip::new(GossipKey::generate(), GossipConfig::default());
+    let (plugin, gossip) = Gossip::new(GossipKey::generate(), config);
     net.register_plugin(plugin).await.unwrap();
     if let Some(seed) = seed {
         net.add(seed).await.unwrap();
@@ -56,11 +56,25 @@ fn drain(sub: &mut Subscription, into: &mut Vec<GossipMessage>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn thirty_nodes_with_tables_of_three_get_every_message_once_over_several_hops() {
+    thirty_nodes(GossipConfig::default()).await;
+}
+
+/// The same with shortcuts on: copies off the tree (wire kinds 6 and 7)
+/// cross real sessions, and still every node gets every message once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_shortcuts_every_message_still_arrives_once() {
+    let shortcuts = thirty_nodes(GossipConfig::default().with_shortcuts(8, 2)).await;
+    assert!(shortcuts > 0, "no shortcut was sent");
+}
+
+/// Thirty nodes, eight messages from several origins: each arrives once at
+/// every other node, over several hops. Returns the shortcuts sent.
+async fn thirty_nodes(config: GossipConfig) -> u64 {
     let mut nodes: Vec<Node> = Vec::new();
     for i in 0..NODES {
         // A chain of seeds: discovery has to find the rest.
         let seed = i.checked_sub(1).map(|j| nodes[j].addr);
-        nodes.push(gossip_node(TABLE, seed).await);
+        nodes.push(gossip_node(TABLE, seed, config.clone()).await);
     }
     let mut subs = Vec::new();
     for n in &nodes {
@@ -138,6 +152,7 @@ async fn thirty_nodes_with_tables_of_three_get_every_message_once_over_several_h
         );
     }
     assert!(max_hops >= 3, "messages crossed at most {max_hops} hops");
+    let mut shortcuts = 0;
     for n in &nodes {
         let s = n.gossip.stats();
         assert_eq!(
@@ -148,13 +163,15 @@ async fn thirty_nodes_with_tables_of_three_get_every_message_once_over_several_h
             ),
             (0, 0, 0)
         );
+        shortcuts += s.protocol.shortcuts_sent;
     }
     close_all(nodes.into_iter().map(|n| n.net)).await;
+    shortcuts
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forged_replayed_and_oversized_gossip_is_rejected() {
-    let victim = gossip_node(8, None).await;
+    let victim = gossip_node(8, None, GossipConfig::default()).await;
     let mut sub = victim.gossip.subscribe("news").await.unwrap();
     // A raw node (no gossip plugin) that speaks the wire format by hand.
     let (raw, _, _) = discovery_node(node_config(), DiscoveryConfig::default()).await;
