@@ -447,14 +447,14 @@ async fn feed_rtts(inner: &Inner, state: &gladius_p2p::NetworkState) {
         .await;
 }
 
-/// Every [`RTT_REFRESH`], [`feed_rtts`] until aborted.
+/// [`feed_rtts`] now and every [`RTT_REFRESH`] until aborted.
 async fn refresh_rtts(inner: Arc<Inner>, net: Network) {
     loop {
-        tokio::time::sleep(RTT_REFRESH).await;
         let Ok(state) = net.network_state().await else {
             return;
         };
         feed_rtts(&inner, &state).await;
+        tokio::time::sleep(RTT_REFRESH).await;
     }
 }
 
@@ -507,9 +507,15 @@ impl Plugin for Gossip {
                         .await;
                 }
             }
-            feed_rtts(&self.inner, &state).await;
         }
-        if self.inner.shared().state.config().shortcut_pushes > 0 {
+        let uses_rtts = {
+            let shared = self.inner.shared();
+            let config = shared.state.config();
+            config.origin_fanout > 0 || config.shortcut_pushes > 0
+        };
+        if uses_rtts {
+            // Shortcuts go to the fastest neighbours: keep their round
+            // trips current (the first read is at once).
             self.inner
                 .rtt_refresh
                 .start(tokio::spawn(refresh_rtts(self.inner.clone(), net.clone())));

@@ -558,41 +558,45 @@ fn shortcuts_reach_lazy_neighbours_first_and_never_reshape_the_tree() {
     assert_eq!(after, eager);
 }
 
+/// Node 1 of `config` with the neighbours `eager` and `lazy` (each
+/// subscribed; the lazy ones pruned the link), its frames so far drained.
+fn with_neighbours(config: GossipConfig, eager: &[u8], lazy: &[u8]) -> State<u8> {
+    let mut b = node(1, config);
+    for &p in eager.iter().chain(lazy) {
+        b.handle(NOW, InEvent::PeerUp(p));
+        let subscribe = Frame::Subscribe { topic: topic() }.encode();
+        feed(&mut b, p, subscribe);
+    }
+    for &p in lazy {
+        feed(&mut b, p, Frame::Prune { topic: topic() }.encode());
+    }
+    while b.poll_transmit().is_some() {}
+    b
+}
+
+fn feed(b: &mut State<u8>, from: u8, frame: Bytes) {
+    b.handle(NOW, InEvent::Message { from, frame });
+}
+
+/// A message from another origin than the test's nodes.
+fn foreign_message() -> Data {
+    let key = GossipKey::from_bytes(&[9; 32]);
+    Data::signed(&key, topic(), NOW, 7, Bytes::from_static(b"x"))
+}
+
 #[test]
 fn shortcut_pushes_go_to_the_fastest_lazy_neighbours() {
     // Node 1: eager link to the origin 0, lazy links to 2, 3 and 4 with
     // round trips of 30, 10 and 20 ms. With one shortcut push, the message
     // from 0 goes off the tree to 3 and is announced to 2 and 4.
-    let mut b = node(1, GossipConfig::default().with_shortcuts(0, 1));
-    for p in [0u8, 2, 3, 4] {
-        b.handle(NOW, InEvent::PeerUp(p));
-        let subscribe = Frame::Subscribe { topic: topic() }.encode();
-        b.handle(
-            NOW,
-            InEvent::Message {
-                from: p,
-                frame: subscribe,
-            },
-        );
-    }
+    let config = GossipConfig::default().with_shortcuts(0, 1);
+    let mut b = with_neighbours(config, &[0], &[2, 3, 4]);
     for (p, ms) in [(2u8, 30), (3, 10), (4, 20)] {
-        let prune = Frame::Prune { topic: topic() }.encode();
-        b.handle(
-            NOW,
-            InEvent::Message {
-                from: p,
-                frame: prune,
-            },
-        );
         b.handle(NOW, InEvent::Rtt { peer: p, ms });
     }
-    while b.poll_transmit().is_some() {}
     assert_eq!(b.eager_peers(&topic()), vec![0]);
     assert_eq!(b.lazy_peers(&topic()), vec![2, 3, 4]);
-    let key = GossipKey::from_bytes(&[1; 32]);
-    let data = Data::signed(&key, topic(), NOW, 7, Bytes::from_static(b"x"));
-    let frame = Frame::Data(data).encode();
-    b.handle(NOW, InEvent::Message { from: 0, frame });
+    feed(&mut b, 0, Frame::Data(foreign_message()).encode());
     let (mut off_tree_to, mut announced_to) = (Vec::new(), Vec::new());
     while let Some(t) = b.poll_transmit() {
         match Frame::decode(&t.frame, 1 << 16, 64) {
@@ -614,28 +618,8 @@ fn a_second_copy_from_the_same_source_closes_a_cycle_and_prunes() {
     // Node 1, all four neighbours eager. Copies of one message arrive
     // from several sources; only a second one from a source already seen
     // (here branch 77) proves a cycle of tree links.
-    let mut b = node(1, GossipConfig::default());
-    for p in [0u8, 2, 3, 4] {
-        b.handle(NOW, InEvent::PeerUp(p));
-        let subscribe = Frame::Subscribe { topic: topic() }.encode();
-        b.handle(
-            NOW,
-            InEvent::Message {
-                from: p,
-                frame: subscribe,
-            },
-        );
-    }
-    while b.poll_transmit().is_some() {}
-    let key = GossipKey::from_bytes(&[9; 32]);
-    let data = Data::signed(&key, topic(), NOW, 7, Bytes::from_static(b"x"));
-    let copy = |via| {
-        Frame::Data(Data {
-            via,
-            ..data.clone()
-        })
-        .encode()
-    };
+    let mut b = with_neighbours(GossipConfig::default(), &[0, 2, 3, 4], &[]);
+    let data = foreign_message();
     let mut prunes_to = Vec::new();
     for (from, via) in [
         (2u8, Via::Branch(77)),
@@ -644,13 +628,11 @@ fn a_second_copy_from_the_same_source_closes_a_cycle_and_prunes() {
         (3, Via::Shortcut),
         (0, Via::Branch(77)),
     ] {
-        b.handle(
-            NOW,
-            InEvent::Message {
-                from,
-                frame: copy(via),
-            },
-        );
+        let copy = Data {
+            via,
+            ..data.clone()
+        };
+        feed(&mut b, from, Frame::Data(copy).encode());
         while let Some(t) = b.poll_transmit() {
             if let Ok(Frame::Prune { .. }) = Frame::decode(&t.frame, 1 << 16, 64) {
                 prunes_to.push(t.to);
@@ -666,41 +648,12 @@ fn a_second_copy_from_the_same_source_closes_a_cycle_and_prunes() {
 
 #[test]
 fn a_node_that_got_a_shortcut_forwards_on_a_branch_of_its_own() {
-    let mut b = node(1, tree_only());
-    for p in [0u8, 2, 3] {
-        b.handle(NOW, InEvent::PeerUp(p));
-        let subscribe = Frame::Subscribe { topic: topic() }.encode();
-        b.handle(
-            NOW,
-            InEvent::Message {
-                from: p,
-                frame: subscribe,
-            },
-        );
-    }
-    let prune = Frame::Prune { topic: topic() }.encode();
-    b.handle(
-        NOW,
-        InEvent::Message {
-            from: 0,
-            frame: prune,
-        },
-    );
-    while b.poll_transmit().is_some() {}
-    let key = GossipKey::from_bytes(&[9; 32]);
-    let data = Data::signed(&key, topic(), NOW, 7, Bytes::from_static(b"x"));
-    let shortcut = Frame::Data(Data {
+    let mut b = with_neighbours(tree_only(), &[2, 3], &[0]);
+    let shortcut = Data {
         via: Via::Shortcut,
-        ..data
-    })
-    .encode();
-    b.handle(
-        NOW,
-        InEvent::Message {
-            from: 0,
-            frame: shortcut,
-        },
-    );
+        ..foreign_message()
+    };
+    feed(&mut b, 0, Frame::Data(shortcut).encode());
     let mut branches = Vec::new();
     while let Some(t) = b.poll_transmit() {
         if let Ok(Frame::Data(d)) = Frame::decode(&t.frame, 1 << 16, 64) {
@@ -725,36 +678,10 @@ fn shortcut_depth_sets_how_far_from_the_origin_nodes_push_shortcuts() {
         let config = GossipConfig::default()
             .with_shortcuts(0, 1)
             .with_shortcut_depth(depth);
-        let mut b = node(1, config);
-        for p in [0u8, 2] {
-            b.handle(NOW, InEvent::PeerUp(p));
-            let subscribe = Frame::Subscribe { topic: topic() }.encode();
-            b.handle(
-                NOW,
-                InEvent::Message {
-                    from: p,
-                    frame: subscribe,
-                },
-            );
-        }
-        let prune = Frame::Prune { topic: topic() }.encode();
-        b.handle(
-            NOW,
-            InEvent::Message {
-                from: 2,
-                frame: prune,
-            },
-        );
-        let key = GossipKey::from_bytes(&[9; 32]);
-        let mut data = Data::signed(&key, topic(), NOW, 7, Bytes::from_static(b"x"));
+        let mut b = with_neighbours(config, &[0], &[2]);
+        let mut data = foreign_message();
         data.hops = 1;
-        b.handle(
-            NOW,
-            InEvent::Message {
-                from: 0,
-                frame: Frame::Data(data).encode(),
-            },
-        );
+        feed(&mut b, 0, Frame::Data(data).encode());
         b.counters().shortcuts_sent
     };
     assert_eq!(shortcuts_for(1), 0);
