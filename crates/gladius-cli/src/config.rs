@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use gladius_plugins::discovery::DiscoveryConfig;
+use gladius_plugins::gossip::GossipConfig;
 use gladius_plugins::latency::LatencyConfig;
 use gladius_plugins::signed_state::SignedStateConfig;
 use serde::Deserialize;
@@ -36,6 +37,8 @@ pub(crate) struct FileConfig {
     latency: LatencySection,
     #[serde(default)]
     signed_state: SignedStateSection,
+    #[serde(default)]
+    gossip: GossipSection,
 }
 
 /// Which peers the daemon's discovery makes writable (`--admission`,
@@ -92,6 +95,101 @@ struct SignedStateSection {
     max_value_len: Option<usize>,
 }
 
+/// `[gossip]`: the operator's fields of [`GossipConfig`] (the rest, such
+/// as the RNG seed and the flooding baseline, are for measurements and
+/// keep their defaults).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GossipSection {
+    graft_timeout_ms: Option<u64>,
+    graft_retry_ms: Option<u64>,
+    join_lazy: Option<bool>,
+    origin_fanout: Option<usize>,
+    shortcut_pushes: Option<usize>,
+    shortcut_depth: Option<u16>,
+    message_ttl_ms: Option<u64>,
+    max_clock_skew_ms: Option<u64>,
+    max_seen: Option<usize>,
+    cache_ttl_ms: Option<u64>,
+    max_cache_bytes: Option<usize>,
+    max_body_len: Option<usize>,
+    max_pending_grafts: Option<usize>,
+    max_announcers: Option<usize>,
+    max_ids_per_frame: Option<usize>,
+    peer_rate: Option<u32>,
+    peer_burst: Option<u32>,
+    max_topics: Option<usize>,
+    max_topics_per_peer: Option<usize>,
+    max_distrusted: Option<usize>,
+    subscriber_queue: Option<usize>,
+}
+
+impl GossipSection {
+    /// The defaults with this section's keys over them. A value the
+    /// plugin cannot run with is an error naming the key, not a silent
+    /// clamp.
+    fn resolve(self) -> Result<GossipConfig, String> {
+        let ms = Duration::from_millis;
+        let at_least = |key: &str, v: Option<u64>, min: u64| match v {
+            Some(v) if v < min => Err(format!("[gossip] {key} must be at least {min}, got {v}")),
+            _ => Ok(()),
+        };
+        at_least("graft_timeout_ms", self.graft_timeout_ms, 1)?;
+        at_least("graft_retry_ms", self.graft_retry_ms, 1)?;
+        at_least("shortcut_depth", self.shortcut_depth.map(u64::from), 1)?;
+        at_least("message_ttl_ms", self.message_ttl_ms, 1000)?;
+        at_least("max_seen", self.max_seen.map(|n| n as u64), 16)?;
+        for (key, v) in [
+            ("max_pending_grafts", self.max_pending_grafts),
+            ("max_announcers", self.max_announcers),
+            ("max_ids_per_frame", self.max_ids_per_frame),
+            ("max_topics", self.max_topics),
+            ("max_topics_per_peer", self.max_topics_per_peer),
+            ("max_distrusted", self.max_distrusted),
+            ("subscriber_queue", self.subscriber_queue),
+        ] {
+            at_least(key, v.map(|n| n as u64), 1)?;
+        }
+        for (key, v) in [
+            ("peer_rate", self.peer_rate),
+            ("peer_burst", self.peer_burst),
+        ] {
+            at_least(key, v.map(u64::from), 1)?;
+        }
+        if let Some(n) = self.max_ids_per_frame {
+            let max = gladius_plugins::gossip::wire::MAX_IDS_PER_FRAME;
+            if n > max {
+                return Err(format!(
+                    "[gossip] max_ids_per_frame must be at most {max}, got {n}"
+                ));
+            }
+        }
+        let mut g = GossipConfig::default();
+        set(&mut g.graft_timeout, self.graft_timeout_ms.map(ms));
+        set(&mut g.graft_retry, self.graft_retry_ms.map(ms));
+        set(&mut g.join_lazy, self.join_lazy);
+        set(&mut g.origin_fanout, self.origin_fanout);
+        set(&mut g.shortcut_pushes, self.shortcut_pushes);
+        set(&mut g.shortcut_depth, self.shortcut_depth);
+        set(&mut g.message_ttl, self.message_ttl_ms.map(ms));
+        set(&mut g.max_clock_skew, self.max_clock_skew_ms.map(ms));
+        set(&mut g.max_seen, self.max_seen);
+        set(&mut g.cache_ttl, self.cache_ttl_ms.map(ms));
+        set(&mut g.max_cache_bytes, self.max_cache_bytes);
+        set(&mut g.max_body_len, self.max_body_len);
+        set(&mut g.max_pending_grafts, self.max_pending_grafts);
+        set(&mut g.max_announcers, self.max_announcers);
+        set(&mut g.max_ids_per_frame, self.max_ids_per_frame);
+        set(&mut g.peer_rate, self.peer_rate);
+        set(&mut g.peer_burst, self.peer_burst);
+        set(&mut g.max_topics, self.max_topics);
+        set(&mut g.max_topics_per_peer, self.max_topics_per_peer);
+        set(&mut g.max_distrusted, self.max_distrusted);
+        set(&mut g.subscriber_queue, self.subscriber_queue);
+        Ok(g)
+    }
+}
+
 /// What `gladius node` runs with: the file, then the flags over it.
 #[derive(Debug)]
 pub(crate) struct NodeSettings {
@@ -110,6 +208,7 @@ pub(crate) struct NodeSettings {
     pub(crate) discovery: DiscoveryConfig,
     pub(crate) latency: LatencyConfig,
     pub(crate) signed_state: SignedStateConfig,
+    pub(crate) gossip: GossipConfig,
 }
 
 /// Read and parse a configuration file.
@@ -186,6 +285,8 @@ impl NodeSettings {
         set(&mut signed_state.max_field_len, s.max_field_len);
         set(&mut signed_state.max_value_len, s.max_value_len);
 
+        let gossip = file.gossip.resolve()?;
+
         Ok(NodeSettings {
             listen,
             peers: if args.peers.is_empty() {
@@ -203,6 +304,7 @@ impl NodeSettings {
             discovery,
             latency,
             signed_state,
+            gossip,
         })
     }
 }
@@ -266,6 +368,32 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         assert_eq!(s.discovery, DiscoveryConfig::default());
         assert_eq!(s.latency, LatencyConfig::default());
+        assert_eq!(s.gossip, GossipConfig::default());
+        let g = &file.gossip;
+        let all_set = [
+            g.graft_timeout_ms.is_some(),
+            g.graft_retry_ms.is_some(),
+            g.join_lazy.is_some(),
+            g.origin_fanout.is_some(),
+            g.shortcut_pushes.is_some(),
+            g.shortcut_depth.is_some(),
+            g.message_ttl_ms.is_some(),
+            g.max_clock_skew_ms.is_some(),
+            g.max_seen.is_some(),
+            g.cache_ttl_ms.is_some(),
+            g.max_cache_bytes.is_some(),
+            g.max_body_len.is_some(),
+            g.max_pending_grafts.is_some(),
+            g.max_announcers.is_some(),
+            g.max_ids_per_frame.is_some(),
+            g.peer_rate.is_some(),
+            g.peer_burst.is_some(),
+            g.max_topics.is_some(),
+            g.max_topics_per_peer.is_some(),
+            g.max_distrusted.is_some(),
+            g.subscriber_queue.is_some(),
+        ];
+        assert!(all_set.iter().all(|s| *s), "[gossip] lacks a key");
         let (got, want) = (&s.signed_state, SignedStateConfig::default());
         assert_eq!(
             (
@@ -293,7 +421,8 @@ mod tests {
             ("lisen = \"127.0.0.1:1\"", "lisen"),
             ("[discovery]\ntable_sise = 3", "table_sise"),
             ("[latency]\ninterval = 3", "interval"),
-            ("[gossip]\nx = 1", "gossip"),
+            ("[gossip]\nshortcut_dept = 1", "shortcut_dept"),
+            ("[gosip]\nx = 1", "gosip"),
         ] {
             let e = parse(text).unwrap_err();
             assert!(e.contains(&format!("`{key}`")), "{text}: {e}");
@@ -341,5 +470,40 @@ mod tests {
             NodeSettings::resolve(args(None)).is_err(),
             "no listen at all"
         );
+    }
+
+    #[test]
+    fn the_gossip_section_reaches_the_plugin_and_refuses_what_it_cannot_run() {
+        let file = parse(
+            "[gossip]\norigin_fanout = 8\nshortcut_pushes = 2\nshortcut_depth = 3\n\
+             graft_timeout_ms = 400\npeer_rate = 10\n",
+        )
+        .unwrap();
+        let g = file.gossip.resolve().unwrap();
+        assert_eq!(
+            (g.origin_fanout, g.shortcut_pushes, g.shortcut_depth),
+            (8, 2, 3)
+        );
+        assert_eq!(g.graft_timeout, Duration::from_millis(400));
+        assert_eq!(g.peer_rate, 10);
+        assert_eq!(
+            g.max_seen,
+            GossipConfig::default().max_seen,
+            "unset keys keep defaults"
+        );
+        for (text, key) in [
+            ("shortcut_depth = 0", "shortcut_depth"),
+            ("message_ttl_ms = 10", "message_ttl_ms"),
+            ("max_ids_per_frame = 256", "max_ids_per_frame"),
+            ("subscriber_queue = 0", "subscriber_queue"),
+            ("peer_burst = 0", "peer_burst"),
+        ] {
+            let e = parse(&format!("[gossip]\n{text}\n"))
+                .unwrap()
+                .gossip
+                .resolve()
+                .unwrap_err();
+            assert!(e.contains(key), "{text}: {e}");
+        }
     }
 }

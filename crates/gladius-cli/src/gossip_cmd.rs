@@ -82,15 +82,17 @@ pub(crate) struct GossipCtx {
     forwarders: Arc<Mutex<HashMap<String, JoinHandle<()>>>>,
 }
 
-/// Register the gossip plugin on `net`, publishing with the key in `dir`.
+/// Register the gossip plugin on `net` with `config` (the `[gossip]`
+/// section), publishing with the key in `dir`.
 pub(crate) async fn register(
     net: &Network,
     dir: &Path,
+    config: GossipConfig,
     out: EventSink,
 ) -> Result<GossipCtx, String> {
     let path = dir.join(GOSSIP_KEY_FILE);
     let key = GossipKey::load_or_generate(&path).map_err(|e| format!("gossip key: {e}"))?;
-    let (plugin, handle) = Gossip::new(key, GossipConfig::default());
+    let (plugin, handle) = Gossip::new(key, config);
     net.register_plugin(plugin)
         .await
         .map_err(|e| format!("cannot register a plugin: {e}"))?;

@@ -925,7 +925,7 @@ pub(crate) async fn run(args: NodeArgs) -> Result<(), String> {
     let max_field_len = args.signed_state.max_field_len;
     let (signed_plugin, signed) = SignedState::new(keys.eth, args.signed_state);
     net.register_plugin(signed_plugin).await.map_err(failed)?;
-    let gossip = crate::gossip_cmd::register(&net, &keys.dir, out.clone()).await?;
+    let gossip = crate::gossip_cmd::register(&net, &keys.dir, args.gossip, out.clone()).await?;
 
     let addr = net
         .listen(args.listen.as_str())

@@ -172,3 +172,73 @@ fn the_http_api_subscribes_and_publishes() {
     let state = a.ok(json!({"cmd": "state"}));
     assert_eq!(state["gossip"]["topics"][0]["topic"], "room");
 }
+
+/// `[gossip]` in `--config` reaches the plugin: three daemons in a
+/// triangle with shortcuts on. The first message prunes one link of the
+/// triangle to lazy; an origin at either end of it then also pushes its
+/// messages over that lazy link as shortcuts, which the defaults (0) never
+/// do. Every message still reaches every other node exactly once.
+#[test]
+fn shortcuts_set_in_the_config_file_are_used_and_every_message_arrives_once() {
+    let dir = common::TempDir::new();
+    let file = dir.join("gossip.toml");
+    std::fs::write(&file, "[gossip]\norigin_fanout = 2\nshortcut_pushes = 1\n").unwrap();
+    let config = file.to_str().unwrap();
+    let mut nodes: Vec<Node> = Vec::new();
+    for i in 0..3 {
+        let mut args = vec!["--config".to_owned(), config.to_owned()];
+        for prev in &nodes {
+            args.extend(["--peer".to_owned(), prev.addr.clone()]);
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let mut node = Node::start(&format!("s{i}"), &args);
+        node.ok(json!({"cmd": "subscribe", "topic": "t"}));
+        nodes.push(node);
+    }
+    for n in nodes.iter_mut() {
+        let deadline = std::time::Instant::now() + common::WAIT;
+        loop {
+            let t = n.ok(json!({"cmd": "topics"}));
+            let info = &t["topics"][0];
+            let neighbours =
+                info["eager"].as_u64().unwrap_or(0) + info["lazy"].as_u64().unwrap_or(0);
+            if neighbours == 2 {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{}: not both neighbours: {t}",
+                n.name
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    let mut ids = Vec::new();
+    for round in 0..4 {
+        for origin in 0..3 {
+            let body = format!("m{round}-{origin}");
+            let a = nodes[origin].ok(json!({"cmd": "publish", "topic": "t", "body": body}));
+            let id = a["message_id"].as_str().unwrap().to_owned();
+            for (i, n) in nodes.iter_mut().enumerate() {
+                if i != origin {
+                    let ev = n.wait_for("the message", |v| gossip_event(v, &id));
+                    assert_eq!(ev["body"].as_str(), Some(body.as_str()));
+                }
+            }
+            ids.push(id);
+        }
+    }
+    let mut shortcuts = 0;
+    for n in nodes.iter_mut() {
+        let dup = n.wait_for_within("a duplicate", Duration::from_millis(300), |v| {
+            ids.iter().any(|id| gossip_event(v, id))
+        });
+        assert!(dup.is_none(), "{}: delivered twice: {dup:?}", n.name);
+        let t = n.ok(json!({"cmd": "topics"}));
+        shortcuts += t["stats"]["shortcuts_sent"].as_u64().expect("the counter");
+    }
+    assert!(
+        shortcuts > 0,
+        "no shortcut sent: the [gossip] section was not used"
+    );
+}
