@@ -1,10 +1,11 @@
 //! A fixed one-way workload for profilers: two nodes on loopback, each on
 //! its own thread with a current-thread runtime, `COUNT` messages of `SIZE` bytes from one to the
-//! other, awaited one by one through `broadcast_to`.
+//! other, awaited one by one through `broadcast_to` (or, with `sender`,
+//! streamed through a `PeerSender`: no round trip to the driver per message).
 //!
 //! ```text
 //! cargo build --release --example profile_oneway
-//! valgrind --tool=callgrind target/release/examples/profile_oneway [COUNT] [SIZE] [plain|rtt|plain-rtt|rtt-plugin|plain-rtt-plugin]
+//! valgrind --tool=callgrind target/release/examples/profile_oneway [COUNT] [SIZE] [plain|sender|plain-sender|rtt|plain-rtt|rtt-plugin|plain-rtt-plugin]
 //! ```
 //! With `rtt`, the messages go as `COUNT` sequential requests that the
 //! receiver answers in its driver with a request handler
@@ -151,6 +152,21 @@ async fn stream(
 ) -> (f64, u64) {
     let start = Instant::now();
     let (mut sent, mut full) = (0, 0);
+    if std::env::args()
+        .nth(3)
+        .is_some_and(|m| m.contains("sender"))
+    {
+        let to = a.sender(b).await.expect("sender");
+        for _ in 0..count {
+            let msg = Message::new("data", body.clone()).expect("valid");
+            if let Err(gladius_p2p::PeerSendError::Full(msg)) = to.try_send(msg) {
+                full += 1;
+                to.send(msg).await.expect("send");
+            }
+        }
+        sent = count;
+        assert_eq!(to.dropped(), 0, "nothing dropped");
+    }
     while sent < count {
         let msg = Message::new("data", body.clone()).expect("valid");
         let report = a.broadcast_to(msg.clone(), &[b]).await.expect("send");

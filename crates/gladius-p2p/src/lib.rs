@@ -64,6 +64,7 @@ mod error;
 mod json;
 mod network;
 mod plugin;
+mod sender;
 mod session;
 pub mod socket;
 mod state;
@@ -87,6 +88,7 @@ pub use gladius_kcp::KcpConfig;
 pub use json::JsonError;
 pub use network::{Network, ToPeerAddr};
 pub use plugin::{Plugin, PluginId, PLUGIN_QUEUE_BYTES, PLUGIN_QUEUE_LEN};
+pub use sender::{PeerSendError, PeerSender};
 pub use socket::{BatchUdpSocket, DatagramSocket, LinkFaults, MemoryNetwork, MemorySocket};
 pub use state::{
     ConnectionState, Counters, Direction, NatType, NetworkState, PathKind, PeerState, PluginState,

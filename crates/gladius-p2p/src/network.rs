@@ -14,6 +14,7 @@ use crate::crypto::PublicKey;
 use crate::driver::{Command, Driver};
 use crate::error::{NetworkError, RequestError};
 use crate::plugin::{PluginCounters, PluginId, Registration};
+use crate::sender::{PeerSender, Push};
 use crate::socket::DatagramSocket;
 use crate::state::NetworkState;
 use crate::wire::Message;
@@ -65,6 +66,9 @@ struct LiveGuard {
 #[derive(Debug, Clone)]
 pub struct Network {
     commands: mpsc::Sender<Command>,
+    /// [`PeerSender`]s' messages to the driver (bounded in bytes by their
+    /// budgets, not here).
+    pushes: mpsc::UnboundedSender<Push>,
     /// Present in application handles only; see [`Network::downgrade`].
     _live: Option<Arc<LiveGuard>>,
     config: Arc<Config>,
@@ -81,16 +85,19 @@ impl Network {
         }
         let config = Arc::new(config);
         let (commands, rx) = mpsc::channel(COMMAND_QUEUE_LEN);
+        let (pushes, pushes_rx) = mpsc::unbounded_channel();
         let (shutdown_tx, shutdown_rx) = oneshot::channel();
         let plugin_handle = Network {
             commands: commands.clone(),
+            pushes: pushes.clone(),
             _live: None,
             config: config.clone(),
             origin: Origin::Plugin(Arc::from("")),
         };
-        Driver::spawn(config.clone(), rx, shutdown_rx, plugin_handle);
+        Driver::spawn(config.clone(), rx, pushes_rx, shutdown_rx, plugin_handle);
         Ok(Self {
             commands,
+            pushes,
             _live: Some(Arc::new(LiveGuard {
                 _shutdown: shutdown_tx,
             })),
@@ -103,6 +110,7 @@ impl Network {
     pub fn downgrade(&self) -> Network {
         Network {
             commands: self.commands.clone(),
+            pushes: self.pushes.clone(),
             _live: None,
             config: self.config.clone(),
             origin: self.origin.clone(),
@@ -347,6 +355,29 @@ impl Network {
             Ok(result) => result?,
             Err(_) => Err(NetworkError::Timeout(timeout)),
         }
+    }
+
+    /// A [`PeerSender`] to `peer`: a stream of messages with no round trip
+    /// to the driver per message, for many small messages to one peer.
+    /// Its sends are checked against a byte budget in the caller's task and
+    /// reported only when they fail (see [`PeerSender`] for what `Ok`
+    /// promises and how a lost message is counted). One budget per peer,
+    /// shared by every sender opened to it; the budget, like the peer's
+    /// queue, is [`Config::with_peer_queue_bytes`](crate::Config::with_peer_queue_bytes).
+    ///
+    /// Errors: [`NetworkError::UnknownPeer`] if the node has no state for
+    /// `peer` (add it, or wait for its session, first), and
+    /// [`NetworkError::Closed`].
+    pub async fn sender(&self, peer: impl ToPeerAddr) -> Result<PeerSender, NetworkError> {
+        let addr = resolve(peer).await?;
+        let budget = self
+            .call(|reply| Command::OpenSender { addr, reply })
+            .await??;
+        Ok(PeerSender::new(
+            budget,
+            self.pushes.clone(),
+            self.config.max_message_size,
+        ))
     }
 
     fn check_size(&self, msg: &Message) -> Result<(), NetworkError> {

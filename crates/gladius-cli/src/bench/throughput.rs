@@ -1,7 +1,8 @@
 //! `throughput`: a one-way stream between two nodes (each on its own
-//! thread and runtime). The sender awaits every `broadcast_to` and retries
-//! a message refused with `QueueFull` after `wait_for_room`, so nothing is
-//! dropped; the receiver's
+//! thread and runtime). The sender streams through a `PeerSender`
+//! (`Network::sender`): a message refused because the budget is full is
+//! sent again once there is room, and the run fails if the sender counts
+//! one dropped, so every message is accounted for; the receiver's
 //! plugin counts messages and body bytes. Time runs from the first send to
 //! the last message received. Baseline: raw UDP one-way, 1200-byte (and
 //! 64-byte) datagrams, one per send call (blocking and tokio sockets, the
@@ -13,6 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use gladius_p2p::{Message, PeerSendError};
 use serde_json::json;
 
 use super::node::{self, now_ns, Link, Server, SinkStats};
@@ -43,7 +45,8 @@ struct Stream {
     bytes: u64,
     /// Seconds from the first send to the last receive.
     secs: f64,
-    /// Sends refused with `QueueFull` and retried.
+    /// Sends refused because the sender's budget was full, then waited
+    /// for.
     retries: u64,
     /// Datagrams the sending node sent (handshake included).
     datagrams_out: u64,
@@ -143,12 +146,25 @@ fn stream(encrypted: bool, size: usize, count: u64) -> Result<Stream, String> {
         node::client(node::config(encrypted), Link::Udp, move |net| async move {
             node::connect(&net, &[peer], Duration::from_secs(10)).await?;
             let body = Bytes::from(vec![7u8; size]);
+            let to = net.sender(peer).await.map_err(|e| e.to_string())?;
             let start = now_ns();
             let mut retries = 0;
             for _ in 0..count {
-                retries += node::send_reliably(&net, body.clone(), &[peer]).await?;
+                let msg =
+                    Message::new(node::BENCH_TYPE, body.clone()).map_err(|e| e.to_string())?;
+                match to.try_send(msg) {
+                    Ok(()) => {}
+                    Err(PeerSendError::Full(msg)) => {
+                        retries += 1;
+                        to.send(msg).await.map_err(|e| format!("send: {e}"))?;
+                    }
+                    Err(e) => return Err(format!("send: {e}")),
+                }
             }
             stats.wait_for(count, Duration::from_secs(20)).await?;
+            if to.dropped() > 0 {
+                return Err(format!("{} messages dropped by the sender", to.dropped()));
+            }
             let counters = net
                 .network_state()
                 .await

@@ -7,6 +7,10 @@
 //! the due timers), hands what the endpoint produced to plugins and
 //! callers, then sends every datagram the endpoint has batched, so many
 //! small messages and ACKs leave in few datagrams and few socket calls.
+//! [`PeerSender`](crate::PeerSender)s' messages come on a channel of their
+//! own, drained once per wake-up (see `senders`).
+
+mod senders;
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -27,6 +31,7 @@ use crate::api::{
 use crate::endpoint::{Endpoint, Event, KeyDial, PeerId, Transmit};
 use crate::error::{NetworkError, RequestError};
 use crate::plugin::{PluginEvent, PluginId, PluginSlot, Registration};
+use crate::sender::{Budget, Push};
 use crate::socket::DatagramSocket;
 use crate::state::{NetworkState, PluginState};
 use crate::wire::Message;
@@ -112,6 +117,11 @@ pub(crate) enum Command {
         need: usize,
         reply: Reply<Result<(), NetworkError>>,
     },
+    /// `Network::sender`: the peer's send budget.
+    OpenSender {
+        addr: SocketAddr,
+        reply: Reply<Result<Arc<Budget>, NetworkError>>,
+    },
     RegisterPlugin {
         plugin: Registration,
         reply: Reply<()>,
@@ -166,6 +176,9 @@ pub(crate) struct Driver {
     lookups: HashMap<u64, Reply<Result<SocketAddr, NetworkError>>>,
     /// Callers of `Network::wait_for_room` by peer: bytes needed, whom to tell.
     room_waiters: HashMap<PeerId, Vec<RoomWaiter>>,
+    /// Open `PeerSender` budgets by peer, with the messages waiting for
+    /// room in the peer's queue.
+    senders: HashMap<PeerId, senders::SenderQueue>,
     /// A message or a reply went to a plugin or a caller since the last
     /// flush: its answer may be one yield away (see `take_more_commands`).
     handed_over: bool,
@@ -179,6 +192,7 @@ impl Driver {
     pub(crate) fn spawn(
         config: Arc<Config>,
         commands: mpsc::Receiver<Command>,
+        pushes: mpsc::UnboundedReceiver<Push>,
         shutdown: oneshot::Receiver<()>,
         plugin_handle: Network,
     ) {
@@ -195,13 +209,14 @@ impl Driver {
             answers: HashMap::default(),
             lookups: HashMap::default(),
             room_waiters: HashMap::default(),
+            senders: HashMap::default(),
             handed_over: false,
             close_waiters: Vec::new(),
             socket_counters: SocketCounters::default(),
             span: tracing::info_span!("node", addr = tracing::field::Empty),
         };
         let span = driver.span.clone();
-        tokio::spawn(driver.run(commands, shutdown).instrument(span));
+        tokio::spawn(driver.run(commands, pushes, shutdown).instrument(span));
     }
 
     /// The driver's clock: milliseconds since it started, as of the last
@@ -220,6 +235,7 @@ impl Driver {
     async fn run(
         mut self,
         mut commands: mpsc::Receiver<Command>,
+        mut pushes: mpsc::UnboundedReceiver<Push>,
         mut shutdown: oneshot::Receiver<()>,
     ) {
         let mut buf = vec![0u8; MAX_DATAGRAM];
@@ -255,6 +271,10 @@ impl Driver {
                         self.begin_close(None);
                     }
                 },
+                Some(push) = pushes.recv() => {
+                    self.tick();
+                    self.take_pushes(push, &mut pushes);
+                }
                 first = recv(socket.as_deref(), &mut buf) => {
                     self.tick();
                     self.handle_recv(socket.as_deref(), first, &mut buf);
@@ -277,6 +297,7 @@ impl Driver {
                 break;
             }
         }
+        self.close_all_senders(&mut pushes);
         self.finish_close().await;
     }
 
@@ -412,6 +433,7 @@ impl Driver {
                 let _ = reply.send(self.state());
             }
             Command::WaitForRoom { addr, need, reply } => self.wait_for_room(addr, need, reply),
+            Command::OpenSender { addr, reply } => self.open_sender(addr, reply),
             Command::RegisterPlugin { plugin, reply } => {
                 let handle = self.plugin_handle.for_plugin(plugin.plugin.name());
                 let mut slot = PluginSlot::spawn(plugin, handle);
@@ -512,7 +534,7 @@ impl Driver {
         }
         if waiters.is_empty() {
             self.room_waiters.remove(&peer);
-            self.endpoint.unwatch_room(peer);
+            self.unwatch_if_unused(peer);
         }
     }
 
@@ -570,7 +592,10 @@ impl Driver {
                         let _ = answer.send(result);
                     }
                 }
-                Event::Room { peer, queued } => self.answer_room_waiters(peer, queued),
+                Event::Room { peer, queued } => {
+                    self.answer_room_waiters(peer, queued);
+                    self.sender_room(peer, queued);
+                }
                 Event::LookupDone { id, result } => {
                     if let Some(reply) = self.lookups.remove(&id) {
                         let _ = reply.send(result);

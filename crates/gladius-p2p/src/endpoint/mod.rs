@@ -717,6 +717,31 @@ impl Endpoint {
         Ok(id)
     }
 
+    /// Queue `msg` to the peer `id`, as a send to that one peer would
+    /// (a [`PeerSender`](crate::PeerSender)'s message). A full queue hands
+    /// the message back, so it can wait for room in order.
+    // The message comes back by value (see `queue_push` in the driver).
+    #[allow(clippy::result_large_err)]
+    pub(crate) fn send_to_peer(
+        &mut self,
+        now: u64,
+        id: PeerId,
+        msg: Message,
+    ) -> Result<(), (SendFailure, Option<Message>)> {
+        self.tick(now);
+        let msg = self
+            .with_sender(msg)
+            .map_err(|_| (SendFailure::NotConnected, None))?;
+        let frame = Frame::Message(msg);
+        match self.queue_frame(Ok(id), &EncodedFrame::new(&frame), false) {
+            Ok(_) => Ok(()),
+            Err(failure) => match frame {
+                Frame::Message(msg) => Err((failure, Some(msg))),
+                _ => Err((failure, None)),
+            },
+        }
+    }
+
     /// The peer `addr` leads to, its bytes queued (queued plus
     /// unacknowledged), and from now on an [`Event::Room`] after every
     /// flush of it until [`unwatch_room`](Self::unwatch_room). `None` if no
