@@ -20,7 +20,7 @@ use std::net::SocketAddr;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 use super::addr::{self, AddrText};
-use super::message::MAX_OVERHEAD as MAX_MESSAGE_OVERHEAD;
+use super::message::{Sender, MAX_OVERHEAD as MAX_MESSAGE_OVERHEAD};
 use super::reader::Reader;
 use super::{Message, WireError};
 
@@ -246,7 +246,7 @@ impl Frame {
         let len = usize::try_from(r.u32_le()?).map_err(|_| WireError::Truncated)?;
         r.take(len)?;
         r.finish()?;
-        decode_contents(buf.slice(LEN_PREFIX..))
+        decode_contents(buf.slice(LEN_PREFIX..), &mut None)
     }
 
     /// The value of the `len` field: kind byte plus payload.
@@ -266,8 +266,9 @@ impl Frame {
 }
 
 /// Decode a frame's contents (kind byte and payload, without the length
-/// prefix). Takes `Bytes` so that message bodies can be sliced out of it.
-fn decode_contents(contents: Bytes) -> Result<Frame, WireError> {
+/// prefix). Takes `Bytes` so that message bodies can be sliced out of it;
+/// `last` is the stream's last sender (see [`Message::decode_cached`]).
+fn decode_contents(contents: Bytes, last: &mut Option<Sender>) -> Result<Frame, WireError> {
     let kind = *contents.first().ok_or(WireError::Truncated)?;
     let payload = contents.slice(1..);
     match kind {
@@ -279,10 +280,10 @@ fn decode_contents(contents: Bytes) -> Result<Frame, WireError> {
                 advertised: h.advertised,
             })
         }
-        KIND_MESSAGE => Message::decode(&payload).map(Frame::Message),
+        KIND_MESSAGE => Message::decode_cached(&payload, last).map(Frame::Message),
         KIND_REQUEST | KIND_REPLY => {
             let id = Reader::new(&payload).u64_le()?;
-            let message = Message::decode(&payload.slice(8..))?;
+            let message = Message::decode_cached(&payload.slice(8..), last)?;
             Ok(if kind == KIND_REQUEST {
                 Frame::Request { id, message }
             } else {
@@ -355,6 +356,8 @@ pub struct FrameDecoder {
     max_len: usize,
     /// Bytes of a dropped frame still to come, skipped as they arrive.
     skip: usize,
+    /// The sender of the last message decoded, reused while it repeats.
+    last_sender: Option<Sender>,
 }
 
 impl FrameDecoder {
@@ -364,6 +367,7 @@ impl FrameDecoder {
             buf: BytesMut::new(),
             max_len: Frame::max_len(max_message_size),
             skip: 0,
+            last_sender: None,
         }
     }
 
@@ -429,7 +433,7 @@ impl FrameDecoder {
         // Split the frame off without copying; the message body is then
         // sliced out of this same allocation.
         let contents = self.buf.split_to(len).freeze();
-        decode_contents(contents).map(Some)
+        decode_contents(contents, &mut self.last_sender).map(Some)
     }
 
     /// Bytes buffered and not yet decoded.

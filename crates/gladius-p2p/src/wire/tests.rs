@@ -967,3 +967,40 @@ fn peek_hello_needs_a_complete_valid_hello_first() {
     padded[0] += 1;
     assert_eq!(peek_hello(&padded), None);
 }
+
+/// The decoder reuses the last sender's parsed address while the text
+/// repeats; a different sender (or none) in between must still come out
+/// as sent, and the cached one must not outlive a change.
+#[test]
+fn a_stream_of_senders_decodes_each_sender_as_sent() {
+    let senders = [
+        Some("127.0.0.1:7001"),
+        Some("127.0.0.1:7001"),
+        Some("[::1]:7001"),
+        None,
+        Some("127.0.0.1:7001"),
+        Some("127.0.0.1:7002"),
+        Some("127.0.0.1:7002"),
+    ];
+    let mut stream = BytesMut::new();
+    for (i, s) in senders.iter().enumerate() {
+        Frame::Message(msg(*s, "t", &[i as u8])).encode(&mut stream);
+        Frame::Request {
+            id: i as u64,
+            message: msg(*s, "r", &[i as u8]),
+        }
+        .encode(&mut stream);
+    }
+    let mut d = FrameDecoder::new(4096);
+    d.push(&stream);
+    for s in senders {
+        for _ in 0..2 {
+            let m = match d.next_frame().expect("decodes").expect("complete") {
+                Frame::Message(m) | Frame::Request { message: m, .. } => m,
+                other => panic!("unexpected {other:?}"),
+            };
+            assert_eq!(m.sender(), s.map(addr));
+        }
+    }
+    assert_eq!(d.next_frame(), Ok(None));
+}
