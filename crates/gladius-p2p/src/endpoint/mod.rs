@@ -75,7 +75,7 @@ use crate::crypto::{self, Kind, PublicKey};
 use crate::error::{NetworkError, RequestError};
 use crate::session::{EncodedFrame, Session, SessionConfig};
 use crate::state::{ConnectionState, Counters, Direction, NetworkState, PathKind, PeerState};
-use crate::wire::{CloseReason, Frame, Message};
+use crate::wire::{CloseReason, Frame, Message, SenderStamp};
 use crate::Config;
 pub(crate) use batch::Transmit;
 use batch::TransmitQueue;
@@ -146,6 +146,8 @@ pub(crate) struct Endpoint {
     session_config: SessionConfig,
     local: Option<SocketAddr>,
     advertised: Option<SocketAddr>,
+    /// `advertised` formatted once for every message sent.
+    stamp: Option<SenderStamp>,
     /// The time of the input being handled (milliseconds on the driver's
     /// clock): everything one input does shares one reading.
     now_ms: u64,
@@ -222,6 +224,7 @@ impl Endpoint {
             config,
             local: None,
             advertised: None,
+            stamp: None,
             now_ms: 0,
             peers: Peers::new(&mut rng),
             timers: BinaryHeap::new(),
@@ -329,7 +332,9 @@ impl Endpoint {
             return Err(NetworkError::AlreadyListening(local));
         }
         self.local = Some(local);
-        self.advertised = Some(self.config.advertise_addr.unwrap_or(local));
+        let advertised = self.config.advertise_addr.unwrap_or(local);
+        self.advertised = Some(advertised);
+        self.stamp = Some(SenderStamp::new(advertised));
         Ok(())
     }
 
@@ -548,8 +553,8 @@ impl Endpoint {
         if self.closing.is_some() {
             return Err(NetworkError::Closed);
         }
-        let advertised = self.advertised.ok_or(NetworkError::NotListening)?;
-        msg.set_sender(advertised);
+        let stamp = self.stamp.as_ref().ok_or(NetworkError::NotListening)?;
+        msg.stamp(stamp);
         Ok(msg)
     }
 

@@ -12,9 +12,11 @@
 //! ([`super::Frame`]) carry this encoding as their payload; the message does
 //! not know about frames.
 //!
-//! The fields are private so that the stored checksum always matches the
-//! fields: it is computed by [`Message::new`] and [`Message::set_sender`] and
-//! verified by [`Message::decode`], and [`Message::encode`] writes it as is.
+//! The fields are private so that the checksum always matches the fields:
+//! [`Message::set_sender`] computes and stores it (a message without a
+//! sender computes it when asked: the node sets the sender on every send,
+//! so computing it in [`Message::new`] too was work thrown away),
+//! [`Message::decode`] verifies it, and [`Message::encode`] writes it.
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -89,6 +91,20 @@ pub(super) struct Sender {
     text: AddrText,
 }
 
+/// The node's advertised address, formatted once, to put on every message
+/// it sends ([`Message::stamp`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct SenderStamp(Sender);
+
+impl SenderStamp {
+    pub(crate) fn new(addr: SocketAddr) -> Self {
+        Self(Sender {
+            addr,
+            text: AddrText::new(&addr),
+        })
+    }
+}
+
 impl fmt::Debug for Sender {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Debug::fmt(&self.addr, f)
@@ -109,14 +125,14 @@ impl Message {
         if body.len() > MAX_BODY_LEN {
             return Err(MessageError::BodyTooLong(body.len()));
         }
-        let mut message = Self {
+        Ok(Self {
             sender: None,
             msg_type,
             body,
+            // Computed when the sender is set (the node does it on send);
+            // until then `checksum()` computes it when asked.
             checksum: 0,
-        };
-        message.checksum = message.compute_checksum();
-        Ok(message)
+        })
     }
 
     /// The sender's advertised address; `None` before the message is sent.
@@ -136,15 +152,21 @@ impl Message {
 
     /// CRC-32C over the encoded sender, type and body.
     pub fn checksum(&self) -> u32 {
-        self.checksum
+        match self.sender {
+            Some(_) => self.checksum,
+            None => self.compute_checksum(),
+        }
     }
 
     /// Set the sender (recomputing the checksum).
     pub fn set_sender(&mut self, sender: SocketAddr) {
-        self.sender = Some(Sender {
-            addr: sender,
-            text: AddrText::new(&sender),
-        });
+        self.stamp(&SenderStamp::new(sender));
+    }
+
+    /// [`set_sender`](Self::set_sender) with the address text formatted
+    /// once for every message the node sends.
+    pub(crate) fn stamp(&mut self, stamp: &SenderStamp) {
+        self.sender = Some(stamp.0);
         self.checksum = self.compute_checksum();
     }
 
@@ -160,7 +182,7 @@ impl Message {
         out.reserve(self.encoded_len());
         self.encode_head(out);
         out.put_slice(&self.body);
-        out.put_u32_le(self.checksum);
+        out.put_u32_le(self.checksum());
     }
 
     /// Append the encoding up to the body (sender, type, body length); the
@@ -179,7 +201,7 @@ impl Message {
 
     /// The encoding's last four bytes, after the body.
     pub(crate) fn checksum_bytes(&self) -> [u8; 4] {
-        self.checksum.to_le_bytes()
+        self.checksum().to_le_bytes()
     }
 
     /// Decode one message occupying all of `buf`, verifying the checksum.
@@ -234,7 +256,9 @@ impl Message {
             sender,
             msg_type,
             body,
-            checksum: carried,
+            // Kept only with a sender (see `new`), so equal messages
+            // compare equal however they were made.
+            checksum: if sender.is_some() { carried } else { 0 },
         })
     }
 

@@ -25,6 +25,7 @@ mod tests;
 pub use frame::{
     peek_hello, CloseReason, Frame, FrameDecoder, HelloFields, HELLO_MAGIC, PROTOCOL_VERSION,
 };
+pub(crate) use message::SenderStamp;
 pub use message::{Message, MessageError, MAX_BODY_LEN, MAX_TYPE_LEN};
 
 /// Why bytes from the network could not be decoded.
