@@ -70,10 +70,13 @@ pub enum MessageError {
 /// assert_eq!(Message::new("", "x"), Err(MessageError::EmptyType));
 /// # Ok::<(), MessageError>(())
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct Message {
     sender: Option<Sender>,
-    msg_type: String,
+    /// UTF-8 (checked by `new` and `decode`). Bytes, not a `String`, so
+    /// that a decoded type is a slice of the received frame and a clone
+    /// (a broadcast's copies) shares it: one allocation per message less.
+    msg_type: Bytes,
     body: Bytes,
     checksum: u32,
 }
@@ -105,6 +108,17 @@ impl SenderStamp {
     }
 }
 
+impl fmt::Debug for Message {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Message")
+            .field("sender", &self.sender)
+            .field("msg_type", &self.msg_type())
+            .field("body", &self.body)
+            .field("checksum", &self.checksum())
+            .finish()
+    }
+}
+
 impl fmt::Debug for Sender {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Debug::fmt(&self.addr, f)
@@ -114,7 +128,7 @@ impl fmt::Debug for Sender {
 impl Message {
     /// A new message with no sender yet (the node fills it in on send).
     pub fn new(msg_type: impl Into<String>, body: impl Into<Bytes>) -> Result<Self, MessageError> {
-        let msg_type = msg_type.into();
+        let msg_type = Bytes::from(msg_type.into());
         let body = body.into();
         if msg_type.is_empty() {
             return Err(MessageError::EmptyType);
@@ -142,7 +156,8 @@ impl Message {
 
     /// The message type.
     pub fn msg_type(&self) -> &str {
-        &self.msg_type
+        // Always UTF-8 (see the field); the fallback is never taken.
+        std::str::from_utf8(&self.msg_type).unwrap_or_default()
     }
 
     /// The body.
@@ -195,7 +210,7 @@ impl Message {
         out.put_u8(sender_len);
         out.put_slice(sender);
         out.put_u8(self.type_len_u8());
-        out.put_slice(self.msg_type.as_bytes());
+        out.put_slice(&self.msg_type);
         out.put_u32_le(self.body_len_u32());
     }
 
@@ -221,6 +236,8 @@ impl Message {
         let mut r = Reader::new(buf);
         let sender_raw = r.short_bytes()?;
         let type_raw = r.short_bytes()?;
+        let type_end = r.pos();
+        let type_start = type_end - type_raw.len();
         let body_len = usize::try_from(r.u32_le()?).map_err(|_| WireError::Truncated)?;
         let body_start = r.pos();
         r.take(body_len)?;
@@ -247,10 +264,9 @@ impl Message {
         if type_raw.is_empty() {
             return Err(WireError::BadType);
         }
-        let msg_type = std::str::from_utf8(type_raw)
-            .map_err(|_| WireError::BadType)?
-            .to_owned();
+        std::str::from_utf8(type_raw).map_err(|_| WireError::BadType)?;
         // In range: the reader has just read these bytes.
+        let msg_type = buf.slice(type_start..type_end);
         let body = buf.slice(body_start..checked_len);
         Ok(Self {
             sender,
@@ -287,7 +303,7 @@ impl Message {
             &[sender_len][..],
             sender,
             &[self.type_len_u8()],
-            self.msg_type.as_bytes(),
+            &self.msg_type,
             &self.body_len_u32().to_le_bytes(),
         ] {
             if let Some(dst) = head.get_mut(len..len + part.len()) {
