@@ -45,6 +45,20 @@ impl Plugin for Count {
             self.done.notify_one();
         }
     }
+    async fn new_messages(&self, _net: &Network, msgs: &[Arc<Received>]) -> bool {
+        if msgs.iter().any(|m| m.is_request()) {
+            return false;
+        }
+        let data = msgs
+            .iter()
+            .filter(|m| m.message().msg_type() == "data")
+            .count() as u64;
+        let before = self.received.fetch_add(data, Ordering::Relaxed);
+        if before < self.target && before + data >= self.target {
+            self.done.notify_one();
+        }
+        true
+    }
 }
 
 #[tokio::main(flavor = "current_thread")]

@@ -130,6 +130,19 @@ pub trait Plugin: Send + Sync + 'static {
     }
     /// A message (or a request; see [`Received::is_request`]) arrived.
     async fn new_message(&self, _net: &Network, _msg: &Received) {}
+    /// Messages that reached this plugin together (in arrival order; the
+    /// node hands over what one wake-up received). Return `true` if you
+    /// handled them all here; the default returns `false`, and each then
+    /// goes to [`new_message`](Self::new_message) on its own.
+    ///
+    /// Worth overriding for a plugin that does little per message: a
+    /// hook call (and the boxed future `#[async_trait]` makes of it) per
+    /// batch instead of per message. A panic here counts once in the
+    /// plugin's `panics` and loses the rest of the batch for this plugin,
+    /// where `new_message` loses only the message it panicked on.
+    async fn new_messages(&self, _net: &Network, _msgs: &[Arc<Received>]) -> bool {
+        false
+    }
     /// The node is closing; the last hook called.
     async fn close(&self, _net: &Network) {}
 }
@@ -355,19 +368,27 @@ async fn run(
                 PluginEvent::Node(event)
             }
             Queued::Batch(events) => {
+                // Consecutive messages go to `new_messages` together.
+                let mut run: Vec<Arc<Received>> = Vec::new();
                 for event in events {
-                    // Each event counts until its hook runs, so the bounds
-                    // hold while the task works through a batch.
-                    counters.queued_events.fetch_sub(1, Ordering::AcqRel);
-                    let bytes = event_bytes(&event);
-                    if bytes > 0 {
-                        counters.queued_bytes.fetch_sub(bytes, Ordering::AcqRel);
-                    }
                     if counters.removed.load(Ordering::Acquire) {
                         break 'queue;
                     }
-                    let call = node_event(plugin.as_ref(), &net, event);
-                    guarded(plugin.as_ref(), &counters, call).await;
+                    match event {
+                        NodeEvent::Message(m) => run.push(m),
+                        event => {
+                            deliver_messages(plugin.as_ref(), &net, &counters, &mut run).await;
+                            // Each event counts until its hook runs, so the
+                            // bounds hold while the task works through a
+                            // batch.
+                            counters.queued_events.fetch_sub(1, Ordering::AcqRel);
+                            let call = node_event(plugin.as_ref(), &net, event);
+                            guarded(plugin.as_ref(), &counters, call).await;
+                        }
+                    }
+                }
+                if !counters.removed.load(Ordering::Acquire) {
+                    deliver_messages(plugin.as_ref(), &net, &counters, &mut run).await;
                 }
                 continue;
             }
@@ -394,6 +415,46 @@ async fn run(
     if !closed {
         guarded(plugin.as_ref(), &counters, plugin.close(&net)).await;
     }
+}
+
+/// Hand a run of messages to the plugin: to `new_messages` in one call,
+/// or, if it does not take them, to `new_message` one by one. They stop
+/// counting against the queue's bounds now.
+async fn deliver_messages(
+    plugin: &dyn Plugin,
+    net: &Network,
+    counters: &PluginCounters,
+    run: &mut Vec<Arc<Received>>,
+) {
+    if run.is_empty() {
+        return;
+    }
+    let bytes: usize = run.iter().map(|m| m.message().body().len()).sum();
+    counters
+        .queued_events
+        .fetch_sub(run.len(), Ordering::AcqRel);
+    if bytes > 0 {
+        counters.queued_bytes.fetch_sub(bytes, Ordering::AcqRel);
+    }
+    let taken = AssertUnwindSafe(plugin.new_messages(net, run))
+        .catch_unwind()
+        .await;
+    match taken {
+        Ok(true) => {}
+        Ok(false) => {
+            for m in run.iter() {
+                if counters.removed.load(Ordering::Acquire) {
+                    break;
+                }
+                guarded(plugin, counters, plugin.new_message(net, m)).await;
+            }
+        }
+        Err(_) => {
+            counters.panics.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(plugin = plugin.name(), "plugin hook panicked");
+        }
+    }
+    run.clear();
 }
 
 /// Call the hook that `event` is for.

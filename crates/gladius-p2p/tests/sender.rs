@@ -148,3 +148,59 @@ async fn a_sender_refuses_oversized_bodies_and_dies_with_the_node() {
         Err(PeerSendError::Closed(_))
     ));
 }
+
+/// A plugin that takes messages in batches (`Plugin::new_messages`) gets
+/// every message once, in order, and none through `new_message`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_that_takes_batches_gets_every_message_once_in_order() {
+    use std::sync::{Arc, Mutex};
+
+    use gladius_p2p::{async_trait, Network, Plugin, Received};
+
+    #[derive(Default, Clone)]
+    struct Batches {
+        seen: Arc<Mutex<Vec<u64>>>,
+        batches: Arc<Mutex<usize>>,
+        one_by_one: Arc<Mutex<usize>>,
+    }
+    #[async_trait]
+    impl Plugin for Batches {
+        fn name(&self) -> &str {
+            "batches"
+        }
+        async fn new_message(&self, _net: &Network, _msg: &Received) {
+            *self.one_by_one.lock().unwrap() += 1;
+        }
+        async fn new_messages(&self, _net: &Network, msgs: &[Arc<Received>]) -> bool {
+            *self.batches.lock().unwrap() += 1;
+            let mut seen = self.seen.lock().unwrap();
+            for m in msgs {
+                let body = m.message().body();
+                seen.push(std::str::from_utf8(&body[..10]).unwrap().parse().unwrap());
+            }
+            true
+        }
+    }
+
+    let ((a, _, _), (b, b_addr, rec)) = pair(test_config()).await;
+    let plugin = Batches::default();
+    b.register_plugin(plugin.clone()).await.unwrap();
+    let to_b = a.sender(b_addr).await.unwrap();
+    const N: u64 = 5_000;
+    for i in 0..N {
+        to_b.send(numbered(i)).await.unwrap();
+    }
+    wait_for(LONG, "every message", || async {
+        plugin.seen.lock().unwrap().len() >= N as usize && rec.count_type("s") >= N as usize
+    })
+    .await;
+    assert_eq!(*plugin.seen.lock().unwrap(), (0..N).collect::<Vec<_>>());
+    assert_eq!(*plugin.one_by_one.lock().unwrap(), 0);
+    let batches = *plugin.batches.lock().unwrap();
+    assert!((1..=N as usize).contains(&batches), "{batches} batches");
+    // The recorder beside it (default hooks) got each message on its own.
+    assert_eq!(
+        prefix_numbers(rec.bodies_of_type("s"), 10),
+        (0..N).collect::<Vec<_>>()
+    );
+}
