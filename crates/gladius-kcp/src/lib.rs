@@ -34,6 +34,7 @@
 mod clock;
 mod kcp;
 mod output;
+mod pmtu;
 mod recv_buf;
 mod rtt;
 pub mod segment;
@@ -144,4 +145,12 @@ pub struct KcpStats {
     /// PUSH segments ahead of a gap neither stored nor acknowledged: they
     /// did not fit the reorder limit ([`Kcp::set_reorder_limit`]).
     pub reorder_refused: u64,
+    /// Probes for a larger datagram size that were confirmed
+    /// ([`Kcp::set_max_datagram`]).
+    pub mtu_probes_confirmed: u64,
+    /// Probes for a larger datagram size that were lost.
+    pub mtu_probes_lost: u64,
+    /// Falls back to the base datagram size after larger datagrams
+    /// stopped arriving (black hole).
+    pub mtu_black_holes: u64,
 }

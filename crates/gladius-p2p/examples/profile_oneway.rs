@@ -55,7 +55,22 @@ async fn main() {
     let plaintext = mode.starts_with("plain");
     let round_trips = mode.contains("rtt");
     let by_plugin = mode.ends_with("plugin");
-    let config = move || Config::default().with_plaintext(plaintext);
+    // `GLADIUS_BENCH_KCP_MTU` sets both nodes' KCP mtu (the datagram size).
+    let mtu: Option<usize> = std::env::var("GLADIUS_BENCH_KCP_MTU")
+        .ok()
+        .and_then(|v| v.parse().ok());
+    let config = move || {
+        let c = Config::default().with_plaintext(plaintext);
+        match mtu {
+            Some(mtu) => c.with_kcp(gladius_p2p::KcpPreset::Custom(gladius_p2p::KcpConfig {
+                mtu,
+                send_window: bench_window(),
+                recv_window: bench_window(),
+                ..gladius_p2p::KcpConfig::default()
+            })),
+            None => c,
+        }
+    };
     let a = Network::new(config()).expect("config");
     let received = Arc::new(AtomicU64::new(0));
     let done = Arc::new(Notify::new());
@@ -167,4 +182,12 @@ async fn stream(
         .await
         .expect("all delivered");
     (start.elapsed().as_secs_f64(), full)
+}
+
+/// `GLADIUS_BENCH_KCP_WINDOW`: both KCP windows in segments (default 1024).
+fn bench_window() -> u16 {
+    std::env::var("GLADIUS_BENCH_KCP_WINDOW")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1024)
 }
