@@ -60,7 +60,14 @@ async fn main() {
         .ok()
         .and_then(|v| v.parse().ok());
     let config = move || {
-        let c = Config::default().with_plaintext(plaintext);
+        let mut c = Config::default().with_plaintext(plaintext);
+        // `GLADIUS_BENCH_MAX_DATAGRAM=0`: datagram-size probing off.
+        if let Some(max) = std::env::var("GLADIUS_BENCH_MAX_DATAGRAM")
+            .ok()
+            .and_then(|v| v.parse().ok())
+        {
+            c = c.with_max_datagram_size(max);
+        }
         match mtu {
             Some(mtu) => c.with_kcp(gladius_p2p::KcpPreset::Custom(gladius_p2p::KcpConfig {
                 mtu,

@@ -77,7 +77,7 @@ pub use api::{
 };
 pub use async_trait::async_trait;
 pub use config::{
-    Config, KcpPreset, DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_PARTIAL_FRAME_BYTES,
+    Config, KcpPreset, DEFAULT_MAX_DATAGRAM_SIZE, DEFAULT_MAX_MESSAGE_SIZE, MAX_DATAGRAM_SIZE_LIMIT, DEFAULT_PARTIAL_FRAME_BYTES,
     DEFAULT_RELAY_BYTES_PER_SEC, DEFAULT_RELAY_MAX_PAIRS, DEFAULT_REORDER_BYTES,
 };
 pub use crypto::{Identity, IdentityError, PublicKey};

@@ -31,9 +31,17 @@ pub(super) fn now_ns() -> u64 {
 /// The node configuration of a benchmark: the defaults, in the chosen mode,
 /// with a short close timeout so tearing down does not dominate the run.
 pub(super) fn config(encrypted: bool) -> Config {
-    let config = Config::default()
+    let mut config = Config::default()
         .with_plaintext(!encrypted)
         .with_close_timeout(Duration::from_millis(500));
+    // Hidden knob: `GLADIUS_BENCH_MAX_DATAGRAM=0` turns datagram-size
+    // probing off (the A/B of what larger datagrams buy).
+    if let Some(max) = std::env::var("GLADIUS_BENCH_MAX_DATAGRAM")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        config = config.with_max_datagram_size(max);
+    }
     // Hidden knob for measuring what larger datagrams buy: both nodes of a
     // run configure this KCP mtu (`GLADIUS_BENCH_KCP_MTU=16000`).
     match std::env::var("GLADIUS_BENCH_KCP_MTU")

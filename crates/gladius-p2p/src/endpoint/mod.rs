@@ -940,6 +940,7 @@ impl Endpoint {
                 Link::Sealed {
                     session, channel, ..
                 } => {
+                    session.set_relayed(relayed);
                     session.flush(now);
                     while let Some(datagram) = session.poll_transmit() {
                         let sealed = if relayed {
