@@ -654,8 +654,8 @@ impl Kcp {
         if diff(self.send_buf.una(), prev_una) > 0 {
             self.grow_congestion_window();
         }
-        // The probe's first segment left only in the probe (a resend would
-        // have failed it): acknowledged means the probe arrived.
+        // The probe's last segment left only in the probe (a resend would
+        // have failed it): acknowledged means the whole probe arrived.
         if let Some(probe) = self.pmtu.probe() {
             if !self.send_buf.holds(probe.sn) {
                 let outcome = self.pmtu.on_probe_acked();
@@ -838,8 +838,13 @@ impl Kcp {
             let send = if seg.xmit == 0 {
                 if let Some(k) = probe_k.take() {
                     if nxt.wrapping_sub(sn) > u32::from(k) {
+                        // The probe is segments sn..sn+k, all new and
+                        // full: exactly k * mtu bytes. Its last segment
+                        // is the witness: a receiver that truncates the
+                        // datagram (a small buffer) may still take the
+                        // first ones, never the last.
                         self.out.start_probe(mtu.saturating_mul(usize::from(k)));
-                        self.pmtu.sent_probe(sn, k);
+                        self.pmtu.sent_probe(sn.wrapping_add(u32::from(k) - 1), k);
                     }
                 }
                 seg.xmit = 1;

@@ -11,10 +11,12 @@
 //! Sizes are searched up a ladder of `k` ([`LADDER`], capped by the
 //! configured maximum). A **probe** is an ordinary datagram of new data
 //! filled to the next rung: the sender records the sequence number of its
-//! first segment. The probe is **confirmed** when that segment is
+//! last segment. The probe is **confirmed** when that segment is
 //! acknowledged (by an ACK or by `una`) without having been retransmitted:
-//! its only copy was in the probe, so the probe crossed the path and the
-//! peer read it. It **failed** when that segment is retransmitted first.
+//! its only copy was at the end of the probe, so the whole probe crossed
+//! the path and the peer read it (a receiver that truncates long datagrams
+//! may still read their first segments, never the last). It **failed**
+//! when that segment is retransmitted first.
 //! One probe is outstanding at a time; probes happen only when there is
 //! enough new data to fill one, so an idle or chatty session never probes
 //! and pays nothing. A peer that cannot read the larger datagrams (an
@@ -53,7 +55,7 @@ pub(crate) const BLACK_HOLE_XMIT: u32 = 3;
 /// The probe in flight.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Probe {
-    /// Sequence number of the first (new) segment of the probe datagram.
+    /// Sequence number of the last (new) segment of the probe datagram.
     pub(crate) sn: u32,
     /// Segments the probe datagram was filled to.
     pub(crate) k: u16,
@@ -154,12 +156,12 @@ impl PathMtu {
         (next > self.confirmed && next < self.ceiling).then_some(next)
     }
 
-    /// A probe of `k` segments starting at `sn` left.
+    /// A probe of `k` segments ending with segment `sn` left.
     pub(crate) fn sent_probe(&mut self, sn: u32, k: u16) {
         self.probe = Some(Probe { sn, k });
     }
 
-    /// The probe's first segment was acknowledged, never retransmitted.
+    /// The probe's last segment was acknowledged, never retransmitted.
     pub(crate) fn on_probe_acked(&mut self) -> Option<Outcome> {
         let probe = self.probe.take()?;
         self.failures = 0;
@@ -170,7 +172,7 @@ impl PathMtu {
         None
     }
 
-    /// The probe's first segment is being retransmitted at `now`.
+    /// The probe's last segment is being retransmitted at `now`.
     pub(crate) fn on_probe_lost(&mut self, now: u32) -> Option<Outcome> {
         let probe = self.probe.take()?;
         self.failures = self.failures.saturating_add(1);
