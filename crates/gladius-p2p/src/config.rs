@@ -440,9 +440,7 @@ impl Config {
             return Err(ConfigError::Kcp("mtu must be 100..=65000"));
         }
         if self.max_datagram_size > MAX_DATAGRAM_SIZE_LIMIT {
-            return Err(ConfigError::Kcp(
-                "max_datagram_size must be at most 64968",
-            ));
+            return Err(ConfigError::Kcp("max_datagram_size must be at most 64968"));
         }
         if kcp.interval_ms == 0 || kcp.interval_ms > 5000 {
             return Err(ConfigError::Kcp("interval must be 1..=5000 ms"));

@@ -744,6 +744,36 @@ mod tests {
     }
 
     #[test]
+    fn datagrams_grow_with_bulk_data_and_return_to_the_mtu_on_a_path_change_or_relay() {
+        let mut p = Pair::new(0);
+        p.run(50);
+        let mtu = config().kcp.mtu;
+        assert_eq!(p.a.datagram_limit(), mtu);
+        let bulk = "x".repeat(200_000);
+        let mut sent = 0;
+        let mut send = |p: &mut Pair, n: usize| {
+            for _ in 0..n {
+                assert!(p.a.send_frame(p.now, &message_frame(A, &bulk)));
+                sent += 1;
+                p.run(20);
+            }
+        };
+        send(&mut p, 4);
+        // 3, then 6 segments: the most the default maximum holds.
+        assert_eq!(p.a.datagram_limit(), 6 * mtu);
+        p.a.path_changed();
+        assert_eq!(p.a.datagram_limit(), mtu);
+        send(&mut p, 4);
+        assert_eq!(p.a.datagram_limit(), 6 * mtu, "searched again");
+        p.a.set_relayed(true);
+        assert_eq!(p.a.datagram_limit(), mtu, "never larger over a relay");
+        send(&mut p, 2);
+        assert_eq!(p.a.datagram_limit(), mtu);
+        p.run(1_000);
+        assert_eq!(received_bodies(&mut p.b).len(), sent, "every message once");
+    }
+
+    #[test]
     fn a_split_frame_has_the_bytes_of_the_contiguous_encoding() {
         for len in [0, 10, SPLIT_BODY_MIN - 1, SPLIT_BODY_MIN, 70_000] {
             let mut m = Message::new("t", vec![7u8; len]).unwrap();

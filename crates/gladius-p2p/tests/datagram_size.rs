@@ -71,7 +71,10 @@ fn body(i: u64) -> Vec<u8> {
 /// Send `COUNT` numbered bulk messages from a tapped node to `receiver`
 /// and wait for all of them; returns the sizes of the datagrams the
 /// sender sent to it.
-async fn bulk_to(config: Config, receiver: (gladius_p2p::Network, SocketAddr, Recorder)) -> Vec<usize> {
+async fn bulk_to(
+    config: Config,
+    receiver: (gladius_p2p::Network, SocketAddr, Recorder),
+) -> Vec<usize> {
     let (recv_net, recv_addr, rec) = receiver;
     let (net, _addr, _rec, tap) = tapped_node(config).await;
     net.add(recv_addr).await.unwrap();
@@ -117,8 +120,12 @@ async fn grows(plaintext: bool) {
     let largest = sizes.iter().copied().max().unwrap();
     // The search climbs to 3, then 6 segments of 1400 bytes: the most the
     // default maximum (8,920 bytes) holds.
-    assert!(6 * MTU <= DEFAULT_MAX_DATAGRAM_SIZE && 7 * MTU > DEFAULT_MAX_DATAGRAM_SIZE);
-    assert_eq!(largest, 6 * MTU + overhead, "datagrams grew to the largest size");
+    const { assert!(6 * MTU <= DEFAULT_MAX_DATAGRAM_SIZE && 7 * MTU > DEFAULT_MAX_DATAGRAM_SIZE) };
+    assert_eq!(
+        largest,
+        6 * MTU + overhead,
+        "datagrams grew to the largest size"
+    );
     // Every datagram is whole segments: a multiple of the mtu when full.
     let large = sizes.iter().filter(|&&s| s >= 3 * MTU + overhead).count();
     assert!(large > 10, "larger datagrams carried the bulk ({large})");
@@ -135,7 +142,11 @@ async fn stays_small(plaintext: bool) {
     let sizes = bulk_to(config, receiver).await;
     let large: Vec<usize> = sizes.into_iter().filter(|&s| s > MTU + overhead).collect();
     // Three probes of 3 segments, never acknowledged, then nothing larger.
-    assert_eq!(large, vec![3 * MTU + overhead; 3], "only the lost probes were larger");
+    assert_eq!(
+        large,
+        vec![3 * MTU + overhead; 3],
+        "only the lost probes were larger"
+    );
 }
 
 #[tokio::test]

@@ -48,14 +48,12 @@ pub(super) fn config(encrypted: bool) -> Config {
         .ok()
         .and_then(|v| v.parse().ok())
     {
-        Some(mtu) => config.with_kcp(gladius_p2p::KcpPreset::Custom(
-            gladius_p2p::KcpConfig {
-                mtu,
-                send_window: bench_window(),
-                recv_window: bench_window(),
-                ..gladius_p2p::KcpConfig::default()
-            },
-        )),
+        Some(mtu) => config.with_kcp(gladius_p2p::KcpPreset::Custom(gladius_p2p::KcpConfig {
+            mtu,
+            send_window: bench_window(),
+            recv_window: bench_window(),
+            ..gladius_p2p::KcpConfig::default()
+        })),
         None => config,
     }
 }
