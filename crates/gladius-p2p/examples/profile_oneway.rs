@@ -12,6 +12,11 @@
 //! with `rtt-plugin`, its plugin answers them with `reply`.
 //! Instruction counts per message are stable on a noisy machine; wall-clock
 //! figures belong to `gladius bench`.
+//!
+//! Environment knobs (both nodes; `gladius bench` reads the same ones):
+//! `GLADIUS_BENCH_MAX_DATAGRAM=N` sets `Config::with_max_datagram_size`
+//! (`0`: datagram-size probing off); `GLADIUS_BENCH_KCP_MTU=N` and
+//! `GLADIUS_BENCH_KCP_WINDOW=N` set the KCP mtu and both windows.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
