@@ -499,8 +499,8 @@ impl Session {
         self.kcp.reset_path();
     }
 
-    /// The largest datagram the session sends now (before sealing).
-    #[cfg(test)]
+    /// The largest datagram the session sends now (before sealing); a
+    /// longer one is a probe for a larger size.
     pub(crate) fn datagram_limit(&self) -> usize {
         self.kcp.datagram_limit()
     }
