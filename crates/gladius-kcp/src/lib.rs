@@ -22,6 +22,15 @@
 //! segments are delivered in sequence order whatever their `frg`, so an ikcp
 //! peer in message mode can talk to it as a byte stream.
 //!
+//! # Datagram size
+//! Off by default, [`Kcp::set_max_datagram`] lets datagrams carry several
+//! segments beyond the `mtu` once the peer acknowledged a probe of that
+//! size: segments keep their size (`mtu - 24`), only the number per
+//! datagram grows, in whole multiples of the `mtu` (3, 6, 12, 24, 46),
+//! back to the `mtu` on a black hole or [`Kcp::reset_path`]. Nothing new
+//! goes on the wire; a peer that cannot read the larger datagrams never
+//! confirms them. The state machine and its rules are in `pmtu.rs`.
+//!
 //! # Hostile input
 //! `input` parses the whole datagram before changing anything, rejects
 //! malformed ones with an [`InputError`], ignores sequence numbers outside
