@@ -67,6 +67,7 @@ use bytes::Bytes;
 
 use crate::clock::diff;
 use crate::output::Packer;
+use crate::pmtu::{Outcome, PathMtu};
 use crate::recv_buf::ReceiveBuffer;
 use crate::rtt::{RttEstimator, RTO_MAX};
 use crate::segment::{Command, SegmentHeader, SegmentRanges, HEADER_LEN};
@@ -105,6 +106,8 @@ const FLUSH_RESYNC: i32 = 10_000;
 #[derive(Debug)]
 pub struct Kcp {
     conv: u32,
+    /// The base datagram size; segments are at most `mtu - 24` bytes.
+    mtu: usize,
     mss: usize,
     interval: u32,
     nodelay: bool,
@@ -157,6 +160,8 @@ pub struct Kcp {
     acks: Vec<(u32, u32)>,
     max_acks: usize,
     out: Packer,
+    /// How many segments one datagram may carry (datagram-size probing).
+    pmtu: PathMtu,
     stats: KcpStats,
 }
 
@@ -178,6 +183,7 @@ impl Kcp {
         let window_sum = usize::from(send_window) + usize::from(recv_window);
         Self {
             conv,
+            mtu,
             mss: mtu - HEADER_LEN,
             interval,
             nodelay: config.nodelay,
@@ -211,6 +217,7 @@ impl Kcp {
             // causes a retransmission.
             max_acks: 4 * usize::from(recv_window) + 64,
             out: Packer::new(mtu, 2 * window_sum + 16),
+            pmtu: PathMtu::default(),
             stats: KcpStats::default(),
         }
     }
@@ -218,6 +225,51 @@ impl Kcp {
     /// The conversation id.
     pub fn conv(&self) -> u32 {
         self.conv
+    }
+
+    /// Let datagrams grow up to `max` bytes where the path and the peer
+    /// carry them (datagram-size probing, off by default; see the crate
+    /// docs): whole multiples of the `mtu`, each carrying several
+    /// segments of the unchanged size. `max` at or below the `mtu` turns
+    /// probing off and returns to the `mtu`. Clamped to 65535.
+    pub fn set_max_datagram(&mut self, max: usize) {
+        let k = (max.min(MAX_MTU) / self.mtu).clamp(1, usize::from(u16::MAX));
+        self.pmtu.set_max(u16::try_from(k).unwrap_or(u16::MAX));
+        self.apply_datagram_limit();
+    }
+
+    /// The path to the peer changed (the peer roamed): datagrams return to
+    /// the `mtu` and the search for a larger size starts again.
+    pub fn reset_path(&mut self) {
+        self.pmtu.reset();
+        self.apply_datagram_limit();
+    }
+
+    /// The largest datagram the endpoint produces now: the `mtu`, or the
+    /// larger size probing confirmed (a probe may be larger).
+    pub fn datagram_limit(&self) -> usize {
+        self.mtu.saturating_mul(usize::from(self.pmtu.confirmed()))
+    }
+
+    fn apply_datagram_limit(&mut self) {
+        self.out.set_limit(self.datagram_limit());
+    }
+
+    fn count_pmtu(stats: &mut KcpStats, outcome: Option<Outcome>) -> bool {
+        match outcome {
+            Some(Outcome::Confirmed(_)) => {
+                stats.mtu_probes_confirmed = stats.mtu_probes_confirmed.saturating_add(1);
+            }
+            Some(Outcome::Lost(_)) => {
+                stats.mtu_probes_lost = stats.mtu_probes_lost.saturating_add(1);
+            }
+            Some(Outcome::BlackHole(_)) => {
+                stats.mtu_black_holes = stats.mtu_black_holes.saturating_add(1);
+                return true;
+            }
+            None => {}
+        }
+        false
     }
 
     /// Read the conversation id of a datagram without trusting anything else.
@@ -602,6 +654,15 @@ impl Kcp {
         if diff(self.send_buf.una(), prev_una) > 0 {
             self.grow_congestion_window();
         }
+        // The probe's last segment left only in the probe (a resend would
+        // have failed it): acknowledged means the whole probe arrived.
+        if let Some(probe) = self.pmtu.probe() {
+            if !self.send_buf.holds(probe.sn) {
+                let outcome = self.pmtu.on_probe_acked();
+                Self::count_pmtu(&mut self.stats, outcome);
+                self.apply_datagram_limit();
+            }
+        }
         self.stats.datagrams_in = self.stats.datagrams_in.saturating_add(1);
         Ok(())
     }
@@ -744,6 +805,13 @@ impl Kcp {
         }
 
         let resend = self.fast_resend_threshold();
+        // A probe for a larger datagram size, if one is due: the first new
+        // segment starts a datagram filled to that size, provided enough
+        // new segments follow to fill it whole.
+        let mut probe_k = self.pmtu.wants_probe(current);
+        let nxt = self.send_buf.nxt();
+        let mtu = self.mtu;
+        let mut limit_changed = false;
         // Without nodelay, ikcp delays the first retransmission by rto/8.
         let rx_rto = self.rtt.rto(current);
         let first_rto_slack = if self.nodelay { 0 } else { rx_rto >> 3 };
@@ -766,7 +834,19 @@ impl Kcp {
             let expired = seg.xmit > 0 && diff(current, seg.resend_at) >= 0;
             // Nothing arrived from the peer since this copy left.
             let silent = heard_at.is_none_or(|h| diff(h, seg.ts) < 0);
+            let mut timeout = false;
             let send = if seg.xmit == 0 {
+                if let Some(k) = probe_k.take() {
+                    if nxt.wrapping_sub(sn) > u32::from(k) {
+                        // The probe is segments sn..sn+k, all new and
+                        // full: exactly k * mtu bytes. Its last segment
+                        // is the witness: a receiver that truncates the
+                        // datagram (a small buffer) may still take the
+                        // first ones, never the last.
+                        self.out.start_probe(mtu.saturating_mul(usize::from(k)));
+                        self.pmtu.sent_probe(sn.wrapping_add(u32::from(k) - 1), k);
+                    }
+                }
                 seg.xmit = 1;
                 seg.rto = rx_rto;
                 seg.first_sent = current;
@@ -794,6 +874,7 @@ impl Kcp {
                 seg.rto = seg.rto.saturating_add(step).min(RTO_MAX);
                 seg.resend_at = current.wrapping_add(seg.rto);
                 lost = true;
+                timeout = true;
                 true
             } else if seg.fastack >= resend && seg.xmit <= FASTACK_LIMIT {
                 seg.xmit = seg.xmit.saturating_add(1);
@@ -812,6 +893,18 @@ impl Kcp {
             if probe_at.is_none() {
                 probe_at = Some(seg.resend_at);
             }
+            if send && seg.xmit > 1 {
+                if self.pmtu.probe().is_some_and(|p| p.sn == sn) {
+                    let outcome = self.pmtu.on_probe_lost(current);
+                    Self::count_pmtu(&mut self.stats, outcome);
+                }
+                let outcome = self.pmtu.on_retransmit(seg.xmit, timeout, current);
+                if Self::count_pmtu(&mut self.stats, outcome) {
+                    // Back to base-size datagrams from this one on.
+                    self.out.set_limit(mtu);
+                    limit_changed = true;
+                }
+            }
             if send {
                 seg.deferred = false;
                 seg.ts = current;
@@ -828,6 +921,9 @@ impl Kcp {
             }
         }
         self.out.finish();
+        if limit_changed {
+            self.apply_datagram_limit();
+        }
 
         self.shrink_congestion_window(window, resend, fast_retransmitted, lost);
     }

@@ -22,6 +22,15 @@
 //! segments are delivered in sequence order whatever their `frg`, so an ikcp
 //! peer in message mode can talk to it as a byte stream.
 //!
+//! # Datagram size
+//! Off by default, [`Kcp::set_max_datagram`] lets datagrams carry several
+//! segments beyond the `mtu` once the peer acknowledged a probe of that
+//! size: segments keep their size (`mtu - 24`), only the number per
+//! datagram grows, in whole multiples of the `mtu` (3, 6, 12, 24, 46),
+//! back to the `mtu` on a black hole or [`Kcp::reset_path`]. Nothing new
+//! goes on the wire; a peer that cannot read the larger datagrams never
+//! confirms them. The state machine and its rules are in `pmtu.rs`.
+//!
 //! # Hostile input
 //! `input` parses the whole datagram before changing anything, rejects
 //! malformed ones with an [`InputError`], ignores sequence numbers outside
@@ -34,6 +43,7 @@
 mod clock;
 mod kcp;
 mod output;
+mod pmtu;
 mod recv_buf;
 mod rtt;
 pub mod segment;
@@ -144,4 +154,12 @@ pub struct KcpStats {
     /// PUSH segments ahead of a gap neither stored nor acknowledged: they
     /// did not fit the reorder limit ([`Kcp::set_reorder_limit`]).
     pub reorder_refused: u64,
+    /// Probes for a larger datagram size that were confirmed
+    /// ([`Kcp::set_max_datagram`]).
+    pub mtu_probes_confirmed: u64,
+    /// Probes for a larger datagram size that were lost.
+    pub mtu_probes_lost: u64,
+    /// Falls back to the base datagram size after larger datagrams
+    /// stopped arriving (black hole).
+    pub mtu_black_holes: u64,
 }

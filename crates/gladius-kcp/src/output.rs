@@ -1,5 +1,7 @@
-//! Packing segments into datagrams of at most `mtu` bytes, as ikcp's flush
-//! does with its `buffer`, and queueing the datagrams for `poll_transmit`.
+//! Packing segments into datagrams of at most `limit` bytes (the `mtu`, or a
+//! multiple of it once larger datagrams are confirmed, see [`crate::pmtu`]),
+//! as ikcp's flush does with its `buffer`, and queueing the datagrams for
+//! `poll_transmit`.
 
 use std::collections::VecDeque;
 
@@ -13,7 +15,12 @@ const BLOCK_DATAGRAMS: usize = 4;
 
 #[derive(Debug)]
 pub(crate) struct Packer {
+    /// The base size (sizes the shared blocks).
     mtu: usize,
+    /// Largest ordinary datagram.
+    limit: usize,
+    /// Largest size of the datagram being filled (`limit`, or a probe's).
+    current_limit: usize,
     /// The datagram being filled (and spare capacity for the next ones).
     current: BytesMut,
     ready: VecDeque<Bytes>,
@@ -28,6 +35,8 @@ impl Packer {
     pub(crate) fn new(mtu: usize, max_ready: usize) -> Self {
         Self {
             mtu,
+            limit: mtu,
+            current_limit: mtu,
             current: BytesMut::new(),
             ready: VecDeque::new(),
             max_ready,
@@ -39,12 +48,13 @@ impl Packer {
     /// does not fit in it.
     pub(crate) fn push(&mut self, header: &SegmentHeader, payload: &[u8]) {
         let need = HEADER_LEN.saturating_add(payload.len());
-        if self.current.len().saturating_add(need) > self.mtu {
+        if self.current.len().saturating_add(need) > self.current_limit {
             self.finish();
         }
-        if self.current.is_empty() && self.current.capacity() < self.mtu.max(need) {
+        let want = self.current_limit.max(need);
+        if self.current.is_empty() && self.current.capacity() < want {
             self.current
-                .reserve(self.mtu.max(need).saturating_mul(BLOCK_DATAGRAMS));
+                .reserve(want.max(self.mtu.saturating_mul(BLOCK_DATAGRAMS)));
         }
         let header = SegmentHeader {
             len: payload.len() as u32,
@@ -54,8 +64,26 @@ impl Packer {
         self.current.put_slice(payload);
     }
 
+    /// Set the largest ordinary datagram (at least the mtu). A datagram
+    /// being filled past it is closed.
+    pub(crate) fn set_limit(&mut self, limit: usize) {
+        self.limit = limit.max(self.mtu);
+        if self.current.len() > self.limit {
+            self.finish();
+        }
+        self.current_limit = self.limit;
+    }
+
+    /// Close the current datagram and let the next one grow to `limit`
+    /// bytes (a probe); the one after it is ordinary again.
+    pub(crate) fn start_probe(&mut self, limit: usize) {
+        self.finish();
+        self.current_limit = limit.max(self.mtu);
+    }
+
     /// Close the current datagram, if any.
     pub(crate) fn finish(&mut self) {
+        self.current_limit = self.limit;
         if self.current.is_empty() {
             return;
         }
@@ -115,6 +143,26 @@ mod tests {
         assert_eq!(sns, (0..10).collect::<Vec<_>>());
         assert_eq!(p.produced(), 3); // 4 + 4 + 2 segments of 24 bytes
         Ok(())
+    }
+
+    #[test]
+    fn a_probe_grows_one_datagram_then_the_limit_applies_again() {
+        let mut p = Packer::new(48, 16); // two 24-byte segments per datagram
+        p.push(&ack(0), &[]);
+        p.start_probe(96);
+        for sn in 1..=6 {
+            p.push(&ack(sn), &[]);
+        }
+        p.finish();
+        let sizes: Vec<usize> = std::iter::from_fn(|| p.pop()).map(|d| d.len()).collect();
+        assert_eq!(sizes, vec![24, 96, 48]);
+        p.set_limit(72);
+        for sn in 0..4 {
+            p.push(&ack(sn), &[]);
+        }
+        p.finish();
+        let sizes: Vec<usize> = std::iter::from_fn(|| p.pop()).map(|d| d.len()).collect();
+        assert_eq!(sizes, vec![72, 24]);
     }
 
     #[test]

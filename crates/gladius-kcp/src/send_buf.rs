@@ -102,6 +102,15 @@ impl SendBuffer {
         diff(sn, self.una) >= 0 && diff(sn, self.nxt()) < 0
     }
 
+    /// Whether segment `sn` is still held (sent and not acknowledged).
+    pub(crate) fn holds(&self, sn: u32) -> bool {
+        self.in_flight_range(sn)
+            && self
+                .slots
+                .get(sn.wrapping_sub(self.una) as usize)
+                .is_some_and(Option::is_some)
+    }
+
     /// First-transmission time of the oldest unacknowledged segment.
     pub(crate) fn oldest_first_sent(&self) -> Option<u32> {
         match self.slots.front() {

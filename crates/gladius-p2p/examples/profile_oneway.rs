@@ -13,6 +13,11 @@
 //! with `rtt-plugin`, its plugin answers them with `reply`.
 //! Instruction counts per message are stable on a noisy machine; wall-clock
 //! figures belong to `gladius bench`.
+//!
+//! Environment knobs (both nodes; `gladius bench` reads the same ones):
+//! `GLADIUS_BENCH_MAX_DATAGRAM=N` sets `Config::with_max_datagram_size`
+//! (`0`: datagram-size probing off); `GLADIUS_BENCH_KCP_MTU=N` and
+//! `GLADIUS_BENCH_KCP_WINDOW=N` set the KCP mtu and both windows.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -70,7 +75,29 @@ async fn main() {
     let plaintext = mode.starts_with("plain");
     let round_trips = mode.contains("rtt");
     let by_plugin = mode.ends_with("plugin");
-    let config = move || Config::default().with_plaintext(plaintext);
+    // `GLADIUS_BENCH_KCP_MTU` sets both nodes' KCP mtu (the datagram size).
+    let mtu: Option<usize> = std::env::var("GLADIUS_BENCH_KCP_MTU")
+        .ok()
+        .and_then(|v| v.parse().ok());
+    let config = move || {
+        let mut c = Config::default().with_plaintext(plaintext);
+        // `GLADIUS_BENCH_MAX_DATAGRAM=0`: datagram-size probing off.
+        if let Some(max) = std::env::var("GLADIUS_BENCH_MAX_DATAGRAM")
+            .ok()
+            .and_then(|v| v.parse().ok())
+        {
+            c = c.with_max_datagram_size(max);
+        }
+        match mtu {
+            Some(mtu) => c.with_kcp(gladius_p2p::KcpPreset::Custom(gladius_p2p::KcpConfig {
+                mtu,
+                send_window: bench_window(),
+                recv_window: bench_window(),
+                ..gladius_p2p::KcpConfig::default()
+            })),
+            None => c,
+        }
+    };
     let a = Network::new(config()).expect("config");
     let received = Arc::new(AtomicU64::new(0));
     let done = Arc::new(Notify::new());
@@ -197,4 +224,12 @@ async fn stream(
         .await
         .expect("all delivered");
     (start.elapsed().as_secs_f64(), full)
+}
+
+/// `GLADIUS_BENCH_KCP_WINDOW`: both KCP windows in segments (default 1024).
+fn bench_window() -> u16 {
+    std::env::var("GLADIUS_BENCH_KCP_WINDOW")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1024)
 }

@@ -78,8 +78,9 @@ pub use api::{
 };
 pub use async_trait::async_trait;
 pub use config::{
-    Config, KcpPreset, DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_PARTIAL_FRAME_BYTES,
-    DEFAULT_RELAY_BYTES_PER_SEC, DEFAULT_RELAY_MAX_PAIRS, DEFAULT_REORDER_BYTES,
+    Config, KcpPreset, DEFAULT_MAX_DATAGRAM_SIZE, DEFAULT_MAX_MESSAGE_SIZE,
+    DEFAULT_PARTIAL_FRAME_BYTES, DEFAULT_RELAY_BYTES_PER_SEC, DEFAULT_RELAY_MAX_PAIRS,
+    DEFAULT_REORDER_BYTES, MAX_DATAGRAM_SIZE_LIMIT,
 };
 pub use crypto::{Identity, IdentityError, PublicKey};
 pub use error::{ConfigError, NetworkError, RequestError};

@@ -18,6 +18,8 @@ use crate::wire::{CloseReason, Frame, FrameDecoder, Message, WireError, PROTOCOL
 #[derive(Debug, Clone)]
 pub(crate) struct SessionConfig {
     pub(crate) kcp: KcpConfig,
+    /// Largest datagram probing may reach (at or below `kcp.mtu`: off).
+    pub(crate) max_datagram_size: usize,
     pub(crate) max_message_size: usize,
     pub(crate) keepalive_ms: u64,
     pub(crate) idle_ms: u64,
@@ -32,6 +34,7 @@ impl SessionConfig {
         let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
         Self {
             kcp: c.kcp.kcp_config(),
+            max_datagram_size: c.max_datagram_size,
             max_message_size: c.max_message_size,
             keepalive_ms: ms(c.keepalive_interval),
             idle_ms: ms(c.idle_timeout),
@@ -212,6 +215,7 @@ impl Session {
     /// A session we open: our hello goes out first.
     pub(crate) fn new(conv: u32, advertised: SocketAddr, config: &SessionConfig, now: u64) -> Self {
         let mut kcp = Kcp::new(conv, &config.kcp, kcp_now(now));
+        kcp.set_max_datagram(config.max_datagram_size);
         let hello = encode_frame(&Frame::Hello {
             version: PROTOCOL_VERSION,
             instance: config.instance,
@@ -477,6 +481,30 @@ impl Session {
 
     /// Whether the peer acknowledged anything we sent (it receives at the
     /// address we send to).
+    /// Whether the session's datagrams go through a relay: larger
+    /// datagrams are probed for only on a direct path (a relay forwards
+    /// base-size datagrams with its own header, and may refuse more).
+    pub(crate) fn set_relayed(&mut self, relayed: bool) {
+        let max = if relayed {
+            0
+        } else {
+            self.config.max_datagram_size
+        };
+        self.kcp.set_max_datagram(max);
+    }
+
+    /// The peer's address changed: datagrams return to the base size and
+    /// the search for a larger one starts again on the new path.
+    pub(crate) fn path_changed(&mut self) {
+        self.kcp.reset_path();
+    }
+
+    /// The largest datagram the session sends now (before sealing); a
+    /// longer one is a probe for a larger size.
+    pub(crate) fn datagram_limit(&self) -> usize {
+        self.kcp.datagram_limit()
+    }
+
     pub(crate) fn peer_acknowledged(&self) -> bool {
         self.kcp.peer_acknowledged()
     }
@@ -713,6 +741,36 @@ mod tests {
         p.run(10_000);
         let bodies = received_bodies(&mut p.b);
         assert_eq!(bodies, (0..60).map(body).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn datagrams_grow_with_bulk_data_and_return_to_the_mtu_on_a_path_change_or_relay() {
+        let mut p = Pair::new(0);
+        p.run(50);
+        let mtu = config().kcp.mtu;
+        assert_eq!(p.a.datagram_limit(), mtu);
+        let bulk = "x".repeat(200_000);
+        let mut sent = 0;
+        let mut send = |p: &mut Pair, n: usize| {
+            for _ in 0..n {
+                assert!(p.a.send_frame(p.now, &message_frame(A, &bulk)));
+                sent += 1;
+                p.run(20);
+            }
+        };
+        send(&mut p, 4);
+        // 3, then 6 segments: the most the default maximum holds.
+        assert_eq!(p.a.datagram_limit(), 6 * mtu);
+        p.a.path_changed();
+        assert_eq!(p.a.datagram_limit(), mtu);
+        send(&mut p, 4);
+        assert_eq!(p.a.datagram_limit(), 6 * mtu, "searched again");
+        p.a.set_relayed(true);
+        assert_eq!(p.a.datagram_limit(), mtu, "never larger over a relay");
+        send(&mut p, 2);
+        assert_eq!(p.a.datagram_limit(), mtu);
+        p.run(1_000);
+        assert_eq!(received_bodies(&mut p.b).len(), sent, "every message once");
     }
 
     #[test]

@@ -31,9 +31,31 @@ pub(super) fn now_ns() -> u64 {
 /// The node configuration of a benchmark: the defaults, in the chosen mode,
 /// with a short close timeout so tearing down does not dominate the run.
 pub(super) fn config(encrypted: bool) -> Config {
-    Config::default()
+    let mut config = Config::default()
         .with_plaintext(!encrypted)
-        .with_close_timeout(Duration::from_millis(500))
+        .with_close_timeout(Duration::from_millis(500));
+    // Hidden knob: `GLADIUS_BENCH_MAX_DATAGRAM=0` turns datagram-size
+    // probing off (the A/B of what larger datagrams buy).
+    if let Some(max) = std::env::var("GLADIUS_BENCH_MAX_DATAGRAM")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        config = config.with_max_datagram_size(max);
+    }
+    // Hidden knob for measuring what larger datagrams buy: both nodes of a
+    // run configure this KCP mtu (`GLADIUS_BENCH_KCP_MTU=16000`).
+    match std::env::var("GLADIUS_BENCH_KCP_MTU")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        Some(mtu) => config.with_kcp(gladius_p2p::KcpPreset::Custom(gladius_p2p::KcpConfig {
+            mtu,
+            send_window: bench_window(),
+            recv_window: bench_window(),
+            ..gladius_p2p::KcpConfig::default()
+        })),
+        None => config,
+    }
 }
 
 /// Where a node's socket lives.
@@ -382,4 +404,12 @@ pub(super) async fn send_reliably(
                 .map_err(|e| format!("waiting for room at {p}: {e}"))?;
         }
     }
+}
+
+/// `GLADIUS_BENCH_KCP_WINDOW`: both KCP windows in segments (default 1024).
+fn bench_window() -> u16 {
+    std::env::var("GLADIUS_BENCH_KCP_WINDOW")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1024)
 }

@@ -55,6 +55,12 @@ pub(crate) struct Link {
     seq: u64,
     pub(crate) sent: u64,
     pub(crate) dropped: u64,
+    /// Datagrams longer than this vanish (a path MTU, or a black hole).
+    pub(crate) max_size: Option<usize>,
+    /// Datagrams dropped for `max_size`.
+    pub(crate) too_big: u64,
+    /// The longest datagram offered to the link.
+    pub(crate) largest: usize,
 }
 
 impl Link {
@@ -68,6 +74,11 @@ impl Link {
     fn send(&mut self, elapsed: u64, datagram: &[u8], rng: &mut StdRng) {
         let c = self.config.unwrap_or(LinkConfig::clean(0));
         self.sent += 1;
+        self.largest = self.largest.max(datagram.len());
+        if self.max_size.is_some_and(|m| datagram.len() > m) {
+            self.too_big += 1;
+            return;
+        }
         if rng.gen_bool(c.loss) {
             self.dropped += 1;
             return;
@@ -109,6 +120,8 @@ pub(crate) struct Sim {
     pub(crate) ab: Link,
     pub(crate) ba: Link,
     pub(crate) updates: u64,
+    /// Largest datagram `a` may send (checked on every one).
+    pub(crate) a_max: usize,
 }
 
 impl Sim {
@@ -124,6 +137,7 @@ impl Sim {
             ab: Link::new(ab),
             ba: Link::new(ba),
             updates: 0,
+            a_max: config.mtu.max(1400),
         }
     }
 
@@ -142,7 +156,7 @@ impl Sim {
             }
         }
         while let Some(d) = self.a.poll_transmit() {
-            assert!(d.len() <= 1400);
+            assert!(d.len() <= self.a_max, "{} bytes from a", d.len());
             self.ab.send(self.elapsed, &d, &mut self.rng);
         }
         while let Some(d) = self.b.poll_transmit() {
@@ -267,8 +281,20 @@ pub(crate) fn transfer(
             messages.len(),
             got.bytes
         );
+        if next < messages.len() && sim.a.unacked_bytes() < max_unacked {
+            // The last ACKs just made room: queue more before waiting.
+            continue;
+        }
         if !sim.advance(1_000) {
-            panic!("nothing scheduled but transfer incomplete");
+            panic!(
+                "nothing scheduled but transfer incomplete: sent {next}/{}, got {} ({} bytes), a {:?}, b {:?}, a unacked {}",
+                messages.len(),
+                got.messages.len(),
+                got.bytes,
+                sim.a.stats(),
+                sim.b.stats(),
+                sim.a.unacked_bytes()
+            );
         }
     }
     assert_eq!(got.messages.len(), messages.len());

@@ -851,6 +851,11 @@ impl Endpoint {
             return;
         };
         peer.active = Some(from);
+        // A new path may carry less: datagrams return to the base size
+        // and probe afresh (docs/wire-format.md §1.1).
+        if let Link::Sealed { session, .. } = &mut peer.link {
+            session.path_changed();
+        }
         let Some(public_key) = peer.public_key else {
             return;
         };

@@ -955,6 +955,14 @@ impl Endpoint {
                         usize::try_from(session.stats().bytes_in).unwrap_or(usize::MAX),
                     );
                     while let Some(datagram) = session.poll_transmit() {
+                        // A probe for a larger size leaves alone (see
+                        // the sealed case below).
+                        let segments = if datagram.len() > session.datagram_limit() {
+                            self.transmits.end_run();
+                            1
+                        } else {
+                            max_segments
+                        };
                         if unproven {
                             let sent = peer.unproven_sent.saturating_add(datagram.len());
                             if sent > limit {
@@ -963,24 +971,42 @@ impl Endpoint {
                             }
                             peer.unproven_sent = sent;
                         }
-                        self.transmits.push(to, &datagram, max_segments);
+                        self.transmits.push(to, &datagram, segments);
+                        if segments == 1 {
+                            self.transmits.end_run();
+                        }
                     }
                     session.is_closed()
                 }
                 Link::Sealed {
                     session, channel, ..
                 } => {
+                    session.set_relayed(relayed);
                     session.flush(now);
                     while let Some(datagram) = session.poll_transmit() {
+                        // A probe for a larger size leaves alone, never in
+                        // a segmentation-offload run: a run whose segment
+                        // size the local link cannot carry fails whole
+                        // (EMSGSIZE, or on some drivers EINVAL/EIO, after
+                        // which quinn-udp stops batching on the socket for
+                        // good), losing the base-size datagrams batched
+                        // with it; alone, only the probe is lost.
+                        let probe = datagram.len() > session.datagram_limit();
+                        if probe {
+                            self.transmits.end_run();
+                        }
+                        let segments = if probe { 1 } else { max_segments };
                         let sealed = if relayed {
                             let mut out = Vec::new();
                             let sealed = channel.seal(&datagram, &mut out);
                             via_relay.push(out);
                             sealed
                         } else {
-                            self.transmits
-                                .push_sealed(to, channel, &datagram, max_segments)
+                            self.transmits.push_sealed(to, channel, &datagram, segments)
                         };
+                        if probe {
+                            self.transmits.end_run();
+                        }
                         if let Err(e) = sealed {
                             // Only the nonce limit stops sealing: end the
                             // session and handshake afresh.
