@@ -127,7 +127,9 @@ pub enum PeerSendError {
 /// the node's driver per message; from
 /// [`Network::sender`](crate::Network::sender). Cheap to clone; clones
 /// share one budget and keep their order with respect to each other only as
-/// their calls are ordered.
+/// their calls are ordered. Its messages keep their order among
+/// themselves, not with other sends to the same peer made meanwhile
+/// (`broadcast_to`, plugins): the node takes commands before pushes.
 ///
 /// ```
 /// use std::time::Duration;
