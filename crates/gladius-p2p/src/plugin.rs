@@ -360,6 +360,18 @@ async fn run(
         let event = match queued {
             Queued::Startup => PluginEvent::Startup,
             Queued::Close => PluginEvent::Close,
+            Queued::One(NodeEvent::Message(m)) => {
+                // A lone message goes the way of a run of them, so a
+                // plugin that takes runs (`new_messages`) gets every one.
+                if counters.removed.load(Ordering::Acquire) {
+                    counters.queued_events.fetch_sub(1, Ordering::AcqRel);
+                    let bytes = m.message().body().len();
+                    counters.queued_bytes.fetch_sub(bytes, Ordering::AcqRel);
+                    break;
+                }
+                deliver_messages(plugin.as_ref(), &net, &counters, &mut vec![m]).await;
+                continue;
+            }
             Queued::One(event) => {
                 counters.queued_events.fetch_sub(1, Ordering::AcqRel);
                 counters

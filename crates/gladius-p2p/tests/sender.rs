@@ -186,8 +186,14 @@ async fn a_plugin_that_takes_batches_gets_every_message_once_in_order() {
     let plugin = Batches::default();
     b.register_plugin(plugin.clone()).await.unwrap();
     let to_b = a.sender(b_addr).await.unwrap();
-    const N: u64 = 5_000;
-    for i in 0..N {
+    const N: u64 = 5_020;
+    for i in 0..5_000 {
+        to_b.send(numbered(i)).await.unwrap();
+    }
+    // Spaced out, each arrives alone (a batch of one): it must still go
+    // to `new_messages`.
+    for i in 5_000..N {
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
         to_b.send(numbered(i)).await.unwrap();
     }
     wait_for(LONG, "every message", || async {
