@@ -15,7 +15,7 @@ use gladius_p2p::crypto::packet::{
     self, DataPacket, FinishPacket, InitPacket, Packet, ResponsePacket,
 };
 use gladius_p2p::crypto::{
-    classify, Established, HandshakePayload, Identity, Initiator, Kind, Responder,
+    classify, Cipher, Established, HandshakePayload, Identity, Initiator, Kind, Responder,
 };
 use libfuzzer_sys::fuzz_target;
 
@@ -30,7 +30,14 @@ fn identity(seed: u8) -> Identity {
 
 /// An established pair (initiator, responder), made with the public API.
 fn pair() -> (Established, Established) {
-    let (mut ini, init) = Initiator::new(&identity(1), 0x0101_0101, &payload(1), 0).unwrap();
+    let (mut ini, init) = Initiator::new(
+        &identity(1),
+        0x0101_0101,
+        &payload(1),
+        Cipher::ChaChaPoly,
+        0,
+    )
+    .unwrap();
     let Ok(Packet::Init(init)) = packet::parse(&init) else {
         unreachable!()
     };
@@ -105,12 +112,18 @@ fuzz_target!(|data: &[u8]| {
                 sender_index: 9,
                 noise: input,
                 cookie: [0; 16],
+                cipher: if input.len() % 2 == 0 {
+                    Cipher::AesGcm
+                } else {
+                    Cipher::ChaChaPoly
+                },
             };
             let _ = Responder::new(&id, 7, &init, &payload(3), 0);
         }
         2 => {
             // A pending initiator fed forged Responses keeps waiting.
-            let (mut ini, _) = Initiator::new(&identity(4), 7, &payload(4), 0).unwrap();
+            let (mut ini, _) =
+                Initiator::new(&identity(4), 7, &payload(4), Cipher::AesGcm, 0).unwrap();
             if let Ok(Packet::Response(r)) = packet::parse(input) {
                 let _ = ini.handle_response(&r, 0);
             }
@@ -123,7 +136,8 @@ fuzz_target!(|data: &[u8]| {
         }
         _ => {
             // A pending responder fed forged Finishes keeps waiting.
-            let (_, init) = Initiator::new(&identity(5), 9, &payload(5), 0).unwrap();
+            let (_, init) =
+                Initiator::new(&identity(5), 9, &payload(5), Cipher::AesGcm, 0).unwrap();
             let Ok(Packet::Init(init)) = packet::parse(&init) else {
                 unreachable!()
             };

@@ -9,6 +9,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use gladius_p2p::Cipher;
 use gladius_plugins::discovery::DiscoveryConfig;
 use gladius_plugins::gossip::GossipConfig;
 use gladius_plugins::latency::LatencyConfig;
@@ -32,6 +33,8 @@ pub(crate) struct FileConfig {
     #[serde(default)]
     relay: bool,
     #[serde(default)]
+    cipher: CipherSetting,
+    #[serde(default)]
     discovery: DiscoverySection,
     #[serde(default)]
     latency: LatencySection,
@@ -51,6 +54,32 @@ pub(crate) enum Admission {
     /// Only peers the user added, and peers writable peers tell of; a peer
     /// that connects on its own stays readable, not writable.
     Known,
+}
+
+/// `cipher`: the suite the node starts its handshakes with (it answers
+/// either).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum CipherSetting {
+    /// AES-256-GCM where the CPU has AES instructions, else
+    /// ChaCha20-Poly1305 ([`Cipher::preferred`]).
+    #[default]
+    Auto,
+    /// Always AES-256-GCM (falling back for peers that lack it).
+    AesGcm,
+    /// Always ChaCha20-Poly1305.
+    ChaChaPoly,
+}
+
+impl CipherSetting {
+    /// The suite to configure.
+    pub(crate) fn cipher(self) -> Cipher {
+        match self {
+            Self::Auto => Cipher::preferred(),
+            Self::AesGcm => Cipher::AesGcm,
+            Self::ChaChaPoly => Cipher::ChaChaPoly,
+        }
+    }
 }
 
 /// `[discovery]`: the fields of [`DiscoveryConfig`].
@@ -202,6 +231,8 @@ pub(crate) struct NodeSettings {
     pub(crate) insecure: bool,
     /// `--relay` / `relay`: relay for peers behind NATs.
     pub(crate) relay: bool,
+    /// `cipher`: the suite of the handshakes this node starts.
+    pub(crate) cipher: CipherSetting,
     /// `--relay-faults` (test builds only).
     #[cfg(feature = "relay-faults")]
     pub(crate) relay_faults: Option<(u64, u64)>,
@@ -299,6 +330,7 @@ impl NodeSettings {
             api_no_auth: args.api_no_auth,
             insecure: args.insecure || file.insecure,
             relay: args.relay || file.relay,
+            cipher: file.cipher,
             #[cfg(feature = "relay-faults")]
             relay_faults: args.relay_faults,
             discovery,
@@ -505,5 +537,21 @@ mod tests {
                 .unwrap_err();
             assert!(e.contains(key), "{text}: {e}");
         }
+    }
+
+    #[test]
+    fn the_cipher_key_picks_the_suite_and_refuses_unknown_names() {
+        assert_eq!(parse(EXAMPLE).unwrap().cipher, CipherSetting::Auto);
+        assert_eq!(parse("").unwrap().cipher, CipherSetting::Auto);
+        assert_eq!(CipherSetting::Auto.cipher(), Cipher::preferred());
+        for (text, cipher) in [
+            ("aesgcm", Cipher::AesGcm),
+            ("chachapoly", Cipher::ChaChaPoly),
+        ] {
+            let file = parse(&format!("cipher = \"{text}\"")).unwrap();
+            assert_eq!(file.cipher.cipher(), cipher);
+        }
+        let e = parse("cipher = \"aes\"").unwrap_err();
+        assert!(e.contains("cipher") && e.contains("aesgcm"), "{e}");
     }
 }

@@ -890,7 +890,8 @@ pub(crate) async fn run(args: NodeArgs) -> Result<(), String> {
     }
     let mut config = Config::default()
         .with_plaintext(args.insecure)
-        .with_relay(args.relay);
+        .with_relay(args.relay)
+        .with_cipher(args.cipher.cipher());
     #[cfg(feature = "relay-faults")]
     if let Some((corrupt, drop)) = args.relay_faults {
         config = config.with_relay_faults(corrupt, drop);

@@ -15,6 +15,7 @@
 //! figures belong to `gladius bench`.
 //!
 //! Environment knobs (both nodes; `gladius bench` reads the same ones):
+//! `GLADIUS_BENCH_CIPHER=chachapoly|aesgcm` sets `Config::with_cipher`;
 //! `GLADIUS_BENCH_MAX_DATAGRAM=N` sets `Config::with_max_datagram_size`
 //! (`0`: datagram-size probing off); `GLADIUS_BENCH_KCP_MTU=N` and
 //! `GLADIUS_BENCH_KCP_WINDOW=N` set the KCP mtu and both windows.
@@ -81,6 +82,13 @@ async fn main() {
         .and_then(|v| v.parse().ok());
     let config = move || {
         let mut c = Config::default().with_plaintext(plaintext);
+        // `GLADIUS_BENCH_CIPHER=chachapoly|aesgcm`: the suite.
+        if let Some(cipher) = std::env::var("GLADIUS_BENCH_CIPHER")
+            .ok()
+            .and_then(|v| v.parse().ok())
+        {
+            c = c.with_cipher(cipher);
+        }
         // `GLADIUS_BENCH_MAX_DATAGRAM=0`: datagram-size probing off.
         if let Some(max) = std::env::var("GLADIUS_BENCH_MAX_DATAGRAM")
             .ok()

@@ -8,7 +8,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use gladius_kcp::KcpConfig;
 
-use crate::crypto::{Identity, PublicKey, MAX_APP_PAYLOAD};
+use crate::crypto::{Cipher, Identity, PublicKey, MAX_APP_PAYLOAD};
 
 use crate::error::ConfigError;
 use crate::wire::Frame;
@@ -118,6 +118,7 @@ pub struct Config {
     pub(crate) advertise_addr: Option<SocketAddr>,
     pub(crate) socket_buffer_bytes: usize,
     pub(crate) plaintext: bool,
+    pub(crate) cipher: Cipher,
     pub(crate) max_datagram_size: usize,
     pub(crate) identity: Option<Identity>,
     pub(crate) known_peers: HashMap<SocketAddr, PublicKey>,
@@ -155,6 +156,7 @@ impl Default for Config {
             advertise_addr: None,
             socket_buffer_bytes: 4 * 1024 * 1024,
             plaintext: false,
+            cipher: Cipher::preferred(),
             max_datagram_size: DEFAULT_MAX_DATAGRAM_SIZE,
             identity: None,
             known_peers: HashMap::new(),
@@ -319,6 +321,18 @@ impl Config {
     /// `Reject`.
     pub fn with_plaintext(mut self, plaintext: bool) -> Self {
         self.plaintext = plaintext;
+        self
+    }
+    /// The cipher suite this node starts its handshakes with. Default
+    /// [`Cipher::preferred`]: AES-256-GCM where the CPU has AES
+    /// instructions, ChaCha20-Poly1305 otherwise. As a responder a node
+    /// answers either suite, whatever this says; as an initiator it falls
+    /// back from AES-256-GCM to ChaCha20-Poly1305 when a peer does not
+    /// answer ([`AES_GCM_UNANSWERED_LIMIT`](crate::crypto::AES_GCM_UNANSWERED_LIMIT)).
+    /// `network_state` shows each session's suite. No effect in plaintext
+    /// mode.
+    pub fn with_cipher(mut self, cipher: Cipher) -> Self {
+        self.cipher = cipher;
         self
     }
     /// The node's static X25519 identity. Default: a fresh one per node

@@ -82,7 +82,7 @@ pub use config::{
     DEFAULT_PARTIAL_FRAME_BYTES, DEFAULT_RELAY_BYTES_PER_SEC, DEFAULT_RELAY_MAX_PAIRS,
     DEFAULT_REORDER_BYTES, MAX_DATAGRAM_SIZE_LIMIT,
 };
-pub use crypto::{Identity, IdentityError, PublicKey};
+pub use crypto::{Cipher, Identity, IdentityError, PublicKey};
 pub use error::{ConfigError, NetworkError, RequestError};
 pub use gladius_kcp::KcpConfig;
 #[cfg(feature = "json")]

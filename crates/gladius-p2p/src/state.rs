@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::crypto::PublicKey;
+use crate::crypto::{Cipher, PublicKey};
 
 /// Everything the node knows about itself and its peers at one instant.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -146,6 +146,11 @@ pub struct PeerState {
     pub advertised: Option<SocketAddr>,
     /// The peer's static public key, as proven in the handshake.
     pub public_key: Option<PublicKey>,
+    /// The cipher suite of the encrypted session (`chachapoly` or
+    /// `aesgcm` in JSON); `None` without one (plaintext mode, or no
+    /// session yet).
+    #[serde(default)]
+    pub cipher: Option<Cipher>,
     /// The key the peer must prove, if pinned with `add_pinned`.
     pub pinned_key: Option<PublicKey>,
     /// Whether broadcasts write to it.

@@ -7,59 +7,18 @@
 
 mod common;
 
-use std::io;
 use std::net::SocketAddr;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use common::*;
 use gladius_p2p::crypto::packet::DATA_OVERHEAD;
-use gladius_p2p::{Config, DatagramSocket, DEFAULT_MAX_DATAGRAM_SIZE};
-use tokio::io::ReadBuf;
-use tokio::net::UdpSocket;
+use gladius_p2p::{Config, DEFAULT_MAX_DATAGRAM_SIZE};
 
 /// The default KCP `mtu`.
 const MTU: usize = 1400;
 /// Messages and their size: 3 MiB, enough for the whole search.
 const COUNT: u64 = 24;
 const SIZE: usize = 128 * 1024;
-
-/// A real UDP socket that drops every received datagram longer than
-/// `max` (on its input, like a receiver with `max`-byte buffers).
-#[derive(Debug)]
-struct SmallReader {
-    inner: UdpSocket,
-    max: usize,
-}
-
-impl DatagramSocket for SmallReader {
-    fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.inner.local_addr()
-    }
-    fn poll_recv_from(
-        &self,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<SocketAddr>> {
-        loop {
-            let start = buf.filled().len();
-            match self.inner.poll_recv_from(cx, buf) {
-                Poll::Ready(Ok(_)) if buf.filled().len() - start > self.max => {
-                    buf.set_filled(start);
-                }
-                other => return other,
-            }
-        }
-    }
-    fn poll_send_to(
-        &self,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-        target: SocketAddr,
-    ) -> Poll<io::Result<usize>> {
-        self.inner.poll_send_to(cx, buf, target)
-    }
-}
 
 /// A body of `SIZE` bytes starting with its 8-digit number.
 fn body(i: u64) -> Vec<u8> {
@@ -134,10 +93,8 @@ async fn grows(plaintext: bool) {
 async fn stays_small(plaintext: bool) {
     let config = test_config().with_plaintext(plaintext);
     let overhead = if plaintext { 0 } else { DATA_OVERHEAD };
-    let socket = SmallReader {
-        inner: UdpSocket::bind("127.0.0.1:0").await.unwrap(),
-        max: MTU + overhead,
-    };
+    let max = MTU + overhead;
+    let socket = FilterSocket::bind(move |d| d.len() > max).await;
     let receiver = node_on(config.clone(), socket).await;
     let sizes = bulk_to(config, receiver).await;
     let large: Vec<usize> = sizes.into_iter().filter(|&s| s > MTU + overhead).collect();

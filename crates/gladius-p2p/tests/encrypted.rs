@@ -13,7 +13,7 @@ use std::time::Duration;
 use common::*;
 use gladius_kcp::segment::Command;
 use gladius_p2p::crypto::packet::{random_index, InitPacket, DATA_OVERHEAD};
-use gladius_p2p::crypto::COOKIE_LEN;
+use gladius_p2p::crypto::{Cipher, COOKIE_LEN};
 use gladius_p2p::wire::{Frame, Message, PROTOCOL_VERSION};
 use gladius_p2p::{async_trait, ConnectionState, Counters, Identity, Network, PeerInfo, Plugin};
 use rand::{Rng, RngCore, SeedableRng};
@@ -137,14 +137,23 @@ fn forged_init(rng: &mut impl RngCore) -> Vec<u8> {
         sender_index: random_index(),
         noise: &e,
         cookie: [0; COOKIE_LEN],
+        cipher: gladius_p2p::crypto::Cipher::ChaChaPoly,
     }
     .encode()
     .to_vec()
 }
 
 const DATA: u8 = 0xE4;
-const INIT: u8 = 0xE1;
 const FINISH: u8 = 0xE3;
+
+/// The `Init`s among `datagrams`, of either suite (`0xE1`, `0xE7`).
+fn inits(datagrams: &[Vec<u8>]) -> Vec<Vec<u8>> {
+    datagrams
+        .iter()
+        .filter(|d| matches!(d.first(), Some(0xE1 | 0xE7)))
+        .cloned()
+        .collect()
+}
 
 fn of_type(datagrams: &[Vec<u8>], t: u8) -> Vec<Vec<u8>> {
     datagrams
@@ -227,6 +236,91 @@ async fn two_encrypted_nodes_authenticate_and_exchange_in_order() {
     }
     a.close().await.unwrap();
     b.close().await.unwrap();
+}
+
+// ----- 1b. cipher suites ------------------------------------------------------
+
+/// The suite of the session with `peer`, as `network_state` shows it.
+async fn cipher_with(net: &Network, peer: SocketAddr) -> Option<Cipher> {
+    net.network_state().await.unwrap().peer(peer)?.cipher
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_initiator_chooses_the_suite_and_either_responder_answers_it() {
+    const N: u64 = 200;
+    for (a_cipher, b_cipher) in [
+        (Cipher::AesGcm, Cipher::AesGcm),
+        (Cipher::AesGcm, Cipher::ChaChaPoly),
+        (Cipher::ChaChaPoly, Cipher::AesGcm),
+    ] {
+        let (a, a_addr, ra, tap) = tapped_node(test_config().with_cipher(a_cipher)).await;
+        let (b, b_addr, rb) = node_with(test_config().with_cipher(b_cipher)).await;
+        a.add(b_addr).await.unwrap();
+        wait_connected(&a, b_addr).await;
+        wait_connected(&b, a_addr).await;
+        send_numbered(&a, b_addr, "seq", N).await;
+        send_numbered(&b, a_addr, "seq", N).await;
+        expect_numbered(&rb, a_addr, "seq", N).await;
+        expect_numbered(&ra, b_addr, "seq", N).await;
+        // A initiated: its suite, on both sides, and its Init's type says so.
+        assert_eq!(cipher_with(&a, b_addr).await, Some(a_cipher));
+        assert_eq!(cipher_with(&b, a_addr).await, Some(a_cipher));
+        let init_type = match a_cipher {
+            Cipher::AesGcm => 0xE7,
+            _ => 0xE1,
+        };
+        let firsts: Vec<u8> = tap.sent_to(b_addr).iter().map(|d| d[0]).collect();
+        assert!(firsts.contains(&init_type), "{a_cipher}: {firsts:x?}");
+        assert!(
+            !firsts.contains(&(0xE1 ^ 0xE7 ^ init_type)),
+            "{a_cipher}: one suite"
+        );
+        let c = counters(&b).await;
+        assert_eq!(
+            c.decrypt_failures + c.malformed_datagrams + c.bad_handshakes,
+            0,
+            "{c:?}"
+        );
+        a.close().await.unwrap();
+        b.close().await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_without_the_aes_gcm_suite_is_reached_with_chachapoly() {
+    const N: u64 = 200;
+    // An older node: 0xE7 is garbage to it, lost on its input, and it
+    // initiates with ChaCha20-Poly1305 (the only suite it knows).
+    let old = Network::new(test_config().with_cipher(Cipher::ChaChaPoly)).unwrap();
+    let old_rec = Recorder::default();
+    old.register_plugin(old_rec.clone()).await.unwrap();
+    let old_addr = old
+        .listen_on(FilterSocket::bind(|d| d.first() == Some(&0xE7)).await)
+        .await
+        .unwrap();
+    let (new, new_addr, new_rec, tap) =
+        tapped_node(test_config().with_cipher(Cipher::AesGcm)).await;
+    let started = Instant::now();
+    new.add(old_addr).await.unwrap();
+    wait_connected(&new, old_addr).await;
+    wait_connected(&old, new_addr).await;
+    // Two AES-GCM Inits went unanswered (200 ms apart), then the fallback.
+    assert!(started.elapsed() >= Duration::from_millis(600));
+    let firsts: Vec<u8> = tap.sent_to(old_addr).iter().map(|d| d[0]).collect();
+    let inits: Vec<u8> = firsts
+        .iter()
+        .copied()
+        .filter(|t| matches!(t, 0xE1 | 0xE7))
+        .collect();
+    assert_eq!(inits.get(..3), Some(&[0xE7, 0xE7, 0xE1][..]), "{inits:x?}");
+    assert_eq!(cipher_with(&new, old_addr).await, Some(Cipher::ChaChaPoly));
+    assert_eq!(cipher_with(&old, new_addr).await, Some(Cipher::ChaChaPoly));
+    send_numbered(&new, old_addr, "seq", N).await;
+    send_numbered(&old, new_addr, "seq", N).await;
+    expect_numbered(&old_rec, new_addr, "seq", N).await;
+    expect_numbered(&new_rec, old_addr, "seq", N).await;
+    new.close().await.unwrap();
+    old.close().await.unwrap();
 }
 
 // ----- 2. key pinning ---------------------------------------------------------
@@ -393,7 +487,7 @@ async fn a_live_encrypted_pair_survives_forged_replayed_and_corrupted_datagrams(
     .await;
     let data = of_type(&captured, DATA);
     assert!(data.len() >= 10, "captured {} Data datagrams", data.len());
-    let inits = of_type(&captured, INIT);
+    let inits = inits(&captured);
     let finishes = of_type(&captured, FINISH);
     assert!(!inits.is_empty() && !finishes.is_empty());
     // The KCP conv is the initiator's (A's) index; Data to B carries B's.
@@ -758,13 +852,16 @@ async fn a_live_encrypted_pair_survives_forged_replayed_and_corrupted_datagrams(
 
 // ----- 5. nothing readable on the wire ----------------------------------------
 
-async fn capture_secret(plaintext: bool) -> (Vec<Vec<u8>>, Vec<u8>, String, SocketAddr) {
+async fn capture_secret(
+    plaintext: bool,
+    cipher: Cipher,
+) -> (Vec<Vec<u8>>, Vec<u8>, String, SocketAddr) {
     const TYPE: &str = "secret.type.MARKER-7f3a";
     let mut random = vec![0u8; 64];
     rand::thread_rng().fill_bytes(&mut random);
     let mut body = random.clone();
     body.extend_from_slice(b"SECRET-BODY-MARKER");
-    let config = test_config().with_plaintext(plaintext);
+    let config = test_config().with_plaintext(plaintext).with_cipher(cipher);
     let (a, a_addr, _ra, tap) = tapped_node(config.clone()).await;
     let (b, b_addr, rb) = node_with(config).await;
     a.add(b_addr).await.unwrap();
@@ -784,28 +881,34 @@ async fn capture_secret(plaintext: bool) -> (Vec<Vec<u8>>, Vec<u8>, String, Sock
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_plaintext_on_the_wire() {
-    let (wire, random, t, a_addr) = capture_secret(false).await;
-    let needles: [(&str, Vec<u8>); 4] = [
-        ("marker", b"SECRET-BODY-MARKER".to_vec()),
-        ("random body bytes", random),
-        ("message type", t.into_bytes()),
-        ("advertised address", a_addr.to_string().into_bytes()),
-    ];
-    for t in [INIT, FINISH, DATA] {
-        assert!(!of_type(&wire, t).is_empty(), "captured a {t:#x} datagram");
-    }
-    for d in &wire {
-        assert!(
-            (0xE1..=0xE6).contains(&d[0]),
-            "every datagram is encrypted-mode"
-        );
-        for (what, needle) in &needles {
-            assert!(!contains(d, needle), "{what} visible on the wire");
+    for cipher in [Cipher::ChaChaPoly, Cipher::AesGcm] {
+        let (wire, random, t, a_addr) = capture_secret(false, cipher).await;
+        let needles: [(&str, Vec<u8>); 4] = [
+            ("marker", b"SECRET-BODY-MARKER".to_vec()),
+            ("random body bytes", random),
+            ("message type", t.into_bytes()),
+            ("advertised address", a_addr.to_string().into_bytes()),
+        ];
+        assert!(!inits(&wire).is_empty(), "{cipher}: captured an Init");
+        for t in [FINISH, DATA] {
+            assert!(
+                !of_type(&wire, t).is_empty(),
+                "{cipher}: captured a {t:#x} datagram"
+            );
+        }
+        for d in &wire {
+            assert!(
+                (0xE1..=0xE7).contains(&d[0]),
+                "{cipher}: every datagram is encrypted-mode"
+            );
+            for (what, needle) in &needles {
+                assert!(!contains(d, needle), "{cipher}: {what} visible on the wire");
+            }
         }
     }
 
     // Control: the same search finds it all in plaintext mode.
-    let (wire, random, t, a_addr) = capture_secret(true).await;
+    let (wire, random, t, a_addr) = capture_secret(true, Cipher::ChaChaPoly).await;
     let found = |needle: &[u8]| wire.iter().any(|d| contains(d, needle));
     assert!(
         found(b"SECRET-BODY-MARKER"),

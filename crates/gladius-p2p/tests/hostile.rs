@@ -775,6 +775,7 @@ async fn cookie_answering_flood(
                         sender_index: index,
                         noise: &e,
                         cookie: [0; COOKIE_LEN],
+                        cipher: gladius_p2p::crypto::Cipher::ChaChaPoly,
                     }
                     .encode();
                     let _ = sock.send_to(&init, target).await;
@@ -788,6 +789,7 @@ async fn cookie_answering_flood(
                                     sender_index: index,
                                     noise: &e,
                                     cookie: c.cookie,
+                                    cipher: gladius_p2p::crypto::Cipher::ChaChaPoly,
                                 }
                                 .encode();
                                 let _ = sock.send_to(&init, target).await;
@@ -963,6 +965,7 @@ async fn forged_restart_scenario(forge_for: Duration) -> Option<Duration> {
                     sender_index: 0,
                     noise: &e,
                     cookie: [0; COOKIE_LEN],
+                    cipher: gladius_p2p::crypto::Cipher::ChaChaPoly,
                 }
                 .encode()
                 .to_vec();

@@ -8,7 +8,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use gladius_p2p::{async_trait, Config, Identity, Network, NetworkError, Plugin, Received};
+use gladius_p2p::{async_trait, Cipher, Config, Identity, Network, NetworkError, Plugin, Received};
 use gladius_plugins::discovery::{Discovery, DiscoveryConfig, DiscoveryHandle};
 use gladius_plugins::latency::{LatencyAudit, LatencyConfig, LatencyHandle};
 use gladius_plugins::signed_state::{EthKey, SignedState, SignedStateConfig, SignedStateHandle};
@@ -99,7 +99,9 @@ impl SimNode {
         let config = Config::default()
             .with_rng_seed(spec.seed_for(2))
             .with_identity(identity)
-            .with_plaintext(spec.plaintext);
+            .with_plaintext(spec.plaintext)
+            // One suite on every machine, whatever its CPU prefers.
+            .with_cipher(Cipher::AesGcm);
         let net = Network::new(config).map_err(|e| StartError::Config(e.to_string()))?;
         let mut discovery_config = DiscoveryConfig::default().with_rng_seed(spec.seed_for(3));
         discovery_config.table_size = spec.table_size;

@@ -34,6 +34,14 @@ pub(super) fn config(encrypted: bool) -> Config {
     let mut config = Config::default()
         .with_plaintext(!encrypted)
         .with_close_timeout(Duration::from_millis(500));
+    // Hidden knob: `GLADIUS_BENCH_CIPHER=chachapoly` (or `aesgcm`) sets
+    // the suite both nodes initiate with instead of the CPU's preference.
+    if let Some(cipher) = std::env::var("GLADIUS_BENCH_CIPHER")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        config = config.with_cipher(cipher);
+    }
     // Hidden knob: `GLADIUS_BENCH_MAX_DATAGRAM=0` turns datagram-size
     // probing off (the A/B of what larger datagrams buy).
     if let Some(max) = std::env::var("GLADIUS_BENCH_MAX_DATAGRAM")

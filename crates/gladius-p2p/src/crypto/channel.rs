@@ -2,9 +2,10 @@
 //! `Data` packets and opens incoming ones.
 //!
 //! Built on snow's `StatelessTransportState`, so the nonce is explicit: each
-//! `Data` packet carries the 64-bit counter used as its ChaCha20-Poly1305
-//! nonce (the Noise nonce, encoded by snow as 4 zero bytes and the counter
-//! little-endian; no associated data). Counters start at 0 and increase by
+//! `Data` packet carries the 64-bit counter used as its AEAD nonce (the
+//! Noise nonce: 4 zero bytes and the counter, little-endian for
+//! ChaCha20-Poly1305 and big-endian for AES-256-GCM, as the Noise
+//! specification encodes them; no associated data). Counters start at 0 and increase by
 //! one per sealed datagram. On receipt, in this order: the packet is parsed,
 //! its receiver index must be ours, its counter must pass the
 //! [`ReplayWindow`] check, the ciphertext must authenticate, and only then is
@@ -20,6 +21,7 @@ use std::fmt;
 use bytes::Bytes;
 use snow::StatelessTransportState;
 
+use super::cipher::Cipher;
 use super::identity::PublicKey;
 use super::packet::{self, DataPacket, Packet, PacketError, DATA_CIPHERTEXT_MAX, TAG_LEN};
 use super::replay::ReplayWindow;
@@ -69,6 +71,7 @@ pub enum ChannelError {
 /// One peer's established encrypted channel.
 pub struct SecureChannel {
     transport: StatelessTransportState,
+    cipher: Cipher,
     local_index: u32,
     remote_index: u32,
     remote_static: PublicKey,
@@ -83,6 +86,7 @@ pub struct SecureChannel {
 impl fmt::Debug for SecureChannel {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SecureChannel")
+            .field("cipher", &self.cipher)
             .field("local_index", &self.local_index)
             .field("remote_index", &self.remote_index)
             .field("remote_static", &self.remote_static)
@@ -96,6 +100,7 @@ impl fmt::Debug for SecureChannel {
 impl SecureChannel {
     pub(crate) fn new(
         transport: StatelessTransportState,
+        cipher: Cipher,
         local_index: u32,
         remote_index: u32,
         remote_static: PublicKey,
@@ -103,6 +108,7 @@ impl SecureChannel {
     ) -> Self {
         Self {
             transport,
+            cipher,
             local_index,
             remote_index,
             remote_static,
@@ -215,6 +221,11 @@ impl SecureChannel {
             Some((response, finish)) if response.as_ref() == datagram => Some(finish.clone()),
             _ => None,
         }
+    }
+
+    /// The suite the handshake ran, whose AEAD seals and opens `Data`.
+    pub fn cipher(&self) -> Cipher {
+        self.cipher
     }
 
     /// The peer's static key, as authenticated by the handshake.

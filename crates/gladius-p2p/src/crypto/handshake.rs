@@ -1,5 +1,6 @@
-//! The Noise handshake: `Noise_XX_25519_ChaChaPoly_BLAKE2s`, as two sans-IO
-//! state machines.
+//! The Noise handshake, `Noise_XX_25519_ChaChaPoly_BLAKE2s` or
+//! `Noise_XX_25519_AESGCM_BLAKE2s` (the initiator's [`Cipher`]), as two
+//! sans-IO state machines.
 //!
 //! ```text
 //! Initiator                                   Responder
@@ -19,6 +20,11 @@
 //! acceptable is the caller's decision; [`Initiator::expect_remote`] /
 //! [`Responder::expect_remote`] make a pinned key part of the handshake, so
 //! that an initiator never sends its identity and payload to the wrong key.
+//!
+//! An initiator of [`Cipher::AesGcm`] whose `Init` goes unanswered
+//! [`AES_GCM_UNANSWERED_LIMIT`] times starts over with
+//! [`Cipher::ChaChaPoly`], which every node speaks
+//! ([`Initiator::handle_timeout`]).
 //!
 //! Both machines retransmit their last datagram on [`HandshakeConfig`]'s
 //! doubling timer ([`handle_timeout`](Initiator::handle_timeout)) until
@@ -44,14 +50,13 @@ use bytes::Bytes;
 use snow::{Builder, HandshakeState};
 
 use super::channel::SecureChannel;
+use super::cipher::{Cipher, AES_GCM_UNANSWERED_LIMIT};
 use super::cookie::COOKIE_LEN;
 use super::identity::{Identity, PublicKey};
 use super::packet::{
     is_valid_index, FinishPacket, InitPacket, ResponsePacket, INIT_NOISE_LEN, TAG_LEN,
 };
 
-/// The Noise protocol name.
-pub const NOISE_PARAMS: &str = "Noise_XX_25519_ChaChaPoly_BLAKE2s";
 /// The Noise prologue both sides mix in: binds the handshake to this
 /// protocol and version.
 pub const PROLOGUE: &[u8] = b"gladius-p2p encrypted v1";
@@ -321,9 +326,10 @@ impl Retransmit {
 fn build(
     identity: &Identity,
     initiator: bool,
+    cipher: Cipher,
     fixed_ephemeral: Option<&[u8; 32]>,
 ) -> Result<HandshakeState, HandshakeError> {
-    let params = NOISE_PARAMS.parse().map_err(noise_error)?;
+    let params = cipher.noise_params().parse().map_err(noise_error)?;
     let mut builder = Builder::new(params)
         .local_private_key(identity.private_bytes())
         .map_err(noise_error)?
@@ -393,6 +399,12 @@ fn check_pin(expected: Option<PublicKey>, actual: PublicKey) -> Result<(), Hands
 pub struct Initiator {
     /// `None` once completed or failed.
     hs: Option<Box<HandshakeState>>,
+    /// To start over with [`Cipher::ChaChaPoly`].
+    identity: Identity,
+    cipher: Cipher,
+    /// Whether the responder was heard from (a `Cookie`, or a reason to
+    /// re-send at once): it speaks our suite.
+    answered: bool,
     local_index: u32,
     noise1: [u8; INIT_NOISE_LEN],
     payload: Vec<u8>,
@@ -404,6 +416,7 @@ impl fmt::Debug for Initiator {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Initiator")
             .field("local_index", &self.local_index)
+            .field("cipher", &self.cipher)
             .field("pending", &self.hs.is_some())
             .field("expected", &self.expected)
             .field("timer", &self.timer)
@@ -412,22 +425,25 @@ impl fmt::Debug for Initiator {
 }
 
 impl Initiator {
-    /// Start a handshake as `identity` under `local_index` (see
-    /// [`random_index`](super::packet::random_index)), to send `payload` in
-    /// message 3. Returns the machine and the `Init` datagram to send now.
+    /// Start a handshake of suite `cipher` as `identity` under
+    /// `local_index` (see [`random_index`](super::packet::random_index)), to
+    /// send `payload` in message 3. Returns the machine and the `Init`
+    /// datagram to send now.
     pub fn new(
         identity: &Identity,
         local_index: u32,
         payload: &HandshakePayload,
+        cipher: Cipher,
         now: u64,
     ) -> Result<(Self, Bytes), HandshakeError> {
-        Self::new_inner(identity, local_index, payload, now, None)
+        Self::new_inner(identity, local_index, payload, cipher, now, None)
     }
 
     pub(crate) fn new_inner(
         identity: &Identity,
         local_index: u32,
         payload: &HandshakePayload,
+        cipher: Cipher,
         now: u64,
         fixed_ephemeral: Option<&[u8; 32]>,
     ) -> Result<(Self, Bytes), HandshakeError> {
@@ -435,18 +451,19 @@ impl Initiator {
             return Err(HandshakeError::InvalidIndex(local_index));
         }
         let payload = payload.encode()?;
-        let mut hs = build(identity, true, fixed_ephemeral)?;
-        let msg1 = write(&mut hs, &[])?;
-        let noise1 = <[u8; INIT_NOISE_LEN]>::try_from(msg1.as_slice())
-            .map_err(|_| HandshakeError::Noise("unexpected message 1 length".into()))?;
+        let (hs, noise1) = Self::message1(identity, cipher, fixed_ephemeral)?;
         let init = InitPacket {
             sender_index: local_index,
             noise: &noise1,
             cookie: [0; COOKIE_LEN],
+            cipher,
         }
         .encode();
         let me = Self {
             hs: Some(Box::new(hs)),
+            identity: identity.clone(),
+            cipher,
+            answered: false,
             local_index,
             noise1,
             payload,
@@ -454,6 +471,25 @@ impl Initiator {
             timer: Retransmit::new(HandshakeConfig::default(), init.clone(), now),
         };
         Ok((me, init))
+    }
+
+    /// A fresh initiator state of suite `cipher` that wrote message 1, and
+    /// message 1.
+    fn message1(
+        identity: &Identity,
+        cipher: Cipher,
+        fixed_ephemeral: Option<&[u8; 32]>,
+    ) -> Result<(HandshakeState, [u8; INIT_NOISE_LEN]), HandshakeError> {
+        let mut hs = build(identity, true, cipher, fixed_ephemeral)?;
+        let msg1 = write(&mut hs, &[])?;
+        let noise1 = <[u8; INIT_NOISE_LEN]>::try_from(msg1.as_slice())
+            .map_err(|_| HandshakeError::Noise("unexpected message 1 length".into()))?;
+        Ok((hs, noise1))
+    }
+
+    /// The suite of the handshake (of the `Init` sent last).
+    pub fn cipher(&self) -> Cipher {
+        self.cipher
     }
 
     /// Use `config` for the timers (counted from the `Init` already sent).
@@ -480,10 +516,12 @@ impl Initiator {
     /// carrying it. Retransmissions carry it too, and the retransmission
     /// timer starts over (the total timeout does not).
     pub fn with_cookie(&mut self, cookie: [u8; COOKIE_LEN], now: u64) -> Bytes {
+        self.answered = true;
         let init = InitPacket {
             sender_index: self.local_index,
             noise: &self.noise1,
             cookie,
+            cipher: self.cipher,
         }
         .encode();
         if self.hs.is_some() {
@@ -529,6 +567,7 @@ impl Initiator {
             .encode();
             let channel = SecureChannel::new(
                 transport,
+                self.cipher,
                 self.local_index,
                 response.sender_index,
                 remote_static,
@@ -557,6 +596,7 @@ impl Initiator {
     /// `None` once the handshake completed, failed or expired.
     pub fn resend_now(&mut self, now: u64) -> Option<Bytes> {
         self.hs.as_ref()?;
+        self.answered = true;
         if self.timer.is_expired(now) {
             return None;
         }
@@ -567,9 +607,41 @@ impl Initiator {
 
     /// The `Init` to retransmit, if its timer is due and the handshake is
     /// neither done nor expired.
+    ///
+    /// After [`AES_GCM_UNANSWERED_LIMIT`] `Init`s of [`Cipher::AesGcm`]
+    /// with no answer at all, the handshake starts over with
+    /// [`Cipher::ChaChaPoly`] (a new ephemeral key; the index, timers and
+    /// total timeout carry on): the peer may predate the AES-GCM suite.
     pub fn handle_timeout(&mut self, now: u64) -> Option<Bytes> {
         self.hs.as_ref()?;
+        if self.cipher == Cipher::AesGcm
+            && !self.answered
+            && self.timer.sent >= AES_GCM_UNANSWERED_LIMIT
+            && now >= self.timer.next
+            && !self.timer.is_expired(now)
+        {
+            self.fall_back();
+        }
         self.timer.fire(now)
+    }
+
+    /// Start over with [`Cipher::ChaChaPoly`]: a new message 1 under the
+    /// same index, sent when the timer fires. On the (impossible) failure
+    /// to build it, the AES-GCM `Init` keeps being sent.
+    fn fall_back(&mut self) {
+        let Ok((hs, noise1)) = Self::message1(&self.identity, Cipher::ChaChaPoly, None) else {
+            return;
+        };
+        self.cipher = Cipher::ChaChaPoly;
+        self.hs = Some(Box::new(hs));
+        self.noise1 = noise1;
+        self.timer.datagram = InitPacket {
+            sender_index: self.local_index,
+            noise: &self.noise1,
+            cookie: [0; COOKIE_LEN],
+            cipher: self.cipher,
+        }
+        .encode();
     }
 
     /// Whether the handshake ran out of time or attempts (the caller drops
@@ -590,6 +662,7 @@ impl Initiator {
 #[derive(Clone)]
 struct Replay {
     identity: Identity,
+    cipher: Cipher,
     ephemeral: [u8; 32],
     noise1: [u8; INIT_NOISE_LEN],
     payload: Vec<u8>,
@@ -599,7 +672,7 @@ impl Replay {
     /// A responder state that read message 1 and wrote message 2; and
     /// message 2.
     fn run(&self) -> Result<(HandshakeState, Vec<u8>), HandshakeError> {
-        let mut hs = build(&self.identity, false, Some(&self.ephemeral))?;
+        let mut hs = build(&self.identity, false, self.cipher, Some(&self.ephemeral))?;
         let mut empty = [0u8; INIT_NOISE_LEN];
         let n = hs
             .read_message(&self.noise1, &mut empty)
@@ -674,6 +747,7 @@ impl Responder {
         };
         let replay = Replay {
             identity: identity.clone(),
+            cipher: init.cipher,
             ephemeral,
             noise1,
             payload,
@@ -770,6 +844,7 @@ impl Responder {
         Ok(Established {
             channel: SecureChannel::new(
                 transport,
+                self.replay.cipher,
                 self.local_index,
                 self.remote_index,
                 remote_static,

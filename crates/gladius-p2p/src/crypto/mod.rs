@@ -4,10 +4,11 @@
 //! Everything here sits **below KCP**. In encrypted mode every UDP datagram
 //! a node sends is one of the packets of [`packet`]: the three handshake
 //! messages (`Init`, `Response`, `Finish`) of
-//! `Noise_XX_25519_ChaChaPoly_BLAKE2s` ([`handshake`]), the `Cookie` reply a
-//! loaded responder sends instead of a `Response` ([`cookie`]), the clear
-//! `Reject`, and `Data`: one whole KCP datagram sealed with
-//! ChaCha20-Poly1305 under a 64-bit counter nonce ([`channel`]). A `Data`
+//! `Noise_XX_25519_ChaChaPoly_BLAKE2s` or `Noise_XX_25519_AESGCM_BLAKE2s`
+//! ([`handshake`], [`cipher`]), the `Cookie` reply a loaded responder sends
+//! instead of a `Response` ([`cookie`]), the clear `Reject`, and `Data`:
+//! one whole KCP datagram sealed with the suite's AEAD (ChaCha20-Poly1305
+//! or AES-256-GCM) under a 64-bit counter nonce ([`channel`]). A `Data`
 //! datagram is opened, and its counter checked against a sliding
 //! [`replay`] window, before a single byte of it reaches KCP, so forged,
 //! corrupted and replayed datagrams never touch the KCP state machine.
@@ -22,6 +23,7 @@
 //! unit tests of this module reproduce byte for byte.
 
 pub mod channel;
+pub mod cipher;
 pub mod cookie;
 pub mod handshake;
 pub mod identity;
@@ -32,10 +34,11 @@ pub mod replay;
 mod tests;
 
 pub use channel::{ChannelError, SecureChannel, DEFAULT_SEND_LIMIT};
+pub use cipher::{Cipher, UnknownCipher, AES_GCM_UNANSWERED_LIMIT};
 pub use cookie::{CookieJar, COOKIE_LEN, COOKIE_ROTATION_MS};
 pub use handshake::{
     Established, HandshakeConfig, HandshakeError, HandshakePayload, Initiator, PayloadError,
-    Responder, HANDSHAKE_VERSION, MAX_APP_PAYLOAD, NOISE_PARAMS, PROLOGUE,
+    Responder, HANDSHAKE_VERSION, MAX_APP_PAYLOAD, PROLOGUE,
 };
 pub use identity::{Identity, IdentityError, KeyParseError, PublicKey, KEY_LEN};
 pub use packet::{classify, parse, Kind, Packet, PacketError, PacketType, RejectReason};

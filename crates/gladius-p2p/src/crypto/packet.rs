@@ -1,7 +1,7 @@
 //! The datagrams of encrypted mode: layouts, zero-copy parsing and encoding.
 //!
 //! Every encrypted-mode datagram starts with a 4-byte header: a type byte in
-//! `0xE1..=0xE6` and three zero bytes. The rest depends on the type (all
+//! `0xE1..=0xE7` and three zero bytes. The rest depends on the type (all
 //! integers little-endian, `|` separates fields):
 //!
 //! | type | name | after the header |
@@ -12,6 +12,7 @@
 //! | `0xE4` | `Data` | `receiver_index u32 \| counter u64 \| ciphertext and tag (rest)` |
 //! | `0xE5` | `Cookie` | `receiver_index u32 \| cookie (16)` |
 //! | `0xE6` | `Reject` | `reason u8` |
+//! | `0xE7` | `Init` (AES-GCM) | as `0xE1`; the handshake is [`Cipher::AesGcm`]'s |
 //!
 //! # Telling plaintext from encrypted
 //!
@@ -22,7 +23,7 @@
 //! [`parse`] rejects packets carrying them. So byte 4 alone decides: 81..=84
 //! is plaintext, anything else with an encrypted header is encrypted, and
 //! [`classify`] never confuses the two, not even for a KCP conversation id of
-//! `0xE1..=0xE6`.
+//! `0xE1..=0xE7`.
 //!
 //! Lengths are exact: message 1 of `XX` carries no payload and is exactly
 //! 32 bytes; messages 2 and 3 carry a [`HandshakePayload`] whose length
@@ -33,6 +34,7 @@
 
 use bytes::{BufMut as _, Bytes, BytesMut};
 
+use super::cipher::Cipher;
 use super::cookie::COOKIE_LEN;
 use super::handshake::{MAX_PAYLOAD_LEN, MIN_PAYLOAD_LEN};
 
@@ -83,6 +85,9 @@ pub enum PacketType {
     Cookie = 0xE5,
     /// A refusal, in the clear.
     Reject = 0xE6,
+    /// Noise message 1 of the AES-GCM suite ([`Cipher::AesGcm`]), from the
+    /// initiator; parsed into an [`InitPacket`] like `Init`.
+    InitAesGcm = 0xE7,
 }
 
 impl PacketType {
@@ -95,6 +100,7 @@ impl PacketType {
             0xE4 => Self::Data,
             0xE5 => Self::Cookie,
             0xE6 => Self::Reject,
+            0xE7 => Self::InitAesGcm,
             _ => return None,
         })
     }
@@ -151,7 +157,7 @@ pub fn classify(datagram: &[u8]) -> Kind {
 #[non_exhaustive]
 pub enum PacketError {
     /// Shorter than the 4-byte header, or the header is not a type byte in
-    /// `0xE1..=0xE6` followed by three zero bytes.
+    /// `0xE1..=0xE7` followed by three zero bytes.
     #[error("not an encrypted-mode header")]
     BadHeader,
     /// The length does not fit the type.
@@ -204,6 +210,9 @@ pub struct InitPacket<'a> {
     pub noise: &'a [u8],
     /// A cookie from a `Cookie` packet, or all zeros.
     pub cookie: [u8; COOKIE_LEN],
+    /// The suite of the handshake, told by the type byte (`0xE1`:
+    /// [`Cipher::ChaChaPoly`], `0xE7`: [`Cipher::AesGcm`]).
+    pub cipher: Cipher,
 }
 
 /// A `Response` packet (noise message 2).
@@ -306,7 +315,7 @@ pub fn parse(datagram: &[u8]) -> Result<Packet<'_>, PacketError> {
     let len = datagram.len();
     let bad_len = PacketError::BadLength { kind, len };
     let len_ok = match kind {
-        PacketType::Init => len == INIT_LEN,
+        PacketType::Init | PacketType::InitAesGcm => len == INIT_LEN,
         PacketType::Response => (HEADER_LEN + 8 + RESPONSE_NOISE_MIN
             ..=HEADER_LEN + 8 + RESPONSE_NOISE_MAX)
             .contains(&len),
@@ -322,7 +331,7 @@ pub fn parse(datagram: &[u8]) -> Result<Packet<'_>, PacketError> {
     }
     let mut r = Reader(body);
     Ok(match kind {
-        PacketType::Init => {
+        PacketType::Init | PacketType::InitAesGcm => {
             let sender_index = r.index()?;
             let noise = r.bytes(INIT_NOISE_LEN).ok_or(bad_len.clone())?;
             let cookie = r.take::<COOKIE_LEN>().ok_or(bad_len)?;
@@ -330,6 +339,10 @@ pub fn parse(datagram: &[u8]) -> Result<Packet<'_>, PacketError> {
                 sender_index,
                 noise,
                 cookie,
+                cipher: match kind {
+                    PacketType::InitAesGcm => Cipher::AesGcm,
+                    _ => Cipher::ChaChaPoly,
+                },
             })
         }
         PacketType::Response => Packet::Response(ResponsePacket {
@@ -371,7 +384,13 @@ impl InitPacket<'_> {
     /// The datagram.
     pub fn encode(&self) -> Bytes {
         let mut out = BytesMut::with_capacity(INIT_LEN);
-        header(&mut out, PacketType::Init);
+        header(
+            &mut out,
+            match self.cipher {
+                Cipher::ChaChaPoly => PacketType::Init,
+                Cipher::AesGcm => PacketType::InitAesGcm,
+            },
+        );
         out.put_u32_le(self.sender_index);
         out.put_slice(self.noise);
         out.put_slice(&self.cookie);
@@ -454,7 +473,7 @@ mod tests {
             classify(&[0xE4, 0, 0, 0]),
             Kind::Encrypted(PacketType::Data)
         );
-        assert_eq!(classify(&[0xE7, 0, 0, 0, 0]), Kind::Garbage);
+        assert_eq!(classify(&[0xE8, 0, 0, 0, 0]), Kind::Garbage);
         assert_eq!(classify(&[0xE1, 0, 1, 0, 0]), Kind::Garbage);
         assert_eq!(classify(&[]), Kind::Garbage);
         assert_eq!(classify(&[0xE1]), Kind::Garbage);
@@ -478,6 +497,7 @@ mod tests {
             sender_index: 0x0102_0300,
             noise: &noise,
             cookie: [7; COOKIE_LEN],
+            cipher: Cipher::ChaChaPoly,
         };
         let bytes = init.encode();
         assert_eq!(bytes.len(), INIT_LEN);
@@ -486,6 +506,19 @@ mod tests {
             parse(&bytes[..INIT_LEN - 1]),
             Err(PacketError::BadLength { .. })
         ));
+        // The AES-GCM suite's `Init`: same layout, type 0xE7.
+        let aes = InitPacket {
+            cipher: Cipher::AesGcm,
+            ..init
+        };
+        let aes_bytes = aes.encode();
+        assert_eq!(aes_bytes.first(), Some(&0xE7));
+        assert_eq!(aes_bytes.get(1..), bytes.get(1..));
+        assert_eq!(parse(&aes_bytes), Ok(Packet::Init(aes)));
+        assert_eq!(
+            classify(&aes_bytes),
+            Kind::Encrypted(PacketType::InitAesGcm)
+        );
 
         let cookie = CookiePacket {
             receiver_index: 5,
@@ -572,7 +605,7 @@ mod tests {
         }
 
         #[test]
-        fn parse_never_panics_on_headers(t in 0xE1u8..=0xE6, rest in proptest::collection::vec(any::<u8>(), 0..1400)) {
+        fn parse_never_panics_on_headers(t in 0xE1u8..=0xE7, rest in proptest::collection::vec(any::<u8>(), 0..1400)) {
             let mut bytes = vec![t, 0, 0, 0];
             bytes.extend_from_slice(&rest);
             if let Ok(p) = parse(&bytes) {

@@ -60,7 +60,13 @@ struct Pair {
 
 /// A complete handshake between fresh identities `a` (initiator) and `b`.
 fn handshake(a: &Identity, b: &Identity) -> TestResult<Pair> {
-    let (mut ini, init) = Initiator::new(a, 0x0a0a_0a0a, &payload("127.0.0.1:7001", b"")?, 0)?;
+    handshake_with(a, b, Cipher::ChaChaPoly)
+}
+
+/// [`handshake`] of suite `cipher`.
+fn handshake_with(a: &Identity, b: &Identity, cipher: Cipher) -> TestResult<Pair> {
+    let (mut ini, init) =
+        Initiator::new(a, 0x0a0a_0a0a, &payload("127.0.0.1:7001", b"")?, cipher, 0)?;
     let (mut res, response) = Responder::new(
         b,
         0x0b0b_0b0b,
@@ -143,7 +149,7 @@ fn pinned_keys() -> TestResult {
     let mallory = Identity::generate();
 
     // Pinned to the right key: completes.
-    let (ini, init) = Initiator::new(&a, 1, &payload("127.0.0.1:1", b"")?, 0)?;
+    let (ini, init) = Initiator::new(&a, 1, &payload("127.0.0.1:1", b"")?, Cipher::ChaChaPoly, 0)?;
     let mut ini = ini.expect_remote(b.public_key());
     let (res, response) =
         Responder::new(&b, 2, &init_of(&init)?, &payload("127.0.0.1:2", b"")?, 0)?;
@@ -153,7 +159,7 @@ fn pinned_keys() -> TestResult {
     res.handle_finish(&finish_of(&est.finish.ok_or("no Finish to send")?)?)?;
 
     // The initiator pinned b but mallory answers: refused before message 3.
-    let (ini, init) = Initiator::new(&a, 1, &payload("127.0.0.1:1", b"")?, 0)?;
+    let (ini, init) = Initiator::new(&a, 1, &payload("127.0.0.1:1", b"")?, Cipher::ChaChaPoly, 0)?;
     let mut ini = ini.expect_remote(b.public_key());
     let (_res, response) = Responder::new(
         &mallory,
@@ -181,7 +187,8 @@ fn pinned_keys() -> TestResult {
     );
 
     // Without a pin, the wrong key is detectable by the caller.
-    let (mut ini, init) = Initiator::new(&a, 1, &payload("127.0.0.1:1", b"")?, 0)?;
+    let (mut ini, init) =
+        Initiator::new(&a, 1, &payload("127.0.0.1:1", b"")?, Cipher::ChaChaPoly, 0)?;
     let (mut res, response) = Responder::new(
         &mallory,
         2,
@@ -203,7 +210,8 @@ fn responder_pin_mismatch() -> TestResult {
     let a = Identity::generate();
     let b = Identity::generate();
     let other = Identity::generate();
-    let (mut ini, init) = Initiator::new(&a, 1, &payload("127.0.0.1:1", b"")?, 0)?;
+    let (mut ini, init) =
+        Initiator::new(&a, 1, &payload("127.0.0.1:1", b"")?, Cipher::ChaChaPoly, 0)?;
     let (res, response) =
         Responder::new(&b, 2, &init_of(&init)?, &payload("127.0.0.1:2", b"")?, 0)?;
     let mut res = res.expect_remote(other.public_key());
@@ -222,7 +230,8 @@ fn responder_pin_mismatch() -> TestResult {
 fn version_and_payload_errors() -> TestResult {
     let a = Identity::generate();
     let b = Identity::generate();
-    let (mut ini, init) = Initiator::new(&a, 1, &payload("127.0.0.1:1", b"")?, 0)?;
+    let (mut ini, init) =
+        Initiator::new(&a, 1, &payload("127.0.0.1:1", b"")?, Cipher::ChaChaPoly, 0)?;
     let mut future = payload("127.0.0.1:2", b"")?;
     future.version = 2;
     let (_res, response) = Responder::new(&b, 2, &init_of(&init)?, &future, 0)?;
@@ -242,12 +251,19 @@ fn version_and_payload_errors() -> TestResult {
         Bytes::from(vec![0; MAX_APP_PAYLOAD + 1]),
     );
     assert_eq!(
-        Initiator::new(&a, 1, &big, 0).unwrap_err(),
+        Initiator::new(&a, 1, &big, Cipher::ChaChaPoly, 0).unwrap_err(),
         HandshakeError::Payload(PayloadError::AppTooLong(MAX_APP_PAYLOAD + 1))
     );
     // Reserved indices are refused.
     assert_eq!(
-        Initiator::new(&a, 0x0000_0051, &payload("127.0.0.1:1", b"")?, 0).unwrap_err(),
+        Initiator::new(
+            &a,
+            0x0000_0051,
+            &payload("127.0.0.1:1", b"")?,
+            Cipher::ChaChaPoly,
+            0
+        )
+        .unwrap_err(),
         HandshakeError::InvalidIndex(0x51)
     );
     Ok(())
@@ -300,7 +316,13 @@ fn payload_codec() -> TestResult {
 fn forged_and_corrupted_handshake_messages_do_not_break_it() -> TestResult {
     let a = Identity::generate();
     let b = Identity::generate();
-    let (mut ini, init) = Initiator::new(&a, 0x1001, &payload("127.0.0.1:1", b"")?, 0)?;
+    let (mut ini, init) = Initiator::new(
+        &a,
+        0x1001,
+        &payload("127.0.0.1:1", b"")?,
+        Cipher::ChaChaPoly,
+        0,
+    )?;
     let (mut res, response) = Responder::new(
         &b,
         0x2002,
@@ -504,10 +526,130 @@ fn seal_append_adds_a_datagram_after_the_bytes_already_there() -> TestResult {
 }
 
 #[test]
+fn an_aes_gcm_session_seals_and_opens_both_ways_and_refuses_chachapoly_data() -> TestResult {
+    let (a, b) = (Identity::generate(), Identity::generate());
+    let mut aes = handshake_with(&a, &b, Cipher::AesGcm)?;
+    assert_eq!(aes.a.channel.cipher(), Cipher::AesGcm);
+    assert_eq!(aes.b.channel.cipher(), Cipher::AesGcm);
+    for len in [0usize, 1, 64, 1400, 8920, 65_535 - 16] {
+        let msg: Vec<u8> = (0..len).map(|i| i as u8).collect();
+        let d = seal(&mut aes.a.channel, &msg)?;
+        assert_eq!(open(&mut aes.b.channel, &d)?, msg);
+        let d = seal(&mut aes.b.channel, &msg)?;
+        assert_eq!(open(&mut aes.a.channel, &d)?, msg);
+    }
+    // A ChaCha20-Poly1305 session between the same keys and indices seals
+    // under other keys: its datagrams fail to open here, and change nothing.
+    let mut chacha = handshake(&a, &b)?;
+    assert_eq!(chacha.a.channel.cipher(), Cipher::ChaChaPoly);
+    // (A counter the AES-GCM side has not seen yet.)
+    let mut foreign = Vec::new();
+    for _ in 0..10 {
+        foreign = seal(&mut chacha.a.channel, b"hello")?;
+    }
+    let sent = aes.a.channel.sent();
+    assert_eq!(
+        open(&mut aes.b.channel, &foreign),
+        Err(ChannelError::Decrypt)
+    );
+    let d = seal(&mut aes.a.channel, b"still")?;
+    assert_eq!(open(&mut aes.b.channel, &d)?, b"still");
+    assert_eq!(aes.a.channel.sent(), sent + 1);
+    Ok(())
+}
+
+#[test]
+fn an_unanswered_aes_gcm_init_falls_back_to_chachapoly() -> TestResult {
+    let (a, b) = (Identity::generate(), Identity::generate());
+    let (mut ini, first) =
+        Initiator::new(&a, 0x1001, &payload("127.0.0.1:1", b"")?, Cipher::AesGcm, 0)?;
+    assert_eq!(first.first(), Some(&0xE7));
+    assert_eq!(init_of(&first)?.cipher, Cipher::AesGcm);
+    // The second send is the same AES-GCM Init.
+    assert_eq!(ini.handle_timeout(200), Some(first.clone()));
+    assert_eq!(ini.cipher(), Cipher::AesGcm);
+    // After AES_GCM_UNANSWERED_LIMIT unanswered sends: a ChaCha20-Poly1305
+    // Init under the same index, with a new ephemeral key.
+    assert_eq!(AES_GCM_UNANSWERED_LIMIT, 2);
+    let fallback = ini.handle_timeout(600).ok_or("fallback Init")?;
+    assert_eq!(ini.cipher(), Cipher::ChaChaPoly);
+    let parsed = init_of(&fallback)?;
+    assert_eq!(parsed.cipher, Cipher::ChaChaPoly);
+    assert_eq!(parsed.sender_index, 0x1001);
+    assert_ne!(parsed.noise, init_of(&first)?.noise);
+    assert_eq!(ini.attempts(), 3);
+    // It keeps being the one retransmitted, and a responder that answers
+    // it (an old node answers only 0xE1) completes a ChaCha20-Poly1305
+    // session.
+    assert_eq!(ini.handle_timeout(1400), Some(fallback.clone()));
+    let (mut res, response) = Responder::new(
+        &b,
+        0x2002,
+        &init_of(&fallback)?,
+        &payload("127.0.0.1:2", b"")?,
+        1450,
+    )?;
+    let mut est_i = ini.handle_response(&response_of(&response)?, 1460)?;
+    let mut est_r = res.handle_finish(&finish_of(&est_i.finish.clone().ok_or("Finish")?)?)?;
+    assert_eq!(est_i.channel.cipher(), Cipher::ChaChaPoly);
+    assert_eq!(est_r.channel.cipher(), Cipher::ChaChaPoly);
+    let d = seal(&mut est_i.channel, b"hello")?;
+    assert_eq!(open(&mut est_r.channel, &d)?, b"hello");
+    // The total timeout still counts from the first Init.
+    let (mut late, _) =
+        Initiator::new(&a, 0x1003, &payload("127.0.0.1:1", b"")?, Cipher::AesGcm, 0)?;
+    let mut now = 0;
+    while let Some(t) = late.poll_timeout() {
+        if late.is_expired(t) {
+            break;
+        }
+        now = t;
+        late.handle_timeout(t);
+    }
+    assert!(now < HandshakeConfig::default().timeout_ms);
+    assert_eq!(late.cipher(), Cipher::ChaChaPoly);
+    Ok(())
+}
+
+#[test]
+fn an_aes_gcm_init_that_was_answered_never_falls_back() -> TestResult {
+    let (mut ini, first) = Initiator::new(
+        &Identity::generate(),
+        0x1001,
+        &payload("127.0.0.1:1", b"")?,
+        Cipher::AesGcm,
+        0,
+    )?;
+    // The responder asked for a cookie: it speaks AES-GCM.
+    let with_cookie = ini.with_cookie([9; COOKIE_LEN], 100);
+    assert_eq!(init_of(&with_cookie)?.cipher, Cipher::AesGcm);
+    assert_eq!(init_of(&with_cookie)?.noise, init_of(&first)?.noise);
+    let mut now = 100;
+    while let Some(t) = ini.poll_timeout() {
+        if ini.is_expired(t) {
+            break;
+        }
+        now = t;
+        if let Some(again) = ini.handle_timeout(t) {
+            assert_eq!(again, with_cookie);
+        }
+    }
+    assert!(now > 600);
+    assert_eq!(ini.cipher(), Cipher::AesGcm);
+    Ok(())
+}
+
+#[test]
 fn lost_init_and_response_are_retransmitted() -> TestResult {
     let a = Identity::generate();
     let b = Identity::generate();
-    let (mut ini, _lost_init) = Initiator::new(&a, 0x1001, &payload("127.0.0.1:1", b"")?, 1000)?;
+    let (mut ini, _lost_init) = Initiator::new(
+        &a,
+        0x1001,
+        &payload("127.0.0.1:1", b"")?,
+        Cipher::ChaChaPoly,
+        1000,
+    )?;
     assert_eq!(ini.poll_timeout(), Some(1200));
     assert_eq!(ini.handle_timeout(1199), None);
     let init = ini.handle_timeout(1200).ok_or("retransmit")?;
@@ -546,7 +688,13 @@ fn lost_init_and_response_are_retransmitted() -> TestResult {
 fn lost_finish_is_repaired_by_duplicate_response() -> TestResult {
     let a = Identity::generate();
     let b = Identity::generate();
-    let (mut ini, init) = Initiator::new(&a, 0x1001, &payload("127.0.0.1:1", b"")?, 0)?;
+    let (mut ini, init) = Initiator::new(
+        &a,
+        0x1001,
+        &payload("127.0.0.1:1", b"")?,
+        Cipher::ChaChaPoly,
+        0,
+    )?;
     let (mut res, response) = Responder::new(
         &b,
         0x2002,
@@ -585,7 +733,13 @@ fn lost_finish_is_repaired_by_duplicate_response() -> TestResult {
 #[test]
 fn handshake_expires() -> TestResult {
     let a = Identity::generate();
-    let (mut ini, _) = Initiator::new(&a, 0x1001, &payload("127.0.0.1:1", b"")?, 0)?;
+    let (mut ini, _) = Initiator::new(
+        &a,
+        0x1001,
+        &payload("127.0.0.1:1", b"")?,
+        Cipher::ChaChaPoly,
+        0,
+    )?;
     let mut sent_at = vec![0];
     let mut now = 0;
     while let Some(t) = ini.poll_timeout() {
@@ -608,7 +762,13 @@ fn handshake_expires() -> TestResult {
         c.max_attempts = 2;
         c
     };
-    let (ini, _) = Initiator::new(&a, 0x1001, &payload("127.0.0.1:1", b"")?, 0)?;
+    let (ini, _) = Initiator::new(
+        &a,
+        0x1001,
+        &payload("127.0.0.1:1", b"")?,
+        Cipher::ChaChaPoly,
+        0,
+    )?;
     let mut ini = ini.with_config(config);
     assert!(ini.handle_timeout(200).is_some());
     assert_eq!(ini.poll_timeout(), Some(600));
@@ -617,7 +777,13 @@ fn handshake_expires() -> TestResult {
     assert_eq!(ini.handle_timeout(600), None);
 
     // Responders expire too.
-    let (_, init) = Initiator::new(&a, 0x1001, &payload("127.0.0.1:1", b"")?, 0)?;
+    let (_, init) = Initiator::new(
+        &a,
+        0x1001,
+        &payload("127.0.0.1:1", b"")?,
+        Cipher::ChaChaPoly,
+        0,
+    )?;
     let (res, _) = Responder::new(
         &Identity::generate(),
         0x2002,
@@ -636,7 +802,13 @@ fn cookie_flow() -> TestResult {
     let b = Identity::generate();
     let a_addr = addr("192.0.2.7:7001")?;
     let mut jar = CookieJar::new();
-    let (mut ini, init) = Initiator::new(&a, 0x1001, &payload("192.0.2.7:7001", b"")?, 0)?;
+    let (mut ini, init) = Initiator::new(
+        &a,
+        0x1001,
+        &payload("192.0.2.7:7001", b"")?,
+        Cipher::ChaChaPoly,
+        0,
+    )?;
     let first = init_of(&init)?;
     assert_eq!(first.cookie, [0; COOKIE_LEN]);
     // Under load: the Init's cookie does not verify; answer with a Cookie.
@@ -683,8 +855,9 @@ impl VectorInputs {
     const NOW: u64 = 0;
 }
 
-/// Compute every vector: (name, bytes).
-fn compute_vectors() -> TestResult<Vec<(&'static str, Vec<u8>)>> {
+/// The handshake and `Data` vectors of one suite: the initiator (for the
+/// cookie vector), then `Init`, `Response`, `Finish` and `Data` each way.
+fn suite_vectors(cipher: Cipher) -> TestResult<(Initiator, [Vec<u8>; 5])> {
     let initiator = Identity::from_private_bytes(seq_key(0x00));
     let responder = Identity::from_private_bytes(seq_key(0x20));
     let (ie, re) = (seq_key(0x40), seq_key(0x60));
@@ -692,6 +865,7 @@ fn compute_vectors() -> TestResult<Vec<(&'static str, Vec<u8>)>> {
         &initiator,
         VectorInputs::INITIATOR_INDEX,
         &payload("127.0.0.1:7001", b"")?,
+        cipher,
         VectorInputs::NOW,
         Some(&ie),
     )?;
@@ -712,7 +886,27 @@ fn compute_vectors() -> TestResult<Vec<(&'static str, Vec<u8>)>> {
     assert_eq!(open(&mut est_r.channel, &data_i)?, b"hello");
     let data_r = seal(&mut est_r.channel, b"hello")?;
     assert_eq!(open(&mut est_i.channel, &data_r)?, b"hello");
+    assert_eq!(est_i.channel.cipher(), cipher);
+    assert_eq!(est_r.channel.cipher(), cipher);
+    Ok((
+        ini,
+        [
+            init.to_vec(),
+            response.to_vec(),
+            finish.to_vec(),
+            data_i,
+            data_r,
+        ],
+    ))
+}
 
+/// Compute every vector: (name, bytes).
+fn compute_vectors() -> TestResult<Vec<(&'static str, Vec<u8>)>> {
+    let initiator = Identity::from_private_bytes(seq_key(0x00));
+    let responder = Identity::from_private_bytes(seq_key(0x20));
+    let (mut ini, [init, response, finish, data_i, data_r]) = suite_vectors(Cipher::ChaChaPoly)?;
+    let (_, [aes_init, aes_response, aes_finish, aes_data_i, aes_data_r]) =
+        suite_vectors(Cipher::AesGcm)?;
     let mut jar = CookieJar::with_secret(seq_key(0x80), VectorInputs::NOW);
     let cookie = jar.cookie(addr("127.0.0.1:7001")?, VectorInputs::NOW);
     let cookie_packet = CookiePacket {
@@ -734,14 +928,19 @@ fn compute_vectors() -> TestResult<Vec<(&'static str, Vec<u8>)>> {
             "responder-public-key",
             responder.public_key().as_bytes().to_vec(),
         ),
-        ("init", init.to_vec()),
-        ("response", response.to_vec()),
-        ("finish", finish.to_vec()),
+        ("init", init),
+        ("response", response),
+        ("finish", finish),
         ("data-initiator-to-responder", data_i),
         ("data-responder-to-initiator", data_r),
         ("cookie", cookie_packet.to_vec()),
         ("init-with-cookie", init_cookie.to_vec()),
         ("reject", reject.to_vec()),
+        ("aesgcm-init", aes_init),
+        ("aesgcm-response", aes_response),
+        ("aesgcm-finish", aes_finish),
+        ("aesgcm-data-initiator-to-responder", aes_data_i),
+        ("aesgcm-data-responder-to-initiator", aes_data_r),
     ])
 }
 
@@ -874,7 +1073,7 @@ proptest! {
         if let Ok(Packet::Init(init)) = packet::parse(&bytes) {
             let _ = Responder::new(&id, 1, &init, &ours, 0);
         }
-        let (mut ini, _) = Initiator::new(&id, 1, &ours, 0)?;
+        let (mut ini, _) = Initiator::new(&id, 1, &ours, Cipher::ChaChaPoly, 0)?;
         let forged = ResponsePacket { sender_index: 2, receiver_index: 1, noise: &bytes };
         prop_assert!(ini.handle_response(&forged, 0).is_err());
         prop_assert!(ini.poll_timeout().is_some(), "a forged response must not end the handshake");

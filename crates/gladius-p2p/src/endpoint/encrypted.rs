@@ -144,7 +144,7 @@ impl Endpoint {
         let Some(crypto) = self.crypto.as_ref() else {
             return;
         };
-        let started = Initiator::new(&crypto.identity, index, &payload, now);
+        let started = Initiator::new(&crypto.identity, index, &payload, self.config.cipher, now);
         let Some(peer) = self.peers.get_mut(id) else {
             return;
         };

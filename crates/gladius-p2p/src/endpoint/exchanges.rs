@@ -222,6 +222,7 @@ mod tests {
             sender_index: 5,
             noise: e,
             cookie: [0; crate::crypto::COOKIE_LEN],
+            cipher: crate::crypto::Cipher::ChaChaPoly,
         };
         assert!(x.holds_init(q(5, false).from, &init(&[7; 32])));
         assert!(!x.holds_init(q(5, false).from, &init(&[8; 32])));

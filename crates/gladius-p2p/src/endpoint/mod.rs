@@ -797,6 +797,10 @@ impl Endpoint {
                     relay_key: relay.and_then(|r| r.public_key),
                     advertised: p.advertised,
                     public_key: p.public_key,
+                    cipher: match &p.link {
+                        Link::Sealed { channel, .. } => Some(channel.cipher()),
+                        _ => None,
+                    },
                     pinned_key: p.pinned,
                     writable: p.writable,
                     in_route_table: p.added,

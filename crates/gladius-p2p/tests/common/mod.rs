@@ -387,6 +387,63 @@ impl DatagramSocket for TapSocket {
     }
 }
 
+/// Which received datagrams a [`FilterSocket`] loses.
+pub type DropIf = Box<dyn Fn(&[u8]) -> bool + Send + Sync>;
+
+/// A real UDP socket that loses, on receipt, every datagram `drop_if`
+/// picks (as the path or an older node would), and sends as usual.
+pub struct FilterSocket {
+    pub inner: UdpSocket,
+    pub drop_if: DropIf,
+}
+
+impl std::fmt::Debug for FilterSocket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FilterSocket")
+            .field("inner", &self.inner)
+            .finish_non_exhaustive()
+    }
+}
+
+impl FilterSocket {
+    /// Bound to an ephemeral port on 127.0.0.1.
+    pub async fn bind(drop_if: impl Fn(&[u8]) -> bool + Send + Sync + 'static) -> Self {
+        Self {
+            inner: UdpSocket::bind("127.0.0.1:0").await.unwrap(),
+            drop_if: Box::new(drop_if),
+        }
+    }
+}
+
+impl DatagramSocket for FilterSocket {
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.inner.local_addr()
+    }
+    fn poll_recv_from(
+        &self,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<SocketAddr>> {
+        loop {
+            let start = buf.filled().len();
+            match self.inner.poll_recv_from(cx, buf) {
+                Poll::Ready(Ok(_)) if (self.drop_if)(&buf.filled()[start..]) => {
+                    buf.set_filled(start);
+                }
+                other => return other,
+            }
+        }
+    }
+    fn poll_send_to(
+        &self,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+        target: SocketAddr,
+    ) -> Poll<io::Result<usize>> {
+        self.inner.poll_send_to(cx, buf, target)
+    }
+}
+
 /// A node on a [`TapSocket`] with a recorder plugin.
 pub async fn tapped_node(config: Config) -> (Network, SocketAddr, Recorder, Tap) {
     let tap = Tap::default();

@@ -177,6 +177,7 @@ fn a_forged_lower_index_init_does_not_stop_reconnecting() {
             sender_index: 0,
             noise: &[7 + i; 32],
             cookie: [0; COOKIE_LEN],
+            cipher: crate::crypto::Cipher::ChaChaPoly,
         }
         .encode()
         .to_vec();

@@ -92,6 +92,7 @@ fn forged_init(rng: &mut StdRng) -> Vec<u8> {
         sender_index: index_from(rng),
         noise: &e,
         cookie: [0; COOKIE_LEN],
+        cipher: crate::crypto::Cipher::ChaChaPoly,
     }
     .encode()
     .to_vec()
@@ -437,6 +438,7 @@ fn a_cookie_answering_host_gets_its_share_and_nothing_more() {
                     sender_index: index,
                     noise: &e,
                     cookie: [0; COOKIE_LEN],
+                    cipher: crate::crypto::Cipher::ChaChaPoly,
                 };
                 w.inject(port(p), b, init.encode().to_vec());
             }
@@ -453,6 +455,7 @@ fn a_cookie_answering_host_gets_its_share_and_nothing_more() {
                             sender_index: index,
                             noise: &e,
                             cookie,
+                            cipher: crate::crypto::Cipher::ChaChaPoly,
                         };
                         cookied.push(init.encode().to_vec());
                     }
@@ -530,6 +533,7 @@ fn a_restarting_pair_reconnects_at_once_under_forged_inits() {
                 sender_index: 0,
                 noise: &e,
                 cookie: [0; COOKIE_LEN],
+                cipher: crate::crypto::Cipher::ChaChaPoly,
             }
             .encode()
             .to_vec();
