@@ -45,7 +45,7 @@ impl Plugin for Count {
             net.reply(msg, answer).await.ok();
             return;
         }
-        if msg.message().msg_type() == "data"
+        if msg.message().is_type("data")
             && self.received.fetch_add(1, Ordering::Relaxed) + 1 == self.target
         {
             self.done.notify_one();
@@ -55,10 +55,7 @@ impl Plugin for Count {
         if msgs.iter().any(|m| m.is_request()) {
             return false;
         }
-        let data = msgs
-            .iter()
-            .filter(|m| m.message().msg_type() == "data")
-            .count() as u64;
+        let data = msgs.iter().filter(|m| m.message().is_type("data")).count() as u64;
         let before = self.received.fetch_add(data, Ordering::Relaxed);
         if before < self.target && before + data >= self.target {
             self.done.notify_one();

@@ -317,7 +317,10 @@ impl PluginSlot {
             Some(event) if n == 1 => Queued::One(event),
             Some(event) => {
                 self.batch.push(event);
-                Queued::Batch(std::mem::take(&mut self.batch))
+                // The next batch is likely as long: one allocation for
+                // it, not one per doubling.
+                let next = Vec::with_capacity(n);
+                Queued::Batch(std::mem::replace(&mut self.batch, next))
             }
             None => return,
         };

@@ -149,6 +149,14 @@ pub(crate) fn encode_frame(frame: &Frame) -> Bytes {
 /// encoding (see [`EncodedFrame`]).
 const SPLIT_BODY_MIN: usize = 2048;
 
+/// Frames at most this long are cut from a shared scratch block
+/// ([`EncodedFrame::new_in`]) instead of getting an allocation each.
+const SCRATCH_FRAME_MAX: usize = 512;
+
+/// The size of a scratch block: many short frames share one allocation
+/// (small, since every node that sends keeps one).
+const SCRATCH_BLOCK: usize = 8 * 1024;
+
 /// An encoded frame as queued for a session: its bytes are `head`, then
 /// `body`, then `tail`. A large message body stays the message's own
 /// `Bytes` (no copy); KCP cuts segments out of it directly.
@@ -158,6 +166,11 @@ pub(crate) struct EncodedFrame {
     body: Bytes,
     /// The checksum after a split-off body; empty otherwise.
     tail: Option<[u8; 4]>,
+    /// `head` is a slice of a scratch block that other frames share
+    /// ([`new_in`](Self::new_in)): whoever keeps the bytes copies them
+    /// ([`send_frame`](Session::send_frame), [`detached`](Self::detached)),
+    /// so that a frame kept long never pins a whole block.
+    shared: bool,
 }
 
 impl EncodedFrame {
@@ -169,9 +182,40 @@ impl EncodedFrame {
                 head: head.freeze(),
                 body,
                 tail: Some(tail),
+                shared: false,
             },
             None => Self::from(head.freeze()),
         }
+    }
+
+    /// Like [`new`](Self::new), but a short frame is cut from `scratch`, a
+    /// block shared with other short frames and reused once they are all
+    /// gone, instead of allocating its own buffer: the per-message cost of
+    /// small messages.
+    pub(crate) fn new_in(frame: &Frame, scratch: &mut BytesMut) -> Self {
+        let len = frame.encoded_len();
+        if len > SCRATCH_FRAME_MAX {
+            return Self::new(frame);
+        }
+        if scratch.capacity() < len {
+            // Takes the block back if no frame holds a part of it any
+            // more, else starts a new one.
+            scratch.reserve(SCRATCH_BLOCK);
+        }
+        frame.encode(scratch);
+        Self {
+            shared: true,
+            ..Self::from(scratch.split().freeze())
+        }
+    }
+
+    /// The frame with bytes of its own, for keeping it waiting (a copy if
+    /// it was cut from a shared block).
+    pub(crate) fn detached(&self) -> Self {
+        if !self.shared {
+            return self.clone();
+        }
+        Self::from(Bytes::copy_from_slice(&self.head))
     }
 
     /// Encoded length in bytes.
@@ -201,6 +245,7 @@ impl From<Bytes> for EncodedFrame {
             head,
             body: Bytes::new(),
             tail: None,
+            shared: false,
         }
     }
 }
@@ -436,10 +481,15 @@ impl Session {
         if self.phase != Phase::Established || frame.is_empty() {
             return false;
         }
-        // A large body's segments are slices of it, not copies.
-        for part in [&frame.head, &frame.body] {
-            if !part.is_empty() {
-                let _ = self.kcp.send_bytes(part);
+        if frame.shared {
+            // Copied: KCP must not keep a slice of a shared block.
+            let _ = self.kcp.send(&frame.head);
+        } else {
+            // A large body's segments are slices of it, not copies.
+            for part in [&frame.head, &frame.body] {
+                if !part.is_empty() {
+                    let _ = self.kcp.send_bytes(part);
+                }
             }
         }
         if let Some(tail) = &frame.tail {
@@ -628,10 +678,13 @@ mod tests {
 
     impl Pair {
         fn new(drop_every: usize) -> Self {
-            let c = config();
+            Self::with_config(drop_every, &config())
+        }
+
+        fn with_config(drop_every: usize, c: &SessionConfig) -> Self {
             Pair {
-                a: Session::new(1, A.parse().unwrap(), &c, 0),
-                b: Session::new(1, B.parse().unwrap(), &c, 0),
+                a: Session::new(1, A.parse().unwrap(), c, 0),
+                b: Session::new(1, B.parse().unwrap(), c, 0),
                 now: 0,
                 drop_every,
                 sent: 0,
@@ -794,6 +847,60 @@ mod tests {
         }
         let ping = EncodedFrame::new(&Frame::Ping);
         assert_eq!(ping.to_vec(), encode_frame(&Frame::Ping).to_vec());
+    }
+
+    #[test]
+    fn short_frames_share_a_scratch_block_that_nothing_keeps() {
+        let msg = |len: usize| {
+            let mut m = Message::new("t", vec![7u8; len]).unwrap();
+            m.set_sender(A.parse().unwrap());
+            Frame::Message(m)
+        };
+        let mut scratch = BytesMut::new();
+        // The bytes are those of the usual encoding, shared or not.
+        for len in [0, 10, 400, SCRATCH_FRAME_MAX, 3_000] {
+            let frame = msg(len);
+            let cut = EncodedFrame::new_in(&frame, &mut scratch);
+            assert_eq!(cut.to_vec(), encode_frame(&frame).to_vec(), "{len}");
+            assert_eq!(cut.shared, frame.encoded_len() <= SCRATCH_FRAME_MAX);
+            let own = cut.detached();
+            assert!(!own.shared);
+            assert_eq!(own.to_vec(), cut.to_vec());
+        }
+        // Consecutive short frames sit side by side in one block...
+        let mut scratch = BytesMut::new();
+        // (Frames longer than a KCP segment, which KCP would keep as
+        // slices were they not copied.)
+        let mut c = config();
+        c.kcp.mtu = 100;
+        let body = 2 * c.kcp.mtu;
+        let first = EncodedFrame::new_in(&msg(body), &mut scratch);
+        let second = EncodedFrame::new_in(&msg(body), &mut scratch);
+        assert_eq!(
+            second.head.as_ptr(),
+            first.head.as_ptr().wrapping_add(first.len())
+        );
+        // ... and a session copies them: once the frames are gone the
+        // block is free, and a later frame starts it over at its
+        // beginning, where `first` was. (Were the frames still held, by
+        // the session or anyone, the block could not be reused: a new one
+        // would be allocated and the old address never come back.)
+        let mut p = Pair::with_config(0, &c);
+        p.run(50);
+        let start = first.head.as_ptr();
+        // Enough frames to fill the block twice over.
+        let n = 2 * SCRATCH_BLOCK / first.len();
+        assert!(p.a.send_frame(p.now, &first) && p.a.send_frame(p.now, &second));
+        drop((first, second));
+        let mut reused = false;
+        for _ in 0..n {
+            let f = EncodedFrame::new_in(&msg(body), &mut scratch);
+            assert!(p.a.send_frame(p.now, &f));
+            reused |= f.head.as_ptr() == start;
+        }
+        assert!(reused, "the block came back");
+        p.run(2_000);
+        assert_eq!(received_bodies(&mut p.b).len(), 2 + n);
     }
 
     #[test]

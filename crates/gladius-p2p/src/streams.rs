@@ -58,6 +58,14 @@ impl Filter {
             Filter::TypePrefix(p) => msg_type.starts_with(p.as_str()),
         }
     }
+
+    /// Whether `message` passes (its type is not checked for UTF-8 again).
+    pub fn matches_message(&self, message: &crate::Message) -> bool {
+        match self {
+            Filter::All => true,
+            Filter::TypePrefix(p) => message.type_starts_with(p),
+        }
+    }
 }
 
 /// A change in the node's peers, as [`Network::events`] reports it: the
@@ -252,7 +260,7 @@ impl Plugin for MessageForwarder {
     }
 
     async fn new_message(&self, _net: &Network, msg: &Received) {
-        if self.filter.matches(msg.message().msg_type()) {
+        if self.filter.matches_message(msg.message()) {
             self.feed.send(msg.clone());
         }
     }

@@ -502,10 +502,10 @@ impl Plugin for Discovery {
     }
 
     async fn new_message(&self, net: &Network, msg: &Received) {
-        let msg_type = msg.message().msg_type();
-        if !msg_type.starts_with(wire::TYPE_PREFIX) {
+        if !msg.message().type_starts_with(wire::TYPE_PREFIX) {
             return;
         }
+        let msg_type = msg.message().msg_type();
         let from = msg.peer();
         let now = Instant::now();
         let is_ask = msg_type == wire::ASK_TYPE;

@@ -536,7 +536,7 @@ impl Plugin for Gossip {
     }
 
     async fn new_message(&self, _net: &Network, msg: &Received) {
-        if msg.message().msg_type() != wire::MESSAGE_TYPE {
+        if !msg.message().is_type(wire::MESSAGE_TYPE) {
             return;
         }
         let from = msg.peer();

@@ -330,7 +330,7 @@ async fn ping(net: Network, order: PingOrder, timeout: Duration) -> Option<Outco
             let rtt = start.elapsed();
             let m = reply.message();
             Some(match wire::decode::<Pong>(m.body()) {
-                Some(p) if p.nonce == order.nonce && m.msg_type() == PONG_TYPE => {
+                Some(p) if p.nonce == order.nonce && m.is_type(PONG_TYPE) => {
                     Outcome::Pong(order.connected.then_some(rtt))
                 }
                 _ => Outcome::BadPong,
@@ -451,7 +451,7 @@ impl Plugin for LatencyAudit {
 
     async fn new_message(&self, net: &Network, msg: &Received) {
         let m = msg.message();
-        if m.msg_type() != PING_TYPE {
+        if !m.is_type(PING_TYPE) {
             return;
         }
         let ping = msg

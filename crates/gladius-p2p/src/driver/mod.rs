@@ -611,10 +611,9 @@ impl Driver {
         let Some(id) = m.request_id else {
             return false;
         };
-        let msg_type = m.message.msg_type();
         for i in 0..self.handlers.len() {
             let (_, filter, handler) = &self.handlers[i];
-            if !filter.matches(msg_type) {
+            if !filter.matches_message(&m.message) {
                 continue;
             }
             let handler = handler.clone();

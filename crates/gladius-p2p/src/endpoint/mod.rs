@@ -177,6 +177,8 @@ pub(crate) struct Endpoint {
     outbox: Vec<(SocketAddr, Bytes)>,
     /// Scratch buffer for opening sealed datagrams, reused.
     open_buf: Vec<u8>,
+    /// Where short frames are encoded ([`EncodedFrame::new_in`]).
+    frame_scratch: bytes::BytesMut,
     /// Datagrams ready for the socket, batched per peer.
     transmits: TransmitQueue,
     events: VecDeque<Event>,
@@ -241,6 +243,7 @@ impl Endpoint {
             reorder_bytes: 0,
             outbox: Vec::new(),
             open_buf: Vec::new(),
+            frame_scratch: bytes::BytesMut::new(),
             transmits: TransmitQueue::default(),
             events: VecDeque::new(),
             observations: observed::Observations::default(),
@@ -567,7 +570,7 @@ impl Endpoint {
     ) -> Result<SendReport, NetworkError> {
         self.tick(now);
         let msg = self.with_sender(msg)?;
-        let frame = EncodedFrame::new(&Frame::Message(msg));
+        let frame = EncodedFrame::new_in(&Frame::Message(msg), &mut self.frame_scratch);
         let mut report = SendReport::default();
         match targets {
             Targets::AllWritable => {
@@ -611,7 +614,8 @@ impl Endpoint {
     ) -> Result<SendReport, NetworkError> {
         self.tick(now);
         let msg = self.with_sender(msg)?;
-        let frame = EncodedFrame::new(&Frame::Reply { id, message: msg });
+        let frame =
+            EncodedFrame::new_in(&Frame::Reply { id, message: msg }, &mut self.frame_scratch);
         let mut report = SendReport::default();
         let to = self.peers.at(peer).ok_or(peer);
         self.queue_into_report(to, &frame, false, &mut report);
@@ -630,7 +634,10 @@ impl Endpoint {
         self.tick(now);
         let msg = self.with_sender(msg)?;
         let id = self.requests.next_id();
-        let frame = EncodedFrame::new(&Frame::Request { id, message: msg });
+        let frame = EncodedFrame::new_in(
+            &Frame::Request { id, message: msg },
+            &mut self.frame_scratch,
+        );
         let to = self.peers.at(peer).ok_or(peer);
         let peer = self
             .queue_frame(to, &frame, true)
@@ -710,7 +717,7 @@ impl Endpoint {
             }
             Some(s) if s.is_closing() && !added => return Err(SendFailure::NotConnected),
             _ => {
-                peer.pending.push_back(frame.clone());
+                peer.pending.push_back(frame.detached());
                 peer.pending_bytes += frame.len();
             }
         }
@@ -738,7 +745,8 @@ impl Endpoint {
             .with_sender(msg)
             .map_err(|_| (SendFailure::NotConnected, None))?;
         let frame = Frame::Message(msg);
-        match self.queue_frame(Ok(id), &EncodedFrame::new(&frame), false) {
+        let encoded = EncodedFrame::new_in(&frame, &mut self.frame_scratch);
+        match self.queue_frame(Ok(id), &encoded, false) {
             Ok(_) => Ok(()),
             Err(failure) => match frame {
                 Frame::Message(msg) => Err((failure, Some(msg))),

@@ -277,19 +277,19 @@ impl Endpoint {
         inbound: Inbound,
     ) {
         let (message, request_id) = match inbound {
-            Inbound::Message(m) if m.msg_type() == relay::RELAY_TYPE && self.crypto.is_some() => {
+            Inbound::Message(m) if m.is_type(relay::RELAY_TYPE) && self.crypto.is_some() => {
                 self.on_relay_message(id, public_key, m.body());
                 return;
             }
-            Inbound::Message(m) if m.msg_type() == punch::PUNCH_TYPE && self.crypto.is_some() => {
+            Inbound::Message(m) if m.is_type(punch::PUNCH_TYPE) && self.crypto.is_some() => {
                 self.on_punch_message(id, m.body());
                 return;
             }
-            Inbound::Message(m) if m.msg_type() == lookup::LOOKUP_TYPE && self.crypto.is_some() => {
+            Inbound::Message(m) if m.is_type(lookup::LOOKUP_TYPE) && self.crypto.is_some() => {
                 self.on_lookup_message(id, m.body());
                 return;
             }
-            Inbound::Message(m) if m.msg_type() == observed::OBSERVED_TYPE => {
+            Inbound::Message(m) if m.is_type(observed::OBSERVED_TYPE) => {
                 if self.crypto.is_some() {
                     self.observed(addr, public_key, &m);
                     return;

@@ -160,6 +160,17 @@ impl Message {
         std::str::from_utf8(&self.msg_type).unwrap_or_default()
     }
 
+    /// Whether the type is `t`: `msg_type() == t` without checking the
+    /// type's UTF-8 again (the cheaper test for a hot path).
+    pub fn is_type(&self, t: &str) -> bool {
+        self.msg_type.as_ref() == t.as_bytes()
+    }
+
+    /// Whether the type starts with `prefix`, like [`is_type`](Self::is_type).
+    pub fn type_starts_with(&self, prefix: &str) -> bool {
+        self.msg_type.starts_with(prefix.as_bytes())
+    }
+
     /// The body.
     pub fn body(&self) -> &Bytes {
         &self.body

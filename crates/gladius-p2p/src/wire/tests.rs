@@ -1004,3 +1004,29 @@ fn a_stream_of_senders_decodes_each_sender_as_sent() {
     }
     assert_eq!(d.next_frame(), Ok(None));
 }
+
+#[test]
+fn type_tests_agree_with_the_type_text() {
+    let m = Message::new("gladius.punch", "x").unwrap();
+    for t in [
+        "gladius.punch",
+        "gladius.punc",
+        "gladius.punchy",
+        "",
+        "other",
+    ] {
+        assert_eq!(m.is_type(t), m.msg_type() == t, "{t}");
+        assert_eq!(m.type_starts_with(t), m.msg_type().starts_with(t), "{t}");
+    }
+    // Decoded from the wire, where the type is a slice of the frame.
+    let mut buf = BytesMut::new();
+    let mut sent = Message::new("κ.type", "body").unwrap();
+    sent.set_sender("127.0.0.1:1".parse().unwrap());
+    Frame::Message(sent).encode(&mut buf);
+    let mut d = FrameDecoder::new(1024);
+    d.push(&buf);
+    let Ok(Some(Frame::Message(got))) = d.next_frame() else {
+        panic!("a message frame")
+    };
+    assert!(got.is_type("κ.type") && got.type_starts_with("κ.") && !got.is_type("κ"));
+}

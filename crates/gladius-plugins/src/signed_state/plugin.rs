@@ -619,7 +619,7 @@ impl Plugin for SignedState {
     }
 
     async fn new_message(&self, net: &Network, msg: &Received) {
-        if !msg.message().msg_type().starts_with(TYPE_PREFIX) {
+        if !msg.message().type_starts_with(TYPE_PREFIX) {
             return;
         }
         if let Err(e) = self.shared.handle(net, msg).await {
