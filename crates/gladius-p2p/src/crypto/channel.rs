@@ -1,11 +1,12 @@
 //! An established encrypted channel: seals outgoing KCP datagrams into
 //! `Data` packets and opens incoming ones.
 //!
-//! Built on snow's `StatelessTransportState`, so the nonce is explicit: each
-//! `Data` packet carries the 64-bit counter used as its AEAD nonce (the
-//! Noise nonce: 4 zero bytes and the counter, little-endian for
-//! ChaCha20-Poly1305 and big-endian for AES-256-GCM, as the Noise
-//! specification encodes them; no associated data). Counters start at 0 and increase by
+//! The two keys are the handshake's Noise `Split()` output, used with
+//! ring's AEAD directly (sealing and opening in place, with no copy
+//! beyond the one into the datagram), exactly as a Noise `CipherState`
+//! would: each `Data` packet carries the 64-bit counter used as its AEAD
+//! nonce (the Noise nonce: 4 zero bytes and the counter, little-endian for
+//! ChaCha20-Poly1305 and big-endian for AES-256-GCM; no associated data). Counters start at 0 and increase by
 //! one per sealed datagram. On receipt, in this order: the packet is parsed,
 //! its receiver index must be ours, its counter must pass the
 //! [`ReplayWindow`] check, the ciphertext must authenticate, and only then is
@@ -19,7 +20,7 @@
 use std::fmt;
 
 use bytes::Bytes;
-use snow::StatelessTransportState;
+use ring::aead::{self, Aad, LessSafeKey, Nonce, UnboundKey};
 
 use super::cipher::Cipher;
 use super::identity::PublicKey;
@@ -68,9 +69,36 @@ pub enum ChannelError {
     TooLarge(usize),
 }
 
+/// One direction's key of a channel.
+struct Key(LessSafeKey);
+
+impl Key {
+    /// `None` only if ring refuses the key (a 32-byte key fits both
+    /// algorithms, so never).
+    fn new(cipher: Cipher, key: &[u8; 32]) -> Option<Self> {
+        let algorithm = match cipher {
+            Cipher::ChaChaPoly => &aead::CHACHA20_POLY1305,
+            Cipher::AesGcm => &aead::AES_256_GCM,
+        };
+        let unbound = UnboundKey::new(algorithm, key).ok()?;
+        Some(Self(LessSafeKey::new(unbound)))
+    }
+}
+
+/// The Noise nonce of `counter` for `cipher`.
+fn nonce(cipher: Cipher, counter: u64) -> Nonce {
+    let mut n = [0u8; aead::NONCE_LEN];
+    n[4..].copy_from_slice(&match cipher {
+        Cipher::ChaChaPoly => counter.to_le_bytes(),
+        Cipher::AesGcm => counter.to_be_bytes(),
+    });
+    Nonce::assume_unique_for_key(n)
+}
+
 /// One peer's established encrypted channel.
 pub struct SecureChannel {
-    transport: StatelessTransportState,
+    send: Key,
+    recv: Key,
     cipher: Cipher,
     local_index: u32,
     remote_index: u32,
@@ -98,16 +126,20 @@ impl fmt::Debug for SecureChannel {
 }
 
 impl SecureChannel {
+    /// A channel that seals with `send_key` and opens with `recv_key` (the
+    /// two halves of the handshake's `Split()`, in this side's order);
+    /// `None` if the AEAD refuses the keys (never, for 32-byte keys).
     pub(crate) fn new(
-        transport: StatelessTransportState,
+        (send_key, recv_key): ([u8; 32], [u8; 32]),
         cipher: Cipher,
         local_index: u32,
         remote_index: u32,
         remote_static: PublicKey,
         finish_echo: Option<(Bytes, Bytes)>,
-    ) -> Self {
-        Self {
-            transport,
+    ) -> Option<Self> {
+        Some(Self {
+            send: Key::new(cipher, &send_key)?,
+            recv: Key::new(cipher, &recv_key)?,
             cipher,
             local_index,
             remote_index,
@@ -116,7 +148,7 @@ impl SecureChannel {
             send_limit: DEFAULT_SEND_LIMIT,
             replay: ReplayWindow::new(),
             finish_echo,
-        }
+        })
     }
 
     /// Seal one KCP datagram into a `Data` datagram for the peer, replacing
@@ -141,33 +173,31 @@ impl SecureChannel {
         }
         let start = out.len();
         let counter = self.next_counter;
+        out.reserve(DATA_HEADER_LEN + sealed_len);
         DataPacket {
             receiver_index: self.remote_index,
             counter,
-            ciphertext: &[],
+            ciphertext: plaintext,
         }
         .encode_into(out);
-        out.resize(start + DATA_HEADER_LEN + sealed_len, 0);
-        let written = out
-            .get_mut(start + DATA_HEADER_LEN..)
-            .ok_or(ChannelError::TooLarge(plaintext.len()))
-            .and_then(|buf| {
-                self.transport
-                    .write_message(counter, plaintext, buf)
-                    .map_err(|_| ChannelError::NeedsRekey)
-            });
-        match written {
-            Ok(n) if n == sealed_len => {
+        let sealed = out.get_mut(start + DATA_HEADER_LEN..).map(|in_out| {
+            self.send.0.seal_in_place_separate_tag(
+                nonce(self.cipher, counter),
+                Aad::empty(),
+                in_out,
+            )
+        });
+        match sealed {
+            Some(Ok(tag)) => {
+                out.extend_from_slice(tag.as_ref());
                 self.next_counter += 1;
                 Ok(())
             }
-            Ok(_) => {
+            // ring refuses only inputs beyond its limit, which the length
+            // check above rules out.
+            _ => {
                 out.truncate(start);
                 Err(ChannelError::TooLarge(plaintext.len()))
-            }
-            Err(e) => {
-                out.truncate(start);
-                Err(e)
             }
         }
     }
@@ -198,8 +228,13 @@ impl SecureChannel {
         if data.ciphertext.len() < TAG_LEN {
             return Err(ChannelError::Decrypt);
         }
-        out.resize(data.ciphertext.len(), 0);
-        match self.transport.read_message(counter, data.ciphertext, out) {
+        out.extend_from_slice(data.ciphertext);
+        let opened = self
+            .recv
+            .0
+            .open_in_place(nonce(self.cipher, counter), Aad::empty(), out)
+            .map(|plaintext| plaintext.len());
+        match opened {
             Ok(n) => out.truncate(n),
             Err(_) => {
                 out.clear();

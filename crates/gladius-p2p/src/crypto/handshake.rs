@@ -376,6 +376,20 @@ fn write(hs: &mut HandshakeState, payload: &[u8]) -> Result<Vec<u8>, HandshakeEr
     Ok(buf)
 }
 
+/// The transport keys of a finished handshake, (sealing, opening) for
+/// this side: Noise `Split()` gives the initiator's sending key first.
+fn split(hs: &mut HandshakeState, initiator: bool) -> Result<([u8; 32], [u8; 32]), HandshakeError> {
+    if !hs.is_handshake_finished() {
+        return Err(HandshakeError::Noise("handshake not finished".into()));
+    }
+    let (first, second) = hs.dangerously_get_raw_split();
+    Ok(if initiator {
+        (first, second)
+    } else {
+        (second, first)
+    })
+}
+
 /// Whether a read error leaves the handshake unusable: the message
 /// authenticated but what it says is unacceptable. (A failed Noise read
 /// leaves the state as it was.)
@@ -559,20 +573,21 @@ impl Initiator {
             check_pin(self.expected, remote_static)?;
             let mut hs = self.hs.take().ok_or(HandshakeError::WrongState)?;
             let msg3 = write(&mut hs, &self.payload)?;
-            let transport = hs.into_stateless_transport_mode().map_err(noise_error)?;
+            let keys = split(&mut hs, true)?;
             let finish = FinishPacket {
                 receiver_index: response.sender_index,
                 noise: &msg3,
             }
             .encode();
             let channel = SecureChannel::new(
-                transport,
+                keys,
                 self.cipher,
                 self.local_index,
                 response.sender_index,
                 remote_static,
                 Some((response.encode(), finish.clone())),
-            );
+            )
+            .ok_or_else(|| HandshakeError::Noise("transport keys refused".into()))?;
             Ok(Established {
                 channel,
                 remote_static,
@@ -837,19 +852,20 @@ impl Responder {
             }
         }
         let (remote_static, remote_payload) = read?;
-        let hs = self.hs.take().ok_or(HandshakeError::WrongState)?;
+        let mut hs = self.hs.take().ok_or(HandshakeError::WrongState)?;
         check_pin(self.expected, remote_static)?;
         self.remote_static = remote_static;
-        let transport = hs.into_stateless_transport_mode().map_err(noise_error)?;
+        let keys = split(&mut hs, false)?;
         Ok(Established {
             channel: SecureChannel::new(
-                transport,
+                keys,
                 self.replay.cipher,
                 self.local_index,
                 self.remote_index,
                 remote_static,
                 None,
-            ),
+            )
+            .ok_or_else(|| HandshakeError::Noise("transport keys refused".into()))?,
             remote_static,
             remote_payload,
             finish: None,

@@ -1030,3 +1030,24 @@ fn type_tests_agree_with_the_type_text() {
     };
     assert!(got.is_type("κ.type") && got.type_starts_with("κ.") && !got.is_type("κ"));
 }
+
+#[test]
+fn the_checksum_is_the_crc_of_the_encoding_for_short_and_long_heads() {
+    // Heads on both sides of the short buffer's length, up to the longest
+    // type with the longest sender text.
+    for type_len in [1usize, 60, 70, 80, 128, 255] {
+        for sender in [
+            None,
+            Some("127.0.0.1:7001"),
+            Some("[ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff]:65535"),
+        ] {
+            let m = msg(sender, &"t".repeat(type_len), b"body");
+            let bytes = encode_message(&m);
+            assert_eq!(
+                m.checksum(),
+                crc32c::crc32c(&bytes[..bytes.len() - 4]),
+                "type {type_len}, sender {sender:?}"
+            );
+        }
+    }
+}
