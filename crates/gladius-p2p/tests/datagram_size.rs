@@ -94,7 +94,7 @@ async fn stays_small(plaintext: bool) {
     let config = test_config().with_plaintext(plaintext);
     let overhead = if plaintext { 0 } else { DATA_OVERHEAD };
     let max = MTU + overhead;
-    let socket = FilterSocket::bind(move |d| d.len() > max).await;
+    let socket = HookSocket::bind().await.on_recv(move |d, _| d.len() <= max);
     let receiver = node_on(config.clone(), socket).await;
     let sizes = bulk_to(config, receiver).await;
     let large: Vec<usize> = sizes.into_iter().filter(|&s| s > MTU + overhead).collect();

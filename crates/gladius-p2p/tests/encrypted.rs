@@ -295,7 +295,11 @@ async fn a_node_without_the_aes_gcm_suite_is_reached_with_chachapoly() {
     let old_rec = Recorder::default();
     old.register_plugin(old_rec.clone()).await.unwrap();
     let old_addr = old
-        .listen_on(FilterSocket::bind(|d| d.first() == Some(&0xE7)).await)
+        .listen_on(
+            HookSocket::bind()
+                .await
+                .on_recv(|d, _| d.first() != Some(&0xE7)),
+        )
         .await
         .unwrap();
     let (new, new_addr, new_rec, tap) =

@@ -24,35 +24,13 @@ const STREAM: u64 = 600;
 
 /// A real UDP socket that remembers the conversation ids of what it sends,
 /// so the test can forge segments of the live session.
-#[derive(Debug)]
-struct Sniffing {
-    inner: UdpSocket,
-    convs: Arc<Mutex<BTreeSet<u32>>>,
-}
-
-impl DatagramSocket for Sniffing {
-    fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.inner.local_addr()
-    }
-    fn poll_recv_from(
-        &self,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<SocketAddr>> {
-        self.inner.poll_recv_from(cx, buf)
-    }
-    fn poll_send_to(
-        &self,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-        target: SocketAddr,
-    ) -> Poll<io::Result<usize>> {
-        if let Some(conv) = buf.get(..4) {
-            let conv = u32::from_le_bytes(conv.try_into().unwrap());
-            self.convs.lock().unwrap().insert(conv);
+async fn sniffing(convs: Arc<Mutex<BTreeSet<u32>>>) -> HookSocket {
+    HookSocket::bind().await.on_send(move |d, _| {
+        if let Some(conv) = d.first_chunk::<4>() {
+            convs.lock().unwrap().insert(u32::from_le_bytes(*conv));
         }
-        self.inner.poll_send_to(cx, buf, target)
-    }
+        true
+    })
 }
 
 fn message_frame(sender: SocketAddr, t: &str, body: &str) -> Vec<u8> {
@@ -124,13 +102,7 @@ async fn a_live_pair_survives_hostile_datagrams_and_counts_them() {
     let a = Network::new(plaintext()).unwrap();
     let ra = Recorder::default();
     a.register_plugin(ra.clone()).await.unwrap();
-    let a_addr = a
-        .listen_on(Sniffing {
-            inner: UdpSocket::bind("127.0.0.1:0").await.unwrap(),
-            convs: convs.clone(),
-        })
-        .await
-        .unwrap();
+    let a_addr = a.listen_on(sniffing(convs.clone()).await).await.unwrap();
     let (b, b_addr, rb) = node_with(plaintext()).await;
     a.add(b_addr).await.unwrap();
     wait_connected(&a, b_addr).await;

@@ -20,7 +20,7 @@ use gladius_p2p::{ConnectionState, DatagramSocket, Network, PathKind};
 use tokio::io::ReadBuf;
 use tokio::net::UdpSocket;
 
-/// Addresses a [`FilteringSocket`] neither receives from nor sends to,
+/// Addresses a [`filtering`] socket neither receives from nor sends to,
 /// and how many datagrams it dropped.
 #[derive(Debug, Clone, Default)]
 struct Block {
@@ -37,51 +37,25 @@ impl Block {
     }
 }
 
-/// A real UDP socket behind a firewall of blocked addresses.
-#[derive(Debug)]
-struct FilteringSocket {
-    inner: UdpSocket,
-    block: Block,
-}
-
-impl DatagramSocket for FilteringSocket {
-    fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.inner.local_addr()
-    }
-    fn poll_recv_from(
-        &self,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<SocketAddr>> {
-        loop {
-            let from = ready!(self.inner.poll_recv_from(cx, buf))?;
-            if !self.block.has(&from) {
-                return Poll::Ready(Ok(from));
-            }
-            self.block.dropped.fetch_add(1, Ordering::Relaxed);
-            buf.clear();
+/// A real UDP socket behind a firewall of `block`'s addresses, both ways.
+async fn filtering(block: Block) -> HookSocket {
+    let (inbound, outbound) = (block.clone(), block);
+    let pass = |block: &Block, addr: SocketAddr| {
+        let blocked = block.has(&addr);
+        if blocked {
+            block.dropped.fetch_add(1, Ordering::Relaxed);
         }
-    }
-    fn poll_send_to(
-        &self,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-        target: SocketAddr,
-    ) -> Poll<io::Result<usize>> {
-        if self.block.has(&target) {
-            self.block.dropped.fetch_add(1, Ordering::Relaxed);
-            return Poll::Ready(Ok(buf.len()));
-        }
-        self.inner.poll_send_to(cx, buf, target)
-    }
+        !blocked
+    };
+    HookSocket::bind()
+        .await
+        .on_recv(move |_, from| pass(&inbound, from))
+        .on_send(move |_, to| pass(&outbound, to))
 }
 
 async fn filtered_node() -> (Network, SocketAddr, Recorder, Block) {
     let block = Block::default();
-    let socket = FilteringSocket {
-        inner: UdpSocket::bind("127.0.0.1:0").await.unwrap(),
-        block: block.clone(),
-    };
+    let socket = filtering(block.clone()).await;
     let (net, addr, rec) = node_on(test_config(), socket).await;
     (net, addr, rec, block)
 }

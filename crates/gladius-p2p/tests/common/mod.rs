@@ -387,35 +387,57 @@ impl DatagramSocket for TapSocket {
     }
 }
 
-/// Which received datagrams a [`FilterSocket`] loses.
-pub type DropIf = Box<dyn Fn(&[u8]) -> bool + Send + Sync>;
+/// What a [`HookSocket`] does with one datagram and the address it comes
+/// from or goes to: `true` lets it through.
+pub type Hook = Box<dyn Fn(&[u8], SocketAddr) -> bool + Send + Sync>;
 
-/// A real UDP socket that loses, on receipt, every datagram `drop_if`
-/// picks (as the path or an older node would), and sends as usual.
-pub struct FilterSocket {
+/// A real UDP socket with a hook on each side, for the paths tests need:
+/// a received datagram that `recv` refuses is lost (as a lossy path, a
+/// firewall or an older node would lose it); a datagram to send that
+/// `send` refuses is dropped and reported sent (as a firewall would). A
+/// hook may also just look, and record what passes.
+pub struct HookSocket {
     pub inner: UdpSocket,
-    pub drop_if: DropIf,
+    pub recv: Hook,
+    pub send: Hook,
 }
 
-impl std::fmt::Debug for FilterSocket {
+impl std::fmt::Debug for HookSocket {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("FilterSocket")
+        f.debug_struct("HookSocket")
             .field("inner", &self.inner)
             .finish_non_exhaustive()
     }
 }
 
-impl FilterSocket {
-    /// Bound to an ephemeral port on 127.0.0.1.
-    pub async fn bind(drop_if: impl Fn(&[u8]) -> bool + Send + Sync + 'static) -> Self {
+impl HookSocket {
+    /// Bound to an ephemeral port on 127.0.0.1, letting everything through.
+    pub async fn bind() -> Self {
         Self {
             inner: UdpSocket::bind("127.0.0.1:0").await.unwrap(),
-            drop_if: Box::new(drop_if),
+            recv: Box::new(|_, _| true),
+            send: Box::new(|_, _| true),
         }
+    }
+    /// Receive only what `keep(datagram, from)` lets through.
+    pub fn on_recv(
+        mut self,
+        keep: impl Fn(&[u8], SocketAddr) -> bool + Send + Sync + 'static,
+    ) -> Self {
+        self.recv = Box::new(keep);
+        self
+    }
+    /// Send only what `keep(datagram, to)` lets through.
+    pub fn on_send(
+        mut self,
+        keep: impl Fn(&[u8], SocketAddr) -> bool + Send + Sync + 'static,
+    ) -> Self {
+        self.send = Box::new(keep);
+        self
     }
 }
 
-impl DatagramSocket for FilterSocket {
+impl DatagramSocket for HookSocket {
     fn local_addr(&self) -> io::Result<SocketAddr> {
         self.inner.local_addr()
     }
@@ -427,7 +449,7 @@ impl DatagramSocket for FilterSocket {
         loop {
             let start = buf.filled().len();
             match self.inner.poll_recv_from(cx, buf) {
-                Poll::Ready(Ok(_)) if (self.drop_if)(&buf.filled()[start..]) => {
+                Poll::Ready(Ok(from)) if !(self.recv)(&buf.filled()[start..], from) => {
                     buf.set_filled(start);
                 }
                 other => return other,
@@ -440,6 +462,9 @@ impl DatagramSocket for FilterSocket {
         buf: &[u8],
         target: SocketAddr,
     ) -> Poll<io::Result<usize>> {
+        if !(self.send)(buf, target) {
+            return Poll::Ready(Ok(buf.len()));
+        }
         self.inner.poll_send_to(cx, buf, target)
     }
 }
