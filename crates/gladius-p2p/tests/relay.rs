@@ -8,17 +8,13 @@
 mod common;
 
 use std::collections::HashSet;
-use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use common::*;
-use gladius_p2p::{ConnectionState, DatagramSocket, Network, PathKind};
-use tokio::io::ReadBuf;
-use tokio::net::UdpSocket;
+use gladius_p2p::{ConnectionState, Network, PathKind};
 
 /// Addresses a [`filtering`] socket neither receives from nor sends to,
 /// and how many datagrams it dropped.
@@ -205,53 +201,31 @@ async fn add_key_with_no_hint_finds_the_peer_through_the_relay() {
 /// A real UDP socket behind a user-space cone NAT of one mapping (the
 /// socket's own port, whatever the destination: endpoint-independent
 /// mapping) that lets in only datagrams from addresses it sent to
-/// (address-and-port-dependent filtering).
-#[derive(Debug)]
-struct ConeSocket {
-    inner: UdpSocket,
-    sent_to: Mutex<HashSet<SocketAddr>>,
-    dropped: Arc<AtomicU64>,
-}
-
-impl DatagramSocket for ConeSocket {
-    fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.inner.local_addr()
-    }
-    fn poll_recv_from(
-        &self,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<SocketAddr>> {
-        loop {
-            let from = ready!(self.inner.poll_recv_from(cx, buf))?;
-            if self.sent_to.lock().unwrap().contains(&from) {
-                return Poll::Ready(Ok(from));
+/// (address-and-port-dependent filtering); `dropped` counts the rest.
+async fn cone_socket(dropped: Arc<AtomicU64>) -> HookSocket {
+    let sent_to = Arc::new(Mutex::new(HashSet::new()));
+    let opened = sent_to.clone();
+    HookSocket::bind()
+        .await
+        .on_send(move |_, to| {
+            opened.lock().unwrap().insert(to);
+            true
+        })
+        .on_recv(move |_, from| {
+            let known = sent_to.lock().unwrap().contains(&from);
+            if !known {
+                dropped.fetch_add(1, Ordering::Relaxed);
             }
-            self.dropped.fetch_add(1, Ordering::Relaxed);
-            buf.clear();
-        }
-    }
-    fn poll_send_to(
-        &self,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-        target: SocketAddr,
-    ) -> Poll<io::Result<usize>> {
-        self.sent_to.lock().unwrap().insert(target);
-        self.inner.poll_send_to(cx, buf, target)
-    }
+            known
+        })
 }
 
-/// A node behind a [`ConeSocket`] that advertises a private address (as
+/// A node behind a [`cone_socket`] that advertises a private address (as
 /// a node on a home LAN does), so it does not look public.
 async fn cone_node(private: &str) -> (Network, SocketAddr, Recorder, Arc<AtomicU64>) {
     let config = test_config().with_advertise_addr(private.parse().unwrap());
     let dropped = Arc::new(AtomicU64::new(0));
-    let socket = ConeSocket {
-        inner: UdpSocket::bind("127.0.0.1:0").await.unwrap(),
-        sent_to: Mutex::default(),
-        dropped: dropped.clone(),
-    };
+    let socket = cone_socket(dropped.clone()).await;
     let (net, addr, rec) = node_on(config, socket).await;
     (net, addr, rec, dropped)
 }
