@@ -328,7 +328,9 @@ impl Config {
     /// instructions, ChaCha20-Poly1305 otherwise. As a responder a node
     /// answers either suite, whatever this says; as an initiator it falls
     /// back from AES-256-GCM to ChaCha20-Poly1305 when a peer does not
-    /// answer ([`AES_GCM_UNANSWERED_LIMIT`](crate::crypto::AES_GCM_UNANSWERED_LIMIT)).
+    /// answer ([`AES_GCM_UNANSWERED_LIMIT`](crate::crypto::AES_GCM_UNANSWERED_LIMIT)),
+    /// and starts with ChaCha20-Poly1305 with a peer whose last handshake
+    /// ran it.
     /// `network_state` shows each session's suite. No effect in plaintext
     /// mode.
     pub fn with_cipher(mut self, cipher: Cipher) -> Self {

@@ -291,17 +291,21 @@ async fn a_node_without_the_aes_gcm_suite_is_reached_with_chachapoly() {
     const N: u64 = 200;
     // An older node: 0xE7 is garbage to it, lost on its input, and it
     // initiates with ChaCha20-Poly1305 (the only suite it knows).
-    let old = Network::new(test_config().with_cipher(Cipher::ChaChaPoly)).unwrap();
-    let old_rec = Recorder::default();
-    old.register_plugin(old_rec.clone()).await.unwrap();
-    let old_addr = old
-        .listen_on(
-            HookSocket::bind()
-                .await
-                .on_recv(|d, _| d.first() != Some(&0xE7)),
-        )
-        .await
-        .unwrap();
+    let old_key = Identity::generate();
+    let old_node = |socket: HookSocket| {
+        let config = test_config()
+            .with_cipher(Cipher::ChaChaPoly)
+            .with_identity(old_key.clone());
+        async move {
+            let net = Network::new(config).unwrap();
+            let rec = Recorder::default();
+            net.register_plugin(rec.clone()).await.unwrap();
+            let socket = socket.on_recv(|d, _| d.first() != Some(&0xE7));
+            let addr = net.listen_on(socket).await.unwrap();
+            (net, addr, rec)
+        }
+    };
+    let (old, old_addr, old_rec) = old_node(HookSocket::bind().await).await;
     let (new, new_addr, new_rec, tap) =
         tapped_node(test_config().with_cipher(Cipher::AesGcm)).await;
     let started = Instant::now();
@@ -323,6 +327,34 @@ async fn a_node_without_the_aes_gcm_suite_is_reached_with_chachapoly() {
     send_numbered(&old, new_addr, "seq", N).await;
     expect_numbered(&old_rec, new_addr, "seq", N).await;
     expect_numbered(&new_rec, old_addr, "seq", N).await;
+
+    // The old node restarts (same key, same port). The new node remembers
+    // the suite it ran with it: its reconnect is ChaCha20-Poly1305 from
+    // the first Init, with no AES-GCM tries to wait out.
+    let sent_before = tap.sent_to(old_addr).len();
+    old.close().await.unwrap();
+    let socket = loop {
+        match UdpSocket::bind(old_addr).await {
+            Ok(inner) => break HookSocket::bind().await.with_inner(inner),
+            Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+        }
+    };
+    let (old, _, old_rec) = old_node(socket).await;
+    wait_for(DEADLINE, "the new node reconnects", || async {
+        counters(&new).await.handshakes_completed >= 2
+    })
+    .await;
+    wait_connected(&new, old_addr).await;
+    let again: Vec<u8> = crate::inits(&tap.sent_to(old_addr)[sent_before..])
+        .iter()
+        .map(|d| d[0])
+        .collect();
+    assert!(
+        !again.is_empty() && again.iter().all(|&t| t == 0xE1),
+        "{again:x?}"
+    );
+    send_numbered(&new, old_addr, "seq", N).await;
+    expect_numbered(&old_rec, new_addr, "seq", N).await;
     new.close().await.unwrap();
     old.close().await.unwrap();
 }

@@ -32,7 +32,7 @@ use super::{demux, Endpoint, Event, TimerKey};
 use crate::api::{NodeEvent, PathChange};
 use crate::crypto::packet::{index_from, CookiePacket, RejectPacket, INIT_LEN};
 use crate::crypto::{
-    self, ChannelError, CookieJar, Established, HandshakeError, HandshakePayload, Identity,
+    self, ChannelError, Cipher, CookieJar, Established, HandshakeError, HandshakePayload, Identity,
     Initiator, Packet, PublicKey, RejectReason, Responder, COOKIE_LEN,
 };
 use crate::error::RequestError;
@@ -141,10 +141,19 @@ impl Endpoint {
             .and_then(|p| p.pinned)
             .or_else(|| self.pin_for(to));
         let index = index_from(&mut self.rng);
+        // A peer whose last handshake ran ChaCha20-Poly1305 gets it again
+        // at once, not after two unanswered AES-GCM `Init`s.
+        let cipher = match (
+            self.config.cipher,
+            self.peers.get(id).and_then(|p| p.last_cipher),
+        ) {
+            (Cipher::AesGcm, Some(Cipher::ChaChaPoly)) => Cipher::ChaChaPoly,
+            (configured, _) => configured,
+        };
         let Some(crypto) = self.crypto.as_ref() else {
             return;
         };
-        let started = Initiator::new(&crypto.identity, index, &payload, self.config.cipher, now);
+        let started = Initiator::new(&crypto.identity, index, &payload, cipher, now);
         let Some(peer) = self.peers.get_mut(id) else {
             return;
         };
@@ -666,6 +675,7 @@ impl Endpoint {
         let Some(peer) = self.peers.get_mut(id) else {
             return;
         };
+        peer.last_cipher = Some(est.channel.cipher());
         peer.link = Link::Sealed {
             session,
             channel: est.channel,

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use crate::crypto::{Initiator, PublicKey, SecureChannel};
+use crate::crypto::{Cipher, Initiator, PublicKey, SecureChannel};
 use crate::session::{EncodedFrame, Session, SessionStats};
 use crate::state::Direction;
 
@@ -117,6 +117,11 @@ pub(super) struct Peer {
     pub(super) public_key: Option<PublicKey>,
     pub(super) handshake_payload: Bytes,
     pub(super) handshake_advertised: Option<SocketAddr>,
+    /// The suite of the last completed handshake, either direction. A
+    /// peer that ran ChaCha20-Poly1305 may predate AES-GCM, so the next
+    /// handshake we start with it is ChaCha20-Poly1305 too, without the
+    /// unanswered AES-GCM tries first (see `initiate`).
+    pub(super) last_cipher: Option<Cipher>,
     pub(super) last_error: Option<String>,
     /// The session being replaced is replaced by one under a new key (the
     /// disconnect it causes says `key_changed`).
@@ -170,6 +175,7 @@ impl Peer {
             public_key: None,
             handshake_payload: Bytes::new(),
             handshake_advertised: None,
+            last_cipher: None,
             last_error: None,
             room_watched: false,
             key_changed: false,

@@ -419,6 +419,11 @@ impl HookSocket {
             send: Box::new(|_, _| true),
         }
     }
+    /// The same hooks on `inner` (a socket bound elsewhere) instead.
+    pub fn with_inner(mut self, inner: UdpSocket) -> Self {
+        self.inner = inner;
+        self
+    }
     /// Receive only what `keep(datagram, from)` lets through.
     pub fn on_recv(
         mut self,
