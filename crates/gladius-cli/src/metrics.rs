@@ -191,6 +191,27 @@ pub(crate) fn render(s: &Snapshot) -> String {
     );
     per_peer(
         &mut m,
+        "gladius_peer_datagram_size_bytes",
+        "gauge",
+        "Largest datagram the session sends now, before sealing: the KCP mtu, or the larger size datagram-size probing confirmed.",
+        &|i| p[i].datagram_size.map(|b| b as f64),
+    );
+    per_peer(
+        &mut m,
+        "gladius_peer_size_probes_lost_total",
+        "counter",
+        "Datagram-size probes lost (three losses rule a size out); with black holes, a path that drops large datagrams.",
+        &|i| Some(p[i].size_probes_lost as f64),
+    );
+    per_peer(
+        &mut m,
+        "gladius_peer_size_black_holes_total",
+        "counter",
+        "Falls back to the base datagram size because larger datagrams stopped arriving.",
+        &|i| Some(p[i].size_black_holes as f64),
+    );
+    per_peer(
+        &mut m,
         "gladius_peer_queued_bytes",
         "gauge",
         "Bytes waiting for the peer: queued plus unacknowledged.",

@@ -110,6 +110,11 @@ pub(crate) struct SessionStats {
     pub(crate) retransmits: u64,
     /// Of those, the ones the peer turned out to have had already.
     pub(crate) spurious_retransmits: u64,
+    /// Datagram-size probes confirmed, lost, and falls back to the base
+    /// size on a black hole (wire-format §1.1).
+    pub(crate) size_probes_confirmed: u64,
+    pub(crate) size_probes_lost: u64,
+    pub(crate) size_black_holes: u64,
 }
 
 impl std::ops::AddAssign for SessionStats {
@@ -120,6 +125,9 @@ impl std::ops::AddAssign for SessionStats {
         self.messages_out += s.messages_out;
         self.retransmits += s.retransmits;
         self.spurious_retransmits += s.spurious_retransmits;
+        self.size_probes_confirmed += s.size_probes_confirmed;
+        self.size_probes_lost += s.size_probes_lost;
+        self.size_black_holes += s.size_black_holes;
     }
 }
 
@@ -318,11 +326,19 @@ impl Session {
         SessionStats {
             retransmits: kcp.timeout_retransmits + kcp.fast_retransmits,
             spurious_retransmits: kcp.spurious_retransmits,
+            size_probes_confirmed: kcp.mtu_probes_confirmed,
+            size_probes_lost: kcp.mtu_probes_lost,
+            size_black_holes: kcp.mtu_black_holes,
             ..self.stats
         }
     }
     pub(crate) fn rtt_ms(&self) -> Option<u32> {
         self.kcp.srtt_ms()
+    }
+    /// The largest datagram the session sends now (before sealing): the
+    /// KCP mtu, or the larger size probing confirmed.
+    pub(crate) fn datagram_size(&self) -> usize {
+        self.kcp.datagram_limit()
     }
     /// Bytes accepted and not yet acknowledged by the peer.
     pub(crate) fn unacked_bytes(&self) -> usize {

@@ -179,6 +179,22 @@ pub struct PeerState {
     /// first copy arrived after it (KCP's echoed timestamps tell).
     #[serde(default)]
     pub spurious_retransmits: u64,
+    /// The largest datagram the session sends now, before sealing: the
+    /// KCP `mtu`, or the larger size datagram-size probing confirmed
+    /// (wire-format §1.1); `None` without a session.
+    #[serde(default)]
+    pub datagram_size: Option<usize>,
+    /// Datagram-size probes the peer acknowledged (each confirms a larger
+    /// size), over all sessions with the peer.
+    #[serde(default)]
+    pub size_probes_confirmed: u64,
+    /// Datagram-size probes lost (three losses rule a size out).
+    #[serde(default)]
+    pub size_probes_lost: u64,
+    /// Falls back to the base size because larger datagrams stopped
+    /// arriving (a black hole on the path).
+    #[serde(default)]
+    pub size_black_holes: u64,
     /// Milliseconds since the last valid datagram from the peer.
     pub last_seen_ms_ago: Option<u64>,
     /// Bytes waiting for the peer: queued plus unacknowledged.

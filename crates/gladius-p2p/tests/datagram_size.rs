@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use common::*;
 use gladius_p2p::crypto::packet::DATA_OVERHEAD;
-use gladius_p2p::{Config, DEFAULT_MAX_DATAGRAM_SIZE};
+use gladius_p2p::{Config, PeerState, DEFAULT_MAX_DATAGRAM_SIZE};
 
 /// The default KCP `mtu`.
 const MTU: usize = 1400;
@@ -29,11 +29,12 @@ fn body(i: u64) -> Vec<u8> {
 
 /// Send `COUNT` numbered bulk messages from a tapped node to `receiver`
 /// and wait for all of them; returns the sizes of the datagrams the
-/// sender sent to it.
+/// sender sent to it, and how the sender's `network_state` saw the
+/// receiver then.
 async fn bulk_to(
     config: Config,
     receiver: (gladius_p2p::Network, SocketAddr, Recorder),
-) -> Vec<usize> {
+) -> (Vec<usize>, PeerState) {
     let (recv_net, recv_addr, rec) = receiver;
     let (net, _addr, _rec, tap) = tapped_node(config).await;
     net.add(recv_addr).await.unwrap();
@@ -66,16 +67,18 @@ async fn bulk_to(
     );
     assert!(bodies.iter().all(|b| b.len() == SIZE));
     let sizes = tap.sent_to(recv_addr).iter().map(Vec::len).collect();
+    let seen = net.network_state().await.unwrap();
+    let peer = seen.peer(recv_addr).cloned().unwrap();
     net.close().await.ok();
     recv_net.close().await.ok();
-    sizes
+    (sizes, peer)
 }
 
 async fn grows(plaintext: bool) {
     let config = test_config().with_plaintext(plaintext);
     let overhead = if plaintext { 0 } else { DATA_OVERHEAD };
     let receiver = node_with(config.clone()).await;
-    let sizes = bulk_to(config, receiver).await;
+    let (sizes, peer) = bulk_to(config, receiver).await;
     let largest = sizes.iter().copied().max().unwrap();
     // The search climbs to 3, then 6 segments of 1400 bytes: the most the
     // default maximum (8,920 bytes) holds.
@@ -88,6 +91,13 @@ async fn grows(plaintext: bool) {
     // Every datagram is whole segments: a multiple of the mtu when full.
     let large = sizes.iter().filter(|&&s| s >= 3 * MTU + overhead).count();
     assert!(large > 10, "larger datagrams carried the bulk ({large})");
+    // network_state tells the operator the same.
+    assert_eq!(peer.datagram_size, Some(6 * MTU), "{peer:?}");
+    assert!(
+        peer.size_probes_confirmed >= 2,
+        "3, then 6 segments: {peer:?}"
+    );
+    assert_eq!(peer.size_black_holes, 0);
 }
 
 async fn stays_small(plaintext: bool) {
@@ -96,7 +106,7 @@ async fn stays_small(plaintext: bool) {
     let max = MTU + overhead;
     let socket = HookSocket::bind().await.on_recv(move |d, _| d.len() <= max);
     let receiver = node_on(config.clone(), socket).await;
-    let sizes = bulk_to(config, receiver).await;
+    let (sizes, peer) = bulk_to(config, receiver).await;
     let large: Vec<usize> = sizes.into_iter().filter(|&s| s > MTU + overhead).collect();
     // Three probes of 3 segments, never acknowledged, then nothing larger.
     assert_eq!(
@@ -104,6 +114,8 @@ async fn stays_small(plaintext: bool) {
         vec![3 * MTU + overhead; 3],
         "only the lost probes were larger"
     );
+    assert_eq!(peer.datagram_size, Some(MTU), "{peer:?}");
+    assert_eq!((peer.size_probes_confirmed, peer.size_probes_lost), (0, 3));
 }
 
 #[tokio::test]

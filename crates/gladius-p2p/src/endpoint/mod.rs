@@ -821,6 +821,11 @@ impl Endpoint {
                     messages_out: p.past.messages_out + live.messages_out,
                     retransmits: p.past.retransmits + live.retransmits,
                     spurious_retransmits: p.past.spurious_retransmits + live.spurious_retransmits,
+                    datagram_size: p.session().map(Session::datagram_size),
+                    size_probes_confirmed: p.past.size_probes_confirmed
+                        + live.size_probes_confirmed,
+                    size_probes_lost: p.past.size_probes_lost + live.size_probes_lost,
+                    size_black_holes: p.past.size_black_holes + live.size_black_holes,
                     last_seen_ms_ago: p
                         .session()
                         .and_then(Session::last_recv)
