@@ -47,6 +47,22 @@ impl Plugin for InfoKeeper {
 
 // ----- helpers --------------------------------------------------------------
 
+/// `a` adds `b`; once both are connected, `n` numbered messages go each
+/// way, and each side gets the other's once, in order.
+async fn connect_and_exchange(
+    (a, a_addr, ra): (&Network, SocketAddr, &Recorder),
+    (b, b_addr, rb): (&Network, SocketAddr, &Recorder),
+    n: u64,
+) {
+    a.add(b_addr).await.unwrap();
+    wait_connected(a, b_addr).await;
+    wait_connected(b, a_addr).await;
+    send_numbered(a, b_addr, "seq", n).await;
+    send_numbered(b, a_addr, "seq", n).await;
+    expect_numbered(rb, a_addr, "seq", n).await;
+    expect_numbered(ra, b_addr, "seq", n).await;
+}
+
 /// Wait until `f(counters)` reaches `want`, then check it is exactly `want`.
 async fn expect_counter(net: &Network, what: &str, f: impl Fn(&Counters) -> u64, want: u64) {
     wait_for(DEADLINE, &format!("{what} to reach {want}"), || async {
@@ -180,14 +196,7 @@ async fn two_encrypted_nodes_authenticate_and_exchange_in_order() {
     a.register_plugin(ia.clone()).await.unwrap();
     b.register_plugin(ib.clone()).await.unwrap();
 
-    a.add(b_addr).await.unwrap();
-    wait_connected(&a, b_addr).await;
-    wait_connected(&b, a_addr).await;
-
-    send_numbered(&a, b_addr, "seq", N).await;
-    send_numbered(&b, a_addr, "seq", N).await;
-    expect_numbered(&rb, a_addr, "seq", N).await;
-    expect_numbered(&ra, b_addr, "seq", N).await;
+    connect_and_exchange((&a, a_addr, &ra), (&b, b_addr, &rb), N).await;
 
     let (sa, sb) = (
         a.network_state().await.unwrap(),
@@ -255,13 +264,7 @@ async fn the_initiator_chooses_the_suite_and_either_responder_answers_it() {
     ] {
         let (a, a_addr, ra, tap) = tapped_node(test_config().with_cipher(a_cipher)).await;
         let (b, b_addr, rb) = node_with(test_config().with_cipher(b_cipher)).await;
-        a.add(b_addr).await.unwrap();
-        wait_connected(&a, b_addr).await;
-        wait_connected(&b, a_addr).await;
-        send_numbered(&a, b_addr, "seq", N).await;
-        send_numbered(&b, a_addr, "seq", N).await;
-        expect_numbered(&rb, a_addr, "seq", N).await;
-        expect_numbered(&ra, b_addr, "seq", N).await;
+        connect_and_exchange((&a, a_addr, &ra), (&b, b_addr, &rb), N).await;
         // A initiated: its suite, on both sides, and its Init's type says so.
         assert_eq!(cipher_with(&a, b_addr).await, Some(a_cipher));
         assert_eq!(cipher_with(&b, a_addr).await, Some(a_cipher));

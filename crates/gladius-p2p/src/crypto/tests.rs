@@ -58,6 +58,18 @@ struct Pair {
     b: Established,
 }
 
+/// A ChaCha20-Poly1305 initiator as `a` under `index`, advertising `addr`
+/// (empty app payload), started at `now`: its machine and its `Init`.
+fn initiator(a: &Identity, index: u32, addr: &str, now: u64) -> TestResult<(Initiator, Bytes)> {
+    Ok(Initiator::new(
+        a,
+        index,
+        &payload(addr, b"")?,
+        Cipher::ChaChaPoly,
+        now,
+    )?)
+}
+
 /// A complete handshake between fresh identities `a` (initiator) and `b`.
 fn handshake(a: &Identity, b: &Identity) -> TestResult<Pair> {
     handshake_with(a, b, Cipher::ChaChaPoly)
@@ -149,7 +161,7 @@ fn pinned_keys() -> TestResult {
     let mallory = Identity::generate();
 
     // Pinned to the right key: completes.
-    let (ini, init) = Initiator::new(&a, 1, &payload("127.0.0.1:1", b"")?, Cipher::ChaChaPoly, 0)?;
+    let (ini, init) = initiator(&a, 1, "127.0.0.1:1", 0)?;
     let mut ini = ini.expect_remote(b.public_key());
     let (res, response) =
         Responder::new(&b, 2, &init_of(&init)?, &payload("127.0.0.1:2", b"")?, 0)?;
@@ -159,7 +171,7 @@ fn pinned_keys() -> TestResult {
     res.handle_finish(&finish_of(&est.finish.ok_or("no Finish to send")?)?)?;
 
     // The initiator pinned b but mallory answers: refused before message 3.
-    let (ini, init) = Initiator::new(&a, 1, &payload("127.0.0.1:1", b"")?, Cipher::ChaChaPoly, 0)?;
+    let (ini, init) = initiator(&a, 1, "127.0.0.1:1", 0)?;
     let mut ini = ini.expect_remote(b.public_key());
     let (_res, response) = Responder::new(
         &mallory,
@@ -187,8 +199,7 @@ fn pinned_keys() -> TestResult {
     );
 
     // Without a pin, the wrong key is detectable by the caller.
-    let (mut ini, init) =
-        Initiator::new(&a, 1, &payload("127.0.0.1:1", b"")?, Cipher::ChaChaPoly, 0)?;
+    let (mut ini, init) = initiator(&a, 1, "127.0.0.1:1", 0)?;
     let (mut res, response) = Responder::new(
         &mallory,
         2,
@@ -210,8 +221,7 @@ fn responder_pin_mismatch() -> TestResult {
     let a = Identity::generate();
     let b = Identity::generate();
     let other = Identity::generate();
-    let (mut ini, init) =
-        Initiator::new(&a, 1, &payload("127.0.0.1:1", b"")?, Cipher::ChaChaPoly, 0)?;
+    let (mut ini, init) = initiator(&a, 1, "127.0.0.1:1", 0)?;
     let (res, response) =
         Responder::new(&b, 2, &init_of(&init)?, &payload("127.0.0.1:2", b"")?, 0)?;
     let mut res = res.expect_remote(other.public_key());
@@ -230,8 +240,7 @@ fn responder_pin_mismatch() -> TestResult {
 fn version_and_payload_errors() -> TestResult {
     let a = Identity::generate();
     let b = Identity::generate();
-    let (mut ini, init) =
-        Initiator::new(&a, 1, &payload("127.0.0.1:1", b"")?, Cipher::ChaChaPoly, 0)?;
+    let (mut ini, init) = initiator(&a, 1, "127.0.0.1:1", 0)?;
     let mut future = payload("127.0.0.1:2", b"")?;
     future.version = 2;
     let (_res, response) = Responder::new(&b, 2, &init_of(&init)?, &future, 0)?;
@@ -316,13 +325,7 @@ fn payload_codec() -> TestResult {
 fn forged_and_corrupted_handshake_messages_do_not_break_it() -> TestResult {
     let a = Identity::generate();
     let b = Identity::generate();
-    let (mut ini, init) = Initiator::new(
-        &a,
-        0x1001,
-        &payload("127.0.0.1:1", b"")?,
-        Cipher::ChaChaPoly,
-        0,
-    )?;
+    let (mut ini, init) = initiator(&a, 0x1001, "127.0.0.1:1", 0)?;
     let (mut res, response) = Responder::new(
         &b,
         0x2002,
@@ -643,13 +646,7 @@ fn an_aes_gcm_init_that_was_answered_never_falls_back() -> TestResult {
 fn lost_init_and_response_are_retransmitted() -> TestResult {
     let a = Identity::generate();
     let b = Identity::generate();
-    let (mut ini, _lost_init) = Initiator::new(
-        &a,
-        0x1001,
-        &payload("127.0.0.1:1", b"")?,
-        Cipher::ChaChaPoly,
-        1000,
-    )?;
+    let (mut ini, _lost_init) = initiator(&a, 0x1001, "127.0.0.1:1", 1000)?;
     assert_eq!(ini.poll_timeout(), Some(1200));
     assert_eq!(ini.handle_timeout(1199), None);
     let init = ini.handle_timeout(1200).ok_or("retransmit")?;
@@ -688,13 +685,7 @@ fn lost_init_and_response_are_retransmitted() -> TestResult {
 fn lost_finish_is_repaired_by_duplicate_response() -> TestResult {
     let a = Identity::generate();
     let b = Identity::generate();
-    let (mut ini, init) = Initiator::new(
-        &a,
-        0x1001,
-        &payload("127.0.0.1:1", b"")?,
-        Cipher::ChaChaPoly,
-        0,
-    )?;
+    let (mut ini, init) = initiator(&a, 0x1001, "127.0.0.1:1", 0)?;
     let (mut res, response) = Responder::new(
         &b,
         0x2002,
@@ -733,13 +724,7 @@ fn lost_finish_is_repaired_by_duplicate_response() -> TestResult {
 #[test]
 fn handshake_expires() -> TestResult {
     let a = Identity::generate();
-    let (mut ini, _) = Initiator::new(
-        &a,
-        0x1001,
-        &payload("127.0.0.1:1", b"")?,
-        Cipher::ChaChaPoly,
-        0,
-    )?;
+    let (mut ini, _) = initiator(&a, 0x1001, "127.0.0.1:1", 0)?;
     let mut sent_at = vec![0];
     let mut now = 0;
     while let Some(t) = ini.poll_timeout() {
@@ -762,13 +747,7 @@ fn handshake_expires() -> TestResult {
         c.max_attempts = 2;
         c
     };
-    let (ini, _) = Initiator::new(
-        &a,
-        0x1001,
-        &payload("127.0.0.1:1", b"")?,
-        Cipher::ChaChaPoly,
-        0,
-    )?;
+    let (ini, _) = initiator(&a, 0x1001, "127.0.0.1:1", 0)?;
     let mut ini = ini.with_config(config);
     assert!(ini.handle_timeout(200).is_some());
     assert_eq!(ini.poll_timeout(), Some(600));
@@ -777,13 +756,7 @@ fn handshake_expires() -> TestResult {
     assert_eq!(ini.handle_timeout(600), None);
 
     // Responders expire too.
-    let (_, init) = Initiator::new(
-        &a,
-        0x1001,
-        &payload("127.0.0.1:1", b"")?,
-        Cipher::ChaChaPoly,
-        0,
-    )?;
+    let (_, init) = initiator(&a, 0x1001, "127.0.0.1:1", 0)?;
     let (res, _) = Responder::new(
         &Identity::generate(),
         0x2002,
@@ -802,13 +775,7 @@ fn cookie_flow() -> TestResult {
     let b = Identity::generate();
     let a_addr = addr("192.0.2.7:7001")?;
     let mut jar = CookieJar::new();
-    let (mut ini, init) = Initiator::new(
-        &a,
-        0x1001,
-        &payload("192.0.2.7:7001", b"")?,
-        Cipher::ChaChaPoly,
-        0,
-    )?;
+    let (mut ini, init) = initiator(&a, 0x1001, "192.0.2.7:7001", 0)?;
     let first = init_of(&init)?;
     assert_eq!(first.cookie, [0; COOKIE_LEN]);
     // Under load: the Init's cookie does not verify; answer with a Cookie.
