@@ -6,8 +6,8 @@
 //! beyond the one into the datagram), exactly as a Noise `CipherState`
 //! would: each `Data` packet carries the 64-bit counter used as its AEAD
 //! nonce (the Noise nonce: 4 zero bytes and the counter, little-endian for
-//! ChaCha20-Poly1305 and big-endian for AES-256-GCM; no associated data). Counters start at 0 and increase by
-//! one per sealed datagram. On receipt, in this order: the packet is parsed,
+//! ChaCha20-Poly1305 and big-endian for AES-256-GCM; no associated data).
+//! Counters start at 0 and increase by one per sealed datagram. On receipt, in this order: the packet is parsed,
 //! its receiver index must be ours, its counter must pass the
 //! [`ReplayWindow`] check, the ciphertext must authenticate, and only then is
 //! the counter recorded in the window and the plaintext handed out. Nothing

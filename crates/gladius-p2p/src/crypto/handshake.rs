@@ -307,8 +307,13 @@ impl Retransmit {
         self.next.min(self.expiry())
     }
 
+    /// Whether [`fire`](Self::fire) sends now.
+    fn is_due(&self, now: u64) -> bool {
+        now >= self.next && !self.is_expired(now)
+    }
+
     fn fire(&mut self, now: u64) -> Option<Bytes> {
-        if self.is_expired(now) || now < self.next {
+        if !self.is_due(now) {
             return None;
         }
         self.sent = self.sent.saturating_add(1);
@@ -374,6 +379,17 @@ fn write(hs: &mut HandshakeState, payload: &[u8]) -> Result<Vec<u8>, HandshakeEr
     let n = hs.write_message(payload, &mut buf).map_err(noise_error)?;
     buf.truncate(n);
     Ok(buf)
+}
+
+/// The `Init` datagram of message 1 `noise1` under `index`.
+fn init_datagram(index: u32, noise1: &[u8], cookie: [u8; COOKIE_LEN], cipher: Cipher) -> Bytes {
+    InitPacket {
+        sender_index: index,
+        noise: noise1,
+        cookie,
+        cipher,
+    }
+    .encode()
 }
 
 /// The transport keys of a finished handshake, (sealing, opening) for
@@ -466,13 +482,7 @@ impl Initiator {
         }
         let payload = payload.encode()?;
         let (hs, noise1) = Self::message1(identity, cipher, fixed_ephemeral)?;
-        let init = InitPacket {
-            sender_index: local_index,
-            noise: &noise1,
-            cookie: [0; COOKIE_LEN],
-            cipher,
-        }
-        .encode();
+        let init = init_datagram(local_index, &noise1, [0; COOKIE_LEN], cipher);
         let me = Self {
             hs: Some(Box::new(hs)),
             identity: identity.clone(),
@@ -531,13 +541,7 @@ impl Initiator {
     /// timer starts over (the total timeout does not).
     pub fn with_cookie(&mut self, cookie: [u8; COOKIE_LEN], now: u64) -> Bytes {
         self.answered = true;
-        let init = InitPacket {
-            sender_index: self.local_index,
-            noise: &self.noise1,
-            cookie,
-            cipher: self.cipher,
-        }
-        .encode();
+        let init = init_datagram(self.local_index, &self.noise1, cookie, self.cipher);
         if self.hs.is_some() {
             self.timer.restart(init.clone(), now);
         }
@@ -632,8 +636,7 @@ impl Initiator {
         if self.cipher == Cipher::AesGcm
             && !self.answered
             && self.timer.sent >= AES_GCM_UNANSWERED_LIMIT
-            && now >= self.timer.next
-            && !self.timer.is_expired(now)
+            && self.timer.is_due(now)
         {
             self.fall_back();
         }
@@ -650,13 +653,8 @@ impl Initiator {
         self.cipher = Cipher::ChaChaPoly;
         self.hs = Some(Box::new(hs));
         self.noise1 = noise1;
-        self.timer.datagram = InitPacket {
-            sender_index: self.local_index,
-            noise: &self.noise1,
-            cookie: [0; COOKIE_LEN],
-            cipher: self.cipher,
-        }
-        .encode();
+        self.timer.datagram =
+            init_datagram(self.local_index, &self.noise1, [0; COOKIE_LEN], self.cipher);
     }
 
     /// Whether the handshake ran out of time or attempts (the caller drops

@@ -561,6 +561,12 @@ impl Endpoint {
         Ok(msg)
     }
 
+    /// `frame`, encoded for queueing (short ones in the shared scratch
+    /// block).
+    fn encode(&mut self, frame: &Frame) -> EncodedFrame {
+        EncodedFrame::new_in(frame, &mut self.frame_scratch)
+    }
+
     /// Queue `msg` to `targets`; the report says who got it and who not.
     pub(crate) fn send(
         &mut self,
@@ -570,7 +576,7 @@ impl Endpoint {
     ) -> Result<SendReport, NetworkError> {
         self.tick(now);
         let msg = self.with_sender(msg)?;
-        let frame = EncodedFrame::new_in(&Frame::Message(msg), &mut self.frame_scratch);
+        let frame = self.encode(&Frame::Message(msg));
         let mut report = SendReport::default();
         match targets {
             Targets::AllWritable => {
@@ -614,8 +620,7 @@ impl Endpoint {
     ) -> Result<SendReport, NetworkError> {
         self.tick(now);
         let msg = self.with_sender(msg)?;
-        let frame =
-            EncodedFrame::new_in(&Frame::Reply { id, message: msg }, &mut self.frame_scratch);
+        let frame = self.encode(&Frame::Reply { id, message: msg });
         let mut report = SendReport::default();
         let to = self.peers.at(peer).ok_or(peer);
         self.queue_into_report(to, &frame, false, &mut report);
@@ -634,10 +639,7 @@ impl Endpoint {
         self.tick(now);
         let msg = self.with_sender(msg)?;
         let id = self.requests.next_id();
-        let frame = EncodedFrame::new_in(
-            &Frame::Request { id, message: msg },
-            &mut self.frame_scratch,
-        );
+        let frame = self.encode(&Frame::Request { id, message: msg });
         let to = self.peers.at(peer).ok_or(peer);
         let peer = self
             .queue_frame(to, &frame, true)
@@ -745,7 +747,7 @@ impl Endpoint {
             .with_sender(msg)
             .map_err(|_| (SendFailure::NotConnected, None))?;
         let frame = Frame::Message(msg);
-        let encoded = EncodedFrame::new_in(&frame, &mut self.frame_scratch);
+        let encoded = self.encode(&frame);
         match self.queue_frame(Ok(id), &encoded, false) {
             Ok(_) => Ok(()),
             Err(failure) => match frame {
