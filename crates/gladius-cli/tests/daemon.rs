@@ -319,8 +319,17 @@ fn the_driving_program_answers_requests() {
     let mut b = Node::start("B", &[]);
     let mut a = Node::start("A", &["--peer", &b.addr]);
     a.wait_writable(&[&b.addr]);
-    // B proved its signer in its handshake.
-    let s = a.ok(json!({"cmd": "state"}));
+    // B proved its signer in its handshake. The daemon learns it in its
+    // plugin's `peer_connected` hook, which may run just after the state
+    // says "connected": wait for it, then check it is B's.
+    let deadline = Instant::now() + WAIT;
+    let s = loop {
+        let s = a.ok(json!({"cmd": "state"}));
+        if !s["network"]["peers"][0]["signer"].is_null() || Instant::now() > deadline {
+            break s;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
     assert_eq!(
         s["network"]["peers"][0]["signer"],
         b.eth_address.as_str(),
