@@ -151,6 +151,22 @@ pub(crate) enum Command {
     },
 }
 
+impl Command {
+    /// Whether the caller waits on the network rather than on the driver:
+    /// a request waits for its reply, a key for its lookup, a room waiter
+    /// for room, a close for the peers. Such a caller cannot queue more
+    /// while the driver yields, so taking one is no reason to yield.
+    fn waits_on_the_network(&self) -> bool {
+        matches!(
+            self,
+            Command::Request { .. }
+                | Command::AddKey { .. }
+                | Command::WaitForRoom { .. }
+                | Command::Close { .. }
+        )
+    }
+}
+
 /// Counts only the driver sees: what the socket did with our datagrams.
 #[derive(Debug, Default)]
 struct SocketCounters {
@@ -241,17 +257,24 @@ impl Driver {
         let mut buf = vec![0u8; MAX_DATAGRAM];
         let mut shutdown_seen = false;
         let mut commands_open = true;
-        // A new `Sleep` per wake-up, dropped when the wake-up ends. One kept
-        // armed for the driver's life, re-armed only when the deadline
-        // moved, measured worse (callgrind, profile_oneway): the entry
-        // stays in tokio's timer wheel while the driver yields for the
-        // next command, and every such yield then scans the wheel.
+        // One timer for the driver's life, moved only to an earlier
+        // deadline. A later deadline keeps it where it is: it fires early,
+        // `handle_timeout` finds nothing due, and it is set again. Moving a
+        // tokio timer earlier than the runtime's next wake-up, which a new
+        // `Sleep` per wake-up always was, wakes the runtime through its
+        // eventfd (a write and one more `epoll_wait` per wake-up: about a
+        // microsecond of every request/reply round trip).
+        let timer = tokio::time::sleep_until(self.epoch);
+        tokio::pin!(timer);
+        let mut armed: Option<u64> = None;
         loop {
             let socket = self.socket.clone();
-            let wake_at = self
-                .endpoint
-                .poll_timeout()
-                .map(|t| self.epoch + Duration::from_millis(t));
+            if let Some(at) = self.endpoint.poll_timeout() {
+                if armed.is_none_or(|armed| at < armed) {
+                    armed = Some(at);
+                    timer.as_mut().reset(self.epoch + Duration::from_millis(at));
+                }
+            }
             tokio::select! {
                 biased;
                 _ = &mut shutdown, if !shutdown_seen => {
@@ -262,8 +285,10 @@ impl Driver {
                 cmd = commands.recv(), if commands_open => match cmd {
                     Some(cmd) => {
                         self.tick();
+                        let answered = !cmd.waits_on_the_network();
                         self.handle_command(cmd);
-                        commands_open = self.take_more_commands(&mut commands, 1).await;
+                        commands_open =
+                            self.take_more_commands(&mut commands, 1, answered).await;
                     }
                     None => {
                         commands_open = false;
@@ -282,10 +307,11 @@ impl Driver {
                     // once: wait one yield for the answer so that it leaves
                     // with the ACK, in one datagram instead of two.
                     if std::mem::take(&mut self.handed_over) && commands_open {
-                        commands_open = self.take_more_commands(&mut commands, 0).await;
+                        commands_open = self.take_more_commands(&mut commands, 0, true).await;
                     }
                 }
-                _ = sleep_until(wake_at) => {
+                () = &mut timer, if armed.is_some() => {
+                    armed = None;
                     self.tick();
                     self.endpoint.handle_timeout(self.now_ms);
                     self.dispatch_events();
@@ -307,26 +333,29 @@ impl Driver {
     /// burst of sends leaves in full datagrams rather than one datagram (and
     /// one seal, one syscall) per message.
     ///
-    /// After the queue runs dry the driver yields once: the callers it just
-    /// answered run and may queue their next message, which joins this
-    /// flush. If nothing came, the flush goes out at once, so a lone request
-    /// pays one scheduler pass and no timer. Returns whether the command
+    /// After the queue runs dry the driver yields once if it answered a
+    /// caller (`answered`: a command's caller, or a plugin or caller that
+    /// was handed a message): the callers it just answered run and may
+    /// queue their next message, which joins this flush. If nothing came,
+    /// or every caller taken since waits on the network (a request, which
+    /// waits for its reply), the flush goes out at once: a lone request
+    /// pays no scheduler pass and no timer. Returns whether the command
     /// channel is still open (a closed one starts the graceful close).
     async fn take_more_commands(
         &mut self,
         commands: &mut mpsc::Receiver<Command>,
         mut taken: usize,
+        mut answered: bool,
     ) -> bool {
-        let mut yielded = false;
         while taken < COMMAND_BURST {
             match commands.try_recv() {
                 Ok(cmd) => {
+                    answered |= !cmd.waits_on_the_network();
                     self.handle_command(cmd);
                     taken += 1;
-                    yielded = false;
                 }
-                Err(mpsc::error::TryRecvError::Empty) if !yielded => {
-                    yielded = true;
+                Err(mpsc::error::TryRecvError::Empty) if answered => {
+                    answered = false;
                     // `yield_now`, not a self-wake: a caller that is a
                     // runtime's `block_on` future runs only once the run
                     // queue is empty, which a self-woken driver never
@@ -780,11 +809,4 @@ async fn recv(socket: Option<&dyn DatagramSocket>, buf: &mut [u8]) -> std::io::R
         return std::future::pending().await;
     };
     std::future::poll_fn(|cx| poll_recv(socket, cx, buf)).await
-}
-
-async fn sleep_until(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
-    }
 }
