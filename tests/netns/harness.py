@@ -292,7 +292,7 @@ class Node:
 
 
 class Cluster:
-    def __init__(self, k, tag, workdir, topology="mesh", run=None):
+    def __init__(self, k, tag, workdir, topology="mesh", run=None, extra=None):
         self.net = Net(k, tag)
         self.workdir = os.path.join(workdir, tag)
         os.makedirs(self.workdir, exist_ok=True)
@@ -300,6 +300,7 @@ class Cluster:
         self.topology = topology
         self.nodes = []
         self.run = list(range(k)) if run is None else run
+        self.extra = extra or {}  # host index -> more `gladius node` arguments
 
     def __enter__(self):
         CLEANUP.append(self)
@@ -311,6 +312,7 @@ class Cluster:
             else:  # "seed": everyone knows host 1 only; discovery does the rest
                 peers = [] if i == self.run[0] else [addrs[0]]
             self.nodes.append(Node(self.net, i, peers, self.workdir))
+            self.nodes[-1].extra = list(self.extra.get(i, []))
         for n in self.nodes:
             n.start()
         return self
@@ -1660,6 +1662,63 @@ def scenario_nat_matrix(workdir, count=200, rate=100.0, connect_timeout=20.0,
         fig["relay_counters"] = counters([relay])
     return c, fig
 
+def scenario_send_buffer(workdir, count=60, size=60_000, rate_mbit=20, buffer_bytes=65_536):
+    """8. A full socket send buffer: host 1's link is slow (a tbf qdisc on
+    its egress, which holds datagrams while they count against the
+    socket's buffer) and its UDP buffers are small (`socket_buffer_bytes`),
+    so a bulk stream finds the buffer full again and again (EAGAIN). The
+    node waits for room and goes on: every message arrives once, whole, in
+    order; no send error; the waits are counted (`send_buffer_full`)."""
+    c = Checks("8-send-buffer")
+    fig = {"messages": count, "body_bytes": size, "egress_mbit": rate_mbit,
+           "socket_buffer_bytes": buffer_bytes}
+    config = os.path.join(workdir, "s8-a.toml")
+    with open(config, "w") as f:
+        f.write(f"socket_buffer_bytes = {buffer_bytes}\n")
+    with Cluster(2, "s8", workdir, extra={0: ["--config", config]}) as cl:
+        a, b = cl.nodes
+        fig["mesh_s"] = round(cl.wait_mesh(), 1)
+        # The queue holds 4 MB (far more than the socket's buffer), so the
+        # socket fills before the qdisc drops anything.
+        sh("ip", "netns", "exec", cl.net.ns[0], "tc", "qdisc", "add", "dev", "eth0", "root",
+           "tbf", "rate", f"{rate_mbit}mbit", "burst", "64kb", "limit", "4mb")
+        before = a.state()["network"]["counters"]
+        t0 = time.monotonic()
+        for seq in range(count):
+            body = f"{seq}:" + "x" * (size - len(f"{seq}:"))
+            r = a.cmd({"cmd": "broadcast_to", "peers": [b.addr], "type": "bulk", "body": body})
+            c.check(r.get("ok") and not r.get("failed"), f"send {seq}: {r}")
+        got = []
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            with b.cv:
+                got = [body for _t, _f, typ, body in b.msgs if typ == "bulk"]
+            if len(got) >= count:
+                break
+            time.sleep(0.2)
+        fig["seconds_to_deliver"] = round(time.monotonic() - t0, 1)
+        seqs = [int(body.split(":", 1)[0]) for body in got]
+        fig["delivered"] = len(set(seqs))
+        c.check(seqs == list(range(count)),
+                f"delivered {len(set(seqs))} of {count}, duplicates {len(seqs) - len(set(seqs))}, "
+                f"in order {seqs == sorted(seqs)}")
+        c.check(all(len(body) == size for body in got), "a message arrived cut or padded")
+        after = a.state()["network"]["counters"]
+        delta = {k: after.get(k, 0) - before.get(k, 0)
+                 for k in ("send_buffer_full", "send_errors", "datagrams_out")}
+        fig["counters"] = delta
+        c.check(delta["send_buffer_full"] > 0,
+                "the send buffer was never full: the scenario tested nothing")
+        # The only send errors allowed: datagram-size probes larger than the
+        # veth's 1500-byte MTU, which the kernel refuses (EMSGSIZE) and the
+        # session counts as lost probes.
+        peer = next(p for p in a.state()["network"]["peers"] if p["addr"] == b.addr)
+        fig["size_probes_lost"] = peer.get("size_probes_lost", 0)
+        c.check(delta["send_errors"] <= fig["size_probes_lost"],
+                f"{delta['send_errors']} send errors, {fig['size_probes_lost']} lost size probes")
+    return c, fig
+
+
 SCENARIOS = {
     "1": ("8 hosts, 10% loss everywhere", scenario_loss_mesh),
     "2": ("30% loss on one host", scenario_lossy_host),
@@ -1671,6 +1730,7 @@ SCENARIOS = {
     "6": ("NAT: cone and symmetric routers, rebinding mid-stream", scenario_nat),
     "7": ("NAT matrix: {public, cone, symmetric}^2, dial by key, direct or relayed",
           scenario_nat_matrix),
+    "8": ("a full socket send buffer on a slow link", scenario_send_buffer),
     # Not in the CI set: the hostile inputs one kind at a time, for the docs.
     "5init": ("hostile host, Init flood only", lambda w: scenario_hostile(w, mix="init")),
     "5garbage": ("hostile host, garbage only", lambda w: scenario_hostile(w, mix="garbage")),

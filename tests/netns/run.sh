@@ -5,6 +5,7 @@
 #   tests/netns/run.sh 4                      churn
 #   tests/netns/run.sh 6                      NAT routers (cone, symmetric), rebinding
 #   tests/netns/run.sh 7                      NAT matrix: dial by key, punch, relay
+#   tests/netns/run.sh 8                      a full socket send buffer (tbf-slowed link)
 #   tests/netns/run.sh soak --duration 600    churn + loss soak (not in CI)
 #   options after the scenarios: --out FILE   (JSON summary)
 #
@@ -28,6 +29,9 @@ command -v ip >/dev/null || cannot "\`ip\` (iproute2) not installed"
 command -v nft >/dev/null || cannot "\`nft\` (nftables) not installed"
 command -v python3 >/dev/null || cannot "python3 not installed"
 for s in "$@"; do
+  if [ "$s" = 8 ]; then
+    command -v tc >/dev/null || cannot "\`tc\` (iproute2) not installed: scenario 8 slows a link with a tbf qdisc"
+  fi
   if [ "$s" = 6 ]; then
     command -v conntrack >/dev/null || cannot "\`conntrack\` (package conntrack) not installed: scenario 6 flushes a NAT router's mappings"
   fi

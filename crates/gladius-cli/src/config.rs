@@ -34,6 +34,7 @@ pub(crate) struct FileConfig {
     relay: bool,
     #[serde(default)]
     cipher: CipherSetting,
+    socket_buffer_bytes: Option<usize>,
     #[serde(default)]
     discovery: DiscoverySection,
     #[serde(default)]
@@ -233,6 +234,9 @@ pub(crate) struct NodeSettings {
     pub(crate) relay: bool,
     /// `cipher`: the suite of the handshakes this node starts.
     pub(crate) cipher: CipherSetting,
+    /// `socket_buffer_bytes`: the UDP buffers requested (`None`: the
+    /// library's default).
+    pub(crate) socket_buffer_bytes: Option<usize>,
     /// `--relay-faults` (test builds only).
     #[cfg(feature = "relay-faults")]
     pub(crate) relay_faults: Option<(u64, u64)>,
@@ -331,6 +335,7 @@ impl NodeSettings {
             insecure: args.insecure || file.insecure,
             relay: args.relay || file.relay,
             cipher: file.cipher,
+            socket_buffer_bytes: file.socket_buffer_bytes,
             #[cfg(feature = "relay-faults")]
             relay_faults: args.relay_faults,
             discovery,
@@ -553,5 +558,15 @@ mod tests {
         }
         let e = parse("cipher = \"aes\"").unwrap_err();
         assert!(e.contains("cipher") && e.contains("aesgcm"), "{e}");
+    }
+
+    #[test]
+    fn the_socket_buffer_key_is_optional_and_takes_bytes() {
+        assert_eq!(parse("").unwrap().socket_buffer_bytes, None);
+        // The example shows the library's default.
+        assert_eq!(parse(EXAMPLE).unwrap().socket_buffer_bytes, Some(4 << 20));
+        let file = parse("socket_buffer_bytes = 65536").unwrap();
+        assert_eq!(file.socket_buffer_bytes, Some(65_536));
+        assert!(parse("socket_buffer_bytes = -1").is_err());
     }
 }

@@ -36,6 +36,7 @@ pub(crate) const NODE: &[CounterHelp] = &[
     c("protocol_errors", true, "Sessions closed for a protocol violation (a bad or oversized frame)."),
     c("unmatched_replies", true, "Replies matching no outstanding request, usually replies that came after the request timed out."),
     c("send_errors", true, "Socket send errors (the kernel refused a datagram: no route, buffer full)."),
+    c("send_buffer_full", false, "Sends that found the socket's send buffer full and waited for room; nothing was lost. Many: the node sends faster than its link (or its socket_buffer_bytes) carries."),
     c("queue_full", true, "Sends refused because a peer's queue was full: the peer (or the path) is slower than the sender. The sender was told (SendReport)."),
     c("dead_sessions", true, "Sessions closed because the peer went silent or KCP gave up retransmitting."),
     c("abandoned_frames", true, "Frames queued to a peer that was forgotten before a session to it was established (it never answered, or was deleted)."),

@@ -892,6 +892,9 @@ pub(crate) async fn run(args: NodeArgs) -> Result<(), String> {
         .with_plaintext(args.insecure)
         .with_relay(args.relay)
         .with_cipher(args.cipher.cipher());
+    if let Some(bytes) = args.socket_buffer_bytes {
+        config = config.with_socket_buffer_bytes(bytes);
+    }
     #[cfg(feature = "relay-faults")]
     if let Some((corrupt, drop)) = args.relay_faults {
         config = config.with_relay_faults(corrupt, drop);

@@ -249,6 +249,11 @@ pub struct Counters {
     pub unmatched_replies: u64,
     /// Socket send errors.
     pub send_errors: u64,
+    /// Sends that found the socket's send buffer full and waited for room
+    /// (nothing is lost: the node waits). Many: it sends faster than its
+    /// link or its `socket_buffer_bytes` carry.
+    #[serde(default)]
+    pub send_buffer_full: u64,
     /// Sends refused because a peer's queue was full.
     pub queue_full: u64,
     /// Request handlers ([`Network::handle_requests`](crate::Network::handle_requests))

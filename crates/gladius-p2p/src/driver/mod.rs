@@ -172,6 +172,7 @@ impl Command {
 struct SocketCounters {
     datagrams_out: u64,
     send_errors: u64,
+    send_buffer_full: u64,
     handler_panics: u64,
 }
 
@@ -571,6 +572,7 @@ impl Driver {
         let mut state = self.endpoint.state(self.now());
         state.counters.datagrams_out = self.socket_counters.datagrams_out;
         state.counters.send_errors = self.socket_counters.send_errors;
+        state.counters.send_buffer_full = self.socket_counters.send_buffer_full;
         state.counters.handler_panics = self.socket_counters.handler_panics;
         state.plugins = self
             .plugins
@@ -739,10 +741,16 @@ impl Driver {
     }
 
     async fn send(&mut self, socket: &dyn DatagramSocket, t: &Transmit) {
+        let mut waited = false;
         let sent = std::future::poll_fn(|cx| {
-            socket.poll_send_segments(cx, &t.payload, t.segment_size, t.to)
+            let sent = socket.poll_send_segments(cx, &t.payload, t.segment_size, t.to);
+            waited |= sent.is_pending();
+            sent
         })
         .await;
+        if waited {
+            self.socket_counters.send_buffer_full += 1;
+        }
         match sent {
             Ok(()) => self.socket_counters.datagrams_out += t.count as u64,
             Err(e) => {
