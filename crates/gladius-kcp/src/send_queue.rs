@@ -60,6 +60,13 @@ impl SendQueue {
             if front.len() == n {
                 return self.chunks.pop_front().unwrap_or_default();
             }
+        } else if self.tail.len() == n && self.tail.capacity() == n {
+            // The whole tail, exactly the size of its block (one write
+            // into an empty queue: a lone request or reply), as it is: no
+            // split, which would give the block a shared header (one more
+            // allocation). A tail with room to spare is split instead, so
+            // that the writes after it fill that room.
+            return std::mem::take(&mut self.tail).freeze();
         } else {
             let segment = self.tail.split_to(n).freeze();
             if self.tail.is_empty() {
@@ -137,5 +144,25 @@ mod tests {
         let s = q.take(30);
         assert_eq!(s.as_ptr(), data.as_ptr());
         assert_eq!(q.len(), 70);
+    }
+
+    #[test]
+    fn whole_tails_and_split_tails_keep_their_bytes_and_release_the_block() {
+        let mut q = SendQueue::default();
+        // A lone small write, taken whole (the tail handed over as it is).
+        q.push_slice(b"request");
+        assert_eq!(&q.take(100)[..], b"request");
+        assert!(q.is_empty());
+        assert_eq!(q.tail.capacity(), 0, "an idle queue holds no block");
+        // Two writes, taken in two pieces, then whole again.
+        q.push_slice(b"abc");
+        q.push_slice(b"defgh");
+        assert_eq!(&q.take(4)[..], b"abcd");
+        assert_eq!(&q.take(4)[..], b"efgh");
+        assert!(q.is_empty());
+        assert_eq!(q.tail.capacity(), 0);
+        q.push_slice(b"again");
+        assert_eq!(&q.take(5)[..], b"again");
+        assert_eq!(q.take(5).len(), 0);
     }
 }
