@@ -282,7 +282,7 @@ pub fn rtt(records: &[Record], goals: &[Goal]) -> Figure {
     }
     Figure {
         title: "Round trips: how long does a 64 B request and its reply take?".into(),
-        subtitle: "median (p50) round trip, µs, lower is better · gladius: Network::request answered by a plugin".into(),
+        subtitle: "median (p50) round trip, µs, lower is better · gladius: Network::request answered by a request handler (Network::handle_requests, as in gladius bench)".into(),
         log: false,
         value_text: |v| format!("{} µs", figure(v)),
         tick_text: tick,
