@@ -90,7 +90,9 @@ pub use json::JsonError;
 pub use network::{Network, ToPeerAddr};
 pub use plugin::{Plugin, PluginId, PLUGIN_QUEUE_BYTES, PLUGIN_QUEUE_LEN};
 pub use sender::{PeerSendError, PeerSender};
-pub use socket::{BatchUdpSocket, DatagramSocket, LinkFaults, MemoryNetwork, MemorySocket};
+#[cfg(unix)]
+pub use socket::BatchUdpSocket;
+pub use socket::{DatagramSocket, LinkFaults, MemoryNetwork, MemorySocket};
 pub use state::{
     ConnectionState, Counters, Direction, NatType, NetworkState, PathKind, PeerState, PluginState,
 };
