@@ -92,7 +92,7 @@ pub use plugin::{Plugin, PluginId, PLUGIN_QUEUE_BYTES, PLUGIN_QUEUE_LEN};
 pub use sender::{PeerSendError, PeerSender};
 #[cfg(unix)]
 pub use socket::BatchUdpSocket;
-pub use socket::{DatagramSocket, LinkFaults, MemoryNetwork, MemorySocket};
+pub use socket::{Arrival, DatagramSocket, LinkFaults, MemoryNetwork, MemorySocket};
 pub use state::{
     ConnectionState, Counters, Direction, NatType, NetworkState, PathKind, PeerState, PluginState,
 };

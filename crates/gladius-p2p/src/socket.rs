@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::io;
+use std::io::{self, IoSliceMut};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
@@ -77,6 +77,60 @@ pub trait DatagramSocket: Send + Sync + fmt::Debug + 'static {
         let before = buf.filled().len();
         self.poll_recv_from(cx, buf)
             .map_ok(|from| (from, buf.filled().len() - before))
+    }
+
+    /// Receive into several buffers in one call where the socket can
+    /// (Linux `recvmmsg`): each buffer gets what one
+    /// [`poll_recv_segments`](Self::poll_recv_segments) call would, and
+    /// `arrivals[i]` says what `bufs[i]` got. Returns how many buffers were
+    /// filled, from the first: at least one, at most the shorter of the two
+    /// slices. The default fills the first buffer only.
+    ///
+    /// A socket that fills fewer buffers than it was given has found
+    /// nothing more queued, so it may answer the next call `Pending`
+    /// without asking the kernel again until more arrives.
+    /// [`BatchUdpSocket`] does: a reader that drains the socket saves the
+    /// receive that would only have said "nothing more".
+    fn poll_recv_batch(
+        &self,
+        cx: &mut Context<'_>,
+        bufs: &mut [IoSliceMut<'_>],
+        arrivals: &mut [Arrival],
+    ) -> Poll<io::Result<usize>> {
+        let (Some(buf), Some(arrival)) = (bufs.first_mut(), arrivals.first_mut()) else {
+            return Poll::Ready(Ok(0));
+        };
+        let mut rb = ReadBuf::new(buf);
+        let (from, stride) = std::task::ready!(self.poll_recv_segments(cx, &mut rb))?;
+        *arrival = Arrival {
+            from,
+            len: rb.filled().len(),
+            stride,
+        };
+        Poll::Ready(Ok(1))
+    }
+}
+
+/// What one receive put in one buffer
+/// ([`DatagramSocket::poll_recv_batch`]): `len` bytes from `from`, one
+/// datagram every `stride` bytes (the last may be shorter).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Arrival {
+    /// The source of every datagram in the buffer.
+    pub from: SocketAddr,
+    /// Bytes received.
+    pub len: usize,
+    /// Size of every datagram but the last (at least 1).
+    pub stride: usize,
+}
+
+impl Default for Arrival {
+    fn default() -> Self {
+        Self {
+            from: SocketAddr::from(([0, 0, 0, 0], 0)),
+            len: 0,
+            stride: 1,
+        }
     }
 }
 

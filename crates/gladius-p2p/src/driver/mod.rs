@@ -12,6 +12,7 @@
 
 mod senders;
 
+use std::io::IoSliceMut;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -20,7 +21,6 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use rand::Rng;
-use tokio::io::ReadBuf;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tracing::Instrument;
@@ -32,13 +32,18 @@ use crate::endpoint::{Endpoint, Event, KeyDial, PeerId, Transmit};
 use crate::error::{NetworkError, RequestError};
 use crate::plugin::{PluginEvent, PluginId, PluginSlot, Registration};
 use crate::sender::{Budget, Push};
-use crate::socket::DatagramSocket;
+use crate::socket::{Arrival, DatagramSocket};
 use crate::state::{NetworkState, PluginState};
 use crate::wire::Message;
 use crate::{Config, Filter, Network};
 
 /// Largest UDP payload; receive buffers are this big so nothing is truncated.
 const MAX_DATAGRAM: usize = 65_536;
+/// Receive buffers: one receive fills up to this many. Two are enough for
+/// a receive to tell that nothing more is queued (it fills only one), so
+/// the socket is not asked again just to hear it is empty: one system call
+/// less per wake-up. Pages of a buffer never written are never resident.
+const RECV_BUFFERS: usize = 2;
 /// Datagrams read per wake-up before the sessions are flushed; bounds the
 /// latency one burst adds to everything else.
 const RECV_BURST: usize = 64;
@@ -255,7 +260,7 @@ impl Driver {
         mut pushes: mpsc::UnboundedReceiver<Push>,
         mut shutdown: oneshot::Receiver<()>,
     ) {
-        let mut buf = vec![0u8; MAX_DATAGRAM];
+        let mut bufs: [Vec<u8>; RECV_BUFFERS] = std::array::from_fn(|_| vec![0u8; MAX_DATAGRAM]);
         let mut shutdown_seen = false;
         let mut commands_open = true;
         // One timer for the driver's life, moved only to an earlier
@@ -301,9 +306,9 @@ impl Driver {
                     self.tick();
                     self.take_pushes(push, &mut pushes);
                 }
-                first = recv(socket.as_deref(), &mut buf) => {
+                first = recv(socket.as_deref(), &mut bufs) => {
                     self.tick();
-                    self.handle_recv(socket.as_deref(), first, &mut buf);
+                    self.handle_recv(socket.as_deref(), first, &mut bufs);
                     // A request handed to a plugin is usually answered at
                     // once: wait one yield for the answer so that it leaves
                     // with the ACK, in one datagram instead of two.
@@ -676,27 +681,31 @@ impl Driver {
         false
     }
 
-    /// Handle what one receive brought (one datagram, or with GRO a run of
-    /// them from one source) and keep reading while the socket has more, up
-    /// to `RECV_BURST` datagrams.
+    /// Handle what one receive brought (in each buffer one datagram, or
+    /// with GRO a run of them from one source) and keep reading while the
+    /// socket has more, up to `RECV_BURST` datagrams.
     fn handle_recv(
         &mut self,
         socket: Option<&dyn DatagramSocket>,
-        first: std::io::Result<Arrived>,
-        buf: &mut [u8],
+        first: std::io::Result<Filled>,
+        bufs: &mut [Vec<u8>; RECV_BUFFERS],
     ) {
         let now = self.now();
         let mut result = first;
         let mut handled = 0;
         loop {
             match result {
-                Ok(Arrived { len, from, stride }) => {
-                    // An empty datagram is one datagram too (malformed).
-                    let datagrams = buf[..len].chunks(stride.max(1));
-                    let empty = (len == 0).then_some(&[][..]);
-                    for datagram in datagrams.chain(empty) {
-                        handled += 1;
-                        self.endpoint.handle_datagram(now, from, datagram);
+                Ok(Filled { filled, arrivals }) => {
+                    for (buf, arrival) in bufs.iter().zip(&arrivals[..filled]) {
+                        let Arrival { from, len, stride } = *arrival;
+                        let Some(data) = buf.get(..len) else { continue };
+                        // An empty datagram is one datagram too (malformed).
+                        let datagrams = data.chunks(stride.max(1));
+                        let empty = (len == 0).then_some(&[][..]);
+                        for datagram in datagrams.chain(empty) {
+                            handled += 1;
+                            self.endpoint.handle_datagram(now, from, datagram);
+                        }
                     }
                 }
                 // ICMP errors surface here on Linux (port unreachable);
@@ -714,7 +723,7 @@ impl Driver {
             }
             let Some(socket) = socket else { break };
             let mut cx = Context::from_waker(futures_util::task::noop_waker_ref());
-            result = match poll_recv(socket, &mut cx, buf) {
+            result = match poll_recv(socket, &mut cx, bufs) {
                 Poll::Ready(r) => r,
                 Poll::Pending => break,
             };
@@ -789,32 +798,34 @@ impl Driver {
     }
 }
 
-/// What one receive filled in: `len` bytes from `from`, one datagram every
-/// `stride` bytes.
-struct Arrived {
-    len: usize,
-    from: SocketAddr,
-    stride: usize,
+/// What one receive filled in: the first `filled` buffers, as `arrivals`
+/// says.
+struct Filled {
+    filled: usize,
+    arrivals: [Arrival; RECV_BUFFERS],
 }
 
 fn poll_recv(
     socket: &dyn DatagramSocket,
     cx: &mut Context<'_>,
-    buf: &mut [u8],
-) -> Poll<std::io::Result<Arrived>> {
-    let mut rb = ReadBuf::new(buf);
+    bufs: &mut [Vec<u8>; RECV_BUFFERS],
+) -> Poll<std::io::Result<Filled>> {
+    let mut slices = bufs.each_mut().map(|b| IoSliceMut::new(b));
+    let mut arrivals = [Arrival::default(); RECV_BUFFERS];
     socket
-        .poll_recv_segments(cx, &mut rb)
-        .map_ok(|(from, stride)| Arrived {
-            len: rb.filled().len(),
-            from,
-            stride,
+        .poll_recv_batch(cx, &mut slices, &mut arrivals)
+        .map_ok(|filled| Filled {
+            filled: filled.min(RECV_BUFFERS),
+            arrivals,
         })
 }
 
-async fn recv(socket: Option<&dyn DatagramSocket>, buf: &mut [u8]) -> std::io::Result<Arrived> {
+async fn recv(
+    socket: Option<&dyn DatagramSocket>,
+    bufs: &mut [Vec<u8>; RECV_BUFFERS],
+) -> std::io::Result<Filled> {
     let Some(socket) = socket else {
         return std::future::pending().await;
     };
-    std::future::poll_fn(|cx| poll_recv(socket, cx, buf)).await
+    std::future::poll_fn(|cx| poll_recv(socket, cx, bufs)).await
 }

@@ -12,7 +12,7 @@ use std::task::{Context, Poll};
 use tokio::io::unix::AsyncFd;
 use tokio::io::{Interest, ReadBuf};
 
-use super::DatagramSocket;
+use super::{Arrival, DatagramSocket};
 
 /// A UDP socket that moves datagrams in batches: several datagrams to one
 /// peer leave in one `sendmsg` (GSO) and arrive in one `recvmsg` (GRO) where
@@ -46,6 +46,17 @@ pub struct BatchUdpSocket {
 /// Most datagrams handed to the kernel in one GSO send (Linux accepts 64).
 const MAX_GSO_SEGMENTS: usize = 64;
 
+/// Most buffers filled by one receive.
+const MAX_RECV_BATCH: usize = 8;
+
+/// Whether a batched receive that fills fewer buffers than it was given
+/// proves the socket empty at that moment. On Linux `quinn_udp` receives
+/// with `recvmmsg` on a non-blocking socket, which stops only at the last
+/// buffer, at an error or when nothing is queued (an error still pending is
+/// reported by the next receive; the one that set it woke the reactor).
+/// Elsewhere it may receive one datagram per call whatever is queued.
+const RECVMMSG_STOPS_WHEN_EMPTY: bool = cfg!(any(target_os = "linux", target_os = "android"));
+
 impl BatchUdpSocket {
     /// Wrap a bound, non-blocking tokio socket, turning on the kernel's
     /// offloads where it has them.
@@ -63,6 +74,7 @@ impl BatchUdpSocket {
             gro_segments = state.gro_segments(),
             "UDP offloads"
         );
+        drop_unused_control_messages(&io);
         let io = register(io.into_std()?, Interest::READABLE)?;
         Ok(Self {
             io,
@@ -155,7 +167,15 @@ impl DatagramSocket for BatchUdpSocket {
             src_ip: None,
         };
         loop {
-            match self.state.try_send(self.io.get_ref().into(), &transmit) {
+            // One datagram leaves through `sendto`: `quinn_udp` would add
+            // an IP_TOS control message (ECN, unused here) that the kernel
+            // parses on every send.
+            let sent = if transmit.segment_size.is_none() {
+                self.io.get_ref().send_to(buf, target).map(|_| ())
+            } else {
+                self.state.try_send(self.io.get_ref().into(), &transmit)
+            };
+            match sent {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     std::task::ready!(self.poll_room(cx))?;
                 }
@@ -171,18 +191,51 @@ impl DatagramSocket for BatchUdpSocket {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<(SocketAddr, usize)>> {
+        let mut arrival = [Arrival::default()];
+        let filled = {
+            let mut bufs = [io::IoSliceMut::new(buf.initialize_unfilled())];
+            std::task::ready!(self.poll_recv_batch(cx, &mut bufs, &mut arrival))?
+        };
+        let [arrival] = arrival;
+        if filled == 1 {
+            buf.advance(arrival.len);
+        }
+        Poll::Ready(Ok((arrival.from, arrival.stride)))
+    }
+    fn poll_recv_batch(
+        &self,
+        cx: &mut Context<'_>,
+        bufs: &mut [io::IoSliceMut<'_>],
+        arrivals: &mut [Arrival],
+    ) -> Poll<io::Result<usize>> {
+        let slots = bufs.len().min(arrivals.len()).min(MAX_RECV_BATCH);
+        if slots == 0 {
+            return Poll::Ready(Ok(0));
+        }
         loop {
             let mut guard = std::task::ready!(self.io.poll_read_ready(cx))?;
-            let mut meta = [quinn_udp::RecvMeta::default()];
+            let mut meta = [quinn_udp::RecvMeta::default(); MAX_RECV_BATCH];
             let received = guard.try_io(|io| {
-                let mut bufs = [io::IoSliceMut::new(buf.initialize_unfilled())];
-                self.state.recv(io.get_ref().into(), &mut bufs, &mut meta)
+                self.state
+                    .recv(io.get_ref().into(), &mut bufs[..slots], &mut meta[..slots])
             });
             match received {
-                Ok(Ok(_)) => {
-                    let [meta] = meta;
-                    buf.advance(meta.len);
-                    return Poll::Ready(Ok((meta.addr, meta.stride.max(1))));
+                Ok(Ok(filled)) => {
+                    for (arrival, meta) in arrivals.iter_mut().zip(&meta[..filled]) {
+                        *arrival = Arrival {
+                            from: meta.addr,
+                            len: meta.len,
+                            stride: meta.stride.max(1),
+                        };
+                    }
+                    if filled < slots && RECVMMSG_STOPS_WHEN_EMPTY {
+                        // Nothing more was queued when the kernel looked.
+                        // Whatever arrives later is a new edge for the
+                        // reactor, and the guard clears only the readiness
+                        // it saw, so nothing waits unread.
+                        guard.clear_ready();
+                    }
+                    return Poll::Ready(Ok(filled));
                 }
                 Ok(Err(e)) => return Poll::Ready(Err(e)),
                 Err(_would_block) => {}
@@ -190,6 +243,26 @@ impl DatagramSocket for BatchUdpSocket {
         }
     }
 }
+
+/// Stop the kernel from attaching to every datagram received the control
+/// messages `quinn_udp` turns on and this socket never reads: the TOS byte
+/// or traffic class (ECN) and the destination address (`IP_PKTINFO`). Each
+/// one costs every receive: together 0.24 µs of a 19 µs round trip with
+/// both ends on one core, measured. GRO's stays. Failing to turn one off
+/// (an IPv4 option on an IPv6 socket) only leaves it on.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn drop_unused_control_messages(io: &tokio::net::UdpSocket) {
+    use nix::sys::socket::{setsockopt, sockopt};
+    let fd = io.as_fd();
+    let _ = setsockopt(&fd, sockopt::IpRecvTos, &false);
+    let _ = setsockopt(&fd, sockopt::Ipv4PacketInfo, &false);
+    let _ = setsockopt(&fd, sockopt::Ipv6RecvTClass, &false);
+    let _ = setsockopt(&fd, sockopt::Ipv6RecvPacketInfo, &false);
+}
+
+/// Elsewhere the control messages stay as `quinn_udp` set them.
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+fn drop_unused_control_messages(_io: &tokio::net::UdpSocket) {}
 
 /// Register `fd` with the runtime for `interest` only.
 ///
