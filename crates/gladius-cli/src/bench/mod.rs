@@ -83,6 +83,13 @@ pub(crate) struct BenchArgs {
     /// Round trips per rtt measurement [default: 10000; 1000 with --quick].
     #[arg(long, value_name = "N")]
     rounds: Option<usize>,
+    /// Runs of every rtt point (rounds over all of them), keeping per
+    /// point the run with the lowest p50, as `bench/peers --repeat` does;
+    /// every run's p50 stays in the line (`p50_us_runs`). Load from
+    /// elsewhere only ever slows a run down, so the best is the closest to
+    /// a quiet machine. Other scenarios run once.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    repeat: usize,
     /// Node counts of the scale scenario (repeatable or comma-separated)
     /// [default: 100,500,1000; 100 with --quick].
     #[arg(long = "nodes", value_delimiter = ',', value_name = "N")]
@@ -103,6 +110,8 @@ pub(crate) struct Plan {
     quick: bool,
     modes: Vec<bool>,
     rounds: usize,
+    /// Runs of every rtt point (`--repeat`).
+    repeat: usize,
     warmup: usize,
     nodes: Vec<usize>,
     peers: Vec<usize>,
@@ -139,6 +148,7 @@ impl Plan {
                 .rounds
                 .unwrap_or(if quick { 1000 } else { 10_000 })
                 .max(1),
+            repeat: args.repeat.max(1),
             warmup: if quick { 100 } else { 500 },
             nodes,
             idle_secs: args
