@@ -42,8 +42,39 @@ const MAX_DATAGRAM: usize = 65_536;
 /// Receive buffers: one receive fills up to this many. Two are enough for
 /// a receive to tell that nothing more is queued (it fills only one), so
 /// the socket is not asked again just to hear it is empty: one system call
-/// less per wake-up. Pages of a buffer never written are never resident.
+/// less per wake-up.
 const RECV_BUFFERS: usize = 2;
+
+/// The buffers one receive fills.
+type RecvBuffers = [Vec<u8>; RECV_BUFFERS];
+
+thread_local! {
+    /// The receive buffers of the drivers polled on this thread. A driver
+    /// takes them only while it reads and handles what it read, within one
+    /// poll, so the drivers of a thread share one set: a process of 1,000
+    /// nodes on two threads holds two sets of 128 KiB, not 1,000.
+    static SHARED_RECV_BUFFERS: std::cell::RefCell<Option<Box<RecvBuffers>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// This thread's receive buffers, or new ones if they are taken (only a
+/// driver polled inside another's handler could see that).
+fn take_recv_buffers() -> Box<RecvBuffers> {
+    SHARED_RECV_BUFFERS
+        .with(|slot| slot.borrow_mut().take())
+        .unwrap_or_else(|| Box::new(std::array::from_fn(|_| vec![0u8; MAX_DATAGRAM])))
+}
+
+/// Give the buffers back for the next driver on this thread (a second set,
+/// from a nested take, is freed).
+fn give_back_recv_buffers(bufs: Box<RecvBuffers>) {
+    SHARED_RECV_BUFFERS.with(|slot| {
+        let mut slot = slot.borrow_mut();
+        if slot.is_none() {
+            *slot = Some(bufs);
+        }
+    });
+}
 /// Datagrams read per wake-up before the sessions are flushed; bounds the
 /// latency one burst adds to everything else.
 const RECV_BURST: usize = 64;
@@ -260,7 +291,6 @@ impl Driver {
         mut pushes: mpsc::UnboundedReceiver<Push>,
         mut shutdown: oneshot::Receiver<()>,
     ) {
-        let mut bufs: [Vec<u8>; RECV_BUFFERS] = std::array::from_fn(|_| vec![0u8; MAX_DATAGRAM]);
         let mut shutdown_seen = false;
         let mut commands_open = true;
         // One timer for the driver's life, moved only to an earlier
@@ -306,9 +336,10 @@ impl Driver {
                     self.tick();
                     self.take_pushes(push, &mut pushes);
                 }
-                first = recv(socket.as_deref(), &mut bufs) => {
+                (first, mut bufs) = recv(socket.as_deref()) => {
                     self.tick();
                     self.handle_recv(socket.as_deref(), first, &mut bufs);
+                    give_back_recv_buffers(bufs);
                     // A request handed to a plugin is usually answered at
                     // once: wait one yield for the answer so that it leaves
                     // with the ACK, in one datagram instead of two.
@@ -688,7 +719,7 @@ impl Driver {
         &mut self,
         socket: Option<&dyn DatagramSocket>,
         first: std::io::Result<Filled>,
-        bufs: &mut [Vec<u8>; RECV_BUFFERS],
+        bufs: &mut RecvBuffers,
     ) {
         let now = self.now();
         let mut result = first;
@@ -808,7 +839,7 @@ struct Filled {
 fn poll_recv(
     socket: &dyn DatagramSocket,
     cx: &mut Context<'_>,
-    bufs: &mut [Vec<u8>; RECV_BUFFERS],
+    bufs: &mut RecvBuffers,
 ) -> Poll<std::io::Result<Filled>> {
     let mut slices = bufs.each_mut().map(|b| IoSliceMut::new(b));
     let mut arrivals = [Arrival::default(); RECV_BUFFERS];
@@ -820,12 +851,22 @@ fn poll_recv(
         })
 }
 
-async fn recv(
-    socket: Option<&dyn DatagramSocket>,
-    bufs: &mut [Vec<u8>; RECV_BUFFERS],
-) -> std::io::Result<Filled> {
+/// Wait for a receive; returns what it filled with the buffers it filled
+/// (this thread's, held only from the moment something arrived until the
+/// driver has handled it).
+async fn recv(socket: Option<&dyn DatagramSocket>) -> (std::io::Result<Filled>, Box<RecvBuffers>) {
     let Some(socket) = socket else {
         return std::future::pending().await;
     };
-    std::future::poll_fn(|cx| poll_recv(socket, cx, bufs)).await
+    std::future::poll_fn(|cx| {
+        let mut bufs = take_recv_buffers();
+        match poll_recv(socket, cx, &mut bufs) {
+            Poll::Ready(filled) => Poll::Ready((filled, bufs)),
+            Poll::Pending => {
+                give_back_recv_buffers(bufs);
+                Poll::Pending
+            }
+        }
+    })
+    .await
 }
