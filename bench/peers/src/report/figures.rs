@@ -272,7 +272,7 @@ pub fn rtt(records: &[Record], goals: &[Goal]) -> Figure {
         }
     }
     let mut notes = vec![
-        "gladius encrypted; libp2p encrypted (Noise, TLS 1.3); tokio_kcp and raw UDP plaintext. Distributions: rtt_cdf_64 and rtt_cdf_1024.".to_string(),
+        "gladius encrypted; libp2p encrypted (Noise, TLS 1.3); tokio_kcp and raw UDP plaintext. Every bar is the lowest p50 of its point's runs (--repeat of both benches; every run's p50 is in tables.md). Distributions: rtt_cdf_64 and rtt_cdf_1024.".to_string(),
     ];
     if !off_scale.is_empty() {
         notes.push(format!(
