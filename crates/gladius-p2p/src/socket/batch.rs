@@ -221,6 +221,8 @@ impl DatagramSocket for BatchUdpSocket {
             });
             match received {
                 Ok(Ok(filled)) => {
+                    // `recvmmsg` fills at most the buffers it was given.
+                    let filled = filled.min(slots);
                     for (arrival, meta) in arrivals.iter_mut().zip(&meta[..filled]) {
                         *arrival = Arrival {
                             from: meta.addr,
