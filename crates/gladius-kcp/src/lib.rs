@@ -117,18 +117,21 @@ impl std::fmt::Display for InputError {
 
 impl std::error::Error for InputError {}
 
-/// Why [`Kcp::send`] refused data.
+/// Why [`Kcp::send`] or [`segment::encode`] refused data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum SendError {
     /// Empty data.
     Empty,
+    /// A segment payload longer than its `u32` length field can say.
+    TooLong,
 }
 
 impl std::fmt::Display for SendError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             SendError::Empty => f.write_str("empty KCP send"),
+            SendError::TooLong => f.write_str("KCP segment payload longer than u32::MAX bytes"),
         }
     }
 }

@@ -128,14 +128,19 @@ impl SegmentHeader {
 /// Append one well-formed segment (`header` then `payload`) to `out`.
 ///
 /// The `len` field written is `payload.len()`, whatever `header.len` says.
-///
-/// # Panics
-/// If `payload` is longer than `u32::MAX` bytes (it cannot be put on the wire).
-pub fn encode(header: &SegmentHeader, payload: &[u8], out: &mut Vec<u8>) {
-    let len = u32::try_from(payload.len()).expect("KCP payload longer than u32::MAX");
+/// A payload longer than `u32::MAX` bytes cannot be put on the wire:
+/// [`SendError::TooLong`](crate::SendError::TooLong), and `out` is left
+/// as it was.
+pub fn encode(
+    header: &SegmentHeader,
+    payload: &[u8],
+    out: &mut Vec<u8>,
+) -> Result<(), crate::SendError> {
+    let len = u32::try_from(payload.len()).map_err(|_| crate::SendError::TooLong)?;
     let header = SegmentHeader { len, ..*header };
     out.extend_from_slice(&header.to_bytes());
     out.extend_from_slice(payload);
+    Ok(())
 }
 
 /// Parse a datagram into its segments without copying.
@@ -278,7 +283,7 @@ mod tests {
     #[test]
     fn trailing_partial_header_is_truncated() {
         let mut d = Vec::new();
-        encode(&header(Command::Push, 0), b"abc", &mut d);
+        encode(&header(Command::Push, 0), b"abc", &mut d).expect("a short payload encodes");
         d.extend_from_slice(&[0; 5]);
         let all: Vec<_> = parse_datagram(&d).collect();
         assert_eq!(all.len(), 2);

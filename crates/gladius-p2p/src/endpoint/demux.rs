@@ -111,7 +111,7 @@ mod tests {
             len: 0,
         };
         let mut out = Vec::new();
-        segment::encode(&h, payload, &mut out);
+        segment::encode(&h, payload, &mut out).expect("a short payload encodes");
         out
     }
 

@@ -289,7 +289,7 @@ pub fn kcp_header(
 /// One encoded KCP segment.
 pub fn kcp_seg(h: gladius_kcp::segment::SegmentHeader, payload: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
-    gladius_kcp::segment::encode(&h, payload, &mut out);
+    gladius_kcp::segment::encode(&h, payload, &mut out).expect("a short payload encodes");
     out
 }
 
