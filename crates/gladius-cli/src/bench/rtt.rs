@@ -24,7 +24,7 @@ const SIZES: [usize; 2] = [64, 1024];
 /// the line (`p50_us_runs`). Rounds over all points rather than repeats of
 /// one, so that a burst of load from elsewhere hits every point alike.
 pub(super) fn run(plan: &Plan, out: &mut Out) -> Result<(), String> {
-    let rounds = plan.repeat.max(1);
+    let rounds = plan.repeat;
     let mut best: Vec<Best> = Vec::new();
     for round in 1..=rounds {
         let mut point = 0;

@@ -45,36 +45,6 @@ const MAX_DATAGRAM: usize = 65_536;
 /// less per wake-up.
 const RECV_BUFFERS: usize = 2;
 
-/// The buffers one receive fills.
-type RecvBuffers = [Vec<u8>; RECV_BUFFERS];
-
-thread_local! {
-    /// The receive buffers of the drivers polled on this thread. A driver
-    /// takes them only while it reads and handles what it read, within one
-    /// poll, so the drivers of a thread share one set: a process of 1,000
-    /// nodes on two threads holds two sets of 128 KiB, not 1,000.
-    static SHARED_RECV_BUFFERS: std::cell::RefCell<Option<Box<RecvBuffers>>> =
-        const { std::cell::RefCell::new(None) };
-}
-
-/// This thread's receive buffers, or new ones if they are taken (only a
-/// driver polled inside another's handler could see that).
-fn take_recv_buffers() -> Box<RecvBuffers> {
-    SHARED_RECV_BUFFERS
-        .with(|slot| slot.borrow_mut().take())
-        .unwrap_or_else(|| Box::new(std::array::from_fn(|_| vec![0u8; MAX_DATAGRAM])))
-}
-
-/// Give the buffers back for the next driver on this thread (a second set,
-/// from a nested take, is freed).
-fn give_back_recv_buffers(bufs: Box<RecvBuffers>) {
-    SHARED_RECV_BUFFERS.with(|slot| {
-        let mut slot = slot.borrow_mut();
-        if slot.is_none() {
-            *slot = Some(bufs);
-        }
-    });
-}
 /// Datagrams read per wake-up before the sessions are flushed; bounds the
 /// latency one burst adds to everything else.
 const RECV_BURST: usize = 64;
@@ -727,7 +697,7 @@ impl Driver {
         loop {
             match result {
                 Ok(Filled { filled, arrivals }) => {
-                    for (buf, arrival) in bufs.iter().zip(&arrivals[..filled]) {
+                    for (buf, arrival) in bufs.iter().zip(arrivals.iter().take(filled)) {
                         let Arrival { from, len, stride } = *arrival;
                         let Some(data) = buf.get(..len) else { continue };
                         // An empty datagram is one datagram too (malformed).
@@ -849,6 +819,37 @@ fn poll_recv(
             filled: filled.min(RECV_BUFFERS),
             arrivals,
         })
+}
+
+/// The buffers one receive fills.
+type RecvBuffers = [Vec<u8>; RECV_BUFFERS];
+
+thread_local! {
+    /// The receive buffers of the drivers polled on this thread. A driver
+    /// takes them only while it reads and handles what it read, within one
+    /// poll, so the drivers of a thread share one set: a process of 1,000
+    /// nodes on two threads holds two sets of 128 KiB, not 1,000.
+    static SHARED_RECV_BUFFERS: std::cell::RefCell<Option<Box<RecvBuffers>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// This thread's receive buffers, or new ones if they are taken (only a
+/// driver polled inside another's handler could see that).
+fn take_recv_buffers() -> Box<RecvBuffers> {
+    SHARED_RECV_BUFFERS
+        .with(|slot| slot.borrow_mut().take())
+        .unwrap_or_else(|| Box::new(std::array::from_fn(|_| vec![0u8; MAX_DATAGRAM])))
+}
+
+/// Give the buffers back for the next driver on this thread (a second set,
+/// from a nested take, is freed).
+fn give_back_recv_buffers(bufs: Box<RecvBuffers>) {
+    SHARED_RECV_BUFFERS.with(|slot| {
+        let mut slot = slot.borrow_mut();
+        if slot.is_none() {
+            *slot = Some(bufs);
+        }
+    });
 }
 
 /// Wait for a receive; returns what it filled with the buffers it filled

@@ -223,7 +223,7 @@ impl DatagramSocket for BatchUdpSocket {
                 Ok(Ok(filled)) => {
                     // `recvmmsg` fills at most the buffers it was given.
                     let filled = filled.min(slots);
-                    for (arrival, meta) in arrivals.iter_mut().zip(&meta[..filled]) {
+                    for (arrival, meta) in arrivals.iter_mut().zip(meta.iter().take(filled)) {
                         *arrival = Arrival {
                             from: meta.addr,
                             len: meta.len,
