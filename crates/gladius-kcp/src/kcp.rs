@@ -359,9 +359,14 @@ impl Kcp {
         self.flush_inner();
     }
 
-    /// Next datagram to put on the wire.
+    /// Next datagram to put on the wire. Once none is left and nothing is
+    /// in flight or owed, the output buffer is let go.
     pub fn poll_transmit(&mut self) -> Option<Bytes> {
-        self.out.pop()
+        let datagram = self.out.pop();
+        if datagram.is_none() && self.is_idle() {
+            self.out.release();
+        }
+        datagram
     }
 
     /// When `update` must next be called; `None` when idle.
@@ -456,6 +461,12 @@ impl Kcp {
     /// [`set_reorder_limit`](Self::set_reorder_limit)).
     pub fn reorder_bytes(&self) -> usize {
         self.recv.held()
+    }
+
+    /// Bytes of output buffer held: a block while there is anything to send
+    /// or to be acknowledged, none once idle and drained.
+    pub fn output_buffer_bytes(&self) -> usize {
+        self.out.held()
     }
 
     /// The peer's free receive window in segments, as last advertised

@@ -95,12 +95,24 @@ impl Packer {
     }
 
     pub(crate) fn pop(&mut self) -> Option<Bytes> {
-        let datagram = self.ready.pop_front();
+        self.ready.pop_front()
+    }
+
+    /// Let go of the block if nothing is packed or queued, so an idle
+    /// endpoint holds no buffer. A busy one keeps it between flushes: once
+    /// the datagrams cut from it are dropped, the next `push` reuses it in
+    /// place (`BytesMut::reserve` on a block no one else holds), where a
+    /// block freed after every drain cost an allocation and a free per
+    /// flush (a request's and its reply's, on the path of every round trip).
+    pub(crate) fn release(&mut self) {
         if self.ready.is_empty() && self.current.is_empty() {
-            // Release the block so an idle endpoint holds no buffer.
             self.current = BytesMut::new();
         }
-        datagram
+    }
+
+    /// Bytes of buffer held.
+    pub(crate) fn held(&self) -> usize {
+        self.current.capacity()
     }
 
     pub(crate) fn produced(&self) -> u64 {
@@ -163,6 +175,56 @@ mod tests {
         p.finish();
         let sizes: Vec<usize> = std::iter::from_fn(|| p.pop()).map(|d| d.len()).collect();
         assert_eq!(sizes, vec![72, 24]);
+    }
+
+    #[test]
+    fn a_drained_block_is_reused_in_place_and_released_only_when_asked() {
+        let mut p = Packer::new(100, 16);
+        p.push(&ack(0), &[]);
+        p.finish();
+        let base = p.pop().map_or(0, |d| d.as_ptr() as usize);
+        assert!(p.pop().is_none());
+        assert!(p.held() > 0, "a drained packer keeps its block");
+        let block = 100 * BLOCK_DATAGRAMS;
+        // The next flush packs into the rest of the same block.
+        for sn in 1..=12 {
+            p.push(&ack(sn), &[]);
+        }
+        p.finish();
+        while let Some(d) = p.pop() {
+            let at = d.as_ptr() as usize;
+            assert!(
+                (base..base + block).contains(&at),
+                "a new block was allocated"
+            );
+        }
+        // The rest is too short for a datagram now; the datagrams cut from
+        // the block are gone, so it is taken back from its start.
+        p.push(&ack(13), &[]);
+        p.finish();
+        assert_eq!(p.pop().map(|d| d.as_ptr() as usize), Some(base));
+        // Not released while datagrams wait.
+        for sn in 14..=18 {
+            p.push(&ack(sn), &[]);
+        }
+        p.finish();
+        assert!(p.pop().is_some());
+        p.release();
+        assert!(p.held() > 0);
+        while p.pop().is_some() {}
+        p.release();
+        assert_eq!(p.held(), 0);
+        // A held datagram keeps its bytes after the release.
+        p.push(&ack(20), &[]);
+        p.finish();
+        let kept = p.pop();
+        p.release();
+        let sns: Vec<u32> = kept
+            .iter()
+            .flat_map(|d| parse_datagram(d))
+            .filter_map(|seg| seg.ok().map(|(h, _)| h.sn))
+            .collect();
+        assert_eq!(sns, vec![20]);
     }
 
     #[test]
