@@ -294,8 +294,8 @@ impl Driver {
                 let socket = socket.as_deref();
                 let socket_first = !std::mem::take(&mut channels_first);
                 if socket_first {
-                    if let Poll::Ready((first, bufs)) = poll_recv_shared(socket, cx) {
-                        return Poll::Ready(Wake::Recv(first, bufs));
+                    if let Poll::Ready(wake) = poll_recv_wake(socket, cx) {
+                        return Poll::Ready(wake);
                     }
                 }
                 if commands_open {
@@ -309,8 +309,8 @@ impl Driver {
                     }
                 }
                 if !socket_first {
-                    if let Poll::Ready((first, bufs)) = poll_recv_shared(socket, cx) {
-                        return Poll::Ready(Wake::Recv(first, bufs));
+                    if let Poll::Ready(wake) = poll_recv_wake(socket, cx) {
+                        return Poll::Ready(wake);
                     }
                 }
                 if armed.is_some() && timer.as_mut().poll(cx).is_ready() {
@@ -899,19 +899,16 @@ fn give_back_recv_buffers(bufs: Box<RecvBuffers>) {
     });
 }
 
-/// Poll for a receive; returns what it filled with the buffers it filled
-/// (this thread's, held only from the moment something arrived until the
-/// driver has handled it). Without a socket, never ready.
-fn poll_recv_shared(
-    socket: Option<&dyn DatagramSocket>,
-    cx: &mut Context<'_>,
-) -> Poll<(std::io::Result<Filled>, Box<RecvBuffers>)> {
+/// Poll for a receive: a [`Wake::Recv`] with what it filled and the
+/// buffers it filled (this thread's, held only from the moment something
+/// arrived until the driver has handled it). Without a socket, never ready.
+fn poll_recv_wake(socket: Option<&dyn DatagramSocket>, cx: &mut Context<'_>) -> Poll<Wake> {
     let Some(socket) = socket else {
         return Poll::Pending;
     };
     let mut bufs = take_recv_buffers();
     match poll_recv(socket, cx, &mut bufs) {
-        Poll::Ready(filled) => Poll::Ready((filled, bufs)),
+        Poll::Ready(filled) => Poll::Ready(Wake::Recv(filled, bufs)),
         Poll::Pending => {
             give_back_recv_buffers(bufs);
             Poll::Pending
