@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Plot `gladius sim --scenario gossip --json` reports: reliability, RMR
+"""Plot `gladius-sim --scenario gossip --json` reports: reliability, RMR
 and median latency against the crash fraction, the tree against flooding.
 
     python3 docs/plots/gossip_plot.py OUT.svg REPORT.json...

@@ -254,16 +254,14 @@ enum Command {
     /// result line. The full run takes a few minutes, --quick well under
     /// one. Exits 1 if a check failed (e.g. a message lost).
     Bench(bench::BenchArgs),
-    /// Simulate N nodes deterministically in virtual time.
-    ///
-    /// Runs real nodes with the built-in plugins over a simulated WAN
-    /// (per-link latency 5–150 ms, optional loss) in one process with
-    /// paused time: each node bootstraps from one random earlier node, then
-    /// the scenario runs (discovery, state, broadcast, churn, partition).
-    /// The same --seed gives the same trace digest. Progress goes to
-    /// stderr; stdout gets the report, with --json as one JSON object on
-    /// the last line. Exits 1 if the scenario did not converge.
-    Sim(gladius_sim::SimArgs),
+    /// Moved: the simulator is its own binary, `gladius-sim` (so this one
+    /// does not carry tokio's test clock). Says so and exits 1.
+    #[command(hide = true)]
+    Sim {
+        /// Whatever followed `sim`, ignored.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        rest: Vec<String>,
+    },
 }
 
 /// Options of `gladius node`. Each overrides the `--config` file's key of
@@ -416,23 +414,6 @@ fn keygen(data_dir: Option<&Path>) -> Result<(), String> {
         .map_err(|e| e.to_string())
 }
 
-fn sim(args: &gladius_sim::SimArgs) -> Result<(), String> {
-    let report =
-        gladius_sim::run(args, &mut |line| eprintln!("{line}")).map_err(|e| e.to_string())?;
-    let object = serde_json::to_value(&report).map_err(|e| e.to_string())?;
-    if args.json {
-        println!("{object}");
-    } else if let serde_json::Value::Object(fields) = &object {
-        for (name, value) in fields {
-            println!("{name:>32}: {value}");
-        }
-    }
-    match report.converged {
-        true => Ok(()),
-        false => Err("the scenario did not converge".into()),
-    }
-}
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
@@ -456,7 +437,10 @@ fn main() -> ExitCode {
             Err(e) => Err(format!("cannot start the runtime: {e}")),
         },
         Command::Bench(args) => bench::run(args),
-        Command::Sim(args) => sim(&args),
+        Command::Sim { .. } => Err("the simulator is its own binary now: \
+                                    `gladius-sim --help` (from a checkout: \
+                                    `cargo run --release -p gladius-sim -- --help`)"
+            .into()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -48,6 +48,24 @@ fn version_and_help() {
     }
 }
 
+/// `gladius sim` moved to its own binary (so this one carries no tokio
+/// test clock): the old command fails and names the new one, and the
+/// simulator is not in the help.
+#[test]
+fn sim_names_the_binary_it_moved_to() {
+    let out = Command::new(BIN)
+        .args(["sim", "--nodes", "3", "--json"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(out.stdout.is_empty());
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.contains("gladius-sim"), "{err}");
+    let help = Command::new(BIN).arg("--help").output().unwrap();
+    let help = String::from_utf8(help.stdout).unwrap();
+    assert!(!help.contains("sim"), "{help}");
+}
+
 #[test]
 fn keygen_then_node_reuse_the_identity() {
     let dir = TempDir::new();

@@ -31,7 +31,7 @@
 //! * [`proto`] — the protocol as a sans-IO state machine
 //!   ([`proto::State`]): `(now, event)` in, frames, timers and deliveries
 //!   out, randomness from a seed. Everything the protocol decides is
-//!   there, and it is what `sim` (feature `sim`) and `gladius sim` drive.
+//!   there, and it is what `sim` (feature `sim`) and `gladius-sim` drive.
 //! * [`wire`] — the frames and their parser (fuzzed).
 //! * [`key`] — origin keys, ids and signatures.
 //! * this module — the plugin shell: it feeds the state machine the

@@ -1,4 +1,4 @@
-//! The scenarios of `gladius sim`: start N nodes (each bootstraps from one
+//! The scenarios of `gladius-sim`: start N nodes (each bootstraps from one
 //! random earlier node), let discovery fill the route tables, then exercise
 //! one thing — signed state, a broadcast, churn or a partition — and
 //! measure how long it takes to converge, in virtual time, and what it
@@ -45,7 +45,7 @@ pub enum Scenario {
     Gossip,
 }
 
-/// The settings of one run (the flags of `gladius sim`).
+/// The settings of one run (the flags of `gladius-sim`).
 #[derive(Debug, Clone, clap::Args)]
 pub struct SimArgs {
     /// Nodes to simulate.

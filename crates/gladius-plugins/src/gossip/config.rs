@@ -110,7 +110,7 @@ pub struct GossipConfig {
     /// (default none).
     pub flood_topics: Vec<String>,
     /// Seed of the message nonces (default none: from the OS). Set it for
-    /// reproducible runs (`gladius sim`).
+    /// reproducible runs (`gladius-sim`).
     pub rng_seed: Option<u64>,
 }
 

@@ -5,7 +5,7 @@
 //! (their neighbours are not told, as right after a real crash).
 //!
 //! It is what the crate's own tests measure reliability and redundancy
-//! with, and a reusable driver for `gladius sim` (feature `sim`). Example:
+//! with, and a reusable driver for `gladius-sim` (feature `sim`). Example:
 //!
 //! ```
 //! # #[cfg(feature = "sim")] {

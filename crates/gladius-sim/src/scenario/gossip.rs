@@ -61,7 +61,7 @@ const SETTLE: Duration = Duration::from_secs(2);
 /// Body size of the published messages.
 const BODY_LEN: usize = 64;
 
-/// The gossip scenario's flags (`gladius sim --scenario gossip`).
+/// The gossip scenario's flags (`gladius-sim --scenario gossip`).
 #[derive(Debug, Clone, clap::Args)]
 pub struct GossipArgs {
     /// Gossip: messages measured per batch.
