@@ -83,6 +83,63 @@ pub async fn rtt_client(
     Ok((samples, wall))
 }
 
+/// Client side of `rtt` with a hand-off (`--handoff`): a spawned task owns
+/// the stream and does each round trip; the measuring loop hands it every
+/// request over a bounded channel and waits for the reply's length on a
+/// oneshot, as a `gladius` caller hands its request to the node's driver.
+/// The samples include both hand-offs.
+pub async fn rtt_client_handoff(
+    stream: &mut BoxedStream,
+    size: usize,
+    warmup: usize,
+    count: usize,
+) -> Result<(Vec<Duration>, Duration)> {
+    type Job = (Vec<u8>, tokio::sync::oneshot::Sender<Result<usize>>);
+    // The stream moves into the task and comes back when it ends.
+    let owned = std::mem::replace(stream, Box::new(futures::io::Cursor::new(Vec::new())));
+    let (jobs, mut rx) = tokio::sync::mpsc::channel::<Job>(16);
+    let worker = tokio::spawn(async move {
+        let mut stream = BufReader::with_capacity(BUFFER, owned);
+        let mut body = Vec::with_capacity(size);
+        while let Some((msg, reply)) = rx.recv().await {
+            let result = async {
+                stream.write_all(&msg).await.context("sending request")?;
+                stream.flush().await.context("flushing request")?;
+                read_frame(&mut stream, &mut body).await
+            }
+            .await;
+            let _ = reply.send(result);
+        }
+        stream.into_inner()
+    });
+    let msg = frame(size)?;
+    let mut samples = Vec::with_capacity(count);
+    let mut measured_start = Instant::now();
+    for i in 0..warmup + count {
+        if i == warmup {
+            measured_start = Instant::now();
+        }
+        let t = Instant::now();
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        jobs.send((msg.clone(), reply))
+            .await
+            .map_err(|_| anyhow::anyhow!("stream task ended"))?;
+        let n = answer.await.context("stream task ended")??;
+        if n != size {
+            bail!("reply of {n} bytes to a request of {size}");
+        }
+        if i >= warmup {
+            samples.push(t.elapsed());
+        }
+    }
+    let wall = measured_start.elapsed();
+    drop(jobs);
+    *stream = worker.await.context("stream task")?;
+    stream.write_all(&frame(0)?).await.context("sending end")?;
+    stream.flush().await.context("flushing end")?;
+    Ok((samples, wall))
+}
+
 /// Server side of `rtt`: echoes every frame until the end frame.
 pub async fn rtt_server(stream: &mut BoxedStream) -> Result<()> {
     let mut stream = BufReader::with_capacity(BUFFER, stream);

@@ -26,6 +26,11 @@
 //!
 //! - `rtt`: sequential request/echo round trips of 64 B and 1 KiB bodies,
 //!   after a warm-up: p50, p90, p99, all 99 percentiles, round trips/s.
+//!   With `--handoff` the stream round trips become `stream-handoff`: the
+//!   stream is driven by a task of its own and the measuring loop hands it
+//!   each request over a channel and waits on a oneshot for the reply, the
+//!   shape of gladius's handle → driver hand-off (`Network::request`), so
+//!   what that shape costs is measured on another library.
 //! - `throughput`: one-way stream of 64 B, 1 KiB, 64 KiB and 1 MiB
 //!   messages for a fixed time; messages/s and MB/s (10^6 bytes) *as
 //!   received*: from the first send to the last byte received.
@@ -93,11 +98,14 @@ struct Options {
     only: Option<String>,
     /// Runs of every point; the best is kept.
     repeat: usize,
+    /// Stream round trips with the hand-off of `framing::rtt_client_handoff`
+    /// instead of the caller driving the stream.
+    handoff: bool,
 }
 
 /// Usage text for `--help` and bad arguments.
 const USAGE: &str =
-    "usage: peers [--json] [--quick] [--repeat N] [--only TEXT] [--round-trips N] [--seconds S]";
+    "usage: peers [--json] [--quick] [--repeat N] [--only TEXT] [--round-trips N] [--seconds S] [--handoff]";
 
 impl Options {
     /// Parses `std::env::args`.
@@ -109,6 +117,7 @@ impl Options {
             duration: Duration::from_secs(3),
             only: None,
             repeat: 1,
+            handoff: false,
         };
         let mut args = std::env::args().skip(1);
         while let Some(arg) = args.next() {
@@ -116,6 +125,7 @@ impl Options {
                 |name: &str| args.next().with_context(|| format!("{name} needs a value"));
             match arg.as_str() {
                 "--json" => opts.json = true,
+                "--handoff" => opts.handoff = true,
                 "--quick" => {
                     opts.warmup = 100;
                     opts.round_trips = 1000;
@@ -155,6 +165,9 @@ impl Options {
 enum Job {
     /// Round trips over the long-lived stream.
     RttStream { size: usize },
+    /// The same, the stream driven by a task of its own that the measuring
+    /// loop hands each request to (`--handoff`).
+    RttHandOff { size: usize },
     /// Round trips through `libp2p-request-response`.
     RttRequestResponse { size: usize },
     /// One-way stream.
@@ -165,7 +178,9 @@ impl Job {
     /// The `scenario` field.
     fn scenario(self) -> &'static str {
         match self {
-            Job::RttStream { .. } | Job::RttRequestResponse { .. } => "rtt",
+            Job::RttStream { .. } | Job::RttHandOff { .. } | Job::RttRequestResponse { .. } => {
+                "rtt"
+            }
             Job::Throughput { .. } => "throughput",
         }
     }
@@ -179,6 +194,7 @@ impl Job {
             } => "stream",
             Job::Throughput { coalesce: true, .. } => "stream-coalesced",
             Job::RttRequestResponse { .. } => "request-response",
+            Job::RttHandOff { .. } => "stream-handoff",
         }
     }
 
@@ -186,6 +202,7 @@ impl Job {
     fn size(self) -> usize {
         match self {
             Job::RttStream { size }
+            | Job::RttHandOff { size }
             | Job::RttRequestResponse { size }
             | Job::Throughput { size, .. } => size,
         }
@@ -359,6 +376,11 @@ async fn client(
             framing::throughput_sender(&mut endpoint.stream, size, opts.duration, coalesce)
                 .await
                 .map(ClientOut::Sent)
+        }
+        Job::RttHandOff { size } => {
+            framing::rtt_client_handoff(&mut endpoint.stream, size, opts.warmup, opts.round_trips)
+                .await
+                .map(|(samples, wall)| ClientOut::Rtt(samples, wall))
         }
         _ => framing::rtt_client(
             &mut endpoint.stream,
@@ -558,6 +580,10 @@ fn main() -> Result<()> {
     let opts = Options::parse()?;
     let selected: Vec<(Transport, Job)> = points()
         .into_iter()
+        .map(|(t, j)| match j {
+            Job::RttStream { size } if opts.handoff => (t, Job::RttHandOff { size }),
+            _ => (t, j),
+        })
         .filter(|(t, j)| {
             let label = format!("{} {} {}", j.scenario(), t.library(), j.mode());
             opts.only
@@ -623,6 +649,7 @@ mod tests {
             duration: Duration::from_millis(100),
             only: None,
             repeat: 1,
+            handoff: false,
         }
     }
 
@@ -633,6 +660,7 @@ mod tests {
             (Transport::Libp2pTcp, Job::RttStream { size: 64 }),
             (Transport::Libp2pQuic, Job::RttRequestResponse { size: 64 }),
             (Transport::Kcp, Job::RttStream { size: 1024 }),
+            (Transport::Kcp, Job::RttHandOff { size: 64 }),
             (
                 Transport::Libp2pTcp,
                 Job::Throughput {
