@@ -48,6 +48,53 @@ async fn read_frame<R: AsyncRead + Unpin>(r: &mut R, body: &mut Vec<u8>) -> Resu
     Ok(len)
 }
 
+/// Runs `round` `warmup` times unmeasured, then `count` times measured.
+/// Returns each measured round's duration and the wall time of the
+/// measured part. Every `rtt` client (streams, hand-off,
+/// request-response) measures through this.
+pub async fn measure_rounds(
+    warmup: usize,
+    count: usize,
+    mut round: impl AsyncFnMut() -> Result<()>,
+) -> Result<(Vec<Duration>, Duration)> {
+    let mut samples = Vec::with_capacity(count);
+    let mut measured_start = Instant::now();
+    for i in 0..warmup + count {
+        if i == warmup {
+            measured_start = Instant::now();
+        }
+        let t = Instant::now();
+        round().await?;
+        if i >= warmup {
+            samples.push(t.elapsed());
+        }
+    }
+    Ok((samples, measured_start.elapsed()))
+}
+
+/// One request on `stream` (one `write_all` + `flush`) and its echo read
+/// into `body`; checks the echo's length.
+async fn stream_round_trip<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
+    msg: &[u8],
+    body: &mut Vec<u8>,
+) -> Result<()> {
+    stream.write_all(msg).await.context("sending request")?;
+    stream.flush().await.context("flushing request")?;
+    let n = read_frame(stream, body).await?;
+    let size = msg.len() - 4;
+    if n != size {
+        bail!("reply of {n} bytes to a request of {size}");
+    }
+    Ok(())
+}
+
+/// Tells the server the run is over (a zero-length frame).
+async fn send_end<S: AsyncWrite + Unpin>(stream: &mut S) -> Result<()> {
+    stream.write_all(&frame(0)?).await.context("sending end")?;
+    stream.flush().await.context("flushing end")
+}
+
 /// Client side of `rtt`: `warmup` unmeasured round trips, then `count`
 /// measured ones. Each request is one `write_all` + `flush`; the server
 /// echoes it. Returns the samples and the wall time of the measured part.
@@ -60,32 +107,17 @@ pub async fn rtt_client(
     let mut stream = BufReader::with_capacity(BUFFER, stream);
     let msg = frame(size)?;
     let mut body = Vec::with_capacity(size);
-    let mut samples = Vec::with_capacity(count);
-    let mut measured_start = Instant::now();
-    for i in 0..warmup + count {
-        if i == warmup {
-            measured_start = Instant::now();
-        }
-        let t = Instant::now();
-        stream.write_all(&msg).await.context("sending request")?;
-        stream.flush().await.context("flushing request")?;
-        let n = read_frame(&mut stream, &mut body).await?;
-        if n != size {
-            bail!("reply of {n} bytes to a request of {size}");
-        }
-        if i >= warmup {
-            samples.push(t.elapsed());
-        }
-    }
-    let wall = measured_start.elapsed();
-    stream.write_all(&frame(0)?).await.context("sending end")?;
-    stream.flush().await.context("flushing end")?;
-    Ok((samples, wall))
+    let out = measure_rounds(warmup, count, async || {
+        stream_round_trip(&mut stream, &msg, &mut body).await
+    })
+    .await?;
+    send_end(&mut stream).await?;
+    Ok(out)
 }
 
 /// Client side of `rtt` with a hand-off (`--handoff`): a spawned task owns
 /// the stream and does each round trip; the measuring loop hands it every
-/// request over a bounded channel and waits for the reply's length on a
+/// request over a bounded channel and waits for the outcome on a
 /// oneshot, as a `gladius` caller hands its request to the node's driver.
 /// The samples include both hand-offs.
 pub async fn rtt_client_handoff(
@@ -94,7 +126,7 @@ pub async fn rtt_client_handoff(
     warmup: usize,
     count: usize,
 ) -> Result<(Vec<Duration>, Duration)> {
-    type Job = (Vec<u8>, tokio::sync::oneshot::Sender<Result<usize>>);
+    type Job = (Vec<u8>, tokio::sync::oneshot::Sender<Result<()>>);
     // The stream moves into the task and comes back when it ends.
     let owned = std::mem::replace(stream, Box::new(futures::io::Cursor::new(Vec::new())));
     let (jobs, mut rx) = tokio::sync::mpsc::channel::<Job>(16);
@@ -102,42 +134,23 @@ pub async fn rtt_client_handoff(
         let mut stream = BufReader::with_capacity(BUFFER, owned);
         let mut body = Vec::with_capacity(size);
         while let Some((msg, reply)) = rx.recv().await {
-            let result = async {
-                stream.write_all(&msg).await.context("sending request")?;
-                stream.flush().await.context("flushing request")?;
-                read_frame(&mut stream, &mut body).await
-            }
-            .await;
-            let _ = reply.send(result);
+            let _ = reply.send(stream_round_trip(&mut stream, &msg, &mut body).await);
         }
         stream.into_inner()
     });
     let msg = frame(size)?;
-    let mut samples = Vec::with_capacity(count);
-    let mut measured_start = Instant::now();
-    for i in 0..warmup + count {
-        if i == warmup {
-            measured_start = Instant::now();
-        }
-        let t = Instant::now();
+    let out = measure_rounds(warmup, count, async || {
         let (reply, answer) = tokio::sync::oneshot::channel();
         jobs.send((msg.clone(), reply))
             .await
             .map_err(|_| anyhow::anyhow!("stream task ended"))?;
-        let n = answer.await.context("stream task ended")??;
-        if n != size {
-            bail!("reply of {n} bytes to a request of {size}");
-        }
-        if i >= warmup {
-            samples.push(t.elapsed());
-        }
-    }
-    let wall = measured_start.elapsed();
+        answer.await.context("stream task ended")?
+    })
+    .await?;
     drop(jobs);
     *stream = worker.await.context("stream task")?;
-    stream.write_all(&frame(0)?).await.context("sending end")?;
-    stream.flush().await.context("flushing end")?;
-    Ok((samples, wall))
+    send_end(stream).await?;
+    Ok(out)
 }
 
 /// Server side of `rtt`: echoes every frame until the end frame.

@@ -3,7 +3,7 @@
 
 use std::io;
 use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use futures::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -141,13 +141,7 @@ pub async fn client(
     let mut swarm = swarm(transport)?;
     let peer = libp2p_dial(&mut swarm, addr).await?;
     let body = vec![0xA5u8; size];
-    let mut samples = Vec::with_capacity(count);
-    let mut measured_start = Instant::now();
-    for i in 0..warmup + count {
-        if i == warmup {
-            measured_start = Instant::now();
-        }
-        let t = Instant::now();
+    crate::framing::measure_rounds(warmup, count, async || {
         let id = swarm.behaviour_mut().send_request(&peer, body.clone());
         loop {
             match swarm.select_next_some().await {
@@ -162,7 +156,7 @@ pub async fn client(
                     if response.len() != size {
                         bail!("response of {} bytes to {size}", response.len());
                     }
-                    break;
+                    return Ok(());
                 }
                 SwarmEvent::Behaviour(Event::OutboundFailure { error, .. }) => {
                     return Err(error).context("request failed");
@@ -173,9 +167,6 @@ pub async fn client(
                 _ => {}
             }
         }
-        if i >= warmup {
-            samples.push(t.elapsed());
-        }
-    }
-    Ok((samples, measured_start.elapsed()))
+    })
+    .await
 }

@@ -138,8 +138,9 @@ impl Network {
 
     /// Queue `cmd` for the driver, waiting for room only when the queue
     /// is full. `try_send` first: with room (the usual case) it skips the
-    /// semaphore's acquire future that `send` builds on every call (about
-    /// 400 instructions of a 64 B round trip's 20 k on the caller's side).
+    /// semaphore's acquire future that `send` builds on every call (with
+    /// the driver's one clock read per wake-up, 20.6 k → 20.3 k
+    /// instructions per 64 B round trip on the caller's side).
     async fn submit(&self, cmd: Command) -> Result<(), NetworkError> {
         match self.commands.try_send(cmd) {
             Ok(()) => Ok(()),
